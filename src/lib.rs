@@ -1,0 +1,13 @@
+//! pacfleet: GitOps for fleets of Arch Linux machines.
+//!
+//! The library core; `fleetctl` (src/main.rs, src/cli/) is a thin shell around it.
+//! Pure logic (`manifest` parsing, `resolve`, `plan`) works on plain data; I/O sits at the
+//! edges (`source` for git, `system`/`apply` for libalpm, `state` for the host's records).
+
+pub mod agent;
+pub mod manifest;
+pub mod plan;
+pub mod resolve;
+pub mod source;
+pub mod state;
+pub mod synth;

@@ -1,0 +1,511 @@
+//! Checks across files: unique names, references that resolve, include cycles, generations
+//! that match their paths and cover what their pool asks for, windows that parse, and no host
+//! claimed by two pools. Each problem becomes a located diagnostic with what to do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use super::load::Parsed;
+use super::locate::{Seg, locate};
+use super::{Diagnostic, Doc, Fleet, FleetFiles, Name};
+use crate::resolve;
+
+struct Ctx<'a> {
+    files: &'a FleetFiles,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn at(&mut self, file: &str, path: &[Seg<'_>], message: String) {
+        let (line, column) = self.files.text(file).map_or((0, 0), |t| locate(t, path));
+        self.diags.push(Diagnostic { file: file.to_owned(), line, column, message });
+    }
+}
+
+fn stem(path: &str) -> &str {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.strip_suffix(".yaml").or_else(|| file.strip_suffix(".yml")).unwrap_or(file)
+}
+
+fn suggest<'a>(unknown: &str, known: impl Iterator<Item = &'a Name>) -> String {
+    let known: Vec<&str> = known.map(|n| n.as_str()).collect();
+    let nearest = known
+        .iter()
+        .map(|k| (strsim::levenshtein(unknown, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min();
+    match (nearest, known.is_empty()) {
+        (Some((_, k)), _) => format!("did you mean `{k}`?"),
+        (None, true) => "none are defined yet".to_owned(),
+        (None, false) => format!("defined: {}", known.join(", ")),
+    }
+}
+
+/// Indexes docs by name, reporting duplicates and names that differ from their file name.
+fn index<T>(
+    ctx: &mut Ctx<'_>,
+    docs: Vec<Doc<T>>,
+    what: &str,
+    dir: &str,
+    name: impl Fn(&T) -> &Name,
+) -> BTreeMap<Name, Doc<T>> {
+    let mut out: BTreeMap<Name, Doc<T>> = BTreeMap::new();
+    for doc in docs {
+        let n = name(&doc.spec).clone();
+        if stem(&doc.file) != n.as_str() {
+            ctx.at(
+                &doc.file,
+                &[Seg::Key("name")],
+                format!(
+                    "{what} `{n}` is in {}, but the file name must be the {what}'s name: rename the file to {dir}/{n}.yaml or change `name`",
+                    doc.file
+                ),
+            );
+        }
+        if let Some(first) = out.get(&n) {
+            let first = first.file.clone();
+            ctx.at(
+                &doc.file,
+                &[Seg::Key("name")],
+                format!("duplicate {what} name `{n}`: {first} defines it too; rename or remove one"),
+            );
+            continue;
+        }
+        out.insert(n, doc);
+    }
+    out
+}
+
+pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnostic>) -> Option<Fleet> {
+    let mut ctx = Ctx { files, diags };
+    let Parsed { fleet, pools, sets, generations, hosts, fleet_file_present } = parsed;
+
+    let fleet = fleet.into_iter().next();
+    if fleet.is_none() && !fleet_file_present {
+        ctx.diags.push(Diagnostic {
+            file: "fleet.yaml".into(),
+            line: 0,
+            column: 0,
+            message: "missing fleet.yaml: every fleet repository has exactly one, e.g. `kind: Fleet` and `name: acme`".into(),
+        });
+    }
+    if let Some(f) = &fleet {
+        if let Some(a) = &f.spec.archive {
+            if !["file://", "https://", "http://"].iter().any(|s| a.starts_with(s)) {
+                ctx.at(
+                    &f.file,
+                    &[Seg::Key("archive")],
+                    format!("archive `{a}` is not a URL; use https://… or file:///absolute/path"),
+                );
+            }
+        }
+    }
+
+    let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
+    let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
+    let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
+
+    // Package set references and include cycles.
+    for set in sets.values() {
+        for (i, inc) in set.spec.include.iter().enumerate() {
+            if !sets.contains_key(inc) {
+                let hint = suggest(inc.as_str(), sets.keys());
+                ctx.at(
+                    &set.file,
+                    &[Seg::Key("include"), Seg::Index(i)],
+                    format!("unknown package set `{inc}` in include ({hint}); create packages/{inc}.yaml or fix the name"),
+                );
+            }
+        }
+    }
+    for cycle in include_cycles(&sets) {
+        let first = &sets[&cycle[0]];
+        let idx = first.spec.include.iter().position(|n| *n == cycle[1]).unwrap_or(0);
+        let path: Vec<String> = cycle.iter().map(|n| n.to_string()).collect();
+        ctx.at(
+            &first.file,
+            &[Seg::Key("include"), Seg::Index(idx)],
+            format!("include cycle: {}; remove one of these includes", path.join(" → ")),
+        );
+    }
+
+    // Generations: path, pool, number.
+    let mut gens = BTreeMap::new();
+    for g in generations {
+        let dir_pool = g.file.split('/').nth(1).unwrap_or_default().to_owned();
+        let number = stem(&g.file).parse::<u32>().ok();
+        let mut ok = true;
+        if g.spec.pool.as_str() != dir_pool {
+            ctx.at(
+                &g.file,
+                &[Seg::Key("pool")],
+                format!(
+                    "generation says `pool: {}` but lives in generations/{dir_pool}/; move it to generations/{}/ or fix `pool`",
+                    g.spec.pool, g.spec.pool
+                ),
+            );
+            ok = false;
+        }
+        match number {
+            None => {
+                ctx.at(
+                    &g.file,
+                    &[],
+                    format!(
+                        "generation files are named by their number, e.g. generations/{dir_pool}/{}.yaml; rename this file",
+                        g.spec.number
+                    ),
+                );
+                ok = false;
+            }
+            Some(n) if n != g.spec.number => {
+                ctx.at(
+                    &g.file,
+                    &[Seg::Key("number")],
+                    format!(
+                        "generation says `number: {}` but its file is {n}.yaml; the number must equal the file name",
+                        g.spec.number
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        if !pools.contains_key(&g.spec.pool) && g.spec.pool.as_str() == dir_pool {
+            let hint = suggest(g.spec.pool.as_str(), pools.keys());
+            ctx.at(
+                &g.file,
+                &[Seg::Key("pool")],
+                format!("generation of unknown pool `{}` ({hint}); create pools/{}.yaml or remove this generation", g.spec.pool, g.spec.pool),
+            );
+        }
+        for (name, pin) in &g.spec.packages {
+            if pin.version.is_empty() || !pin.version.contains('-') {
+                ctx.at(
+                    &g.file,
+                    &[Seg::Key("packages"), Seg::Key(name.as_str()), Seg::Key("version")],
+                    format!("version `{}` of `{name}` is not a full Arch version; write pkgver-pkgrel, e.g. 1.2.3-1", pin.version),
+                );
+            }
+            if let Some(sum) = &pin.sha256 {
+                if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    ctx.at(
+                        &g.file,
+                        &[Seg::Key("packages"), Seg::Key(name.as_str()), Seg::Key("sha256")],
+                        format!("sha256 of `{name}` must be 64 lowercase hex digits (the package file's sha256sum)"),
+                    );
+                }
+            }
+        }
+        if ok {
+            gens.insert((g.spec.pool.clone(), g.spec.number), g);
+        }
+    }
+
+    // Pools: set references, generation, window, globs.
+    for pool in pools.values() {
+        let p = &pool.spec;
+        for (i, s) in p.package_sets.iter().enumerate() {
+            if !sets.contains_key(s) {
+                let hint = suggest(s.as_str(), sets.keys());
+                ctx.at(
+                    &pool.file,
+                    &[Seg::Key("package_sets"), Seg::Index(i)],
+                    format!("unknown package set `{s}` ({hint}); create packages/{s}.yaml or fix the name"),
+                );
+            }
+        }
+        if let Some(n) = p.generation {
+            if !gens.contains_key(&(p.name.clone(), n)) {
+                ctx.at(
+                    &pool.file,
+                    &[Seg::Key("generation")],
+                    format!(
+                        "pool `{}` is pinned to generation {n}, but generations/{}/{n}.yaml does not exist (or is invalid); create it (`fleetctl set-latest`) or change `generation`",
+                        p.name, p.name
+                    ),
+                );
+            }
+        }
+        if let Some(w) = &p.window {
+            if let Err(e) = cron::Schedule::from_str(&w.cron) {
+                ctx.at(
+                    &pool.file,
+                    &[Seg::Key("window"), Seg::Key("cron")],
+                    format!(
+                        "window cron `{}` does not parse ({e}); use six fields: sec min hour day-of-month month day-of-week, e.g. \"0 0 2 * * Sat\"",
+                        w.cron
+                    ),
+                );
+            }
+            if let Err(e) = humantime::parse_duration(&w.duration) {
+                ctx.at(
+                    &pool.file,
+                    &[Seg::Key("window"), Seg::Key("duration")],
+                    format!("window duration `{}` does not parse ({e}); write e.g. 4h, 30m or 1h 30m", w.duration),
+                );
+            }
+        }
+        for (i, g) in p.hosts.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(g) {
+                ctx.at(
+                    &pool.file,
+                    &[Seg::Key("hosts"), Seg::Index(i)],
+                    format!("host glob `{g}` is invalid ({e}); use *, ? and [abc] patterns"),
+                );
+            }
+        }
+    }
+
+    let fleet = Fleet { fleet: fleet?, pools, sets, generations: gens, hosts };
+
+    // Hosts claimed by two pools: every Host manifest, and every literal hostname in a pool.
+    let mut candidates: Vec<(String, String, Option<usize>)> = fleet
+        .hosts
+        .values()
+        .map(|h| (h.spec.name.to_string(), h.file.clone(), None))
+        .collect();
+    for pool in fleet.pools.values() {
+        for (i, g) in pool.spec.hosts.iter().enumerate() {
+            if !g.contains(['*', '?', '[', '{']) && !fleet.hosts.contains_key(g.as_str()) {
+                candidates.push((g.clone(), pool.file.clone(), Some(i)));
+            }
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for (host, file, idx) in candidates {
+        let matching = resolve::matching_pools(&fleet, &host);
+        if matching.len() > 1 && reported.insert(host.clone()) {
+            let err = resolve::ResolveError::TwoPools { host, pools: matching };
+            match idx {
+                None => ctx.at(&file, &[Seg::Key("name")], err.to_string()),
+                Some(i) => ctx.at(&file, &[Seg::Key("hosts"), Seg::Index(i)], err.to_string()),
+            }
+        }
+    }
+
+    // Pinned pools: every desired package must be in the lock.
+    for pool in fleet.pools.values() {
+        let Some(n) = pool.spec.generation else { continue };
+        let Some(generation) = fleet.generations.get(&(pool.spec.name.clone(), n)) else { continue };
+        let (wanted, _) = resolve::desired(&fleet, &pool.spec, None);
+        for (name, d) in &wanted {
+            if !generation.spec.packages.contains_key(name.as_str()) {
+                let who: Vec<String> = d.origins.iter().map(|o| o.to_string()).collect();
+                ctx.at(
+                    &pool.file,
+                    &[Seg::Key("generation")],
+                    format!(
+                        "package `{name}` (asked for by {}) is not pinned in generation {n} ({}); add it to that generation (`fleetctl set-latest` captures one) or stop asking for it",
+                        who.join(", "),
+                        generation.file
+                    ),
+                );
+            }
+        }
+        for host in fleet.hosts.values() {
+            if !resolve::pool_matches(&pool.spec, host.spec.name.as_str(), Some(&host.spec.labels)) {
+                continue;
+            }
+            let (with_host, _) = resolve::desired(&fleet, &pool.spec, Some(&host.spec));
+            for (i, r) in host.spec.packages.iter().enumerate() {
+                let name = r.name().as_str();
+                if with_host.contains_key(name)
+                    && !wanted.contains_key(name)
+                    && !generation.spec.packages.contains_key(name)
+                {
+                    ctx.at(
+                        &host.file,
+                        &[Seg::Key("packages"), Seg::Index(i)],
+                        format!(
+                            "package `{name}` is not pinned in generation {n} of pool `{}` ({}); pinned pools install only what their generation locks: add it there or remove it here",
+                            pool.spec.name, generation.file
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    Some(fleet)
+}
+
+/// Every include cycle once, as the list of set names starting and ending at the same set.
+fn include_cycles<T: HasIncludes>(sets: &BTreeMap<Name, Doc<T>>) -> Vec<Vec<Name>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<T: HasIncludes>(
+        n: &Name,
+        sets: &BTreeMap<Name, Doc<T>>,
+        marks: &mut BTreeMap<Name, Mark>,
+        path: &mut Vec<Name>,
+        out: &mut Vec<Vec<Name>>,
+    ) {
+        match marks.get(n) {
+            Some(Mark::Done) => return,
+            Some(Mark::Visiting) => {
+                if let Some(start) = path.iter().position(|p| p == n) {
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(n.clone());
+                    out.push(cycle);
+                }
+                return;
+            }
+            None => {}
+        }
+        let Some(doc) = sets.get(n) else { return };
+        marks.insert(n.clone(), Mark::Visiting);
+        path.push(n.clone());
+        for inc in doc.spec.includes() {
+            visit(inc, sets, marks, path, out);
+        }
+        path.pop();
+        marks.insert(n.clone(), Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    let mut out = Vec::new();
+    for n in sets.keys() {
+        visit(n, sets, &mut marks, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+trait HasIncludes {
+    fn includes(&self) -> &[Name];
+}
+
+impl HasIncludes for super::PackageSet {
+    fn includes(&self) -> &[Name] {
+        &self.include
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Fleet, FleetFiles};
+
+    fn diags(list: &[(&str, &str)]) -> Vec<String> {
+        let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
+        all.extend_from_slice(list);
+        let files = FleetFiles::from_blobs(all.iter().map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())));
+        match Fleet::from_files(&files) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_fleet_has_no_diagnostics() {
+        let d = diags(&[
+            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [bash]\n"),
+            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn missing_fleet_yaml() {
+        let files = FleetFiles::from_blobs([("pools/a.yaml".to_string(), b"kind: Pool\nname: a\n".to_vec())]);
+        let err = Fleet::from_files(&files).unwrap_err();
+        assert!(err.0[0].to_string().starts_with("fleet.yaml:0:0: missing fleet.yaml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_sets_are_located_with_suggestions() {
+        let d = diags(&[
+            ("packages/base.yaml", "kind: PackageSet\nname: base\ninclude: [tols]\n"),
+            ("packages/tools.yaml", "kind: PackageSet\nname: tools\n"),
+            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [ws]\npackage_sets: [base, desktop]\n"),
+        ]);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("packages/base.yaml:3:11: unknown package set `tols` in include (did you mean `tools`?)"), "{d:?}");
+        assert!(d[1].starts_with("pools/ws.yaml:4:22: unknown package set `desktop` (defined: base, tools); create packages/desktop.yaml"), "{d:?}");
+    }
+
+    #[test]
+    fn include_cycles_are_reported_once() {
+        let d = diags(&[
+            ("packages/a.yaml", "kind: PackageSet\nname: a\ninclude: [b]\n"),
+            ("packages/b.yaml", "kind: PackageSet\nname: b\ninclude: [c]\n"),
+            ("packages/c.yaml", "kind: PackageSet\nname: c\ninclude: [a]\n"),
+            ("packages/d.yaml", "kind: PackageSet\nname: d\ninclude: [d]\n"),
+        ]);
+        assert_eq!(
+            d,
+            [
+                "packages/a.yaml:3:11: include cycle: a → b → c → a; remove one of these includes",
+                "packages/d.yaml:3:11: include cycle: d → d; remove one of these includes",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_and_misnamed_files() {
+        let d = diags(&[
+            ("pools/ws.yaml", "kind: Pool\nname: ws\n"),
+            ("pools/ws.yml", "kind: Pool\nname: ws\n"),
+            ("hosts/a.yaml", "kind: Host\nname: b\n"),
+        ]);
+        assert!(d.iter().any(|l| l.starts_with("hosts/a.yaml:2:7: host `b` is in hosts/a.yaml, but the file name must be")), "{d:?}");
+        assert!(d.iter().any(|l| l.starts_with("pools/ws.yml:2:7: duplicate pool name `ws`: pools/ws.yaml defines it too")), "{d:?}");
+    }
+
+    #[test]
+    fn generation_paths_numbers_and_coverage() {
+        let d = diags(&[
+            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [bash, vim]\n"),
+            ("pools/srv.yaml", "kind: Pool\nname: srv\nhosts: [srv-1]\npackage_sets: [base]\ngeneration: 1\n"),
+            ("hosts/srv-1.yaml", "kind: Host\nname: srv-1\npackages: [htop]\n"),
+            ("generations/srv/1.yaml", "kind: Generation\npool: srv\nnumber: 1\npackages:\n  bash: {version: 5.2-1}\n"),
+            ("generations/srv/2.yaml", "kind: Generation\npool: srv\nnumber: 3\npackages: {}\n"),
+            ("generations/srv/4.yaml", "kind: Generation\npool: web\nnumber: 4\npackages:\n  bash: {version: '5', sha256: abc}\n"),
+        ]);
+        let joined = d.join("\n");
+        assert!(joined.contains("generations/srv/2.yaml:3:9: generation says `number: 3` but its file is 2.yaml"), "{joined}");
+        assert!(joined.contains("generations/srv/4.yaml:2:7: generation says `pool: web` but lives in generations/srv/"), "{joined}");
+        assert!(joined.contains("generations/srv/4.yaml:5:19: version `5` of `bash` is not a full Arch version"), "{joined}");
+        assert!(joined.contains("generations/srv/4.yaml:5:32: sha256 of `bash` must be 64 lowercase hex"), "{joined}");
+        assert!(joined.contains("pools/srv.yaml:5:13: package `vim` (asked for by set base) is not pinned in generation 1"), "{joined}");
+        assert!(joined.contains("hosts/srv-1.yaml:3:12: package `htop` is not pinned in generation 1 of pool `srv`"), "{joined}");
+    }
+
+    #[test]
+    fn missing_generation_file_and_bad_window() {
+        let d = diags(&[(
+            "pools/srv.yaml",
+            "kind: Pool\nname: srv\nhosts: [\"srv-[\"]\ngeneration: 7\nwindow: {cron: \"every day\", duration: forever}\n",
+        )]);
+        let joined = d.join("\n");
+        assert!(joined.contains("pools/srv.yaml:4:13: pool `srv` is pinned to generation 7, but generations/srv/7.yaml does not exist"), "{joined}");
+        assert!(joined.contains("pools/srv.yaml:5:16: window cron `every day` does not parse"), "{joined}");
+        assert!(joined.contains("pools/srv.yaml:5:39: window duration `forever` does not parse"), "{joined}");
+        assert!(joined.contains("pools/srv.yaml:3:9: host glob `srv-[` is invalid"), "{joined}");
+    }
+
+    #[test]
+    fn host_in_two_pools() {
+        let d = diags(&[
+            ("pools/a.yaml", "kind: Pool\nname: a\nhosts: [\"ws-*\"]\n"),
+            ("pools/b.yaml", "kind: Pool\nname: b\nlabels: {role: ws}\n"),
+            ("pools/c.yaml", "kind: Pool\nname: c\nhosts: [db-1]\n"),
+            ("pools/d.yaml", "kind: Pool\nname: d\nhosts: [\"db-?\"]\n"),
+            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\nlabels: {role: ws}\n"),
+        ]);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("hosts/ws-01.yaml:2:7: host `ws-01` is matched by 2 pools: `a` (pools/a.yaml), `b` (pools/b.yaml)"), "{d:?}");
+        assert!(d[1].starts_with("pools/c.yaml:3:9: host `db-1` is matched by 2 pools"), "{d:?}");
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let d = diags(&[
+            ("pools/a.yaml", "kind: Pool\nname: a\nhost: [x]\n"),
+            ("pools/b.yaml", "kind: Pool\nname: b\npackage_sets: [nope]\n"),
+            ("packages/c.yaml", "kind: PackageSet\nname: c\npackages: [Bad]\n"),
+        ]);
+        assert_eq!(d.len(), 3, "{d:?}");
+    }
+}

@@ -1,0 +1,405 @@
+//! The fleet repository: the five manifest kinds of DESIGN.md §1 as typed Rust, and loading a
+//! whole fleet (from a directory or from files read out of a git tree) with every problem
+//! reported at once as `file:line:column: message`.
+//!
+//! Owns: the manifest types (`FleetSpec`, `Pool`, `PackageSet`, `Generation`, `Host`), names,
+//! the `Fleet` (all manifests of one revision, checked), and `Diagnostic`s. It does no
+//! resolution (see `resolve`) and no git (see `source`).
+
+mod check;
+mod load;
+mod locate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use load::{FleetFiles, SourceFile, is_manifest_path};
+
+/// One problem in one manifest file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    /// Path of the file relative to the fleet root, with `/` separators.
+    pub file: String,
+    /// 1-based line; 0 when the problem concerns the file as a whole.
+    pub line: usize,
+    /// 1-based column; 0 when unknown.
+    pub column: usize,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in a fleet; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "the fleet repository has {n} problem{}; fix {} and run `fleetctl validate`:",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "it" } else { "them" }
+        )?;
+        for d in &self.0 {
+            writeln!(f, "  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An Arch package-name-safe name: `[a-z0-9@._+-]`, not starting with `-` or `.`.
+/// Pool, package set and host names follow the same rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(transparent)]
+pub struct Name(
+    #[schemars(regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"), length(min = 1, max = 255))]
+    String,
+);
+
+impl Name {
+    /// Checks `s` against the naming rule; the error says what is wrong.
+    pub fn new(s: &str) -> Result<Name, String> {
+        if s.is_empty() {
+            return Err("a name must not be empty".into());
+        }
+        if s.len() > 255 {
+            return Err(format!("name `{}…` is longer than 255 characters", &s[..32]));
+        }
+        if s.starts_with('-') || s.starts_with('.') {
+            return Err(format!("invalid name `{s}`: names must not start with `-` or `.`"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "@._+-".contains(*c)))
+        {
+            return Err(format!(
+                "invalid name `{s}`: character {c:?} is not allowed; names use only a-z, 0-9 and @._+-"
+            ));
+        }
+        Ok(Name(s.to_owned()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Name::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! kind_tag {
+    ($ty:ident, $variant:ident) => {
+        #[doc = concat!("The `kind: ", stringify!($variant), "` tag.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub enum $ty {
+            #[doc = concat!("`", stringify!($variant), "`")]
+            $variant,
+        }
+    };
+}
+kind_tag!(FleetKind, Fleet);
+kind_tag!(PoolKind, Pool);
+kind_tag!(PackageSetKind, PackageSet);
+kind_tag!(GenerationKind, Generation);
+kind_tag!(HostKind, Host);
+
+/// `fleet.yaml`: the fleet as a whole. Exactly one per repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// Always `Fleet`.
+    pub kind: FleetKind,
+    /// The fleet's name; bound into every signature, hosts check it.
+    pub name: Name,
+    /// Where exact old versions come from, laid out like the Arch Linux Archive
+    /// (`packages/<first letter>/<name>/<file>`); https:// or file://.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+}
+
+/// A package named by a set, pool or host: a bare name, or `{name, repo}` to say which sync
+/// repository it must come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PackageRef {
+    /// `firefox`
+    Name(Name),
+    /// `{name: openssh, repo: core}`
+    Detailed {
+        /// Package name.
+        name: Name,
+        /// Sync repository (a section of the host's pacman.conf) it must come from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo: Option<Name>,
+    },
+}
+
+impl PackageRef {
+    /// The package name.
+    pub fn name(&self) -> &Name {
+        match self {
+            PackageRef::Name(n) | PackageRef::Detailed { name: n, .. } => n,
+        }
+    }
+
+    /// The repository the package must come from, if one is given.
+    pub fn repo(&self) -> Option<&Name> {
+        match self {
+            PackageRef::Name(_) => None,
+            PackageRef::Detailed { repo, .. } => repo.as_ref(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PackageRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Detailed {
+            name: Name,
+            #[serde(default)]
+            repo: Option<Name>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PackageRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a package name, or a mapping `{name: NAME, repo: REPO}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PackageRef, E> {
+                Name::new(v).map(PackageRef::Name).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PackageRef, A::Error> {
+                let d = Detailed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PackageRef::Detailed { name: d.name, repo: d.repo })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// When a pool's hosts may apply changes: a cron expression for the start (six fields, with
+/// seconds, as the `cron` crate reads it; the host's local time) and how long it stays open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Start times, e.g. `"0 0 2 * * Sat"` (sec min hour day-of-month month day-of-week).
+    pub cron: String,
+    /// How long the window stays open after each start, e.g. `4h`, `30m`, `1h 30m`.
+    pub duration: String,
+}
+
+/// `pools/<name>.yaml`: which hosts, which package sets, which generation, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Always `Pool`.
+    pub kind: PoolKind,
+    /// The pool's name.
+    pub name: Name,
+    /// Hostname globs (`*`, `?`, `[...]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Every label here must equal the Host manifest's label. If `hosts` is given too, a host
+    /// must match both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Package sets this pool installs (with their includes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_sets: Vec<Name>,
+    /// Inline additions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PackageRef>,
+    /// Removed from the desired set whatever includes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Name>,
+    /// Pin to `generations/<pool>/<generation>.yaml`; absent: the pool floats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// Remove packages pacfleet installed that are no longer desired.
+    #[serde(default)]
+    pub prune: bool,
+    /// When changes may be applied; absent: any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// Hosts plan and report but apply nothing.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `packages/<name>.yaml`: a named list of packages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSet {
+    /// Always `PackageSet`.
+    pub kind: PackageSetKind,
+    /// The set's name.
+    pub name: Name,
+    /// Other sets whose packages this one includes; cycles are errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<Name>,
+    /// The packages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PackageRef>,
+    /// Removed from the host's desired set whatever includes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Name>,
+}
+
+/// One pinned package of a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// Full version, `[epoch:]pkgver-pkgrel`.
+    #[schemars(length(min = 1))]
+    pub version: String,
+    /// sha256 of the package file, when known (lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// `generations/<pool>/<number>.yaml`: an exact snapshot of package versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    /// Always `Generation`.
+    pub kind: GenerationKind,
+    /// The pool it belongs to; equals the directory name.
+    pub pool: Name,
+    /// Its number; equals the file name.
+    pub number: u32,
+    /// Archive date the repositories are pinned to (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub snapshot: Option<String>,
+    /// Host this generation was captured from by `set-latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_from: Option<Name>,
+    /// When it was captured (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_at: Option<String>,
+    /// The whole lock: explicit packages and their dependencies.
+    #[serde(default)]
+    pub packages: BTreeMap<Name, Pin>,
+}
+
+/// `hosts/<hostname>.yaml`: per-host labels and additions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Always `Host`.
+    pub kind: HostKind,
+    /// The hostname.
+    pub name: Name,
+    /// Labels pools select on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Packages this host adds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PackageRef>,
+    /// Packages removed from this host's desired set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Name>,
+}
+
+/// A manifest together with the file it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc<T> {
+    /// Path relative to the fleet root.
+    pub file: String,
+    /// The parsed manifest.
+    pub spec: T,
+}
+
+/// Every manifest of one revision of a fleet repository, checked: names are unique, every
+/// reference resolves, includes have no cycles, generations match their paths and cover what
+/// their pool asks for, and no Host manifest is matched by two pools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// `fleet.yaml`.
+    pub fleet: Doc<FleetSpec>,
+    /// Pools by name.
+    pub pools: BTreeMap<Name, Doc<Pool>>,
+    /// Package sets by name.
+    pub sets: BTreeMap<Name, Doc<PackageSet>>,
+    /// Generations by (pool, number).
+    pub generations: BTreeMap<(Name, u32), Doc<Generation>>,
+    /// Host manifests by hostname.
+    pub hosts: BTreeMap<Name, Doc<Host>>,
+}
+
+impl Fleet {
+    /// Loads and checks every manifest in `files`, reporting every problem at once.
+    pub fn from_files(files: &FleetFiles) -> Result<Fleet, Diagnostics> {
+        let (parsed, mut diags) = load::parse_all(files);
+        let fleet = check::check(parsed, files, &mut diags);
+        diags.sort();
+        diags.dedup();
+        match fleet {
+            Some(f) if diags.is_empty() => Ok(f),
+            _ => Err(Diagnostics(diags)),
+        }
+    }
+
+    /// Reads a fleet work tree (the directory holding `fleet.yaml`) and checks it.
+    pub fn from_dir(root: &Path) -> Result<Fleet, LoadError> {
+        let files = FleetFiles::from_dir(root)?;
+        Fleet::from_files(&files).map_err(LoadError::Invalid)
+    }
+
+    /// The fleet's name.
+    pub fn name(&self) -> &Name {
+        &self.fleet.spec.name
+    }
+}
+
+/// Reading a fleet from disk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A directory or file could not be read.
+    #[error("cannot read fleet repository file {path}: {source}; check the path and its permissions")]
+    Io {
+        /// The path that failed.
+        path: String,
+        /// The io error.
+        source: std::io::Error,
+    },
+    /// The directory holds no `fleet.yaml`.
+    #[error(
+        "{0} is not a fleet repository: it has no fleet.yaml; pass the directory that holds fleet.yaml (see example-fleet/)"
+    )]
+    NotAFleet(String),
+    /// The manifests have problems.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}

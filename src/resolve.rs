@@ -1,0 +1,326 @@
+//! Resolution: for one host, which pool it belongs to and exactly what it should have —
+//! the desired explicit packages (with who asked for each), the pins of the pool's generation,
+//! and the pool's policy (prune, window, paused). Pure: plain data in, plain data out.
+//!
+//! The rules are DESIGN.md §1: a host is in exactly one pool; desired = the pool's sets (with
+//! includes) + pool packages + host packages, minus every exclude (from any of those).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::manifest::{Fleet, Host, PackageRef, Pin, Pool, Window};
+
+/// Who asked for a package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// A package set (possibly reached through includes).
+    Set(String),
+    /// The pool's inline `packages`.
+    Pool(String),
+    /// The Host manifest.
+    Host(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Set(s) => write!(f, "set {s}"),
+            Origin::Pool(p) => write!(f, "pool {p}"),
+            Origin::Host(h) => write!(f, "host {h}"),
+        }
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One desired explicit package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    /// Everyone who asked for it.
+    pub origins: BTreeSet<Origin>,
+    /// The sync repository it must come from, when a `{name, repo}` entry said so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+}
+
+/// What one host should have.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resolved {
+    /// The hostname resolved for.
+    pub host: String,
+    /// The fleet's name.
+    pub fleet: String,
+    /// The pool the host belongs to.
+    pub pool: String,
+    /// Desired explicit packages by name.
+    pub explicit: BTreeMap<String, Desired>,
+    /// Packages some set, pool or host asked for but an exclude removed, with who excluded.
+    pub excluded: BTreeMap<String, BTreeSet<Origin>>,
+    /// The pinned generation; `None`: the pool floats.
+    pub generation: Option<u32>,
+    /// The generation's archive snapshot date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Every pinned version (the whole lock, dependencies included); empty when floating.
+    pub pins: BTreeMap<String, Pin>,
+    /// Remove pacfleet-installed packages that are no longer desired.
+    pub prune: bool,
+    /// When changes may be applied.
+    pub window: Option<Window>,
+    /// Plan and report only.
+    pub paused: bool,
+    /// Where exact old versions come from.
+    pub archive: Option<String>,
+}
+
+/// Resolution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// More than one pool matches the host.
+    #[error(
+        "host `{host}` is matched by {} pools: {}; a host belongs to exactly one pool, so narrow the `hosts:` globs or `labels:` of all but one",
+        .pools.len(),
+        .pools.iter().map(|(p, f)| format!("`{p}` ({f})")).collect::<Vec<_>>().join(", ")
+    )]
+    TwoPools {
+        /// The host.
+        host: String,
+        /// (pool name, file) of every matching pool.
+        pools: Vec<(String, String)>,
+    },
+}
+
+/// Whether `pool` selects the host `hostname` with the given Host-manifest labels. A pool with
+/// `hosts:` globs needs one to match; a pool with `labels:` needs every label to equal the
+/// host's; a pool with both needs both; a pool with neither selects nothing.
+pub fn pool_matches(pool: &Pool, hostname: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+    if pool.hosts.is_empty() && pool.labels.is_empty() {
+        return false;
+    }
+    let globs_ok = pool.hosts.is_empty()
+        || pool.hosts.iter().any(|g| {
+            globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(hostname))
+        });
+    let labels_ok = pool.labels.is_empty()
+        || labels.is_some_and(|have| pool.labels.iter().all(|(k, v)| have.get(k) == Some(v)));
+    globs_ok && labels_ok
+}
+
+/// The pools (name, file) that select `hostname`.
+pub fn matching_pools(fleet: &Fleet, hostname: &str) -> Vec<(String, String)> {
+    let labels = fleet.hosts.get(hostname).map(|h| &h.spec.labels);
+    fleet
+        .pools
+        .values()
+        .filter(|p| pool_matches(&p.spec, hostname, labels))
+        .map(|p| (p.spec.name.to_string(), p.file.clone()))
+        .collect()
+}
+
+/// The desired explicit packages of `pool` (and `host`, if given), and what excludes removed.
+pub fn desired(
+    fleet: &Fleet,
+    pool: &Pool,
+    host: Option<&Host>,
+) -> (BTreeMap<String, Desired>, BTreeMap<String, BTreeSet<Origin>>) {
+    let mut wanted: BTreeMap<String, Desired> = BTreeMap::new();
+    let mut excludes: BTreeMap<String, BTreeSet<Origin>> = BTreeMap::new();
+    let mut add = |refs: &[PackageRef], origin: &Origin| {
+        for r in refs {
+            let d = wanted
+                .entry(r.name().to_string())
+                .or_insert_with(|| Desired { origins: BTreeSet::new(), repo: None });
+            d.origins.insert(origin.clone());
+            if let Some(repo) = r.repo() {
+                d.repo = Some(repo.to_string());
+            }
+        }
+    };
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<&str> = pool.package_sets.iter().rev().map(|n| n.as_str()).collect();
+    let mut set_excludes = Vec::new();
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name) {
+            continue; // already expanded (diamond includes) or a cycle, which `validate` reports
+        }
+        let Some(set) = fleet.sets.get(name) else { continue };
+        let origin = Origin::Set(name.to_owned());
+        add(&set.spec.packages, &origin);
+        set_excludes.push((origin, &set.spec.exclude));
+        stack.extend(set.spec.include.iter().rev().map(|n| n.as_str()));
+    }
+    let pool_origin = Origin::Pool(pool.name.to_string());
+    add(&pool.packages, &pool_origin);
+    set_excludes.push((pool_origin, &pool.exclude));
+    if let Some(h) = host {
+        let origin = Origin::Host(h.name.to_string());
+        add(&h.packages, &origin);
+        set_excludes.push((origin, &h.exclude));
+    }
+    for (origin, names) in set_excludes {
+        for n in names {
+            if wanted.remove(n.as_str()).is_some() || excludes.contains_key(n.as_str()) {
+                excludes.entry(n.to_string()).or_default().insert(origin.clone());
+            }
+        }
+    }
+    (wanted, excludes)
+}
+
+/// Resolves `hostname` against `fleet`: `Ok(None)` when no pool selects it ("not in the
+/// fleet": nothing is done), an error when two or more do.
+pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, ResolveError> {
+    let pools = matching_pools(fleet, hostname);
+    let pool_name = match pools.as_slice() {
+        [] => return Ok(None),
+        [(p, _)] => p.clone(),
+        _ => return Err(ResolveError::TwoPools { host: hostname.to_owned(), pools }),
+    };
+    let Some(pool) = fleet.pools.get(pool_name.as_str()) else {
+        return Ok(None); // unreachable: the name came from this map
+    };
+    let pool = &pool.spec;
+    let host = fleet.hosts.get(hostname).map(|h| &h.spec);
+    let (explicit, excluded) = desired(fleet, pool, host);
+    let generation = pool
+        .generation
+        .and_then(|n| fleet.generations.get(&(pool.name.clone(), n)))
+        .map(|g| &g.spec);
+    Ok(Some(Resolved {
+        host: hostname.to_owned(),
+        fleet: fleet.name().to_string(),
+        pool: pool_name,
+        explicit,
+        excluded,
+        generation: pool.generation,
+        snapshot: generation.and_then(|g| g.snapshot.clone()),
+        pins: generation
+            .map(|g| g.packages.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+            .unwrap_or_default(),
+        prune: pool.prune,
+        window: pool.window.clone(),
+        paused: pool.paused,
+        archive: fleet.fleet.spec.archive.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FleetFiles, Fleet};
+
+    fn fleet(list: &[(&str, &str)]) -> Fleet {
+        let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
+        all.extend_from_slice(list);
+        let files = FleetFiles::from_blobs(all.iter().map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())));
+        match Fleet::from_files(&files) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn names(r: &Resolved) -> Vec<&str> {
+        r.explicit.keys().map(|s| s.as_str()).collect()
+    }
+
+    #[test]
+    fn sets_includes_pool_and_host_packages_union() {
+        let f = fleet(&[
+            ("packages/base.yaml", "kind: PackageSet\nname: base\ninclude: [tools]\npackages: [bash, {name: openssh, repo: core}]\n"),
+            ("packages/tools.yaml", "kind: PackageSet\nname: tools\npackages: [vim, bash]\n"),
+            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npackages: [firefox]\n"),
+            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\npackages: [nvidia]\n"),
+        ]);
+        let r = resolve(&f, "ws-01").unwrap().unwrap();
+        assert_eq!(r.pool, "ws");
+        assert_eq!(names(&r), ["bash", "firefox", "nvidia", "openssh", "vim"]);
+        let bash: Vec<String> = r.explicit["bash"].origins.iter().map(|o| o.to_string()).collect();
+        assert_eq!(bash, ["set base", "set tools"]);
+        assert_eq!(r.explicit["openssh"].repo.as_deref(), Some("core"));
+        assert_eq!(r.explicit["nvidia"].origins.iter().next(), Some(&Origin::Host("ws-01".into())));
+        // Another host of the pool does not get ws-01's additions.
+        let r2 = resolve(&f, "ws-02").unwrap().unwrap();
+        assert_eq!(names(&r2), ["bash", "firefox", "openssh", "vim"]);
+        assert!(r2.pins.is_empty() && r2.generation.is_none());
+    }
+
+    #[test]
+    fn excludes_win_over_every_include() {
+        let f = fleet(&[
+            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [nano, vim, less]\nexclude: [less]\n"),
+            ("packages/more.yaml", "kind: PackageSet\nname: more\npackages: [less, nano]\n"),
+            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [ws-01, ws-02]\npackage_sets: [base, more]\npackages: [vim]\nexclude: [nano]\n"),
+            ("hosts/ws-02.yaml", "kind: Host\nname: ws-02\npackages: [nano]\nexclude: [vim]\n"),
+        ]);
+        let r = resolve(&f, "ws-01").unwrap().unwrap();
+        assert_eq!(names(&r), ["vim"]);
+        assert_eq!(
+            r.excluded.keys().map(|s| s.as_str()).collect::<Vec<_>>(),
+            ["less", "nano"]
+        );
+        // The host's own package is excluded by the pool; the host's exclude beats the pool.
+        let r = resolve(&f, "ws-02").unwrap().unwrap();
+        assert!(r.explicit.is_empty(), "{:?}", r.explicit);
+    }
+
+    #[test]
+    fn no_pool_means_not_in_fleet() {
+        let f = fleet(&[("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\n")]);
+        assert_eq!(resolve(&f, "db-01"), Ok(None));
+    }
+
+    #[test]
+    fn two_pools_is_an_error_naming_both() {
+        // Globs can overlap for hosts validate cannot know about; resolve catches them.
+        let f = fleet(&[
+            ("pools/a.yaml", "kind: Pool\nname: a\nhosts: [\"ws-*\"]\n"),
+            ("pools/b.yaml", "kind: Pool\nname: b\nhosts: [\"*-01\"]\n"),
+        ]);
+        let err = resolve(&f, "ws-01").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`a` (pools/a.yaml)") && msg.contains("`b` (pools/b.yaml)"), "{msg}");
+        assert!(resolve(&f, "ws-02").unwrap().is_some());
+    }
+
+    #[test]
+    fn labels_select_hosts_with_manifests() {
+        let f = fleet(&[
+            ("pools/gpu.yaml", "kind: Pool\nname: gpu\nlabels: {gpu: nvidia}\n"),
+            ("pools/both.yaml", "kind: Pool\nname: both\nhosts: [\"db-*\"]\nlabels: {role: db}\n"),
+            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\nlabels: {gpu: nvidia}\n"),
+            ("hosts/db-01.yaml", "kind: Host\nname: db-01\nlabels: {role: db}\n"),
+            ("hosts/db-02.yaml", "kind: Host\nname: db-02\n"),
+        ]);
+        assert_eq!(resolve(&f, "ws-01").unwrap().unwrap().pool, "gpu");
+        assert_eq!(resolve(&f, "db-01").unwrap().unwrap().pool, "both");
+        assert_eq!(resolve(&f, "db-02"), Ok(None), "globs and labels must both match");
+        assert_eq!(resolve(&f, "ws-02"), Ok(None), "no manifest, no labels");
+    }
+
+    #[test]
+    fn generation_pins_and_policy() {
+        let f = fleet(&[
+            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [bash]\n"),
+            (
+                "pools/srv.yaml",
+                "kind: Pool\nname: srv\nhosts: [srv-1]\npackage_sets: [base]\ngeneration: 2\nprune: true\npaused: true\nwindow: {cron: \"0 0 2 * * Sat\", duration: 4h}\n",
+            ),
+            (
+                "generations/srv/2.yaml",
+                "kind: Generation\npool: srv\nnumber: 2\nsnapshot: 2026-11-20\npackages:\n  bash: {version: 5.2.037-1}\n  readline: {version: 8.2.013-1}\n",
+            ),
+        ]);
+        let r = resolve(&f, "srv-1").unwrap().unwrap();
+        assert_eq!(r.generation, Some(2));
+        assert_eq!(r.snapshot.as_deref(), Some("2026-11-20"));
+        assert_eq!(r.pins["readline"].version, "8.2.013-1");
+        assert!(r.prune && r.paused);
+        assert_eq!(r.window.as_ref().map(|w| w.duration.as_str()), Some("4h"));
+    }
+}
