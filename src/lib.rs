@@ -5,9 +5,12 @@
 //! edges (`source` for git, `system`/`apply` for libalpm, `state` for the host's records).
 
 pub mod agent;
+pub mod apply;
 pub mod manifest;
 pub mod plan;
 pub mod resolve;
 pub mod source;
 pub mod state;
 pub mod synth;
+pub mod system;
+pub mod window;

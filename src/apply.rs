@@ -1,0 +1,202 @@
+//! Applying: committing one prepared libalpm transaction under pacman's lock, answering
+//! libalpm's questions by policy (never interactively), showing progress (bars on a terminal,
+//! log lines otherwise), collecting .pacnew/.pacsave and scriptlet events, and setting install
+//! reasons afterwards. Waiting for a lock held by someone else is bounded and never deletes it.
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use alpm::{AnyEvent, AnyQuestion, Event, Progress, Question};
+
+use crate::plan::Changeset;
+use crate::system::{SystemError, System, lock_holder};
+
+/// Committing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Preparing, locking or another libalpm step failed before anything changed.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// libalpm's commit failed.
+    #[error("the package transaction failed: {detail}; see the log above and `pacman -Dk` for the database state")]
+    Commit {
+        /// libalpm's reasons.
+        detail: String,
+    },
+}
+
+/// What happened during a commit that the operator should know about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notices {
+    /// `.pacnew` files written (new config kept aside; merge them).
+    pub pacnew: Vec<String>,
+    /// `.pacsave` files written (removed package's modified config kept).
+    pub pacsave: Vec<String>,
+    /// Lines printed by install scriptlets.
+    pub scriptlet: Vec<String>,
+    /// Questions libalpm asked and how policy answered them.
+    pub answers: Vec<String>,
+}
+
+/// Waits until pacman's lock file is gone, up to `timeout`. Never deletes the lock.
+pub fn wait_for_lock(lockfile: &Path, timeout: Duration) -> Result<(), SystemError> {
+    let start = Instant::now();
+    let mut told = false;
+    while lockfile.exists() {
+        if start.elapsed() >= timeout {
+            return Err(SystemError::Locked {
+                lockfile: lockfile.display().to_string(),
+                waited_secs: timeout.as_secs(),
+                holder: lock_holder(),
+            });
+        }
+        if !told {
+            tracing::warn!(
+                "pacman database is locked ({}){}; waiting up to {}s",
+                lockfile.display(),
+                lock_holder(),
+                timeout.as_secs()
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Installs the callbacks that answer questions, report events and show progress.
+pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
+    let alpm = sys.alpm();
+    let terminal = std::io::stderr().is_terminal();
+    alpm.set_question_cb(notices.clone(), |q: AnyQuestion, n: &mut Rc<RefCell<Notices>>| answer(q, &mut n.borrow_mut()));
+    alpm.set_event_cb(notices, |e: AnyEvent, n: &mut Rc<RefCell<Notices>>| {
+        let mut n = n.borrow_mut();
+        match e.event() {
+            Event::PacnewCreated(p) => {
+                tracing::warn!("{} installed as {}.pacnew: merge it", p.file(), p.file());
+                n.pacnew.push(format!("{}.pacnew", p.file()));
+            }
+            Event::PacsaveCreated(p) => {
+                tracing::warn!("{} saved as {}.pacsave", p.file(), p.file());
+                n.pacsave.push(format!("{}.pacsave", p.file()));
+            }
+            Event::ScriptletInfo(s) => {
+                let line = s.line().trim_end().to_owned();
+                tracing::info!("scriptlet: {line}");
+                n.scriptlet.push(line);
+            }
+            Event::HookRunStart(h) => tracing::info!("running hook {}", h.desc().unwrap_or(h.name())),
+            Event::TransactionStart => tracing::info!("transaction started"),
+            Event::TransactionDone => tracing::info!("transaction done"),
+            _ => {}
+        }
+    });
+    let bar = if terminal { Some(indicatif::ProgressBar::hidden()) } else { None };
+    alpm.set_progress_cb(bar, move |kind: Progress, pkg: &str, percent: i32, howmany: usize, current: usize, bar: &mut Option<indicatif::ProgressBar>| {
+        let verb = match kind {
+            Progress::AddStart => "installing",
+            Progress::UpgradeStart => "upgrading",
+            Progress::DowngradeStart => "downgrading",
+            Progress::ReinstallStart => "reinstalling",
+            Progress::RemoveStart => "removing",
+            Progress::ConflictsStart => "checking file conflicts",
+            Progress::DiskspaceStart => "checking disk space",
+            Progress::IntegrityStart => "checking package integrity",
+            Progress::LoadStart => "loading package files",
+            Progress::KeyringStart => "checking keys",
+        };
+        match bar {
+            Some(bar) => {
+                if bar.is_hidden() || bar.length() != Some(100) {
+                    *bar = indicatif::ProgressBar::new(100).with_style(
+                        indicatif::ProgressStyle::with_template("({pos}/{len}) {msg:40} [{bar:30}] {percent:>3}%")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                }
+                bar.set_message(format!("({current}/{howmany}) {verb} {pkg}"));
+                bar.set_position(u64::try_from(percent).unwrap_or(0));
+                if percent >= 100 && current == howmany {
+                    bar.finish_and_clear();
+                    *bar = indicatif::ProgressBar::hidden();
+                }
+            }
+            None => {
+                if percent == 100 && !pkg.is_empty() {
+                    tracing::info!("({current}/{howmany}) {verb} {pkg}: done");
+                } else if percent == 0 && !pkg.is_empty() {
+                    tracing::debug!("({current}/{howmany}) {verb} {pkg}");
+                }
+            }
+        }
+    });
+    alpm.set_dl_cb((), |file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()| match ev.event() {
+        alpm::DownloadEvent::Completed(c) => tracing::info!("downloaded {file} ({} bytes)", c.total),
+        alpm::DownloadEvent::Retry(_) => tracing::warn!("retrying download of {file}"),
+        _ => {}
+    });
+}
+
+/// libalpm's questions, answered by policy. Recorded so the history says what was decided.
+fn answer(q: AnyQuestion, n: &mut Notices) {
+    let said = match q.question() {
+        Question::InstallIgnorepkg(mut x) => {
+            x.set_install(false);
+            format!("`{}` is in IgnorePkg on this host: not installed (remove it from IgnorePkg to let pacfleet manage it)", x.pkg().name())
+        }
+        Question::Replace(x) => {
+            x.set_replace(true);
+            format!("`{}` replaced by `{}` as its repository says", x.oldpkg().name(), x.newpkg().name())
+        }
+        Question::Conflict(mut x) => {
+            x.set_remove(false);
+            let c = x.conflict();
+            format!(
+                "`{}` conflicts with installed `{}`: not removed automatically; resolve the conflict in the manifests",
+                c.package1().name(),
+                c.package2().name()
+            )
+        }
+        Question::Corrupted(mut x) => {
+            x.set_remove(true);
+            format!("corrupted package file {} deleted ({})", x.filepath(), x.reason())
+        }
+        Question::RemovePkgs(mut x) => {
+            x.set_skip(false);
+            let names: Vec<&str> = x.packages().iter().map(|p| p.name()).collect();
+            format!("packages with unresolvable dependencies not skipped: {}", names.join(", "))
+        }
+        Question::SelectProvider(mut x) => {
+            x.set_index(0);
+            let first = x.providers().iter().next().map(|p| p.name().to_owned()).unwrap_or_default();
+            format!("`{}` provided by `{first}` (the first provider, as pacman's default)", x.depend())
+        }
+        Question::ImportKey(mut x) => {
+            x.set_import(false);
+            format!("PGP key {} ({}) not imported: keys are managed by the host's keyring, not by pacfleet", x.fingerprint(), x.uid())
+        }
+    };
+    tracing::info!("{said}");
+    n.answers.push(said);
+}
+
+/// Commits the transaction prepared on `sys` (`System::prepare` in `Mode::Apply`), sets install
+/// reasons and releases the lock. On error nothing more is done and the lock is released.
+pub fn commit(sys: &mut System, changes: &Changeset) -> Result<Notices, ApplyError> {
+    let notices = Rc::new(RefCell::new(Notices::default()));
+    install_callbacks(sys, notices.clone());
+    let has_transaction = !sys.alpm().trans_add().is_empty() || !sys.alpm().trans_remove().is_empty();
+    let result = (|| -> Result<(), ApplyError> {
+        if has_transaction {
+            sys.commit_transaction().map_err(|detail| ApplyError::Commit { detail })?;
+        }
+        sys.set_reasons(changes)?;
+        Ok(())
+    })();
+    sys.release();
+    result?;
+    let out = notices.borrow().clone();
+    Ok(out)
+}

@@ -1,0 +1,406 @@
+//! Planning: desired − actual. From what one host should have (`resolve::Resolved`) and what it
+//! has (plain data read from the local package database), decide the changes a reconcile asks
+//! libalpm for: which targets to install or move to a pinned version, whether to run a full
+//! system upgrade, what to remove, and which install reasons to correct. Pure: no I/O.
+//!
+//! The dependency closure, download sizes and the final list of packages come from libalpm
+//! itself (`system::prepare`); this module only decides the intent, and defines the plain
+//! `Changeset` that the rest of pacfleet shows and records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::resolve::Resolved;
+
+/// Why a package is on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// Installed on purpose (`pacman -Qe`).
+    Explicit,
+    /// Installed to satisfy a dependency (`pacman -Qd`).
+    Dependency,
+}
+
+/// One installed package, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Full version.
+    pub version: String,
+    /// Install reason.
+    pub reason: Reason,
+    /// Installed packages that depend on this one.
+    pub required_by: Vec<String>,
+}
+
+/// A package to ask libalpm for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Package name.
+    pub name: String,
+    /// The exact version wanted (pinned pools); `None`: whatever the sync repos offer.
+    pub version: Option<String>,
+    /// The sync repository it must come from, if the manifest said so.
+    pub repo: Option<String>,
+    /// sha256 the package file must have (from the generation), if known.
+    pub sha256: Option<String>,
+    /// Whether the package is desired explicitly (else it is a pinned dependency).
+    pub explicit: bool,
+}
+
+/// What a reconcile should ask of libalpm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Intent {
+    /// Floating pool: upgrade everything to the sync repos' versions, in the same transaction.
+    pub sysupgrade: bool,
+    /// Packages to install or move to a pinned version.
+    pub targets: Vec<Target>,
+    /// Packages to remove (pacfleet installed them, nothing desired needs them, prune is on).
+    pub remove: Vec<String>,
+    /// Installed packages that are desired but recorded as dependencies.
+    pub mark_explicit: Vec<String>,
+    /// Packages pacfleet installed that are no longer desired (kept: prune is off, or
+    /// something still needs them), recorded as explicit.
+    pub mark_dependency: Vec<String>,
+}
+
+impl Intent {
+    /// Whether nothing at all would be asked for (sysupgrade may still find nothing to do).
+    pub fn is_empty(&self) -> bool {
+        !self.sysupgrade
+            && self.targets.is_empty()
+            && self.remove.is_empty()
+            && self.mark_explicit.is_empty()
+            && self.mark_dependency.is_empty()
+    }
+}
+
+/// Decides the intent for one host. `inventory` is the set of packages pacfleet installed;
+/// nothing outside it is ever removed or demoted.
+pub fn intent(
+    resolved: &Resolved,
+    installed: &BTreeMap<String, Installed>,
+    inventory: &BTreeSet<String>,
+) -> Intent {
+    let pinned = resolved.generation.is_some();
+    let mut out = Intent { sysupgrade: !pinned, ..Intent::default() };
+
+    for (name, desired) in &resolved.explicit {
+        let pin = resolved.pins.get(name);
+        let have = installed.get(name);
+        let wrong_version = match (pin, have) {
+            (Some(p), Some(h)) => p.version != h.version,
+            _ => false,
+        };
+        if have.is_none() || wrong_version {
+            out.targets.push(Target {
+                name: name.clone(),
+                version: pin.map(|p| p.version.clone()),
+                repo: desired.repo.clone(),
+                sha256: pin.and_then(|p| p.sha256.clone()),
+                explicit: true,
+            });
+        }
+        if have.is_some_and(|h| h.reason == Reason::Dependency) {
+            out.mark_explicit.push(name.clone());
+        }
+    }
+    if pinned {
+        // Every installed package the lock knows ends at exactly the pinned version.
+        for (name, pin) in &resolved.pins {
+            if resolved.explicit.contains_key(name) {
+                continue;
+            }
+            if installed.get(name).is_some_and(|h| h.version != pin.version) {
+                out.targets.push(Target {
+                    name: name.clone(),
+                    version: Some(pin.version.clone()),
+                    repo: None,
+                    sha256: pin.sha256.clone(),
+                    explicit: false,
+                });
+            }
+        }
+    }
+
+    // No longer desired: only what pacfleet installed, and only when nothing kept needs it.
+    let candidates: BTreeSet<&str> = inventory
+        .iter()
+        .filter(|n| installed.contains_key(*n) && !resolved.explicit.contains_key(*n))
+        .map(|n| n.as_str())
+        .collect();
+    let removable = if resolved.prune { removable(&candidates, installed) } else { BTreeSet::new() };
+    for name in &candidates {
+        if removable.contains(name) {
+            out.remove.push((*name).to_owned());
+        } else if installed.get(*name).is_some_and(|h| h.reason == Reason::Explicit) {
+            out.mark_dependency.push((*name).to_owned());
+        }
+    }
+    out
+}
+
+/// The subset of `candidates` that can go without breaking anything that stays: a candidate
+/// that an installed, staying package requires is kept (and so is everything it requires).
+fn removable<'a>(candidates: &BTreeSet<&'a str>, installed: &BTreeMap<String, Installed>) -> BTreeSet<&'a str> {
+    let mut gone = candidates.clone();
+    loop {
+        let keep: Vec<&str> = gone
+            .iter()
+            .copied()
+            .filter(|n| {
+                installed
+                    .get(*n)
+                    .is_some_and(|p| p.required_by.iter().any(|r| !gone.contains(r.as_str())))
+            })
+            .collect();
+        if keep.is_empty() {
+            return gone;
+        }
+        for k in keep {
+            gone.remove(k);
+        }
+    }
+}
+
+/// What happens to one package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Not installed before.
+    Install,
+    /// To a newer version.
+    Upgrade,
+    /// To an older version.
+    Downgrade,
+    /// Same version again (e.g. a pinned package file with other contents).
+    Reinstall,
+    /// Removed.
+    Remove,
+    /// Install reason set to explicit.
+    MarkExplicit,
+    /// Install reason set to dependency.
+    MarkDependency,
+}
+
+/// One change to one package, as shown by `plan` and recorded in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// What happens.
+    pub action: Action,
+    /// Package name.
+    pub name: String,
+    /// Version before, if installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// Version after, if installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    /// Install reason after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Who asked for it (`set base`, `pool ws`, `host ws-01`, `dependency of X`,
+    /// `system upgrade`, `no longer desired`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
+    /// Bytes to download (0 when cached or local).
+    #[serde(default)]
+    pub download_size: u64,
+    /// Change in installed size, in bytes (negative when space is freed).
+    #[serde(default)]
+    pub size_delta: i64,
+    /// Where the package comes from (`repo core`, `cache`, `archive <url>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Everything one reconcile does, in the order it is shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changeset {
+    /// The changes, sorted by action then name.
+    pub changes: Vec<Change>,
+    /// Config files the transaction will probably write as `.pacnew` (files in a package's
+    /// `backup` array that exist on disk and differ).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pacnew: Vec<String>,
+}
+
+impl Changeset {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Total bytes to download.
+    pub fn download_size(&self) -> u64 {
+        self.changes.iter().map(|c| c.download_size).sum()
+    }
+
+    /// Net change of installed size in bytes.
+    pub fn size_delta(&self) -> i64 {
+        self.changes.iter().map(|c| c.size_delta).sum()
+    }
+
+    /// Count of changes with `action`.
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// A one-line summary, e.g. `2 install, 1 upgrade, 1 remove`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [
+            (Action::Install, "install"),
+            (Action::Upgrade, "upgrade"),
+            (Action::Downgrade, "downgrade"),
+            (Action::Reinstall, "reinstall"),
+            (Action::Remove, "remove"),
+            (Action::MarkExplicit, "mark explicit"),
+            (Action::MarkDependency, "mark dependency"),
+        ]
+        .iter()
+        .filter_map(|(a, label)| match self.count(*a) {
+            0 => None,
+            n => Some(format!("{n} {label}")),
+        })
+        .collect();
+        if parts.is_empty() { "nothing to do".to_owned() } else { parts.join(", ") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Pin;
+    use crate::resolve::{Desired, Origin};
+
+    fn resolved(explicit: &[&str], pins: &[(&str, &str)], prune: bool) -> Resolved {
+        Resolved {
+            host: "h".into(),
+            fleet: "f".into(),
+            pool: "p".into(),
+            explicit: explicit
+                .iter()
+                .map(|n| {
+                    let origins = [Origin::Pool("p".into())].into_iter().collect();
+                    (n.to_string(), Desired { origins, repo: None })
+                })
+                .collect(),
+            excluded: BTreeMap::new(),
+            generation: if pins.is_empty() { None } else { Some(1) },
+            snapshot: None,
+            pins: pins
+                .iter()
+                .map(|(n, v)| (n.to_string(), Pin { version: v.to_string(), sha256: None }))
+                .collect(),
+            prune,
+            window: None,
+            paused: false,
+            archive: None,
+        }
+    }
+
+    fn have(list: &[(&str, &str, Reason, &[&str])]) -> BTreeMap<String, Installed> {
+        list.iter()
+            .map(|(n, v, r, req)| {
+                let required_by = req.iter().map(|s| s.to_string()).collect();
+                (n.to_string(), Installed { version: v.to_string(), reason: *r, required_by })
+            })
+            .collect()
+    }
+
+    fn inv(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    use Reason::{Dependency as D, Explicit as E};
+
+    #[test]
+    fn floating_installs_missing_and_upgrades_everything() {
+        let r = resolved(&["a", "b"], &[], false);
+        let i = intent(&r, &have(&[("a", "1-1", E, &[])]), &inv(&[]));
+        assert!(i.sysupgrade);
+        assert_eq!(i.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(i.targets[0].version, None);
+        assert!(i.remove.is_empty() && i.mark_explicit.is_empty());
+    }
+
+    #[test]
+    fn pinned_moves_every_locked_package_to_its_version() {
+        let r = resolved(&["a"], &[("a", "1-1"), ("lib", "2-1"), ("other", "9-1")], false);
+        let i = intent(&r, &have(&[("a", "2-1", E, &[]), ("lib", "3-1", D, &["a"])]), &inv(&[]));
+        assert!(!i.sysupgrade);
+        let t: Vec<(&str, Option<&str>, bool)> =
+            i.targets.iter().map(|t| (t.name.as_str(), t.version.as_deref(), t.explicit)).collect();
+        // `other` is in the lock but not installed and not desired: libalpm pulls it in only
+        // if something needs it.
+        assert_eq!(t, [("a", Some("1-1"), true), ("lib", Some("2-1"), false)]);
+    }
+
+    #[test]
+    fn converged_host_has_empty_intent_when_pinned() {
+        let r = resolved(&["a"], &[("a", "1-1"), ("lib", "2-1")], true);
+        let i = intent(&r, &have(&[("a", "1-1", E, &[]), ("lib", "2-1", D, &["a"])]), &inv(&["a", "lib"]));
+        assert!(i.is_empty(), "{i:?}");
+    }
+
+    #[test]
+    fn reasons_are_corrected() {
+        let r = resolved(&["a"], &[], false);
+        let i = intent(&r, &have(&[("a", "1-1", D, &[]), ("old", "1-1", E, &[])]), &inv(&["old"]));
+        assert_eq!(i.mark_explicit, ["a"]);
+        assert_eq!(i.mark_dependency, ["old"], "prune is off: kept, but as a dependency");
+        assert!(i.remove.is_empty());
+    }
+
+    #[test]
+    fn prune_removes_only_inventory_and_never_what_stays_needs() {
+        let r = resolved(&["app"], &[], true);
+        let installed = have(&[
+            ("app", "1-1", E, &[]),
+            ("old", "1-1", E, &[]),
+            ("oldlib", "1-1", D, &["old"]),
+            ("shared", "1-1", D, &["old", "app"]),
+            ("byhand", "1-1", E, &[]),
+            ("was-ours-now-needed", "1-1", E, &["app"]),
+        ]);
+        let i = intent(&r, &installed, &inv(&["app", "old", "oldlib", "shared", "was-ours-now-needed", "gone"]));
+        assert_eq!(i.remove, ["old", "oldlib"]);
+        assert_eq!(i.mark_dependency, ["was-ours-now-needed"]);
+        assert!(!i.remove.contains(&"byhand".to_string()), "hand-installed packages are never touched");
+    }
+
+    #[test]
+    fn summary_counts_actions() {
+        let c = Changeset {
+            changes: vec![
+                Change {
+                    action: Action::Install,
+                    name: "a".into(),
+                    old: None,
+                    new: Some("1-1".into()),
+                    reason: Some(Reason::Explicit),
+                    why: vec![],
+                    download_size: 10,
+                    size_delta: 100,
+                    source: None,
+                },
+                Change {
+                    action: Action::Remove,
+                    name: "b".into(),
+                    old: Some("1-1".into()),
+                    new: None,
+                    reason: None,
+                    why: vec![],
+                    download_size: 0,
+                    size_delta: -40,
+                    source: None,
+                },
+            ],
+            pacnew: vec![],
+        };
+        assert_eq!(c.summary(), "1 install, 1 remove");
+        assert_eq!((c.download_size(), c.size_delta()), (10, 60));
+        assert_eq!(Changeset::default().summary(), "nothing to do");
+    }
+}

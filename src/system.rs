@@ -1,0 +1,815 @@
+//! The host's package system, through libalpm (the `alpm` crate): opening a handle configured
+//! from the host's pacman.conf with pacfleet's root and dbpath, reading the local database as
+//! plain data, refreshing sync databases, and turning a `plan::Intent` into a prepared libalpm
+//! transaction whose contents (dependency closure, sizes, sources) become a `plan::Changeset`.
+//!
+//! Planning is lock-free (as paru does it): `Mode::Plan` refreshes the sync databases into a
+//! private copy of the db directory and prepares with `NO_LOCK`, so `fleetctl plan` never
+//! blocks or disturbs pacman. `Mode::Apply` works on the real databases under pacman's lock;
+//! committing is `apply`'s job.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use alpm::{Alpm, PackageReason, TransFlag};
+
+use crate::plan::{Action, Change, Changeset, Installed, Intent, Reason, Target};
+use crate::resolve::Resolved;
+
+/// Where the host's package system lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// Target root (`/`, or a directory for a chroot, image or test host).
+    pub root: PathBuf,
+    /// The pacman database directory.
+    pub dbpath: PathBuf,
+    /// The pacman.conf with repositories, cache dirs and signature levels.
+    pub pacman_conf: PathBuf,
+}
+
+/// How a handle will be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Look only: sync databases refreshed into a private copy, transactions with NO_LOCK.
+    Plan,
+    /// Change the system: real databases, pacman's lock.
+    Apply,
+}
+
+/// Working with libalpm failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// pacman.conf could not be read.
+    #[error(
+        "cannot read pacman configuration {path}: {detail}; check `pacman_conf:` in agent.yaml and that `pacman-conf` (from pacman) is installed"
+    )]
+    Config {
+        /// The pacman.conf path.
+        path: String,
+        /// What pacman-conf said.
+        detail: String,
+    },
+    /// libalpm refused to open the root or database.
+    #[error("cannot open the package database at {dbpath} (root {root}): {source}; check `root:` and `dbpath:` in agent.yaml")]
+    Open {
+        /// The root.
+        root: String,
+        /// The db path.
+        dbpath: String,
+        /// libalpm's error.
+        source: alpm::Error,
+    },
+    /// Setting up the handle from pacman.conf failed.
+    #[error("cannot configure libalpm from {path}: {source}")]
+    Configure {
+        /// The pacman.conf path.
+        path: String,
+        /// libalpm's error.
+        source: alpm::Error,
+    },
+    /// Copying the databases for a lock-free plan failed.
+    #[error("cannot prepare a private copy of the sync databases in {path}: {source}")]
+    Scratch {
+        /// The directory.
+        path: String,
+        /// The io error.
+        source: std::io::Error,
+    },
+    /// A sync database could not be refreshed.
+    #[error(
+        "cannot refresh the sync databases ({repo}) from {servers}: {source}; check the mirror (Server= in pacman.conf) and the network"
+    )]
+    Refresh {
+        /// The repository.
+        repo: String,
+        /// Its servers.
+        servers: String,
+        /// libalpm's error.
+        source: alpm::Error,
+    },
+    /// pacman's database lock is held by someone else.
+    #[error(
+        "the pacman database is locked ({lockfile}) and stayed locked for {waited_secs}s{holder}; wait for that pacman to finish and retry. If no package manager is running, the lock is stale: check `fuser {lockfile}` and remove it yourself — pacfleet never deletes it"
+    )]
+    Locked {
+        /// The lock file.
+        lockfile: String,
+        /// How long we waited.
+        waited_secs: u64,
+        /// ", held by …" when a process could be named.
+        holder: String,
+    },
+    /// A desired package is in no repository.
+    #[error(
+        "package `{name}` (asked for by {why}) is not in any repository of this host ({repos}); check the name in the manifests, or add its repository to pacman.conf"
+    )]
+    UnknownPackage {
+        /// Package name.
+        name: String,
+        /// Who asked for it.
+        why: String,
+        /// The host's sync repositories.
+        repos: String,
+    },
+    /// A pinned version was found nowhere.
+    #[error(
+        "package `{name}` is pinned to version {version}, which is in no sync repository, no cache dir ({caches}) and {archive}; put the package file in the cache or the fleet's archive, or pin a version that exists"
+    )]
+    PinNotFound {
+        /// Package name.
+        name: String,
+        /// The pinned version.
+        version: String,
+        /// Cache dirs searched.
+        caches: String,
+        /// What was tried in the archive.
+        archive: String,
+    },
+    /// A package file's checksum differs from the pin.
+    #[error(
+        "package `{name}` {version} from {source_desc} has sha256 {actual}, but the generation pins {expected}; refusing it. Someone changed the package file or the pin is wrong: check the archive/cache, or capture the generation again"
+    )]
+    ChecksumMismatch {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Where the file came from.
+        source_desc: String,
+        /// Its sha256.
+        actual: String,
+        /// The pinned sha256.
+        expected: String,
+    },
+    /// libalpm could not resolve the transaction.
+    #[error("libalpm cannot prepare the transaction: {detail}; nothing was changed")]
+    Prepare {
+        /// libalpm's reasons, one per problem.
+        detail: String,
+    },
+    /// Any other libalpm call failed.
+    #[error("libalpm: {context}: {source}")]
+    Alpm {
+        /// What we were doing.
+        context: String,
+        /// libalpm's error.
+        source: alpm::Error,
+    },
+    /// A file operation failed.
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        context: &'static str,
+        /// The path.
+        path: String,
+        /// The io error.
+        source: std::io::Error,
+    },
+}
+
+fn alpm_err(context: impl Into<String>) -> impl FnOnce(alpm::Error) -> SystemError {
+    let context = context.into();
+    move |source| SystemError::Alpm { context, source }
+}
+
+/// An open libalpm handle for one host.
+pub struct System {
+    alpm: Alpm,
+    conf: pacmanconf::Config,
+    paths: HostPaths,
+    mode: Mode,
+    /// For `Mode::Plan`: the private db directory (and cache for archive downloads).
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System").field("paths", &self.paths).field("mode", &self.mode).finish()
+    }
+}
+
+/// Reads pacman.conf with `pacman-conf` (Includes expanded, defaults filled in as pacman
+/// would), relative to `root`.
+fn read_conf(paths: &HostPaths) -> Result<pacmanconf::Config, SystemError> {
+    let conf_err = |detail: String| SystemError::Config { path: paths.pacman_conf.display().to_string(), detail };
+    if !paths.pacman_conf.is_file() {
+        return Err(conf_err("no such file".into()));
+    }
+    pacmanconf::Config::options()
+        .pacman_conf(paths.pacman_conf.to_string_lossy())
+        .root_dir(paths.root.to_string_lossy())
+        .read()
+        .map_err(|e| conf_err(e.to_string()))
+}
+
+impl System {
+    /// Opens the host's package system. In `Mode::Plan` the sync databases are copied to a
+    /// private directory so that refreshing them takes no lock and changes nothing.
+    pub fn open(paths: &HostPaths, mode: Mode) -> Result<System, SystemError> {
+        let conf = read_conf(paths)?;
+        let (dbpath, scratch) = match mode {
+            Mode::Apply => (paths.dbpath.clone(), None),
+            Mode::Plan => {
+                let scratch = private_dbpath(&paths.dbpath)?;
+                (scratch.path().join("db"), Some(scratch))
+            }
+        };
+        let open_err = |source| SystemError::Open {
+            root: paths.root.display().to_string(),
+            dbpath: paths.dbpath.display().to_string(),
+            source,
+        };
+        let local = paths.dbpath.join("local");
+        if !local.is_dir() {
+            return Err(SystemError::Io {
+                context: "no local package database at",
+                path: local.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "check `root:`/`dbpath:` in agent.yaml"),
+            });
+        }
+        let mut alpm =
+            Alpm::new(paths.root.to_string_lossy().as_bytes(), dbpath.to_string_lossy().as_bytes()).map_err(open_err)?;
+        let cfg_err = |source| SystemError::Configure { path: paths.pacman_conf.display().to_string(), source };
+        if let Some(s) = &scratch {
+            // Archive downloads made while planning land here, never in the real cache.
+            let cache = s.path().join("cache");
+            std::fs::create_dir_all(&cache)
+                .map_err(|source| SystemError::Scratch { path: cache.display().to_string(), source })?;
+            let mut dirs = vec![cache.to_string_lossy().into_owned()];
+            dirs.extend(conf.cache_dir.iter().cloned());
+            let mut conf = conf.clone();
+            conf.cache_dir = dirs;
+            alpm_utils::configure_alpm(&mut alpm, &conf).map_err(cfg_err)?;
+        } else {
+            alpm_utils::configure_alpm(&mut alpm, &conf).map_err(cfg_err)?;
+        }
+        alpm.set_log_cb((), |level: alpm::LogLevel, msg: &str, _: &mut ()| {
+            let msg = msg.trim_end();
+            if level.contains(alpm::LogLevel::ERROR) {
+                tracing::error!(target: "libalpm", "{msg}");
+            } else if level.contains(alpm::LogLevel::WARNING) {
+                tracing::warn!(target: "libalpm", "{msg}");
+            } else if level.contains(alpm::LogLevel::DEBUG) {
+                tracing::trace!(target: "libalpm", "{msg}");
+            }
+        });
+        Ok(System { alpm, conf, paths: paths.clone(), mode, _scratch: scratch })
+    }
+
+    /// The underlying handle (for `apply`).
+    pub fn alpm(&self) -> &Alpm {
+        &self.alpm
+    }
+
+    /// The host paths.
+    pub fn paths(&self) -> &HostPaths {
+        &self.paths
+    }
+
+    /// The lock file libalpm uses.
+    pub fn lockfile(&self) -> PathBuf {
+        self.paths.dbpath.join("db.lck")
+    }
+
+    /// Every installed package as plain data.
+    pub fn installed(&self) -> BTreeMap<String, Installed> {
+        self.alpm
+            .localdb()
+            .pkgs()
+            .iter()
+            .map(|p| {
+                let reason = match p.reason() {
+                    PackageReason::Explicit => Reason::Explicit,
+                    PackageReason::Depend => Reason::Dependency,
+                };
+                let inst = Installed {
+                    version: p.version().to_string(),
+                    reason,
+                    required_by: p.required_by().into_iter().collect(),
+                };
+                (p.name().to_owned(), inst)
+            })
+            .collect()
+    }
+
+    /// Refreshes every sync database (like `pacman -Sy`). In `Mode::Apply` libalpm takes the
+    /// lock for the duration; call after the lock is known to be free.
+    pub fn refresh(&mut self) -> Result<(), SystemError> {
+        let repo = self.repo_names();
+        let servers: Vec<String> =
+            self.alpm.syncdbs().iter().flat_map(|db| db.servers().iter().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let dbs = self.alpm.syncdbs_mut();
+        if dbs.is_empty() {
+            return Ok(());
+        }
+        dbs.update(false).map_err(|source| SystemError::Refresh { repo, servers: servers.join(", "), source })?;
+        Ok(())
+    }
+
+    fn repo_names(&self) -> String {
+        let names: Vec<&str> = self.alpm.syncdbs().iter().map(|d| d.name()).collect();
+        if names.is_empty() { "none configured".into() } else { names.join(", ") }
+    }
+
+    /// Builds the transaction for `intent`, lets libalpm resolve it (dependencies, conflicts,
+    /// the upgrade set) and returns what it would do. The transaction stays initialised on the
+    /// handle for `apply::commit` (in `Mode::Apply`); `release` drops it.
+    ///
+    /// Pinned dependencies: when libalpm pulls in a package the lock pins at another version,
+    /// the pinned version is added as a target and the transaction prepared again.
+    pub fn prepare(&mut self, intent: &Intent, resolved: &Resolved) -> Result<Changeset, SystemError> {
+        let mut targets = intent.targets.clone();
+        for _round in 0..4 {
+            self.init_transaction()?;
+            let result = self.try_prepare(intent, &targets, resolved);
+            let extra = match result {
+                Ok(extra) => extra,
+                Err(e) => {
+                    self.release();
+                    return Err(e);
+                }
+            };
+            if extra.is_empty() {
+                return Ok(self.changeset(intent, &targets, resolved));
+            }
+            self.release();
+            targets.extend(extra);
+        }
+        self.release();
+        Err(SystemError::Prepare { detail: "pinned dependencies did not settle after 4 rounds".into() })
+    }
+
+    fn init_transaction(&mut self) -> Result<(), SystemError> {
+        let flags = match self.mode {
+            Mode::Plan => TransFlag::NO_LOCK,
+            Mode::Apply => TransFlag::NONE,
+        };
+        self.alpm.trans_init(flags).map_err(|e| match e {
+            alpm::Error::HandleLock => SystemError::Locked {
+                lockfile: self.lockfile().display().to_string(),
+                waited_secs: 0,
+                holder: lock_holder(),
+            },
+            e => SystemError::Alpm { context: "starting a transaction".into(), source: e },
+        })
+    }
+
+    /// Releases the transaction (and pacman's lock in `Mode::Apply`).
+    pub fn release(&mut self) {
+        if let Err(e) = self.alpm.trans_release() {
+            tracing::debug!("releasing the transaction: {e}");
+        }
+    }
+
+    /// Adds everything and prepares; returns pinned dependencies that need another round.
+    fn try_prepare(&mut self, intent: &Intent, targets: &[Target], resolved: &Resolved) -> Result<Vec<Target>, SystemError> {
+        if intent.sysupgrade {
+            self.alpm.sync_sysupgrade(false).map_err(alpm_err("starting the system upgrade"))?;
+        }
+        for t in targets {
+            self.add_target(t, resolved)?;
+        }
+        for name in &intent.remove {
+            let pkg = self.alpm.localdb().pkg(name.as_str()).map_err(alpm_err(format!("finding installed `{name}`")))?;
+            self.alpm.trans_remove_pkg(pkg).map_err(alpm_err(format!("removing `{name}`")))?;
+        }
+        if self.alpm.trans_add().is_empty() && self.alpm.trans_remove().is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Err(e) = self.alpm.trans_prepare() {
+            return Err(SystemError::Prepare { detail: prepare_detail(&e) });
+        }
+        if resolved.generation.is_none() {
+            return Ok(Vec::new());
+        }
+        let targeted: BTreeSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        Ok(self
+            .alpm
+            .trans_add()
+            .iter()
+            .filter(|p| !targeted.contains(p.name()))
+            .filter_map(|p| {
+                let pin = resolved.pins.get(p.name())?;
+                (p.version().as_str() != pin.version).then(|| Target {
+                    name: p.name().to_owned(),
+                    version: Some(pin.version.clone()),
+                    repo: None,
+                    sha256: pin.sha256.clone(),
+                    explicit: false,
+                })
+            })
+            .collect())
+    }
+
+    fn add_target(&mut self, t: &Target, resolved: &Resolved) -> Result<(), SystemError> {
+        let why = || {
+            resolved
+                .explicit
+                .get(&t.name)
+                .map(|d| d.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_else(|| format!("generation {} of pool {}", resolved.generation.unwrap_or(0), resolved.pool))
+        };
+        // 1. The sync repositories (the named one, if the manifest said which).
+        let found = self.alpm.syncdbs().iter().find_map(|db| {
+            if t.repo.as_deref().is_some_and(|r| r != db.name()) {
+                return None;
+            }
+            let p = db.pkg(t.name.as_str()).ok()?;
+            match &t.version {
+                Some(v) if p.version().as_str() != v => None,
+                _ => Some(p),
+            }
+        });
+        if let Some(p) = found {
+            if let (Some(expected), Some(actual)) = (&t.sha256, p.sha256sum()) {
+                if expected != actual {
+                    return Err(SystemError::ChecksumMismatch {
+                        name: t.name.clone(),
+                        version: p.version().to_string(),
+                        source_desc: format!("repository {}", p.db().map(|d| d.name()).unwrap_or("?")),
+                        actual: actual.to_owned(),
+                        expected: expected.clone(),
+                    });
+                }
+            }
+            return self.alpm.trans_add_pkg(p).map_err(|e| SystemError::Alpm {
+                context: format!("adding `{}`", t.name),
+                source: e.error,
+            });
+        }
+        let Some(version) = &t.version else {
+            // Floating: maybe a provider or a repository we were not told about.
+            if t.repo.is_none() {
+                if let Some(p) = self.alpm.syncdbs().find_satisfier(t.name.as_str()) {
+                    return self.alpm.trans_add_pkg(p).map_err(|e| SystemError::Alpm {
+                        context: format!("adding `{}`", t.name),
+                        source: e.error,
+                    });
+                }
+            }
+            return Err(SystemError::UnknownPackage {
+                name: t.name.clone(),
+                why: why(),
+                repos: match &t.repo {
+                    Some(r) => format!("it was asked for from `{r}`; this host has {}", self.repo_names()),
+                    None => self.repo_names(),
+                },
+            });
+        };
+        // 2. A cache dir, 3. the fleet's archive.
+        let file = match self.find_cached(&t.name, version) {
+            Some(f) => f,
+            None => self.fetch_archived(&t.name, version, resolved.archive.as_deref())?,
+        };
+        if let Some(expected) = &t.sha256 {
+            let actual = sha256_file(&file)?;
+            if &actual != expected {
+                return Err(SystemError::ChecksumMismatch {
+                    name: t.name.clone(),
+                    version: version.clone(),
+                    source_desc: file.display().to_string(),
+                    actual,
+                    expected: expected.clone(),
+                });
+            }
+        }
+        let level = self.alpm.local_file_siglevel();
+        let pkg = self
+            .alpm
+            .pkg_load(file.to_string_lossy().as_bytes(), true, level)
+            .map_err(alpm_err(format!("loading {}", file.display())))?;
+        self.alpm.trans_add_pkg(pkg).map_err(|e| SystemError::Alpm {
+            context: format!("adding {}", file.display()),
+            source: e.error,
+        })
+    }
+
+    fn arches(&self) -> Vec<String> {
+        let mut arches: Vec<String> = self.alpm.architectures().iter().map(str::to_owned).collect();
+        if arches.is_empty() || arches.iter().any(|a| a == "auto") {
+            arches.retain(|a| a != "auto");
+            arches.push(std::env::consts::ARCH.to_owned());
+        }
+        arches.push("any".to_owned());
+        arches
+    }
+
+    /// `<name>-<version>-<arch>.pkg.tar.*` in any cache dir.
+    fn find_cached(&self, name: &str, version: &str) -> Option<PathBuf> {
+        let arches = self.arches();
+        for dir in self.alpm.cachedirs().iter() {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            files.sort();
+            for f in files {
+                let Some(fname) = f.file_name().and_then(|n| n.to_str()) else { continue };
+                if is_package_file(fname, name, version, &arches) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    /// The package from the fleet's archive (Arch Linux Archive layout); file:// is read in
+    /// place, http(s):// is downloaded into the cache by libalpm.
+    fn fetch_archived(&self, name: &str, version: &str, archive: Option<&str>) -> Result<PathBuf, SystemError> {
+        let caches: Vec<&str> = self.alpm.cachedirs().iter().collect();
+        let not_found = |archive: String| SystemError::PinNotFound {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            caches: caches.join(", "),
+            archive,
+        };
+        let Some(archive) = archive else {
+            return Err(not_found("the fleet has no `archive:` in fleet.yaml".into()));
+        };
+        let first = name.chars().next().unwrap_or('_');
+        let base = format!("{}/packages/{first}/{name}", archive.trim_end_matches('/'));
+        let arches = self.arches();
+        if let Some(dir) = base.strip_prefix("file://") {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.sort();
+            return files
+                .into_iter()
+                .find(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| is_package_file(n, name, version, &arches)))
+                .ok_or_else(|| not_found(format!("not in the archive at {base}/")));
+        }
+        let mut tried = Vec::new();
+        for arch in &arches {
+            for ext in ["zst", "xz"] {
+                let url = format!("{base}/{name}-{version}-{arch}.pkg.tar.{ext}");
+                match self.alpm.fetch_pkgurl([url.as_str()].iter().copied().collect::<Vec<_>>().iter()) {
+                    Ok(paths) => {
+                        if let Some(p) = paths.iter().next() {
+                            return Ok(PathBuf::from(p));
+                        }
+                    }
+                    Err(e) => tried.push(format!("{url} ({e})")),
+                }
+            }
+        }
+        Err(not_found(format!("not downloadable from the archive: tried {}", tried.join(", "))))
+    }
+
+    /// Reads the prepared transaction into a changeset.
+    fn changeset(&self, intent: &Intent, targets: &[Target], resolved: &Resolved) -> Changeset {
+        let local = self.alpm.localdb();
+        let by_target: BTreeMap<&str, &Target> = targets.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut changes = Vec::new();
+        let mut pacnew = Vec::new();
+        for p in self.alpm.trans_add().iter() {
+            let old = local.pkg(p.name()).ok();
+            let new_v = p.version().to_string();
+            let action = match old {
+                None => Action::Install,
+                Some(o) => match alpm::vercmp(o.version().as_str(), new_v.as_str()) {
+                    std::cmp::Ordering::Less => Action::Upgrade,
+                    std::cmp::Ordering::Greater => Action::Downgrade,
+                    std::cmp::Ordering::Equal => Action::Reinstall,
+                },
+            };
+            let desired = resolved.explicit.get(p.name());
+            let why = match (desired, by_target.get(p.name())) {
+                (Some(d), _) => d.origins.iter().map(|o| o.to_string()).collect(),
+                (None, Some(_)) => vec![format!("pinned by generation {}", resolved.generation.unwrap_or(0))],
+                (None, None) if old.is_some() => vec!["system upgrade".to_owned()],
+                (None, None) => {
+                    let needed_by: Vec<String> = self
+                        .alpm
+                        .trans_add()
+                        .iter()
+                        .filter(|q| q.depends().iter().any(|d| d.name() == p.name()))
+                        .map(|q| q.name().to_owned())
+                        .collect();
+                    if needed_by.is_empty() {
+                        vec!["dependency".to_owned()]
+                    } else {
+                        vec![format!("dependency of {}", needed_by.join(", "))]
+                    }
+                }
+            };
+            let reason = if desired.is_some() {
+                Reason::Explicit
+            } else {
+                match old.map(|o| o.reason()) {
+                    Some(PackageReason::Explicit) => Reason::Explicit,
+                    _ => Reason::Dependency,
+                }
+            };
+            let source = match p.db() {
+                Some(db) => Some(format!("repo {}", db.name())),
+                None => p.filename().map(|f| f.to_owned()),
+            };
+            if let Some(o) = old {
+                for b in o.backup().iter() {
+                    let on_disk = self.paths.root.join(b.name());
+                    if let Ok(bytes) = std::fs::read(&on_disk) {
+                        if md5_hex(&bytes) != b.hash() {
+                            pacnew.push(format!("/{}", b.name()));
+                        }
+                    }
+                }
+            }
+            changes.push(Change {
+                action,
+                name: p.name().to_owned(),
+                old: old.map(|o| o.version().to_string()),
+                new: Some(new_v),
+                reason: Some(reason),
+                why,
+                download_size: u64::try_from(p.download_size()).unwrap_or(0),
+                size_delta: p.isize() - old.map_or(0, |o| o.isize()),
+                source,
+            });
+        }
+        for p in self.alpm.trans_remove().iter() {
+            changes.push(Change {
+                action: Action::Remove,
+                name: p.name().to_owned(),
+                old: Some(p.version().to_string()),
+                new: None,
+                reason: None,
+                why: vec!["no longer desired (prune)".to_owned()],
+                download_size: 0,
+                size_delta: -p.isize(),
+                source: None,
+            });
+        }
+        let touched: BTreeSet<String> = changes.iter().map(|c| c.name.clone()).collect();
+        for (names, action, reason, why) in [
+            (&intent.mark_explicit, Action::MarkExplicit, Reason::Explicit, "desired"),
+            (&intent.mark_dependency, Action::MarkDependency, Reason::Dependency, "no longer desired"),
+        ] {
+            for n in names.iter().filter(|n| !touched.contains(*n)) {
+                let v = local.pkg(n.as_str()).ok().map(|p| p.version().to_string());
+                changes.push(Change {
+                    action,
+                    name: n.clone(),
+                    old: v.clone(),
+                    new: v,
+                    reason: Some(reason),
+                    why: vec![why.to_owned()],
+                    download_size: 0,
+                    size_delta: 0,
+                    source: None,
+                });
+            }
+        }
+        changes.sort_by(|a, b| (a.action, &a.name).cmp(&(b.action, &b.name)));
+        pacnew.sort();
+        pacnew.dedup();
+        Changeset { changes, pacnew }
+    }
+
+    /// Commits the prepared transaction; the error is libalpm's reason in words.
+    pub fn commit_transaction(&mut self) -> Result<(), String> {
+        self.alpm.trans_commit().map_err(|e| match e.error() {
+            alpm::Error::FileConflicts => {
+                "files in the packages already exist on disk and belong to no package (file conflicts); remove or move them, or find which package should own them".to_owned()
+            }
+            alpm::Error::PkgInvalid | alpm::Error::PkgInvalidChecksum | alpm::Error::PkgInvalidSig => format!(
+                "{}: a package file is invalid or corrupt; clear it from the cache and retry",
+                e.error()
+            ),
+            other => other.to_string(),
+        })
+    }
+
+    /// The pacman.conf as read.
+    pub fn conf(&self) -> &pacmanconf::Config {
+        &self.conf
+    }
+
+    /// Sets install reasons after a commit (needs the lock, which an initialised transaction
+    /// holds in `Mode::Apply`).
+    pub fn set_reasons(&self, changes: &Changeset) -> Result<(), SystemError> {
+        for c in &changes.changes {
+            let Some(reason) = c.reason else { continue };
+            let Ok(pkg) = self.alpm.localdb().pkg(c.name.as_str()) else { continue };
+            let want = match reason {
+                Reason::Explicit => PackageReason::Explicit,
+                Reason::Dependency => PackageReason::Depend,
+            };
+            if pkg.reason() != want {
+                pkg.set_reason(want).map_err(alpm_err(format!("setting the install reason of `{}`", c.name)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `file` is `<name>-<version>-<arch>.pkg.tar.<ext>` for one of `arches`.
+fn is_package_file(file: &str, name: &str, version: &str, arches: &[String]) -> bool {
+    let Some(rest) = file.strip_prefix(&format!("{name}-{version}-")) else { return false };
+    if file.ends_with(".sig") || file.ends_with(".part") {
+        return false;
+    }
+    arches.iter().any(|a| rest.strip_prefix(a.as_str()).is_some_and(|r| r.starts_with(".pkg.tar")))
+}
+
+/// Copies the db directory's sync databases to a private directory whose `local` is a symlink
+/// to the real one, so a plan can refresh them without the lock (the `checkupdates` approach).
+fn private_dbpath(dbpath: &Path) -> Result<tempfile::TempDir, SystemError> {
+    let scratch_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SystemError::Scratch { path, source }
+    };
+    let tmp = tempfile::Builder::new().prefix("pacfleet-plan-").tempdir().map_err(scratch_err(Path::new("$TMPDIR")))?;
+    let db = tmp.path().join("db");
+    let sync = db.join("sync");
+    std::fs::create_dir_all(&sync).map_err(scratch_err(&sync))?;
+    std::os::unix::fs::symlink(dbpath.join("local"), db.join("local")).map_err(scratch_err(&db))?;
+    if let Ok(entries) = std::fs::read_dir(dbpath.join("sync")) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_file() {
+                std::fs::copy(&p, sync.join(e.file_name())).map_err(scratch_err(&p))?;
+            }
+        }
+    }
+    Ok(tmp)
+}
+
+fn prepare_detail(e: &alpm::PrepareError<'_>) -> String {
+    use alpm::PrepareData;
+    let mut lines = vec![e.error().to_string()];
+    match e.data() {
+        Some(PrepareData::UnsatisfiedDeps(list)) => {
+            for m in list.iter() {
+                lines.push(format!("`{}` requires `{}`, which nothing provides", m.target(), m.depend()));
+            }
+        }
+        Some(PrepareData::ConflictingDeps(list)) => {
+            for c in list.iter() {
+                lines.push(format!(
+                    "`{}` and `{}` conflict ({})",
+                    c.package1().name(),
+                    c.package2().name(),
+                    c.reason()
+                ));
+            }
+        }
+        Some(PrepareData::PkgInvalidArch(list)) => {
+            for p in list.iter() {
+                lines.push(format!("`{}` is built for another architecture", p.name()));
+            }
+        }
+        None => {}
+    }
+    lines.join("; ")
+}
+
+/// Names processes that look like package managers, to say who holds the lock.
+pub fn lock_holder() -> String {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return String::new() };
+    let me = std::process::id().to_string();
+    let mut who = Vec::new();
+    for e in entries.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
+        let comm = comm.trim();
+        if ["pacman", "yay", "paru", "pamac", "pikaur", "fleetctl", "packagekitd"].contains(&comm) {
+            who.push(format!("{comm} (pid {pid})"));
+        }
+    }
+    if who.is_empty() { String::new() } else { format!(", held by {}", who.join(", ")) }
+}
+
+/// sha256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, SystemError> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)
+        .map_err(|source| SystemError::Io { context: "cannot read", path: path.display().to_string(), source })?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .map_err(|source| SystemError::Io { context: "cannot read", path: path.display().to_string(), source })?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// md5 of bytes, lowercase hex: libalpm records backup files' hashes as md5.
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    format!("{:x}", md5::Md5::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_file_names() {
+        let arches = vec!["x86_64".to_owned(), "any".to_owned()];
+        assert!(is_package_file("bash-5.2-1-x86_64.pkg.tar.zst", "bash", "5.2-1", &arches));
+        assert!(is_package_file("bash-5.2-1-any.pkg.tar.gz", "bash", "5.2-1", &arches));
+        assert!(!is_package_file("bash-5.2-1-x86_64.pkg.tar.zst.sig", "bash", "5.2-1", &arches));
+        assert!(!is_package_file("bash-5.2-10-x86_64.pkg.tar.zst", "bash", "5.2-1", &arches));
+        assert!(!is_package_file("bash-completion-2-1-any.pkg.tar.zst", "bash", "2-1", &arches));
+        assert!(!is_package_file("bash-5.2-1-aarch64.pkg.tar.zst", "bash", "5.2-1", &arches));
+    }
+}

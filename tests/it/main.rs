@@ -1,0 +1,8 @@
+//! pacfleet's integration tests, as one test binary (`cargo test --test it`).
+//!
+//! `harness` holds the shared fixtures; each other module tests one area against the real
+//! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
+
+mod harness;
+mod source;
+mod synth;

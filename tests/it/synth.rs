@@ -1,0 +1,391 @@
+//! `pacfleet::synth` checked against the real tools: packages and repositories it writes must
+//! install with pacman and read exactly like repo-add's.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pacfleet::synth::{self, SynthError, SynthPackage};
+
+use crate::harness::{HostDir, PkgRepo, archive_package, stdout_ok, tempdir, toolchain_bin};
+
+fn libfoo(version: &str) -> SynthPackage {
+    SynthPackage::new("libfoo", version)
+        .description("A   library  with\tspaced description")
+        .provides("foo-abi=1")
+        .file("usr/lib/libfoo.so.1", format!("libfoo {version}\n"))
+}
+
+fn app(version: &str) -> SynthPackage {
+    SynthPackage::new("app", version)
+        .depends("libfoo>=1.0")
+        .depends("foo-abi")
+        .conflicts("oldapp")
+        .provides("app-api=2")
+        .file("usr/bin/app", format!("#!/bin/sh\necho app {version}\n"))
+        .file("etc/app.conf", format!("# app {version}\nverbose = no\n"))
+        .backup("etc/app.conf")
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+#[test]
+fn pacman_installs_upgrades_and_downgrades_synthetic_packages() {
+    let tmp = tempdir();
+    let mut main = PkgRepo::new(tmp.path(), "main");
+    main.add(&[
+        libfoo("1.1-1"),
+        app("2.0-1"),
+        SynthPackage::new("unrelated", "1:0.1-1"),
+    ]);
+
+    // A second repo, built elsewhere and handed to write_repo, holding an older app.
+    let built = tmp.path().join("built-old");
+    let old_app = synth::build_package(&app("1.5-1"), &built).unwrap();
+    let old_dir = tmp.path().join("repos/old");
+    let db = synth::write_repo(&old_dir, "old", &[&old_app]).unwrap();
+    assert_eq!(db, old_dir.join("old.db"));
+    assert!(
+        old_dir.join("app-1.5-1-any.pkg.tar.gz").is_file(),
+        "package copied into repo"
+    );
+    let old = PkgRepo::at(&old_dir, "old");
+
+    // And the oldest one only in the archive.
+    let archive = tmp.path().join("archive");
+    let archived = archive_package(&archive, &app("1.0-1"));
+    assert_eq!(
+        archived,
+        archive.join("packages/a/app/app-1.0-1-any.pkg.tar.gz")
+    );
+
+    let host = HostDir::new(tmp.path(), "h1", &[&main, &old]);
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-S", "app"]);
+
+    // The first repo wins; the dependency comes along, installed as a dependency.
+    let installed = host.installed();
+    assert_eq!(
+        installed,
+        BTreeMap::from([
+            ("app".into(), "2.0-1".into()),
+            ("libfoo".into(), "1.1-1".into())
+        ])
+    );
+    assert_eq!(host.explicit(), ["app".to_owned()].into());
+    assert_eq!(host.dependencies(), ["libfoo".to_owned()].into());
+
+    // Files on disk, with their modes.
+    assert_eq!(read(&host.path("usr/share/app/VERSION")), "2.0-1\n");
+    assert_eq!(read(&host.path("usr/lib/libfoo.so.1")), "libfoo 1.1-1\n");
+    assert_eq!(
+        read(&host.path("etc/app.conf")),
+        "# app 2.0-1\nverbose = no\n"
+    );
+    let mode = |p: &str| fs::metadata(host.path(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("usr/bin/app"), 0o755);
+    assert_eq!(mode("etc/app.conf"), 0o644);
+    assert_eq!(mode("usr/share/app"), 0o755);
+
+    // The database is consistent, and files match the packages' .MTREE.
+    let dk = host.pacman_ok(&["-Dk"]);
+    assert!(dk.contains("No database errors have been found!"), "{dk}");
+    let qkk = host.pacman_ok(&["-Qkk"]);
+    assert!(qkk.contains("app: 8 total files, 0 altered files"), "{qkk}");
+    let qii = host.pacman_ok(&["-Qii", "app"]);
+    assert!(
+        qii.contains("Install Reason  : Explicitly installed"),
+        "{qii}"
+    );
+    assert!(qii.contains("etc/app.conf [unmodified]"), "{qii}");
+    assert!(
+        qii.contains("Depends On      : libfoo>=1.0  foo-abi"),
+        "{qii}"
+    );
+    assert!(qii.contains("Provides        : app-api=2"), "{qii}");
+    assert!(qii.contains("Conflicts With  : oldapp"), "{qii}");
+
+    // Explicitly from the second repo: an older version.
+    host.pacman_ok(&["-S", "old/app"]);
+    assert_eq!(host.installed()["app"], "1.5-1");
+    assert_eq!(read(&host.path("usr/share/app/VERSION")), "1.5-1\n");
+
+    // A locally edited config survives an -U downgrade from the archive; the package's
+    // version lands next to it as .pacnew.
+    fs::write(host.path("etc/app.conf"), "verbose = yes\n").unwrap();
+    host.pacman_ok(&["-U", archived.to_str().unwrap()]);
+    assert_eq!(host.installed()["app"], "1.0-1");
+    assert_eq!(host.explicit(), ["app".to_owned()].into());
+    assert_eq!(read(&host.path("usr/share/app/VERSION")), "1.0-1\n");
+    assert_eq!(read(&host.path("etc/app.conf")), "verbose = yes\n");
+    assert_eq!(
+        read(&host.path("etc/app.conf.pacnew")),
+        "# app 1.0-1\nverbose = no\n"
+    );
+
+    // A new version published to the repo is an upgrade for -Su.
+    main.add(&[libfoo("1.2-1")]);
+    host.pacman_ok(&["-Syu"]);
+    let installed = host.installed();
+    assert_eq!(installed["libfoo"], "1.2-1");
+    assert_eq!(
+        installed["app"], "2.0-1",
+        "-Su also moves app to the first repo's version"
+    );
+
+    // -R removes files.
+    host.pacman_ok(&["-Rs", "app"]);
+    assert!(host.installed().is_empty());
+    assert!(!host.path("usr/bin/app").exists());
+    assert!(!host.path("usr/lib/libfoo.so.1").exists());
+}
+
+/// Regular files of a gzip'ed tar archive, path → contents, plus its directory entries.
+fn tar_entries(path: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    let file = fs::File::open(path).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut files = BTreeMap::new();
+    let mut dirs = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+        if entry.header().entry_type().is_dir() {
+            dirs.push(name);
+        } else {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            files.insert(name, data);
+        }
+    }
+    dirs.sort();
+    (files, dirs)
+}
+
+#[test]
+fn write_repo_matches_repo_add() {
+    toolchain_bin("bsdtar"); // repo-add's dependency: fail clearly if it is missing.
+    let tmp = tempdir();
+    let built = tmp.path().join("built");
+    let pkgs = [
+        libfoo("1.1-1"),
+        app("1:2.0-3"),
+        SynthPackage::new("tool-x", "0.9.1-2")
+            .arch("x86_64")
+            .depends("libfoo")
+            .file("usr/share/tool-x/data/deep/a b.txt", "spaces in names\n"),
+    ];
+    let files: Vec<PathBuf> = pkgs
+        .iter()
+        .map(|p| synth::build_package(p, &built).unwrap())
+        .collect();
+
+    let ours_dir = tmp.path().join("repos/ours");
+    synth::write_repo(&ours_dir, "ours", &files).unwrap();
+
+    let theirs_dir = tmp.path().join("repos/theirs");
+    fs::create_dir_all(&theirs_dir).unwrap();
+    let mut copies = Vec::new();
+    for f in &files {
+        let dest = theirs_dir.join(f.file_name().unwrap());
+        fs::copy(f, &dest).unwrap();
+        copies.push(dest);
+    }
+    let out = Command::new(toolchain_bin("repo-add"))
+        .arg("--nocolor")
+        .arg(theirs_dir.join("theirs.db.tar.gz"))
+        .args(&copies)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    stdout_ok("repo-add", &out);
+
+    // The same entries with the same contents, in both the db and the files db.
+    for kind in ["db", "files"] {
+        let ours = tar_entries(&ours_dir.join(format!("ours.{kind}.tar.gz")));
+        let theirs = tar_entries(&theirs_dir.join(format!("theirs.{kind}.tar.gz")));
+        assert_eq!(ours.1, theirs.1, "{kind}: directory entries");
+        assert_eq!(
+            ours.0.keys().collect::<Vec<_>>(),
+            theirs.0.keys().collect::<Vec<_>>()
+        );
+        for (name, data) in &ours.0 {
+            assert_eq!(
+                String::from_utf8_lossy(data),
+                String::from_utf8_lossy(&theirs.0[name]),
+                "{kind}: {name}"
+            );
+        }
+    }
+    // The plain .db is a copy, not a symlink.
+    let db_meta = fs::symlink_metadata(ours_dir.join("ours.db")).unwrap();
+    assert!(db_meta.file_type().is_file());
+    assert_eq!(
+        fs::read(ours_dir.join("ours.db")).unwrap(),
+        fs::read(ours_dir.join("ours.db.tar.gz")).unwrap()
+    );
+
+    // And pacman reads the same metadata from both.
+    let ours = PkgRepo::at(&ours_dir, "ours");
+    let theirs = PkgRepo::at(&theirs_dir, "theirs");
+    let host = HostDir::new(tmp.path(), "cmp", &[&ours, &theirs]);
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-Fy"]);
+    let strip_repo = |text: String, repo: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with("Repository"))
+            .map(|l| l.replace(repo, "REPO"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let listing = host.pacman_ok(&["-Sl", "ours"]);
+    assert_eq!(
+        strip_repo(listing.clone(), "ours"),
+        strip_repo(host.pacman_ok(&["-Sl", "theirs"]), "theirs")
+    );
+    assert_eq!(listing.lines().count(), 3, "{listing}");
+    for pkg in &pkgs {
+        let si = |repo: &str| host.pacman_ok(&["-Sii", &format!("{repo}/{}", pkg.name)]);
+        let (a, b) = (si("ours"), si("theirs"));
+        assert!(
+            a.contains(&format!("Version         : {}", pkg.version)),
+            "{a}"
+        );
+        assert_eq!(
+            strip_repo(a, "ours"),
+            strip_repo(b, "theirs"),
+            "{}",
+            pkg.name
+        );
+        let fl = |repo: &str| host.pacman_ok(&["-Fl", &format!("{repo}/{}", pkg.name)]);
+        let (a, b) = (fl("ours"), fl("theirs"));
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{}", pkg.name);
+    }
+    let si = host.pacman_ok(&["-Si", "ours/libfoo"]);
+    assert!(
+        si.contains("Description     : A library with spaced description"),
+        "{si}"
+    );
+    assert!(si.contains("Installed Size  : 19.00 B"), "{si}");
+
+    // Installing from our repo records what the package says.
+    host.pacman_ok(&["-S", "ours/tool-x"]);
+    assert!(host.path("usr/share/tool-x/data/deep/a b.txt").is_file());
+    let qkk = host.pacman_ok(&["-Qkk", "tool-x"]);
+    assert!(qkk.contains("0 altered files"), "{qkk}");
+}
+
+#[test]
+fn builds_are_reproducible() {
+    let tmp = tempdir();
+    let pkg = app("1:2.0-3");
+    let a = synth::build_package(&pkg, &tmp.path().join("a")).unwrap();
+    let b = synth::build_package(&pkg, &tmp.path().join("b")).unwrap();
+    assert_eq!(a.file_name().unwrap(), "app-1:2.0-3-any.pkg.tar.gz");
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    assert_eq!(
+        synth::sha256_file(&a).unwrap(),
+        synth::sha256_file(&b).unwrap()
+    );
+
+    // A different payload is a different package.
+    let c = synth::build_package(
+        &pkg.clone().file("etc/app.conf", "x"),
+        &tmp.path().join("c"),
+    )
+    .unwrap();
+    assert_ne!(fs::read(&a).unwrap(), fs::read(&c).unwrap());
+
+    // Repositories too, wherever they are written.
+    let ra = synth::write_repo(&tmp.path().join("ra"), "r", &[&a]).unwrap();
+    let rb = synth::write_repo(&tmp.path().join("rb"), "r", &[&b]).unwrap();
+    assert_eq!(fs::read(&ra).unwrap(), fs::read(&rb).unwrap());
+
+    // Metadata entries come first, as pacman expects, and everything is root-owned.
+    let file = fs::File::open(&a).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            assert_eq!(
+                (e.header().uid().unwrap(), e.header().gid().unwrap()),
+                (0, 0)
+            );
+            String::from_utf8(e.path_bytes().into_owned()).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ".PKGINFO",
+            ".MTREE",
+            "etc/",
+            "etc/app.conf",
+            "usr/",
+            "usr/bin/",
+            "usr/bin/app",
+            "usr/share/",
+            "usr/share/app/",
+            "usr/share/app/VERSION"
+        ]
+    );
+}
+
+#[test]
+fn sha256_matches_sha256sum() {
+    let tmp = tempdir();
+    let path = tmp.path().join("f");
+    fs::write(&path, "hello\n").unwrap();
+    assert_eq!(
+        synth::sha256_file(&path).unwrap(),
+        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+    );
+    assert!(matches!(
+        synth::sha256_file(&tmp.path().join("missing")),
+        Err(SynthError::Io { .. })
+    ));
+}
+
+#[test]
+fn one_version_per_name_in_a_repo() {
+    let tmp = tempdir();
+    let v1 = synth::build_package(&app("1.0-1"), &tmp.path().join("v1")).unwrap();
+    let v2 = synth::build_package(&app("2.0-1"), &tmp.path().join("v2")).unwrap();
+    let repo = tmp.path().join("repo");
+    let err = synth::write_repo(&repo, "main", &[&v1, &v2]).unwrap_err();
+    assert!(
+        matches!(&err, SynthError::DuplicatePackage { name, first, second, .. }
+            if name == "app" && first == "1.0-1" && second == "2.0-1"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"app\"") && msg.contains("1.0-1") && msg.contains("2.0-1"),
+        "{msg}"
+    );
+    assert!(!repo.exists(), "nothing written on error");
+
+    // Not a package at all.
+    let junk = tmp.path().join("junk.pkg.tar.gz");
+    fs::write(&junk, "not gzip").unwrap();
+    let err = synth::write_repo(&repo, "main", &[&junk]).unwrap_err();
+    assert!(matches!(err, SynthError::BadPackageFile { .. }), "{err:?}");
+}
+
+#[test]
+fn empty_repo_syncs() {
+    let tmp = tempdir();
+    let repo = PkgRepo::new(tmp.path(), "empty");
+    let host = HostDir::new(tmp.path(), "h", &[&repo]);
+    host.pacman_ok(&["-Sy"]);
+    assert_eq!(host.pacman_ok(&["-Sl", "empty"]), "");
+    assert!(host.installed().is_empty());
+    assert!(host.explicit().is_empty());
+}
