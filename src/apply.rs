@@ -9,10 +9,10 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use alpm::{AnyEvent, AnyQuestion, Event, Progress, Question};
+use alpm::{AnyQuestion, Progress, Question};
 
 use crate::plan::Changeset;
-use crate::system::{SystemError, System, lock_holder};
+use crate::system::{System, SystemError, lock_holder};
 
 /// Committing failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,9 @@ pub enum ApplyError {
     #[error(transparent)]
     System(#[from] SystemError),
     /// libalpm's commit failed.
-    #[error("the package transaction failed: {detail}; see the log above and `pacman -Dk` for the database state")]
+    #[error(
+        "the package transaction failed: {detail}; see the log above and `pacman -Dk` for the database state"
+    )]
     Commit {
         /// libalpm's reasons.
         detail: String,
@@ -71,72 +73,155 @@ pub fn wait_for_lock(lockfile: &Path, timeout: Duration) -> Result<(), SystemErr
 pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
     let alpm = sys.alpm();
     let terminal = std::io::stderr().is_terminal();
-    alpm.set_question_cb(notices.clone(), |q: AnyQuestion, n: &mut Rc<RefCell<Notices>>| answer(q, &mut n.borrow_mut()));
-    alpm.set_event_cb(notices, |e: AnyEvent, n: &mut Rc<RefCell<Notices>>| {
-        let mut n = n.borrow_mut();
-        match e.event() {
-            Event::PacnewCreated(p) => {
-                tracing::warn!("{} installed as {}.pacnew: merge it", p.file(), p.file());
-                n.pacnew.push(format!("{}.pacnew", p.file()));
-            }
-            Event::PacsaveCreated(p) => {
-                tracing::warn!("{} saved as {}.pacsave", p.file(), p.file());
-                n.pacsave.push(format!("{}.pacsave", p.file()));
-            }
-            Event::ScriptletInfo(s) => {
-                let line = s.line().trim_end().to_owned();
-                tracing::info!("scriptlet: {line}");
-                n.scriptlet.push(line);
-            }
-            Event::HookRunStart(h) => tracing::info!("running hook {}", h.desc().unwrap_or(h.name())),
-            Event::TransactionStart => tracing::info!("transaction started"),
-            Event::TransactionDone => tracing::info!("transaction done"),
-            _ => {}
-        }
-    });
-    let bar = if terminal { Some(indicatif::ProgressBar::hidden()) } else { None };
-    alpm.set_progress_cb(bar, move |kind: Progress, pkg: &str, percent: i32, howmany: usize, current: usize, bar: &mut Option<indicatif::ProgressBar>| {
-        let verb = match kind {
-            Progress::AddStart => "installing",
-            Progress::UpgradeStart => "upgrading",
-            Progress::DowngradeStart => "downgrading",
-            Progress::ReinstallStart => "reinstalling",
-            Progress::RemoveStart => "removing",
-            Progress::ConflictsStart => "checking file conflicts",
-            Progress::DiskspaceStart => "checking disk space",
-            Progress::IntegrityStart => "checking package integrity",
-            Progress::LoadStart => "loading package files",
-            Progress::KeyringStart => "checking keys",
-        };
-        match bar {
-            Some(bar) => {
-                if bar.is_hidden() || bar.length() != Some(100) {
-                    *bar = indicatif::ProgressBar::new(100).with_style(
-                        indicatif::ProgressStyle::with_template("({pos}/{len}) {msg:40} [{bar:30}] {percent:>3}%")
+    alpm.set_question_cb(
+        notices.clone(),
+        |q: AnyQuestion, n: &mut Rc<RefCell<Notices>>| answer(q, &mut n.borrow_mut()),
+    );
+    set_event_cb(sys, notices);
+    let bar = if terminal {
+        Some(indicatif::ProgressBar::hidden())
+    } else {
+        None
+    };
+    alpm.set_progress_cb(
+        bar,
+        move |kind: Progress,
+              pkg: &str,
+              percent: i32,
+              howmany: usize,
+              current: usize,
+              bar: &mut Option<indicatif::ProgressBar>| {
+            let verb = match kind {
+                Progress::AddStart => "installing",
+                Progress::UpgradeStart => "upgrading",
+                Progress::DowngradeStart => "downgrading",
+                Progress::ReinstallStart => "reinstalling",
+                Progress::RemoveStart => "removing",
+                Progress::ConflictsStart => "checking file conflicts",
+                Progress::DiskspaceStart => "checking disk space",
+                Progress::IntegrityStart => "checking package integrity",
+                Progress::LoadStart => "loading package files",
+                Progress::KeyringStart => "checking keys",
+            };
+            match bar {
+                Some(bar) => {
+                    if bar.is_hidden() || bar.length() != Some(100) {
+                        *bar = indicatif::ProgressBar::new(100).with_style(
+                            indicatif::ProgressStyle::with_template(
+                                "({pos}/{len}) {msg:40} [{bar:30}] {percent:>3}%",
+                            )
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
+                        );
+                    }
+                    bar.set_message(format!("({current}/{howmany}) {verb} {pkg}"));
+                    bar.set_position(u64::try_from(percent).unwrap_or(0));
+                    if percent >= 100 && current == howmany {
+                        bar.finish_and_clear();
+                        *bar = indicatif::ProgressBar::hidden();
+                    }
                 }
-                bar.set_message(format!("({current}/{howmany}) {verb} {pkg}"));
-                bar.set_position(u64::try_from(percent).unwrap_or(0));
-                if percent >= 100 && current == howmany {
-                    bar.finish_and_clear();
-                    *bar = indicatif::ProgressBar::hidden();
+                None => {
+                    if percent == 100 && !pkg.is_empty() {
+                        tracing::info!("({current}/{howmany}) {verb} {pkg}: done");
+                    } else if percent == 0 && !pkg.is_empty() {
+                        tracing::debug!("({current}/{howmany}) {verb} {pkg}");
+                    }
                 }
             }
-            None => {
-                if percent == 100 && !pkg.is_empty() {
-                    tracing::info!("({current}/{howmany}) {verb} {pkg}: done");
-                } else if percent == 0 && !pkg.is_empty() {
-                    tracing::debug!("({current}/{howmany}) {verb} {pkg}");
-                }
+        },
+    );
+    alpm.set_dl_cb(
+        (),
+        |file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()| match ev.event() {
+            alpm::DownloadEvent::Completed(c) => {
+                tracing::info!("downloaded {file} ({} bytes)", c.total)
             }
+            alpm::DownloadEvent::Retry(_) => tracing::warn!("retrying download of {file}"),
+            _ => {}
+        },
+    );
+}
+
+thread_local! {
+    /// Where the event callback records notices; set by `set_event_cb` for the thread that
+    /// commits (libalpm calls back on the calling thread).
+    static EVENT_SINK: RefCell<Option<Rc<RefCell<Notices>>>> = const { RefCell::new(None) };
+}
+
+/// Installs libalpm's event callback directly. The `alpm` crate's safe wrapper reads the
+/// event type through a `*const alpm_event_t`, but libalpm passes 4-byte-aligned
+/// `alpm_event_any_t`s for simple events, which Rust's debug checks reject (an abort inside
+/// the callback). Here the type is read unaligned, and only events whose structs hold pointers
+/// (and so are pointer-aligned) are read as such.
+fn set_event_cb(sys: &System, notices: Rc<RefCell<Notices>>) {
+    EVENT_SINK.with(|s| *s.borrow_mut() = Some(notices));
+    // SAFETY: the handle is valid for the lifetime of `sys`; the callback uses no context
+    // pointer (the sink is thread-local) and libalpm calls it only on this thread.
+    unsafe {
+        alpm_sys::alpm_option_set_eventcb(
+            sys.alpm().as_alpm_handle_t(),
+            Some(on_event),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys::alpm_event_t) {
+    use alpm_sys::_alpm_event_type_t as T;
+    if event.is_null() {
+        return;
+    }
+    // SAFETY: every libalpm event starts with its type; it may be only 4-byte aligned.
+    let kind = unsafe { std::ptr::read_unaligned(event as *const u32) };
+    let text = |p: *const std::ffi::c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: libalpm passes NUL-terminated strings valid for the callback's duration.
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
         }
-    });
-    alpm.set_dl_cb((), |file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()| match ev.event() {
-        alpm::DownloadEvent::Completed(c) => tracing::info!("downloaded {file} ({} bytes)", c.total),
-        alpm::DownloadEvent::Retry(_) => tracing::warn!("retrying download of {file}"),
-        _ => {}
-    });
+    };
+    let mut record: Option<Box<dyn FnOnce(&mut Notices)>> = None;
+    // SAFETY (each cast below): the type says which struct libalpm passed; these structs hold
+    // pointers, so libalpm allocated them pointer-aligned.
+    if kind == T::ALPM_EVENT_PACNEW_CREATED as u32 {
+        let file = text(unsafe { (*(event as *const alpm_sys::alpm_event_pacnew_created_t)).file });
+        tracing::warn!("/{file} installed as /{file}.pacnew: merge it (pacdiff)");
+        record = Some(Box::new(move |n| n.pacnew.push(format!("/{file}.pacnew"))));
+    } else if kind == T::ALPM_EVENT_PACSAVE_CREATED as u32 {
+        let file =
+            text(unsafe { (*(event as *const alpm_sys::alpm_event_pacsave_created_t)).file });
+        tracing::warn!("/{file} saved as /{file}.pacsave");
+        record = Some(Box::new(move |n| {
+            n.pacsave.push(format!("/{file}.pacsave"))
+        }));
+    } else if kind == T::ALPM_EVENT_SCRIPTLET_INFO as u32 {
+        let line = text(unsafe { (*(event as *const alpm_sys::alpm_event_scriptlet_info_t)).line });
+        let line = line.trim_end().to_owned();
+        tracing::info!("scriptlet: {line}");
+        record = Some(Box::new(move |n| n.scriptlet.push(line)));
+    } else if kind == T::ALPM_EVENT_HOOK_RUN_START as u32 {
+        let hook = unsafe { &*(event as *const alpm_sys::alpm_event_hook_run_t) };
+        let desc = if hook.desc.is_null() {
+            text(hook.name)
+        } else {
+            text(hook.desc)
+        };
+        tracing::info!("running hook: {desc}");
+    } else if kind == T::ALPM_EVENT_TRANSACTION_START as u32 {
+        tracing::info!("transaction started");
+    } else if kind == T::ALPM_EVENT_TRANSACTION_DONE as u32 {
+        tracing::info!("transaction done");
+    }
+    if let Some(record) = record {
+        EVENT_SINK.with(|s| {
+            if let Some(n) = s.borrow().as_ref() {
+                record(&mut n.borrow_mut());
+            }
+        });
+    }
 }
 
 /// libalpm's questions, answered by policy. Recorded so the history says what was decided.
@@ -144,11 +229,18 @@ fn answer(q: AnyQuestion, n: &mut Notices) {
     let said = match q.question() {
         Question::InstallIgnorepkg(mut x) => {
             x.set_install(false);
-            format!("`{}` is in IgnorePkg on this host: not installed (remove it from IgnorePkg to let pacfleet manage it)", x.pkg().name())
+            format!(
+                "`{}` is in IgnorePkg on this host: not installed (remove it from IgnorePkg to let pacfleet manage it)",
+                x.pkg().name()
+            )
         }
         Question::Replace(x) => {
             x.set_replace(true);
-            format!("`{}` replaced by `{}` as its repository says", x.oldpkg().name(), x.newpkg().name())
+            format!(
+                "`{}` replaced by `{}` as its repository says",
+                x.oldpkg().name(),
+                x.newpkg().name()
+            )
         }
         Question::Conflict(mut x) => {
             x.set_remove(false);
@@ -161,21 +253,40 @@ fn answer(q: AnyQuestion, n: &mut Notices) {
         }
         Question::Corrupted(mut x) => {
             x.set_remove(true);
-            format!("corrupted package file {} deleted ({})", x.filepath(), x.reason())
+            format!(
+                "corrupted package file {} deleted ({})",
+                x.filepath(),
+                x.reason()
+            )
         }
         Question::RemovePkgs(mut x) => {
             x.set_skip(false);
             let names: Vec<&str> = x.packages().iter().map(|p| p.name()).collect();
-            format!("packages with unresolvable dependencies not skipped: {}", names.join(", "))
+            format!(
+                "packages with unresolvable dependencies not skipped: {}",
+                names.join(", ")
+            )
         }
         Question::SelectProvider(mut x) => {
             x.set_index(0);
-            let first = x.providers().iter().next().map(|p| p.name().to_owned()).unwrap_or_default();
-            format!("`{}` provided by `{first}` (the first provider, as pacman's default)", x.depend())
+            let first = x
+                .providers()
+                .iter()
+                .next()
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default();
+            format!(
+                "`{}` provided by `{first}` (the first provider, as pacman's default)",
+                x.depend()
+            )
         }
         Question::ImportKey(mut x) => {
             x.set_import(false);
-            format!("PGP key {} ({}) not imported: keys are managed by the host's keyring, not by pacfleet", x.fingerprint(), x.uid())
+            format!(
+                "PGP key {} ({}) not imported: keys are managed by the host's keyring, not by pacfleet",
+                x.fingerprint(),
+                x.uid()
+            )
         }
     };
     tracing::info!("{said}");
@@ -187,10 +298,12 @@ fn answer(q: AnyQuestion, n: &mut Notices) {
 pub fn commit(sys: &mut System, changes: &Changeset) -> Result<Notices, ApplyError> {
     let notices = Rc::new(RefCell::new(Notices::default()));
     install_callbacks(sys, notices.clone());
-    let has_transaction = !sys.alpm().trans_add().is_empty() || !sys.alpm().trans_remove().is_empty();
+    let has_transaction =
+        !sys.alpm().trans_add().is_empty() || !sys.alpm().trans_remove().is_empty();
     let result = (|| -> Result<(), ApplyError> {
         if has_transaction {
-            sys.commit_transaction().map_err(|detail| ApplyError::Commit { detail })?;
+            sys.commit_transaction()
+                .map_err(|detail| ApplyError::Commit { detail })?;
         }
         sys.set_reasons(changes)?;
         Ok(())

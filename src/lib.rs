@@ -6,8 +6,11 @@
 
 pub mod agent;
 pub mod apply;
+pub mod cli;
+pub mod demo;
 pub mod manifest;
 pub mod plan;
+pub mod reconcile;
 pub mod resolve;
 pub mod source;
 pub mod state;

@@ -302,3 +302,114 @@ impl HostDir {
         stdout_ok(&format!("pacman {}", args.join(" ")), &output)
     }
 }
+
+/// A fleet repository: a real git work tree whose commits the hosts fetch.
+#[derive(Debug)]
+pub struct FleetRepo {
+    /// The work tree.
+    pub dir: PathBuf,
+}
+
+impl FleetRepo {
+    /// `git init` a new repository at `tmp/fleet` with branch `main`.
+    pub fn new(tmp: &Path) -> Self {
+        let dir = tmp.join("fleet");
+        fs::create_dir_all(&dir).expect("create fleet dir");
+        let repo = Self { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.name", "Fleet Operator"]);
+        repo.git(&["config", "user.email", "ops@example.com"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo
+    }
+
+    /// Runs git in the work tree (no system or global config), panicking on failure; stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_DATE", "2026-11-20T09:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-11-20T09:00:00Z")
+            .output()
+            .expect("run git");
+        stdout_ok(&format!("git {}", args.join(" ")), &out)
+    }
+
+    /// Writes `files` (relative path, contents) into the work tree.
+    pub fn write(&self, files: &[(&str, &str)]) {
+        for (path, text) in files {
+            let p = self.dir.join(path);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(p, text).expect("write manifest");
+        }
+    }
+
+    /// Writes `files` and commits them all; returns the new commit id.
+    pub fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
+        self.write(files);
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.head()
+    }
+
+    /// The HEAD commit id.
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+}
+
+/// The `fleetctl` binary built for these tests.
+pub fn fleetctl() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetctl"));
+    cmd.env("LC_ALL", "C")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Output of a command as (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl HostDir {
+    /// Writes `base/agent.yaml` pointing at `repo` (a path or URL) with this host's paths;
+    /// `extra` is appended verbatim (more YAML keys). Returns its path.
+    pub fn agent_yaml(&self, repo: &str, extra: &str) -> PathBuf {
+        let path = self.base.join("agent.yaml");
+        let text = format!(
+            "repo: {repo}\nbranch: main\nhostname: {}\nroot: {}\ndbpath: {}\npacman_conf: {}\nstate_dir: {}\n{extra}",
+            self.hostname,
+            self.root.display(),
+            self.dbpath.display(),
+            self.conf.display(),
+            self.state_dir.display(),
+        );
+        fs::write(&path, text).expect("write agent.yaml");
+        path
+    }
+
+    /// Every file under the host's local database, with contents, to show it is unchanged.
+    pub fn local_db_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for e in fs::read_dir(dir).expect("read dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.insert(p.clone(), fs::read(&p).unwrap_or_default());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.dbpath.join("local"), &mut out);
+        out
+    }
+}

@@ -4,5 +4,7 @@
 //! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
 
 mod harness;
+mod reconcile;
 mod source;
 mod synth;
+mod system;

@@ -1,0 +1,862 @@
+//! The host's agent configuration: `/etc/pacfleet/agent.yaml` (DESIGN.md §2).
+//!
+//! Every command that runs on a host (`plan`, `reconcile`, `agent`, `status`, `history`,
+//! `set-latest`) starts with [`AgentConfig::load`]. Loading parses the file strictly (unknown
+//! fields are errors that list the valid fields and suggest the nearest one), fills in the
+//! defaults, and resolves every relative path — including a `repo:` that is a local path — against
+//! the directory that holds the config file, so a test host can be a directory carrying
+//! `agent.yaml` with `root: root` and `repo: ../fleet`.
+//!
+//! The result is a plain value with every default applied: callers never see an `Option` for a
+//! setting that has a default.
+
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where `--config` points when it is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pacfleet/agent.yaml";
+/// Default `branch:`.
+pub const DEFAULT_BRANCH: &str = "main";
+/// Default `root:`.
+pub const DEFAULT_ROOT: &str = "/";
+/// `dbpath:` defaults to this, below `root`.
+pub const DEFAULT_DBPATH_IN_ROOT: &str = "var/lib/pacman";
+/// Default `pacman_conf:`.
+pub const DEFAULT_PACMAN_CONF: &str = "/etc/pacman.conf";
+/// Default `state_dir:`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pacfleet";
+/// Default `threshold:`.
+pub const DEFAULT_THRESHOLD: usize = 1;
+/// Default `interval:` (5m).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Default `lock_timeout:` (60s).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every field `agent.yaml` accepts, in the order DESIGN.md §2 documents them.
+pub const FIELDS: &[&str] = &[
+    "repo",
+    "branch",
+    "hostname",
+    "root",
+    "dbpath",
+    "pacman_conf",
+    "state_dir",
+    "trusted_keys",
+    "threshold",
+    "interval",
+    "lock_timeout",
+    "textfile",
+];
+
+const REPO_EXAMPLE: &str = "repo: https://git.example.com/ops/fleet.git";
+
+/// A host's agent configuration with every default applied and every path resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The file this was loaded from (empty for configs built with [`AgentConfig::new`]).
+    pub source: PathBuf,
+    /// Git URL of the fleet repository, or an absolute local path.
+    pub repo: String,
+    /// Branch whose newest signed commit is the target.
+    pub branch: String,
+    /// The name this host has in the fleet (`hosts:` globs, `hosts/<name>.yaml`).
+    pub hostname: String,
+    /// Target root of the managed system.
+    pub root: PathBuf,
+    /// pacman database directory.
+    pub dbpath: PathBuf,
+    /// pacman.conf: repositories, mirrors, CacheDir, SigLevel.
+    pub pacman_conf: PathBuf,
+    /// Where pacfleet keeps the fetched repo, applied state, inventory and history.
+    pub state_dir: PathBuf,
+    /// minisign public keys allowed to sign states; never read from the repo.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Distinct trusted keys that must sign a state; at least 1.
+    pub threshold: usize,
+    /// Time between passes of `fleetctl agent`.
+    pub interval: Duration,
+    /// How long to wait for the pacman database lock before giving up.
+    pub lock_timeout: Duration,
+    /// Where to write Prometheus textfile-collector metrics, if anywhere.
+    pub textfile: Option<PathBuf>,
+}
+
+/// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read agent config {}: {source}; check the path and its permissions, or pass --config PATH (default {DEFAULT_CONFIG_PATH})",
+        path.display()
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{}: unknown field `{field}` in agent config{}; valid fields: {}",
+        at(path, *line, *column),
+        nearest.as_ref().map(|n| format!(", did you mean `{n}`?")).unwrap_or_default(),
+        FIELDS.join(", ")
+    )]
+    UnknownField {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        field: String,
+        nearest: Option<String>,
+    },
+
+    #[error(
+        "{}: `repo` is required: the git URL or local path of the fleet repository; add a line like `{REPO_EXAMPLE}`",
+        path.display()
+    )]
+    MissingRepo { path: PathBuf },
+
+    #[error(
+        "{}: {message}; agent.yaml is a YAML mapping with the fields {}",
+        at(path, *line, *column),
+        FIELDS.join(", ")
+    )]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+
+    #[error("{}: `{field}`: {message}", at(path, *line, *column))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        field: &'static str,
+        message: String,
+    },
+
+    #[error(
+        "{}: no `hostname:` set and the machine's hostname could not be read from /proc/sys/kernel/hostname or /etc/hostname; set `hostname: NAME` in the config",
+        path.display()
+    )]
+    NoHostname { path: PathBuf },
+}
+
+fn at(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
+    let mut s = path.display().to_string();
+    if let Some(line) = line {
+        let _ = write!(s, ":{line}");
+        if let Some(column) = column {
+            let _ = write!(s, ":{column}");
+        }
+    }
+    s
+}
+
+/// The file as written; `None` means "use the default". Values are checked after parsing
+/// (`AgentConfig::check_raw`), so errors can say which field is wrong and where.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "AgentConfig")]
+struct RawConfig {
+    repo: String,
+    branch: Option<String>,
+    hostname: Option<String>,
+    root: Option<String>,
+    dbpath: Option<String>,
+    pacman_conf: Option<String>,
+    state_dir: Option<String>,
+    trusted_keys: Option<Vec<String>>,
+    threshold: Option<usize>,
+    interval: Option<serde_yaml::Value>,
+    lock_timeout: Option<serde_yaml::Value>,
+    textfile: Option<String>,
+}
+
+/// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
+/// for errors about values that parsed but are not acceptable (serde_yaml reports those at the
+/// start of the mapping). agent.yaml is a flat mapping, so a line starting with `field:` is the
+/// field.
+fn value_locations(text: &str, field: &str) -> Vec<(usize, usize)> {
+    let keys = [
+        field.to_owned(),
+        format!("\"{field}\""),
+        format!("'{field}'"),
+    ];
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let rest = keys
+            .iter()
+            .find_map(|k| line.strip_prefix(k.as_str()))
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix(':'));
+        if let Some(rest) = rest {
+            let value = rest.trim_start();
+            let column = if value.is_empty() || value.starts_with('#') {
+                line.len() - rest.len()
+            } else {
+                line.len() - value.len() + 1
+            };
+            found.push((i + 1, column));
+        }
+    }
+    found
+}
+
+fn check_string(field: &'static str, s: String) -> Result<String, (&'static str, String)> {
+    if s.trim().is_empty() {
+        return Err((
+            field,
+            "must not be empty (leave the field out for the default)".to_owned(),
+        ));
+    }
+    Ok(s.trim().to_owned())
+}
+
+fn check_path(field: &'static str, s: String) -> Result<PathBuf, (&'static str, String)> {
+    if s.is_empty() {
+        return Err((
+            field,
+            "path must not be empty (leave the field out for the default)".to_owned(),
+        ));
+    }
+    if s.starts_with('~') {
+        return Err((
+            field,
+            format!("path {s:?} starts with '~', which is not expanded; write the absolute path"),
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn check_duration(
+    field: &'static str,
+    v: serde_yaml::Value,
+) -> Result<Duration, (&'static str, String)> {
+    match v {
+        serde_yaml::Value::String(s) => parse_duration(&s).map_err(|e| (field, e)),
+        serde_yaml::Value::Number(n) => Err((
+            field,
+            format!("duration {n} has no unit; write e.g. `{n}s` or `{n}m`"),
+        )),
+        other => Err((
+            field,
+            format!(
+                "expected a duration such as 30s, 5m or 1h30m, found {}",
+                serde_yaml::to_string(&other).unwrap_or_default().trim()
+            ),
+        )),
+    }
+}
+
+/// Parse a duration such as `30s`, `5m`, `1h`, `1h30m` or `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); write a number with a unit, e.g. 30s, 5m, 1h30m")
+    })
+}
+
+/// The machine's hostname: `/proc/sys/kernel/hostname`, else `/etc/hostname`, trimmed.
+pub fn machine_hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+}
+
+/// Whether `repo:` names a local path rather than a URL (`scheme://…`) or an scp-like
+/// `[user@]host:path`. As in git, a colon before the first slash makes it scp-like.
+pub fn repo_is_local_path(repo: &str) -> bool {
+    if repo.contains("://") {
+        return false;
+    }
+    match (repo.find(':'), repo.find('/')) {
+        (Some(colon), Some(slash)) => slash < colon,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+/// `base.join(p)` for relative `p`, dropping `.` components; absolute `p` is kept as written.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    base.join(p)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+/// Nearest valid field name to `field`, if any is reasonably close.
+fn nearest_field(field: &str) -> Option<String> {
+    let norm = field.trim().to_lowercase().replace('-', "_");
+    if let Some(exact) = FIELDS.iter().find(|f| **f == norm) {
+        return Some((*exact).to_owned());
+    }
+    let (best, dist) = FIELDS
+        .iter()
+        .map(|f| (*f, strsim::levenshtein(&norm, f)))
+        .min_by_key(|(_, d)| *d)?;
+    let limit = (best.len().max(norm.len()) / 3).max(2);
+    (dist <= limit).then(|| best.to_owned())
+}
+
+/// `"unknown field `x`, expected …"` → `x`.
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.find('`').map(|end| &rest[..end])
+}
+
+impl AgentConfig {
+    /// A config with every default applied (hostname as given, paths as given), for callers that
+    /// build one in code rather than from a file.
+    pub fn new(repo: impl Into<String>, hostname: impl Into<String>) -> AgentConfig {
+        let root = PathBuf::from(DEFAULT_ROOT);
+        AgentConfig {
+            source: PathBuf::new(),
+            repo: repo.into(),
+            branch: DEFAULT_BRANCH.to_owned(),
+            hostname: hostname.into(),
+            dbpath: root.join(DEFAULT_DBPATH_IN_ROOT),
+            root,
+            pacman_conf: PathBuf::from(DEFAULT_PACMAN_CONF),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            trusted_keys: Vec::new(),
+            threshold: DEFAULT_THRESHOLD,
+            interval: DEFAULT_INTERVAL,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            textfile: None,
+        }
+    }
+
+    /// Read and check `path` (normally `/etc/pacfleet/agent.yaml`, or `--config`).
+    pub fn load(path: impl AsRef<Path>) -> Result<AgentConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parse config `text` as if read from `path`: errors name `path`, and relative paths in
+    /// the text are resolved against `path`'s directory (made absolute from the current
+    /// directory).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|e| Self::classify(e, text, path))?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_raw(raw, text, path, &base)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        text: &str,
+        path: &Path,
+        base: &Path,
+    ) -> Result<AgentConfig, ConfigError> {
+        let machine_hostname = match raw.hostname {
+            Some(_) => None,
+            None => Some(machine_hostname().ok_or_else(|| ConfigError::NoHostname {
+                path: path.to_path_buf(),
+            })?),
+        };
+        Self::check_raw(raw, machine_hostname, path, base).map_err(|(field, message)| {
+            let loc = value_locations(text, field).first().copied();
+            let (line, column) = (loc.map(|l| l.0), loc.map(|l| l.1));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                field,
+                message,
+            }
+        })
+    }
+
+    fn check_raw(
+        raw: RawConfig,
+        machine_hostname: Option<String>,
+        path: &Path,
+        base: &Path,
+    ) -> Result<AgentConfig, (&'static str, String)> {
+        let path_of = |field, value: Option<String>| -> Result<Option<PathBuf>, _> {
+            value
+                .map(|v| check_path(field, v).map(|p| resolve(base, &p)))
+                .transpose()
+        };
+        let repo = check_string("repo", raw.repo)?;
+        let repo = if repo_is_local_path(&repo) {
+            resolve(base, Path::new(&repo))
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            repo
+        };
+        let branch = match raw.branch {
+            Some(b) => check_string("branch", b)?,
+            None => DEFAULT_BRANCH.to_owned(),
+        };
+        let hostname = match raw.hostname {
+            Some(h) => {
+                let h = check_string("hostname", h)?;
+                if h.chars().any(|c| c.is_whitespace() || c == '/') {
+                    return Err(("hostname", format!("{h:?} contains whitespace or '/'")));
+                }
+                h
+            }
+            None => machine_hostname.unwrap_or_default(),
+        };
+        let root = path_of("root", raw.root)?.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        let dbpath =
+            path_of("dbpath", raw.dbpath)?.unwrap_or_else(|| root.join(DEFAULT_DBPATH_IN_ROOT));
+        let pacman_conf = path_of("pacman_conf", raw.pacman_conf)?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PACMAN_CONF));
+        let state_dir = path_of("state_dir", raw.state_dir)?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let trusted_keys = raw
+            .trusted_keys
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| check_path("trusted_keys", k).map(|p| resolve(base, &p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let threshold = raw.threshold.unwrap_or(DEFAULT_THRESHOLD);
+        if threshold == 0 {
+            return Err((
+                "threshold",
+                "must be at least 1 (the number of distinct trusted keys that must sign a state)"
+                    .to_owned(),
+            ));
+        }
+        if !trusted_keys.is_empty() && threshold > trusted_keys.len() {
+            return Err((
+                "threshold",
+                format!(
+                    "{threshold} distinct signers required but only {} trusted key(s) listed; lower `threshold` or add keys to `trusted_keys`",
+                    trusted_keys.len()
+                ),
+            ));
+        }
+        let interval = match raw.interval {
+            Some(v) => check_duration("interval", v)?,
+            None => DEFAULT_INTERVAL,
+        };
+        if interval.is_zero() {
+            return Err(("interval", "must be longer than 0s".to_owned()));
+        }
+        let lock_timeout = match raw.lock_timeout {
+            Some(v) => check_duration("lock_timeout", v)?,
+            None => DEFAULT_LOCK_TIMEOUT,
+        };
+        Ok(AgentConfig {
+            source: path.to_path_buf(),
+            repo,
+            branch,
+            hostname,
+            root,
+            dbpath,
+            pacman_conf,
+            state_dir,
+            trusted_keys,
+            threshold,
+            interval,
+            lock_timeout,
+            textfile: path_of("textfile", raw.textfile)?,
+        })
+    }
+
+    fn classify(e: serde_yaml::Error, text: &str, path: &Path) -> ConfigError {
+        let path = path.to_path_buf();
+        let loc = e.location();
+        let mut line = loc.as_ref().map(|l| l.line());
+        let mut column = loc.as_ref().map(|l| l.column());
+        let mut message = e.to_string();
+        if let (Some(l), Some(c)) = (line, column)
+            && let Some(m) = message.strip_suffix(&format!(" at line {l} column {c}"))
+        {
+            message = m.to_owned();
+        }
+        if let Some(field) = unknown_field_name(&message) {
+            return ConfigError::UnknownField {
+                nearest: nearest_field(field),
+                field: field.to_owned(),
+                path,
+                line,
+                column,
+            };
+        }
+        if let Some(field) = message
+            .strip_prefix("duplicate field `")
+            .and_then(|r| r.split('`').next())
+            && let Some(&(l, c)) = value_locations(text, field).get(1)
+        {
+            (line, column) = (Some(l), Some(c));
+            message = format!("`{field}` is given twice; keep one");
+        }
+        let empty_document = matches!(
+            serde_yaml::from_str::<serde_yaml::Value>(text),
+            Ok(serde_yaml::Value::Null)
+        );
+        if message.starts_with("missing field `repo`") || empty_document {
+            return ConfigError::MissingRepo { path };
+        }
+        ConfigError::Parse {
+            path,
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("agent.yaml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn load(text: &str) -> (tempfile::TempDir, Result<AgentConfig, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), text);
+        let r = AgentConfig::load(&p);
+        (dir, r)
+    }
+
+    #[test]
+    fn defaults() {
+        let (_d, r) = load("repo: https://git.example.com/ops/fleet.git\nhostname: ws-01\n");
+        let c = r.unwrap();
+        assert_eq!(c.repo, "https://git.example.com/ops/fleet.git");
+        assert_eq!(c.branch, "main");
+        assert_eq!(c.hostname, "ws-01");
+        assert_eq!(c.root, PathBuf::from("/"));
+        assert_eq!(c.dbpath, PathBuf::from("/var/lib/pacman"));
+        assert_eq!(c.pacman_conf, PathBuf::from("/etc/pacman.conf"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/pacfleet"));
+        assert!(c.trusted_keys.is_empty());
+        assert_eq!(c.threshold, 1);
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert_eq!(c.lock_timeout, Duration::from_secs(60));
+        assert_eq!(c.textfile, None);
+        let mut expected = AgentConfig::new("https://git.example.com/ops/fleet.git", "ws-01");
+        expected.source = c.source.clone();
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn hostname_defaults_to_machine() {
+        let (_d, r) = load("repo: git@example.com:ops/fleet.git\n");
+        match machine_hostname() {
+            Some(h) => assert_eq!(r.unwrap().hostname, h),
+            None => assert!(matches!(r, Err(ConfigError::NoHostname { .. }))),
+        }
+    }
+
+    #[test]
+    fn every_field_parses() {
+        let (d, r) = load(
+            "repo: /srv/fleet\nbranch: prod\nhostname: ws-01\nroot: /mnt\ndbpath: /mnt/db\n\
+             pacman_conf: /mnt/pacman.conf\nstate_dir: /mnt/state\n\
+             trusted_keys: [/k/a.pub, /k/b.pub]\nthreshold: 2\ninterval: 1h30m\n\
+             lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n",
+        );
+        let c = r.unwrap();
+        assert_eq!(c.source, d.path().join("agent.yaml"));
+        assert_eq!(c.repo, "/srv/fleet");
+        assert_eq!(c.branch, "prod");
+        assert_eq!(c.root, PathBuf::from("/mnt"));
+        assert_eq!(c.dbpath, PathBuf::from("/mnt/db"));
+        assert_eq!(c.pacman_conf, PathBuf::from("/mnt/pacman.conf"));
+        assert_eq!(c.state_dir, PathBuf::from("/mnt/state"));
+        assert_eq!(
+            c.trusted_keys,
+            vec![PathBuf::from("/k/a.pub"), "/k/b.pub".into()]
+        );
+        assert_eq!(c.threshold, 2);
+        assert_eq!(c.interval, Duration::from_secs(5400));
+        assert_eq!(c.lock_timeout, Duration::from_secs(30));
+        assert_eq!(c.textfile, Some(PathBuf::from("/metrics/pacfleet.prom")));
+        // FIELDS lists exactly what the struct accepts.
+        let text = std::fs::read_to_string(&c.source).unwrap();
+        let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(keys, FIELDS);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let (d, r) = load(
+            "repo: ../fleet\nhostname: ws-01\nroot: root\nstate_dir: ./state\n\
+             trusted_keys: [keys/ops.pub]\npacman_conf: root/etc/pacman.conf\ntextfile: m.prom\n",
+        );
+        let c = r.unwrap();
+        let base = d.path();
+        assert_eq!(c.repo, base.join("../fleet").to_string_lossy());
+        assert_eq!(c.root, base.join("root"));
+        assert_eq!(c.dbpath, base.join("root/var/lib/pacman"));
+        assert_eq!(c.state_dir, base.join("state"));
+        assert_eq!(c.pacman_conf, base.join("root/etc/pacman.conf"));
+        assert_eq!(c.trusted_keys, vec![base.join("keys/ops.pub")]);
+        assert_eq!(c.textfile, Some(base.join("m.prom")));
+    }
+
+    #[test]
+    fn relative_config_path_gives_absolute_paths() {
+        let c = AgentConfig::from_yaml(
+            "repo: fleet\nhostname: h\nroot: root\n",
+            Path::new("hosts/ws-01/agent.yaml"),
+        )
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.root, cwd.join("hosts/ws-01/root"));
+        assert_eq!(c.repo, cwd.join("hosts/ws-01/fleet").to_string_lossy());
+        assert_eq!(c.source, PathBuf::from("hosts/ws-01/agent.yaml"));
+    }
+
+    #[test]
+    fn repo_kinds() {
+        assert!(!repo_is_local_path("https://git.example.com/ops/fleet.git"));
+        assert!(!repo_is_local_path("file:///srv/fleet"));
+        assert!(!repo_is_local_path("git@git.example.com:ops/fleet.git"));
+        assert!(!repo_is_local_path("host:fleet"));
+        assert!(repo_is_local_path("/srv/fleet"));
+        assert!(repo_is_local_path("../fleet"));
+        assert!(repo_is_local_path("fleet"));
+        assert!(repo_is_local_path("./odd:name"));
+        let (_d, r) = load("repo: git@example.com:ops/fleet.git\nhostname: h\n");
+        assert_eq!(r.unwrap().repo, "git@example.com:ops/fleet.git");
+    }
+
+    #[test]
+    fn unknown_field_names_nearest_and_lists_valid() {
+        let (_d, r) = load("repo: /srv/fleet\nhostname: h\nintervall: 5m\n");
+        let e = r.unwrap_err();
+        match &e {
+            ConfigError::UnknownField {
+                field,
+                nearest,
+                line,
+                column,
+                ..
+            } => {
+                assert_eq!(field, "intervall");
+                assert_eq!(nearest.as_deref(), Some("interval"));
+                assert_eq!(*line, Some(3));
+                assert_eq!(*column, Some(1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(msg.contains("agent.yaml:3:1"), "{msg}");
+        assert!(msg.contains("did you mean `interval`?"), "{msg}");
+        assert!(msg.contains("repo, branch, hostname"), "{msg}");
+
+        let (_d, r) = load("repo: /srv/fleet\nhostname: h\nstate-dir: /x\n");
+        match r.unwrap_err() {
+            ConfigError::UnknownField { nearest, .. } => {
+                assert_eq!(nearest.as_deref(), Some("state_dir"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (_d, r) = load("repo: /srv/fleet\nhostname: h\nzzzzzzzzzzzzzzzz: 1\n");
+        match r.unwrap_err() {
+            ConfigError::UnknownField { nearest, .. } => assert_eq!(nearest, None),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_repo() {
+        for text in ["hostname: h\n", "", "# only a comment\n"] {
+            let (_d, r) = load(text);
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, ConfigError::MissingRepo { .. }),
+                "{text:?}: {e:?}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("agent.yaml"), "{msg}");
+            assert!(msg.contains("`repo` is required"), "{msg}");
+            assert!(msg.contains(REPO_EXAMPLE), "{msg}");
+        }
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope.yaml");
+        let e = AgentConfig::load(&p).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+        let msg = e.to_string();
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        assert!(msg.contains("--config"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_name_field_and_location() {
+        let cases = [
+            (
+                "repo: /f\nhostname: h\nthreshold: 0\n",
+                "threshold",
+                3,
+                12,
+                "at least 1",
+            ),
+            (
+                "repo: /f\nhostname: h\ninterval: soon\n",
+                "interval",
+                3,
+                11,
+                "invalid duration",
+            ),
+            (
+                "repo: /f\nhostname: h\ninterval: 300\n",
+                "interval",
+                3,
+                11,
+                "no unit",
+            ),
+            (
+                "repo: /f\nhostname: h\ninterval: 0s\n",
+                "interval",
+                3,
+                11,
+                "longer than 0s",
+            ),
+            (
+                "repo: /f\nhostname: h\ninterval: [1]\n",
+                "interval",
+                3,
+                11,
+                "expected a duration",
+            ),
+            (
+                "repo: /f\nhostname: h\nlock_timeout: x\n",
+                "lock_timeout",
+                3,
+                15,
+                "invalid duration",
+            ),
+            (
+                "repo: /f\nhostname: h\nstate_dir:   ~/s\n",
+                "state_dir",
+                3,
+                14,
+                "'~'",
+            ),
+            (
+                "repo: /f\nhostname: h\ntrusted_keys:\n  - ''\n",
+                "trusted_keys",
+                3,
+                13,
+                "empty",
+            ),
+            ("repo: ''\nhostname: h\n", "repo", 1, 7, "must not be empty"),
+            (
+                "repo: /f\nhostname: h\nbranch: ' '\n",
+                "branch",
+                3,
+                9,
+                "must not be empty",
+            ),
+            ("repo: /f\nhostname: a b\n", "hostname", 2, 11, "whitespace"),
+        ];
+        for (text, want_field, want_line, want_col, want_msg) in cases {
+            let (_d, r) = load(text);
+            let e = r.unwrap_err();
+            let ConfigError::Invalid {
+                field,
+                line,
+                column,
+                message,
+                ..
+            } = &e
+            else {
+                panic!("{text:?}: unexpected {e:?}");
+            };
+            assert_eq!(*field, want_field, "{text:?}: {e}");
+            assert_eq!(
+                (*line, *column),
+                (Some(want_line), Some(want_col)),
+                "{text:?}: {e}"
+            );
+            assert!(message.contains(want_msg), "{text:?}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "agent.yaml:{want_line}:{want_col}: `{want_field}`"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn yaml_errors_have_locations() {
+        let cases = [
+            ("repo: /f\nhostname: h\nthreshold: [1]\n", 3, "invalid type"),
+            (
+                "repo: /f\nhostname: h\nthreshold: -1\n",
+                3,
+                "expected usize",
+            ),
+            ("repo: /f\nhostname: h\n  bad: indent\n", 3, ""),
+            ("repo: /f\nrepo: /g\n", 2, "given twice"),
+            ("- repo: /f\n", 1, "invalid type"),
+        ];
+        for (text, want_line, want_msg) in cases {
+            let (_d, r) = load(text);
+            let e = r.unwrap_err();
+            let ConfigError::Parse { line, message, .. } = &e else {
+                panic!("{text:?}: unexpected {e:?}");
+            };
+            assert_eq!(*line, Some(want_line), "{text:?}: {e}");
+            assert!(message.contains(want_msg), "{text:?}: {e}");
+            assert!(
+                e.to_string().contains(&format!("agent.yaml:{want_line}:")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn threshold_above_key_count() {
+        let (_d, r) = load("repo: /f\nhostname: h\ntrusted_keys: [/a.pub]\nthreshold: 2\n");
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    field: "threshold",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("only 1 trusted key"), "{e}");
+        assert!(
+            e.to_string().contains("agent.yaml:4:12: `threshold`"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The command line: clap types in one place (this file), one file per subcommand, and one
+//! place that turns a result into output and an exit code. Commands validate their arguments
+//! cheaply first, then build the costly objects (git, libalpm) once.
+
+mod demo;
+mod history;
+mod output;
+mod plan;
+mod reconcile;
+mod resolve;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default location of the host's agent configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/pacfleet/agent.yaml";
+
+/// GitOps for fleets of Arch Linux machines.
+#[derive(Debug, Parser)]
+#[command(name = "fleetctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a fleet repository's work tree; report every problem at once.
+    Validate(ValidateArgs),
+    /// Print the desired state of one host.
+    Resolve(ResolveArgs),
+    /// On a host: fetch, resolve and show exactly what reconcile would do. Takes no lock.
+    Plan(PlanArgs),
+    /// On a host: one pass — fetch, resolve, plan, apply, record.
+    Reconcile(ReconcileArgs),
+    /// Changesets applied on this host.
+    History(HistoryArgs),
+    /// A complete sandbox fleet on this machine: three hosts reconciled through a story of
+    /// commits. Touches nothing outside a temporary directory.
+    Demo(DemoArgs),
+}
+
+/// `--config` for commands that read agent.yaml.
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The host's agent configuration.
+    #[arg(long, short = 'c', env = "PACFLEET_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The fleet repository (the directory with fleet.yaml).
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Print the diagnostics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ResolveArgs {
+    /// The hostname to resolve.
+    #[arg(long)]
+    host: String,
+    /// The fleet repository (the directory with fleet.yaml).
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Plan under the same rules, apply nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Apply even outside the pool's window (for an operator at the console).
+    #[arg(long)]
+    ignore_window: bool,
+    /// Print the pass report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON lines, one changeset per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Keep the sandbox in this directory instead of a temporary one (must not exist).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+/// Runs `fleetctl` with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match &cli.command {
+        Command::Reconcile(_) | Command::Demo(_) => "info",
+        _ => "warn",
+    };
+    output::init_logging(cli.verbose, cli.quiet, default_level);
+    let result = match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Resolve(a) => resolve::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Reconcile(a) => reconcile::run(a),
+        Command::History(a) => history::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::from(output::exit_code(&e))
+        }
+    }
+}

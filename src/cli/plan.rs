@@ -1,0 +1,127 @@
+//! `fleetctl plan`: fetch, resolve and show exactly what the next reconcile would do; takes
+//! no lock. Exit 0 converged, 1 changes, 2 error.
+
+use super::PlanArgs;
+use super::output::{bytes, delta};
+use crate::agent::AgentConfig;
+use crate::plan::Action;
+use crate::reconcile::{self, Hold, PassOptions, PassReport, Verdict, short};
+
+pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
+    let cfg = AgentConfig::load(&args.config.config)?;
+    let report = reconcile::run(&cfg, PassOptions::default())?;
+    if args.json {
+        super::output::json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.changeset.is_empty() { 0 } else { 1 })
+}
+
+/// The human form of a pass report: header, one aligned line per change, totals, notices.
+pub(super) fn print_report(r: &PassReport) {
+    let Some(pool) = &r.pool else {
+        println!(
+            "host {} is not in the fleet at {}: no pool selects it, nothing to do",
+            r.host,
+            short(&r.commit)
+        );
+        return;
+    };
+    let pinning = match r.generation {
+        Some(g) => format!("generation {g}"),
+        None => "floating".to_owned(),
+    };
+    println!(
+        "host {} · pool {pool} ({pinning}) · fleet commit {}",
+        r.host,
+        short(&r.commit)
+    );
+    let window = match (&r.verdict, &r.window_open_until) {
+        (
+            Verdict::Pending {
+                hold: Hold::Window { next },
+            },
+            _,
+        ) => match next {
+            Some(n) => format!("closed; opens {n}"),
+            None => "closed; never opens again".to_owned(),
+        },
+        (_, Some(u)) => format!("open until {u}"),
+        (_, None) => "open (no window)".to_owned(),
+    };
+    println!("window: {window}");
+    let cs = &r.changeset;
+    if cs.is_empty() {
+        println!("converged: nothing to do");
+        return;
+    }
+    let name_w = cs.changes.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let old_w = cs
+        .changes
+        .iter()
+        .map(|c| c.old.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(0);
+    let new_w = cs
+        .changes
+        .iter()
+        .map(|c| c.new.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(0);
+    for c in &cs.changes {
+        let action = match c.action {
+            Action::Install => "install",
+            Action::Upgrade => "upgrade",
+            Action::Downgrade => "downgrade",
+            Action::Reinstall => "reinstall",
+            Action::Remove => "remove",
+            Action::MarkExplicit => "explicit",
+            Action::MarkDependency => "as-dep",
+        };
+        let reason = match c.reason {
+            Some(crate::plan::Reason::Explicit) => "explicit",
+            Some(crate::plan::Reason::Dependency) => "dep",
+            None => "",
+        };
+        let sizes = match c.action {
+            Action::MarkExplicit | Action::MarkDependency => String::new(),
+            _ if c.download_size > 0 => format!(
+                "{:>10} dl {:>11}",
+                bytes(c.download_size),
+                delta(c.size_delta)
+            ),
+            _ => format!("{:>10}    {:>11}", "", delta(c.size_delta)),
+        };
+        println!(
+            "  {action:9} {:name_w$}  {:>old_w$} -> {:new_w$}  {reason:8} {sizes}  {}",
+            c.name,
+            c.old.as_deref().unwrap_or("-"),
+            c.new.as_deref().unwrap_or("-"),
+            c.why.join(", ")
+        );
+    }
+    println!(
+        "{} · download {} · installed size {}",
+        cs.summary(),
+        bytes(cs.download_size()),
+        delta(cs.size_delta())
+    );
+    if !cs.pacnew.is_empty() {
+        println!(
+            "probably .pacnew (modified config files): {}",
+            cs.pacnew.join(", ")
+        );
+    }
+    match &r.verdict {
+        Verdict::Pending { hold } => println!("{hold}"),
+        Verdict::Applied => println!("applied in {:.1}s", r.duration.as_secs_f64()),
+        _ => {}
+    }
+    for n in &r.notices.pacnew {
+        println!("new config written as {n}: merge it (pacdiff)");
+    }
+    for n in &r.notices.pacsave {
+        println!("config of a removed package kept as {n}");
+    }
+}

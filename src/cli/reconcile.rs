@@ -1,0 +1,22 @@
+//! `fleetctl reconcile`: one pass that applies. Exit 0 converged (or held back by a window or
+//! pause, which the output says), 2 error, 3 refused by the trust rules.
+
+use super::ReconcileArgs;
+use crate::agent::AgentConfig;
+use crate::reconcile::{self, PassOptions};
+
+pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
+    let cfg = AgentConfig::load(&args.config.config)?;
+    let opts = PassOptions {
+        apply: true,
+        dry_run: args.dry_run,
+        ignore_window: args.ignore_window,
+    };
+    let report = reconcile::run(&cfg, opts)?;
+    if args.json {
+        super::output::json(&report)?;
+    } else {
+        super::plan::print_report(&report);
+    }
+    Ok(0)
+}

@@ -1,0 +1,76 @@
+//! `fleetctl resolve --host NAME [PATH]`: the desired state of one host.
+
+use super::ResolveArgs;
+use crate::manifest::Fleet;
+use crate::resolve;
+
+pub(super) fn run(args: ResolveArgs) -> anyhow::Result<u8> {
+    let fleet = Fleet::from_dir(&args.path)?;
+    let resolved = resolve::resolve(&fleet, &args.host)?;
+    if args.json {
+        super::output::json(
+            &serde_json::json!({ "host": args.host, "in_fleet": resolved.is_some(), "resolved": resolved }),
+        )?;
+        return Ok(0);
+    }
+    let Some(r) = resolved else {
+        println!(
+            "host {} is not in the fleet: no pool selects it, so pacfleet does nothing there",
+            args.host
+        );
+        return Ok(0);
+    };
+    println!("host      {}", r.host);
+    println!("fleet     {}", r.fleet);
+    println!("pool      {}", r.pool);
+    match r.generation {
+        Some(g) => println!(
+            "pinned    generation {g} ({} packages locked){}",
+            r.pins.len(),
+            r.snapshot
+                .as_ref()
+                .map(|s| format!(", snapshot {s}"))
+                .unwrap_or_default()
+        ),
+        None => println!("floating  full system upgrade against the host's repositories"),
+    }
+    println!(
+        "prune     {}",
+        if r.prune {
+            "yes: packages pacfleet installed and no longer desired are removed"
+        } else {
+            "no"
+        }
+    );
+    match &r.window {
+        Some(w) => println!("window    {} for {}", w.cron, w.duration),
+        None => println!("window    any time"),
+    }
+    if r.paused {
+        println!("paused    yes: hosts plan and report but apply nothing");
+    }
+    println!("\ndesired explicit packages ({}):", r.explicit.len());
+    let width = r.explicit.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (name, d) in &r.explicit {
+        let pin = r
+            .pins
+            .get(name)
+            .map(|p| format!(" = {}", p.version))
+            .unwrap_or_default();
+        let repo = d
+            .repo
+            .as_ref()
+            .map(|r| format!(" [{r}]"))
+            .unwrap_or_default();
+        let who: Vec<String> = d.origins.iter().map(|o| o.to_string()).collect();
+        println!("  {name:width$}{pin}{repo}  ({})", who.join(", "));
+    }
+    if !r.excluded.is_empty() {
+        println!("\nexcluded:");
+        for (name, by) in &r.excluded {
+            let who: Vec<String> = by.iter().map(|o| o.to_string()).collect();
+            println!("  {name}  (by {})", who.join(", "));
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,402 @@
+//! One pass on one host: fetch the fleet repository, (verify it — `trust`, next), read the
+//! manifests of the target commit, resolve this host, plan against the real package database,
+//! apply when allowed, and record what happened. `fleetctl plan`, `fleetctl reconcile`, the
+//! agent loop and the demo all run passes through here.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::agent::AgentConfig;
+use crate::apply::{self, ApplyError, Notices};
+use crate::manifest::{Diagnostics, Fleet, FleetFiles, is_manifest_path};
+use crate::plan::{self, Action, Changeset};
+use crate::resolve::{self, ResolveError};
+use crate::source::{self, FetchError, ReadError, RepoSpec};
+use crate::state::{
+    self, AppliedState, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir, StateError,
+};
+use crate::system::{HostPaths, Mode, System, SystemError};
+use crate::window::{self, Gate};
+
+/// What kind of pass to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Apply the changes (`reconcile`); false: only show them (`plan`).
+    pub apply: bool,
+    /// With `apply`: plan under the same rules but change nothing.
+    pub dry_run: bool,
+    /// With `apply`: apply even outside the pool's window (an operator at the console).
+    pub ignore_window: bool,
+}
+
+/// Why changes were not applied although there are some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Hold {
+    /// The pool is paused.
+    Paused,
+    /// Outside the pool's window.
+    Window {
+        /// When it opens next (RFC 3339, local time), if ever.
+        next: Option<String>,
+    },
+    /// `--dry-run`.
+    DryRun,
+    /// `plan`: nothing is ever applied.
+    PlanOnly,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::Paused => f.write_str("paused (the pool has `paused: true`)"),
+            Hold::Window { next: Some(n) } => {
+                write!(f, "pending until {n} (outside the pool's window)")
+            }
+            Hold::Window { next: None } => {
+                f.write_str("pending: the pool's window never opens again")
+            }
+            Hold::DryRun => f.write_str("dry run: nothing applied"),
+            Hold::PlanOnly => f.write_str("plan only"),
+        }
+    }
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// No pool selects this host: nothing is done.
+    NotInFleet,
+    /// The host already matches its desired state.
+    Converged,
+    /// The changeset was applied.
+    Applied,
+    /// Changes are due but were held back.
+    Pending {
+        /// Why.
+        hold: Hold,
+    },
+}
+
+/// The whole story of one pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    /// This host's name.
+    pub host: String,
+    /// The fleet commit the pass aimed at.
+    pub commit: String,
+    /// Whether the fetch brought a new commit.
+    pub fetched_new: bool,
+    /// The host's pool, if any.
+    pub pool: Option<String>,
+    /// The pool's generation, if pinned.
+    pub generation: Option<u32>,
+    /// Whether the window allows applying now (`None`: no window).
+    pub window_open_until: Option<String>,
+    /// What the pass decided.
+    pub verdict: Verdict,
+    /// The changes (applied, or that would be applied).
+    pub changeset: Changeset,
+    /// Events of the commit (pacnew, pacsave, scriptlets, policy answers).
+    pub notices: Notices,
+    /// Wall time of the pass.
+    #[serde(serialize_with = "ser_millis")]
+    pub duration: Duration,
+}
+
+fn ser_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
+/// A pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The state directory could not be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Fetching the fleet repository failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Reading the fetched commit failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The target commit's manifests are invalid.
+    #[error("the fleet at commit {commit} is invalid; nothing was changed.\n{diags}")]
+    Invalid {
+        /// The commit.
+        commit: String,
+        /// Every problem.
+        diags: Diagnostics,
+    },
+    /// The host matches two pools.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The pool's window could not be evaluated.
+    #[error(transparent)]
+    Window(#[from] window::WindowError),
+    /// libalpm planning failed.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// Applying failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl PassError {
+    /// The exit code DESIGN.md §3 gives this failure: 3 for trust refusals, 2 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+
+    fn outcome(&self) -> PassOutcome {
+        PassOutcome::Failed
+    }
+}
+
+/// The pieces of a host's config a pass needs, resolved once.
+fn host_paths(cfg: &AgentConfig) -> HostPaths {
+    HostPaths {
+        root: cfg.root.clone(),
+        dbpath: cfg.dbpath.clone(),
+        pacman_conf: cfg.pacman_conf.clone(),
+    }
+}
+
+/// Where the fetched fleet repository lives (bare, no work tree).
+pub fn repo_dir(cfg: &AgentConfig) -> PathBuf {
+    cfg.state_dir.join("fleet.git")
+}
+
+/// Runs one pass. `plan` passes take no lock and write nothing but the fetched repository;
+/// `reconcile` passes take pacfleet's pass lock and pacman's lock, and record status and history.
+pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError> {
+    let start = Instant::now();
+    let state = StateDir::open(&cfg.state_dir)?;
+    let _pass_lock = if opts.apply {
+        Some(state.lock_pass()?)
+    } else {
+        None
+    };
+    let mut target_commit = None;
+    let result = pass(cfg, opts, &state, start, &mut target_commit);
+    if opts.apply {
+        let status = match &result {
+            Ok(r) => PassStatus {
+                at: time::OffsetDateTime::now_utc(),
+                outcome: match &r.verdict {
+                    Verdict::NotInFleet | Verdict::Converged => PassOutcome::Converged,
+                    Verdict::Applied => PassOutcome::Applied,
+                    Verdict::Pending { .. } => PassOutcome::Pending,
+                },
+                message: match &r.verdict {
+                    Verdict::NotInFleet => {
+                        Some(format!("host {} is in no pool of the fleet", r.host))
+                    }
+                    Verdict::Pending { hold } => Some(hold.to_string()),
+                    _ => None,
+                },
+                pending_changes: match r.verdict {
+                    Verdict::Pending { .. } => r.changeset.changes.len(),
+                    _ => 0,
+                },
+                target_commit: Some(r.commit.clone()),
+            },
+            Err(e) => PassStatus {
+                at: time::OffsetDateTime::now_utc(),
+                outcome: e.outcome(),
+                message: Some(e.to_string()),
+                pending_changes: 0,
+                target_commit: target_commit.clone(),
+            },
+        };
+        if let Err(e) = state.save_status(&status) {
+            tracing::error!("cannot record the pass status: {e}");
+        }
+    }
+    result
+}
+
+fn pass(
+    cfg: &AgentConfig,
+    opts: PassOptions,
+    state: &StateDir,
+    start: Instant,
+    target_commit: &mut Option<String>,
+) -> Result<PassReport, PassError> {
+    // 1. Fetch.
+    let spec = RepoSpec {
+        url: cfg.repo.clone(),
+        branch: cfg.branch.clone(),
+    };
+    let repo = repo_dir(cfg);
+    let fetched = source::fetch(&spec, &repo)?;
+    tracing::info!(
+        "fleet {} at {} ({})",
+        cfg.repo,
+        short(&fetched.commit),
+        if fetched.updated { "new" } else { "unchanged" }
+    );
+    // 2. Verification of the signed state slots in here (DESIGN.md §4); until it does, the
+    //    branch tip is the target.
+    let commit = fetched.commit.clone();
+    *target_commit = Some(commit.clone());
+
+    // 3. Manifests of the target.
+    let files = FleetFiles::from_blobs(source::read_tree(&repo, &commit, is_manifest_path)?);
+    let fleet = Fleet::from_files(&files).map_err(|diags| PassError::Invalid {
+        commit: commit.clone(),
+        diags,
+    })?;
+
+    // 4. Resolve.
+    let mut report = PassReport {
+        host: cfg.hostname.clone(),
+        commit: commit.clone(),
+        fetched_new: fetched.updated,
+        pool: None,
+        generation: None,
+        window_open_until: None,
+        verdict: Verdict::NotInFleet,
+        changeset: Changeset::default(),
+        notices: Notices::default(),
+        duration: Duration::ZERO,
+    };
+    let Some(resolved) = resolve::resolve(&fleet, &cfg.hostname)? else {
+        tracing::info!(
+            "host {} is in no pool of fleet {}: nothing to do",
+            cfg.hostname,
+            fleet.name()
+        );
+        report.duration = start.elapsed();
+        return Ok(report);
+    };
+    report.pool = Some(resolved.pool.clone());
+    report.generation = resolved.generation;
+
+    // 5. May we apply?
+    let gate = window::gate(resolved.window.as_ref(), &chrono::Local::now())?;
+    if let Gate::Open { until: Some(u) } = &gate {
+        report.window_open_until = Some(u.to_rfc3339());
+    }
+    let hold = if !opts.apply {
+        Some(Hold::PlanOnly)
+    } else if resolved.paused {
+        Some(Hold::Paused)
+    } else if let (Gate::Closed { next }, false) = (&gate, opts.ignore_window) {
+        Some(Hold::Window {
+            next: next.as_ref().map(|n| n.to_rfc3339()),
+        })
+    } else if opts.dry_run {
+        Some(Hold::DryRun)
+    } else {
+        None
+    };
+
+    // 6. Plan against the real system; apply if allowed.
+    let inventory = state.load_inventory()?;
+    let paths = host_paths(cfg);
+    if hold.is_some() {
+        let mut sys = System::open(&paths, Mode::Plan)?;
+        sys.refresh()?;
+        let intent = plan::intent(&resolved, &sys.installed(), &inventory);
+        report.changeset = sys.prepare(&intent, &resolved)?;
+        sys.release();
+    } else {
+        let mut sys = System::open(&paths, Mode::Apply)?;
+        apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
+        sys.refresh()?;
+        let intent = plan::intent(&resolved, &sys.installed(), &inventory);
+        report.changeset = sys.prepare(&intent, &resolved)?;
+        if !report.changeset.is_empty() {
+            tracing::info!("applying: {}", report.changeset.summary());
+            let applied = apply::commit(&mut sys, &report.changeset);
+            let entry = |outcome, error: Option<String>| HistoryEntry {
+                at: time::OffsetDateTime::now_utc(),
+                commit: commit.clone(),
+                signer: None,
+                pool: resolved.pool.clone(),
+                generation: resolved.generation,
+                changes: history_changes(&report.changeset),
+                outcome,
+                error,
+                duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            match applied {
+                Ok(notices) => {
+                    report.notices = notices;
+                    state.append_history(&entry(HistoryOutcome::Applied, None))?;
+                }
+                Err(e) => {
+                    state.append_history(&entry(HistoryOutcome::Failed, Some(e.to_string())))?;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            sys.release();
+        }
+        let inventory = next_inventory(&inventory, &report.changeset);
+        let applied = AppliedState {
+            commit: commit.clone(),
+            tree: fetched.tree.clone(),
+            sequence: None,
+            generation: resolved.generation,
+            pool: resolved.pool.clone(),
+            applied_at: time::OffsetDateTime::now_utc(),
+            fleet: resolved.fleet.clone(),
+        };
+        state.record_applied(&applied, &inventory)?;
+    }
+    report.verdict = match hold {
+        _ if report.changeset.is_empty() => Verdict::Converged,
+        Some(hold) => Verdict::Pending { hold },
+        None => Verdict::Applied,
+    };
+    report.duration = start.elapsed();
+    Ok(report)
+}
+
+/// The inventory after a changeset: what pacfleet installed is added, what it removed is gone.
+fn next_inventory(before: &BTreeSet<String>, changes: &Changeset) -> BTreeSet<String> {
+    let mut inv = before.clone();
+    for c in &changes.changes {
+        match c.action {
+            Action::Install => {
+                inv.insert(c.name.clone());
+            }
+            Action::Remove => {
+                inv.remove(&c.name);
+            }
+            _ => {}
+        }
+    }
+    inv
+}
+
+fn history_changes(changes: &Changeset) -> Vec<state::Change> {
+    changes
+        .changes
+        .iter()
+        .map(|c| state::Change {
+            action: match c.action {
+                Action::Install => state::ChangeAction::Install,
+                Action::Upgrade | Action::Reinstall => state::ChangeAction::Upgrade,
+                Action::Downgrade => state::ChangeAction::Downgrade,
+                Action::Remove => state::ChangeAction::Remove,
+                Action::MarkExplicit => state::ChangeAction::MarkExplicit,
+                Action::MarkDependency => state::ChangeAction::MarkDepend,
+            },
+            name: c.name.clone(),
+            old: c.old.clone(),
+            new: c.new.clone(),
+        })
+        .collect()
+}
+
+/// The first 12 hex digits of a commit id.
+pub fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}

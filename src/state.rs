@@ -1,0 +1,778 @@
+//! What a host remembers between passes, written so nothing is lost.
+//!
+//! Everything lives in the agent's `state_dir` (default `/var/lib/pacfleet`, created 0700):
+//!
+//! | file | content | written |
+//! |---|---|---|
+//! | `state.json` | [`AppliedState`]: the last state applied (commit, tree, sequence, generation) | atomically, after an apply |
+//! | `inventory.json` | the package names pacfleet installed; removal is only ever of these | atomically |
+//! | `status.json` | [`PassStatus`]: the outcome of the last pass, applied or not | atomically, after every pass |
+//! | `history.jsonl` | [`HistoryEntry`] per pass that changed or tried to change something | appended, one line, fsynced |
+//! | `pass.lock` | flock held by the running pass; contains its pid | [`StateDir::lock_pass`] |
+//!
+//! Every whole-file write goes through [`write_atomic`] (temp file in the same directory, fsync,
+//! rename, fsync the directory), so a crash leaves either the old or the new file, never a mix.
+//! A file that exists but cannot be read back is an error that names it and says what to do;
+//! pacfleet never resets state silently, because a lost `state.json` would drop the sequence
+//! number that protects against replayed states, and a lost inventory would change what `prune`
+//! may remove.
+//!
+//! `state.json` and `inventory.json` carry `"format": 1`; a file of another format is refused
+//! with a message instead of being misread.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The on-disk format of `state.json` and `inventory.json` this pacfleet reads and writes.
+pub const STATE_FORMAT: u64 = 1;
+
+pub const APPLIED_FILE: &str = "state.json";
+pub const INVENTORY_FILE: &str = "inventory.json";
+pub const STATUS_FILE: &str = "status.json";
+pub const HISTORY_FILE: &str = "history.jsonl";
+pub const LOCK_FILE: &str = "pass.lock";
+
+const WHAT_TO_DO: &str = "inspect or move it aside; pacfleet will not guess";
+
+/// The last state this host applied. Stored in `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedState {
+    /// Commit id of the applied fleet state.
+    pub commit: String,
+    /// Tree id of that commit (bound into the signature statement).
+    pub tree: String,
+    /// Sequence number from the signature statement; later states must not be lower.
+    pub sequence: Option<u64>,
+    /// The pool's pinned generation, if it had one.
+    pub generation: Option<u32>,
+    /// The pool this host was in.
+    pub pool: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub applied_at: OffsetDateTime,
+    /// Fleet name from `fleet.yaml`.
+    pub fleet: String,
+}
+
+/// How a pass ended, as recorded in `status.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PassOutcome {
+    /// Nothing to do: the host matches its target.
+    Converged,
+    /// Changes were applied.
+    Applied,
+    /// Something went wrong (fetch, resolve, transaction…).
+    Failed,
+    /// The target was not trusted (signature, sequence, ancestry): nothing applied.
+    Refused,
+    /// Changes are due but were not applied (outside the window, pool paused, dry run).
+    Pending,
+}
+
+/// The result of the last pass, written after every pass. Stored in `status.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassStatus {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub outcome: PassOutcome,
+    /// Human explanation: the error, the reason for pending, etc.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Changes the host still needs to converge (0 when converged or just applied).
+    #[serde(default)]
+    pub pending_changes: usize,
+    /// The signed commit the pass aimed at, if it got that far.
+    #[serde(default)]
+    pub target_commit: Option<String>,
+}
+
+/// What one change did to one package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeAction {
+    Install,
+    Upgrade,
+    Downgrade,
+    Remove,
+    MarkExplicit,
+    MarkDepend,
+}
+
+impl ChangeAction {
+    /// The name used in JSON and human output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Install => "install",
+            ChangeAction::Upgrade => "upgrade",
+            ChangeAction::Downgrade => "downgrade",
+            ChangeAction::Remove => "remove",
+            ChangeAction::MarkExplicit => "mark-explicit",
+            ChangeAction::MarkDepend => "mark-depend",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One package change in a [`HistoryEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub action: ChangeAction,
+    pub name: String,
+    /// Version before (none for install).
+    #[serde(default)]
+    pub old: Option<String>,
+    /// Version after (none for remove).
+    #[serde(default)]
+    pub new: Option<String>,
+}
+
+/// How a changeset ended, as recorded in `history.jsonl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryOutcome {
+    Applied,
+    Failed,
+    Refused,
+    DryRun,
+}
+
+/// One line of `history.jsonl`: a pass that changed or tried to change something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub commit: String,
+    /// Key id (or name) of the signer(s) of the applied state.
+    #[serde(default)]
+    pub signer: Option<String>,
+    pub pool: String,
+    #[serde(default)]
+    pub generation: Option<u32>,
+    pub changes: Vec<Change>,
+    pub outcome: HistoryOutcome,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// `history.jsonl` read as far as it is valid.
+#[derive(Debug)]
+pub struct HistoryPrefix {
+    /// Every entry before the first corrupt line (all of them if none is corrupt).
+    pub entries: Vec<HistoryEntry>,
+    /// The first corrupt line, if any ([`StateError::CorruptHistory`]); later lines were not read.
+    pub corrupt: Option<StateError>,
+}
+
+/// Why the state directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{} exists but is not a directory; pacfleet needs it as its state_dir: move it aside or set `state_dir` in agent.yaml", path.display())]
+    NotADirectory { path: PathBuf },
+
+    #[error("{} is corrupt ({detail}); {WHAT_TO_DO}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error(
+        "{} has format {found}, but this pacfleet reads format {STATE_FORMAT}; it was written by another pacfleet version: run that version, or {WHAT_TO_DO}",
+        path.display()
+    )]
+    UnsupportedFormat { path: PathBuf, found: String },
+
+    #[error(
+        "{}:{line}: corrupt history entry ({detail}); fix or delete that line (history is append-only; pacfleet will not guess)",
+        path.display()
+    )]
+    CorruptHistory {
+        path: PathBuf,
+        line: usize,
+        detail: String,
+    },
+
+    #[error(
+        "another fleetctl pass ({}) is running: {} is locked; wait for it to finish",
+        pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "pid unknown".to_owned()),
+        path.display()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Write `bytes` to `path` so that a crash leaves either the old file or the new one: a temp file
+/// in the same directory is written and fsynced, renamed over `path`, and the directory fsynced.
+/// The file is created mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err("create a temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(io_err("write", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("replace", path)(e.error))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+/// Serialize `value` as a JSON object with `"format": STATE_FORMAT` added.
+fn to_versioned_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = serde_json::to_value(value).expect("state types serialize to JSON");
+    if let serde_json::Value::Object(map) = &mut v {
+        map.insert("format".to_owned(), STATE_FORMAT.into());
+    }
+    let mut out = serde_json::to_vec_pretty(&v).expect("JSON value serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Parse a file written by [`to_versioned_json`], checking `format` first so a newer file is
+/// reported as such rather than as unknown fields.
+fn from_versioned_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateError> {
+    let corrupt = |detail: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    let serde_json::Value::Object(map) = &mut v else {
+        return Err(corrupt("not a JSON object".to_owned()));
+    };
+    match map.remove("format") {
+        None => return Err(corrupt("no `format` field".to_owned())),
+        Some(f) if f.as_u64() == Some(STATE_FORMAT) => {}
+        Some(f) => {
+            return Err(StateError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: f.to_string(),
+            });
+        }
+    }
+    serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Read `path`; a missing file is `None`.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    packages: BTreeSet<String>,
+}
+
+/// The host's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Open `path`, creating it (mode 0700) if it does not exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<StateDir, StateError> {
+        let path = path.as_ref().to_path_buf();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(StateError::NotADirectory { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(io_err("create state directory", &path))?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(io_err("access state directory", &path)(e)),
+        }
+        Ok(StateDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn applied_path(&self) -> PathBuf {
+        self.path.join(APPLIED_FILE)
+    }
+    pub fn inventory_path(&self) -> PathBuf {
+        self.path.join(INVENTORY_FILE)
+    }
+    pub fn status_path(&self) -> PathBuf {
+        self.path.join(STATUS_FILE)
+    }
+    pub fn history_path(&self) -> PathBuf {
+        self.path.join(HISTORY_FILE)
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.join(LOCK_FILE)
+    }
+
+    /// The last applied state; `None` if this host never applied one.
+    pub fn load_applied(&self) -> Result<Option<AppliedState>, StateError> {
+        let path = self.applied_path();
+        read_optional(&path)?
+            .map(|b| from_versioned_json(&path, &b))
+            .transpose()
+    }
+
+    pub fn save_applied(&self, state: &AppliedState) -> Result<(), StateError> {
+        write_atomic(&self.applied_path(), &to_versioned_json(state))
+    }
+
+    /// The packages pacfleet installed. A missing file is the empty set (nothing pacfleet
+    /// installed may be removed, which is the safe direction); a corrupt one is an error.
+    pub fn load_inventory(&self) -> Result<BTreeSet<String>, StateError> {
+        let path = self.inventory_path();
+        Ok(read_optional(&path)?
+            .map(|b| from_versioned_json::<InventoryFile>(&path, &b))
+            .transpose()?
+            .map(|f| f.packages)
+            .unwrap_or_default())
+    }
+
+    pub fn save_inventory(&self, packages: &BTreeSet<String>) -> Result<(), StateError> {
+        let file = InventoryFile {
+            packages: packages.clone(),
+        };
+        write_atomic(&self.inventory_path(), &to_versioned_json(&file))
+    }
+
+    /// Record a successful apply: the inventory first, then `state.json`, so a crash in between
+    /// leaves the old target (the next pass re-plans it) with an inventory that already lists
+    /// what was installed.
+    pub fn record_applied(
+        &self,
+        state: &AppliedState,
+        inventory: &BTreeSet<String>,
+    ) -> Result<(), StateError> {
+        self.save_inventory(inventory)?;
+        self.save_applied(state)
+    }
+
+    /// The status of the last pass; `None` if no pass has run yet.
+    pub fn load_status(&self) -> Result<Option<PassStatus>, StateError> {
+        let path = self.status_path();
+        read_optional(&path)?
+            .map(|b| from_versioned_json(&path, &b))
+            .transpose()
+    }
+
+    pub fn save_status(&self, status: &PassStatus) -> Result<(), StateError> {
+        write_atomic(&self.status_path(), &to_versioned_json(status))
+    }
+
+    /// Append one entry to `history.jsonl`: opened with O_APPEND, written as one line, fsynced.
+    /// If a previous append was cut short (the file does not end in a newline) the entry starts
+    /// on a new line, leaving the torn line for the reader to report.
+    pub fn append_history(&self, entry: &HistoryEntry) -> Result<(), StateError> {
+        let path = self.history_path();
+        let mut line = serde_json::to_vec(entry).expect("history entries serialize to JSON");
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let len = file.metadata().map_err(io_err("stat", &path))?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| file.read_exact(&mut last))
+                .map_err(io_err("read", &path))?;
+            if last[0] != b'\n' {
+                line.insert(0, b'\n');
+            }
+        }
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("append to", &path))?;
+        if len == 0 {
+            sync_dir(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Every history entry, oldest first. A corrupt line is an error naming the file and line.
+    pub fn read_history(&self) -> Result<Vec<HistoryEntry>, StateError> {
+        let prefix = self.read_history_prefix()?;
+        match prefix.corrupt {
+            Some(e) => Err(e),
+            None => Ok(prefix.entries),
+        }
+    }
+
+    /// The history entries up to the first corrupt line, and that line's error, for showing what
+    /// can be shown with a warning. Only I/O errors fail.
+    pub fn read_history_prefix(&self) -> Result<HistoryPrefix, StateError> {
+        let path = self.history_path();
+        let bytes = read_optional(&path)?.unwrap_or_default();
+        let mut entries = Vec::new();
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<HistoryEntry>(line) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    return Ok(HistoryPrefix {
+                        entries,
+                        corrupt: Some(StateError::CorruptHistory {
+                            path,
+                            line: i + 1,
+                            detail: e.to_string(),
+                        }),
+                    });
+                }
+            }
+        }
+        Ok(HistoryPrefix {
+            entries,
+            corrupt: None,
+        })
+    }
+
+    /// Take the pass lock (non-blocking flock on `pass.lock`), so two `fleetctl` passes never
+    /// run on one state dir at once. Held until the returned [`PassLock`] is dropped.
+    pub fn lock_pass(&self) -> Result<PassLock, StateError> {
+        let path = self.lock_path();
+        // No truncate: until we hold the lock, the pid in the file is the holder's.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StateError::Locked {
+                    pid: text.trim().parse().ok(),
+                    path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("write pid to", &path))?;
+        Ok(PassLock { file, path })
+    }
+}
+
+/// The held pass lock; released (and the pid cleared) on drop.
+#[derive(Debug)]
+pub struct PassLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl PassLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PassLock {
+    fn drop(&mut self) {
+        // Best effort: the lock itself goes away with the file description.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use time::macros::datetime;
+
+    fn applied() -> AppliedState {
+        AppliedState {
+            commit: "c0ffee".into(),
+            tree: "7ree".into(),
+            sequence: Some(7),
+            generation: Some(3),
+            pool: "workstations".into(),
+            applied_at: datetime!(2026-11-20 09:00:00 UTC),
+            fleet: "acme".into(),
+        }
+    }
+
+    fn entry(name: &str) -> HistoryEntry {
+        HistoryEntry {
+            at: datetime!(2026-11-20 09:00:00 +01:00),
+            commit: "c0ffee".into(),
+            signer: Some("RWQ…".into()),
+            pool: "workstations".into(),
+            generation: None,
+            changes: vec![
+                Change {
+                    action: ChangeAction::Install,
+                    name: name.into(),
+                    old: None,
+                    new: Some("1.0-1".into()),
+                },
+                Change {
+                    action: ChangeAction::MarkDepend,
+                    name: "libfoo".into(),
+                    old: None,
+                    new: None,
+                },
+            ],
+            outcome: HistoryOutcome::DryRun,
+            error: None,
+            duration_ms: 42,
+        }
+    }
+
+    fn state() -> (tempfile::TempDir, StateDir) {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::open(d.path().join("state")).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn missing_state_dir_is_created_0700() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/pacfleet");
+        let s = StateDir::open(&p).unwrap();
+        assert_eq!(s.path(), p);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Opening again is fine.
+        StateDir::open(&p).unwrap();
+        // A file in the way is an error.
+        let f = d.path().join("file");
+        std::fs::write(&f, "").unwrap();
+        assert!(matches!(
+            StateDir::open(&f),
+            Err(StateError::NotADirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn atomic_write_round_trip() {
+        let (_d, s) = state();
+        let p = s.path().join("x");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(s.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn applied_round_trip() {
+        let (_d, s) = state();
+        assert_eq!(s.load_applied().unwrap(), None);
+        s.save_applied(&applied()).unwrap();
+        assert_eq!(s.load_applied().unwrap(), Some(applied()));
+        let text = std::fs::read_to_string(s.applied_path()).unwrap();
+        assert!(text.contains("\"format\": 1"), "{text}");
+        assert!(
+            text.contains("\"applied_at\": \"2026-11-20T09:00:00Z\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn corrupt_applied_is_an_error_and_untouched() {
+        let (_d, s) = state();
+        for bad in [
+            &b"{\"format\": 1, \"commit\": "[..],
+            b"[]",
+            b"{\"commit\": \"x\"}",
+            b"{\"format\": 1, \"commit\": \"x\"}",
+        ] {
+            std::fs::write(s.applied_path(), bad).unwrap();
+            let e = s.load_applied().unwrap_err();
+            assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("state.json"), "{msg}");
+            assert!(msg.contains("move it aside"), "{msg}");
+            assert_eq!(std::fs::read(s.applied_path()).unwrap(), bad);
+        }
+        // Unknown fields are not silently dropped.
+        let mut v =
+            serde_json::from_slice::<serde_json::Value>(&to_versioned_json(&applied())).unwrap();
+        v["sequnce"] = 9.into();
+        std::fs::write(s.applied_path(), v.to_string()).unwrap();
+        let e = s.load_applied().unwrap_err();
+        assert!(e.to_string().contains("sequnce"), "{e}");
+    }
+
+    #[test]
+    fn other_format_is_refused() {
+        let (_d, s) = state();
+        std::fs::write(s.applied_path(), "{\"format\": 2, \"new\": true}").unwrap();
+        let e = s.load_applied().unwrap_err();
+        assert!(
+            matches!(&e, StateError::UnsupportedFormat { found, .. } if found == "2"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn inventory_round_trip_and_corruption() {
+        let (_d, s) = state();
+        assert!(s.load_inventory().unwrap().is_empty());
+        let inv: BTreeSet<String> = ["firefox", "base"].map(String::from).into();
+        s.save_inventory(&inv).unwrap();
+        assert_eq!(s.load_inventory().unwrap(), inv);
+        std::fs::write(s.inventory_path(), "{\"format\":1,\"packages\":[1]}").unwrap();
+        let e = s.load_inventory().unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+        assert!(e.to_string().contains("inventory.json"));
+
+        s.record_applied(&applied(), &inv).unwrap();
+        assert_eq!(s.load_inventory().unwrap(), inv);
+        assert_eq!(s.load_applied().unwrap(), Some(applied()));
+    }
+
+    #[test]
+    fn status_round_trip() {
+        let (_d, s) = state();
+        assert_eq!(s.load_status().unwrap(), None);
+        let st = PassStatus {
+            at: datetime!(2026-11-20 09:00:00 UTC),
+            outcome: PassOutcome::Pending,
+            message: Some("outside the maintenance window".into()),
+            pending_changes: 3,
+            target_commit: Some("c0ffee".into()),
+        };
+        s.save_status(&st).unwrap();
+        assert_eq!(s.load_status().unwrap(), Some(st));
+        let text = std::fs::read_to_string(s.status_path()).unwrap();
+        assert!(text.contains("\"outcome\": \"pending\""), "{text}");
+    }
+
+    #[test]
+    fn history_append_and_read() {
+        let (_d, s) = state();
+        assert!(s.read_history().unwrap().is_empty());
+        s.append_history(&entry("a")).unwrap();
+        s.append_history(&entry("b")).unwrap();
+        let got = s.read_history().unwrap();
+        assert_eq!(got, vec![entry("a"), entry("b")]);
+        let text = std::fs::read_to_string(s.history_path()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.contains("\"action\":\"mark-depend\""), "{text}");
+        assert!(text.contains("\"outcome\":\"dry-run\""), "{text}");
+    }
+
+    #[test]
+    fn corrupt_history_line_is_reported_and_prefix_readable() {
+        let (_d, s) = state();
+        s.append_history(&entry("a")).unwrap();
+        // A torn append: no trailing newline.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(s.history_path())
+            .unwrap();
+        f.write_all(b"{\"at\":\"2026-").unwrap();
+        drop(f);
+        s.append_history(&entry("c")).unwrap();
+
+        let e = s.read_history().unwrap_err();
+        match &e {
+            StateError::CorruptHistory { line, path, .. } => {
+                assert_eq!(*line, 2);
+                assert_eq!(path, &s.history_path());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(e.to_string().contains("history.jsonl:2:"), "{e}");
+
+        let prefix = s.read_history_prefix().unwrap();
+        assert_eq!(prefix.entries, vec![entry("a")]);
+        assert!(matches!(
+            prefix.corrupt,
+            Some(StateError::CorruptHistory { line: 2, .. })
+        ));
+        // The entry appended after the torn line is on its own line.
+        let text = std::fs::read_to_string(s.history_path()).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn pass_lock_excludes_a_second_handle() {
+        let (_d, s) = state();
+        let lock = s.lock_pass().unwrap();
+        let pid = std::fs::read_to_string(s.lock_path()).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+
+        let other = StateDir::open(s.path()).unwrap();
+        let e = other.lock_pass().unwrap_err();
+        match &e {
+            StateError::Locked { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
+            other => panic!("unexpected {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(msg.contains("another fleetctl pass"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+
+        drop(lock);
+        let again = other.lock_pass().unwrap();
+        assert_eq!(again.path(), s.lock_path());
+    }
+}

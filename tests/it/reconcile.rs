@@ -1,0 +1,371 @@
+//! End to end through `fleetctl`: a fleet git repository, a synthetic package repository and
+//! several hosts as directories, reconciled through the real libalpm.
+
+use std::fs;
+use std::path::Path;
+
+use pacfleet::synth::SynthPackage;
+
+use crate::harness::{FleetRepo, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir};
+
+const FLEET: &str = "kind: Fleet\nname: acme\n";
+
+/// The world of these tests: one package repo, an archive, a fleet repo, some hosts.
+struct World {
+    _tmp: tempfile::TempDir,
+    repo: PkgRepo,
+    archive: std::path::PathBuf,
+    fleet: FleetRepo,
+}
+
+fn world() -> World {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "core");
+    repo.add(&[
+        SynthPackage::new("app", "1.1-1").depends("libfoo"),
+        SynthPackage::new("libfoo", "2.0-1"),
+        SynthPackage::new("tool", "1.0-1"),
+        SynthPackage::new("extra", "1.0-1").depends("libbar"),
+        SynthPackage::new("libbar", "1.0-1"),
+        SynthPackage::new("byhand", "1.0-1"),
+    ]);
+    let archive = tmp.path().join("archive");
+    archive_package(
+        &archive,
+        &SynthPackage::new("app", "1.0-1").depends("libfoo"),
+    );
+    archive_package(&archive, &SynthPackage::new("libfoo", "1.0-1"));
+    let fleet = FleetRepo::new(tmp.path());
+    fleet.commit(
+        "initial fleet",
+        &[
+            (
+                "fleet.yaml",
+                &format!("{FLEET}archive: file://{}\n", archive.display()),
+            ),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\npackages: [app, tool]\n",
+            ),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n",
+            ),
+            (
+                "pools/srv.yaml",
+                "kind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\nprune: true\n",
+            ),
+        ],
+    );
+    World {
+        _tmp: tmp,
+        repo,
+        archive,
+        fleet,
+    }
+}
+
+impl World {
+    fn host(&self, name: &str) -> (HostDir, std::path::PathBuf) {
+        let host = HostDir::new(self._tmp.path(), name, &[&self.repo]);
+        let cfg = host.agent_yaml(&self.fleet.dir.display().to_string(), "lock_timeout: 1s\n");
+        (host, cfg)
+    }
+}
+
+fn reconcile(cfg: &Path) -> (i32, String, String) {
+    run(fleetctl().arg("reconcile").arg("--config").arg(cfg))
+}
+
+fn plan(cfg: &Path) -> (i32, String, String) {
+    run(fleetctl().arg("plan").arg("--config").arg(cfg))
+}
+
+fn versions(host: &HostDir) -> Vec<String> {
+    host.installed()
+        .into_iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect()
+}
+
+#[test]
+fn install_change_prune_pin_revert_and_idempotence() {
+    let w = world();
+    let (ws1, ws1_cfg) = w.host("ws-01");
+    let (ws2, ws2_cfg) = w.host("ws-02");
+    let (srv, srv_cfg) = w.host("srv-01");
+
+    // A package installed by hand before pacfleet ever ran.
+    ws1.pacman_ok(&["-Sy", "byhand"]);
+
+    // Plan first: shows the install, changes nothing, exit 1 (changes pending).
+    let (code, out, err) = plan(&ws1_cfg);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("install") && out.contains("app") && out.contains("dependency of app"),
+        "{out}"
+    );
+    assert_eq!(versions(&ws1), ["byhand 1.0-1"]);
+
+    // Install from nothing, on three hosts.
+    for cfg in [&ws1_cfg, &ws2_cfg, &srv_cfg] {
+        let (code, out, err) = reconcile(cfg);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(
+            out.contains("2 install") || out.contains("3 install"),
+            "{out}"
+        );
+    }
+    assert_eq!(versions(&ws2), ["app 1.1-1", "libfoo 2.0-1", "tool 1.0-1"]);
+    assert_eq!(ws2.explicit(), ["app", "tool"].map(String::from).into());
+    assert_eq!(ws2.dependencies(), ["libfoo"].map(String::from).into());
+
+    // Idempotence: a second pass does nothing and says so.
+    let (code, out, _) = reconcile(&ws1_cfg);
+    assert_eq!(code, 0);
+    assert!(out.contains("converged: nothing to do"), "{out}");
+    let (code, out, _) = plan(&ws2_cfg);
+    assert_eq!(code, 0, "{out}");
+
+    // A commit adds a package to the set: it arrives with its dependency.
+    w.fleet.commit(
+        "base: add extra",
+        &[(
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, tool, extra]\n",
+        )],
+    );
+    let (code, out, err) = reconcile(&ws1_cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        versions(&ws1),
+        [
+            "app 1.1-1",
+            "byhand 1.0-1",
+            "extra 1.0-1",
+            "libbar 1.0-1",
+            "libfoo 2.0-1",
+            "tool 1.0-1"
+        ]
+    );
+
+    // A commit drops packages: pruned, with the dependency pacfleet brought; the package
+    // installed by hand stays even though nothing desires it.
+    w.fleet.commit(
+        "base: drop tool and extra",
+        &[(
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app]\n",
+        )],
+    );
+    let (code, out, err) = reconcile(&ws1_cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("remove"), "{out}");
+    assert_eq!(
+        versions(&ws1),
+        ["app 1.1-1", "byhand 1.0-1", "libfoo 2.0-1"]
+    );
+
+    // Pin srv to a generation with older versions: a downgrade from the archive.
+    let generation = "kind: Generation\npool: srv\nnumber: 1\npackages:\n  app: {version: 1.0-1}\n  libfoo: {version: 1.0-1}\n";
+    let pin = w.fleet.commit(
+        "srv: pin generation 1",
+        &[
+            ("generations/srv/1.yaml", generation),
+            ("pools/srv.yaml", "kind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\nprune: true\ngeneration: 1\n"),
+        ],
+    );
+    let (code, out, err) = reconcile(&srv_cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("downgrade"), "{out}");
+    assert_eq!(versions(&srv), ["app 1.0-1", "libfoo 1.0-1"]);
+    assert_eq!(
+        srv.dependencies(),
+        ["libfoo"].map(String::from).into(),
+        "the pinned dependency stays a dependency"
+    );
+    // ws is floating and unaffected by srv's pin.
+    let (code, _, _) = plan(&ws1_cfg);
+    assert_eq!(code, 0);
+
+    // Revert the pin: back to the repo's versions.
+    w.fleet.git(&["revert", "--no-edit", &pin]);
+    let (code, out, err) = reconcile(&srv_cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("upgrade"), "{out}");
+    assert_eq!(versions(&srv), ["app 1.1-1", "libfoo 2.0-1"]);
+
+    // History has every applied changeset, oldest first.
+    let (code, out, _) = run(fleetctl().arg("history").arg("--config").arg(&srv_cfg));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[1].contains("generation 1"), "{out}");
+    let (_, json, _) = run(fleetctl()
+        .arg("history")
+        .arg("--json")
+        .arg("--config")
+        .arg(&srv_cfg));
+    let entries: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries[1]["changes"][0]["action"], "downgrade", "{json}");
+    let _ = &w.archive;
+    let _ = fs::metadata(&w.repo.dir);
+}
+
+#[test]
+fn bad_commits_leave_hosts_untouched() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    assert_eq!(reconcile(&cfg).0, 0);
+    let before = host.local_db_snapshot();
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, tool\n",
+            "packages/base.yaml:",
+        ),
+        (
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npakages: [app]\n",
+            "did you mean `packages`?",
+        ),
+        (
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, nosuchpkg]\n",
+            "`nosuchpkg` (asked for by set base) is not in any repository",
+        ),
+        (
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\ninclude: [base]\npackages: [app]\n",
+            "include cycle: base → base",
+        ),
+        (
+            "pools/other.yaml",
+            "kind: Pool\nname: other\nhosts: [ws-01]\n",
+            "host `ws-01` is matched by 2 pools",
+        ),
+    ];
+    for (file, text, expect) in cases {
+        w.fleet.commit(&format!("bad: {expect}"), &[(file, text)]);
+        let (code, out, err) = reconcile(&cfg);
+        assert_eq!(code, 2, "{expect}: {out}\n{err}");
+        assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
+        assert!(
+            err.contains("nothing was changed")
+                || err.contains("libalpm")
+                || err.contains("is not in any repository")
+                || err.contains("pools"),
+            "{err}"
+        );
+        assert_eq!(
+            host.local_db_snapshot(),
+            before,
+            "{expect}: the host changed"
+        );
+        w.fleet.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    }
+    // Back on a good commit, the host converges again.
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("converged"), "{out}");
+    let status = fs::read_to_string(host.state_dir.join("status.json")).unwrap();
+    assert!(status.contains("converged"), "{status}");
+}
+
+#[test]
+fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    assert_eq!(reconcile(&cfg).0, 0);
+    let before = host.local_db_snapshot();
+
+    // Unreachable repository (a closed port on loopback).
+    let bad = host.agent_yaml("git://127.0.0.1:9/fleet.git", "lock_timeout: 1s\n");
+    let (code, _, err) = reconcile(&bad);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+    assert_eq!(host.local_db_snapshot(), before);
+
+    // pacman's lock held by someone else: bounded wait, clear message, lock left alone.
+    let cfg = host.agent_yaml(&w.fleet.dir.display().to_string(), "lock_timeout: 1s\n");
+    w.fleet.commit(
+        "base: add extra",
+        &[(
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, tool, extra]\n",
+        )],
+    );
+    let lock = host.dbpath.join("db.lck");
+    fs::write(&lock, "").unwrap();
+    let started = std::time::Instant::now();
+    let (code, _, err) = reconcile(&cfg);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("locked") && err.contains("never deletes it"),
+        "{err}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert!(lock.exists(), "the lock must never be deleted");
+    assert_eq!(host.local_db_snapshot(), before);
+    fs::remove_file(&lock).unwrap();
+
+    // A corrupt state file: a clear error, and nothing reset behind the operator's back.
+    fs::write(host.state_dir.join("inventory.json"), "{ not json").unwrap();
+    let (code, _, err) = reconcile(&cfg);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("inventory.json") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(host.state_dir.join("inventory.json")).unwrap(),
+        "{ not json"
+    );
+    assert_eq!(host.local_db_snapshot(), before);
+}
+
+#[test]
+fn validate_reports_every_problem_with_locations() {
+    let w = world();
+    w.fleet.write(&[
+        (
+            "pools/bad.yaml",
+            "kind: Pool\nname: bad\nhosts: [x]\npackage_sets: [nope]\nprune: maybe\n",
+        ),
+        (
+            "packages/c.yaml",
+            "kind: PackageSet\nname: c\npackages: [Bad]\n",
+        ),
+    ]);
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("pools/bad.yaml:5:8:"), "{err}");
+    assert!(
+        err.contains("packages/c.yaml:3:12:") && err.contains("invalid name `Bad`"),
+        "{err}"
+    );
+    assert!(err.contains("2 problems found"), "{err}");
+    fs::remove_file(w.fleet.dir.join("pools/bad.yaml")).unwrap();
+    fs::remove_file(w.fleet.dir.join("packages/c.yaml")).unwrap();
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("fleet `acme` is valid: 2 pools"), "{out}");
+
+    let (code, out, _) = run(fleetctl()
+        .args(["resolve", "--host", "srv-09"])
+        .arg(&w.fleet.dir));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("pool      srv") && out.contains("app") && out.contains("(set base)"),
+        "{out}"
+    );
+    let (code, out, _) = run(fleetctl()
+        .args(["resolve", "--host", "db-01"])
+        .arg(&w.fleet.dir));
+    assert_eq!(code, 0);
+    assert!(out.contains("not in the fleet"), "{out}");
+}
