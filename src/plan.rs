@@ -84,7 +84,10 @@ pub fn intent(
     inventory: &BTreeSet<String>,
 ) -> Intent {
     let pinned = resolved.generation.is_some();
-    let mut out = Intent { sysupgrade: !pinned, ..Intent::default() };
+    let mut out = Intent {
+        sysupgrade: !pinned,
+        ..Intent::default()
+    };
 
     for (name, desired) in &resolved.explicit {
         let pin = resolved.pins.get(name);
@@ -112,7 +115,10 @@ pub fn intent(
             if resolved.explicit.contains_key(name) {
                 continue;
             }
-            if installed.get(name).is_some_and(|h| h.version != pin.version) {
+            if installed
+                .get(name)
+                .is_some_and(|h| h.version != pin.version)
+            {
                 out.targets.push(Target {
                     name: name.clone(),
                     version: Some(pin.version.clone()),
@@ -130,11 +136,18 @@ pub fn intent(
         .filter(|n| installed.contains_key(*n) && !resolved.explicit.contains_key(*n))
         .map(|n| n.as_str())
         .collect();
-    let removable = if resolved.prune { removable(&candidates, installed) } else { BTreeSet::new() };
+    let removable = if resolved.prune {
+        removable(&candidates, installed)
+    } else {
+        BTreeSet::new()
+    };
     for name in &candidates {
         if removable.contains(name) {
             out.remove.push((*name).to_owned());
-        } else if installed.get(*name).is_some_and(|h| h.reason == Reason::Explicit) {
+        } else if installed
+            .get(*name)
+            .is_some_and(|h| h.reason == Reason::Explicit)
+        {
             out.mark_dependency.push((*name).to_owned());
         }
     }
@@ -143,7 +156,10 @@ pub fn intent(
 
 /// The subset of `candidates` that can go without breaking anything that stays: a candidate
 /// that an installed, staying package requires is kept (and so is everything it requires).
-fn removable<'a>(candidates: &BTreeSet<&'a str>, installed: &BTreeMap<String, Installed>) -> BTreeSet<&'a str> {
+fn removable<'a>(
+    candidates: &BTreeSet<&'a str>,
+    installed: &BTreeMap<String, Installed>,
+) -> BTreeSet<&'a str> {
     let mut gone = candidates.clone();
     loop {
         let keep: Vec<&str> = gone
@@ -264,7 +280,11 @@ impl Changeset {
             n => Some(format!("{n} {label}")),
         })
         .collect();
-        if parts.is_empty() { "nothing to do".to_owned() } else { parts.join(", ") }
+        if parts.is_empty() {
+            "nothing to do".to_owned()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -283,7 +303,13 @@ mod tests {
                 .iter()
                 .map(|n| {
                     let origins = [Origin::Pool("p".into())].into_iter().collect();
-                    (n.to_string(), Desired { origins, repo: None })
+                    (
+                        n.to_string(),
+                        Desired {
+                            origins,
+                            repo: None,
+                        },
+                    )
                 })
                 .collect(),
             excluded: BTreeMap::new(),
@@ -291,7 +317,15 @@ mod tests {
             snapshot: None,
             pins: pins
                 .iter()
-                .map(|(n, v)| (n.to_string(), Pin { version: v.to_string(), sha256: None }))
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        Pin {
+                            version: v.to_string(),
+                            sha256: None,
+                        },
+                    )
+                })
                 .collect(),
             prune,
             window: None,
@@ -304,7 +338,14 @@ mod tests {
         list.iter()
             .map(|(n, v, r, req)| {
                 let required_by = req.iter().map(|s| s.to_string()).collect();
-                (n.to_string(), Installed { version: v.to_string(), reason: *r, required_by })
+                (
+                    n.to_string(),
+                    Installed {
+                        version: v.to_string(),
+                        reason: *r,
+                        required_by,
+                    },
+                )
             })
             .collect()
     }
@@ -320,18 +361,35 @@ mod tests {
         let r = resolved(&["a", "b"], &[], false);
         let i = intent(&r, &have(&[("a", "1-1", E, &[])]), &inv(&[]));
         assert!(i.sysupgrade);
-        assert_eq!(i.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            i.targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
         assert_eq!(i.targets[0].version, None);
         assert!(i.remove.is_empty() && i.mark_explicit.is_empty());
     }
 
     #[test]
     fn pinned_moves_every_locked_package_to_its_version() {
-        let r = resolved(&["a"], &[("a", "1-1"), ("lib", "2-1"), ("other", "9-1")], false);
-        let i = intent(&r, &have(&[("a", "2-1", E, &[]), ("lib", "3-1", D, &["a"])]), &inv(&[]));
+        let r = resolved(
+            &["a"],
+            &[("a", "1-1"), ("lib", "2-1"), ("other", "9-1")],
+            false,
+        );
+        let i = intent(
+            &r,
+            &have(&[("a", "2-1", E, &[]), ("lib", "3-1", D, &["a"])]),
+            &inv(&[]),
+        );
         assert!(!i.sysupgrade);
-        let t: Vec<(&str, Option<&str>, bool)> =
-            i.targets.iter().map(|t| (t.name.as_str(), t.version.as_deref(), t.explicit)).collect();
+        let t: Vec<(&str, Option<&str>, bool)> = i
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.version.as_deref(), t.explicit))
+            .collect();
         // `other` is in the lock but not installed and not desired: libalpm pulls it in only
         // if something needs it.
         assert_eq!(t, [("a", Some("1-1"), true), ("lib", Some("2-1"), false)]);
@@ -340,16 +398,28 @@ mod tests {
     #[test]
     fn converged_host_has_empty_intent_when_pinned() {
         let r = resolved(&["a"], &[("a", "1-1"), ("lib", "2-1")], true);
-        let i = intent(&r, &have(&[("a", "1-1", E, &[]), ("lib", "2-1", D, &["a"])]), &inv(&["a", "lib"]));
+        let i = intent(
+            &r,
+            &have(&[("a", "1-1", E, &[]), ("lib", "2-1", D, &["a"])]),
+            &inv(&["a", "lib"]),
+        );
         assert!(i.is_empty(), "{i:?}");
     }
 
     #[test]
     fn reasons_are_corrected() {
         let r = resolved(&["a"], &[], false);
-        let i = intent(&r, &have(&[("a", "1-1", D, &[]), ("old", "1-1", E, &[])]), &inv(&["old"]));
+        let i = intent(
+            &r,
+            &have(&[("a", "1-1", D, &[]), ("old", "1-1", E, &[])]),
+            &inv(&["old"]),
+        );
         assert_eq!(i.mark_explicit, ["a"]);
-        assert_eq!(i.mark_dependency, ["old"], "prune is off: kept, but as a dependency");
+        assert_eq!(
+            i.mark_dependency,
+            ["old"],
+            "prune is off: kept, but as a dependency"
+        );
         assert!(i.remove.is_empty());
     }
 
@@ -364,10 +434,24 @@ mod tests {
             ("byhand", "1-1", E, &[]),
             ("was-ours-now-needed", "1-1", E, &["app"]),
         ]);
-        let i = intent(&r, &installed, &inv(&["app", "old", "oldlib", "shared", "was-ours-now-needed", "gone"]));
+        let i = intent(
+            &r,
+            &installed,
+            &inv(&[
+                "app",
+                "old",
+                "oldlib",
+                "shared",
+                "was-ours-now-needed",
+                "gone",
+            ]),
+        );
         assert_eq!(i.remove, ["old", "oldlib"]);
         assert_eq!(i.mark_dependency, ["was-ours-now-needed"]);
-        assert!(!i.remove.contains(&"byhand".to_string()), "hand-installed packages are never touched");
+        assert!(
+            !i.remove.contains(&"byhand".to_string()),
+            "hand-installed packages are never touched"
+        );
     }
 
     #[test]

@@ -99,14 +99,19 @@ pub enum ResolveError {
 /// Whether `pool` selects the host `hostname` with the given Host-manifest labels. A pool with
 /// `hosts:` globs needs one to match; a pool with `labels:` needs every label to equal the
 /// host's; a pool with both needs both; a pool with neither selects nothing.
-pub fn pool_matches(pool: &Pool, hostname: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn pool_matches(
+    pool: &Pool,
+    hostname: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     if pool.hosts.is_empty() && pool.labels.is_empty() {
         return false;
     }
     let globs_ok = pool.hosts.is_empty()
-        || pool.hosts.iter().any(|g| {
-            globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(hostname))
-        });
+        || pool
+            .hosts
+            .iter()
+            .any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(hostname)));
     let labels_ok = pool.labels.is_empty()
         || labels.is_some_and(|have| pool.labels.iter().all(|(k, v)| have.get(k) == Some(v)));
     globs_ok && labels_ok
@@ -128,14 +133,20 @@ pub fn desired(
     fleet: &Fleet,
     pool: &Pool,
     host: Option<&Host>,
-) -> (BTreeMap<String, Desired>, BTreeMap<String, BTreeSet<Origin>>) {
+) -> (
+    BTreeMap<String, Desired>,
+    BTreeMap<String, BTreeSet<Origin>>,
+) {
     let mut wanted: BTreeMap<String, Desired> = BTreeMap::new();
     let mut excludes: BTreeMap<String, BTreeSet<Origin>> = BTreeMap::new();
     let mut add = |refs: &[PackageRef], origin: &Origin| {
         for r in refs {
             let d = wanted
                 .entry(r.name().to_string())
-                .or_insert_with(|| Desired { origins: BTreeSet::new(), repo: None });
+                .or_insert_with(|| Desired {
+                    origins: BTreeSet::new(),
+                    repo: None,
+                });
             d.origins.insert(origin.clone());
             if let Some(repo) = r.repo() {
                 d.repo = Some(repo.to_string());
@@ -149,7 +160,9 @@ pub fn desired(
         if !seen.insert(name) {
             continue; // already expanded (diamond includes) or a cycle, which `validate` reports
         }
-        let Some(set) = fleet.sets.get(name) else { continue };
+        let Some(set) = fleet.sets.get(name) else {
+            continue;
+        };
         let origin = Origin::Set(name.to_owned());
         add(&set.spec.packages, &origin);
         set_excludes.push((origin, &set.spec.exclude));
@@ -166,7 +179,10 @@ pub fn desired(
     for (origin, names) in set_excludes {
         for n in names {
             if wanted.remove(n.as_str()).is_some() || excludes.contains_key(n.as_str()) {
-                excludes.entry(n.to_string()).or_default().insert(origin.clone());
+                excludes
+                    .entry(n.to_string())
+                    .or_default()
+                    .insert(origin.clone());
             }
         }
     }
@@ -180,7 +196,12 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
     let pool_name = match pools.as_slice() {
         [] => return Ok(None),
         [(p, _)] => p.clone(),
-        _ => return Err(ResolveError::TwoPools { host: hostname.to_owned(), pools }),
+        _ => {
+            return Err(ResolveError::TwoPools {
+                host: hostname.to_owned(),
+                pools,
+            });
+        }
     };
     let Some(pool) = fleet.pools.get(pool_name.as_str()) else {
         return Ok(None); // unreachable: the name came from this map
@@ -201,7 +222,12 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
         generation: pool.generation,
         snapshot: generation.and_then(|g| g.snapshot.clone()),
         pins: generation
-            .map(|g| g.packages.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+            .map(|g| {
+                g.packages
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default(),
         prune: pool.prune,
         window: pool.window.clone(),
@@ -213,12 +239,15 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{FleetFiles, Fleet};
+    use crate::manifest::{Fleet, FleetFiles};
 
     fn fleet(list: &[(&str, &str)]) -> Fleet {
         let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
         all.extend_from_slice(list);
-        let files = FleetFiles::from_blobs(all.iter().map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())));
+        let files = FleetFiles::from_blobs(
+            all.iter()
+                .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
+        );
         match Fleet::from_files(&files) {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
@@ -232,18 +261,37 @@ mod tests {
     #[test]
     fn sets_includes_pool_and_host_packages_union() {
         let f = fleet(&[
-            ("packages/base.yaml", "kind: PackageSet\nname: base\ninclude: [tools]\npackages: [bash, {name: openssh, repo: core}]\n"),
-            ("packages/tools.yaml", "kind: PackageSet\nname: tools\npackages: [vim, bash]\n"),
-            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npackages: [firefox]\n"),
-            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\npackages: [nvidia]\n"),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\ninclude: [tools]\npackages: [bash, {name: openssh, repo: core}]\n",
+            ),
+            (
+                "packages/tools.yaml",
+                "kind: PackageSet\nname: tools\npackages: [vim, bash]\n",
+            ),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npackages: [firefox]\n",
+            ),
+            (
+                "hosts/ws-01.yaml",
+                "kind: Host\nname: ws-01\npackages: [nvidia]\n",
+            ),
         ]);
         let r = resolve(&f, "ws-01").unwrap().unwrap();
         assert_eq!(r.pool, "ws");
         assert_eq!(names(&r), ["bash", "firefox", "nvidia", "openssh", "vim"]);
-        let bash: Vec<String> = r.explicit["bash"].origins.iter().map(|o| o.to_string()).collect();
+        let bash: Vec<String> = r.explicit["bash"]
+            .origins
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
         assert_eq!(bash, ["set base", "set tools"]);
         assert_eq!(r.explicit["openssh"].repo.as_deref(), Some("core"));
-        assert_eq!(r.explicit["nvidia"].origins.iter().next(), Some(&Origin::Host("ws-01".into())));
+        assert_eq!(
+            r.explicit["nvidia"].origins.iter().next(),
+            Some(&Origin::Host("ws-01".into()))
+        );
         // Another host of the pool does not get ws-01's additions.
         let r2 = resolve(&f, "ws-02").unwrap().unwrap();
         assert_eq!(names(&r2), ["bash", "firefox", "openssh", "vim"]);
@@ -253,10 +301,22 @@ mod tests {
     #[test]
     fn excludes_win_over_every_include() {
         let f = fleet(&[
-            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [nano, vim, less]\nexclude: [less]\n"),
-            ("packages/more.yaml", "kind: PackageSet\nname: more\npackages: [less, nano]\n"),
-            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [ws-01, ws-02]\npackage_sets: [base, more]\npackages: [vim]\nexclude: [nano]\n"),
-            ("hosts/ws-02.yaml", "kind: Host\nname: ws-02\npackages: [nano]\nexclude: [vim]\n"),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\npackages: [nano, vim, less]\nexclude: [less]\n",
+            ),
+            (
+                "packages/more.yaml",
+                "kind: PackageSet\nname: more\npackages: [less, nano]\n",
+            ),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [ws-01, ws-02]\npackage_sets: [base, more]\npackages: [vim]\nexclude: [nano]\n",
+            ),
+            (
+                "hosts/ws-02.yaml",
+                "kind: Host\nname: ws-02\npackages: [nano]\nexclude: [vim]\n",
+            ),
         ]);
         let r = resolve(&f, "ws-01").unwrap().unwrap();
         assert_eq!(names(&r), ["vim"]);
@@ -284,29 +344,51 @@ mod tests {
         ]);
         let err = resolve(&f, "ws-01").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("`a` (pools/a.yaml)") && msg.contains("`b` (pools/b.yaml)"), "{msg}");
+        assert!(
+            msg.contains("`a` (pools/a.yaml)") && msg.contains("`b` (pools/b.yaml)"),
+            "{msg}"
+        );
         assert!(resolve(&f, "ws-02").unwrap().is_some());
     }
 
     #[test]
     fn labels_select_hosts_with_manifests() {
         let f = fleet(&[
-            ("pools/gpu.yaml", "kind: Pool\nname: gpu\nlabels: {gpu: nvidia}\n"),
-            ("pools/both.yaml", "kind: Pool\nname: both\nhosts: [\"db-*\"]\nlabels: {role: db}\n"),
-            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\nlabels: {gpu: nvidia}\n"),
-            ("hosts/db-01.yaml", "kind: Host\nname: db-01\nlabels: {role: db}\n"),
+            (
+                "pools/gpu.yaml",
+                "kind: Pool\nname: gpu\nlabels: {gpu: nvidia}\n",
+            ),
+            (
+                "pools/both.yaml",
+                "kind: Pool\nname: both\nhosts: [\"db-*\"]\nlabels: {role: db}\n",
+            ),
+            (
+                "hosts/ws-01.yaml",
+                "kind: Host\nname: ws-01\nlabels: {gpu: nvidia}\n",
+            ),
+            (
+                "hosts/db-01.yaml",
+                "kind: Host\nname: db-01\nlabels: {role: db}\n",
+            ),
             ("hosts/db-02.yaml", "kind: Host\nname: db-02\n"),
         ]);
         assert_eq!(resolve(&f, "ws-01").unwrap().unwrap().pool, "gpu");
         assert_eq!(resolve(&f, "db-01").unwrap().unwrap().pool, "both");
-        assert_eq!(resolve(&f, "db-02"), Ok(None), "globs and labels must both match");
+        assert_eq!(
+            resolve(&f, "db-02"),
+            Ok(None),
+            "globs and labels must both match"
+        );
         assert_eq!(resolve(&f, "ws-02"), Ok(None), "no manifest, no labels");
     }
 
     #[test]
     fn generation_pins_and_policy() {
         let f = fleet(&[
-            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [bash]\n"),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\npackages: [bash]\n",
+            ),
             (
                 "pools/srv.yaml",
                 "kind: Pool\nname: srv\nhosts: [srv-1]\npackage_sets: [base]\ngeneration: 2\nprune: true\npaused: true\nwindow: {cron: \"0 0 2 * * Sat\", duration: 4h}\n",

@@ -50,7 +50,9 @@ pub enum SystemError {
         detail: String,
     },
     /// libalpm refused to open the root or database.
-    #[error("cannot open the package database at {dbpath} (root {root}): {source}; check `root:` and `dbpath:` in agent.yaml")]
+    #[error(
+        "cannot open the package database at {dbpath} (root {root}): {source}; check `root:` and `dbpath:` in agent.yaml"
+    )]
     Open {
         /// The root.
         root: String,
@@ -184,14 +186,20 @@ pub struct System {
 
 impl std::fmt::Debug for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("System").field("paths", &self.paths).field("mode", &self.mode).finish()
+        f.debug_struct("System")
+            .field("paths", &self.paths)
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
 /// Reads pacman.conf with `pacman-conf` (Includes expanded, defaults filled in as pacman
 /// would), relative to `root`.
 fn read_conf(paths: &HostPaths) -> Result<pacmanconf::Config, SystemError> {
-    let conf_err = |detail: String| SystemError::Config { path: paths.pacman_conf.display().to_string(), detail };
+    let conf_err = |detail: String| SystemError::Config {
+        path: paths.pacman_conf.display().to_string(),
+        detail,
+    };
     if !paths.pacman_conf.is_file() {
         return Err(conf_err("no such file".into()));
     }
@@ -224,17 +232,28 @@ impl System {
             return Err(SystemError::Io {
                 context: "no local package database at",
                 path: local.display().to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "check `root:`/`dbpath:` in agent.yaml"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "check `root:`/`dbpath:` in agent.yaml",
+                ),
             });
         }
-        let mut alpm =
-            Alpm::new(paths.root.to_string_lossy().as_bytes(), dbpath.to_string_lossy().as_bytes()).map_err(open_err)?;
-        let cfg_err = |source| SystemError::Configure { path: paths.pacman_conf.display().to_string(), source };
+        let mut alpm = Alpm::new(
+            paths.root.to_string_lossy().as_bytes(),
+            dbpath.to_string_lossy().as_bytes(),
+        )
+        .map_err(open_err)?;
+        let cfg_err = |source| SystemError::Configure {
+            path: paths.pacman_conf.display().to_string(),
+            source,
+        };
         if let Some(s) = &scratch {
             // Archive downloads made while planning land here, never in the real cache.
             let cache = s.path().join("cache");
-            std::fs::create_dir_all(&cache)
-                .map_err(|source| SystemError::Scratch { path: cache.display().to_string(), source })?;
+            std::fs::create_dir_all(&cache).map_err(|source| SystemError::Scratch {
+                path: cache.display().to_string(),
+                source,
+            })?;
             let mut dirs = vec![cache.to_string_lossy().into_owned()];
             dirs.extend(conf.cache_dir.iter().cloned());
             let mut conf = conf.clone();
@@ -253,7 +272,13 @@ impl System {
                 tracing::trace!(target: "libalpm", "{msg}");
             }
         });
-        Ok(System { alpm, conf, paths: paths.clone(), mode, _scratch: scratch })
+        Ok(System {
+            alpm,
+            conf,
+            paths: paths.clone(),
+            mode,
+            _scratch: scratch,
+        })
     }
 
     /// The underlying handle (for `apply`).
@@ -296,19 +321,31 @@ impl System {
     /// lock for the duration; call after the lock is known to be free.
     pub fn refresh(&mut self) -> Result<(), SystemError> {
         let repo = self.repo_names();
-        let servers: Vec<String> =
-            self.alpm.syncdbs().iter().flat_map(|db| db.servers().iter().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let servers: Vec<String> = self
+            .alpm
+            .syncdbs()
+            .iter()
+            .flat_map(|db| db.servers().iter().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         let dbs = self.alpm.syncdbs_mut();
         if dbs.is_empty() {
             return Ok(());
         }
-        dbs.update(false).map_err(|source| SystemError::Refresh { repo, servers: servers.join(", "), source })?;
+        dbs.update(false).map_err(|source| SystemError::Refresh {
+            repo,
+            servers: servers.join(", "),
+            source,
+        })?;
         Ok(())
     }
 
     fn repo_names(&self) -> String {
         let names: Vec<&str> = self.alpm.syncdbs().iter().map(|d| d.name()).collect();
-        if names.is_empty() { "none configured".into() } else { names.join(", ") }
+        if names.is_empty() {
+            "none configured".into()
+        } else {
+            names.join(", ")
+        }
     }
 
     /// Builds the transaction for `intent`, lets libalpm resolve it (dependencies, conflicts,
@@ -317,7 +354,11 @@ impl System {
     ///
     /// Pinned dependencies: when libalpm pulls in a package the lock pins at another version,
     /// the pinned version is added as a target and the transaction prepared again.
-    pub fn prepare(&mut self, intent: &Intent, resolved: &Resolved) -> Result<Changeset, SystemError> {
+    pub fn prepare(
+        &mut self,
+        intent: &Intent,
+        resolved: &Resolved,
+    ) -> Result<Changeset, SystemError> {
         let mut targets = intent.targets.clone();
         for _round in 0..4 {
             self.init_transaction()?;
@@ -336,7 +377,9 @@ impl System {
             targets.extend(extra);
         }
         self.release();
-        Err(SystemError::Prepare { detail: "pinned dependencies did not settle after 4 rounds".into() })
+        Err(SystemError::Prepare {
+            detail: "pinned dependencies did not settle after 4 rounds".into(),
+        })
     }
 
     fn init_transaction(&mut self) -> Result<(), SystemError> {
@@ -350,7 +393,10 @@ impl System {
                 waited_secs: 0,
                 holder: lock_holder(),
             },
-            e => SystemError::Alpm { context: "starting a transaction".into(), source: e },
+            e => SystemError::Alpm {
+                context: "starting a transaction".into(),
+                source: e,
+            },
         })
     }
 
@@ -362,22 +408,37 @@ impl System {
     }
 
     /// Adds everything and prepares; returns pinned dependencies that need another round.
-    fn try_prepare(&mut self, intent: &Intent, targets: &[Target], resolved: &Resolved) -> Result<Vec<Target>, SystemError> {
+    fn try_prepare(
+        &mut self,
+        intent: &Intent,
+        targets: &[Target],
+        resolved: &Resolved,
+    ) -> Result<Vec<Target>, SystemError> {
         if intent.sysupgrade {
-            self.alpm.sync_sysupgrade(false).map_err(alpm_err("starting the system upgrade"))?;
+            self.alpm
+                .sync_sysupgrade(false)
+                .map_err(alpm_err("starting the system upgrade"))?;
         }
         for t in targets {
             self.add_target(t, resolved)?;
         }
         for name in &intent.remove {
-            let pkg = self.alpm.localdb().pkg(name.as_str()).map_err(alpm_err(format!("finding installed `{name}`")))?;
-            self.alpm.trans_remove_pkg(pkg).map_err(alpm_err(format!("removing `{name}`")))?;
+            let pkg = self
+                .alpm
+                .localdb()
+                .pkg(name.as_str())
+                .map_err(alpm_err(format!("finding installed `{name}`")))?;
+            self.alpm
+                .trans_remove_pkg(pkg)
+                .map_err(alpm_err(format!("removing `{name}`")))?;
         }
         if self.alpm.trans_add().is_empty() && self.alpm.trans_remove().is_empty() {
             return Ok(Vec::new());
         }
         if let Err(e) = self.alpm.trans_prepare() {
-            return Err(SystemError::Prepare { detail: prepare_detail(&e) });
+            return Err(SystemError::Prepare {
+                detail: prepare_detail(&e),
+            });
         }
         if resolved.generation.is_none() {
             return Ok(Vec::new());
@@ -406,8 +467,20 @@ impl System {
             resolved
                 .explicit
                 .get(&t.name)
-                .map(|d| d.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "))
-                .unwrap_or_else(|| format!("generation {} of pool {}", resolved.generation.unwrap_or(0), resolved.pool))
+                .map(|d| {
+                    d.origins
+                        .iter()
+                        .map(|o| o.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| {
+                    format!(
+                        "generation {} of pool {}",
+                        resolved.generation.unwrap_or(0),
+                        resolved.pool
+                    )
+                })
         };
         // 1. The sync repositories (the named one, if the manifest said which).
         let found = self.alpm.syncdbs().iter().find_map(|db| {
@@ -426,7 +499,10 @@ impl System {
                     return Err(SystemError::ChecksumMismatch {
                         name: t.name.clone(),
                         version: p.version().to_string(),
-                        source_desc: format!("repository {}", p.db().map(|d| d.name()).unwrap_or("?")),
+                        source_desc: format!(
+                            "repository {}",
+                            p.db().map(|d| d.name()).unwrap_or("?")
+                        ),
                         actual: actual.to_owned(),
                         expected: expected.clone(),
                     });
@@ -451,7 +527,10 @@ impl System {
                 name: t.name.clone(),
                 why: why(),
                 repos: match &t.repo {
-                    Some(r) => format!("it was asked for from `{r}`; this host has {}", self.repo_names()),
+                    Some(r) => format!(
+                        "it was asked for from `{r}`; this host has {}",
+                        self.repo_names()
+                    ),
                     None => self.repo_names(),
                 },
             });
@@ -485,7 +564,12 @@ impl System {
     }
 
     fn arches(&self) -> Vec<String> {
-        let mut arches: Vec<String> = self.alpm.architectures().iter().map(str::to_owned).collect();
+        let mut arches: Vec<String> = self
+            .alpm
+            .architectures()
+            .iter()
+            .map(str::to_owned)
+            .collect();
         if arches.is_empty() || arches.iter().any(|a| a == "auto") {
             arches.retain(|a| a != "auto");
             arches.push(std::env::consts::ARCH.to_owned());
@@ -498,11 +582,16 @@ impl System {
     fn find_cached(&self, name: &str, version: &str) -> Option<PathBuf> {
         let arches = self.arches();
         for dir in self.alpm.cachedirs().iter() {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             files.sort();
             for f in files {
-                let Some(fname) = f.file_name().and_then(|n| n.to_str()) else { continue };
+                let Some(fname) = f.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
                 if is_package_file(fname, name, version, &arches) {
                     return Some(f);
                 }
@@ -513,7 +602,12 @@ impl System {
 
     /// The package from the fleet's archive (Arch Linux Archive layout); file:// is read in
     /// place, http(s):// is downloaded into the cache by libalpm.
-    fn fetch_archived(&self, name: &str, version: &str, archive: Option<&str>) -> Result<PathBuf, SystemError> {
+    fn fetch_archived(
+        &self,
+        name: &str,
+        version: &str,
+        archive: Option<&str>,
+    ) -> Result<PathBuf, SystemError> {
         let caches: Vec<&str> = self.alpm.cachedirs().iter().collect();
         let not_found = |archive: String| SystemError::PinNotFound {
             name: name.to_owned(),
@@ -522,7 +616,9 @@ impl System {
             archive,
         };
         let Some(archive) = archive else {
-            return Err(not_found("the fleet has no `archive:` in fleet.yaml".into()));
+            return Err(not_found(
+                "the fleet has no `archive:` in fleet.yaml".into(),
+            ));
         };
         let first = name.chars().next().unwrap_or('_');
         let base = format!("{}/packages/{first}/{name}", archive.trim_end_matches('/'));
@@ -534,14 +630,21 @@ impl System {
             files.sort();
             return files
                 .into_iter()
-                .find(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| is_package_file(n, name, version, &arches)))
+                .find(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| is_package_file(n, name, version, &arches))
+                })
                 .ok_or_else(|| not_found(format!("not in the archive at {base}/")));
         }
         let mut tried = Vec::new();
         for arch in &arches {
             for ext in ["zst", "xz"] {
                 let url = format!("{base}/{name}-{version}-{arch}.pkg.tar.{ext}");
-                match self.alpm.fetch_pkgurl([url.as_str()].iter().copied().collect::<Vec<_>>().iter()) {
+                match self
+                    .alpm
+                    .fetch_pkgurl([url.as_str()].iter().copied().collect::<Vec<_>>().iter())
+                {
                     Ok(paths) => {
                         if let Some(p) = paths.iter().next() {
                             return Ok(PathBuf::from(p));
@@ -551,13 +654,17 @@ impl System {
                 }
             }
         }
-        Err(not_found(format!("not downloadable from the archive: tried {}", tried.join(", "))))
+        Err(not_found(format!(
+            "not downloadable from the archive: tried {}",
+            tried.join(", ")
+        )))
     }
 
     /// Reads the prepared transaction into a changeset.
     fn changeset(&self, intent: &Intent, targets: &[Target], resolved: &Resolved) -> Changeset {
         let local = self.alpm.localdb();
-        let by_target: BTreeMap<&str, &Target> = targets.iter().map(|t| (t.name.as_str(), t)).collect();
+        let by_target: BTreeMap<&str, &Target> =
+            targets.iter().map(|t| (t.name.as_str(), t)).collect();
         let mut changes = Vec::new();
         let mut pacnew = Vec::new();
         for p in self.alpm.trans_add().iter() {
@@ -574,7 +681,10 @@ impl System {
             let desired = resolved.explicit.get(p.name());
             let why = match (desired, by_target.get(p.name())) {
                 (Some(d), _) => d.origins.iter().map(|o| o.to_string()).collect(),
-                (None, Some(_)) => vec![format!("pinned by generation {}", resolved.generation.unwrap_or(0))],
+                (None, Some(_)) => vec![format!(
+                    "pinned by generation {}",
+                    resolved.generation.unwrap_or(0)
+                )],
                 (None, None) if old.is_some() => vec!["system upgrade".to_owned()],
                 (None, None) => {
                     let needed_by: Vec<String> = self
@@ -640,8 +750,18 @@ impl System {
         }
         let touched: BTreeSet<String> = changes.iter().map(|c| c.name.clone()).collect();
         for (names, action, reason, why) in [
-            (&intent.mark_explicit, Action::MarkExplicit, Reason::Explicit, "desired"),
-            (&intent.mark_dependency, Action::MarkDependency, Reason::Dependency, "no longer desired"),
+            (
+                &intent.mark_explicit,
+                Action::MarkExplicit,
+                Reason::Explicit,
+                "desired",
+            ),
+            (
+                &intent.mark_dependency,
+                Action::MarkDependency,
+                Reason::Dependency,
+                "no longer desired",
+            ),
         ] {
             for n in names.iter().filter(|n| !touched.contains(*n)) {
                 let v = local.pkg(n.as_str()).ok().map(|p| p.version().to_string());
@@ -688,13 +808,18 @@ impl System {
     pub fn set_reasons(&self, changes: &Changeset) -> Result<(), SystemError> {
         for c in &changes.changes {
             let Some(reason) = c.reason else { continue };
-            let Ok(pkg) = self.alpm.localdb().pkg(c.name.as_str()) else { continue };
+            let Ok(pkg) = self.alpm.localdb().pkg(c.name.as_str()) else {
+                continue;
+            };
             let want = match reason {
                 Reason::Explicit => PackageReason::Explicit,
                 Reason::Dependency => PackageReason::Depend,
             };
             if pkg.reason() != want {
-                pkg.set_reason(want).map_err(alpm_err(format!("setting the install reason of `{}`", c.name)))?;
+                pkg.set_reason(want).map_err(alpm_err(format!(
+                    "setting the install reason of `{}`",
+                    c.name
+                )))?;
             }
         }
         Ok(())
@@ -703,11 +828,16 @@ impl System {
 
 /// Whether `file` is `<name>-<version>-<arch>.pkg.tar.<ext>` for one of `arches`.
 fn is_package_file(file: &str, name: &str, version: &str, arches: &[String]) -> bool {
-    let Some(rest) = file.strip_prefix(&format!("{name}-{version}-")) else { return false };
+    let Some(rest) = file.strip_prefix(&format!("{name}-{version}-")) else {
+        return false;
+    };
     if file.ends_with(".sig") || file.ends_with(".part") {
         return false;
     }
-    arches.iter().any(|a| rest.strip_prefix(a.as_str()).is_some_and(|r| r.starts_with(".pkg.tar")))
+    arches.iter().any(|a| {
+        rest.strip_prefix(a.as_str())
+            .is_some_and(|r| r.starts_with(".pkg.tar"))
+    })
 }
 
 /// Copies the db directory's sync databases to a private directory whose `local` is a symlink
@@ -717,7 +847,10 @@ fn private_dbpath(dbpath: &Path) -> Result<tempfile::TempDir, SystemError> {
         let path = path.display().to_string();
         move |source| SystemError::Scratch { path, source }
     };
-    let tmp = tempfile::Builder::new().prefix("pacfleet-plan-").tempdir().map_err(scratch_err(Path::new("$TMPDIR")))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("pacfleet-plan-")
+        .tempdir()
+        .map_err(scratch_err(Path::new("$TMPDIR")))?;
     let db = tmp.path().join("db");
     let sync = db.join("sync");
     std::fs::create_dir_all(&sync).map_err(scratch_err(&sync))?;
@@ -739,7 +872,11 @@ fn prepare_detail(e: &alpm::PrepareError<'_>) -> String {
     match e.data() {
         Some(PrepareData::UnsatisfiedDeps(list)) => {
             for m in list.iter() {
-                lines.push(format!("`{}` requires `{}`, which nothing provides", m.target(), m.depend()));
+                lines.push(format!(
+                    "`{}` requires `{}`, which nothing provides",
+                    m.target(),
+                    m.depend()
+                ));
             }
         }
         Some(PrepareData::ConflictingDeps(list)) => {
@@ -764,7 +901,9 @@ fn prepare_detail(e: &alpm::PrepareError<'_>) -> String {
 
 /// Names processes that look like package managers, to say who holds the lock.
 pub fn lock_holder() -> String {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return String::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return String::new();
+    };
     let me = std::process::id().to_string();
     let mut who = Vec::new();
     for e in entries.flatten() {
@@ -772,23 +911,45 @@ pub fn lock_holder() -> String {
         if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
+        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else {
+            continue;
+        };
         let comm = comm.trim();
-        if ["pacman", "yay", "paru", "pamac", "pikaur", "fleetctl", "packagekitd"].contains(&comm) {
+        if [
+            "pacman",
+            "yay",
+            "paru",
+            "pamac",
+            "pikaur",
+            "fleetctl",
+            "packagekitd",
+        ]
+        .contains(&comm)
+        {
             who.push(format!("{comm} (pid {pid})"));
         }
     }
-    if who.is_empty() { String::new() } else { format!(", held by {}", who.join(", ")) }
+    if who.is_empty() {
+        String::new()
+    } else {
+        format!(", held by {}", who.join(", "))
+    }
 }
 
 /// sha256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, SystemError> {
     use sha2::Digest;
-    let mut f = std::fs::File::open(path)
-        .map_err(|source| SystemError::Io { context: "cannot read", path: path.display().to_string(), source })?;
+    let mut f = std::fs::File::open(path).map_err(|source| SystemError::Io {
+        context: "cannot read",
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h)
-        .map_err(|source| SystemError::Io { context: "cannot read", path: path.display().to_string(), source })?;
+    std::io::copy(&mut f, &mut h).map_err(|source| SystemError::Io {
+        context: "cannot read",
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(format!("{:x}", h.finalize()))
 }
 
@@ -805,11 +966,41 @@ mod tests {
     #[test]
     fn package_file_names() {
         let arches = vec!["x86_64".to_owned(), "any".to_owned()];
-        assert!(is_package_file("bash-5.2-1-x86_64.pkg.tar.zst", "bash", "5.2-1", &arches));
-        assert!(is_package_file("bash-5.2-1-any.pkg.tar.gz", "bash", "5.2-1", &arches));
-        assert!(!is_package_file("bash-5.2-1-x86_64.pkg.tar.zst.sig", "bash", "5.2-1", &arches));
-        assert!(!is_package_file("bash-5.2-10-x86_64.pkg.tar.zst", "bash", "5.2-1", &arches));
-        assert!(!is_package_file("bash-completion-2-1-any.pkg.tar.zst", "bash", "2-1", &arches));
-        assert!(!is_package_file("bash-5.2-1-aarch64.pkg.tar.zst", "bash", "5.2-1", &arches));
+        assert!(is_package_file(
+            "bash-5.2-1-x86_64.pkg.tar.zst",
+            "bash",
+            "5.2-1",
+            &arches
+        ));
+        assert!(is_package_file(
+            "bash-5.2-1-any.pkg.tar.gz",
+            "bash",
+            "5.2-1",
+            &arches
+        ));
+        assert!(!is_package_file(
+            "bash-5.2-1-x86_64.pkg.tar.zst.sig",
+            "bash",
+            "5.2-1",
+            &arches
+        ));
+        assert!(!is_package_file(
+            "bash-5.2-10-x86_64.pkg.tar.zst",
+            "bash",
+            "5.2-1",
+            &arches
+        ));
+        assert!(!is_package_file(
+            "bash-completion-2-1-any.pkg.tar.zst",
+            "bash",
+            "2-1",
+            &arches
+        ));
+        assert!(!is_package_file(
+            "bash-5.2-1-aarch64.pkg.tar.zst",
+            "bash",
+            "5.2-1",
+            &arches
+        ));
     }
 }

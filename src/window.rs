@@ -37,7 +37,10 @@ pub struct WindowError {
 }
 
 /// Evaluates `window` at `now`.
-pub fn gate<Tz: TimeZone>(window: Option<&Window>, now: &DateTime<Tz>) -> Result<Gate<Tz>, WindowError> {
+pub fn gate<Tz: TimeZone>(
+    window: Option<&Window>,
+    now: &DateTime<Tz>,
+) -> Result<Gate<Tz>, WindowError> {
     let Some(w) = window else {
         return Ok(Gate::Open { until: None });
     };
@@ -62,10 +65,14 @@ pub fn gate<Tz: TimeZone>(window: Option<&Window>, now: &DateTime<Tz>) -> Result
     let from = now.clone() - duration - chrono::Duration::seconds(1);
     if let Some(start) = schedule.after(&from).next() {
         if start <= *now && start.clone() + duration > *now {
-            return Ok(Gate::Open { until: Some(start + duration) });
+            return Ok(Gate::Open {
+                until: Some(start + duration),
+            });
         }
     }
-    Ok(Gate::Closed { next: schedule.after(now).next() })
+    Ok(Gate::Closed {
+        next: schedule.after(now).next(),
+    })
 }
 
 #[cfg(test)]
@@ -74,7 +81,10 @@ mod tests {
     use chrono::{FixedOffset, Utc};
 
     fn w(cron: &str, duration: &str) -> Window {
-        Window { cron: cron.into(), duration: duration.into() }
+        Window {
+            cron: cron.into(),
+            duration: duration.into(),
+        }
     }
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -83,7 +93,10 @@ mod tests {
 
     #[test]
     fn no_window_is_always_open() {
-        assert_eq!(gate(None, &at("2026-11-23T12:00:00Z")), Ok(Gate::Open { until: None }));
+        assert_eq!(
+            gate(None, &at("2026-11-23T12:00:00Z")),
+            Ok(Gate::Open { until: None })
+        );
     }
 
     #[test]
@@ -92,19 +105,27 @@ mod tests {
         // 2026-11-28 is a Saturday.
         assert_eq!(
             gate(Some(&win), &at("2026-11-28T03:00:00Z")),
-            Ok(Gate::Open { until: Some(at("2026-11-28T06:00:00Z")) })
+            Ok(Gate::Open {
+                until: Some(at("2026-11-28T06:00:00Z"))
+            })
         );
         assert_eq!(
             gate(Some(&win), &at("2026-11-28T02:00:00Z")),
-            Ok(Gate::Open { until: Some(at("2026-11-28T06:00:00Z")) })
+            Ok(Gate::Open {
+                until: Some(at("2026-11-28T06:00:00Z"))
+            })
         );
         assert_eq!(
             gate(Some(&win), &at("2026-11-28T06:00:00Z")),
-            Ok(Gate::Closed { next: Some(at("2026-12-05T02:00:00Z")) })
+            Ok(Gate::Closed {
+                next: Some(at("2026-12-05T02:00:00Z"))
+            })
         );
         assert_eq!(
             gate(Some(&win), &at("2026-11-23T12:00:00Z")),
-            Ok(Gate::Closed { next: Some(at("2026-11-28T02:00:00Z")) })
+            Ok(Gate::Closed {
+                next: Some(at("2026-11-28T02:00:00Z"))
+            })
         );
     }
 
@@ -113,11 +134,15 @@ mod tests {
         let win = w("0 0 23 * * *", "3h");
         assert_eq!(
             gate(Some(&win), &at("2026-12-01T01:30:00Z")),
-            Ok(Gate::Open { until: Some(at("2026-12-01T02:00:00Z")) })
+            Ok(Gate::Open {
+                until: Some(at("2026-12-01T02:00:00Z"))
+            })
         );
         assert_eq!(
             gate(Some(&win), &at("2026-12-01T02:00:01Z")),
-            Ok(Gate::Closed { next: Some(at("2026-12-01T23:00:00Z")) })
+            Ok(Gate::Closed {
+                next: Some(at("2026-12-01T23:00:00Z"))
+            })
         );
     }
 
@@ -132,6 +157,12 @@ mod tests {
     #[test]
     fn invalid_window_is_an_error() {
         assert!(gate(Some(&w("nope", "1h")), &at("2026-11-23T12:00:00Z")).is_err());
-        assert!(gate(Some(&w("0 0 2 * * Sat", "soon")), &at("2026-11-23T12:00:00Z")).is_err());
+        assert!(
+            gate(
+                Some(&w("0 0 2 * * Sat", "soon")),
+                &at("2026-11-23T12:00:00Z")
+            )
+            .is_err()
+        );
     }
 }

@@ -18,13 +18,20 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn at(&mut self, file: &str, path: &[Seg<'_>], message: String) {
         let (line, column) = self.files.text(file).map_or((0, 0), |t| locate(t, path));
-        self.diags.push(Diagnostic { file: file.to_owned(), line, column, message });
+        self.diags.push(Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+        });
     }
 }
 
 fn stem(path: &str) -> &str {
     let file = path.rsplit('/').next().unwrap_or(path);
-    file.strip_suffix(".yaml").or_else(|| file.strip_suffix(".yml")).unwrap_or(file)
+    file.strip_suffix(".yaml")
+        .or_else(|| file.strip_suffix(".yml"))
+        .unwrap_or(file)
 }
 
 fn suggest<'a>(unknown: &str, known: impl Iterator<Item = &'a Name>) -> String {
@@ -67,7 +74,9 @@ fn index<T>(
             ctx.at(
                 &doc.file,
                 &[Seg::Key("name")],
-                format!("duplicate {what} name `{n}`: {first} defines it too; rename or remove one"),
+                format!(
+                    "duplicate {what} name `{n}`: {first} defines it too; rename or remove one"
+                ),
             );
             continue;
         }
@@ -76,9 +85,20 @@ fn index<T>(
     out
 }
 
-pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnostic>) -> Option<Fleet> {
+pub(super) fn check(
+    parsed: Parsed,
+    files: &FleetFiles,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Fleet> {
     let mut ctx = Ctx { files, diags };
-    let Parsed { fleet, pools, sets, generations, hosts, fleet_file_present } = parsed;
+    let Parsed {
+        fleet,
+        pools,
+        sets,
+        generations,
+        hosts,
+        fleet_file_present,
+    } = parsed;
 
     let fleet = fleet.into_iter().next();
     if fleet.is_none() && !fleet_file_present {
@@ -91,7 +111,10 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
     }
     if let Some(f) = &fleet {
         if let Some(a) = &f.spec.archive {
-            if !["file://", "https://", "http://"].iter().any(|s| a.starts_with(s)) {
+            if !["file://", "https://", "http://"]
+                .iter()
+                .any(|s| a.starts_with(s))
+            {
                 ctx.at(
                     &f.file,
                     &[Seg::Key("archive")],
@@ -120,12 +143,20 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
     }
     for cycle in include_cycles(&sets) {
         let first = &sets[&cycle[0]];
-        let idx = first.spec.include.iter().position(|n| *n == cycle[1]).unwrap_or(0);
+        let idx = first
+            .spec
+            .include
+            .iter()
+            .position(|n| *n == cycle[1])
+            .unwrap_or(0);
         let path: Vec<String> = cycle.iter().map(|n| n.to_string()).collect();
         ctx.at(
             &first.file,
             &[Seg::Key("include"), Seg::Index(idx)],
-            format!("include cycle: {}; remove one of these includes", path.join(" → ")),
+            format!(
+                "include cycle: {}; remove one of these includes",
+                path.join(" → ")
+            ),
         );
     }
 
@@ -188,7 +219,11 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
                 );
             }
             if let Some(sum) = &pin.sha256 {
-                if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                if sum.len() != 64
+                    || !sum
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
                     ctx.at(
                         &g.file,
                         &[Seg::Key("packages"), Seg::Key(name.as_str()), Seg::Key("sha256")],
@@ -242,7 +277,10 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
                 ctx.at(
                     &pool.file,
                     &[Seg::Key("window"), Seg::Key("duration")],
-                    format!("window duration `{}` does not parse ({e}); write e.g. 4h, 30m or 1h 30m", w.duration),
+                    format!(
+                        "window duration `{}` does not parse ({e}); write e.g. 4h, 30m or 1h 30m",
+                        w.duration
+                    ),
                 );
             }
         }
@@ -257,7 +295,13 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
         }
     }
 
-    let fleet = Fleet { fleet: fleet?, pools, sets, generations: gens, hosts };
+    let fleet = Fleet {
+        fleet: fleet?,
+        pools,
+        sets,
+        generations: gens,
+        hosts,
+    };
 
     // Hosts claimed by two pools: every Host manifest, and every literal hostname in a pool.
     let mut candidates: Vec<(String, String, Option<usize>)> = fleet
@@ -276,7 +320,10 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
     for (host, file, idx) in candidates {
         let matching = resolve::matching_pools(&fleet, &host);
         if matching.len() > 1 && reported.insert(host.clone()) {
-            let err = resolve::ResolveError::TwoPools { host, pools: matching };
+            let err = resolve::ResolveError::TwoPools {
+                host,
+                pools: matching,
+            };
             match idx {
                 None => ctx.at(&file, &[Seg::Key("name")], err.to_string()),
                 Some(i) => ctx.at(&file, &[Seg::Key("hosts"), Seg::Index(i)], err.to_string()),
@@ -286,8 +333,12 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
 
     // Pinned pools: every desired package must be in the lock.
     for pool in fleet.pools.values() {
-        let Some(n) = pool.spec.generation else { continue };
-        let Some(generation) = fleet.generations.get(&(pool.spec.name.clone(), n)) else { continue };
+        let Some(n) = pool.spec.generation else {
+            continue;
+        };
+        let Some(generation) = fleet.generations.get(&(pool.spec.name.clone(), n)) else {
+            continue;
+        };
         let (wanted, _) = resolve::desired(&fleet, &pool.spec, None);
         for (name, d) in &wanted {
             if !generation.spec.packages.contains_key(name.as_str()) {
@@ -304,7 +355,8 @@ pub(super) fn check(parsed: Parsed, files: &FleetFiles, diags: &mut Vec<Diagnost
             }
         }
         for host in fleet.hosts.values() {
-            if !resolve::pool_matches(&pool.spec, host.spec.name.as_str(), Some(&host.spec.labels)) {
+            if !resolve::pool_matches(&pool.spec, host.spec.name.as_str(), Some(&host.spec.labels))
+            {
                 continue;
             }
             let (with_host, _) = resolve::desired(&fleet, &pool.spec, Some(&host.spec));
@@ -390,7 +442,10 @@ mod tests {
     fn diags(list: &[(&str, &str)]) -> Vec<String> {
         let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
         all.extend_from_slice(list);
-        let files = FleetFiles::from_blobs(all.iter().map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())));
+        let files = FleetFiles::from_blobs(
+            all.iter()
+                .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
+        );
         match Fleet::from_files(&files) {
             Ok(_) => Vec::new(),
             Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
@@ -400,25 +455,45 @@ mod tests {
     #[test]
     fn valid_fleet_has_no_diagnostics() {
         let d = diags(&[
-            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [bash]\n"),
-            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n"),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\npackages: [bash]\n",
+            ),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n",
+            ),
         ]);
         assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]
     fn missing_fleet_yaml() {
-        let files = FleetFiles::from_blobs([("pools/a.yaml".to_string(), b"kind: Pool\nname: a\n".to_vec())]);
+        let files = FleetFiles::from_blobs([(
+            "pools/a.yaml".to_string(),
+            b"kind: Pool\nname: a\n".to_vec(),
+        )]);
         let err = Fleet::from_files(&files).unwrap_err();
-        assert!(err.0[0].to_string().starts_with("fleet.yaml:0:0: missing fleet.yaml"), "{err}");
+        assert!(
+            err.0[0]
+                .to_string()
+                .starts_with("fleet.yaml:0:0: missing fleet.yaml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_sets_are_located_with_suggestions() {
         let d = diags(&[
-            ("packages/base.yaml", "kind: PackageSet\nname: base\ninclude: [tols]\n"),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\ninclude: [tols]\n",
+            ),
             ("packages/tools.yaml", "kind: PackageSet\nname: tools\n"),
-            ("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [ws]\npackage_sets: [base, desktop]\n"),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [ws]\npackage_sets: [base, desktop]\n",
+            ),
         ]);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("packages/base.yaml:3:11: unknown package set `tols` in include (did you mean `tools`?)"), "{d:?}");
@@ -428,10 +503,22 @@ mod tests {
     #[test]
     fn include_cycles_are_reported_once() {
         let d = diags(&[
-            ("packages/a.yaml", "kind: PackageSet\nname: a\ninclude: [b]\n"),
-            ("packages/b.yaml", "kind: PackageSet\nname: b\ninclude: [c]\n"),
-            ("packages/c.yaml", "kind: PackageSet\nname: c\ninclude: [a]\n"),
-            ("packages/d.yaml", "kind: PackageSet\nname: d\ninclude: [d]\n"),
+            (
+                "packages/a.yaml",
+                "kind: PackageSet\nname: a\ninclude: [b]\n",
+            ),
+            (
+                "packages/b.yaml",
+                "kind: PackageSet\nname: b\ninclude: [c]\n",
+            ),
+            (
+                "packages/c.yaml",
+                "kind: PackageSet\nname: c\ninclude: [a]\n",
+            ),
+            (
+                "packages/d.yaml",
+                "kind: PackageSet\nname: d\ninclude: [d]\n",
+            ),
         ]);
         assert_eq!(
             d,
@@ -449,27 +536,74 @@ mod tests {
             ("pools/ws.yml", "kind: Pool\nname: ws\n"),
             ("hosts/a.yaml", "kind: Host\nname: b\n"),
         ]);
-        assert!(d.iter().any(|l| l.starts_with("hosts/a.yaml:2:7: host `b` is in hosts/a.yaml, but the file name must be")), "{d:?}");
-        assert!(d.iter().any(|l| l.starts_with("pools/ws.yml:2:7: duplicate pool name `ws`: pools/ws.yaml defines it too")), "{d:?}");
+        assert!(
+            d.iter().any(|l| l.starts_with(
+                "hosts/a.yaml:2:7: host `b` is in hosts/a.yaml, but the file name must be"
+            )),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|l| l.starts_with(
+                "pools/ws.yml:2:7: duplicate pool name `ws`: pools/ws.yaml defines it too"
+            )),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn generation_paths_numbers_and_coverage() {
         let d = diags(&[
-            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [bash, vim]\n"),
-            ("pools/srv.yaml", "kind: Pool\nname: srv\nhosts: [srv-1]\npackage_sets: [base]\ngeneration: 1\n"),
-            ("hosts/srv-1.yaml", "kind: Host\nname: srv-1\npackages: [htop]\n"),
-            ("generations/srv/1.yaml", "kind: Generation\npool: srv\nnumber: 1\npackages:\n  bash: {version: 5.2-1}\n"),
-            ("generations/srv/2.yaml", "kind: Generation\npool: srv\nnumber: 3\npackages: {}\n"),
-            ("generations/srv/4.yaml", "kind: Generation\npool: web\nnumber: 4\npackages:\n  bash: {version: '5', sha256: abc}\n"),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\npackages: [bash, vim]\n",
+            ),
+            (
+                "pools/srv.yaml",
+                "kind: Pool\nname: srv\nhosts: [srv-1]\npackage_sets: [base]\ngeneration: 1\n",
+            ),
+            (
+                "hosts/srv-1.yaml",
+                "kind: Host\nname: srv-1\npackages: [htop]\n",
+            ),
+            (
+                "generations/srv/1.yaml",
+                "kind: Generation\npool: srv\nnumber: 1\npackages:\n  bash: {version: 5.2-1}\n",
+            ),
+            (
+                "generations/srv/2.yaml",
+                "kind: Generation\npool: srv\nnumber: 3\npackages: {}\n",
+            ),
+            (
+                "generations/srv/4.yaml",
+                "kind: Generation\npool: web\nnumber: 4\npackages:\n  bash: {version: '5', sha256: abc}\n",
+            ),
         ]);
         let joined = d.join("\n");
-        assert!(joined.contains("generations/srv/2.yaml:3:9: generation says `number: 3` but its file is 2.yaml"), "{joined}");
+        assert!(
+            joined.contains(
+                "generations/srv/2.yaml:3:9: generation says `number: 3` but its file is 2.yaml"
+            ),
+            "{joined}"
+        );
         assert!(joined.contains("generations/srv/4.yaml:2:7: generation says `pool: web` but lives in generations/srv/"), "{joined}");
-        assert!(joined.contains("generations/srv/4.yaml:5:19: version `5` of `bash` is not a full Arch version"), "{joined}");
-        assert!(joined.contains("generations/srv/4.yaml:5:32: sha256 of `bash` must be 64 lowercase hex"), "{joined}");
+        assert!(
+            joined.contains(
+                "generations/srv/4.yaml:5:19: version `5` of `bash` is not a full Arch version"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined
+                .contains("generations/srv/4.yaml:5:32: sha256 of `bash` must be 64 lowercase hex"),
+            "{joined}"
+        );
         assert!(joined.contains("pools/srv.yaml:5:13: package `vim` (asked for by set base) is not pinned in generation 1"), "{joined}");
-        assert!(joined.contains("hosts/srv-1.yaml:3:12: package `htop` is not pinned in generation 1 of pool `srv`"), "{joined}");
+        assert!(
+            joined.contains(
+                "hosts/srv-1.yaml:3:12: package `htop` is not pinned in generation 1 of pool `srv`"
+            ),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -480,9 +614,18 @@ mod tests {
         )]);
         let joined = d.join("\n");
         assert!(joined.contains("pools/srv.yaml:4:13: pool `srv` is pinned to generation 7, but generations/srv/7.yaml does not exist"), "{joined}");
-        assert!(joined.contains("pools/srv.yaml:5:16: window cron `every day` does not parse"), "{joined}");
-        assert!(joined.contains("pools/srv.yaml:5:39: window duration `forever` does not parse"), "{joined}");
-        assert!(joined.contains("pools/srv.yaml:3:9: host glob `srv-[` is invalid"), "{joined}");
+        assert!(
+            joined.contains("pools/srv.yaml:5:16: window cron `every day` does not parse"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("pools/srv.yaml:5:39: window duration `forever` does not parse"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("pools/srv.yaml:3:9: host glob `srv-[` is invalid"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -492,19 +635,31 @@ mod tests {
             ("pools/b.yaml", "kind: Pool\nname: b\nlabels: {role: ws}\n"),
             ("pools/c.yaml", "kind: Pool\nname: c\nhosts: [db-1]\n"),
             ("pools/d.yaml", "kind: Pool\nname: d\nhosts: [\"db-?\"]\n"),
-            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\nlabels: {role: ws}\n"),
+            (
+                "hosts/ws-01.yaml",
+                "kind: Host\nname: ws-01\nlabels: {role: ws}\n",
+            ),
         ]);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("hosts/ws-01.yaml:2:7: host `ws-01` is matched by 2 pools: `a` (pools/a.yaml), `b` (pools/b.yaml)"), "{d:?}");
-        assert!(d[1].starts_with("pools/c.yaml:3:9: host `db-1` is matched by 2 pools"), "{d:?}");
+        assert!(
+            d[1].starts_with("pools/c.yaml:3:9: host `db-1` is matched by 2 pools"),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn every_problem_at_once() {
         let d = diags(&[
             ("pools/a.yaml", "kind: Pool\nname: a\nhost: [x]\n"),
-            ("pools/b.yaml", "kind: Pool\nname: b\npackage_sets: [nope]\n"),
-            ("packages/c.yaml", "kind: PackageSet\nname: c\npackages: [Bad]\n"),
+            (
+                "pools/b.yaml",
+                "kind: Pool\nname: b\npackage_sets: [nope]\n",
+            ),
+            (
+                "packages/c.yaml",
+                "kind: PackageSet\nname: c\npackages: [Bad]\n",
+            ),
         ]);
         assert_eq!(d.len(), 3, "{d:?}");
     }

@@ -172,14 +172,26 @@ pub(super) fn parse_all(files: &FleetFiles) -> (Parsed, Vec<Diagnostic>) {
     (parsed, diags)
 }
 
-fn push<T: DeserializeOwned>(out: &mut Vec<Doc<T>>, file: &SourceFile, diags: &mut Vec<Diagnostic>) {
+fn push<T: DeserializeOwned>(
+    out: &mut Vec<Doc<T>>,
+    file: &SourceFile,
+    diags: &mut Vec<Diagnostic>,
+) {
     match serde_yaml::from_str::<T>(&file.text) {
-        Ok(spec) => out.push(Doc { file: file.path.clone(), spec }),
+        Ok(spec) => out.push(Doc {
+            file: file.path.clone(),
+            spec,
+        }),
         Err(e) => {
             let mut d = yaml_diagnostic(&file.path, &e);
             // serde_yaml places errors raised by our own validation (names) at the document
             // start; find the offending value instead.
-            if let Some(bad) = d.message.split("invalid name `").nth(1).and_then(|r| r.split('`').next()) {
+            if let Some(bad) = d
+                .message
+                .split("invalid name `")
+                .nth(1)
+                .and_then(|r| r.split('`').next())
+            {
                 if let Some((line, column)) = super::locate::find_scalar(&file.text, bad) {
                     (d.line, d.column) = (line, column);
                 }
@@ -203,11 +215,19 @@ fn peek_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
             message: format!("the file is empty; a manifest here starts with `kind: {expected}`"),
         });
     }
-    let peek: Peek = serde_yaml::from_str(&file.text).map_err(|e| yaml_diagnostic(&file.path, &e))?;
+    let peek: Peek =
+        serde_yaml::from_str(&file.text).map_err(|e| yaml_diagnostic(&file.path, &e))?;
     let (line, column) = super::locate::locate(&file.text, &[super::locate::Seg::Key("kind")]);
-    let at = |message: String| Diagnostic { file: file.path.clone(), line, column, message };
+    let at = |message: String| Diagnostic {
+        file: file.path.clone(),
+        line,
+        column,
+        message,
+    };
     match peek.kind {
-        None => Err(at(format!("missing field `kind`; add `kind: {expected}` as the first line"))),
+        None => Err(at(format!(
+            "missing field `kind`; add `kind: {expected}` as the first line"
+        ))),
         Some(serde_yaml::Value::String(k)) if k == expected => Ok(()),
         Some(serde_yaml::Value::String(k)) => {
             let place = match k.as_str() {
@@ -227,7 +247,9 @@ fn peek_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
                 ),
             }))
         }
-        Some(_) => Err(at(format!("`kind` must be a string; write `kind: {expected}`"))),
+        Some(_) => Err(at(format!(
+            "`kind` must be a string; write `kind: {expected}`"
+        ))),
     }
 }
 
@@ -245,7 +267,12 @@ pub(super) fn yaml_diagnostic(path: &str, e: &serde_yaml::Error) -> Diagnostic {
     if message.contains("more than one document") {
         message.push_str("; put each manifest in its own file (no `---` separators)");
     }
-    Diagnostic { file: path.to_owned(), line, column, message: improve_unknown_field(message) }
+    Diagnostic {
+        file: path.to_owned(),
+        line,
+        column,
+        message: improve_unknown_field(message),
+    }
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`" becomes "unknown field `x`; did you
@@ -266,8 +293,12 @@ fn improve_unknown_field(message: String) -> String {
         .min();
     let valid = expected.join(", ");
     match nearest {
-        Some((_, f)) => format!("{prefix}unknown field `{unknown}`; did you mean `{f}`? (valid fields: {valid})"),
-        None if expected.is_empty() => format!("{prefix}unknown field `{unknown}`; this mapping takes no fields"),
+        Some((_, f)) => format!(
+            "{prefix}unknown field `{unknown}`; did you mean `{f}`? (valid fields: {valid})"
+        ),
+        None if expected.is_empty() => {
+            format!("{prefix}unknown field `{unknown}`; this mapping takes no fields")
+        }
         None => format!("{prefix}unknown field `{unknown}`; remove it (valid fields: {valid})"),
     }
 }
@@ -277,7 +308,10 @@ mod tests {
     use super::*;
 
     fn files(list: &[(&str, &str)]) -> FleetFiles {
-        FleetFiles::from_blobs(list.iter().map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())))
+        FleetFiles::from_blobs(
+            list.iter()
+                .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
+        )
     }
 
     #[test]
@@ -297,7 +331,11 @@ mod tests {
         assert_eq!(diags.len(), 1, "{diags:?}");
         let d = &diags[0];
         assert_eq!((d.line, d.column), (3, 1), "{d}");
-        assert!(d.message.contains("unknown field `pakages`; did you mean `packages`?"), "{d}");
+        assert!(
+            d.message
+                .contains("unknown field `pakages`; did you mean `packages`?"),
+            "{d}"
+        );
         assert!(!d.message.contains("at line"), "{d}");
     }
 
@@ -310,10 +348,19 @@ mod tests {
         ]);
         let (_, diags) = parse_all(&f);
         let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-        assert!(text[0].starts_with("hosts/c.yaml:0:0: the file is empty"), "{text:?}");
-        assert!(text[1].starts_with("pools/a.yaml:1:7: `kind: PackageSet` does not belong here"), "{text:?}");
+        assert!(
+            text[0].starts_with("hosts/c.yaml:0:0: the file is empty"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with("pools/a.yaml:1:7: `kind: PackageSet` does not belong here"),
+            "{text:?}"
+        );
         assert!(text[1].contains("move the file to packages/"), "{text:?}");
-        assert!(text[2].starts_with("pools/b.yaml:1:1: missing field `kind`"), "{text:?}");
+        assert!(
+            text[2].starts_with("pools/b.yaml:1:1: missing field `kind`"),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -328,7 +375,11 @@ mod tests {
         assert!(diags[0].line >= 3, "{}", diags[0]);
         assert_eq!((diags[1].line, diags[1].column), (3, 8), "{}", diags[1]);
         assert!(diags[1].message.contains("prune"), "{}", diags[1]);
-        assert!(diags[2].message.contains("invalid name `C`"), "{}", diags[2]);
+        assert!(
+            diags[2].message.contains("invalid name `C`"),
+            "{}",
+            diags[2]
+        );
         assert_eq!(diags[2].line, 2, "{}", diags[2]);
     }
 
@@ -343,10 +394,20 @@ mod tests {
         let set = &parsed.sets[0].spec;
         assert_eq!(set.packages[1].name().as_str(), "openssh");
         assert_eq!(set.packages[1].repo().map(|r| r.as_str()), Some("core"));
-        let bad = files(&[("packages/x.yaml", "kind: PackageSet\nname: x\npackages: [{name: a, rep: core}]\n")]);
+        let bad = files(&[(
+            "packages/x.yaml",
+            "kind: PackageSet\nname: x\npackages: [{name: a, rep: core}]\n",
+        )]);
         let (_, diags) = parse_all(&bad);
-        assert!(diags[0].message.contains("did you mean `repo`"), "{:?}", diags);
-        let nested = files(&[("packages/y.yaml", "kind: PackageSet\nname: y\npackages:\n  - ok\n  - Bad\n")]);
+        assert!(
+            diags[0].message.contains("did you mean `repo`"),
+            "{:?}",
+            diags
+        );
+        let nested = files(&[(
+            "packages/y.yaml",
+            "kind: PackageSet\nname: y\npackages:\n  - ok\n  - Bad\n",
+        )]);
         let (_, diags) = parse_all(&nested);
         assert_eq!((diags[0].line, diags[0].column), (5, 5), "{:?}", diags);
     }

@@ -153,9 +153,21 @@ mod tests {
     #[test]
     fn finds_values_by_path() {
         assert_eq!(locate(DOC, &[Seg::Key("name")]), (2, 7));
-        assert_eq!(locate(DOC, &[Seg::Key("package_sets"), Seg::Index(1)]), (3, 22));
-        assert_eq!(locate(DOC, &[Seg::Key("packages"), Seg::Index(1), Seg::Key("repo")]), (6, 27));
-        assert_eq!(locate(DOC, &[Seg::Key("window"), Seg::Key("duration")]), (9, 13));
+        assert_eq!(
+            locate(DOC, &[Seg::Key("package_sets"), Seg::Index(1)]),
+            (3, 22)
+        );
+        assert_eq!(
+            locate(
+                DOC,
+                &[Seg::Key("packages"), Seg::Index(1), Seg::Key("repo")]
+            ),
+            (6, 27)
+        );
+        assert_eq!(
+            locate(DOC, &[Seg::Key("window"), Seg::Key("duration")]),
+            (9, 13)
+        );
     }
 
     #[test]

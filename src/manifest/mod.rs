@@ -9,6 +9,8 @@
 mod check;
 mod load;
 mod locate;
+#[cfg(test)]
+mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,7 +36,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -64,7 +70,10 @@ impl fmt::Display for Diagnostics {
 #[serde(transparent)]
 #[schemars(transparent)]
 pub struct Name(
-    #[schemars(regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"), length(min = 1, max = 255))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"),
+        length(min = 1, max = 255)
+    )]
     String,
 );
 
@@ -75,10 +84,15 @@ impl Name {
             return Err("a name must not be empty".into());
         }
         if s.len() > 255 {
-            return Err(format!("name `{}…` is longer than 255 characters", &s[..32]));
+            return Err(format!(
+                "name `{}…` is longer than 255 characters",
+                &s[..32]
+            ));
         }
         if s.starts_with('-') || s.starts_with('.') {
-            return Err(format!("invalid name `{s}`: names must not start with `-` or `.`"));
+            return Err(format!(
+                "invalid name `{s}`: names must not start with `-` or `.`"
+            ));
         }
         if let Some(c) = s
             .chars()
@@ -198,9 +212,15 @@ impl<'de> Deserialize<'de> for PackageRef {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PackageRef, E> {
                 Name::new(v).map(PackageRef::Name).map_err(E::custom)
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PackageRef, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PackageRef, A::Error> {
                 let d = Detailed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(PackageRef::Detailed { name: d.name, repo: d.repo })
+                Ok(PackageRef::Detailed {
+                    name: d.name,
+                    repo: d.repo,
+                })
             }
         }
         d.deserialize_any(Visitor)
@@ -387,7 +407,9 @@ impl Fleet {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A directory or file could not be read.
-    #[error("cannot read fleet repository file {path}: {source}; check the path and its permissions")]
+    #[error(
+        "cannot read fleet repository file {path}: {source}; check the path and its permissions"
+    )]
     Io {
         /// The path that failed.
         path: String,
