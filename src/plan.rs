@@ -200,6 +200,20 @@ pub enum Action {
     MarkDependency,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Action::Install => "install",
+            Action::Upgrade => "upgrade",
+            Action::Downgrade => "downgrade",
+            Action::Reinstall => "reinstall",
+            Action::Remove => "remove",
+            Action::MarkExplicit => "mark-explicit",
+            Action::MarkDependency => "mark-dependency",
+        })
+    }
+}
+
 /// One change to one package, as shown by `plan` and recorded in history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -229,6 +243,23 @@ pub struct Change {
     /// Where the package comes from (`repo core`, `cache`, `archive <url>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+impl Change {
+    /// A change with only what history needs (no reasons, sizes or sources).
+    pub fn new(action: Action, name: &str, old: Option<&str>, new: Option<&str>) -> Change {
+        Change {
+            action,
+            name: name.to_owned(),
+            old: old.map(str::to_owned),
+            new: new.map(str::to_owned),
+            reason: None,
+            why: Vec::new(),
+            download_size: 0,
+            size_delta: 0,
+            source: None,
+        }
+    }
 }
 
 /// Everything one reconcile does, in the order it is shown.

@@ -16,7 +16,7 @@ use crate::plan::{self, Action, Changeset};
 use crate::resolve::{self, ResolveError};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
 use crate::state::{
-    self, AppliedState, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir, StateError,
+    AppliedState, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir, StateError,
 };
 use crate::system::{HostPaths, Mode, System, SystemError};
 use crate::window::{self, Gate};
@@ -186,7 +186,7 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
     if opts.apply {
         let status = match &result {
             Ok(r) => PassStatus {
-                at: time::OffsetDateTime::now_utc(),
+                at: chrono::Utc::now(),
                 outcome: match &r.verdict {
                     Verdict::NotInFleet | Verdict::Converged => PassOutcome::Converged,
                     Verdict::Applied => PassOutcome::Applied,
@@ -206,7 +206,7 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
                 target_commit: Some(r.commit.clone()),
             },
             Err(e) => PassStatus {
-                at: time::OffsetDateTime::now_utc(),
+                at: chrono::Utc::now(),
                 outcome: e.outcome(),
                 message: Some(e.to_string()),
                 pending_changes: 0,
@@ -315,12 +315,12 @@ fn pass(
             tracing::info!("applying: {}", report.changeset.summary());
             let applied = apply::commit(&mut sys, &report.changeset);
             let entry = |outcome, error: Option<String>| HistoryEntry {
-                at: time::OffsetDateTime::now_utc(),
+                at: chrono::Utc::now(),
                 commit: commit.clone(),
                 signer: None,
                 pool: resolved.pool.clone(),
                 generation: resolved.generation,
-                changes: history_changes(&report.changeset),
+                changes: report.changeset.changes.clone(),
                 outcome,
                 error,
                 duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -345,7 +345,7 @@ fn pass(
             sequence: None,
             generation: resolved.generation,
             pool: resolved.pool.clone(),
-            applied_at: time::OffsetDateTime::now_utc(),
+            applied_at: chrono::Utc::now(),
             fleet: resolved.fleet.clone(),
         };
         state.record_applied(&applied, &inventory)?;
@@ -374,26 +374,6 @@ fn next_inventory(before: &BTreeSet<String>, changes: &Changeset) -> BTreeSet<St
         }
     }
     inv
-}
-
-fn history_changes(changes: &Changeset) -> Vec<state::Change> {
-    changes
-        .changes
-        .iter()
-        .map(|c| state::Change {
-            action: match c.action {
-                Action::Install => state::ChangeAction::Install,
-                Action::Upgrade | Action::Reinstall => state::ChangeAction::Upgrade,
-                Action::Downgrade => state::ChangeAction::Downgrade,
-                Action::Remove => state::ChangeAction::Remove,
-                Action::MarkExplicit => state::ChangeAction::MarkExplicit,
-                Action::MarkDependency => state::ChangeAction::MarkDepend,
-            },
-            name: c.name.clone(),
-            old: c.old.clone(),
-            new: c.new.clone(),
-        })
-        .collect()
 }
 
 /// The first 12 hex digits of a commit id.

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
+
+pub use crate::plan::Change;
 
 /// The on-disk format of `state.json` and `inventory.json` this pacfleet reads and writes.
 pub const STATE_FORMAT: u64 = 1;
@@ -55,8 +57,7 @@ pub struct AppliedState {
     pub generation: Option<u32>,
     /// The pool this host was in.
     pub pool: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub applied_at: OffsetDateTime,
+    pub applied_at: DateTime<Utc>,
     /// Fleet name from `fleet.yaml`.
     pub fleet: String,
 }
@@ -80,8 +81,7 @@ pub enum PassOutcome {
 /// The result of the last pass, written after every pass. Stored in `status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassStatus {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
+    pub at: DateTime<Utc>,
     pub outcome: PassOutcome,
     /// Human explanation: the error, the reason for pending, etc.
     #[serde(default)]
@@ -92,51 +92,6 @@ pub struct PassStatus {
     /// The signed commit the pass aimed at, if it got that far.
     #[serde(default)]
     pub target_commit: Option<String>,
-}
-
-/// What one change did to one package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChangeAction {
-    Install,
-    Upgrade,
-    Downgrade,
-    Remove,
-    MarkExplicit,
-    MarkDepend,
-}
-
-impl ChangeAction {
-    /// The name used in JSON and human output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeAction::Install => "install",
-            ChangeAction::Upgrade => "upgrade",
-            ChangeAction::Downgrade => "downgrade",
-            ChangeAction::Remove => "remove",
-            ChangeAction::MarkExplicit => "mark-explicit",
-            ChangeAction::MarkDepend => "mark-depend",
-        }
-    }
-}
-
-impl std::fmt::Display for ChangeAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One package change in a [`HistoryEntry`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    pub action: ChangeAction,
-    pub name: String,
-    /// Version before (none for install).
-    #[serde(default)]
-    pub old: Option<String>,
-    /// Version after (none for remove).
-    #[serde(default)]
-    pub new: Option<String>,
 }
 
 /// How a changeset ended, as recorded in `history.jsonl`.
@@ -152,8 +107,7 @@ pub enum HistoryOutcome {
 /// One line of `history.jsonl`: a pass that changed or tried to change something.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
+    pub at: DateTime<Utc>,
     pub commit: String,
     /// Key id (or name) of the signer(s) of the applied state.
     #[serde(default)]
@@ -541,7 +495,6 @@ impl Drop for PassLock {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use time::macros::datetime;
 
     fn applied() -> AppliedState {
         AppliedState {
@@ -550,31 +503,21 @@ mod tests {
             sequence: Some(7),
             generation: Some(3),
             pool: "workstations".into(),
-            applied_at: datetime!(2026-11-20 09:00:00 UTC),
+            applied_at: "2026-11-20T09:00:00Z".parse().unwrap(),
             fleet: "acme".into(),
         }
     }
 
     fn entry(name: &str) -> HistoryEntry {
         HistoryEntry {
-            at: datetime!(2026-11-20 09:00:00 +01:00),
+            at: "2026-11-20T08:00:00Z".parse().unwrap(),
             commit: "c0ffee".into(),
             signer: Some("RWQ…".into()),
             pool: "workstations".into(),
             generation: None,
             changes: vec![
-                Change {
-                    action: ChangeAction::Install,
-                    name: name.into(),
-                    old: None,
-                    new: Some("1.0-1".into()),
-                },
-                Change {
-                    action: ChangeAction::MarkDepend,
-                    name: "libfoo".into(),
-                    old: None,
-                    new: None,
-                },
+                Change::new(crate::plan::Action::Install, name, None, Some("1.0-1")),
+                Change::new(crate::plan::Action::MarkDependency, "libfoo", None, None),
             ],
             outcome: HistoryOutcome::DryRun,
             error: None,
@@ -691,7 +634,7 @@ mod tests {
         let (_d, s) = state();
         assert_eq!(s.load_status().unwrap(), None);
         let st = PassStatus {
-            at: datetime!(2026-11-20 09:00:00 UTC),
+            at: "2026-11-20T09:00:00Z".parse().unwrap(),
             outcome: PassOutcome::Pending,
             message: Some("outside the maintenance window".into()),
             pending_changes: 3,
@@ -713,7 +656,7 @@ mod tests {
         assert_eq!(got, vec![entry("a"), entry("b")]);
         let text = std::fs::read_to_string(s.history_path()).unwrap();
         assert_eq!(text.lines().count(), 2);
-        assert!(text.contains("\"action\":\"mark-depend\""), "{text}");
+        assert!(text.contains("\"action\":\"mark-dependency\""), "{text}");
         assert!(text.contains("\"outcome\":\"dry-run\""), "{text}");
     }
 

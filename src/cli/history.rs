@@ -24,9 +24,7 @@ pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
                 .generation
                 .map(|g| format!(" generation {g}"))
                 .unwrap_or_default();
-            let when =
-                e.at.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
+            let when = e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             println!(
                 "{when}  {}  pool {}{generation}  {:?}  {} change{}  {:.1}s",
                 short(&e.commit),
@@ -38,8 +36,8 @@ pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
             );
             for c in &e.changes {
                 println!(
-                    "    {:14} {} {} -> {}",
-                    c.action.as_str(),
+                    "    {:15} {} {} -> {}",
+                    c.action,
                     c.name,
                     c.old.as_deref().unwrap_or("-"),
                     c.new.as_deref().unwrap_or("-")

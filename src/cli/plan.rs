@@ -70,15 +70,6 @@ pub(super) fn print_report(r: &PassReport) {
         .max()
         .unwrap_or(0);
     for c in &cs.changes {
-        let action = match c.action {
-            Action::Install => "install",
-            Action::Upgrade => "upgrade",
-            Action::Downgrade => "downgrade",
-            Action::Reinstall => "reinstall",
-            Action::Remove => "remove",
-            Action::MarkExplicit => "explicit",
-            Action::MarkDependency => "as-dep",
-        };
         let reason = match c.reason {
             Some(crate::plan::Reason::Explicit) => "explicit",
             Some(crate::plan::Reason::Dependency) => "dep",
@@ -94,7 +85,8 @@ pub(super) fn print_report(r: &PassReport) {
             _ => format!("{:>10}    {:>11}", "", delta(c.size_delta)),
         };
         println!(
-            "  {action:9} {:name_w$}  {:>old_w$} -> {:new_w$}  {reason:8} {sizes}  {}",
+            "  {:15} {:name_w$}  {:>old_w$} -> {:new_w$}  {reason:8} {sizes}  {}",
+            c.action,
             c.name,
             c.old.as_deref().unwrap_or("-"),
             c.new.as_deref().unwrap_or("-"),
