@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what building and testing pacfleet needs from the distribution, if it is missing.
+# Debian 12: apt packages (as root). Arch: pacman provides libalpm; the rest is listed for you.
+# Idempotent and quiet when everything is there.
+set -euo pipefail
+
+log() { printf 'deps.sh: %s\n' "$*" >&2; }
+
+# Tools the tests drive for real: git (and its daemon), bsdtar for repo-add, minisign for
+# signature interoperability, python3 for the smart-HTTP test server, systemd-analyze for units.
+debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd)
+
+if [ -r /etc/debian_version ]; then
+  missing=()
+  for p in "${debian_pkgs[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      log "missing Debian packages: ${missing[*]}; run: sudo apt-get install ${missing[*]}"
+      exit 2
+    fi
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+elif [ -r /etc/arch-release ]; then
+  for t in git bsdtar minisign pacman-conf; do
+    command -v "$t" >/dev/null 2>&1 || { log "missing $t: pacman -S --needed git libarchive minisign pacman"; exit 2; }
+  done
+fi
