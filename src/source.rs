@@ -1,0 +1,972 @@
+//! The fleet repository as a host sees it, through `gix`.
+//!
+//! A host keeps a private **bare** mirror of the fleet repository (no work tree, ever) and
+//! [`fetch`]es into it. Manifests are then read straight out of git objects ([`read_tree`]),
+//! history questions are answered from the mirror ([`is_ancestor`], [`commits_between`]), and
+//! signature notes are looked up under `refs/notes/pacfleet` ([`read_note`]).
+//!
+//! # Layout of the mirror
+//!
+//! | local ref                         | comes from on the remote | refspec                                   |
+//! |-----------------------------------|--------------------------|-------------------------------------------|
+//! | `refs/remotes/origin/<branch>`    | `refs/heads/<branch>`    | `+refs/heads/<branch>:refs/remotes/origin/<branch>` |
+//! | `refs/notes/pacfleet`             | `refs/notes/pacfleet`    | `+refs/notes/pacfleet:refs/notes/pacfleet` |
+//!
+//! Both refspecs force-update: the mirror always reflects the remote, and force pushes are
+//! detected by the caller with [`is_ancestor`] (old objects stay in the mirror; nothing is ever
+//! garbage collected here). Tags are never fetched. If the remote has no `refs/notes/pacfleet`,
+//! that is fine; if it had one and deleted it, the local notes ref is deleted as well.
+//! The name of the remote-tracking ref makes `origin/<branch>` work with [`rev_parse`].
+//!
+//! # Transports
+//!
+//! `spec.url` is anything `git` accepts: a local path (absolute or relative to the current
+//! directory, bare or non-bare repository), `file://`, `git://`, `http(s)://`, `ssh://` or
+//! scp-like `user@host:path`. Local paths and `file://` spawn `git-upload-pack` and `ssh`
+//! spawns `ssh`, exactly like `git fetch` does, so these need the respective programs on `PATH`.
+//! `git://` and `http(s)://` are implemented natively. Configuration such as `http.proxy`
+//! or `url.<base>.insteadOf` is read from the usual system and global git configuration.
+//! A password in the URL (`https://user:token@host/…`) is redacted from error messages.
+//!
+//! # Time bounds
+//!
+//! [`fetch_with`] returns within [`FetchOptions::timeout`] (plus a short grace period) whatever
+//! the remote does: the fetch runs on a worker thread that is told to stop when time is up, and
+//! left behind if it cannot (a `git://` or `ssh` server that accepts but never answers). Connecting
+//! is bounded separately: 5 s for `git://` (fixed by gix), [`FetchOptions::connect_timeout`] for
+//! HTTP(S), and each HTTP request is also bounded by [`FetchOptions::timeout`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gix::bstr::{BStr, ByteSlice};
+use gix::hash::ObjectId;
+use gix::remote::Direction;
+
+/// The remote name used in the mirror's remote-tracking refs (`refs/remotes/origin/<branch>`).
+pub const REMOTE_NAME: &str = "origin";
+
+/// The notes ref holding signatures, both on the remote and in the mirror.
+pub const NOTES_REF: &str = "refs/notes/pacfleet";
+
+/// Where the fleet repo comes from: a local path, or a `file://`, `git://`, `https://`,
+/// `http://`, `ssh://` (or scp-like `user@host:path`) URL, and which branch to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSpec {
+    /// The repository location as written in `agent.yaml` (`repo:`).
+    pub url: String,
+    /// The branch to follow, without `refs/heads/` (e.g. `main`).
+    pub branch: String,
+}
+
+impl RepoSpec {
+    /// The full name of the local remote-tracking ref this spec is fetched into,
+    /// `refs/remotes/origin/<branch>`.
+    pub fn tracking_ref(&self) -> String {
+        format!("refs/remotes/{REMOTE_NAME}/{}", self.branch)
+    }
+}
+
+/// What [`fetch`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The tip commit of the branch (full hex id).
+    pub commit: String,
+    /// The root tree of [`Fetched::commit`] (full hex id).
+    pub tree: String,
+    /// Whether the branch tip differs from what the mirror had before this fetch
+    /// (`true` for the first fetch into a new mirror, and also after a force push).
+    pub updated: bool,
+}
+
+/// Limits for [`fetch_with`]; [`fetch`] uses [`FetchOptions::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Give up on the whole fetch after this long. This bounds every HTTP request and
+    /// interrupts the pack transfer of any transport; default 10 minutes.
+    pub timeout: Duration,
+    /// Give up connecting to an HTTP(S) server after this long; default 20 seconds.
+    /// (`git://` always uses 5 seconds, `ssh` uses whatever ssh is configured with.)
+    pub connect_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why [`fetch`] failed; every message names the URL (passwords redacted) or the mirror path.
+///
+/// All variants except [`FetchError::Transfer`], [`FetchError::TimedOut`] and
+/// [`FetchError::Inspect`] happen before anything is transferred and leave the mirror exactly as
+/// it was. The others may leave new objects behind, but each ref is updated atomically to the
+/// remote's value or not at all, so the mirror always holds a consistent, previously fetched
+/// state.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The branch name cannot be a git branch.
+    #[error(
+        "invalid branch name {branch:?} for fleet repository {url}: {reason}; check `branch:` in agent.yaml"
+    )]
+    InvalidBranch {
+        /// The repository URL.
+        url: String,
+        /// The branch as given.
+        branch: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URL could not be parsed.
+    #[error("invalid fleet repository URL {url:?}: {detail}; check `repo:` in agent.yaml")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What gix said.
+        detail: String,
+    },
+    /// The local mirror could not be created or opened.
+    #[error(
+        "cannot use {} as the local mirror of the fleet repository: {detail}; check its permissions, or delete it to start over",
+        dest.display()
+    )]
+    Mirror {
+        /// The mirror directory.
+        dest: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Connecting to the remote, or listing its refs, failed.
+    #[error(
+        "cannot reach fleet repository {url}: {detail}; check `repo:` in agent.yaml and that the server is reachable from this host"
+    )]
+    Connect {
+        /// The repository URL.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The remote does not have the branch.
+    #[error(
+        "branch {branch:?} does not exist in fleet repository {url} ({}); is the branch pushed? check `branch:` in agent.yaml",
+        if available.is_empty() { "it has no branches at all".to_owned() } else { format!("it has: {}", available.join(", ")) }
+    )]
+    MissingBranch {
+        /// The repository URL.
+        url: String,
+        /// The branch that was asked for.
+        branch: String,
+        /// Branches the remote does have (possibly truncated).
+        available: Vec<String>,
+    },
+    /// Receiving objects or updating refs failed.
+    #[error("fetching branch {branch:?} from fleet repository {url} failed: {detail}")]
+    Transfer {
+        /// The repository URL.
+        url: String,
+        /// The branch being fetched.
+        branch: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The fetch took longer than [`FetchOptions::timeout`].
+    #[error(
+        "fetching branch {branch:?} from fleet repository {url} did not finish within {}; check the network, or raise the timeout",
+        humantime::format_duration(*timeout)
+    )]
+    TimedOut {
+        /// The repository URL.
+        url: String,
+        /// The branch being fetched.
+        branch: String,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
+    /// The fetched branch could not be resolved to a commit in the mirror.
+    #[error(
+        "fetched branch {branch:?} from {url}, but cannot read it from the mirror at {}: {detail}; delete the mirror to fetch afresh",
+        dest.display()
+    )]
+    Inspect {
+        /// The repository URL.
+        url: String,
+        /// The branch being fetched.
+        branch: String,
+        /// The mirror directory.
+        dest: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl FetchError {
+    /// Apply `f` to every text in the error (URL, branch, details).
+    fn map_text(self, f: impl Fn(String) -> String) -> FetchError {
+        use FetchError::*;
+        match self {
+            InvalidBranch {
+                url,
+                branch,
+                reason,
+            } => InvalidBranch {
+                url: f(url),
+                branch,
+                reason: f(reason),
+            },
+            InvalidUrl { url, detail } => InvalidUrl {
+                url: f(url),
+                detail: f(detail),
+            },
+            Mirror { dest, detail } => Mirror {
+                dest,
+                detail: f(detail),
+            },
+            Connect { url, detail } => Connect {
+                url: f(url),
+                detail: f(detail),
+            },
+            MissingBranch {
+                url,
+                branch,
+                available,
+            } => MissingBranch {
+                url: f(url),
+                branch,
+                available,
+            },
+            Transfer {
+                url,
+                branch,
+                detail,
+            } => Transfer {
+                url: f(url),
+                branch,
+                detail: f(detail),
+            },
+            TimedOut {
+                url,
+                branch,
+                timeout,
+            } => TimedOut {
+                url: f(url),
+                branch,
+                timeout,
+            },
+            Inspect {
+                url,
+                branch,
+                dest,
+                detail,
+            } => Inspect {
+                url: f(url),
+                branch,
+                dest,
+                detail: f(detail),
+            },
+        }
+    }
+}
+
+/// Why reading from a repository ([`read_tree`], [`is_ancestor`], [`commits_between`],
+/// [`read_note`], [`rev_parse`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The repository could not be opened.
+    #[error("cannot open git repository at {}: {detail}; has the fleet repository been fetched yet?", repo.display())]
+    Open {
+        /// The repository path.
+        repo: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A revision did not resolve to anything.
+    #[error("revision {rev:?} not found in git repository at {}: {detail}", repo.display())]
+    UnknownRevision {
+        /// The repository path.
+        repo: PathBuf,
+        /// The revision as given.
+        rev: String,
+        /// What gix said.
+        detail: String,
+    },
+    /// A revision resolved to something other than a commit (after peeling tags).
+    #[error("revision {rev:?} in git repository at {} is a {kind}, not a commit", repo.display())]
+    NotACommit {
+        /// The repository path.
+        repo: PathBuf,
+        /// The revision as given.
+        rev: String,
+        /// The kind of object it names.
+        kind: String,
+    },
+    /// An object could not be read (missing or corrupt).
+    #[error(
+        "cannot read {what} in git repository at {}: {detail}; the mirror may be damaged, delete it to fetch afresh",
+        repo.display()
+    )]
+    Object {
+        /// The repository path.
+        repo: PathBuf,
+        /// Which object, e.g. `tree of commit abc…` or `blob pools/web.yaml`.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Fetch `spec` into a bare mirror at `dest` with default [`FetchOptions`].
+///
+/// `dest` is created (with parents) if it is missing or an empty directory; it never gets a
+/// work tree, and the source repository is never written to. The branch is stored in
+/// `refs/remotes/origin/<branch>` and the remote's `refs/notes/pacfleet`, if any, in
+/// `refs/notes/pacfleet` (see the [module docs](self)). A fetch with nothing new transfers
+/// no objects. Returns the branch tip and whether it changed.
+pub fn fetch(spec: &RepoSpec, dest: &Path) -> Result<Fetched, FetchError> {
+    fetch_with(spec, dest, &FetchOptions::default())
+}
+
+/// Like [`fetch`], with explicit time limits.
+///
+/// The fetch runs on a worker thread while the calling thread keeps time. When
+/// [`FetchOptions::timeout`] expires, the worker is asked to stop (gix checks this while
+/// receiving the pack) and given a short grace period to clean up; if it is stuck elsewhere
+/// (e.g. a `git://` server that accepted the connection but never answers), it is left behind
+/// and this function returns [`FetchError::TimedOut`] anyway. A worker left behind checks the
+/// flag before it starts transferring objects and while it does, and gives up when it is set.
+pub fn fetch_with(
+    spec: &RepoSpec,
+    dest: &Path,
+    options: &FetchOptions,
+) -> Result<Fetched, FetchError> {
+    validate_branch(spec)?;
+    // A password in the URL (`https://user:token@host/…`) must not end up in messages or logs.
+    let secret = gix::url::parse(spec.url.as_bytes().as_bstr())
+        .ok()
+        .and_then(|url| url.password().map(str::to_owned));
+    let scrub = |err: FetchError| match &secret {
+        Some(secret) => err.map_text(|text| scrub_secret(text, secret)),
+        None => err,
+    };
+    fetch_with_deadline(spec, dest, options, secret.as_deref()).map_err(scrub)
+}
+
+fn fetch_with_deadline(
+    spec: &RepoSpec,
+    dest: &Path,
+    options: &FetchOptions,
+    secret: Option<&str>,
+) -> Result<Fetched, FetchError> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let (done, result) = std::sync::mpsc::channel();
+    let worker = {
+        let (spec, dest, options) = (spec.clone(), dest.to_owned(), options.clone());
+        let interrupt = Arc::clone(&interrupt);
+        std::thread::Builder::new()
+            .name("pacfleet-fetch".into())
+            .spawn(move || {
+                // The receiver is gone only if the caller gave up; nobody needs the result then.
+                let _ = done.send(fetch_blocking(&spec, &dest, &options, &interrupt));
+            })
+    };
+    let worker = match worker {
+        Ok(worker) => worker,
+        Err(err) => {
+            tracing::warn!(%err, "cannot start a fetch thread; fetching without a time limit");
+            return fetch_blocking(spec, dest, options, &interrupt);
+        }
+    };
+    let timed_out = || FetchError::TimedOut {
+        url: spec.url.clone(),
+        branch: spec.branch.clone(),
+        timeout: options.timeout,
+    };
+    use std::sync::mpsc::RecvTimeoutError;
+    let outcome = match result.recv_timeout(options.timeout) {
+        Ok(outcome) => outcome,
+        Err(RecvTimeoutError::Timeout) => {
+            interrupt.store(true, Ordering::SeqCst);
+            match result.recv_timeout(grace(options.timeout)) {
+                // It made it after all.
+                Ok(Ok(fetched)) => Ok(fetched),
+                Ok(Err(_)) => Err(timed_out()),
+                Err(_) => {
+                    tracing::warn!(
+                        url = secret.map_or(spec.url.clone(), |secret| scrub_secret(
+                            spec.url.clone(),
+                            secret
+                        )),
+                        "fetch did not stop after its time limit; leaving its thread behind"
+                    );
+                    return Err(timed_out());
+                }
+            }
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(FetchError::Transfer {
+            url: spec.url.clone(),
+            branch: spec.branch.clone(),
+            detail: "the fetch thread panicked (this is a bug in pacfleet)".into(),
+        }),
+    };
+    // The worker has sent its result (or panicked), so joining cannot block for long.
+    let _ = worker.join();
+    outcome
+}
+
+/// How long a fetch that ran out of time gets to wind down before it is left behind.
+fn grace(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(10))
+}
+
+/// The fetch itself, on the current thread; `interrupt` aborts the pack transfer.
+fn fetch_blocking(
+    spec: &RepoSpec,
+    dest: &Path,
+    options: &FetchOptions,
+    interrupt: &AtomicBool,
+) -> Result<Fetched, FetchError> {
+    let url = spec.url.as_str();
+    let branch = spec.branch.as_str();
+    let remote_branch = format!("refs/heads/{branch}");
+    let tracking = spec.tracking_ref();
+
+    let parsed_url =
+        gix::url::parse(url.as_bytes().as_bstr()).map_err(|err| FetchError::InvalidUrl {
+            url: url.to_owned(),
+            detail: err.to_string(),
+        })?;
+
+    let repo = open_or_init_mirror(dest)?;
+    let before = current_id(&repo, &tracking).map_err(|detail| FetchError::Mirror {
+        dest: dest.to_owned(),
+        detail,
+    })?;
+    let transfer_err = |detail: String| FetchError::Transfer {
+        url: url.to_owned(),
+        branch: branch.to_owned(),
+        detail,
+    };
+    let connect_err = |detail: String| FetchError::Connect {
+        url: url.to_owned(),
+        detail,
+    };
+
+    let remote = repo
+        .remote_at(parsed_url.clone())
+        .and_then(|remote| {
+            remote
+                .with_fetch_tags(gix::remote::fetch::Tags::None)
+                .with_refspecs(
+                    [
+                        gix::bstr::BString::from(format!("+{remote_branch}:{tracking}")),
+                        gix::bstr::BString::from(format!("+{NOTES_REF}:{NOTES_REF}")),
+                    ],
+                    Direction::Fetch,
+                )
+        })
+        .map_err(|err| FetchError::InvalidUrl {
+            url: url.to_owned(),
+            detail: error_chain(&err),
+        })?;
+
+    let timed_out = || {
+        interrupt
+            .load(Ordering::SeqCst)
+            .then(|| FetchError::TimedOut {
+                url: url.to_owned(),
+                branch: branch.to_owned(),
+                timeout: options.timeout,
+            })
+    };
+
+    let prepare = connect(&remote, &parsed_url, options)
+        .map_err(connect_err)?
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|err| timed_out().unwrap_or_else(|| connect_err(error_chain(&err))))?;
+
+    let ref_map = prepare.ref_map();
+    let has_branch = ref_map
+        .mappings
+        .iter()
+        .any(|m| m.remote.as_name() == Some(remote_branch.as_bytes().as_bstr()));
+    if !has_branch {
+        drop(prepare);
+        return Err(FetchError::MissingBranch {
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            available: list_branches(&repo, &parsed_url, options),
+        });
+    }
+    let remote_has_notes = ref_map
+        .mappings
+        .iter()
+        .any(|m| m.remote.as_name() == Some(NOTES_REF.as_bytes().as_bstr()));
+
+    if let Some(err) = timed_out() {
+        return Err(err);
+    }
+    let outcome = prepare
+        .with_reflog_message(gix::remote::fetch::RefLogMessage::Prefixed {
+            action: "pacfleet fetch".into(),
+        })
+        .receive(gix::progress::Discard, interrupt);
+    if let Some(err) = timed_out() {
+        return Err(err);
+    }
+    let outcome = outcome.map_err(|err| transfer_err(error_chain(&err)))?;
+    tracing::debug!(
+        url = %parsed_url,
+        branch,
+        pack_received = matches!(outcome.status, gix::remote::fetch::Status::Change { .. }),
+        "fetched fleet repository"
+    );
+
+    if !remote_has_notes {
+        remove_stale_notes(&repo).map_err(transfer_err)?;
+    }
+
+    let inspect_err = |detail: String| FetchError::Inspect {
+        url: url.to_owned(),
+        branch: branch.to_owned(),
+        dest: dest.to_owned(),
+        detail,
+    };
+    let after = current_id(&repo, &tracking)
+        .map_err(inspect_err)?
+        .ok_or_else(|| inspect_err(format!("{tracking} was not written")))?;
+    let commit = repo.find_commit(after).map_err(|err| {
+        inspect_err(format!(
+            "{tracking} points to {after}, which is not a readable commit: {}",
+            error_chain(&err)
+        ))
+    })?;
+    let tree = commit
+        .tree_id()
+        .map_err(|err| inspect_err(format!("tree of commit {after}: {}", error_chain(&err))))?;
+    Ok(Fetched {
+        commit: after.to_string(),
+        tree: tree.to_string(),
+        updated: before != Some(after),
+    })
+}
+
+/// Read every blob under `commit`'s tree (recursively) whose path matches `want(path)`.
+///
+/// `commit` is any revision [`rev_parse`] understands (typically a hex id). Paths use `/`
+/// separators and are relative to the repository root (`fleet.yaml`, `pools/web.yaml`). Only
+/// regular and executable files are considered, never symlinks or submodules. The result is
+/// sorted by path.
+pub fn read_tree(
+    repo: &Path,
+    commit: &str,
+    want: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+    let r = open(repo)?;
+    let id = resolve_commit(&r, repo, commit)?;
+    let object_err = |what: String, err: gix::Error| ReadError::Object {
+        repo: repo.to_owned(),
+        what,
+        detail: error_chain(&err),
+    };
+    let tree = r
+        .find_commit(id)
+        .and_then(|c| c.tree())
+        .map_err(|err| object_err(format!("tree of commit {id}"), err))?;
+    let entries = tree
+        .traverse()
+        .breadthfirst
+        .files()
+        .map_err(|err| object_err(format!("files of commit {id}"), err))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        if !entry.mode.is_blob() {
+            continue;
+        }
+        let Ok(path) = std::str::from_utf8(&entry.filepath) else {
+            tracing::debug!(path = %entry.filepath, "skipping non-UTF-8 path in fleet repository");
+            continue;
+        };
+        if !want(path) {
+            continue;
+        }
+        let mut blob = r
+            .find_blob(entry.oid)
+            .map_err(|err| object_err(format!("file {path} of commit {id}"), err))?;
+        out.push((path.to_owned(), blob.take_data()));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Is `ancestor` an ancestor of, or equal to, `descendant`? Both are revisions (hex ids).
+///
+/// `false` after a force push that dropped `ancestor` from the branch, or for unrelated
+/// histories.
+pub fn is_ancestor(repo: &Path, ancestor: &str, descendant: &str) -> Result<bool, ReadError> {
+    let r = open(repo)?;
+    let a = resolve_commit(&r, repo, ancestor)?;
+    let d = resolve_commit(&r, repo, descendant)?;
+    if a == d {
+        return Ok(true);
+    }
+    let base = r.merge_base(a, d).map_err(|err| ReadError::Object {
+        repo: repo.to_owned(),
+        what: format!("history between {a} and {d}"),
+        detail: error_chain(&err),
+    })?;
+    Ok(base.is_some_and(|base| base.detach() == a))
+}
+
+/// Commits reachable from `tip` but not from `stop` (all of history when `stop` is `None`),
+/// newest first (`git rev-list stop..tip`). The list starts with `tip` unless `tip` is
+/// reachable from `stop`, in which case it is empty. Commits on merged side branches are
+/// included; for linear history this is simply the first-parent chain from `tip` down to,
+/// excluding, `stop`.
+pub fn commits_between(
+    repo: &Path,
+    stop: Option<&str>,
+    tip: &str,
+) -> Result<Vec<String>, ReadError> {
+    let r = open(repo)?;
+    let tip_id = resolve_commit(&r, repo, tip)?;
+    let stop_id = stop.map(|s| resolve_commit(&r, repo, s)).transpose()?;
+    let walk_err = |err: gix::Error| ReadError::Object {
+        repo: repo.to_owned(),
+        what: format!("history of {tip_id}"),
+        detail: error_chain(&err),
+    };
+    let walk = r
+        .rev_walk([tip_id])
+        .with_hidden(stop_id)
+        .all()
+        .map_err(walk_err)?;
+    let mut out = Vec::new();
+    for info in walk {
+        out.push(info.map_err(walk_err)?.id.to_string());
+    }
+    Ok(out)
+}
+
+/// The note attached to `commit` (a revision, typically a hex id) under `refs/notes/pacfleet`,
+/// if any. Handles flat and fanned-out (`ab/cdef…`) note trees.
+pub fn read_note(repo: &Path, commit: &str) -> Result<Option<Vec<u8>>, ReadError> {
+    let r = open(repo)?;
+    let id = resolve_commit(&r, repo, commit)?;
+    let object_err = |what: &str, err: gix::Error| ReadError::Object {
+        repo: repo.to_owned(),
+        what: what.to_owned(),
+        detail: error_chain(&err),
+    };
+    let Some(mut notes) = r
+        .try_find_reference(NOTES_REF)
+        .map_err(|err| object_err(NOTES_REF, err))?
+    else {
+        return Ok(None);
+    };
+    let tree = notes
+        .peel_to_commit()
+        .and_then(|c| c.tree_id().map(|t| t.detach()))
+        .map_err(|err| object_err(&format!("tree of {NOTES_REF}"), err))?;
+    let hex = id.to_string();
+    let Some(blob) = find_note(&r, tree, &hex)
+        .map_err(|err| object_err(&format!("notes tree of {NOTES_REF}"), err))?
+    else {
+        return Ok(None);
+    };
+    let mut blob = r
+        .find_blob(blob)
+        .map_err(|err| object_err(&format!("note for {hex}"), err))?;
+    Ok(Some(blob.take_data()))
+}
+
+/// Resolve `rev` (e.g. `HEAD`, `main`, `origin/main`, a full or abbreviated hex id, `v1^{}`)
+/// in the repository at `repo` (bare, a `.git` directory, or a work tree) to a commit id (hex).
+/// Annotated tags are peeled.
+pub fn rev_parse(repo: &Path, rev: &str) -> Result<String, ReadError> {
+    let r = open(repo)?;
+    Ok(resolve_commit(&r, repo, rev)?.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Replace the URL password `secret` in `text`: always where it appears as `:secret@`, and
+/// anywhere if it is long enough not to match unrelated text by accident.
+fn scrub_secret(text: String, secret: &str) -> String {
+    const REDACTED: &str = "<redacted>";
+    if secret.is_empty() {
+        return text;
+    }
+    let text = text.replace(&format!(":{secret}@"), &format!(":{REDACTED}@"));
+    if secret.len() >= 6 {
+        text.replace(secret, REDACTED)
+    } else {
+        text
+    }
+}
+
+/// Render a gix error with all its causes, since its `Display` shows only the outermost one.
+fn error_chain(err: &gix::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in err.iter_errors() {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+fn validate_branch(spec: &RepoSpec) -> Result<(), FetchError> {
+    let invalid = |reason: &str| FetchError::InvalidBranch {
+        url: spec.url.clone(),
+        branch: spec.branch.clone(),
+        reason: reason.to_owned(),
+    };
+    let branch = spec.branch.as_str();
+    if branch.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if branch.starts_with("refs/") {
+        return Err(invalid("give the branch name without `refs/heads/`"));
+    }
+    // Refspec syntax must not leak in through the branch name (`a:b`, `*`, `^`, `+`).
+    if branch
+        .chars()
+        .any(|c| matches!(c, ':' | '*' | '?' | '[' | '\\' | '^' | '~') || c.is_whitespace())
+        || branch.starts_with(['+', '-'])
+    {
+        return Err(invalid(
+            "it contains characters git does not allow in branch names",
+        ));
+    }
+    gix::refs::FullName::try_from(format!("refs/heads/{branch}"))
+        .map_err(|err| invalid(&err.to_string()))?;
+    Ok(())
+}
+
+/// Open the mirror at `dest`, creating it as a bare repository if it doesn't exist or is an
+/// empty directory.
+fn open_or_init_mirror(dest: &Path) -> Result<gix::Repository, FetchError> {
+    let mirror_err = |detail: String| FetchError::Mirror {
+        dest: dest.to_owned(),
+        detail,
+    };
+    let is_empty_dir = match std::fs::read_dir(dest) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+        Err(err) => return Err(mirror_err(err.to_string())),
+    };
+    let repo = if is_empty_dir {
+        gix::init_bare(dest)
+            .map_err(|err| mirror_err(format!("creating it: {}", error_chain(&err))))?
+    } else {
+        gix::open(dest).map_err(|err| {
+            mirror_err(format!(
+                "it exists but is not a git repository: {}",
+                error_chain(&err)
+            ))
+        })?
+    };
+    if !repo.is_bare() {
+        return Err(mirror_err(
+            "it is a repository with a work tree, but the mirror must be bare".into(),
+        ));
+    }
+    Ok(repo)
+}
+
+/// The object `name` points to, if the ref exists.
+fn current_id(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>, String> {
+    match repo.try_find_reference(name) {
+        Ok(Some(mut r)) => r
+            .peel_to_id()
+            .map(|id| Some(id.detach()))
+            .map_err(|err| format!("reading {name}: {}", error_chain(&err))),
+        Ok(None) => Ok(None),
+        Err(err) => Err(format!("reading {name}: {}", error_chain(&err))),
+    }
+}
+
+/// The remote no longer has signature notes: drop ours so the mirror reflects the remote.
+fn remove_stale_notes(repo: &gix::Repository) -> Result<(), String> {
+    match repo.try_find_reference(NOTES_REF) {
+        Ok(Some(r)) => r.delete().map_err(|err| {
+            format!(
+                "removing {NOTES_REF}, which the remote no longer has: {}",
+                error_chain(&err)
+            )
+        }),
+        Ok(None) => Ok(()),
+        Err(err) => Err(format!("reading {NOTES_REF}: {}", error_chain(&err))),
+    }
+}
+
+/// A connection to the remote's URL, with our time limits applied to HTTP.
+type Connection<'remote, 'repo> = gix::remote::Connection<
+    'remote,
+    'static,
+    'repo,
+    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+>;
+
+fn connect<'remote, 'repo>(
+    remote: &'remote gix::Remote<'repo>,
+    url: &gix::Url,
+    options: &FetchOptions,
+) -> Result<Connection<'remote, 'repo>, String> {
+    let mut connection = remote
+        .connect(Direction::Fetch)
+        .map_err(|err| error_chain(&err))?;
+    if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
+        connection = connection.with_transport_options(http_options(remote.repo(), url, options)?);
+    }
+    Ok(connection)
+}
+
+/// Best effort: the branches the remote has, for an error message (at most 20 and a count).
+/// Only lists refs; nothing is written to `repo`.
+fn list_branches(repo: &gix::Repository, url: &gix::Url, options: &FetchOptions) -> Vec<String> {
+    const MAX_LISTED: usize = 20;
+    let listed = repo
+        .remote_at(url.clone())
+        .and_then(|remote| {
+            remote
+                .with_fetch_tags(gix::remote::fetch::Tags::None)
+                .with_refspecs(["refs/heads/*:refs/remotes/origin/*"], Direction::Fetch)
+        })
+        .map_err(|err| error_chain(&err))
+        .and_then(|remote| {
+            connect(&remote, url, options)?
+                .ref_map(gix::progress::Discard, Default::default())
+                .map_err(|err| error_chain(&err))
+        });
+    let ref_map = match listed {
+        Ok((ref_map, _handshake)) => ref_map,
+        Err(err) => {
+            tracing::debug!(%err, "cannot list the remote's branches");
+            return Vec::new();
+        }
+    };
+    let mut available: Vec<String> = ref_map
+        .remote_refs
+        .iter()
+        .filter_map(|r| {
+            r.unpack()
+                .0
+                .strip_prefix(b"refs/heads/")
+                .map(|b| b.to_str_lossy().into_owned())
+        })
+        .collect();
+    available.sort();
+    if available.len() > MAX_LISTED {
+        let more = available.len() - MAX_LISTED;
+        available.truncate(MAX_LISTED);
+        available.push(format!("and {more} more"));
+    }
+    available
+}
+
+/// HTTP transport options from git configuration, with our time limits applied.
+fn http_options(
+    repo: &gix::Repository,
+    url: &gix::Url,
+    options: &FetchOptions,
+) -> Result<Box<dyn std::any::Any>, String> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let url_str = url.to_bstring();
+    let configured = repo
+        .transport_options(url_str.as_bstr(), None)
+        .map_err(|err| format!("reading HTTP configuration: {}", error_chain(&err)))?;
+    let mut http_options = configured
+        .and_then(|o| o.downcast::<http::Options>().ok())
+        .map(|o| *o)
+        .unwrap_or_default();
+    if http_options.connect_timeout.is_none() {
+        http_options.connect_timeout = Some(options.connect_timeout);
+    }
+    let connect_timeout = http_options
+        .connect_timeout
+        .unwrap_or(options.connect_timeout);
+    // Longer than the overall limit, which `fetch_with` enforces itself: reqwest's default of
+    // 30 s per request would otherwise cut long transfers short.
+    let timeout = options.timeout + grace(options.timeout);
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(builder.connect_timeout(connect_timeout).timeout(timeout))
+        })),
+        configure_request: None,
+    };
+    http_options.backend = Some(Arc::new(std::sync::Mutex::new(backend)));
+    Ok(Box::new(http_options))
+}
+
+fn open(repo: &Path) -> Result<gix::Repository, ReadError> {
+    gix::open(repo).map_err(|err| ReadError::Open {
+        repo: repo.to_owned(),
+        detail: error_chain(&err),
+    })
+}
+
+/// Resolve `rev` to a commit id, peeling tags.
+fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectId, ReadError> {
+    let unknown = |err: gix::Error| ReadError::UnknownRevision {
+        repo: repo.to_owned(),
+        rev: rev.to_owned(),
+        detail: error_chain(&err),
+    };
+    let id = r
+        .rev_parse_single(rev.as_bytes().as_bstr())
+        .map_err(unknown)?;
+    let object = id.object().map_err(unknown)?;
+    let kind = object.kind;
+    match object.peel_tags_to_end() {
+        Ok(peeled) if peeled.kind == gix::object::Kind::Commit => Ok(peeled.id),
+        Ok(peeled) => Err(ReadError::NotACommit {
+            repo: repo.to_owned(),
+            rev: rev.to_owned(),
+            kind: peeled.kind.to_string(),
+        }),
+        Err(err) => Err(ReadError::Object {
+            repo: repo.to_owned(),
+            what: format!("{kind} {rev}"),
+            detail: error_chain(&err),
+        }),
+    }
+}
+
+/// Find the note blob for the commit with hex id `hex` in the notes tree `tree`, descending
+/// into fan-out directories (`ab/cdef…`, `ab/cd/ef…`).
+fn find_note(
+    r: &gix::Repository,
+    tree: ObjectId,
+    hex: &str,
+) -> Result<Option<ObjectId>, gix::Error> {
+    let tree = r.find_tree(tree)?;
+    let mut descend = None;
+    for entry in tree.iter() {
+        let entry = entry?;
+        let name: &BStr = entry.filename();
+        if entry.mode().is_blob() && name == hex.as_bytes() {
+            return Ok(Some(entry.object_id()));
+        }
+        if entry.mode().is_tree()
+            && !name.is_empty()
+            && name.len() < hex.len()
+            && hex.as_bytes().starts_with(name)
+        {
+            descend = Some((entry.object_id(), name.len()));
+        }
+    }
+    match descend {
+        Some((subtree, consumed)) => find_note(r, subtree, &hex[consumed..]),
+        None => Ok(None),
+    }
+}

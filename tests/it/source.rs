@@ -1,0 +1,1046 @@
+//! `pacfleet::source` against real repositories made with the `git` CLI, served over local
+//! paths, `file://`, a real `git daemon` (`git://`) and a real smart-HTTP server
+//! (`git http-backend` behind a tiny Python CGI wrapper), all on loopback.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pacfleet::source::{self, FetchError, FetchOptions, Fetched, NOTES_REF, ReadError, RepoSpec};
+
+use git_fixtures::{Fixture, GitDaemon, HttpServer, free_port};
+
+fn spec(url: impl Into<String>) -> RepoSpec {
+    RepoSpec {
+        url: url.into(),
+        branch: "main".into(),
+    }
+}
+
+fn yaml_only(path: &str) -> bool {
+    path.ends_with(".yaml")
+}
+
+/// A fleet repository with a few manifests and one non-manifest file.
+fn fleet_source(fx: &Fixture, name: &str) -> (PathBuf, String) {
+    let src = fx.init(name);
+    let head = fx.commit(
+        &src,
+        &[
+            ("fleet.yaml", "name: test-fleet\n"),
+            ("pools/web.yaml", "packages: [nginx]\n"),
+            ("pools/db.yaml", "packages: [postgresql]\n"),
+            ("README.md", "not a manifest\n"),
+        ],
+        "initial fleet",
+    );
+    (src, head)
+}
+
+/// Refs of a repository as `git for-each-ref` prints them.
+fn refs_of(fx: &Fixture, repo: &Path) -> String {
+    fx.git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
+}
+
+/// Initial fetch, read_tree, no-op fetch, fetch of a new commit, against `url`.
+fn check_fetch_cycle(fx: &Fixture, src: &Path, first: &str, url: &str) {
+    let dest = fx.path("mirror.git");
+    let refs_before = refs_of(fx, src);
+
+    let fetched = source::fetch(&spec(url), &dest).expect("initial fetch");
+    assert_eq!(
+        fetched,
+        Fetched {
+            commit: first.to_owned(),
+            tree: fx.git(src, &["rev-parse", "HEAD^{tree}"]),
+            updated: true,
+        }
+    );
+    assert_eq!(
+        fx.git(&dest, &["rev-parse", "--is-bare-repository"]),
+        "true"
+    );
+    assert_eq!(
+        fx.git(&dest, &["rev-parse", "refs/remotes/origin/main"]),
+        first
+    );
+    assert!(!dest.join("fleet.yaml").exists(), "mirror has no work tree");
+
+    let files = source::read_tree(&dest, &fetched.commit, yaml_only).expect("read_tree");
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), std::str::from_utf8(b).expect("utf-8")))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("fleet.yaml", "name: test-fleet\n"),
+            ("pools/db.yaml", "packages: [postgresql]\n"),
+            ("pools/web.yaml", "packages: [nginx]\n"),
+        ]
+    );
+
+    let packs = pack_files(&dest);
+    let again = source::fetch(&spec(url), &dest).expect("no-op fetch");
+    assert_eq!(again.commit, first);
+    assert!(!again.updated, "nothing new: {again:?}");
+    assert_eq!(pack_files(&dest), packs, "a no-op fetch writes no pack");
+
+    let second = fx.commit(
+        src,
+        &[("pools/web.yaml", "packages: [nginx, certbot]\n")],
+        "add certbot",
+    );
+    let refs_mid = refs_of(fx, src);
+    let next = source::fetch(&spec(url), &dest).expect("incremental fetch");
+    assert_eq!(next.commit, second);
+    assert!(next.updated);
+    let web = source::read_tree(&dest, &next.commit, |p| p == "pools/web.yaml").expect("read_tree");
+    assert_eq!(
+        web,
+        [(
+            "pools/web.yaml".to_owned(),
+            b"packages: [nginx, certbot]\n".to_vec()
+        )]
+    );
+    // The old commit is still readable.
+    assert_eq!(
+        source::read_tree(&dest, first, yaml_only)
+            .expect("old tree")
+            .len(),
+        3
+    );
+
+    // Fetching never touches the source.
+    assert_ne!(refs_before, refs_mid);
+    assert_eq!(refs_mid, refs_of(fx, src));
+}
+
+#[test]
+fn local_path_to_non_bare_repo() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    check_fetch_cycle(&fx, &src, &first, &src.display().to_string());
+    assert!(
+        fx.git(&src, &["status", "--porcelain"]).is_empty(),
+        "source work tree untouched"
+    );
+}
+
+#[test]
+fn file_url_to_bare_repo() {
+    let fx = Fixture::new();
+    let (work, first) = fleet_source(&fx, "work");
+    let bare = fx.path("fleet.git");
+    fx.git(
+        &fx.root(),
+        &["clone", "--bare", "-q", &path_str(&work), &path_str(&bare)],
+    );
+    // Commits made later in `work` reach the bare repo by pushing.
+    let url = format!("file://{}", bare.display());
+    let dest = fx.path("mirror.git");
+    let fetched = source::fetch(&spec(&url), &dest).expect("fetch");
+    assert_eq!(fetched.commit, first);
+    assert!(fetched.updated);
+    let second = fx.commit(&work, &[("fleet.yaml", "name: renamed\n")], "rename");
+    fx.git(&work, &["push", "-q", &path_str(&bare), "main"]);
+    let next = source::fetch(&spec(&url), &dest).expect("fetch");
+    assert_eq!(
+        (next.commit.as_str(), next.updated),
+        (second.as_str(), true)
+    );
+    let again = source::fetch(&spec(&url), &dest).expect("fetch");
+    assert!(!again.updated);
+}
+
+#[test]
+fn relative_local_path() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let relative = relative_to_cwd(&src);
+    assert!(relative.is_relative());
+    let fetched = source::fetch(&spec(path_str(&relative)), &fx.path("mirror.git")).expect("fetch");
+    assert_eq!(fetched.commit, first);
+}
+
+#[test]
+fn existing_empty_dest_directory_is_initialised() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let dest = fx.path("cache/deep/mirror.git");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let fetched = source::fetch(&spec(path_str(&src)), &dest).expect("fetch");
+    assert_eq!(fetched.commit, first);
+}
+
+#[test]
+fn git_daemon() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let daemon = GitDaemon::start(&fx, &fx.root());
+    let url = format!("git://127.0.0.1:{}/fleet", daemon.port);
+    check_fetch_cycle(&fx, &src, &first, &url);
+}
+
+#[test]
+fn smart_http() {
+    let fx = Fixture::new();
+    let (work, first) = fleet_source(&fx, "work");
+    let bare = fx.path("srv/fleet.git");
+    fx.git(
+        &fx.root(),
+        &["clone", "--bare", "-q", &path_str(&work), &path_str(&bare)],
+    );
+    let Some(server) = HttpServer::start(&fx, &fx.path("srv")) else {
+        eprintln!("SKIPPED smart_http: python3 is not available");
+        return;
+    };
+    let url = format!("http://127.0.0.1:{}/fleet.git", server.port);
+    let dest = fx.path("mirror.git");
+    let fetched = source::fetch(&spec(&url), &dest).expect("fetch over http");
+    assert_eq!(
+        (fetched.commit.as_str(), fetched.updated),
+        (first.as_str(), true)
+    );
+    assert_eq!(
+        source::read_tree(&dest, &first, yaml_only)
+            .expect("read")
+            .len(),
+        3
+    );
+
+    let start = Instant::now();
+    let again = source::fetch(&spec(&url), &dest).expect("no-op fetch over http");
+    eprintln!("no-op fetch over http://: {:?}", start.elapsed());
+    assert!(!again.updated);
+
+    fx.git(
+        &work,
+        &[
+            "notes",
+            "--ref=pacfleet",
+            "add",
+            "-m",
+            "sig-over-http",
+            "HEAD",
+        ],
+    );
+    let second = fx.commit(&work, &[("pools/new.yaml", "packages: []\n")], "new pool");
+    fx.git(
+        &work,
+        &[
+            "push",
+            "-q",
+            &path_str(&bare),
+            "main",
+            "refs/notes/pacfleet",
+        ],
+    );
+    let next = source::fetch(&spec(&url), &dest).expect("incremental fetch over http");
+    assert_eq!(
+        (next.commit.as_str(), next.updated),
+        (second.as_str(), true)
+    );
+    assert_eq!(
+        source::read_note(&dest, &first).expect("note"),
+        Some(b"sig-over-http\n".to_vec())
+    );
+}
+
+#[test]
+fn notes_are_fetched_updated_and_removed() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    fx.git(
+        &src,
+        &[
+            "notes",
+            "--ref=pacfleet",
+            "add",
+            "-m",
+            "signature-1",
+            &first,
+        ],
+    );
+    let second = fx.commit(&src, &[("pools/x.yaml", "packages: []\n")], "unsigned");
+    let dest = fx.path("mirror.git");
+    let url = path_str(&src);
+
+    source::fetch(&spec(&url), &dest).expect("fetch");
+    assert_eq!(
+        source::read_note(&dest, &first).expect("read note"),
+        Some(b"signature-1\n".to_vec())
+    );
+    assert_eq!(source::read_note(&dest, &second).expect("read note"), None);
+    // Revisions work too, not only hex ids.
+    assert_eq!(
+        source::read_note(&dest, "origin/main~1").expect("read note"),
+        Some(b"signature-1\n".to_vec())
+    );
+
+    // A note added later arrives even though the branch did not move.
+    fx.git(
+        &src,
+        &[
+            "notes",
+            "--ref=pacfleet",
+            "add",
+            "-m",
+            "signature-2",
+            &second,
+        ],
+    );
+    let fetched = source::fetch(&spec(&url), &dest).expect("fetch");
+    assert!(!fetched.updated, "branch unchanged");
+    assert_eq!(
+        source::read_note(&dest, &second).expect("read note"),
+        Some(b"signature-2\n".to_vec())
+    );
+
+    // The remote drops its notes: so does the mirror.
+    fx.git(&src, &["update-ref", "-d", NOTES_REF]);
+    source::fetch(&spec(&url), &dest).expect("fetch");
+    assert_eq!(source::read_note(&dest, &first).expect("read note"), None);
+    assert_eq!(fx.git(&dest, &["for-each-ref", NOTES_REF]), "");
+}
+
+#[test]
+fn no_notes_ref_anywhere_is_fine() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let dest = fx.path("mirror.git");
+    source::fetch(&spec(path_str(&src)), &dest).expect("fetch without notes");
+    assert_eq!(source::read_note(&dest, &first).expect("read note"), None);
+}
+
+#[test]
+fn fanned_out_notes() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let second = fx.commit(&src, &[("a.yaml", "a: 1\n")], "second");
+    let third = fx.commit(&src, &[("b.yaml", "b: 1\n")], "third");
+    // Build the notes tree by hand: `first` two levels deep (ab/cd/ef…), `second` one level
+    // deep (ab/cdef…), `third` flat. git itself reads all of these forms.
+    let blob = |text: &str| fx.git_stdin(&src, &["hash-object", "-w", "--stdin"], text);
+    let tree = |entries: &[(&str, &str, &str)]| {
+        let listing: String = entries
+            .iter()
+            .map(|(mode, id, name)| {
+                let kind = if *mode == "040000" { "tree" } else { "blob" };
+                format!("{mode} {kind} {id}\t{name}\n")
+            })
+            .collect();
+        fx.git_stdin(&src, &["mktree"], &listing)
+    };
+    let (f1, f2, f3) = (&first[..2], &first[2..4], &first[4..]);
+    let first_inner = tree(&[("100644", &blob("deep-note"), f3)]);
+    let first_mid = tree(&[("040000", &first_inner, f2)]);
+    let second_dir = tree(&[("100644", &blob("fanout-note"), &second[2..])]);
+    let mut root_entries = vec![
+        ("040000".to_owned(), first_mid, f1.to_owned()),
+        ("100644".to_owned(), blob("flat-note"), third.clone()),
+    ];
+    if &second[..2] == f1 {
+        // 1 in 256: the directory name is taken by `first`; store `second` flat instead.
+        root_entries.push(("100644".to_owned(), blob("fanout-note"), second.clone()));
+    } else {
+        root_entries.push(("040000".to_owned(), second_dir, second[..2].to_owned()));
+    }
+    let root_entries: Vec<(&str, &str, &str)> = root_entries
+        .iter()
+        .map(|(m, i, n)| (m.as_str(), i.as_str(), n.as_str()))
+        .collect();
+    let root = tree(&root_entries);
+    let notes_commit = fx.git(&src, &["commit-tree", &root, "-m", "notes"]);
+    fx.git(&src, &["update-ref", NOTES_REF, &notes_commit]);
+    // Sanity check: git agrees with the layout.
+    assert_eq!(
+        fx.git(&src, &["notes", "--ref=pacfleet", "show", &first]),
+        "deep-note"
+    );
+    assert_eq!(
+        fx.git(&src, &["notes", "--ref=pacfleet", "show", &second]),
+        "fanout-note"
+    );
+
+    let dest = fx.path("mirror.git");
+    source::fetch(&spec(path_str(&src)), &dest).expect("fetch");
+    let note = |c: &str| source::read_note(&dest, c).expect("read note");
+    assert_eq!(note(&first), Some(b"deep-note".to_vec()));
+    assert_eq!(note(&second), Some(b"fanout-note".to_vec()));
+    assert_eq!(note(&third), Some(b"flat-note".to_vec()));
+}
+
+#[test]
+fn force_push_and_history() {
+    let fx = Fixture::new();
+    let (src, a) = fleet_source(&fx, "fleet");
+    let b = fx.commit(&src, &[("pools/b.yaml", "b: 1\n")], "b");
+    let dest = fx.path("mirror.git");
+    let url = path_str(&src);
+    assert_eq!(source::fetch(&spec(&url), &dest).expect("fetch").commit, b);
+
+    // Rewrite history: drop b, commit c on top of a.
+    fx.git(&src, &["reset", "-q", "--hard", "HEAD~1"]);
+    let c = fx.commit(&src, &[("pools/c.yaml", "c: 1\n")], "c");
+    let fetched = source::fetch(&spec(&url), &dest).expect("fetch after force push");
+    assert_eq!(
+        (fetched.commit.as_str(), fetched.updated),
+        (c.as_str(), true)
+    );
+
+    assert!(!source::is_ancestor(&dest, &b, &c).expect("is_ancestor"));
+    assert!(source::is_ancestor(&dest, &a, &c).expect("is_ancestor"));
+    assert!(source::is_ancestor(&dest, &a, &b).expect("is_ancestor"));
+    assert!(source::is_ancestor(&dest, &c, &c).expect("is_ancestor"));
+    assert!(!source::is_ancestor(&dest, &c, &a).expect("is_ancestor"));
+    // The dropped commit is still readable from the mirror.
+    assert_eq!(
+        source::read_tree(&dest, &b, |p| p == "pools/b.yaml")
+            .expect("read")
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        source::commits_between(&dest, Some(&a), &c).expect("walk"),
+        [c.as_str()]
+    );
+    assert_eq!(
+        source::commits_between(&dest, None, &c).expect("walk"),
+        [c.as_str(), a.as_str()]
+    );
+    assert_eq!(
+        source::commits_between(&dest, Some(&b), &c).expect("walk"),
+        [c.as_str()]
+    );
+    assert!(
+        source::commits_between(&dest, Some(&c), &c)
+            .expect("walk")
+            .is_empty()
+    );
+
+    let d = fx.commit(&src, &[("d.yaml", "d: 1\n")], "d");
+    let e = fx.commit(&src, &[("e.yaml", "e: 1\n")], "e");
+    source::fetch(&spec(&url), &dest).expect("fetch");
+    assert_eq!(
+        source::commits_between(&dest, Some(&a), &e).expect("walk"),
+        [e.as_str(), d.as_str(), c.as_str()]
+    );
+}
+
+#[test]
+fn rev_parse_in_source_and_mirror() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let second = fx.commit(&src, &[("x.yaml", "x: 1\n")], "second");
+    fx.git(&src, &["tag", "-a", "-m", "release", "v1", &first]);
+    assert_eq!(source::rev_parse(&src, "HEAD").expect("HEAD"), second);
+    assert_eq!(source::rev_parse(&src, "main").expect("main"), second);
+    assert_eq!(
+        source::rev_parse(&src, "v1").expect("annotated tag peeled"),
+        first
+    );
+    assert_eq!(
+        source::rev_parse(&src, &second[..10]).expect("short id"),
+        second
+    );
+    assert_eq!(
+        source::rev_parse(&src.join(".git"), "HEAD~1").expect("git dir"),
+        first
+    );
+
+    let dest = fx.path("mirror.git");
+    source::fetch(&spec(path_str(&src)), &dest).expect("fetch");
+    assert_eq!(
+        source::rev_parse(&dest, "origin/main").expect("origin/main"),
+        second
+    );
+    assert_eq!(source::rev_parse(&dest, &first).expect("hex"), first);
+
+    let err = source::rev_parse(&dest, "no-such-branch").expect_err("unknown revision");
+    assert!(matches!(err, ReadError::UnknownRevision { .. }), "{err:?}");
+    assert!(err.to_string().contains("no-such-branch"), "{err}");
+
+    let err = source::rev_parse(&dest, "origin/main^{tree}").expect_err("tree is no commit");
+    assert!(matches!(err, ReadError::NotACommit { .. }), "{err:?}");
+
+    let missing = "0123456789012345678901234567890123456789";
+    let err = source::read_tree(&dest, missing, |_| true).expect_err("missing commit");
+    assert!(err.to_string().contains(missing), "{err}");
+
+    let not_a_repo = fx.path("plain-dir");
+    std::fs::create_dir_all(&not_a_repo).expect("mkdir");
+    let err = source::rev_parse(&not_a_repo, "HEAD").expect_err("not a repository");
+    assert!(matches!(err, ReadError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("plain-dir"), "{err}");
+}
+
+#[test]
+fn unreachable_git_port_names_the_url() {
+    let fx = Fixture::new();
+    let url = format!("git://127.0.0.1:{}/fleet", free_port());
+    let err = source::fetch(&spec(&url), &fx.path("mirror.git")).expect_err("closed port");
+    assert!(matches!(err, FetchError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&url), "{msg}");
+    assert!(msg.contains("agent.yaml"), "{msg}");
+}
+
+#[test]
+fn passwords_in_urls_are_not_shown() {
+    let fx = Fixture::new();
+    let url = format!(
+        "http://fleet:s3cr3t-t0ken@127.0.0.1:{}/fleet.git",
+        free_port()
+    );
+    let err = source::fetch(&spec(&url), &fx.path("mirror.git")).expect_err("closed port");
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("s3cr3t-t0ken"), "{text}");
+        assert!(text.contains("fleet:<redacted>@127.0.0.1"), "{text}");
+    }
+}
+
+#[test]
+fn missing_path_names_the_path() {
+    let fx = Fixture::new();
+    let missing = fx.path("does-not-exist");
+    for url in [path_str(&missing), format!("file://{}", missing.display())] {
+        let err = source::fetch(&spec(&url), &fx.path("mirror.git")).expect_err("missing path");
+        let msg = err.to_string();
+        assert!(msg.contains(&url), "{msg}");
+        assert!(matches!(err, FetchError::Connect { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn missing_branch_names_the_branch() {
+    let fx = Fixture::new();
+    let (src, _) = fleet_source(&fx, "fleet");
+    fx.git(&src, &["branch", "staging"]);
+    let mut wrong = spec(path_str(&src));
+    wrong.branch = "production".into();
+    let err = source::fetch(&wrong, &fx.path("mirror.git")).expect_err("missing branch");
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, FetchError::MissingBranch { branch, available, .. }
+            if branch == "production" && available == &["main", "staging"]),
+        "{err:?}"
+    );
+    assert!(msg.contains("\"production\""), "{msg}");
+    assert!(msg.contains("pushed"), "{msg}");
+}
+
+#[test]
+fn missing_branch_is_detected_even_when_notes_exist() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    fx.git(
+        &src,
+        &["notes", "--ref=pacfleet", "add", "-m", "sig", &first],
+    );
+    let mut wrong = spec(path_str(&src));
+    wrong.branch = "nope".into();
+    let err = source::fetch(&wrong, &fx.path("mirror.git")).expect_err("missing branch");
+    assert!(matches!(err, FetchError::MissingBranch { .. }), "{err:?}");
+}
+
+#[test]
+fn invalid_branch_names_are_rejected() {
+    let fx = Fixture::new();
+    for branch in [
+        "",
+        "a:b",
+        "*",
+        "refs/heads/main",
+        "with space",
+        "-x",
+        "a..b",
+    ] {
+        let s = RepoSpec {
+            url: "/nowhere".into(),
+            branch: branch.into(),
+        };
+        let err = source::fetch(&s, &fx.path("mirror.git")).expect_err(branch);
+        assert!(
+            matches!(err, FetchError::InvalidBranch { .. }),
+            "{branch}: {err:?}"
+        );
+    }
+    assert!(
+        !fx.path("mirror.git").exists(),
+        "nothing created for invalid input"
+    );
+}
+
+#[test]
+fn failed_fetches_leave_the_mirror_intact() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    fx.git(
+        &src,
+        &["notes", "--ref=pacfleet", "add", "-m", "sig", &first],
+    );
+    let dest = fx.path("mirror.git");
+    source::fetch(&spec(path_str(&src)), &dest).expect("fetch");
+    let refs = refs_of(&fx, &dest);
+    assert!(
+        refs.contains("refs/remotes/origin/main") && refs.contains(NOTES_REF),
+        "{refs}"
+    );
+
+    // New commits exist upstream, but every fetch below fails.
+    fx.commit(&src, &[("new.yaml", "n: 1\n")], "new");
+    let failing = [
+        spec(format!("git://127.0.0.1:{}/fleet", free_port())),
+        spec(path_str(&fx.path("gone"))),
+        RepoSpec {
+            url: path_str(&src),
+            branch: "gone".into(),
+        },
+    ];
+    for s in &failing {
+        source::fetch(s, &dest).expect_err("must fail");
+        assert_eq!(refs_of(&fx, &dest), refs, "after failed fetch of {s:?}");
+    }
+    let files = source::read_tree(&dest, "origin/main", yaml_only).expect("still readable");
+    assert_eq!(files.len(), 3);
+    assert_eq!(
+        source::read_note(&dest, &first).expect("note"),
+        Some(b"sig\n".to_vec())
+    );
+}
+
+#[test]
+fn dest_that_is_not_a_repository_is_reported() {
+    let fx = Fixture::new();
+    let (src, _) = fleet_source(&fx, "fleet");
+    let dest = fx.path("junk");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    std::fs::write(dest.join("file"), "x").expect("write");
+    let err = source::fetch(&spec(path_str(&src)), &dest).expect_err("junk dest");
+    assert!(matches!(err, FetchError::Mirror { .. }), "{err:?}");
+    assert!(err.to_string().contains("junk"), "{err}");
+}
+
+#[test]
+fn silent_server_times_out() {
+    let fx = Fixture::new();
+    // Accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(2) {
+            held.push(stream);
+            std::thread::sleep(Duration::from_secs(6));
+        }
+    });
+    let options = FetchOptions {
+        timeout: Duration::from_secs(2),
+        ..FetchOptions::default()
+    };
+    for url in [
+        format!("git://127.0.0.1:{port}/fleet"),
+        format!("http://127.0.0.1:{port}/fleet.git"),
+    ] {
+        let start = Instant::now();
+        let err = source::fetch_with(&spec(&url), &fx.path("mirror.git"), &options)
+            .expect_err("silent server");
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "{url} took {took:?}");
+        assert!(matches!(err, FetchError::TimedOut { .. }), "{url}: {err:?}");
+        assert!(err.to_string().contains(&url), "{err}");
+    }
+    drop(holder);
+}
+
+#[test]
+fn no_op_fetch_is_fast() {
+    let fx = Fixture::new();
+    let (src, _) = fleet_source(&fx, "fleet");
+    let daemon = GitDaemon::start(&fx, &fx.root());
+    let dest_local = fx.path("local.git");
+    let dest_git = fx.path("daemon.git");
+    let local = spec(path_str(&src));
+    let git = spec(format!("git://127.0.0.1:{}/fleet", daemon.port));
+    source::fetch(&local, &dest_local).expect("fetch");
+    source::fetch(&git, &dest_git).expect("fetch");
+    for (what, s, dest) in [
+        ("local path", &local, &dest_local),
+        ("git://", &git, &dest_git),
+    ] {
+        let start = Instant::now();
+        const RUNS: u32 = 5;
+        for _ in 0..RUNS {
+            assert!(!source::fetch(s, dest).expect("no-op fetch").updated);
+        }
+        let each = start.elapsed() / RUNS;
+        eprintln!("no-op fetch over {what}: {each:?}");
+        assert!(
+            each < Duration::from_secs(3),
+            "no-op fetch over {what} took {each:?}"
+        );
+    }
+}
+
+/// The files in a repository's pack directory, sorted.
+fn pack_files(repo: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_str().expect("UTF-8 temp path").to_owned()
+}
+
+/// `path` (absolute) relative to the current directory, via `..` components.
+fn relative_to_cwd(path: &Path) -> PathBuf {
+    let cwd = std::env::current_dir().expect("cwd");
+    let mut rel = PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        rel.push("..");
+    }
+    rel.push(path.strip_prefix("/").expect("absolute path"));
+    rel
+}
+
+// =============================================================================================
+// Generic git fixtures. These do not depend on pacfleet; they could move to the shared harness.
+// =============================================================================================
+
+pub mod git_fixtures {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A temporary directory with an isolated `HOME` for the `git` CLI: no system or user
+    /// configuration leaks into the repositories made here.
+    pub struct Fixture {
+        tmp: tempfile::TempDir,
+    }
+
+    impl Default for Fixture {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Fixture {
+        /// A new empty fixture.
+        pub fn new() -> Fixture {
+            let tmp = tempfile::tempdir().expect("create temporary directory");
+            std::fs::create_dir_all(tmp.path().join("home")).expect("create home");
+            Fixture { tmp }
+        }
+
+        /// The fixture's root directory.
+        pub fn root(&self) -> PathBuf {
+            self.tmp.path().to_owned()
+        }
+
+        /// `name` inside the fixture.
+        pub fn path(&self, name: &str) -> PathBuf {
+            self.tmp.path().join(name)
+        }
+
+        /// The environment for every git process: isolated from host configuration.
+        pub fn configure(&self, cmd: &mut Command) {
+            cmd.env("HOME", self.path("home"))
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", self.path("home/.gitconfig"))
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .env_remove("GIT_DIR")
+                .env_remove("GIT_WORK_TREE")
+                .env_remove("GIT_INDEX_FILE")
+                .env_remove("GIT_OBJECT_DIRECTORY");
+        }
+
+        /// A `git -C dir` command with the isolated environment.
+        pub fn git_cmd(&self, dir: &Path) -> Command {
+            let mut cmd = Command::new("git");
+            cmd.arg("-C").arg(dir);
+            self.configure(&mut cmd);
+            cmd
+        }
+
+        /// Run `git -C dir args…`, panic on failure, return trimmed stdout.
+        pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+            let out = self
+                .git_cmd(dir)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run git");
+            assert!(
+                out.status.success(),
+                "git {args:?} in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+
+        /// Like [`Fixture::git`], feeding `input` on stdin.
+        pub fn git_stdin(&self, dir: &Path, args: &[&str], input: &str) -> String {
+            let mut child = self
+                .git_cmd(dir)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run git");
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+            let out = child.wait_with_output().expect("wait for git");
+            assert!(
+                out.status.success(),
+                "git {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+
+        /// A new non-bare repository `name` on branch `main`, with a committer identity.
+        pub fn init(&self, name: &str) -> PathBuf {
+            let dir = self.path(name);
+            self.git(
+                &self.root(),
+                &["init", "-q", "-b", "main", &dir.to_string_lossy()],
+            );
+            self.git(&dir, &["config", "user.name", "Fleet Test"]);
+            self.git(&dir, &["config", "user.email", "fleet@example.invalid"]);
+            self.git(&dir, &["config", "commit.gpgsign", "false"]);
+            dir
+        }
+
+        /// Write `files` (path, content) into the work tree of `repo`, commit everything,
+        /// return the new commit id.
+        pub fn commit(&self, repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+            for (path, content) in files {
+                let file = repo.join(path);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).expect("create parent dir");
+                }
+                std::fs::write(&file, content).expect("write file");
+            }
+            self.git(repo, &["add", "-A"]);
+            self.git(repo, &["commit", "-q", "-m", message]);
+            self.git(repo, &["rev-parse", "HEAD"])
+        }
+    }
+
+    /// A loopback port that nothing listens on (at the moment of the call).
+    pub fn free_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("local addr").port()
+    }
+
+    fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A `git daemon` serving every repository under a base directory on 127.0.0.1,
+    /// killed on drop. URLs are `git://127.0.0.1:<port>/<path below base>`.
+    pub struct GitDaemon {
+        child: Child,
+        /// The port it listens on.
+        pub port: u16,
+    }
+
+    impl GitDaemon {
+        /// Start it and wait until it accepts connections.
+        pub fn start(fx: &Fixture, base: &Path) -> GitDaemon {
+            // The port is free now; if someone grabs it before the daemon binds, retry.
+            for _ in 0..5 {
+                let port = free_port();
+                let mut cmd = Command::new("git");
+                fx.configure(&mut cmd);
+                let mut child = cmd
+                    .arg("daemon")
+                    .arg("--export-all")
+                    .arg(format!("--base-path={}", base.display()))
+                    .arg("--reuseaddr")
+                    .arg("--informative-errors")
+                    .arg("--listen=127.0.0.1")
+                    .arg(format!("--port={port}"))
+                    .arg(base)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn git daemon");
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                        return GitDaemon { child, port };
+                    }
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break; // Port taken: try another.
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "git daemon did not listen on {port}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            panic!("could not start git daemon");
+        }
+    }
+
+    impl Drop for GitDaemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// `git http-backend` (smart HTTP) behind a minimal Python HTTP server acting as the CGI
+    /// host, serving every repository under a root directory on 127.0.0.1; killed on drop.
+    /// URLs are `http://127.0.0.1:<port>/<path below root>`.
+    pub struct HttpServer {
+        child: Child,
+        /// The port it listens on.
+        pub port: u16,
+    }
+
+    const CGI_HOST: &str = r#"
+import http.server, os, subprocess, sys
+
+ROOT = sys.argv[1]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.cgi()
+
+    def do_POST(self):
+        self.cgi()
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def cgi(self):
+        path, _, query = self.path.partition("?")
+        body = self.read_body()
+        env = dict(os.environ)
+        env.update({
+            "GIT_PROJECT_ROOT": ROOT,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.0",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_ADDR": "127.0.0.1",
+        })
+        for name in ("Git-Protocol", "Content-Encoding"):
+            value = self.headers.get(name)
+            if value:
+                env["HTTP_" + name.upper().replace("-", "_")] = value
+        out = subprocess.run(["git", "http-backend"], input=body, env=env,
+                             stdout=subprocess.PIPE).stdout
+        head, sep, rest = out.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, rest = out.partition(b"\n\n")
+        status, reason, headers = 200, "OK", []
+        for line in head.decode("latin-1").splitlines():
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if key.lower() == "status":
+                status, _, reason = value.partition(" ")
+                status = int(status)
+            elif key:
+                headers.append((key, value))
+        self.send_response(status, reason)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        self.wfile.write(rest)
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+    impl HttpServer {
+        /// Start it and wait until it accepts connections; `None` if `python3` is missing.
+        pub fn start(fx: &Fixture, root: &Path) -> Option<HttpServer> {
+            let script = fx.path("cgi-host.py");
+            std::fs::write(&script, CGI_HOST).expect("write CGI host script");
+            let mut cmd = Command::new("python3");
+            fx.configure(&mut cmd);
+            let mut child = match cmd
+                .arg(&script)
+                .arg(root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(err) => panic!("spawn python3: {err}"),
+            };
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("piped stdout"))
+                .read_line(&mut line)
+                .expect("read port");
+            let Ok(port) = line.trim().parse() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("CGI host did not report its port (got {line:?})");
+            };
+            wait_for_port(port, &mut child, "CGI host");
+            Some(HttpServer { child, port })
+        }
+    }
+
+    impl Drop for HttpServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
