@@ -183,25 +183,29 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
                 .into_owned()
         }
     };
-    let mut record: Option<Box<dyn FnOnce(&mut Notices)>> = None;
+    let record = |f: &dyn Fn(&mut Notices)| {
+        EVENT_SINK.with(|s| {
+            if let Some(n) = s.borrow().as_ref() {
+                f(&mut n.borrow_mut());
+            }
+        });
+    };
     // SAFETY (each cast below): the type says which struct libalpm passed; these structs hold
     // pointers, so libalpm allocated them pointer-aligned.
     if kind == T::ALPM_EVENT_PACNEW_CREATED as u32 {
         let file = text(unsafe { (*(event as *const alpm_sys::alpm_event_pacnew_created_t)).file });
         tracing::warn!("/{file} installed as /{file}.pacnew: merge it (pacdiff)");
-        record = Some(Box::new(move |n| n.pacnew.push(format!("/{file}.pacnew"))));
+        record(&|n| n.pacnew.push(format!("/{file}.pacnew")));
     } else if kind == T::ALPM_EVENT_PACSAVE_CREATED as u32 {
         let file =
             text(unsafe { (*(event as *const alpm_sys::alpm_event_pacsave_created_t)).file });
         tracing::warn!("/{file} saved as /{file}.pacsave");
-        record = Some(Box::new(move |n| {
-            n.pacsave.push(format!("/{file}.pacsave"))
-        }));
+        record(&|n| n.pacsave.push(format!("/{file}.pacsave")));
     } else if kind == T::ALPM_EVENT_SCRIPTLET_INFO as u32 {
         let line = text(unsafe { (*(event as *const alpm_sys::alpm_event_scriptlet_info_t)).line });
         let line = line.trim_end().to_owned();
         tracing::info!("scriptlet: {line}");
-        record = Some(Box::new(move |n| n.scriptlet.push(line)));
+        record(&|n| n.scriptlet.push(line.clone()));
     } else if kind == T::ALPM_EVENT_HOOK_RUN_START as u32 {
         let hook = unsafe { &*(event as *const alpm_sys::alpm_event_hook_run_t) };
         let desc = if hook.desc.is_null() {
@@ -214,13 +218,6 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
         tracing::info!("transaction started");
     } else if kind == T::ALPM_EVENT_TRANSACTION_DONE as u32 {
         tracing::info!("transaction done");
-    }
-    if let Some(record) = record {
-        EVENT_SINK.with(|s| {
-            if let Some(n) = s.borrow().as_ref() {
-                record(&mut n.borrow_mut());
-            }
-        });
     }
 }
 

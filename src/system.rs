@@ -494,19 +494,16 @@ impl System {
             }
         });
         if let Some(p) = found {
-            if let (Some(expected), Some(actual)) = (&t.sha256, p.sha256sum()) {
-                if expected != actual {
-                    return Err(SystemError::ChecksumMismatch {
-                        name: t.name.clone(),
-                        version: p.version().to_string(),
-                        source_desc: format!(
-                            "repository {}",
-                            p.db().map(|d| d.name()).unwrap_or("?")
-                        ),
-                        actual: actual.to_owned(),
-                        expected: expected.clone(),
-                    });
-                }
+            if let (Some(expected), Some(actual)) = (&t.sha256, p.sha256sum())
+                && expected != actual
+            {
+                return Err(SystemError::ChecksumMismatch {
+                    name: t.name.clone(),
+                    version: p.version().to_string(),
+                    source_desc: format!("repository {}", p.db().map(|d| d.name()).unwrap_or("?")),
+                    actual: actual.to_owned(),
+                    expected: expected.clone(),
+                });
             }
             return self.alpm.trans_add_pkg(p).map_err(|e| SystemError::Alpm {
                 context: format!("adding `{}`", t.name),
@@ -515,13 +512,13 @@ impl System {
         }
         let Some(version) = &t.version else {
             // Floating: maybe a provider or a repository we were not told about.
-            if t.repo.is_none() {
-                if let Some(p) = self.alpm.syncdbs().find_satisfier(t.name.as_str()) {
-                    return self.alpm.trans_add_pkg(p).map_err(|e| SystemError::Alpm {
-                        context: format!("adding `{}`", t.name),
-                        source: e.error,
-                    });
-                }
+            if t.repo.is_none()
+                && let Some(p) = self.alpm.syncdbs().find_satisfier(t.name.as_str())
+            {
+                return self.alpm.trans_add_pkg(p).map_err(|e| SystemError::Alpm {
+                    context: format!("adding `{}`", t.name),
+                    source: e.error,
+                });
             }
             return Err(SystemError::UnknownPackage {
                 name: t.name.clone(),
@@ -641,10 +638,7 @@ impl System {
         for arch in &arches {
             for ext in ["zst", "xz"] {
                 let url = format!("{base}/{name}-{version}-{arch}.pkg.tar.{ext}");
-                match self
-                    .alpm
-                    .fetch_pkgurl([url.as_str()].iter().copied().collect::<Vec<_>>().iter())
-                {
+                match self.alpm.fetch_pkgurl([url.as_str()].to_vec().iter()) {
                     Ok(paths) => {
                         if let Some(p) = paths.iter().next() {
                             return Ok(PathBuf::from(p));
@@ -716,10 +710,10 @@ impl System {
             if let Some(o) = old {
                 for b in o.backup().iter() {
                     let on_disk = self.paths.root.join(b.name());
-                    if let Ok(bytes) = std::fs::read(&on_disk) {
-                        if md5_hex(&bytes) != b.hash() {
-                            pacnew.push(format!("/{}", b.name()));
-                        }
+                    if let Ok(bytes) = std::fs::read(&on_disk)
+                        && md5_hex(&bytes) != b.hash()
+                    {
+                        pacnew.push(format!("/{}", b.name()));
                     }
                 }
             }

@@ -63,12 +63,13 @@ pub fn gate<Tz: TimeZone>(
     // `now - duration` (cron's `after` is exclusive, so step back one second) and not later
     // than `now`.
     let from = now.clone() - duration - chrono::Duration::seconds(1);
-    if let Some(start) = schedule.after(&from).next() {
-        if start <= *now && start.clone() + duration > *now {
-            return Ok(Gate::Open {
-                until: Some(start + duration),
-            });
-        }
+    if let Some(start) = schedule.after(&from).next()
+        && start <= *now
+        && start.clone() + duration > *now
+    {
+        return Ok(Gate::Open {
+            until: Some(start + duration),
+        });
     }
     Ok(Gate::Closed {
         next: schedule.after(now).next(),

@@ -109,19 +109,17 @@ pub(super) fn check(
             message: "missing fleet.yaml: every fleet repository has exactly one, e.g. `kind: Fleet` and `name: acme`".into(),
         });
     }
-    if let Some(f) = &fleet {
-        if let Some(a) = &f.spec.archive {
-            if !["file://", "https://", "http://"]
-                .iter()
-                .any(|s| a.starts_with(s))
-            {
-                ctx.at(
-                    &f.file,
-                    &[Seg::Key("archive")],
-                    format!("archive `{a}` is not a URL; use https://… or file:///absolute/path"),
-                );
-            }
-        }
+    if let Some(f) = &fleet
+        && let Some(a) = &f.spec.archive
+        && !["file://", "https://", "http://"]
+            .iter()
+            .any(|s| a.starts_with(s))
+    {
+        ctx.at(
+            &f.file,
+            &[Seg::Key("archive")],
+            format!("archive `{a}` is not a URL; use https://… or file:///absolute/path"),
+        );
     }
 
     let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
@@ -210,6 +208,15 @@ pub(super) fn check(
                 format!("generation of unknown pool `{}` ({hint}); create pools/{}.yaml or remove this generation", g.spec.pool, g.spec.pool),
             );
         }
+        if let Some(date) = &g.spec.snapshot
+            && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()
+        {
+            ctx.at(
+                    &g.file,
+                    &[Seg::Key("snapshot")],
+                    format!("snapshot `{date}` is not a date; write YYYY-MM-DD, the archive day the repositories are pinned to"),
+                );
+        }
         for (name, pin) in &g.spec.packages {
             if pin.version.is_empty() || !pin.version.contains('-') {
                 ctx.at(
@@ -218,18 +225,17 @@ pub(super) fn check(
                     format!("version `{}` of `{name}` is not a full Arch version; write pkgver-pkgrel, e.g. 1.2.3-1", pin.version),
                 );
             }
-            if let Some(sum) = &pin.sha256 {
-                if sum.len() != 64
+            if let Some(sum) = &pin.sha256
+                && (sum.len() != 64
                     || !sum
                         .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
-                    ctx.at(
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            {
+                ctx.at(
                         &g.file,
                         &[Seg::Key("packages"), Seg::Key(name.as_str()), Seg::Key("sha256")],
                         format!("sha256 of `{name}` must be 64 lowercase hex digits (the package file's sha256sum)"),
                     );
-                }
             }
         }
         if ok {
@@ -250,9 +256,10 @@ pub(super) fn check(
                 );
             }
         }
-        if let Some(n) = p.generation {
-            if !gens.contains_key(&(p.name.clone(), n)) {
-                ctx.at(
+        if let Some(n) = p.generation
+            && !gens.contains_key(&(p.name.clone(), n))
+        {
+            ctx.at(
                     &pool.file,
                     &[Seg::Key("generation")],
                     format!(
@@ -260,7 +267,6 @@ pub(super) fn check(
                         p.name, p.name
                     ),
                 );
-            }
         }
         if let Some(w) = &p.window {
             if let Err(e) = cron::Schedule::from_str(&w.cron) {

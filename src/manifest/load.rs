@@ -191,10 +191,9 @@ fn push<T: DeserializeOwned>(
                 .split("invalid name `")
                 .nth(1)
                 .and_then(|r| r.split('`').next())
+                && let Some((line, column)) = super::locate::find_scalar(&file.text, bad)
             {
-                if let Some((line, column)) = super::locate::find_scalar(&file.text, bad) {
-                    (d.line, d.column) = (line, column);
-                }
+                (d.line, d.column) = (line, column);
             }
             diags.push(d);
         }

@@ -127,10 +127,11 @@ pub fn find_scalar(text: &str, value: &str) -> Option<(usize, usize)> {
     }
     impl MarkedEventReceiver for Find<'_> {
         fn on_event(&mut self, ev: Event, mark: Marker) {
-            if let Event::Scalar(s, ..) = ev {
-                if self.found.is_none() && s == self.value {
-                    self.found = Some(mark);
-                }
+            if let Event::Scalar(s, ..) = ev
+                && self.found.is_none()
+                && s == self.value
+            {
+                self.found = Some(mark);
             }
         }
     }

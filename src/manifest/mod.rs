@@ -157,6 +157,7 @@ pub struct FleetSpec {
     /// Where exact old versions come from, laid out like the Arch Linux Archive
     /// (`packages/<first letter>/<name>/<file>`); https:// or file://.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(https?|file)://"))]
     pub archive: Option<String>,
 }
 
@@ -164,6 +165,7 @@ pub struct FleetSpec {
 /// repository it must come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(deny_unknown_fields)]
 pub enum PackageRef {
     /// `firefox`
     Name(Name),
@@ -300,7 +302,7 @@ pub struct PackageSet {
 #[serde(deny_unknown_fields)]
 pub struct Pin {
     /// Full version, `[epoch:]pkgver-pkgrel`.
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = "-"))]
     pub version: String,
     /// sha256 of the package file, when known (lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
