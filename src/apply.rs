@@ -194,13 +194,13 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
     // pointers, so libalpm allocated them pointer-aligned.
     if kind == T::ALPM_EVENT_PACNEW_CREATED as u32 {
         let file = text(unsafe { (*(event as *const alpm_sys::alpm_event_pacnew_created_t)).file });
-        tracing::warn!("/{file} installed as /{file}.pacnew: merge it (pacdiff)");
-        record(&|n| n.pacnew.push(format!("/{file}.pacnew")));
+        tracing::warn!("{file} installed as {file}.pacnew: merge it (pacdiff)");
+        record(&|n| n.pacnew.push(format!("{file}.pacnew")));
     } else if kind == T::ALPM_EVENT_PACSAVE_CREATED as u32 {
         let file =
             text(unsafe { (*(event as *const alpm_sys::alpm_event_pacsave_created_t)).file });
-        tracing::warn!("/{file} saved as /{file}.pacsave");
-        record(&|n| n.pacsave.push(format!("/{file}.pacsave")));
+        tracing::warn!("{file} saved as {file}.pacsave");
+        record(&|n| n.pacsave.push(format!("{file}.pacsave")));
     } else if kind == T::ALPM_EVENT_SCRIPTLET_INFO as u32 {
         let line = text(unsafe { (*(event as *const alpm_sys::alpm_event_scriptlet_info_t)).line });
         let line = line.trim_end().to_owned();

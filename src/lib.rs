@@ -7,7 +7,6 @@
 pub mod agent;
 pub mod apply;
 pub mod cli;
-pub mod demo;
 pub mod manifest;
 pub mod plan;
 pub mod reconcile;
@@ -16,4 +15,5 @@ pub mod source;
 pub mod state;
 pub mod synth;
 pub mod system;
+pub mod trust;
 pub mod window;

@@ -240,7 +240,8 @@ pub struct Change {
     /// Change in installed size, in bytes (negative when space is freed).
     #[serde(default)]
     pub size_delta: i64,
-    /// Where the package comes from (`repo core`, `cache`, `archive <url>`).
+    /// Where the package comes from: `repo <name>`, or the path of the package file (from a
+    /// cache dir or the fleet's archive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }

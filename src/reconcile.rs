@@ -19,6 +19,7 @@ use crate::state::{
     AppliedState, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir, StateError,
 };
 use crate::system::{HostPaths, Mode, System, SystemError};
+use crate::trust::{self, Anchor, KeyError, Refusal};
 use crate::window::{self, Gate};
 
 /// What kind of pass to run.
@@ -91,6 +92,14 @@ pub struct PassReport {
     pub commit: String,
     /// Whether the fetch brought a new commit.
     pub fetched_new: bool,
+    /// Names of the keys that signed the target.
+    pub signers: Vec<String>,
+    /// The target's statement sequence number.
+    pub sequence: u64,
+    /// Unsigned commits newer than the target, waiting for a signature (oldest first).
+    pub waiting: Vec<String>,
+    /// A newer commit that carried a statement but was refused, and why (exit 3).
+    pub refused: Option<String>,
     /// The host's pool, if any.
     pub pool: Option<String>,
     /// The pool's generation, if pinned.
@@ -144,16 +153,46 @@ pub enum PassError {
     /// Applying failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The fleet state is not trusted: nothing was applied.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// A trusted key could not be read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// No trusted keys are configured.
+    #[error(
+        "{config} lists no `trusted_keys`: a host applies only states signed by keys it trusts; add the fleet's public key(s), e.g. `trusted_keys: [/etc/pacfleet/keys/ops.pub]`"
+    )]
+    NoTrustedKeys {
+        /// The agent.yaml.
+        config: String,
+    },
+    /// The anchor file could not be read or written.
+    #[error("cannot {action} {path}: {detail}")]
+    Anchor {
+        /// What we did.
+        action: &'static str,
+        /// The anchor file.
+        path: String,
+        /// Why it failed.
+        detail: String,
+    },
 }
 
 impl PassError {
     /// The exit code DESIGN.md §3 gives this failure: 3 for trust refusals, 2 otherwise.
     pub fn exit_code(&self) -> u8 {
-        2
+        match self {
+            PassError::Refused(_) => 3,
+            _ => 2,
+        }
     }
 
     fn outcome(&self) -> PassOutcome {
-        PassOutcome::Failed
+        match self {
+            PassError::Refused(_) => PassOutcome::Refused,
+            _ => PassOutcome::Failed,
+        }
     }
 }
 
@@ -185,6 +224,13 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
     let result = pass(cfg, opts, &state, start, &mut target_commit);
     if opts.apply {
         let status = match &result {
+            Ok(r) if r.refused.is_some() => PassStatus {
+                at: chrono::Utc::now(),
+                outcome: PassOutcome::Refused,
+                message: r.refused.clone(),
+                pending_changes: 0,
+                target_commit: Some(r.commit.clone()),
+            },
             Ok(r) => PassStatus {
                 at: chrono::Utc::now(),
                 outcome: match &r.verdict {
@@ -216,8 +262,140 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         if let Err(e) = state.save_status(&status) {
             tracing::error!("cannot record the pass status: {e}");
         }
+        let refusal = match &result {
+            Err(e @ PassError::Refused(_)) => Some(e.to_string()),
+            Ok(r) => r.refused.clone(),
+            Err(_) => None,
+        };
+        if let Some(message) = refusal {
+            let entry = HistoryEntry {
+                at: chrono::Utc::now(),
+                commit: target_commit.clone().unwrap_or_default(),
+                signer: None,
+                pool: result.as_ref().ok().and_then(|r| r.pool.clone()).unwrap_or_default(),
+                generation: result.as_ref().ok().and_then(|r| r.generation),
+                changes: Vec::new(),
+                outcome: HistoryOutcome::Refused,
+                error: Some(message),
+                duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            if let Err(e) = state.append_history(&entry) {
+                tracing::error!("cannot record the refusal in history: {e}");
+            }
+        }
     }
     result
+}
+
+/// The verified target of a pass.
+struct Trusted {
+    commit: String,
+    tree: String,
+    signers: Vec<String>,
+    anchor: Anchor,
+    waiting: Vec<String>,
+    refused: Option<Refusal>,
+}
+
+/// Where the host remembers, beside its package database, the last state it applied; it
+/// outlives a deleted or restored state directory, which is how those are noticed.
+pub fn anchor_path(cfg: &AgentConfig) -> PathBuf {
+    cfg.dbpath.join("pacfleet.anchor")
+}
+
+fn read_anchor(cfg: &AgentConfig) -> Result<Option<Anchor>, PassError> {
+    let path = anchor_path(cfg);
+    let err = |action, detail: String| PassError::Anchor { action, path: path.display().to_string(), detail };
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            err("parse", format!("{e}; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host"))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err("read", e.to_string())),
+    }
+}
+
+fn write_anchor(cfg: &AgentConfig, anchor: &Anchor) -> Result<(), PassError> {
+    let path = anchor_path(cfg);
+    let json = serde_json::to_vec_pretty(anchor).map_err(|e| PassError::Anchor {
+        action: "encode",
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    crate::state::write_atomic(&path, &json)?;
+    Ok(())
+}
+
+/// Chooses the target commit under the trust rules.
+fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str) -> Result<Trusted, PassError> {
+    if cfg.trusted_keys.is_empty() {
+        return Err(PassError::NoTrustedKeys { config: cfg.source.display().to_string() });
+    }
+    let root_keys = cfg.trusted_keys.iter().map(|p| trust::load_key(p)).collect::<Result<Vec<_>, _>>()?;
+    let applied = state.load_applied()?.map(|a| a.anchor());
+    let remembered = read_anchor(cfg)?;
+    let anchor_file = anchor_path(cfg).display().to_string();
+    match (&applied, &remembered) {
+        (None, Some(r)) => {
+            return Err(Refusal::StateLost {
+                detail: format!(
+                    "{} has no record of an applied state, but this host applied fleet `{}` sequence {} (commit {}) before",
+                    state.applied_path().display(),
+                    r.fleet,
+                    r.sequence,
+                    short(&r.commit)
+                ),
+                anchor: anchor_file,
+            }
+            .into());
+        }
+        (Some(a), Some(r)) if a.sequence < r.sequence || (a.sequence == r.sequence && a.commit != r.commit) => {
+            return Err(Refusal::StateLost {
+                detail: format!(
+                    "{} records sequence {} (commit {}), older than the sequence {} (commit {}) this host applied: the state directory was restored from an old copy",
+                    state.applied_path().display(),
+                    a.sequence,
+                    short(&a.commit),
+                    r.sequence,
+                    short(&r.commit)
+                ),
+                anchor: anchor_file,
+            }
+            .into());
+        }
+        _ => {}
+    }
+    let now = chrono::Utc::now();
+    let selection = trust::select(repo, tip, applied.as_ref(), &root_keys, cfg.threshold, now).map_err(|e| match e {
+        trust::SelectError::Read(e) => PassError::Read(e),
+        trust::SelectError::Refused(r) => PassError::Refused(r),
+    })?;
+    if let Some(t) = selection.target {
+        return Ok(Trusted {
+            commit: t.commit,
+            tree: t.tree,
+            signers: t.verified.signers,
+            anchor: t.anchor,
+            waiting: selection.waiting,
+            refused: selection.refused,
+        });
+    }
+    // Nothing newer is acceptable: stay on what was applied, if its signature still holds.
+    let Some(anchor) = applied else {
+        return Err(selection.refused.unwrap_or(Refusal::Unsigned { commit: tip.to_owned() }).into());
+    };
+    let verified = trust::reverify_anchor(repo, &anchor, &root_keys, cfg.threshold, now).map_err(|e| match e {
+        trust::SelectError::Read(e) => PassError::Read(e),
+        trust::SelectError::Refused(r) => PassError::Refused(r),
+    })?;
+    Ok(Trusted {
+        commit: anchor.commit.clone(),
+        tree: verified.statement.tree.clone(),
+        signers: verified.signers,
+        anchor: Anchor { sequence: verified.statement.sequence, ..anchor },
+        waiting: selection.waiting,
+        refused: selection.refused,
+    })
 }
 
 fn pass(
@@ -240,10 +418,20 @@ fn pass(
         short(&fetched.commit),
         if fetched.updated { "new" } else { "unchanged" }
     );
-    // 2. Verification of the signed state slots in here (DESIGN.md §4); until it does, the
-    //    branch tip is the target.
-    let commit = fetched.commit.clone();
+    // 2. Verify: the newest commit a threshold of trusted keys signed (DESIGN.md §4).
+    let trusted = verify(cfg, state, &repo, &fetched.commit)?;
+    let commit = trusted.commit.clone();
     *target_commit = Some(commit.clone());
+    if let Some(r) = &trusted.refused {
+        tracing::warn!("refused: {r}");
+    }
+    if !trusted.waiting.is_empty() {
+        tracing::info!(
+            "{} newer commit(s) wait for a signature (newest {})",
+            trusted.waiting.len(),
+            short(trusted.waiting.last().map_or("", String::as_str))
+        );
+    }
 
     // 3. Manifests of the target.
     let files = FleetFiles::from_blobs(source::read_tree(&repo, &commit, is_manifest_path)?);
@@ -260,6 +448,10 @@ fn pass(
         pool: None,
         generation: None,
         window_open_until: None,
+        signers: trusted.signers.clone(),
+        sequence: trusted.anchor.sequence,
+        waiting: trusted.waiting.clone(),
+        refused: trusted.refused.as_ref().map(|r| r.to_string()),
         verdict: Verdict::NotInFleet,
         changeset: Changeset::default(),
         notices: Notices::default(),
@@ -317,7 +509,7 @@ fn pass(
             let entry = |outcome, error: Option<String>| HistoryEntry {
                 at: chrono::Utc::now(),
                 commit: commit.clone(),
-                signer: None,
+                signer: Some(trusted.signers.join(", ")),
                 pool: resolved.pool.clone(),
                 generation: resolved.generation,
                 changes: report.changeset.changes.clone(),
@@ -341,14 +533,17 @@ fn pass(
         let inventory = next_inventory(&inventory, &report.changeset);
         let applied = AppliedState {
             commit: commit.clone(),
-            tree: fetched.tree.clone(),
-            sequence: None,
+            tree: trusted.tree.clone(),
+            sequence: trusted.anchor.sequence,
             generation: resolved.generation,
             pool: resolved.pool.clone(),
             applied_at: chrono::Utc::now(),
             fleet: resolved.fleet.clone(),
+            signers: trusted.signers.clone(),
+            keys: trusted.anchor.keys.clone(),
         };
         state.record_applied(&applied, &inventory)?;
+        write_anchor(cfg, &trusted.anchor)?;
     }
     report.verdict = match hold {
         _ if report.changeset.is_empty() => Verdict::Converged,

@@ -683,6 +683,19 @@ pub fn read_note(repo: &Path, commit: &str) -> Result<Option<Vec<u8>>, ReadError
     Ok(Some(blob.take_data()))
 }
 
+/// The tree id (hex) of `commit`.
+pub fn commit_tree(repo: &Path, commit: &str) -> Result<String, ReadError> {
+    let r = open(repo)?;
+    let id = resolve_commit(&r, repo, commit)?;
+    let object_err = |err: gix::Error| ReadError::Object {
+        repo: repo.to_owned(),
+        what: format!("commit {id}"),
+        detail: error_chain(&err),
+    };
+    let tree = r.find_commit(id).and_then(|c| c.tree_id().map(|t| t.detach())).map_err(object_err)?;
+    Ok(tree.to_string())
+}
+
 /// Resolve `rev` (e.g. `HEAD`, `main`, `origin/main`, a full or abbreviated hex id, `v1^{}`)
 /// in the repository at `repo` (bare, a `.git` directory, or a work tree) to a commit id (hex).
 /// Annotated tags are peeled.

@@ -26,9 +26,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use chrono::{DateTime, Utc};
 
 pub use crate::plan::Change;
 
@@ -52,7 +52,7 @@ pub struct AppliedState {
     /// Tree id of that commit (bound into the signature statement).
     pub tree: String,
     /// Sequence number from the signature statement; later states must not be lower.
-    pub sequence: Option<u64>,
+    pub sequence: u64,
     /// The pool's pinned generation, if it had one.
     pub generation: Option<u32>,
     /// The pool this host was in.
@@ -60,6 +60,24 @@ pub struct AppliedState {
     pub applied_at: DateTime<Utc>,
     /// Fleet name from `fleet.yaml`.
     pub fleet: String,
+    /// Names of the keys that signed it.
+    #[serde(default)]
+    pub signers: Vec<String>,
+    /// fleet.yaml `keys:` in force after it (name, base64 key), if it listed any.
+    #[serde(default)]
+    pub keys: Option<Vec<(String, String)>>,
+}
+
+impl AppliedState {
+    /// What trust verification builds on.
+    pub fn anchor(&self) -> crate::trust::Anchor {
+        crate::trust::Anchor {
+            commit: self.commit.clone(),
+            sequence: self.sequence,
+            fleet: self.fleet.clone(),
+            keys: self.keys.clone(),
+        }
+    }
 }
 
 /// How a pass ended, as recorded in `status.json`.
@@ -500,7 +518,9 @@ mod tests {
         AppliedState {
             commit: "c0ffee".into(),
             tree: "7ree".into(),
-            sequence: Some(7),
+            sequence: 7,
+            signers: vec!["ops".into()],
+            keys: None,
             generation: Some(3),
             pool: "workstations".into(),
             applied_at: "2026-11-20T09:00:00Z".parse().unwrap(),

@@ -327,14 +327,23 @@ impl System {
             .iter()
             .flat_map(|db| db.servers().iter().map(str::to_owned).collect::<Vec<_>>())
             .collect();
+        let lockfile = self.lockfile().display().to_string();
         let dbs = self.alpm.syncdbs_mut();
         if dbs.is_empty() {
             return Ok(());
         }
-        dbs.update(false).map_err(|source| SystemError::Refresh {
-            repo,
-            servers: servers.join(", "),
-            source,
+        dbs.update(false).map_err(|source| match source {
+            // libalpm takes pacman's lock to write the sync databases.
+            alpm::Error::HandleLock => SystemError::Locked {
+                lockfile,
+                waited_secs: 0,
+                holder: lock_holder(),
+            },
+            source => SystemError::Refresh {
+                repo,
+                servers: servers.join(", "),
+                source,
+            },
         })?;
         Ok(())
     }
@@ -415,9 +424,25 @@ impl System {
         resolved: &Resolved,
     ) -> Result<Vec<Target>, SystemError> {
         if intent.sysupgrade {
-            self.alpm
-                .sync_sysupgrade(false)
-                .map_err(alpm_err("starting the system upgrade"))?;
+            // A package about to be removed must not be upgraded in the same transaction:
+            // libalpm would remove the old version and then install the new one. Hold it
+            // back from the upgrade (only for this call; the host's IgnorePkg is kept).
+            let held: Vec<String> = intent
+                .remove
+                .iter()
+                .filter(|n| !self.alpm.ignorepkgs().iter().any(|i| i == n.as_str()))
+                .cloned()
+                .collect();
+            for name in &held {
+                self.alpm
+                    .add_ignorepkg(name.as_str())
+                    .map_err(alpm_err(format!("holding `{name}` back from the upgrade")))?;
+            }
+            let upgraded = self.alpm.sync_sysupgrade(false);
+            for name in &held {
+                let _ = self.alpm.remove_ignorepkg(name.as_str());
+            }
+            upgraded.map_err(alpm_err("starting the system upgrade"))?;
         }
         for t in targets {
             self.add_target(t, resolved)?;

@@ -4,11 +4,14 @@
 
 mod demo;
 mod history;
+mod keygen;
 mod output;
 mod plan;
 mod reconcile;
 mod resolve;
+mod sign;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +50,12 @@ enum Command {
     /// A complete sandbox fleet on this machine: three hosts reconciled through a story of
     /// commits. Touches nothing outside a temporary directory.
     Demo(DemoArgs),
+    /// Create a minisign key pair (`PREFIX.pub`, `PREFIX.key`) for signing fleet states.
+    Keygen(KeygenArgs),
+    /// Sign a commit of the fleet repository: a statement note under refs/notes/pacfleet.
+    Sign(SignArgs),
+    /// Check a commit's signature statement against public keys, as a host would.
+    Verify(VerifyArgs),
 }
 
 /// `--config` for commands that read agent.yaml.
@@ -120,6 +129,62 @@ struct DemoArgs {
     keep: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Write `PREFIX.pub` (what hosts trust) and `PREFIX.key` (the secret key); existing files
+    /// are never overwritten.
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+    /// Do not protect the secret key with a password (for unattended signing only).
+    #[arg(long)]
+    unencrypted: bool,
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// The commit to sign.
+    #[arg(default_value = "HEAD")]
+    rev: String,
+    /// The secret key file (`fleetctl keygen` or `minisign -G`); its password comes from
+    /// PACFLEET_KEY_PASSWORD or is asked on the terminal.
+    #[arg(long, short = 'k', value_name = "KEY")]
+    key: PathBuf,
+    /// The fleet repository.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// How long the signed state stays valid (e.g. `30d`, `12h`); sign the tip again before
+    /// then, or hosts report the fleet as stale.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    expires_in: String,
+    /// The statement's sequence number (default: the highest in the notes + 1). Only for a
+    /// new statement.
+    #[arg(long, value_name = "N")]
+    sequence: Option<u64>,
+    /// Make a new statement (new sequence, new expiry) even if the commit has a valid one,
+    /// instead of adding this key's signature to it.
+    #[arg(long)]
+    renew: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The commit to verify.
+    #[arg(default_value = "HEAD")]
+    rev: String,
+    /// A trusted public key file (`.pub`); repeat for several keys.
+    #[arg(long, short = 'k', value_name = "PUB", required = true)]
+    key: Vec<PathBuf>,
+    /// The fleet repository.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// How many distinct given keys must have signed.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threshold: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Runs `fleetctl` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -135,6 +200,9 @@ pub fn main() -> ExitCode {
         Command::Reconcile(a) => reconcile::run(a),
         Command::History(a) => history::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Sign(a) => sign::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

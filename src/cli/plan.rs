@@ -51,6 +51,14 @@ pub(super) fn print_report(r: &PassReport) {
         (_, None) => "open (no window)".to_owned(),
     };
     println!("window: {window}");
+    println!("signed: sequence {} by {}", r.sequence, r.signers.join(", "));
+    if !r.waiting.is_empty() {
+        println!(
+            "waiting for a signature: {} newer commit(s), newest {}",
+            r.waiting.len(),
+            short(r.waiting.last().map_or("", String::as_str))
+        );
+    }
     let cs = &r.changeset;
     if cs.is_empty() {
         println!("converged: nothing to do");

@@ -18,5 +18,9 @@ pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     } else {
         super::plan::print_report(&report);
     }
+    if let Some(refused) = &report.refused {
+        eprintln!("error: refused: {refused}");
+        return Ok(3);
+    }
     Ok(0)
 }

@@ -122,6 +122,18 @@ pub(super) fn check(
         );
     }
 
+    if let Some(f) = &fleet {
+        let mut seen = BTreeSet::new();
+        for (i, k) in f.spec.keys.iter().enumerate() {
+            if let Err(e) = crate::trust::parse_key(k.name.as_str(), &k.key) {
+                ctx.at(&f.file, &[Seg::Key("keys"), Seg::Index(i), Seg::Key("key")], format!("{e}; paste the second line of the key's .pub file"));
+            }
+            if !seen.insert(k.key.trim()) {
+                ctx.at(&f.file, &[Seg::Key("keys"), Seg::Index(i)], format!("key `{}` is listed twice; a key counts once towards the threshold", k.name));
+            }
+        }
+    }
+
     let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
     let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
     let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);

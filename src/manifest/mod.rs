@@ -159,6 +159,21 @@ pub struct FleetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(https?|file)://"))]
     pub archive: Option<String>,
+    /// Keys allowed to sign this fleet's states. A change to this list takes effect on a host
+    /// only once a commit carrying it is signed by the keys the host already trusts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<FleetKey>,
+}
+
+/// A signing key listed in fleet.yaml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetKey {
+    /// Who holds it (shown in `verify` output and refusals).
+    pub name: Name,
+    /// The minisign public key: the base64 line of its `.pub` file (`RW…`).
+    #[schemars(regex(pattern = r"^RW[A-Za-z0-9+/=]{54}$"))]
+    pub key: String,
 }
 
 /// A package named by a set, pool or host: a bare name, or `{name, repo}` to say which sync

@@ -579,6 +579,9 @@ fn example_fleet_resolves_as_its_readme_says() {
 // ---------------------------------------------------------------------------------------------
 // Both directions: a maximal fleet, and single mutations of it.
 
+/// A real minisign public key (made with `minisign -G -W`; its secret half was thrown away).
+const KEY: &str = "RWQP0hc6U9KmVLCtr4e0Tw/yx7u1W5x0xoQdJj8xRhLiRPcrN70cC1T0";
+
 const SHA: &str = "3f7a0c9d5b1e4a6f8c2d0b9e7a5c3f1d9b7e5a3c1f0d8b6e4a2c0f9d7b5e3a1c";
 
 /// A fleet in which every field of every kind is set, and which loads without a diagnostic.
@@ -586,7 +589,7 @@ fn maximal_fleet() -> Vec<(String, String)> {
     [
         (
             "fleet.yaml",
-            "kind: Fleet\nname: acme\narchive: https://archive.archlinux.org\n".to_owned(),
+            format!("kind: Fleet\nname: acme\narchive: https://archive.archlinux.org\nkeys:\n  - {{name: ops, key: {KEY}}}\n"),
         ),
         (
             "pools/web.yaml",
@@ -799,6 +802,7 @@ fn invalid_documents_are_rejected_by_both() {
             "nginx: {version: \"1.26.3\"}",
         ),
         m("fleet.yaml", "archive: https://", "archive: ftp://"),
+        m("fleet.yaml", "{name: ops, key: RW", "{name: ops, key: XX"),
         m(
             "generations/web/1.yaml",
             "snapshot: 2025-03-01",

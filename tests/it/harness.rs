@@ -303,11 +303,26 @@ impl HostDir {
     }
 }
 
-/// A fleet repository: a real git work tree whose commits the hosts fetch.
+/// A fleet repository: a real git work tree whose commits the hosts fetch, with an operator
+/// key (`keys/ops.pub`, `keys/ops.key`, unencrypted) that signs them.
 #[derive(Debug)]
 pub struct FleetRepo {
     /// The work tree.
     pub dir: PathBuf,
+    /// The operator's public key file (what hosts trust).
+    pub public_key: PathBuf,
+    /// The operator's secret key file.
+    pub secret_key: PathBuf,
+}
+
+/// Writes an unencrypted minisign key pair `<dir>/<name>.pub` and `<dir>/<name>.key`.
+pub fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    fs::create_dir_all(dir).expect("create key dir");
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().expect("generate key");
+    let (public, secret) = (dir.join(format!("{name}.pub")), dir.join(format!("{name}.key")));
+    fs::write(&public, kp.pk.to_box().expect("pk box").into_string()).expect("write pub");
+    fs::write(&secret, kp.sk.to_box(None).expect("sk box").into_string()).expect("write key");
+    (public, secret)
 }
 
 impl FleetRepo {
@@ -315,7 +330,8 @@ impl FleetRepo {
     pub fn new(tmp: &Path) -> Self {
         let dir = tmp.join("fleet");
         fs::create_dir_all(&dir).expect("create fleet dir");
-        let repo = Self { dir };
+        let (public_key, secret_key) = keypair(&tmp.join("keys"), "ops");
+        let repo = Self { dir, public_key, secret_key };
         repo.git(&["init", "-q", "-b", "main"]);
         repo.git(&["config", "user.name", "Fleet Operator"]);
         repo.git(&["config", "user.email", "ops@example.com"]);
@@ -346,12 +362,44 @@ impl FleetRepo {
         }
     }
 
-    /// Writes `files` and commits them all; returns the new commit id.
+    /// Writes `files`, commits them all and signs the commit with the operator key; returns
+    /// the new commit id.
     pub fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
+        let id = self.commit_unsigned(message, files);
+        self.sign(&id);
+        id
+    }
+
+    /// Writes `files` and commits them all without signing; returns the new commit id.
+    pub fn commit_unsigned(&self, message: &str, files: &[(&str, &str)]) -> String {
         self.write(files);
         self.git(&["add", "-A"]);
-        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
         self.head()
+    }
+
+    /// Signs `rev` with the operator key (a new statement, next sequence, 30 days).
+    pub fn sign(&self, rev: &str) {
+        self.sign_with(rev, &self.secret_key);
+    }
+
+    /// Signs `rev` with the given secret key file (appending to a valid statement).
+    pub fn sign_with(&self, rev: &str, secret_key: &Path) {
+        let sk = pacfleet::trust::load_secret_key(secret_key, None).expect("load key");
+        let opts = pacfleet::trust::SignOptions {
+            sequence: None,
+            expires: chrono::Utc::now() + chrono::Duration::days(30),
+            renew: false,
+        };
+        pacfleet::trust::sign_commit(&self.dir, rev, &sk, &opts).expect("sign commit");
+    }
+
+    /// `git revert` of `commit`, signed; returns the new commit id.
+    pub fn revert(&self, commit: &str) -> String {
+        self.git(&["revert", "--no-edit", commit]);
+        let id = self.head();
+        self.sign(&id);
+        id
     }
 
     /// The HEAD commit id.
@@ -380,17 +428,19 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 impl HostDir {
-    /// Writes `base/agent.yaml` pointing at `repo` (a path or URL) with this host's paths;
-    /// `extra` is appended verbatim (more YAML keys). Returns its path.
-    pub fn agent_yaml(&self, repo: &str, extra: &str) -> PathBuf {
+    /// Writes `base/agent.yaml` pointing at `repo` (a path or URL) with this host's paths,
+    /// trusting `key` (a `.pub` file); `extra` is appended verbatim (more YAML keys). Returns
+    /// its path.
+    pub fn agent_yaml(&self, repo: &str, key: &Path, extra: &str) -> PathBuf {
         let path = self.base.join("agent.yaml");
         let text = format!(
-            "repo: {repo}\nbranch: main\nhostname: {}\nroot: {}\ndbpath: {}\npacman_conf: {}\nstate_dir: {}\n{extra}",
+            "repo: {repo}\nbranch: main\nhostname: {}\nroot: {}\ndbpath: {}\npacman_conf: {}\nstate_dir: {}\ntrusted_keys: [{}]\n{extra}",
             self.hostname,
             self.root.display(),
             self.dbpath.display(),
             self.conf.display(),
             self.state_dir.display(),
+            key.display(),
         );
         fs::write(&path, text).expect("write agent.yaml");
         path

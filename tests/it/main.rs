@@ -3,6 +3,7 @@
 //! `harness` holds the shared fixtures; each other module tests one area against the real
 //! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
 
+mod demo;
 mod harness;
 mod reconcile;
 mod source;

@@ -1,0 +1,894 @@
+//! Trust: which fleet state a host may apply (DESIGN.md §4). A state is a commit carrying a
+//! signature statement as a git note under `refs/notes/pacfleet`: a canonical text naming the
+//! fleet, the commit, its tree, a sequence number and an expiry, followed by one or more
+//! minisign signatures over exactly that text.
+//!
+//! This module owns the statement format, keys, verifying one note, and choosing the target
+//! commit for a host given what it applied last (anti-rollback, force-push detection, key
+//! rotation through fleet.yaml `keys:`). There is no bypass: nothing here can be told to
+//! accept an unsigned or untrusted state.
+//!
+//! Statement format (version 1), one field per line, in this order, each line ending in `\n`:
+//!
+//! ```text
+//! pacfleet-statement 1
+//! fleet acme
+//! commit 3f1c…(40 hex)
+//! tree 9ab2…(40 hex)
+//! sequence 12
+//! expires 2026-12-23T09:00:00Z
+//! ```
+//!
+//! The note is the statement, then for each signature a blank line and a minisign signature
+//! (the four lines of a `.minisig` file). The signature is over the statement's bytes, so
+//! `minisign -Vm statement -x sig -p key.pub` verifies it too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use minisign::{PublicKey, SignatureBox};
+
+use crate::manifest::FleetSpec;
+use crate::source::{self, ReadError};
+
+/// The notes ref holding signature statements.
+pub const NOTES_REF: &str = "refs/notes/pacfleet";
+/// Notes larger than this are refused unread.
+pub const MAX_NOTE_BYTES: usize = 64 * 1024;
+const HEADER: &str = "pacfleet-statement 1";
+
+/// A signature statement: what the signers vouch for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Statement {
+    /// The fleet's name (fleet.yaml `name`).
+    pub fleet: String,
+    /// The commit id.
+    pub commit: String,
+    /// The commit's tree id.
+    pub tree: String,
+    /// Monotonic across the fleet's statements; hosts refuse lower than they applied.
+    pub sequence: u64,
+    /// After this, the statement is stale.
+    pub expires: DateTime<Utc>,
+}
+
+impl Statement {
+    /// The canonical text that is signed.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{HEADER}\nfleet {}\ncommit {}\ntree {}\nsequence {}\nexpires {}\n",
+            self.fleet,
+            self.commit,
+            self.tree,
+            self.sequence,
+            self.expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+        )
+    }
+
+    /// Parses the canonical text exactly (no other spacing, order or fields).
+    pub fn parse(text: &str) -> Result<Statement, String> {
+        let mut lines = text.split_inclusive('\n');
+        let mut field = |key: &str| -> Result<String, String> {
+            let line = lines.next().ok_or_else(|| format!("the statement ends before `{key}`"))?;
+            let line = line.strip_suffix('\n').ok_or_else(|| format!("line `{line}` does not end in a newline"))?;
+            if key == HEADER {
+                return if line == HEADER {
+                    Ok(String::new())
+                } else {
+                    Err(format!("the statement must start with `{HEADER}`, found `{line}`"))
+                };
+            }
+            line.strip_prefix(key)
+                .and_then(|v| v.strip_prefix(' '))
+                .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("expected `{key} <value>`, found `{line}`"))
+        };
+        field(HEADER)?;
+        let fleet = field("fleet")?;
+        let commit = field("commit")?;
+        let tree = field("tree")?;
+        let sequence = field("sequence")?;
+        let expires = field("expires")?;
+        if lines.next().is_some() {
+            return Err("unexpected text after `expires`".into());
+        }
+        let hex = |v: &str| v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if !hex(&commit) || !hex(&tree) {
+            return Err("commit and tree must be 40 lowercase hex digits".into());
+        }
+        let statement = Statement {
+            fleet,
+            commit,
+            tree,
+            sequence: sequence.parse().map_err(|_| format!("sequence `{sequence}` is not a number"))?,
+            expires: DateTime::parse_from_rfc3339(&expires)
+                .map_err(|e| format!("expires `{expires}` is not an RFC 3339 time ({e})"))?
+                .with_timezone(&Utc),
+        };
+        if statement.to_text() != text {
+            return Err("the statement is not in canonical form".into());
+        }
+        Ok(statement)
+    }
+}
+
+/// A statement and its signatures, as stored in a note.
+#[derive(Clone)]
+pub struct Note {
+    /// The statement's exact text (what was signed).
+    pub text: String,
+    /// The parsed statement.
+    pub statement: Statement,
+    /// The signatures, in order.
+    pub signatures: Vec<SignatureBox>,
+}
+
+impl std::fmt::Debug for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Note")
+            .field("statement", &self.statement)
+            .field("signatures", &self.signatures.iter().map(sig_key_id).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Note {
+    /// Parses a note: the statement, then blank-line-separated minisign signatures.
+    pub fn parse(bytes: &[u8]) -> Result<Note, String> {
+        if bytes.len() > MAX_NOTE_BYTES {
+            return Err(format!("the note is {} bytes; statements over 64 KiB are refused", bytes.len()));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| "the note is not UTF-8 text".to_owned())?;
+        let (statement_text, rest) = match text.find("\n\n") {
+            Some(i) => (text[..=i].to_owned(), &text[i + 2..]),
+            None => (text.to_owned(), ""),
+        };
+        let statement = Statement::parse(&statement_text)?;
+        let mut signatures = Vec::new();
+        for block in rest.split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
+            let sig = SignatureBox::from_string(block).map_err(|e| format!("a signature does not parse: {e}"))?;
+            signatures.push(sig);
+        }
+        Ok(Note { text: statement_text, statement, signatures })
+    }
+
+    /// The note's text: the statement and every signature.
+    pub fn render(&self) -> String {
+        let mut out = self.text.clone();
+        for s in &self.signatures {
+            out.push('\n');
+            out.push_str(s.to_string().trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A public key and the name it is known by.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// File stem or fleet.yaml name.
+    pub name: String,
+    /// The key.
+    pub key: PublicKey,
+}
+
+impl Key {
+    /// minisign's key id, as its tools print it (16 uppercase hex digits).
+    pub fn id(&self) -> String {
+        key_id(&self.key)
+    }
+
+    /// What makes two keys the same key: the Ed25519 public key bytes (not the key id).
+    fn identity(&self) -> Vec<u8> {
+        let bytes = self.key.to_bytes();
+        bytes[bytes.len().saturating_sub(32)..].to_vec()
+    }
+
+    /// The public key as the base64 line of a `.pub` file.
+    pub fn to_base64(&self) -> String {
+        self.key.to_base64()
+    }
+}
+
+fn key_id(pk: &PublicKey) -> String {
+    let bytes = pk.to_bytes();
+    // sig_alg (2 bytes) then the key id (8 bytes, little endian).
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[2..10]);
+    format!("{:016X}", u64::from_le_bytes(id))
+}
+
+fn sig_key_id(sig: &SignatureBox) -> String {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&sig.keynum()[..8]);
+    format!("{:016X}", u64::from_le_bytes(id))
+}
+
+/// Reading a key failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {what} as a minisign public key: {detail}; it must be a `.pub` file made by `fleetctl keygen` or `minisign -G`")]
+pub struct KeyError {
+    what: String,
+    detail: String,
+}
+
+/// Parses a public key from the text of a `.pub` file or its base64 line alone.
+pub fn parse_key(name: &str, text: &str) -> Result<Key, KeyError> {
+    let err = |detail: String| KeyError { what: name.to_owned(), detail };
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .ok_or_else(|| err("it is empty".into()))?;
+    if !line.starts_with("RW") {
+        return Err(err(format!("`{line}` is not a minisign Ed25519 public key (those start with RW)")));
+    }
+    let key = PublicKey::from_base64(line).map_err(|e| err(e.to_string()))?;
+    Ok(Key { name: name.to_owned(), key })
+}
+
+/// Reads a `.pub` file; the key's name is the file stem.
+pub fn load_key(path: &Path) -> Result<Key, KeyError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| KeyError { what: path.display().to_string(), detail: e.to_string() })?;
+    let name = path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+    parse_key(&name, &text).map_err(|e| KeyError { what: path.display().to_string(), detail: e.detail })
+}
+
+/// The keys fleet.yaml lists, if it lists any.
+pub fn fleet_keys(spec: &FleetSpec) -> Result<Option<Vec<Key>>, KeyError> {
+    if spec.keys.is_empty() {
+        return Ok(None);
+    }
+    spec.keys.iter().map(|k| parse_key(k.name.as_str(), &k.key)).collect::<Result<Vec<_>, _>>().map(Some)
+}
+
+/// Why a state is not applied. Each message says which rule failed and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No statement at all.
+    #[error(
+        "commit {commit} is not signed (no note under refs/notes/pacfleet); sign it with `fleetctl sign {commit} --key KEY` and push the notes: `git push origin refs/notes/pacfleet`"
+    )]
+    Unsigned {
+        /// The commit.
+        commit: String,
+    },
+    /// The note does not parse.
+    #[error("the signature note on commit {commit} is corrupt ({detail}); re-sign the commit with `fleetctl sign`")]
+    Corrupt {
+        /// The commit.
+        commit: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A legacy (non-prehashed) minisign signature.
+    #[error("the note on commit {commit} carries a legacy (non-prehashed) minisign signature by key {key}; legacy signatures are refused: sign again with a current minisign or `fleetctl sign`")]
+    Legacy {
+        /// The commit.
+        commit: String,
+        /// Key id.
+        key: String,
+    },
+    /// A signature by a trusted key id that does not verify: the note was altered.
+    #[error("the signature by key {key} ({name}) on commit {commit} does not verify: the statement was altered after signing; do not apply — find out who changed the note, then re-sign")]
+    Tampered {
+        /// The commit.
+        commit: String,
+        /// Key id.
+        key: String,
+        /// Key name.
+        name: String,
+    },
+    /// Signed, but by no key this host trusts.
+    #[error("commit {commit} is signed only by keys this host does not trust ({keys}); it trusts {trusted}. Sign with a trusted key, or rotate keys through fleet.yaml `keys:` signed by the current ones")]
+    UntrustedKey {
+        /// The commit.
+        commit: String,
+        /// Key ids that signed.
+        keys: String,
+        /// Key names the host trusts.
+        trusted: String,
+    },
+    /// Fewer distinct trusted keys than the threshold.
+    #[error("commit {commit} is signed by {have} distinct trusted key(s) ({signers}) but this host needs {need}; another trusted key holder must sign it too (`fleetctl sign {commit} --key KEY` appends a signature)")]
+    BelowThreshold {
+        /// The commit.
+        commit: String,
+        /// Distinct trusted keys that signed.
+        have: usize,
+        /// The threshold.
+        need: usize,
+        /// Their names.
+        signers: String,
+    },
+    /// The statement names another commit, tree or fleet.
+    #[error("the statement on commit {commit} is for {field} `{found}`, not `{expected}`: a note copied from elsewhere; sign this commit itself")]
+    Mismatch {
+        /// The commit the note is attached to.
+        commit: String,
+        /// `commit`, `tree` or `fleet`.
+        field: &'static str,
+        /// What the statement says.
+        found: String,
+        /// What it must say.
+        expected: String,
+    },
+    /// Expired: the signed state is stale (a frozen mirror, or signing stopped).
+    #[error("the signed state of commit {commit} expired at {expired}: the fleet's signatures are stale (a frozen mirror or a stopped signing routine); nothing new is applied until a signer runs `fleetctl sign` on the branch tip and pushes the notes")]
+    Expired {
+        /// The commit.
+        commit: String,
+        /// When it expired.
+        expired: String,
+    },
+    /// Sequence number lower than what the host applied.
+    #[error("commit {commit} is signed with sequence {sequence}, lower than {applied} which this host already applied: a replayed old state; sign the current tip again so it gets a new sequence number")]
+    Rollback {
+        /// The commit.
+        commit: String,
+        /// Its sequence.
+        sequence: u64,
+        /// The applied sequence.
+        applied: u64,
+    },
+    /// History rewritten: the branch no longer contains what the host applied.
+    #[error("the branch tip {tip} does not descend from {applied}, which this host applied: the branch was force-pushed; restore the history (push a revert instead of rewriting), or re-enroll the host deliberately")]
+    NotDescendant {
+        /// The tip.
+        tip: String,
+        /// The applied commit.
+        applied: String,
+    },
+    /// The state directory lost its record of what was applied.
+    #[error("{detail}; pacfleet will not trust anything older than what this host applied. Restore the state directory from backup, or, to re-enroll this host on purpose, delete {anchor} at the console")]
+    StateLost {
+        /// What is missing or older.
+        detail: String,
+        /// The anchor file that remembers.
+        anchor: String,
+    },
+    /// The commit's fleet.yaml cannot be read, so its name and keys are unknown.
+    #[error("commit {commit} has no readable fleet.yaml ({detail}); fix the fleet repository")]
+    NoFleet {
+        /// The commit.
+        commit: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A verified statement.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The statement.
+    pub statement: Statement,
+    /// Names of the distinct trusted keys that signed.
+    pub signers: Vec<String>,
+}
+
+/// Checks one note against `keys` and `threshold` for `commit`/`tree`/`fleet` at `now`.
+/// Order: the note parses; the signatures are authentic; enough distinct trusted keys signed;
+/// the statement names this commit, tree and fleet; it has not expired.
+pub fn verify_note(
+    bytes: &[u8],
+    commit: &str,
+    tree: &str,
+    fleet: &str,
+    keys: &[Key],
+    threshold: usize,
+    now: DateTime<Utc>,
+) -> Result<Verified, Refusal> {
+    let note = Note::parse(bytes).map_err(|detail| Refusal::Corrupt { commit: commit.to_owned(), detail })?;
+    let mut signed: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+    let mut untrusted = BTreeSet::new();
+    for sig in &note.signatures {
+        let id = sig_key_id(sig);
+        if !sig.is_prehashed() {
+            return Err(Refusal::Legacy { commit: commit.to_owned(), key: id });
+        }
+        let candidates: Vec<&Key> = keys.iter().filter(|k| k.id() == id).collect();
+        if candidates.is_empty() {
+            untrusted.insert(id);
+            continue;
+        }
+        let good = candidates.iter().find(|k| {
+            minisign::verify(&k.key, sig, std::io::Cursor::new(note.text.as_bytes()), true, false, false).is_ok()
+        });
+        match good {
+            Some(k) => {
+                signed.insert(k.identity(), k.name.clone());
+            }
+            None => {
+                return Err(Refusal::Tampered {
+                    commit: commit.to_owned(),
+                    key: id,
+                    name: candidates.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join("/"),
+                });
+            }
+        }
+    }
+    let names = |keys: &[Key]| keys.iter().map(|k| format!("{} ({})", k.name, k.id())).collect::<Vec<_>>().join(", ");
+    if signed.is_empty() {
+        if note.signatures.is_empty() {
+            return Err(Refusal::Unsigned { commit: commit.to_owned() });
+        }
+        return Err(Refusal::UntrustedKey {
+            commit: commit.to_owned(),
+            keys: untrusted.into_iter().collect::<Vec<_>>().join(", "),
+            trusted: names(keys),
+        });
+    }
+    let signers: Vec<String> = signed.into_values().collect();
+    if signers.len() < threshold {
+        return Err(Refusal::BelowThreshold {
+            commit: commit.to_owned(),
+            have: signers.len(),
+            need: threshold,
+            signers: signers.join(", "),
+        });
+    }
+    let s = &note.statement;
+    for (field, found, expected) in [("commit", &s.commit, commit), ("tree", &s.tree, tree), ("fleet", &s.fleet, fleet)] {
+        if found != expected {
+            return Err(Refusal::Mismatch {
+                commit: commit.to_owned(),
+                field,
+                found: found.clone(),
+                expected: expected.to_owned(),
+            });
+        }
+    }
+    if s.expires <= now {
+        return Err(Refusal::Expired {
+            commit: commit.to_owned(),
+            expired: s.expires.to_rfc3339_opts(SecondsFormat::Secs, true),
+        });
+    }
+    Ok(Verified { statement: note.statement, signers })
+}
+
+/// What a host remembers of the last state it applied, for the next verification.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Anchor {
+    /// The applied commit.
+    pub commit: String,
+    /// Its statement's sequence number.
+    pub sequence: u64,
+    /// The fleet's name.
+    pub fleet: String,
+    /// The fleet.yaml keys in force after it (base64 public keys, with names), if it had any;
+    /// `None`: the host's own `trusted_keys`.
+    pub keys: Option<Vec<(String, String)>>,
+}
+
+/// The outcome of choosing a target.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// The newest acceptable commit, with its verified statement and the keys in force
+    /// after it; `None`: nothing newer than the anchor is acceptable (stay).
+    pub target: Option<Accepted>,
+    /// Unsigned commits newer than the target: they wait for a signature.
+    pub waiting: Vec<String>,
+    /// The newest commit that carried a statement but was refused, and why.
+    pub refused: Option<Refusal>,
+}
+
+/// An accepted commit.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The commit.
+    pub commit: String,
+    /// Its tree.
+    pub tree: String,
+    /// The verified statement.
+    pub verified: Verified,
+    /// The anchor to record once it is applied.
+    pub anchor: Anchor,
+}
+
+/// Choosing a target failed for a reason other than trust.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A refusal that stops the whole pass.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// Chooses what a host applies: walks the commits after `anchor` up to `tip`, oldest first,
+/// accepting each whose statement verifies against the keys in force (the host's
+/// `root_keys`, or fleet.yaml `keys:` established by an earlier accepted commit), whose
+/// sequence is not lower than the last accepted one. A fleet.yaml `keys:` change therefore
+/// takes effect only once a commit carrying it is accepted under the previous keys.
+/// Refuses outright if `tip` does not descend from the anchor.
+pub fn select(
+    repo: &Path,
+    tip: &str,
+    anchor: Option<&Anchor>,
+    root_keys: &[Key],
+    threshold: usize,
+    now: DateTime<Utc>,
+) -> Result<Selection, SelectError> {
+    if let Some(a) = anchor
+        && !source::is_ancestor(repo, &a.commit, tip)? {
+            return Err(Refusal::NotDescendant { tip: tip.to_owned(), applied: a.commit.clone() }.into());
+        }
+    let mut keys: Vec<Key> = match anchor.and_then(|a| a.keys.as_ref()) {
+        Some(list) => list
+            .iter()
+            .filter_map(|(name, b64)| parse_key(name, b64).ok())
+            .collect(),
+        None => root_keys.to_vec(),
+    };
+    let mut floor = anchor.map(|a| a.sequence);
+    let mut commits = source::commits_between(repo, anchor.map(|a| a.commit.as_str()), tip)?;
+    commits.reverse();
+    let mut selection = Selection { target: None, waiting: Vec::new(), refused: None };
+    for commit in commits {
+        let Some(note) = source::read_note(repo, &commit)? else {
+            selection.waiting.push(commit);
+            continue;
+        };
+        let tree = source::commit_tree(repo, &commit)?;
+        let spec = match fleet_spec(repo, &commit) {
+            Ok(s) => s,
+            Err(detail) => {
+                selection.refused = Some(Refusal::NoFleet { commit, detail });
+                continue;
+            }
+        };
+        let expected_fleet = anchor.map_or(spec.name.as_str(), |a| a.fleet.as_str());
+        let verified = match verify_note(&note, &commit, &tree, expected_fleet, &keys, threshold, now) {
+            Ok(v) => v,
+            Err(r) => {
+                selection.refused = Some(r);
+                continue;
+            }
+        };
+        if let Some(f) = floor
+            && verified.statement.sequence < f {
+                selection.refused = Some(Refusal::Rollback {
+                    commit,
+                    sequence: verified.statement.sequence,
+                    applied: f,
+                });
+                continue;
+            }
+        let next_keys = match fleet_keys(&spec) {
+            Ok(k) => k,
+            Err(e) => {
+                selection.refused = Some(Refusal::NoFleet { commit, detail: e.to_string() });
+                continue;
+            }
+        };
+        floor = Some(verified.statement.sequence);
+        let anchor = Anchor {
+            commit: commit.clone(),
+            sequence: verified.statement.sequence,
+            fleet: expected_fleet.to_owned(),
+            keys: next_keys.as_ref().map(|ks| ks.iter().map(|k| (k.name.clone(), k.to_base64())).collect()),
+        };
+        keys = next_keys.unwrap_or_else(|| root_keys.to_vec());
+        selection.target = Some(Accepted { commit, tree, verified, anchor });
+        selection.waiting.clear();
+        selection.refused = None;
+    }
+    Ok(selection)
+}
+
+/// Re-verifies the anchor's own commit now (for a host with nothing newer to apply): its
+/// statement may have expired (stale) or been replaced by a re-signed one.
+pub fn reverify_anchor(
+    repo: &Path,
+    anchor: &Anchor,
+    root_keys: &[Key],
+    threshold: usize,
+    now: DateTime<Utc>,
+) -> Result<Verified, SelectError> {
+    // The keys that accepted the anchor are those before it; fleet.yaml at the anchor lists
+    // the keys after it. A re-signed statement for the same commit must satisfy the latter.
+    let keys: Vec<Key> = match &anchor.keys {
+        Some(list) => list.iter().filter_map(|(n, b)| parse_key(n, b).ok()).collect(),
+        None => root_keys.to_vec(),
+    };
+    let note = source::read_note(repo, &anchor.commit)?
+        .ok_or_else(|| Refusal::Unsigned { commit: anchor.commit.clone() })?;
+    let tree = source::commit_tree(repo, &anchor.commit)?;
+    let v = verify_note(&note, &anchor.commit, &tree, &anchor.fleet, &keys, threshold, now)?;
+    if v.statement.sequence < anchor.sequence {
+        return Err(Refusal::Rollback {
+            commit: anchor.commit.clone(),
+            sequence: v.statement.sequence,
+            applied: anchor.sequence,
+        }
+        .into());
+    }
+    Ok(v)
+}
+
+/// Signing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The secret key could not be used.
+    #[error("cannot use secret key {path}: {detail}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// The commit's fleet.yaml is missing or invalid.
+    #[error("cannot sign {commit}: {detail}; a signed state names its fleet, so fleet.yaml must be valid")]
+    NoFleet {
+        /// The commit.
+        commit: String,
+        /// Why.
+        detail: String,
+    },
+    /// This key already signed the current statement.
+    #[error("key {key} already signed the statement on {commit} (sequence {sequence}); another key holder signs to reach a threshold, or pass --renew for a new statement")]
+    AlreadySigned {
+        /// Key id.
+        key: String,
+        /// The commit.
+        commit: String,
+        /// The statement's sequence.
+        sequence: u64,
+    },
+    /// minisign or git refused.
+    #[error("{context}: {detail}")]
+    Other {
+        /// What we were doing.
+        context: String,
+        /// Why it failed.
+        detail: String,
+    },
+}
+
+/// Options for `sign`.
+#[derive(Debug, Clone)]
+pub struct SignOptions {
+    /// Sequence number; default: the highest in the notes + 1.
+    pub sequence: Option<u64>,
+    /// When the statement expires.
+    pub expires: DateTime<Utc>,
+    /// Start a new statement even if a valid one exists (instead of adding a signature).
+    pub renew: bool,
+}
+
+/// What `sign` did.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The statement signed.
+    pub statement: Statement,
+    /// Whether the signature was added to an existing statement (threshold signing).
+    pub appended: bool,
+    /// Key ids that have signed the statement now.
+    pub signers: Vec<String>,
+}
+
+/// Reads a secret key file (`fleetctl keygen` or `minisign -G` format). Encrypted keys need
+/// `password` (from `PACFLEET_KEY_PASSWORD`, or asked on the terminal by the caller).
+pub fn load_secret_key(path: &Path, password: Option<String>) -> Result<minisign::SecretKey, SignError> {
+    let err = |detail: String| SignError::Key { path: path.display().to_string(), detail };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let boxed = minisign::SecretKeyBox::from_string(&text).map_err(|e| err(e.to_string()))?;
+    match minisign::SecretKey::from_unencrypted_box(boxed.clone()) {
+        Ok(sk) => Ok(sk),
+        Err(_) => match password {
+            Some(pw) => minisign::SecretKey::from_box(boxed, Some(pw)).map_err(|e| err(e.to_string())),
+            None => Err(err(
+                "the key is password-protected; set PACFLEET_KEY_PASSWORD or run on a terminal to be asked".into(),
+            )),
+        },
+    }
+}
+
+/// The highest sequence number of any statement under refs/notes/pacfleet (0 if none).
+pub fn highest_sequence(repo: &Path) -> Result<u64, ReadError> {
+    if source::rev_parse(repo, NOTES_REF).is_err() {
+        return Ok(0);
+    }
+    Ok(source::read_tree(repo, NOTES_REF, |_| true)?
+        .iter()
+        .filter_map(|(_, bytes)| Note::parse(bytes).ok())
+        .map(|n| n.statement.sequence)
+        .max()
+        .unwrap_or(0))
+}
+
+/// Signs `rev` in the repository at `repo`: writes (or extends) its statement note under
+/// refs/notes/pacfleet. A valid statement by other keys gets this key's signature appended
+/// (threshold signing); otherwise a new statement is made with the next sequence number.
+pub fn sign_commit(repo: &Path, rev: &str, sk: &minisign::SecretKey, opts: &SignOptions) -> Result<Signed, SignError> {
+    let commit = source::rev_parse(repo, rev)?;
+    let tree = source::commit_tree(repo, &commit)?;
+    let spec = fleet_spec(repo, &commit).map_err(|detail| SignError::NoFleet { commit: commit.clone(), detail })?;
+    let pk = PublicKey::from_secret_key(sk).map_err(|e| SignError::Other { context: "deriving the public key".into(), detail: e.to_string() })?;
+    let my_id = key_id(&pk);
+    let existing = source::read_note(repo, &commit)?
+        .and_then(|bytes| Note::parse(&bytes).ok())
+        .filter(|n| !opts.renew && n.statement.commit == commit && n.statement.tree == tree && n.statement.expires > Utc::now());
+    let (mut note, appended) = match existing {
+        Some(n) => {
+            if n.signatures.iter().any(|s| sig_key_id(s) == my_id) {
+                return Err(SignError::AlreadySigned { key: my_id, commit, sequence: n.statement.sequence });
+            }
+            (n, true)
+        }
+        None => {
+            let sequence = match opts.sequence {
+                Some(s) => s,
+                None => highest_sequence(repo)? + 1,
+            };
+            let statement = Statement { fleet: spec.name.to_string(), commit: commit.clone(), tree, sequence, expires: opts.expires };
+            (Note { text: statement.to_text(), statement, signatures: Vec::new() }, false)
+        }
+    };
+    let trusted_comment = format!(
+        "pacfleet fleet {} commit {} sequence {}",
+        note.statement.fleet, note.statement.commit, note.statement.sequence
+    );
+    let sig = minisign::sign(Some(&pk), sk, std::io::Cursor::new(note.text.as_bytes()), Some(&trusted_comment), Some("signature from fleetctl sign"))
+        .map_err(|e| SignError::Other { context: "signing".into(), detail: e.to_string() })?;
+    note.signatures.push(sig);
+    write_note(repo, &commit, note.render().as_bytes())?;
+    Ok(Signed {
+        signers: note.signatures.iter().map(sig_key_id).collect(),
+        statement: note.statement,
+        appended,
+    })
+}
+
+/// Replaces the note on `commit` under refs/notes/pacfleet (gix's notes editing).
+fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
+    let other = |context: &str, e: &dyn std::fmt::Display| SignError::Other { context: context.into(), detail: e.to_string() };
+    let r = gix::open(repo).map_err(|e| other(&format!("opening {}", repo.display()), &e))?;
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| other("parsing the commit id", &e))?;
+    let mut notes = r
+        .notes()
+        .and_then(|n| n.with_refs([NOTES_REF]))
+        .map_err(|e| other("opening the notes", &e))?
+        .with_commit_message(format!("pacfleet: sign {commit}"));
+    notes.replace(NOTES_REF, id, data).map_err(|e| {
+        other(
+            &format!("writing the note for {commit} (is user.name/user.email set in git config? the notes commit needs a committer)"),
+            &e,
+        )
+    })?;
+    Ok(())
+}
+
+fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, String> {
+    let files = source::read_tree(repo, commit, |p| p == "fleet.yaml").map_err(|e| e.to_string())?;
+    let (_, bytes) = files.into_iter().next().ok_or_else(|| "fleet.yaml is missing".to_owned())?;
+    serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Statement {
+        Statement {
+            fleet: "acme".into(),
+            commit: "a".repeat(40),
+            tree: "b".repeat(40),
+            sequence: 7,
+            expires: "2026-12-23T09:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn keypair() -> minisign::KeyPair {
+        minisign::KeyPair::generate_unencrypted_keypair().unwrap()
+    }
+
+    fn sign(kp: &minisign::KeyPair, text: &str) -> SignatureBox {
+        minisign::sign(Some(&kp.pk), &kp.sk, std::io::Cursor::new(text.as_bytes()), Some("pacfleet"), None).unwrap()
+    }
+
+    fn key(name: &str, kp: &minisign::KeyPair) -> Key {
+        Key { name: name.into(), key: kp.pk.clone() }
+    }
+
+    fn note(st: &Statement, kps: &[&minisign::KeyPair]) -> Vec<u8> {
+        let text = st.to_text();
+        Note { signatures: kps.iter().map(|k| sign(k, &text)).collect(), text, statement: st.clone() }
+            .render()
+            .into_bytes()
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-23T12:00:00Z".parse().unwrap()
+    }
+
+    fn check(bytes: &[u8], keys: &[Key], threshold: usize) -> Result<Verified, Refusal> {
+        verify_note(bytes, &"a".repeat(40), &"b".repeat(40), "acme", keys, threshold, now())
+    }
+
+    #[test]
+    fn statement_round_trips_and_is_canonical() {
+        let st = statement();
+        let text = st.to_text();
+        assert!(text.starts_with("pacfleet-statement 1\nfleet acme\ncommit aaaa"));
+        assert_eq!(Statement::parse(&text), Ok(st));
+        assert!(Statement::parse(&text.replace("sequence 7", "sequence  7")).is_err());
+        assert!(Statement::parse(&text.replace("expires 2026-12-23T09:00:00Z", "expires 2026-12-23T10:00:00+01:00")).is_err());
+        assert!(Statement::parse(&format!("{text}extra 1\n")).is_err());
+        assert!(Statement::parse(&text.replace("fleet", "fleeet")).is_err());
+    }
+
+    #[test]
+    fn valid_note_names_its_signers() {
+        let (a, b) = (keypair(), keypair());
+        let keys = [key("alice", &a), key("bob", &b)];
+        let v = check(&note(&statement(), &[&a, &b]), &keys, 2).unwrap();
+        assert_eq!(v.signers, {
+            let mut s = vec!["alice".to_owned(), "bob".to_owned()];
+            s.sort_by_key(|n| keys.iter().find(|k| &k.name == n).unwrap().identity());
+            s
+        });
+        assert_eq!(v.statement.sequence, 7);
+    }
+
+    #[test]
+    fn each_rule_refuses() {
+        let (a, b, c) = (keypair(), keypair(), keypair());
+        let keys = [key("alice", &a), key("bob", &b)];
+        let st = statement();
+        assert!(matches!(check(&note(&st, &[]), &keys, 1), Err(Refusal::Unsigned { .. })));
+        assert!(matches!(check(&note(&st, &[&c]), &keys, 1), Err(Refusal::UntrustedKey { .. })));
+        assert!(matches!(check(&note(&st, &[&a]), &keys, 2), Err(Refusal::BelowThreshold { have: 1, need: 2, .. })));
+        // The same key twice is one key.
+        assert!(matches!(check(&note(&st, &[&a, &a]), &keys, 2), Err(Refusal::BelowThreshold { have: 1, .. })));
+        // Two key files with the same key are one key.
+        let dup = [key("alice", &a), key("alice-again", &a)];
+        assert!(matches!(check(&note(&st, &[&a]), &dup, 2), Err(Refusal::BelowThreshold { have: 1, .. })));
+        for (field, other) in [
+            ("commit", Statement { commit: "c".repeat(40), ..st.clone() }),
+            ("tree", Statement { tree: "c".repeat(40), ..st.clone() }),
+            ("fleet", Statement { fleet: "other".into(), ..st.clone() }),
+        ] {
+            match check(&note(&other, &[&a]), &keys, 1) {
+                Err(Refusal::Mismatch { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let expired = Statement { expires: "2026-11-01T00:00:00Z".parse().unwrap(), ..st.clone() };
+        assert!(matches!(check(&note(&expired, &[&a]), &keys, 1), Err(Refusal::Expired { .. })));
+        // Tampered: the statement changed after signing.
+        let good = String::from_utf8(note(&st, &[&a])).unwrap();
+        let tampered = good.replace("sequence 7", "sequence 9");
+        assert!(matches!(check(tampered.as_bytes(), &keys, 1), Err(Refusal::Tampered { .. })));
+        // Corrupt.
+        assert!(matches!(check(b"garbage", &keys, 1), Err(Refusal::Corrupt { .. })));
+        let bad_sig = format!("{}\nuntrusted comment: x\nnot base64\n", st.to_text());
+        assert!(matches!(check(bad_sig.as_bytes(), &keys, 1), Err(Refusal::Corrupt { .. })));
+        let huge = vec![b'a'; MAX_NOTE_BYTES + 1];
+        match check(&huge, &keys, 1) {
+            Err(Refusal::Corrupt { detail, .. }) => assert!(detail.contains("64 KiB"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_parse_from_pub_files_or_base64() {
+        let kp = keypair();
+        let boxed = kp.pk.to_box().unwrap().into_string();
+        let k = parse_key("ops", &boxed).unwrap();
+        assert_eq!(k.id(), key("x", &kp).id());
+        let line = kp.pk.to_base64();
+        assert_eq!(parse_key("ops", &line).unwrap().to_base64(), line);
+        let err = parse_key("ops", "nope").unwrap_err().to_string();
+        assert!(err.contains("minisign public key"), "{err}");
+    }
+}

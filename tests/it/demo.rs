@@ -1,0 +1,197 @@
+//! `fleetctl demo`: the whole story runs, the kept sandbox holds what the story says (checked
+//! with the real pacman), and nothing is left outside the sandbox.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pacfleet::agent::AgentConfig;
+use pacfleet::manifest::Fleet;
+
+use crate::harness::{fleetctl, run, stdout_ok, tempdir, toolchain_bin};
+
+const HOSTS: [&str; 3] = ["ws-01", "ws-02", "build-01"];
+
+/// `fleetctl demo ARGS` with TMPDIR and HOME in test-owned (empty) directories.
+fn demo(tmp: &Path, args: &[&str]) -> (i32, String, String) {
+    let (tmpdir, home) = (tmp.join("tmpdir"), tmp.join("home"));
+    fs::create_dir_all(&tmpdir).unwrap();
+    fs::create_dir_all(&home).unwrap();
+    run(fleetctl()
+        .arg("demo")
+        .args(args)
+        .env("TMPDIR", &tmpdir)
+        .env("HOME", &home))
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// `pacman --config … --root … --dbpath … ARGS` on a demo host.
+fn pacman(host: &Path, args: &[&str]) -> std::process::Output {
+    let root = host.join("root");
+    Command::new(toolchain_bin("pacman"))
+        .arg("--config")
+        .arg(host.join("pacman.conf"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--dbpath")
+        .arg(root.join("var/lib/pacman"))
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap()
+}
+
+fn installed(host: &Path) -> BTreeMap<String, String> {
+    stdout_ok("pacman -Q", &pacman(host, &["-Q"]))
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
+    let tmp = tempdir();
+    let sandbox = tmp.path().join("sandbox");
+    let started = std::time::Instant::now();
+    let (code, out, err) = demo(tmp.path(), &["--keep", sandbox.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    eprintln!(
+        "fleetctl demo took {:.1}s:\n{out}",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The story: every step, every host, the commits, the outcomes.
+    for needle in [
+        "1. First pass",
+        "2. A package added to a set",
+        "desktop: add gimp",
+        "3. A downgrade",
+        "git 2.48.1-1 → 2.47.1-1 (downgrade, from the archive)",
+        "4. Rollback",
+        "Revert \"build-servers: generation 3",
+        "git 2.47.1-1 → 2.48.1-1",
+        "outside maintenance windows",
+        "fleetctl plan --config",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    for host in HOSTS {
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.split_whitespace().next() == Some(host) && l.contains("): "))
+                .count(),
+            4,
+            "{host} should have one line per step:\n{out}"
+        );
+    }
+    assert!(out.lines().count() <= 40, "the story is too long:\n{out}");
+
+    // Every host path is inside the sandbox.
+    for host in HOSTS {
+        let cfg = AgentConfig::load(sandbox.join("hosts").join(host).join("agent.yaml")).unwrap();
+        for p in [&cfg.root, &cfg.dbpath, &cfg.pacman_conf, &cfg.state_dir] {
+            assert!(p.starts_with(&sandbox), "{host}: {}", p.display());
+        }
+        assert!(Path::new(&cfg.repo).starts_with(&sandbox), "{}", cfg.repo);
+        let conf = stdout_ok(
+            "pacman-conf",
+            &Command::new(toolchain_bin("pacman-conf"))
+                .arg("--config")
+                .arg(&cfg.pacman_conf)
+                .output()
+                .unwrap(),
+        );
+        for line in conf.lines() {
+            let (key, value) = line.split_once(" = ").unwrap_or((line, ""));
+            if [
+                "RootDir", "DBPath", "CacheDir", "LogFile", "GPGDir", "Server",
+            ]
+            .contains(&key)
+            {
+                let path = value.strip_prefix("file://").unwrap_or(value);
+                assert!(Path::new(path).starts_with(&sandbox), "{host}: {line}");
+            }
+        }
+    }
+    // Nothing in TMPDIR or HOME.
+    assert_eq!(entries(&tmp.path().join("tmpdir")), Vec::<PathBuf>::new());
+    assert_eq!(entries(&tmp.path().join("home")), Vec::<PathBuf>::new());
+
+    // The hosts, through the real pacman.
+    let hosts = sandbox.join("hosts");
+    let ws1 = installed(&hosts.join("ws-01"));
+    for name in ["htop", "gimp", "gegl", "firefox", "openssh"] {
+        assert!(ws1.contains_key(name), "ws-01 lacks {name}: {ws1:?}");
+    }
+    assert!(!ws1.contains_key("nano"), "workstations exclude nano");
+    assert_eq!(installed(&hosts.join("ws-02")), ws1);
+    let fleet = Fleet::from_dir(&sandbox.join("fleet")).unwrap();
+    let pool = &fleet.pools["build-servers"].spec;
+    assert_eq!(pool.generation, Some(2), "the revert restores generation 2");
+    let lock = &fleet.generations[&(pool.name.clone(), 2)].spec.packages;
+    let build = installed(&hosts.join("build-01"));
+    assert!(build.len() > 100, "{build:?}");
+    for (name, version) in &build {
+        let pin = lock
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("build-01 has {name}, which generation 2 does not lock"));
+        assert_eq!(version, &pin.version, "{name}");
+    }
+    assert_eq!(build["git"], "2.48.1-1");
+    assert_eq!(build["linux-firmware"], "20241210.b00a7f7e-1");
+    assert!(!build.contains_key("gimp"));
+    for host in HOSTS {
+        let out = pacman(&hosts.join(host), &["-Dk"]);
+        assert!(out.status.success(), "{host}: pacman -Dk: {out:?}");
+    }
+
+    // The fleet repository: the four commits of the story.
+    let log = stdout_ok(
+        "git log",
+        &Command::new("git")
+            .arg("-C")
+            .arg(sandbox.join("fleet"))
+            .args(["log", "--format=%s"])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(log.lines().count(), 4, "{log}");
+
+    // What the story suggests next works: the host is converged.
+    let (code, out, err) = run(fleetctl()
+        .arg("plan")
+        .arg("--config")
+        .arg(hosts.join("ws-01/agent.yaml"))
+        .env("TMPDIR", tmp.path().join("tmpdir")));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("converged"), "{out}");
+}
+
+#[test]
+fn demo_without_keep_leaves_nothing_behind() {
+    let tmp = tempdir();
+    let (code, out, err) = demo(tmp.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("The sandbox was removed"), "{out}");
+    assert_eq!(entries(&tmp.path().join("tmpdir")), Vec::<PathBuf>::new());
+    assert_eq!(entries(&tmp.path().join("home")), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn demo_refuses_an_existing_directory() {
+    let tmp = tempdir();
+    let (code, out, err) = demo(tmp.path(), &["--keep", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("exists; choose a new directory"), "{err}");
+    assert_eq!(entries(&tmp.path().join("tmpdir")), Vec::<PathBuf>::new());
+}
