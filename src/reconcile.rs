@@ -100,6 +100,8 @@ pub struct PassReport {
     pub waiting: Vec<String>,
     /// A newer commit that carried a statement but was refused, and why (exit 3).
     pub refused: Option<String>,
+    /// When the target's signature statement expires.
+    pub signed_until: chrono::DateTime<chrono::Utc>,
     /// The host's pool, if any.
     pub pool: Option<String>,
     /// The pool's generation, if pinned.
@@ -188,6 +190,22 @@ impl PassError {
         }
     }
 
+    /// A short stable label for metrics and status (`fetch`, `invalid`, `refused`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            PassError::State(_) | PassError::Anchor { .. } => "state",
+            PassError::Fetch(_) => "fetch",
+            PassError::Read(_) => "read",
+            PassError::Invalid { .. } => "invalid",
+            PassError::Resolve(_) | PassError::Window(_) => "resolve",
+            PassError::System(SystemError::Locked { .. }) => "locked",
+            PassError::System(_) => "system",
+            PassError::Apply(_) => "apply",
+            PassError::Refused(_) => "refused",
+            PassError::Key(_) | PassError::NoTrustedKeys { .. } => "config",
+        }
+    }
+
     fn outcome(&self) -> PassOutcome {
         match self {
             PassError::Refused(_) => PassOutcome::Refused,
@@ -223,42 +241,7 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
     let mut target_commit = None;
     let result = pass(cfg, opts, &state, start, &mut target_commit);
     if opts.apply {
-        let status = match &result {
-            Ok(r) if r.refused.is_some() => PassStatus {
-                at: chrono::Utc::now(),
-                outcome: PassOutcome::Refused,
-                message: r.refused.clone(),
-                pending_changes: 0,
-                target_commit: Some(r.commit.clone()),
-            },
-            Ok(r) => PassStatus {
-                at: chrono::Utc::now(),
-                outcome: match &r.verdict {
-                    Verdict::NotInFleet | Verdict::Converged => PassOutcome::Converged,
-                    Verdict::Applied => PassOutcome::Applied,
-                    Verdict::Pending { .. } => PassOutcome::Pending,
-                },
-                message: match &r.verdict {
-                    Verdict::NotInFleet => {
-                        Some(format!("host {} is in no pool of the fleet", r.host))
-                    }
-                    Verdict::Pending { hold } => Some(hold.to_string()),
-                    _ => None,
-                },
-                pending_changes: match r.verdict {
-                    Verdict::Pending { .. } => r.changeset.changes.len(),
-                    _ => 0,
-                },
-                target_commit: Some(r.commit.clone()),
-            },
-            Err(e) => PassStatus {
-                at: chrono::Utc::now(),
-                outcome: e.outcome(),
-                message: Some(e.to_string()),
-                pending_changes: 0,
-                target_commit: target_commit.clone(),
-            },
-        };
+        let status = pass_status(&result, target_commit.clone(), start.elapsed());
         if let Err(e) = state.save_status(&status) {
             tracing::error!("cannot record the pass status: {e}");
         }
@@ -287,8 +270,60 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
     result
 }
 
+/// What `status.json` records of a pass.
+fn pass_status(result: &Result<PassReport, PassError>, target_commit: Option<String>, took: Duration) -> PassStatus {
+    let mut status = PassStatus {
+        at: chrono::Utc::now(),
+        outcome: PassOutcome::Failed,
+        message: None,
+        pending_changes: 0,
+        target_commit,
+        signed_until: None,
+        next_window: None,
+        drift: Vec::new(),
+        waiting_for_signature: 0,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        failure: None,
+    };
+    match result {
+        Err(e) => {
+            status.outcome = e.outcome();
+            status.message = Some(e.to_string());
+            status.failure = Some(e.label().to_owned());
+        }
+        Ok(r) => {
+            status.target_commit = Some(r.commit.clone());
+            status.signed_until = Some(r.signed_until);
+            status.waiting_for_signature = r.waiting.len();
+            status.outcome = match &r.verdict {
+                Verdict::NotInFleet | Verdict::Converged => PassOutcome::Converged,
+                Verdict::Applied => PassOutcome::Applied,
+                Verdict::Pending { .. } => PassOutcome::Pending,
+            };
+            status.message = match &r.verdict {
+                Verdict::NotInFleet => Some(format!("host {} is in no pool of the fleet", r.host)),
+                Verdict::Pending { hold } => Some(hold.to_string()),
+                _ => None,
+            };
+            if let Verdict::Pending { hold: Hold::Window { next } } = &r.verdict {
+                status.next_window = next.clone();
+            }
+            if let Verdict::Pending { .. } = r.verdict {
+                status.pending_changes = r.changeset.changes.len();
+            }
+            if let Some(refused) = &r.refused {
+                status.outcome = PassOutcome::Refused;
+                status.message = Some(refused.clone());
+                status.failure = Some("refused".to_owned());
+            }
+        }
+    }
+    status
+}
+
 /// The verified target of a pass.
 struct Trusted {
+    expires: chrono::DateTime<chrono::Utc>,
     commit: String,
     tree: String,
     signers: Vec<String>,
@@ -372,6 +407,7 @@ fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str
     })?;
     if let Some(t) = selection.target {
         return Ok(Trusted {
+            expires: t.verified.statement.expires,
             commit: t.commit,
             tree: t.tree,
             signers: t.verified.signers,
@@ -389,6 +425,7 @@ fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str
         trust::SelectError::Refused(r) => PassError::Refused(r),
     })?;
     Ok(Trusted {
+        expires: verified.statement.expires,
         commit: anchor.commit.clone(),
         tree: verified.statement.tree.clone(),
         signers: verified.signers,
@@ -452,6 +489,7 @@ fn pass(
         sequence: trusted.anchor.sequence,
         waiting: trusted.waiting.clone(),
         refused: trusted.refused.as_ref().map(|r| r.to_string()),
+        signed_until: trusted.expires,
         verdict: Verdict::NotInFleet,
         changeset: Changeset::default(),
         notices: Notices::default(),

@@ -110,6 +110,27 @@ pub struct PassStatus {
     /// The signed commit the pass aimed at, if it got that far.
     #[serde(default)]
     pub target_commit: Option<String>,
+    /// When the target's signature statement expires (after that the host reports stale).
+    #[serde(default)]
+    pub signed_until: Option<DateTime<Utc>>,
+    /// When the pool's window next opens, if changes wait for it (RFC 3339, local time).
+    #[serde(default)]
+    pub next_window: Option<String>,
+    /// Packages changed outside pacfleet since it last converged (set by `fleetctl agent`'s
+    /// drift watch; cleared when a pass converges).
+    #[serde(default)]
+    pub drift: Vec<String>,
+    /// Unsigned commits newer than the target, waiting for a signature.
+    #[serde(default)]
+    pub waiting_for_signature: usize,
+    /// Wall time of the pass in milliseconds.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Why the pass failed, as a short stable label for metrics (`fetch`, `invalid`,
+    /// `resolve`, `system`, `apply`, `locked`, `state`, `refused`, …); `None` unless failed or
+    /// refused.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// How a changeset ended, as recorded in `history.jsonl`.
@@ -659,6 +680,12 @@ mod tests {
             message: Some("outside the maintenance window".into()),
             pending_changes: 3,
             target_commit: Some("c0ffee".into()),
+            signed_until: None,
+            next_window: None,
+            drift: Vec::new(),
+            waiting_for_signature: 0,
+            duration_ms: 0,
+            failure: None,
         };
         s.save_status(&st).unwrap();
         assert_eq!(s.load_status().unwrap(), Some(st));
