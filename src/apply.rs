@@ -78,68 +78,94 @@ pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
         |q: AnyQuestion, n: &mut Rc<RefCell<Notices>>| answer(q, &mut n.borrow_mut()),
     );
     set_event_cb(sys, notices);
-    let bar = if terminal {
-        Some(indicatif::ProgressBar::hidden())
-    } else {
-        None
+    alpm.set_progress_cb(ProgressState { bar: None, terminal, logged: None }, on_progress);
+    alpm.set_dl_cb(Downloads { terminal, bars: indicatif::MultiProgress::new(), active: Default::default() }, on_download);
+}
+
+/// Download bars on a terminal, one per file.
+struct Downloads {
+    terminal: bool,
+    bars: indicatif::MultiProgress,
+    active: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+fn on_download(file: &str, ev: alpm::AnyDownloadEvent, st: &mut Downloads) {
+    use alpm::DownloadEvent;
+    match ev.event() {
+        DownloadEvent::Progress(p) if st.terminal => {
+            let bar = st.active.entry(file.to_owned()).or_insert_with(|| {
+                let bar = indicatif::ProgressBar::new(u64::try_from(p.total).unwrap_or(0)).with_style(
+                    indicatif::ProgressStyle::with_template("{msg:48} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(file.to_owned());
+                st.bars.add(bar)
+            });
+            bar.set_length(u64::try_from(p.total).unwrap_or(0));
+            bar.set_position(u64::try_from(p.downloaded).unwrap_or(0));
+        }
+        DownloadEvent::Completed(c) => {
+            if let Some(bar) = st.active.remove(file) {
+                bar.finish_and_clear();
+            }
+            match c.result {
+                alpm::DownloadResult::Failed => tracing::warn!("download of {file} failed"),
+                alpm::DownloadResult::UpToDate => tracing::debug!("{file} is up to date"),
+                alpm::DownloadResult::Success => tracing::debug!("downloaded {file} ({} bytes)", c.total),
+            }
+        }
+        DownloadEvent::Retry(_) => tracing::warn!("retrying download of {file}"),
+        _ => {}
+    }
+}
+
+/// What the progress callback remembers between calls.
+struct ProgressState {
+    /// The bar on a terminal.
+    bar: Option<indicatif::ProgressBar>,
+    /// Whether stderr is a terminal (bars) or not (one log line per package).
+    terminal: bool,
+    /// The last step logged, so each package is logged once (libalpm reports 100% repeatedly).
+    logged: Option<(Progress, String, usize)>,
+}
+
+fn on_progress(kind: Progress, pkg: &str, percent: i32, howmany: usize, current: usize, st: &mut ProgressState) {
+    let verb = match kind {
+        Progress::AddStart => "installing",
+        Progress::UpgradeStart => "upgrading",
+        Progress::DowngradeStart => "downgrading",
+        Progress::ReinstallStart => "reinstalling",
+        Progress::RemoveStart => "removing",
+        Progress::ConflictsStart => "checking file conflicts",
+        Progress::DiskspaceStart => "checking disk space",
+        Progress::IntegrityStart => "checking package integrity",
+        Progress::LoadStart => "loading package files",
+        Progress::KeyringStart => "checking keys",
     };
-    alpm.set_progress_cb(
-        bar,
-        move |kind: Progress,
-              pkg: &str,
-              percent: i32,
-              howmany: usize,
-              current: usize,
-              bar: &mut Option<indicatif::ProgressBar>| {
-            let verb = match kind {
-                Progress::AddStart => "installing",
-                Progress::UpgradeStart => "upgrading",
-                Progress::DowngradeStart => "downgrading",
-                Progress::ReinstallStart => "reinstalling",
-                Progress::RemoveStart => "removing",
-                Progress::ConflictsStart => "checking file conflicts",
-                Progress::DiskspaceStart => "checking disk space",
-                Progress::IntegrityStart => "checking package integrity",
-                Progress::LoadStart => "loading package files",
-                Progress::KeyringStart => "checking keys",
-            };
-            match bar {
-                Some(bar) => {
-                    if bar.is_hidden() || bar.length() != Some(100) {
-                        *bar = indicatif::ProgressBar::new(100).with_style(
-                            indicatif::ProgressStyle::with_template(
-                                "({pos}/{len}) {msg:40} [{bar:30}] {percent:>3}%",
-                            )
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                        );
-                    }
-                    bar.set_message(format!("({current}/{howmany}) {verb} {pkg}"));
-                    bar.set_position(u64::try_from(percent).unwrap_or(0));
-                    if percent >= 100 && current == howmany {
-                        bar.finish_and_clear();
-                        *bar = indicatif::ProgressBar::hidden();
-                    }
-                }
-                None => {
-                    if percent == 100 && !pkg.is_empty() {
-                        tracing::info!("({current}/{howmany}) {verb} {pkg}: done");
-                    } else if percent == 0 && !pkg.is_empty() {
-                        tracing::debug!("({current}/{howmany}) {verb} {pkg}");
-                    }
-                }
-            }
-        },
-    );
-    alpm.set_dl_cb(
-        (),
-        |file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()| match ev.event() {
-            alpm::DownloadEvent::Completed(c) => {
-                tracing::info!("downloaded {file} ({} bytes)", c.total)
-            }
-            alpm::DownloadEvent::Retry(_) => tracing::warn!("retrying download of {file}"),
-            _ => {}
-        },
-    );
+    if st.terminal {
+        let bar = st.bar.get_or_insert_with(|| {
+            indicatif::ProgressBar::new(100).with_style(
+                indicatif::ProgressStyle::with_template("{msg:48} [{bar:30}] {percent:>3}%")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+        });
+        bar.set_message(format!("({current}/{howmany}) {verb} {pkg}"));
+        bar.set_position(u64::try_from(percent.clamp(0, 100)).unwrap_or(0));
+        if percent >= 100 && current == howmany {
+            bar.finish_and_clear();
+            st.bar = None;
+        }
+        return;
+    }
+    let step = (kind, pkg.to_owned(), current);
+    if percent >= 100 && st.logged.as_ref() != Some(&step) {
+        if pkg.is_empty() {
+            tracing::debug!("{verb}: done");
+        } else {
+            tracing::info!("({current}/{howmany}) {verb} {pkg}");
+        }
+        st.logged = Some(step);
+    }
 }
 
 thread_local! {

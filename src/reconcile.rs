@@ -102,6 +102,9 @@ pub struct PassReport {
     pub refused: Option<String>,
     /// When the target's signature statement expires.
     pub signed_until: chrono::DateTime<chrono::Utc>,
+    /// Changes needed although the target is the state this host last converged on: someone
+    /// changed the host outside pacfleet (`action name`, e.g. `install tool`).
+    pub drift: Vec<String>,
     /// The host's pool, if any.
     pub pool: Option<String>,
     /// The pool's generation, if pinned.
@@ -310,6 +313,7 @@ fn pass_status(result: &Result<PassReport, PassError>, target_commit: Option<Str
             }
             if let Verdict::Pending { .. } = r.verdict {
                 status.pending_changes = r.changeset.changes.len();
+                status.drift = r.drift.clone();
             }
             if let Some(refused) = &r.refused {
                 status.outcome = PassOutcome::Refused;
@@ -470,6 +474,8 @@ fn pass(
         );
     }
 
+    let settled = settled_on(state, &commit);
+
     // 3. Manifests of the target.
     let files = FleetFiles::from_blobs(source::read_tree(&repo, &commit, is_manifest_path)?);
     let fleet = Fleet::from_files(&files).map_err(|diags| PassError::Invalid {
@@ -490,6 +496,7 @@ fn pass(
         waiting: trusted.waiting.clone(),
         refused: trusted.refused.as_ref().map(|r| r.to_string()),
         signed_until: trusted.expires,
+        drift: Vec::new(),
         verdict: Verdict::NotInFleet,
         changeset: Changeset::default(),
         notices: Notices::default(),
@@ -583,6 +590,10 @@ fn pass(
         state.record_applied(&applied, &inventory)?;
         write_anchor(cfg, &trusted.anchor)?;
     }
+    if settled && !report.changeset.is_empty() {
+        report.drift = report.changeset.changes.iter().map(|c| format!("{} {}", c.action, c.name)).collect();
+        tracing::warn!("drift: this host changed outside pacfleet ({})", report.drift.join(", "));
+    }
     report.verdict = match hold {
         _ if report.changeset.is_empty() => Verdict::Converged,
         Some(hold) => Verdict::Pending { hold },
@@ -590,6 +601,15 @@ fn pass(
     };
     report.duration = start.elapsed();
     Ok(report)
+}
+
+/// Whether the last pass converged on `commit` (so changes now are drift, not new state).
+/// Read before this pass writes its own status.
+fn settled_on(state: &StateDir, commit: &str) -> bool {
+    let applied = state.load_applied().ok().flatten();
+    let status = state.load_status().ok().flatten();
+    applied.is_some_and(|a| a.commit == commit)
+        && status.is_some_and(|s| matches!(s.outcome, PassOutcome::Converged | PassOutcome::Applied) && s.target_commit.as_deref() == Some(commit))
 }
 
 /// The inventory after a changeset: what pacfleet installed is added, what it removed is gone.

@@ -360,7 +360,12 @@ fn print_host(r: &PassReport, width: usize, archive: &Path) {
             let explicit = installs.count() - deps;
             // Small changesets are itemised below; say what a big install is made of.
             let split = if deps > 0 && explicit > 0 && cs.changes.len() > 4 {
-                format!(" ({explicit} explicit + {deps} dependencies)")
+                let noun = if deps == 1 {
+                    "dependency"
+                } else {
+                    "dependencies"
+                };
+                format!(" ({explicit} explicit + {deps} {noun})")
             } else {
                 String::new()
             };

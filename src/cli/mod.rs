@@ -2,6 +2,7 @@
 //! place that turns a result into output and an exit code. Commands validate their arguments
 //! cheaply first, then build the costly objects (git, libalpm) once.
 
+mod agent;
 mod demo;
 mod history;
 mod keygen;
@@ -47,6 +48,8 @@ enum Command {
     Reconcile(ReconcileArgs),
     /// Changesets applied on this host.
     History(HistoryArgs),
+    /// On a host: run passes on a schedule, watch for drift, until SIGTERM.
+    Agent(AgentArgs),
     /// A complete sandbox fleet on this machine: three hosts reconciled through a story of
     /// commits. Touches nothing outside a temporary directory.
     Demo(DemoArgs),
@@ -114,6 +117,12 @@ struct ReconcileArgs {
 }
 
 #[derive(Debug, Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
 struct HistoryArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -154,8 +163,8 @@ struct SignArgs {
     repo: PathBuf,
     /// How long the signed state stays valid (e.g. `30d`, `12h`); sign the tip again before
     /// then, or hosts report the fleet as stale.
-    #[arg(long, value_name = "DURATION", default_value = "30d")]
-    expires_in: String,
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    expires_in: std::time::Duration,
     /// The statement's sequence number (default: the highest in the notes + 1). Only for a
     /// new statement.
     #[arg(long, value_name = "N")]
@@ -189,7 +198,7 @@ struct VerifyArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match &cli.command {
-        Command::Reconcile(_) | Command::Demo(_) => "info",
+        Command::Reconcile(_) | Command::Agent(_) => "info",
         _ => "warn",
     };
     output::init_logging(cli.verbose, cli.quiet, default_level);
@@ -199,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Reconcile(a) => reconcile::run(a),
         Command::History(a) => history::run(a),
+        Command::Agent(a) => agent::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Sign(a) => sign::run(a),

@@ -5,8 +5,11 @@ use std::io::IsTerminal;
 
 use crate::reconcile::PassError;
 
-/// Logs go to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
+/// Logs go to the journal (with priorities) when systemd runs us with stderr connected to it
+/// (`JOURNAL_STREAM`), else to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
 pub fn init_logging(verbose: u8, quiet: bool, default_level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => default_level,
@@ -16,6 +19,11 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},libalpm={level}")));
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry().with(filter).with(journald).try_init();
+            return;
+        }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

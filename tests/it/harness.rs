@@ -296,7 +296,9 @@ impl HostDir {
     /// answer rather than a failure.
     fn query(&self, args: &[&str]) -> String {
         let output = self.pacman(args);
-        if !output.status.success() && output.stdout.is_empty() && output.stderr.is_empty() {
+        // Exit 1 with no output (warnings about sync databases aside) is "nothing matched".
+        let only_warnings = String::from_utf8_lossy(&output.stderr).lines().all(|l| l.starts_with("warning:"));
+        if output.status.code() == Some(1) && output.stdout.is_empty() && only_warnings {
             return String::new();
         }
         stdout_ok(&format!("pacman {}", args.join(" ")), &output)

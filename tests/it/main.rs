@@ -3,9 +3,11 @@
 //! `harness` holds the shared fixtures; each other module tests one area against the real
 //! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
 
+mod agent;
 mod demo;
 mod harness;
 mod reconcile;
 mod source;
 mod synth;
 mod system;
+mod trust;

@@ -280,15 +280,24 @@ pub fn repo_is_local_path(repo: &str) -> bool {
     }
 }
 
-/// `base.join(p)` for relative `p`, dropping `.` components; absolute `p` is kept as written.
+/// `base.join(p)` for relative `p`, with `.` dropped and `..` folded lexically (so logs and
+/// checks see `/srv/fleet`, not `/etc/pacfleet/../../srv/fleet`); absolute `p` is kept as
+/// written.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
     }
-    base.join(p)
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    let mut out = PathBuf::new();
+    for c in base.join(p).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Nearest valid field name to `field`, if any is reasonably close.
@@ -609,7 +618,9 @@ mod tests {
         );
         let c = r.unwrap();
         let base = d.path();
-        assert_eq!(c.repo, base.join("../fleet").to_string_lossy());
+        // `..` is folded: the repo sits beside the config's directory.
+        let beside = base.parent().unwrap().join("fleet");
+        assert_eq!(c.repo, beside.to_string_lossy());
         assert_eq!(c.root, base.join("root"));
         assert_eq!(c.dbpath, base.join("root/var/lib/pacman"));
         assert_eq!(c.state_dir, base.join("state"));

@@ -1,0 +1,233 @@
+//! The host agent: `fleetctl agent`, a long-running loop that runs reconcile passes on a
+//! per-host jittered schedule, backs off on failure, notices drift (someone ran pacman by
+//! hand) within seconds through a watch on the local package database, reconciles at once
+//! when a local-path fleet repository changes, reloads its config on SIGHUP and stops on
+//! SIGTERM/SIGINT — never in the middle of a pass. Windows and `paused` are the passes' own
+//! business (`reconcile`): outside a window a pass plans and reports "pending until".
+//!
+//! Also owns `agent.yaml` (`config`).
+
+pub mod config;
+mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use config::{AgentConfig, ConfigError, machine_hostname, parse_duration, repo_is_local_path};
+
+use crate::reconcile::{self, PassOptions, PassReport, Verdict};
+use crate::state::{PassOutcome, StateDir};
+
+/// The agent could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// agent.yaml is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Signals, runtime or file watches could not be set up.
+    #[error("cannot start the agent: {0}")]
+    Setup(String),
+}
+
+/// Why the loop woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Something changed in the local package database.
+    LocalDb,
+    /// The local-path fleet repository changed.
+    Repo,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> Result<(), AgentError> {
+    let cfg = AgentConfig::load(config_path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+    rt.block_on(main_loop(config_path.to_owned(), cfg))
+}
+
+/// File watches; dropping them stops the events.
+struct Watches {
+    _watchers: Vec<notify::RecommendedWatcher>,
+}
+
+fn watch(cfg: &AgentConfig, tx: &mpsc::UnboundedSender<Trigger>) -> Result<Watches, AgentError> {
+    let mut watchers = Vec::new();
+    let mut add = |path: PathBuf, trigger: Trigger, mode: RecursiveMode| -> Result<(), AgentError> {
+        if !path.exists() {
+            tracing::warn!("not watching {} (it does not exist)", path.display());
+            return Ok(());
+        }
+        let tx = tx.clone();
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev
+                && !matches!(ev.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.send(trigger);
+                }
+        })
+        .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
+        w.watch(&path, mode).map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
+        tracing::info!("watching {} for {}", path.display(), match trigger {
+            Trigger::LocalDb => "drift",
+            Trigger::Repo => "new commits",
+        });
+        watchers.push(w);
+        Ok(())
+    };
+    add(cfg.dbpath.join("local"), Trigger::LocalDb, RecursiveMode::NonRecursive)?;
+    if repo_is_local_path(&cfg.repo) {
+        let repo = PathBuf::from(&cfg.repo);
+        let git_dir = if repo.join(".git").is_dir() { repo.join(".git") } else { repo };
+        add(git_dir.join("refs"), Trigger::Repo, RecursiveMode::Recursive)?;
+    }
+    Ok(Watches { _watchers: watchers })
+}
+
+async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), AgentError> {
+    let sig = |kind| signal(kind).map_err(|e| AgentError::Setup(format!("signal handler: {e}")));
+    let (mut term, mut int, mut hup) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?, sig(SignalKind::hangup())?);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watches = watch(&cfg, &tx)?;
+    let mut failures: u32 = 0;
+    let mut drift: Vec<String> = Vec::new();
+    // One pass at once on start (a host that boots converges promptly), then on its slot.
+    let mut next = Instant::now();
+    let mut drift_check: Option<Instant> = None;
+    tracing::info!(
+        "agent for host {} started: a pass now, then every {} at +{:.0}s into each interval",
+        cfg.hostname,
+        humantime::format_duration(cfg.interval),
+        schedule::offset(&cfg.hostname, cfg.interval).as_secs_f64()
+    );
+    loop {
+        let drift_at = drift_check.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {
+                let result = pass(&cfg, PassOptions { apply: true, ..PassOptions::default() }).await;
+                // Our own transaction touched the local database; those events are not drift.
+                while rx.try_recv().is_ok() {}
+                drift_check = None;
+                match result {
+                    Ok(report) => {
+                        failures = 0;
+                        if matches!(report.verdict, Verdict::Applied | Verdict::Converged | Verdict::NotInFleet) {
+                            drift.clear();
+                        } else if !drift.is_empty() {
+                            record_drift(&cfg, &drift);
+                        }
+                        next = Instant::now() + schedule::until_slot(std::time::SystemTime::now(), &cfg.hostname, cfg.interval);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let delay = schedule::backoff(cfg.interval, failures);
+                        tracing::error!("pass failed ({failures} in a row); retrying in {}: {e}", humantime::format_duration(delay));
+                        next = Instant::now() + delay;
+                    }
+                }
+            }
+            Some(trigger) = rx.recv() => match trigger {
+                Trigger::LocalDb => {
+                    // Debounce: pacman writes many files; check once it has been quiet.
+                    drift_check = Some(Instant::now() + Duration::from_millis(1500));
+                }
+                Trigger::Repo => {
+                    let soon = Instant::now() + Duration::from_millis(500);
+                    if next > soon {
+                        tracing::info!("the fleet repository changed; reconciling");
+                        next = soon;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(drift_at), if drift_check.is_some() => {
+                drift_check = None;
+                if cfg.dbpath.join("db.lck").exists() {
+                    drift_check = Some(Instant::now() + Duration::from_secs(1));
+                    continue;
+                }
+                let settled = StateDir::open(&cfg.state_dir).ok().and_then(|s| {
+                    let applied = s.load_applied().ok().flatten()?;
+                    let status = s.load_status().ok().flatten()?;
+                    matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied).then_some(applied.commit)
+                });
+                match pass(&cfg, PassOptions::default()).await {
+                    Ok(report) if settled.as_deref() != Some(report.commit.as_str()) => {
+                        tracing::info!("the fleet moved on; reconciling");
+                        next = next.min(Instant::now());
+                    }
+                    Ok(report) if !report.drift.is_empty() => {
+                        drift = report.drift;
+                        tracing::warn!("correcting the drift at the next allowed time");
+                        record_drift(&cfg, &drift);
+                        next = next.min(Instant::now());
+                    }
+                    Ok(_) => tracing::info!("the local package database changed, but the host still matches its desired state"),
+                    Err(e) => tracing::warn!("drift check failed: {e}"),
+                }
+                while rx.try_recv().is_ok() {}
+            }
+            _ = hup.recv() => {
+                match AgentConfig::load(&config_path) {
+                    Ok(new) => {
+                        tracing::info!("reloaded {}", config_path.display());
+                        cfg = new;
+                        watches = watch(&cfg, &tx)?;
+                        next = Instant::now() + schedule::until_slot(std::time::SystemTime::now(), &cfg.hostname, cfg.interval);
+                    }
+                    Err(e) => tracing::error!("keeping the old configuration: {e}"),
+                }
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        }
+    }
+    drop(watches);
+    Ok(())
+}
+
+/// Runs one pass on the blocking pool; a stop signal waits for it to finish.
+async fn pass(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, reconcile::PassError> {
+    let cfg = cfg.clone();
+    match tokio::task::spawn_blocking(move || reconcile::run(&cfg, opts)).await {
+        Ok(r) => {
+            if let Ok(report) = &r {
+                let what = match &report.verdict {
+                    Verdict::NotInFleet => "not in the fleet".to_owned(),
+                    Verdict::Converged => "converged".to_owned(),
+                    Verdict::Applied => format!("applied {}", report.changeset.summary()),
+                    Verdict::Pending { hold } => format!("{} changes {hold}", report.changeset.changes.len()),
+                };
+                if opts.apply {
+                    tracing::info!("pass at {}: {what}", reconcile::short(&report.commit));
+                }
+            }
+            r
+        }
+        Err(e) => {
+            // A panic inside a pass is a bug; keep the agent alive and report it as a failure.
+            tracing::error!("a pass panicked: {e}");
+            Err(reconcile::PassError::Apply(crate::apply::ApplyError::Commit { detail: format!("internal error: {e}") }))
+        }
+    }
+}
+
+/// Adds the drift to status.json so `status`, waybar and metrics show it.
+fn record_drift(cfg: &AgentConfig, drift: &[String]) {
+    let Ok(state) = StateDir::open(&cfg.state_dir) else { return };
+    match state.load_status() {
+        Ok(Some(mut status)) => {
+            status.drift = drift.to_vec();
+            if let Err(e) = state.save_status(&status) {
+                tracing::error!("cannot record drift: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("cannot record drift: {e}"),
+    }
+}

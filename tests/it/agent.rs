@@ -1,0 +1,168 @@
+//! `fleetctl agent` as a real process against host directories: new commits without a
+//! restart, drift made by a real pacman, windows, pause, and a SIGTERM that waits for the
+//! running pass.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use pacfleet::synth::SynthPackage;
+
+use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, tempdir};
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(cfg: &Path, log: PathBuf) -> Agent {
+        let out = fs::File::create(&log).expect("log file");
+        let child = fleetctl()
+            .arg("agent")
+            .arg("--config")
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start agent");
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    fn stop(mut self) -> i32 {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "agent did not stop:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 100ms for up to `secs` seconds.
+fn eventually(secs: u64, what: &str, agent: &Agent, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}; agent log:\n{}", agent.log());
+}
+
+fn setup(pool_extra: &str, interval: &str) -> (tempfile::TempDir, FleetRepo, HostDir, PathBuf) {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "core");
+    repo.add(&[
+        SynthPackage::new("app", "1.0-1").depends("libfoo"),
+        SynthPackage::new("libfoo", "1.0-1"),
+        SynthPackage::new("tool", "1.0-1"),
+        SynthPackage::new("byhand", "1.0-1"),
+    ]);
+    let fleet = FleetRepo::new(tmp.path());
+    fleet.commit(
+        "initial",
+        &[
+            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
+            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [app]\n"),
+            (
+                "pools/ws.yaml",
+                &format!("kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n{pool_extra}"),
+            ),
+        ],
+    );
+    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let textfile = host.base.join("pacfleet.prom");
+    let cfg = host.agent_yaml(
+        &fleet.dir.display().to_string(),
+        &fleet.public_key,
+        &format!("interval: {interval}\nlock_timeout: 20s\ntextfile: {}\n", textfile.display()),
+    );
+    (tmp, fleet, host, cfg)
+}
+
+fn status(host: &HostDir) -> serde_json::Value {
+    fs::read(host.state_dir.join("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn applies_new_commits_and_corrects_drift_without_restart() {
+    // A long interval: everything below must come from the watches, not the schedule.
+    let (tmp, fleet, host, cfg) = setup("", "1h");
+    let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
+    eventually(15, "the first pass to install app", &agent, || host.installed().contains_key("app"));
+
+    // A new commit arrives without a restart (the local repo watch or the next slot).
+    fleet.commit("base: add tool", &[("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [app, tool]\n")]);
+    eventually(15, "tool to be installed", &agent, || host.installed().contains_key("tool"));
+
+    // Drift: someone removes a desired package by hand with the real pacman.
+    eventually(10, "a converged status", &agent, || status(&host)["outcome"] == "converged" || status(&host)["outcome"] == "applied");
+    host.pacman_ok(&["-R", "tool"]);
+    eventually(10, "drift to be reported", &agent, || agent.log().contains("drift: this host changed outside pacfleet"));
+    eventually(10, "drift in status.json", &agent, || status(&host)["drift"].as_array().is_some_and(|d| !d.is_empty()) || host.installed().contains_key("tool"));
+    assert!(agent.log().contains("install tool"), "{}", agent.log());
+    eventually(15, "drift to be corrected", &agent, || host.installed().contains_key("tool"));
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn closed_window_and_pause_hold_changes_back() {
+    // A window that opened long ago for one second: closed now, next opening next year.
+    let (tmp, fleet, host, cfg) = setup("window: {cron: \"0 0 0 1 1 *\", duration: 1s}\n", "2s");
+    let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
+    eventually(15, "a pending status", &agent, || status(&host)["outcome"] == "pending");
+    let st = status(&host);
+    assert!(st["message"].as_str().unwrap().contains("pending until"), "{st}");
+    assert!(st["next_window"].as_str().unwrap().contains("-01-01T00:00:00"), "{st}");
+    assert!(!host.installed().contains_key("app"), "nothing applied outside the window");
+
+    fleet.commit(
+        "ws: pause",
+        &[("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npaused: true\n")],
+    );
+    eventually(15, "a paused status", &agent, || status(&host)["message"].as_str().is_some_and(|m| m.contains("paused")));
+    assert!(!host.installed().contains_key("app"));
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn sigterm_waits_for_the_running_pass() {
+    let (tmp, _fleet, host, cfg) = setup("", "2s");
+    // Hold pacman's lock so the first pass waits inside; SIGTERM arrives meanwhile.
+    let lock = host.dbpath.join("db.lck");
+    fs::write(&lock, "").unwrap();
+    let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
+    eventually(15, "the pass to wait for the lock", &agent, || agent.log().contains("pacman database is locked"));
+    agent.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    fs::remove_file(&lock).unwrap();
+    let code = agent.stop();
+    assert_eq!(code, 0);
+    assert!(host.installed().contains_key("app"), "the pass that was running when SIGTERM came must finish");
+}

@@ -1,0 +1,1153 @@
+//! Trust end to end (DESIGN.md §4): every refusal rule through `fleetctl reconcile` (exit 3,
+//! the rule named, the host's packages and `state.json` untouched, `status.json` and
+//! `history.jsonl` saying refused), the happy paths (threshold signing, unsigned commits that
+//! wait, key rotation, git:// and http:// transports carrying the notes), `fleetctl keygen`,
+//! `sign` and `verify`, and interoperability with the reference `minisign` tool.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use pacfleet::synth::SynthPackage;
+
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, keypair, run, tempdir};
+use crate::source::git_fixtures::{Fixture, GitDaemon, HttpServer};
+
+const FLEET: &str = "kind: Fleet\nname: acme\n";
+const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
+
+fn set(packages: &[&str]) -> String {
+    format!(
+        "kind: PackageSet\nname: base\npackages: [{}]\n",
+        packages.join(", ")
+    )
+}
+
+/// One package repository, a fleet repository (operator key `keys/ops`) whose first commit
+/// installs `app`, and hosts made on demand.
+struct World {
+    tmp: TempDir,
+    repo: PkgRepo,
+    fleet: FleetRepo,
+    first: String,
+}
+
+fn world() -> World {
+    world_with(true)
+}
+
+fn world_with(signed: bool) -> World {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "core");
+    repo.add(&[
+        SynthPackage::new("app", "1.0-1").depends("libfoo"),
+        SynthPackage::new("libfoo", "1.0-1"),
+        SynthPackage::new("tool", "1.0-1"),
+        SynthPackage::new("extra", "1.0-1"),
+    ]);
+    let fleet = FleetRepo::new(tmp.path());
+    let files = [
+        ("fleet.yaml", FLEET.to_owned()),
+        ("packages/base.yaml", set(&["app"])),
+        ("pools/ws.yaml", POOL.to_owned()),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let first = if signed {
+        fleet.commit("initial fleet", &files)
+    } else {
+        fleet.commit_unsigned("initial fleet", &files)
+    };
+    World {
+        tmp,
+        repo,
+        fleet,
+        first,
+    }
+}
+
+impl World {
+    /// A host trusting the operator key.
+    fn host(&self, name: &str) -> (HostDir, PathBuf) {
+        self.host_trusting(name, &[&self.fleet.public_key], 1)
+    }
+
+    /// A host trusting `keys` with `threshold`.
+    fn host_trusting(&self, name: &str, keys: &[&Path], threshold: usize) -> (HostDir, PathBuf) {
+        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+        let cfg = host.agent_yaml(
+            &self.fleet.dir.display().to_string(),
+            keys[0],
+            &format!("lock_timeout: 1s\nthreshold: {threshold}\n"),
+        );
+        set_trusted_keys(&cfg, keys);
+        (host, cfg)
+    }
+
+    /// A new key pair `<tmp>/keys/<name>.{pub,key}`.
+    fn key(&self, name: &str) -> (PathBuf, PathBuf) {
+        keypair(&self.tmp.path().join("keys"), name)
+    }
+
+    /// Commits `packages/base.yaml` with `packages`, unsigned.
+    fn commit_set(&self, message: &str, packages: &[&str]) -> String {
+        self.fleet
+            .commit_unsigned(message, &[("packages/base.yaml", &set(packages))])
+    }
+
+    /// The note on `rev`.
+    fn note(&self, rev: &str) -> String {
+        self.fleet.git(&["notes", "--ref=pacfleet", "show", rev])
+    }
+
+    /// Replaces the note on `rev` with `text`, the way a person with push access could.
+    fn put_note(&self, rev: &str, text: &str) {
+        let file = self.tmp.path().join("note.txt");
+        fs::write(&file, text).expect("write note");
+        self.fleet.git(&[
+            "notes",
+            "--ref=pacfleet",
+            "add",
+            "-f",
+            "-F",
+            &file.display().to_string(),
+            rev,
+        ]);
+    }
+
+    fn tree(&self, rev: &str) -> String {
+        self.fleet
+            .git(&["rev-parse", &format!("{rev}^{{tree}}")])
+            .trim()
+            .to_owned()
+    }
+
+    /// `fleetctl sign` in the fleet repository.
+    fn sign_cli(&self, rev: &str, key: &Path, extra: &[&str]) -> (i32, String, String) {
+        run(fleetctl()
+            .arg("sign")
+            .arg(rev)
+            .arg("--repo")
+            .arg(&self.fleet.dir)
+            .arg("--key")
+            .arg(key)
+            .args(extra)
+            .env_remove("PACFLEET_KEY_PASSWORD"))
+    }
+}
+
+/// Rewrites agent.yaml's `trusted_keys:` line to list `keys`.
+fn set_trusted_keys(cfg: &Path, keys: &[&Path]) {
+    let text = fs::read_to_string(cfg).expect("read agent.yaml");
+    let list = keys
+        .iter()
+        .map(|k| k.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("trusted_keys:") {
+                format!("trusted_keys: [{list}]")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(cfg, text + "\n").expect("write agent.yaml");
+}
+
+/// The base64 line of a `.pub` file.
+fn pub_line(public: &Path) -> String {
+    fs::read_to_string(public)
+        .expect("read pub")
+        .lines()
+        .nth(1)
+        .expect("key line")
+        .trim()
+        .to_owned()
+}
+
+/// minisign's key id of a `.pub` file, as `fleetctl` prints it.
+fn key_id(public: &Path) -> String {
+    pacfleet::trust::load_key(public).expect("key").id()
+}
+
+fn fleet_yaml(name: &str, keys: &[(&str, &Path)]) -> String {
+    let mut s = format!("kind: Fleet\nname: {name}\n");
+    if !keys.is_empty() {
+        s.push_str("keys:\n");
+        for (n, k) in keys {
+            s.push_str(&format!("  - {{name: {n}, key: {}}}\n", pub_line(k)));
+        }
+    }
+    s
+}
+
+fn reconcile(cfg: &Path) -> (i32, String, String) {
+    run(fleetctl().arg("reconcile").arg("--config").arg(cfg))
+}
+
+fn reconcile_ok(cfg: &Path) -> String {
+    let (code, out, err) = reconcile(cfg);
+    assert_eq!(code, 0, "reconcile failed\n--- stdout\n{out}\n--- stderr\n{err}");
+    out
+}
+
+fn packages(host: &HostDir) -> Vec<String> {
+    host.installed().into_keys().collect()
+}
+
+fn state_json(host: &HostDir) -> Option<Vec<u8>> {
+    fs::read(host.state_dir.join("state.json")).ok()
+}
+
+fn applied_commit(host: &HostDir) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&state_json(host).expect("state.json")).expect("parse state.json");
+    v["commit"].as_str().expect("commit").to_owned()
+}
+
+fn status(host: &HostDir) -> serde_json::Value {
+    let text = fs::read_to_string(host.state_dir.join("status.json")).expect("status.json");
+    serde_json::from_str(&text).expect("parse status.json")
+}
+
+fn history(host: &HostDir) -> Vec<serde_json::Value> {
+    fs::read_to_string(host.state_dir.join("history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("history line"))
+        .collect()
+}
+
+/// A reconcile pass that must be refused: exit 3, every `expect` in the message, the host's
+/// packages and state.json unchanged, status.json `refused`, one `refused` history entry.
+/// Returns stderr.
+fn assert_refused(host: &HostDir, cfg: &Path, expect: &[&str]) -> String {
+    let db: BTreeMap<PathBuf, Vec<u8>> = host.local_db_snapshot();
+    let state = state_json(host);
+    let entries = history(host).len();
+    let (code, out, err) = reconcile(cfg);
+    assert_eq!(
+        code, 3,
+        "expected a refusal ({expect:?})\n--- stdout\n{out}\n--- stderr\n{err}"
+    );
+    for e in expect {
+        assert!(err.contains(e), "expected {e:?} in stderr:\n{err}");
+    }
+    assert!(
+        host.local_db_snapshot() == db,
+        "the host's packages changed on a refusal"
+    );
+    let after = state_json(host);
+    assert!(
+        after == state,
+        "state.json changed on a refusal\n--- before\n{}\n--- after\n{}",
+        String::from_utf8_lossy(state.as_deref().unwrap_or(b"(none)")),
+        String::from_utf8_lossy(after.as_deref().unwrap_or(b"(none)"))
+    );
+    let st = status(host);
+    assert_eq!(st["outcome"], "refused", "{st}");
+    let message = st["message"].as_str().unwrap_or_default();
+    for e in expect {
+        assert!(message.contains(e), "expected {e:?} in status.json: {st}");
+    }
+    let h = history(host);
+    assert_eq!(h.len(), entries + 1, "one history entry per refusal: {h:?}");
+    let last = h.last().expect("history entry");
+    assert_eq!(last["outcome"], "refused", "{last}");
+    assert!(
+        last["error"].as_str().unwrap_or_default().contains(expect[0]),
+        "expected {:?} in the history entry: {last}",
+        expect[0]
+    );
+    err
+}
+
+/// Signs `text` with an unencrypted secret key through the minisign library (not through
+/// pacfleet), as a block to append to a note.
+fn sign_text(secret: &Path, text: &str) -> String {
+    let sk = pacfleet::trust::load_secret_key(secret, None).expect("load key");
+    minisign::sign(
+        None,
+        &sk,
+        std::io::Cursor::new(text.as_bytes()),
+        Some("crafted"),
+        None,
+    )
+    .expect("sign")
+    .to_string()
+}
+
+/// The reference `minisign` tool, if installed.
+fn minisign_bin() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("minisign"))
+        .find(|p| p.is_file())
+}
+
+/// Signs `text` with the reference `minisign -S` (`-l`: legacy format); the `.minisig` text.
+fn minisign_cli_sign(minisign: &Path, secret: &Path, text: &str, legacy: bool) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("statement");
+    fs::write(&file, text).expect("write statement");
+    let sig = dir.path().join("statement.minisig");
+    let mut cmd = Command::new(minisign);
+    cmd.arg("-S")
+        .arg("-s")
+        .arg(secret)
+        .arg("-m")
+        .arg(&file)
+        .arg("-x")
+        .arg(&sig)
+        .arg("-t")
+        .arg("signed with the reference minisign")
+        .stdin(Stdio::null());
+    if legacy {
+        cmd.arg("-l");
+    }
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "minisign -S failed:\n{out}\n{err}");
+    fs::read_to_string(&sig).expect("read signature")
+}
+
+fn statement(fleet: &str, commit: &str, tree: &str, sequence: u64) -> String {
+    pacfleet::trust::Statement {
+        fleet: fleet.into(),
+        commit: commit.into(),
+        tree: tree.into(),
+        sequence,
+        expires: chrono::Utc::now() + chrono::Duration::days(1),
+    }
+    .to_text()
+}
+
+/// A note: the statement, then each signature after a blank line.
+fn note_of(statement: &str, sigs: &[&str]) -> String {
+    let mut s = statement.to_owned();
+    for sig in sigs {
+        s.push('\n');
+        s.push_str(sig.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every refusal rule through `fleetctl reconcile`.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unsigned_fresh_host_applies_nothing() {
+    let w = world_with(false);
+    let (host, cfg) = w.host("ws-01");
+    let err = assert_refused(
+        &host,
+        &cfg,
+        &["is not signed", &w.first, "fleetctl sign"],
+    );
+    assert!(err.contains("git push origin refs/notes/pacfleet"), "{err}");
+    assert!(packages(&host).is_empty());
+    assert!(state_json(&host).is_none());
+}
+
+#[test]
+fn untrusted_key() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let (mallory_pub, mallory_key) = w.key("mallory");
+    let c = w.commit_set("mallory adds extra", &["app", "extra"]);
+    w.fleet.sign_with(&c, &mallory_key);
+    assert_refused(
+        &host,
+        &cfg,
+        &["signed only by keys this host does not trust", &key_id(&mallory_pub)],
+    );
+    assert!(!packages(&host).contains(&"extra".to_owned()));
+}
+
+#[test]
+fn untrusted_key_on_a_fresh_host() {
+    let w = world_with(false);
+    let (_, mallory_key) = w.key("mallory");
+    w.fleet.sign_with(&w.first, &mallory_key);
+    let (host, cfg) = w.host("ws-01");
+    assert_refused(&host, &cfg, &["does not trust", "it trusts ops"]);
+}
+
+/// A host trusting `ops` and `second` with threshold 2, that applied the first commit signed
+/// by both.
+fn threshold_world() -> (World, HostDir, PathBuf, PathBuf) {
+    let w = world();
+    let (second_pub, second_key) = w.key("second");
+    w.fleet.sign_with(&w.first, &second_key);
+    let (host, cfg) = w.host_trusting("ws-01", &[&w.fleet.public_key, &second_pub], 2);
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("ops") && out.contains("second"), "{out}");
+    (w, host, cfg, second_key)
+}
+
+#[test]
+fn below_threshold() {
+    let (w, host, cfg, _) = threshold_world();
+    let c = w.commit_set("only ops signs", &["app", "extra"]);
+    w.fleet.sign(&c);
+    assert_refused(
+        &host,
+        &cfg,
+        &["signed by 1 distinct trusted key(s)", "needs 2", "appends a signature"],
+    );
+}
+
+#[test]
+fn same_key_signing_twice_counts_once() {
+    let (w, host, cfg, _) = threshold_world();
+    let c = w.commit_set("ops signs twice", &["app", "extra"]);
+    w.fleet.sign(&c);
+    let note = w.note(&c);
+    let (st, sig) = note.split_once("\n\n").expect("a signature");
+    w.put_note(&c, &note_of(&format!("{st}\n"), &[sig, sig]));
+    assert_eq!(w.note(&c).matches("untrusted comment").count(), 2);
+    assert_refused(
+        &host,
+        &cfg,
+        &["signed by 1 distinct trusted key(s) (ops)", "needs 2"],
+    );
+}
+
+#[test]
+fn statement_for_another_commit() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("reuses the first commit's note", &["app", "extra"]);
+    w.put_note(&c, &w.note(&w.first));
+    assert_refused(
+        &host,
+        &cfg,
+        &[&format!("is for commit `{}`, not `{c}`", w.first), "copied"],
+    );
+}
+
+#[test]
+fn statement_for_another_tree() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("statement names the old tree", &["app", "extra"]);
+    let old_tree = w.tree(&w.first);
+    let st = statement("acme", &c, &old_tree, 9);
+    w.put_note(&c, &note_of(&st, &[&sign_text(&w.fleet.secret_key, &st)]));
+    assert_refused(
+        &host,
+        &cfg,
+        &[&format!("is for tree `{old_tree}`, not `{}`", w.tree(&c))],
+    );
+}
+
+#[test]
+fn statement_for_another_fleet() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    // A statement for fleet `other`, crafted by hand and signed by the trusted key with the
+    // reference minisign tool (or the library when it is not installed).
+    let c = w.commit_set("statement for another fleet", &["app", "extra"]);
+    let st = statement("other", &c, &w.tree(&c), 9);
+    let sig = match minisign_bin() {
+        Some(m) => minisign_cli_sign(&m, &w.fleet.secret_key, &st, false),
+        None => sign_text(&w.fleet.secret_key, &st),
+    };
+    w.put_note(&c, &note_of(&st, &[&sig]));
+    assert_refused(&host, &cfg, &["is for fleet `other`, not `acme`"]);
+    // The fleet renamed and signed for its new name: the host still expects `acme`.
+    let renamed = w.fleet.commit(
+        "rename the fleet",
+        &[("fleet.yaml", &fleet_yaml("other", &[]))],
+    );
+    assert!(w.note(&renamed).contains("fleet other\n"));
+    assert_refused(&host, &cfg, &["is for fleet `other`, not `acme`", &renamed]);
+}
+
+#[test]
+fn expired_newer_statement_is_stale() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("signed long ago", &["app", "extra"]);
+    let sk = pacfleet::trust::load_secret_key(&w.fleet.secret_key, None).unwrap();
+    let opts = pacfleet::trust::SignOptions {
+        sequence: None,
+        expires: chrono::Utc::now() - chrono::Duration::hours(1),
+        renew: false,
+    };
+    pacfleet::trust::sign_commit(&w.fleet.dir, &c, &sk, &opts).unwrap();
+    assert_refused(&host, &cfg, &["expired at", "stale", "fleetctl sign"]);
+    assert_eq!(applied_commit(&host), w.first);
+}
+
+#[test]
+fn expired_applied_statement_is_stale() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    // Nothing newer; the applied commit's statement is renewed into one that has expired
+    // (as a frozen mirror would serve once the real one ran out).
+    let sk = pacfleet::trust::load_secret_key(&w.fleet.secret_key, None).unwrap();
+    let opts = pacfleet::trust::SignOptions {
+        sequence: None,
+        expires: chrono::Utc::now() - chrono::Duration::minutes(5),
+        renew: true,
+    };
+    pacfleet::trust::sign_commit(&w.fleet.dir, &w.first, &sk, &opts).unwrap();
+    assert_refused(&host, &cfg, &["expired at", "stale"]);
+    // Signing the tip again (the routine renewal) makes the host converge again.
+    let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &["--renew"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("converged"), "{out}");
+}
+
+#[test]
+fn lower_sequence_is_a_rollback() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    let a = w.commit_set("sequence 5", &["app", "tool"]);
+    let (code, out, err) = w.sign_cli(&a, &w.fleet.secret_key, &["--sequence", "5"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("sequence  5"), "{out}");
+    reconcile_ok(&cfg);
+    assert_eq!(applied_commit(&host), a);
+    let b = w.commit_set("sequence 3", &["app", "tool", "extra"]);
+    let (code, out, err) = w.sign_cli(&b, &w.fleet.secret_key, &["--sequence", "3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("lower than 5"), "fleetctl sign warns: {err}");
+    assert_refused(
+        &host,
+        &cfg,
+        &["signed with sequence 3, lower than 5", "replayed"],
+    );
+}
+
+#[test]
+fn force_pushed_history() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    let a = w.commit_set("add tool", &["app", "tool"]);
+    w.fleet.sign(&a);
+    reconcile_ok(&cfg);
+    assert_eq!(applied_commit(&host), a);
+    w.fleet.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    let b = w.commit_set("rewritten: add extra", &["app", "extra"]);
+    w.fleet.sign(&b);
+    assert_refused(
+        &host,
+        &cfg,
+        &[&format!("the branch tip {b} does not descend from {a}"), "force-pushed"],
+    );
+}
+
+#[test]
+fn tampered_note() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("add extra", &["app", "extra"]);
+    w.fleet.sign(&c);
+    let note = w.note(&c);
+    assert!(note.contains("sequence 2\n"), "{note}");
+    w.put_note(&c, &note.replace("sequence 2\n", "sequence 999\n"));
+    assert_refused(
+        &host,
+        &cfg,
+        &["does not verify: the statement was altered after signing", "(ops)"],
+    );
+}
+
+#[test]
+fn corrupt_note() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("add extra", &["app", "extra"]);
+    w.put_note(&c, "garbage\n");
+    assert_refused(&host, &cfg, &["signature note on commit", "is corrupt"]);
+}
+
+#[test]
+fn deleted_state_dir_is_noticed() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    fs::remove_dir_all(&host.state_dir).unwrap();
+    let anchor = host.dbpath.join("pacfleet.anchor");
+    assert!(anchor.exists());
+    assert_refused(
+        &host,
+        &cfg,
+        &[
+            "has no record of an applied state",
+            "fleet `acme` sequence 1",
+            &anchor.display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn state_restored_from_an_old_copy_is_noticed() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let old = state_json(&host).unwrap();
+    let c = w.commit_set("add tool", &["app", "tool"]);
+    w.fleet.sign(&c);
+    reconcile_ok(&cfg);
+    fs::write(host.state_dir.join("state.json"), &old).unwrap();
+    assert_refused(
+        &host,
+        &cfg,
+        &[
+            "restored from an old copy",
+            &host.dbpath.join("pacfleet.anchor").display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn rotated_out_and_self_signed_keys() {
+    let w = world();
+    let a = w.fleet.public_key.clone();
+    let (b_pub, b_key) = w.key("bob");
+    let (c_pub, c_key) = w.key("carol");
+    let (d_pub, d_key) = w.key("dave");
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+
+    // A (the host's root key) adds B; B hands over to C; C drops everyone else.
+    let c1 = w.fleet.commit(
+        "keys: alice, bob",
+        &[("fleet.yaml", &fleet_yaml("acme", &[("alice", &a), ("bob", &b_pub)]))],
+    );
+    reconcile_ok(&cfg);
+    assert_eq!(applied_commit(&host), c1);
+    let c2 = w.fleet.commit_unsigned(
+        "keys: bob, carol",
+        &[("fleet.yaml", &fleet_yaml("acme", &[("bob", &b_pub), ("carol", &c_pub)]))],
+    );
+    w.fleet.sign_with(&c2, &b_key);
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("by bob"), "{out}");
+    assert_eq!(applied_commit(&host), c2);
+    let c3 = w.fleet.commit_unsigned(
+        "keys: carol",
+        &[("fleet.yaml", &fleet_yaml("acme", &[("carol", &c_pub)]))],
+    );
+    w.fleet.sign_with(&c3, &c_key);
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("by carol"), "{out}");
+    assert_eq!(applied_commit(&host), c3);
+
+    // The rotated-out root key alone no longer counts, although the host's agent.yaml still
+    // lists it; `fleetctl sign` warns its user.
+    let c4 = w.commit_set("signed by the old key", &["app", "extra"]);
+    let (code, out, err) = w.sign_cli(&c4, &w.fleet.secret_key, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("not in fleet.yaml `keys:` of the parent commit") && err.contains("carol"),
+        "{err}"
+    );
+    assert_refused(
+        &host,
+        &cfg,
+        &["does not trust", &key_id(&a), &format!("carol ({})", key_id(&c_pub))],
+    );
+
+    // A commit adding a new key, signed only by that key, does not let it in.
+    let c5 = w.fleet.commit_unsigned(
+        "dave adds himself",
+        &[("fleet.yaml", &fleet_yaml("acme", &[("carol", &c_pub), ("dave", &d_pub)]))],
+    );
+    w.fleet.sign_with(&c5, &d_key);
+    assert_refused(&host, &cfg, &["does not trust", &key_id(&d_pub), &c5]);
+    assert_eq!(applied_commit(&host), c3);
+
+    // Carol signing the tip accepts both commits after her last one (c4 stays refused, c5's
+    // change is carried by the tip).
+    w.fleet.sign_with(&c5, &c_key);
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("by carol"), "{out}");
+    assert_eq!(applied_commit(&host), c5);
+    assert!(packages(&host).contains(&"extra".to_owned()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Happy paths.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn threshold_two_with_a_second_signer() {
+    let (w, host, cfg, second_key) = threshold_world();
+    let c = w.commit_set("two signers", &["app", "extra"]);
+    let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("new statement") && out.contains("1 so far"), "{out}");
+    // One signature is not enough yet: the host stays where it is and says why.
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("needs 2"), "{err}");
+    assert!(!packages(&host).contains(&"extra".to_owned()));
+
+    let (code, out, err) = w.sign_cli(&c, &second_key, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("added this key's signature to the existing statement")
+            && out.contains("2 so far")
+            && out.contains("second (")
+            && out.contains("git push origin refs/notes/pacfleet"),
+        "{out}"
+    );
+    // The same key again is an error, not a second signature.
+    let (code, _, err) = w.sign_cli(&c, &second_key, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already signed"), "{err}");
+
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("signed: sequence 2 by"), "{out}");
+    assert!(out.contains("ops") && out.contains("second"), "{out}");
+    assert_eq!(applied_commit(&host), c);
+    assert!(packages(&host).contains(&"extra".to_owned()));
+    let st = status(&host);
+    assert_eq!(st["outcome"], "applied", "{st}");
+}
+
+#[test]
+fn unsigned_newer_commits_wait() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("not signed yet", &["app", "extra"]);
+    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("waiting for a signature: 1 newer commit(s)"), "{out}");
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("waiting for a signature"), "{out}");
+    assert!(out.contains(&c[..12]), "{out}");
+    assert!(!packages(&host).contains(&"extra".to_owned()));
+    assert_eq!(applied_commit(&host), w.first);
+    let st = status(&host);
+    assert_eq!(st["outcome"], "converged", "{st}");
+
+    let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let out = reconcile_ok(&cfg);
+    assert!(!out.contains("waiting for a signature"), "{out}");
+    assert_eq!(applied_commit(&host), c);
+    assert!(packages(&host).contains(&"extra".to_owned()));
+}
+
+#[test]
+fn refused_newer_commit_while_an_older_one_is_applied() {
+    let w = world();
+    let (_, mallory_key) = w.key("mallory");
+    let c = w.commit_set("mallory adds extra", &["app", "extra"]);
+    w.fleet.sign_with(&c, &mallory_key);
+    let (host, cfg) = w.host("ws-01");
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("does not trust"), "{err}");
+    // The older, validly signed commit was applied; the refused one was not.
+    assert_eq!(applied_commit(&host), w.first);
+    assert_eq!(packages(&host), ["app", "libfoo"]);
+    let st = status(&host);
+    assert_eq!(st["outcome"], "refused", "{st}");
+    let h = history(&host);
+    let outcomes: Vec<&str> = h.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["applied", "refused"], "{h:?}");
+}
+
+/// Over a real transport: the first signed commit applies, an unsigned one waits, and once
+/// it is signed and the notes pushed, it applies; each time the notes arrive with the branch.
+fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
+    let (host, cfg) = {
+        let host = HostDir::new(w.tmp.path(), "ws-01", &[&w.repo]);
+        let cfg = host.agent_yaml(url, &w.fleet.public_key, "lock_timeout: 1s\n");
+        (host, cfg)
+    };
+    publish();
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("signed: sequence 1 by ops"), "{out}");
+    assert_eq!(packages(&host), ["app", "libfoo"]);
+    let mirror = host.state_dir.join("fleet.git");
+    let note = pacfleet::source::read_note(&mirror, &w.first).unwrap().expect("note fetched");
+    assert!(note.starts_with(b"pacfleet-statement 1\n"));
+
+    let c = w.commit_set("add extra", &["app", "extra"]);
+    publish();
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("waiting for a signature"), "{out}");
+    assert_eq!(packages(&host), ["app", "libfoo"]);
+
+    let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    publish();
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("signed: sequence 2 by ops"), "{out}");
+    assert_eq!(packages(&host), ["app", "extra", "libfoo"]);
+    assert!(pacfleet::source::read_note(&mirror, &c).unwrap().is_some());
+}
+
+#[test]
+fn signed_state_over_git_daemon() {
+    let w = world();
+    let fx = Fixture::new();
+    let daemon = GitDaemon::start(&fx, w.tmp.path());
+    let url = format!("git://127.0.0.1:{}/fleet", daemon.port);
+    transport_round_trip(&w, &url, &|| {});
+}
+
+#[test]
+fn signed_state_over_smart_http() {
+    let w = world();
+    let fx = Fixture::new();
+    let srv = w.tmp.path().join("srv");
+    fs::create_dir_all(&srv).unwrap();
+    let bare = srv.join("fleet.git");
+    w.fleet.git(&["init", "-q", "--bare", &bare.display().to_string()]);
+    let Some(server) = HttpServer::start(&fx, &srv) else {
+        eprintln!("SKIPPED signed_state_over_smart_http: python3 is not available");
+        return;
+    };
+    let url = format!("http://127.0.0.1:{}/fleet.git", server.port);
+    let bare = bare.display().to_string();
+    transport_round_trip(&w, &url, &|| {
+        w.fleet.git(&["push", "-q", "--force", &bare, "main", "refs/notes/pacfleet"]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// `fleetctl verify` and interoperability with the reference minisign tool.
+// ---------------------------------------------------------------------------------------------
+
+fn verify(w: &World, rev: &str, keys: &[&Path], extra: &[&str]) -> (i32, String, String) {
+    let mut cmd = fleetctl();
+    cmd.arg("verify").arg(rev).arg("--repo").arg(&w.fleet.dir);
+    for k in keys {
+        cmd.arg("--key").arg(k);
+    }
+    run(cmd.args(extra))
+}
+
+#[test]
+fn verify_reports_statement_and_signers() {
+    let w = world();
+    let ops = w.fleet.public_key.clone();
+    let (code, out, err) = verify(&w, "HEAD", &[&ops], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        format!("commit    {}", w.first),
+        format!("tree      {}", w.tree("HEAD")),
+        "fleet     acme".to_owned(),
+        "sequence  1".to_owned(),
+        format!("signature by ops ({})", key_id(&ops)),
+        "valid: signed by 1 of 1 required (ops)".to_owned(),
+    ] {
+        assert!(out.contains(&want), "expected {want:?} in:\n{out}");
+    }
+
+    // A key that did not sign: refused, and the signature by the key not given is shown.
+    let (other, _) = w.key("other");
+    let (code, out, err) = verify(&w, "HEAD", &[&other], &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("does not trust"), "{err}");
+    assert!(
+        out.contains(&format!("signature by {} (not one of the given keys)", key_id(&ops))),
+        "{out}"
+    );
+    let (code, _, err) = verify(&w, "HEAD", &[&ops, &other], &["--threshold", "2"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("needs 2"), "{err}");
+    let (code, _, err) = verify(&w, "HEAD", &[&ops], &["--threshold", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only 1 distinct key(s) given"), "{err}");
+
+    // JSON.
+    let (code, out, _) = verify(&w, "HEAD", &[&ops], &["--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["statement"]["sequence"], 1, "{v}");
+    assert_eq!(v["signers"][0], "ops", "{v}");
+    assert_eq!(v["signatures"][0]["key_id"], key_id(&ops), "{v}");
+
+    // Unsigned, and errors that are not refusals.
+    let c = w.commit_set("unsigned", &["app", "extra"]);
+    let (code, out, err) = verify(&w, &c, &[&ops], &["--json"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("is not signed"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    let (code, _, err) = verify(&w, "no-such-rev", &[&ops], &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = verify(&w, "HEAD", &[&w.tmp.path().join("missing.pub")], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.pub"), "{err}");
+}
+
+#[test]
+fn minisign_interop() {
+    let Some(minisign) = minisign_bin() else {
+        eprintln!("SKIPPED minisign_interop: the reference minisign tool is not installed");
+        return;
+    };
+    let w = world();
+    let ops = w.fleet.public_key.clone();
+    let (second_pub, second_key) = w.key("second");
+
+    // fleetctl's signature verifies with the reference tool: the statement is the note up to
+    // the first blank line, the signature block follows.
+    let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &["--renew"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let note = w.note("HEAD");
+    let (st, sig) = note.split_once("\n\n").expect("statement and signature");
+    let st = format!("{st}\n");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("statement"), &st).unwrap();
+    fs::write(dir.path().join("sig"), sig).unwrap();
+    let (code, out, err) = run(Command::new(&minisign)
+        .arg("-Vm")
+        .arg(dir.path().join("statement"))
+        .arg("-x")
+        .arg(dir.path().join("sig"))
+        .arg("-p")
+        .arg(&ops));
+    assert_eq!(code, 0, "minisign -V failed:\n{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains("pacfleet fleet acme commit"),
+        "trusted comment: {out}{err}"
+    );
+
+    // A signature made by the reference tool, appended to the note, counts.
+    let ref_sig = minisign_cli_sign(&minisign, &second_key, &st, false);
+    w.put_note("HEAD", &note_of(&st, &[sig, &ref_sig]));
+    let (code, out, err) = verify(&w, "HEAD", &[&ops, &second_pub], &["--threshold", "2"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("valid: signed by 2 of 2"), "{out}");
+    assert!(out.contains(&format!("signature by second ({})", key_id(&second_pub))), "{out}");
+
+    // A legacy (non-prehashed) signature is refused, whoever made it.
+    let legacy = minisign_cli_sign(&minisign, &second_key, &st, true);
+    assert!(legacy.lines().nth(1).unwrap().starts_with("RW"), "legacy: {legacy}");
+    assert!(ref_sig.lines().nth(1).unwrap().starts_with("RU"), "prehashed: {ref_sig}");
+    w.put_note("HEAD", &note_of(&st, &[&legacy]));
+    let (code, out, err) = verify(&w, "HEAD", &[&ops, &second_pub], &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("legacy (non-prehashed) minisign signature"), "{err}");
+
+    // A note over 64 KiB is refused unread.
+    let mut big = note_of(&st, &[sig]);
+    while big.len() <= 64 * 1024 {
+        big.push_str(&note_of("", &[sig]));
+    }
+    w.put_note("HEAD", &big);
+    let (code, out, err) = verify(&w, "HEAD", &[&ops], &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("over 64 KiB are refused"), "{err}");
+    // ... and by a host.
+    let (host, cfg) = w.host("ws-01");
+    assert_refused(&host, &cfg, &["over 64 KiB are refused"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `fleetctl keygen` and `fleetctl sign`.
+// ---------------------------------------------------------------------------------------------
+
+fn keygen(prefix: &Path, extra: &[&str], password: Option<&str>) -> (i32, String, String) {
+    let mut cmd = fleetctl();
+    cmd.arg("keygen").arg("--out").arg(prefix).args(extra);
+    match password {
+        Some(p) => cmd.env("PACFLEET_KEY_PASSWORD", p),
+        None => cmd.env_remove("PACFLEET_KEY_PASSWORD"),
+    };
+    run(&mut cmd)
+}
+
+#[test]
+fn keygen_unencrypted_and_overwrite() {
+    let w = world();
+    let prefix = w.tmp.path().join("newkeys/signer");
+    fs::create_dir_all(prefix.parent().unwrap()).unwrap();
+    let (code, out, err) = keygen(&prefix, &["--unencrypted"], None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (public, secret) = (prefix.with_extension("pub"), prefix.with_extension("key"));
+    let id = key_id(&public);
+    for want in [
+        format!("key id {id}"),
+        format!("public key {}", pub_line(&public)),
+        "trusted_keys: [/etc/pacfleet/keys/signer.pub]".to_owned(),
+        format!("- {{name: signer, key: {}}}", pub_line(&public)),
+    ] {
+        assert!(out.contains(&want), "expected {want:?} in:\n{out}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(fs::read_to_string(&public).unwrap().starts_with("untrusted comment: minisign public key"));
+
+    // Never overwritten.
+    let (pub_before, key_before) = (fs::read(&public).unwrap(), fs::read(&secret).unwrap());
+    let (code, _, err) = keygen(&prefix, &["--unencrypted"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already exists") && err.contains("signer.pub"), "{err}");
+    fs::remove_file(&public).unwrap();
+    let (code, _, err) = keygen(&prefix, &["--unencrypted"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("signer.key"), "{err}");
+    assert_eq!(fs::read(&secret).unwrap(), key_before);
+    fs::write(&public, &pub_before).unwrap();
+
+    // The key signs commits that hosts trusting the .pub apply.
+    let c = w.commit_set("signed by a keygen key", &["app", "tool"]);
+    let (code, out, err) = w.sign_cli(&c, &secret, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("signer ({id})")), "{out}");
+    let (host, cfg) = w.host_trusting("ws-01", &[&public], 1);
+    let out = reconcile_ok(&cfg);
+    assert!(out.contains("by signer"), "{out}");
+    assert_eq!(applied_commit(&host), c);
+
+    // The reference tool uses both files as they are.
+    if let Some(minisign) = minisign_bin() {
+        let file = w.tmp.path().join("data");
+        fs::write(&file, "data\n").unwrap();
+        let (code, out, err) = run(Command::new(&minisign)
+            .arg("-S")
+            .arg("-s")
+            .arg(&secret)
+            .arg("-m")
+            .arg(&file));
+        assert_eq!(code, 0, "minisign -S with a keygen key:\n{out}\n{err}");
+        let (code, out, err) = run(Command::new(&minisign)
+            .arg("-V")
+            .arg("-p")
+            .arg(&public)
+            .arg("-m")
+            .arg(&file));
+        assert_eq!(code, 0, "minisign -V with a keygen key:\n{out}\n{err}");
+    }
+}
+
+#[test]
+fn keygen_encrypted_and_passwords() {
+    let w = world();
+    let prefix = w.tmp.path().join("enc");
+    // No password and no terminal: a clear error, no files.
+    let (code, _, err) = keygen(&prefix, &[], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("PACFLEET_KEY_PASSWORD") && err.contains("--unencrypted"), "{err}");
+    assert!(!prefix.with_extension("key").exists() && !prefix.with_extension("pub").exists());
+
+    let (code, out, err) = keygen(&prefix, &[], Some("correct horse"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (public, secret) = (prefix.with_extension("pub"), prefix.with_extension("key"));
+    assert!(fs::read_to_string(&secret).unwrap().contains("password-protected"));
+
+    // Sign without a password and without a terminal: a clear error, nothing signed.
+    let c = w.commit_set("signed with an encrypted key", &["app", "tool"]);
+    let (code, _, err) = w.sign_cli(&c, &secret, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("password-protected") && err.contains("PACFLEET_KEY_PASSWORD"), "{err}");
+    // A wrong password.
+    let (code, _, err) = run(fleetctl()
+        .args(["sign", &c, "--repo"])
+        .arg(&w.fleet.dir)
+        .arg("--key")
+        .arg(&secret)
+        .env("PACFLEET_KEY_PASSWORD", "wrong"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("wrong password") || err.contains("Wrong password"), "{err}");
+    let (code, _, _) = verify(&w, &c, &[&public], &[]);
+    assert_eq!(code, 3, "nothing was signed");
+    // The right one.
+    let (code, out, err) = run(fleetctl()
+        .args(["sign", &c, "--repo"])
+        .arg(&w.fleet.dir)
+        .arg("--key")
+        .arg(&secret)
+        .env("PACFLEET_KEY_PASSWORD", "correct horse"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = verify(&w, &c, &[&public], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("signature by enc ("), "{out}");
+
+    // The reference tool decrypts it with the same password (it reads it from stdin when
+    // there is no terminal).
+    if let Some(minisign) = minisign_bin() {
+        let file = w.tmp.path().join("data");
+        fs::write(&file, "data\n").unwrap();
+        let mut child = Command::new(&minisign)
+            .arg("-S")
+            .arg("-s")
+            .arg(&secret)
+            .arg("-m")
+            .arg(&file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "minisign -S with an encrypted keygen key: {out:?}");
+        let (code, out, err) = run(Command::new(&minisign)
+            .arg("-V")
+            .arg("-p")
+            .arg(&public)
+            .arg("-m")
+            .arg(&file));
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+}
+
+#[test]
+fn sign_options_and_errors() {
+    let w = world();
+    let key = w.fleet.secret_key.clone();
+    // Renewing the tip: a new statement with the next sequence and the given expiry.
+    let (code, out, err) = w.sign_cli("HEAD", &key, &["--renew", "--expires-in", "7d"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("sequence  2") && out.contains("replaced the existing statement"), "{out}");
+    assert!(out.contains("(6days 23h") || out.contains("(7days"), "{out}");
+    let expires = w
+        .note("HEAD")
+        .lines()
+        .find_map(|l| l.strip_prefix("expires ").map(str::to_owned))
+        .unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = expires.parse().unwrap();
+    let left = expires - chrono::Utc::now();
+    assert!(left > chrono::Duration::days(6) && left <= chrono::Duration::days(7), "{left}");
+    // --sequence against an existing valid statement needs --renew.
+    let (code, _, err) = w.sign_cli("HEAD", &key, &["--sequence", "9"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("add --renew"), "{err}");
+    // Bad arguments and repositories: exit 2 with the reason.
+    let (code, _, err) = w.sign_cli("HEAD", &key, &["--renew", "--expires-in", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--expires-in"), "{err}");
+    let (code, _, err) = w.sign_cli("HEAD", &key, &["--renew", "--expires-in", "0s"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = w.sign_cli("nope", &key, &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = w.sign_cli("HEAD", &w.fleet.public_key, &["--renew"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ops.pub"), "{err}");
+    // A commit without a valid fleet.yaml cannot be signed: the statement names the fleet.
+    fs::remove_file(w.fleet.dir.join("fleet.yaml")).unwrap();
+    let c = w.fleet.commit_unsigned("no fleet.yaml", &[]);
+    let (code, _, err) = w.sign_cli(&c, &key, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("fleet.yaml is missing"), "{err}");
+}
