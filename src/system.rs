@@ -267,7 +267,12 @@ impl System {
             if level.contains(alpm::LogLevel::ERROR) {
                 tracing::error!(target: "libalpm", "{msg}");
             } else if level.contains(alpm::LogLevel::WARNING) {
-                tracing::warn!(target: "libalpm", "{msg}");
+                // Pinned pools downgrade on purpose; libalpm's warning about it is expected.
+                if msg.starts_with("downgrading package") {
+                    tracing::info!(target: "libalpm", "{msg}");
+                } else {
+                    tracing::warn!(target: "libalpm", "{msg}");
+                }
             } else if level.contains(alpm::LogLevel::DEBUG) {
                 tracing::trace!(target: "libalpm", "{msg}");
             }

@@ -2,9 +2,11 @@
 //! host's local time, and a duration) is open at a given moment, and when it next opens.
 //! Pure: the caller passes the time.
 //!
-//! DST: starts are computed by the `cron` crate in the given time zone; a start that falls in
-//! a skipped hour (spring forward) does not happen that day, a start in a repeated hour (fall
-//! back) happens once, at its first occurrence. The duration is measured in real elapsed time.
+//! DST: starts are computed by the `cron` crate in the host's time zone. A start that falls in
+//! the hour skipped in spring does not happen that day; a start in the hour repeated in autumn
+//! happens twice (once in each UTC offset), so that night's window is open for both. The
+//! duration is real elapsed time. Windows that should never meet a DST change start outside
+//! 02:00–03:00.
 
 use std::str::FromStr;
 
@@ -59,17 +61,18 @@ pub fn gate<Tz: TimeZone>(
         value: w.duration.clone(),
         detail: e.to_string(),
     })?;
-    // A window [start, start + duration) is open now if its start is the first one after
-    // `now - duration` (cron's `after` is exclusive, so step back one second) and not later
-    // than `now`.
-    let from = now.clone() - duration - chrono::Duration::seconds(1);
-    if let Some(start) = schedule.after(&from).next()
-        && start <= *now
-        && start.clone() + duration > *now
-    {
-        return Ok(Gate::Open {
-            until: Some(start + duration),
-        });
+    // A window [start, start + duration) is open now if some start is at or before `now` and
+    // ends after it. Starts are walked from a day before the earliest that could still be
+    // open, so a start repeated by a DST change is seen in both of its offsets.
+    let from = now.clone() - duration - chrono::Duration::days(1);
+    let until = schedule
+        .after(&from)
+        .take_while(|start| start <= now)
+        .map(|start| start + duration)
+        .filter(|end| end > now)
+        .max();
+    if until.is_some() {
+        return Ok(Gate::Open { until });
     }
     Ok(Gate::Closed {
         next: schedule.after(now).next(),
@@ -164,6 +167,47 @@ mod tests {
                 &at("2026-11-23T12:00:00Z")
             )
             .is_err()
+        );
+    }
+}
+
+#[cfg(test)]
+mod dst {
+    use super::*;
+    use chrono_tz::Europe::Berlin;
+
+    fn nightly() -> Window {
+        Window { cron: "0 30 2 * * *".into(), duration: "1h".into() }
+    }
+
+    #[test]
+    fn a_start_in_the_skipped_hour_does_not_happen_that_day() {
+        // 2026-03-29: Berlin skips 02:00–03:00 (CET → CEST).
+        let after_midnight = Berlin.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap();
+        match gate(Some(&nightly()), &after_midnight) {
+            Ok(Gate::Closed { next: Some(n) }) => {
+                assert_eq!(n, Berlin.with_ymd_and_hms(2026, 3, 30, 2, 30, 0).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+        let at_three = Berlin.with_ymd_and_hms(2026, 3, 29, 3, 15, 0).unwrap();
+        assert!(matches!(gate(Some(&nightly()), &at_three), Ok(Gate::Closed { .. })));
+    }
+
+    #[test]
+    fn a_start_in_the_repeated_hour_happens_in_both_offsets() {
+        // 2026-10-25: Berlin repeats 02:00–03:00 (CEST → CET); 02:30 happens twice.
+        let first = Berlin.with_ymd_and_hms(2026, 10, 25, 2, 30, 0).earliest().unwrap();
+        let second = Berlin.with_ymd_and_hms(2026, 10, 25, 2, 30, 0).latest().unwrap();
+        assert_eq!(second - first, chrono::Duration::hours(1));
+        // Open from the first 02:30 for an hour (real time), i.e. until the second 02:30 …
+        let in_first = first + chrono::Duration::minutes(40);
+        assert_eq!(gate(Some(&nightly()), &in_first), Ok(Gate::Open { until: Some(second) }));
+        // … and again for an hour from the second: two hours in all that night.
+        let in_second = second + chrono::Duration::minutes(40);
+        assert_eq!(
+            gate(Some(&nightly()), &in_second),
+            Ok(Gate::Open { until: Some(second + chrono::Duration::hours(1)) })
         );
     }
 }
