@@ -239,16 +239,10 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Fleet, FleetFiles};
+    use crate::manifest::Fleet;
 
     fn fleet(list: &[(&str, &str)]) -> Fleet {
-        let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
-        all.extend_from_slice(list);
-        let files = FleetFiles::from_blobs(
-            all.iter()
-                .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
-        );
-        match Fleet::from_files(&files) {
+        match Fleet::from_files(&crate::manifest::test_files(list)) {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
         }

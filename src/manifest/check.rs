@@ -126,10 +126,21 @@ pub(super) fn check(
         let mut seen = BTreeSet::new();
         for (i, k) in f.spec.keys.iter().enumerate() {
             if let Err(e) = crate::trust::parse_key(k.name.as_str(), &k.key) {
-                ctx.at(&f.file, &[Seg::Key("keys"), Seg::Index(i), Seg::Key("key")], format!("{e}; paste the second line of the key's .pub file"));
+                ctx.at(
+                    &f.file,
+                    &[Seg::Key("keys"), Seg::Index(i), Seg::Key("key")],
+                    format!("{e}; paste the second line of the key's .pub file"),
+                );
             }
             if !seen.insert(k.key.trim()) {
-                ctx.at(&f.file, &[Seg::Key("keys"), Seg::Index(i)], format!("key `{}` is listed twice; a key counts once towards the threshold", k.name));
+                ctx.at(
+                    &f.file,
+                    &[Seg::Key("keys"), Seg::Index(i)],
+                    format!(
+                        "key `{}` is listed twice; a key counts once towards the threshold",
+                        k.name
+                    ),
+                );
             }
         }
     }
@@ -458,13 +469,7 @@ mod tests {
     use super::super::{Fleet, FleetFiles};
 
     fn diags(list: &[(&str, &str)]) -> Vec<String> {
-        let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
-        all.extend_from_slice(list);
-        let files = FleetFiles::from_blobs(
-            all.iter()
-                .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
-        );
-        match Fleet::from_files(&files) {
+        match Fleet::from_files(&super::super::test_files(list)) {
             Ok(_) => Vec::new(),
             Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
         }

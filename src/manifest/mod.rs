@@ -420,6 +420,17 @@ impl Fleet {
     }
 }
 
+/// Test fixture: `list` plus a `fleet.yaml` naming the fleet `acme`.
+#[cfg(test)]
+pub(crate) fn test_files(list: &[(&str, &str)]) -> FleetFiles {
+    let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
+    all.extend_from_slice(list);
+    FleetFiles::from_blobs(
+        all.iter()
+            .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
+    )
+}
+
 /// Reading a fleet from disk failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
