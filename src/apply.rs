@@ -78,8 +78,22 @@ pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
         |q: AnyQuestion, n: &mut Rc<RefCell<Notices>>| answer(q, &mut n.borrow_mut()),
     );
     set_event_cb(sys, notices);
-    alpm.set_progress_cb(ProgressState { bar: None, terminal, logged: None }, on_progress);
-    alpm.set_dl_cb(Downloads { terminal, bars: indicatif::MultiProgress::new(), active: Default::default() }, on_download);
+    alpm.set_progress_cb(
+        ProgressState {
+            bar: None,
+            terminal,
+            logged: None,
+        },
+        on_progress,
+    );
+    alpm.set_dl_cb(
+        Downloads {
+            terminal,
+            bars: indicatif::MultiProgress::new(),
+            active: Default::default(),
+        },
+        on_download,
+    );
 }
 
 /// Download bars on a terminal, one per file.
@@ -94,10 +108,13 @@ fn on_download(file: &str, ev: alpm::AnyDownloadEvent, st: &mut Downloads) {
     match ev.event() {
         DownloadEvent::Progress(p) if st.terminal => {
             let bar = st.active.entry(file.to_owned()).or_insert_with(|| {
-                let bar = indicatif::ProgressBar::new(u64::try_from(p.total).unwrap_or(0)).with_style(
-                    indicatif::ProgressStyle::with_template("{msg:48} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
+                let bar = indicatif::ProgressBar::new(u64::try_from(p.total).unwrap_or(0))
+                    .with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg:48} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+                        )
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
+                    );
                 bar.set_message(file.to_owned());
                 st.bars.add(bar)
             });
@@ -111,7 +128,9 @@ fn on_download(file: &str, ev: alpm::AnyDownloadEvent, st: &mut Downloads) {
             match c.result {
                 alpm::DownloadResult::Failed => tracing::warn!("download of {file} failed"),
                 alpm::DownloadResult::UpToDate => tracing::debug!("{file} is up to date"),
-                alpm::DownloadResult::Success => tracing::debug!("downloaded {file} ({} bytes)", c.total),
+                alpm::DownloadResult::Success => {
+                    tracing::debug!("downloaded {file} ({} bytes)", c.total)
+                }
             }
         }
         DownloadEvent::Retry(_) => tracing::warn!("retrying download of {file}"),
@@ -129,7 +148,14 @@ struct ProgressState {
     logged: Option<(Progress, String, usize)>,
 }
 
-fn on_progress(kind: Progress, pkg: &str, percent: i32, howmany: usize, current: usize, st: &mut ProgressState) {
+fn on_progress(
+    kind: Progress,
+    pkg: &str,
+    percent: i32,
+    howmany: usize,
+    current: usize,
+    st: &mut ProgressState,
+) {
     let verb = match kind {
         Progress::AddStart => "installing",
         Progress::UpgradeStart => "upgrading",

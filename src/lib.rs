@@ -6,8 +6,11 @@
 
 pub mod agent;
 pub mod apply;
+pub mod capture;
 pub mod cli;
+pub mod diff;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;

@@ -248,6 +248,9 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         if let Err(e) = state.save_status(&status) {
             tracing::error!("cannot record the pass status: {e}");
         }
+        if let Err(e) = crate::metrics::record_pass(&state, &status, cfg.textfile.as_deref()) {
+            tracing::error!("cannot record metrics: {e}");
+        }
         let refusal = match &result {
             Err(e @ PassError::Refused(_)) => Some(e.to_string()),
             Ok(r) => r.refused.clone(),
@@ -258,7 +261,11 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
                 at: chrono::Utc::now(),
                 commit: target_commit.clone().unwrap_or_default(),
                 signer: None,
-                pool: result.as_ref().ok().and_then(|r| r.pool.clone()).unwrap_or_default(),
+                pool: result
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.pool.clone())
+                    .unwrap_or_default(),
                 generation: result.as_ref().ok().and_then(|r| r.generation),
                 changes: Vec::new(),
                 outcome: HistoryOutcome::Refused,
@@ -274,7 +281,11 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
 }
 
 /// What `status.json` records of a pass.
-fn pass_status(result: &Result<PassReport, PassError>, target_commit: Option<String>, took: Duration) -> PassStatus {
+fn pass_status(
+    result: &Result<PassReport, PassError>,
+    target_commit: Option<String>,
+    took: Duration,
+) -> PassStatus {
     let mut status = PassStatus {
         at: chrono::Utc::now(),
         outcome: PassOutcome::Failed,
@@ -308,7 +319,10 @@ fn pass_status(result: &Result<PassReport, PassError>, target_commit: Option<Str
                 Verdict::Pending { hold } => Some(hold.to_string()),
                 _ => None,
             };
-            if let Verdict::Pending { hold: Hold::Window { next } } = &r.verdict {
+            if let Verdict::Pending {
+                hold: Hold::Window { next },
+            } = &r.verdict
+            {
                 status.next_window = next.clone();
             }
             if let Verdict::Pending { .. } = r.verdict {
@@ -344,7 +358,11 @@ pub fn anchor_path(cfg: &AgentConfig) -> PathBuf {
 
 fn read_anchor(cfg: &AgentConfig) -> Result<Option<Anchor>, PassError> {
     let path = anchor_path(cfg);
-    let err = |action, detail: String| PassError::Anchor { action, path: path.display().to_string(), detail };
+    let err = |action, detail: String| PassError::Anchor {
+        action,
+        path: path.display().to_string(),
+        detail,
+    };
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             err("parse", format!("{e}; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host"))
@@ -366,11 +384,22 @@ fn write_anchor(cfg: &AgentConfig, anchor: &Anchor) -> Result<(), PassError> {
 }
 
 /// Chooses the target commit under the trust rules.
-fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str) -> Result<Trusted, PassError> {
+fn verify(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    repo: &std::path::Path,
+    tip: &str,
+) -> Result<Trusted, PassError> {
     if cfg.trusted_keys.is_empty() {
-        return Err(PassError::NoTrustedKeys { config: cfg.source.display().to_string() });
+        return Err(PassError::NoTrustedKeys {
+            config: cfg.source.display().to_string(),
+        });
     }
-    let root_keys = cfg.trusted_keys.iter().map(|p| trust::load_key(p)).collect::<Result<Vec<_>, _>>()?;
+    let root_keys = cfg
+        .trusted_keys
+        .iter()
+        .map(|p| trust::load_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let applied = state.load_applied()?.map(|a| a.anchor());
     let remembered = read_anchor(cfg)?;
     let anchor_file = anchor_path(cfg).display().to_string();
@@ -388,7 +417,9 @@ fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str
             }
             .into());
         }
-        (Some(a), Some(r)) if a.sequence < r.sequence || (a.sequence == r.sequence && a.commit != r.commit) => {
+        (Some(a), Some(r))
+            if a.sequence < r.sequence || (a.sequence == r.sequence && a.commit != r.commit) =>
+        {
             return Err(Refusal::StateLost {
                 detail: format!(
                     "{} records sequence {} (commit {}), older than the sequence {} (commit {}) this host applied: the state directory was restored from an old copy",
@@ -405,10 +436,11 @@ fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str
         _ => {}
     }
     let now = chrono::Utc::now();
-    let selection = trust::select(repo, tip, applied.as_ref(), &root_keys, cfg.threshold, now).map_err(|e| match e {
-        trust::SelectError::Read(e) => PassError::Read(e),
-        trust::SelectError::Refused(r) => PassError::Refused(r),
-    })?;
+    let selection = trust::select(repo, tip, applied.as_ref(), &root_keys, cfg.threshold, now)
+        .map_err(|e| match e {
+            trust::SelectError::Read(e) => PassError::Read(e),
+            trust::SelectError::Refused(r) => PassError::Refused(r),
+        })?;
     if let Some(t) = selection.target {
         return Ok(Trusted {
             expires: t.verified.statement.expires,
@@ -422,18 +454,28 @@ fn verify(cfg: &AgentConfig, state: &StateDir, repo: &std::path::Path, tip: &str
     }
     // Nothing newer is acceptable: stay on what was applied, if its signature still holds.
     let Some(anchor) = applied else {
-        return Err(selection.refused.unwrap_or(Refusal::Unsigned { commit: tip.to_owned() }).into());
+        return Err(selection
+            .refused
+            .unwrap_or(Refusal::Unsigned {
+                commit: tip.to_owned(),
+            })
+            .into());
     };
-    let verified = trust::reverify_anchor(repo, &anchor, &root_keys, cfg.threshold, now).map_err(|e| match e {
-        trust::SelectError::Read(e) => PassError::Read(e),
-        trust::SelectError::Refused(r) => PassError::Refused(r),
-    })?;
+    let verified = trust::reverify_anchor(repo, &anchor, &root_keys, cfg.threshold, now).map_err(
+        |e| match e {
+            trust::SelectError::Read(e) => PassError::Read(e),
+            trust::SelectError::Refused(r) => PassError::Refused(r),
+        },
+    )?;
     Ok(Trusted {
         expires: verified.statement.expires,
         commit: anchor.commit.clone(),
         tree: verified.statement.tree.clone(),
         signers: verified.signers,
-        anchor: Anchor { sequence: verified.statement.sequence, ..anchor },
+        anchor: Anchor {
+            sequence: verified.statement.sequence,
+            ..anchor
+        },
         waiting: selection.waiting,
         refused: selection.refused,
     })
@@ -591,8 +633,16 @@ fn pass(
         write_anchor(cfg, &trusted.anchor)?;
     }
     if settled && !report.changeset.is_empty() {
-        report.drift = report.changeset.changes.iter().map(|c| format!("{} {}", c.action, c.name)).collect();
-        tracing::warn!("drift: this host changed outside pacfleet ({})", report.drift.join(", "));
+        report.drift = report
+            .changeset
+            .changes
+            .iter()
+            .map(|c| format!("{} {}", c.action, c.name))
+            .collect();
+        tracing::warn!(
+            "drift: this host changed outside pacfleet ({})",
+            report.drift.join(", ")
+        );
     }
     report.verdict = match hold {
         _ if report.changeset.is_empty() => Verdict::Converged,
@@ -609,7 +659,10 @@ fn settled_on(state: &StateDir, commit: &str) -> bool {
     let applied = state.load_applied().ok().flatten();
     let status = state.load_status().ok().flatten();
     applied.is_some_and(|a| a.commit == commit)
-        && status.is_some_and(|s| matches!(s.outcome, PassOutcome::Converged | PassOutcome::Applied) && s.target_commit.as_deref() == Some(commit))
+        && status.is_some_and(|s| {
+            matches!(s.outcome, PassOutcome::Converged | PassOutcome::Applied)
+                && s.target_commit.as_deref() == Some(commit)
+        })
 }
 
 /// The inventory after a changeset: what pacfleet installed is added, what it removed is gone.

@@ -692,7 +692,10 @@ pub fn commit_tree(repo: &Path, commit: &str) -> Result<String, ReadError> {
         what: format!("commit {id}"),
         detail: error_chain(&err),
     };
-    let tree = r.find_commit(id).and_then(|c| c.tree_id().map(|t| t.detach())).map_err(object_err)?;
+    let tree = r
+        .find_commit(id)
+        .and_then(|c| c.tree_id().map(|t| t.detach()))
+        .map_err(object_err)?;
     Ok(tree.to_string())
 }
 

@@ -70,13 +70,19 @@ impl Statement {
     pub fn parse(text: &str) -> Result<Statement, String> {
         let mut lines = text.split_inclusive('\n');
         let mut field = |key: &str| -> Result<String, String> {
-            let line = lines.next().ok_or_else(|| format!("the statement ends before `{key}`"))?;
-            let line = line.strip_suffix('\n').ok_or_else(|| format!("line `{line}` does not end in a newline"))?;
+            let line = lines
+                .next()
+                .ok_or_else(|| format!("the statement ends before `{key}`"))?;
+            let line = line
+                .strip_suffix('\n')
+                .ok_or_else(|| format!("line `{line}` does not end in a newline"))?;
             if key == HEADER {
                 return if line == HEADER {
                     Ok(String::new())
                 } else {
-                    Err(format!("the statement must start with `{HEADER}`, found `{line}`"))
+                    Err(format!(
+                        "the statement must start with `{HEADER}`, found `{line}`"
+                    ))
                 };
             }
             line.strip_prefix(key)
@@ -94,7 +100,11 @@ impl Statement {
         if lines.next().is_some() {
             return Err("unexpected text after `expires`".into());
         }
-        let hex = |v: &str| v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let hex = |v: &str| {
+            v.len() == 40
+                && v.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
         if !hex(&commit) || !hex(&tree) {
             return Err("commit and tree must be 40 lowercase hex digits".into());
         }
@@ -102,7 +112,9 @@ impl Statement {
             fleet,
             commit,
             tree,
-            sequence: sequence.parse().map_err(|_| format!("sequence `{sequence}` is not a number"))?,
+            sequence: sequence
+                .parse()
+                .map_err(|_| format!("sequence `{sequence}` is not a number"))?,
             expires: DateTime::parse_from_rfc3339(&expires)
                 .map_err(|e| format!("expires `{expires}` is not an RFC 3339 time ({e})"))?
                 .with_timezone(&Utc),
@@ -129,7 +141,10 @@ impl std::fmt::Debug for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Note")
             .field("statement", &self.statement)
-            .field("signatures", &self.signatures.iter().map(sig_key_id).collect::<Vec<_>>())
+            .field(
+                "signatures",
+                &self.signatures.iter().map(sig_key_id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -138,9 +153,13 @@ impl Note {
     /// Parses a note: the statement, then blank-line-separated minisign signatures.
     pub fn parse(bytes: &[u8]) -> Result<Note, String> {
         if bytes.len() > MAX_NOTE_BYTES {
-            return Err(format!("the note is {} bytes; statements over 64 KiB are refused", bytes.len()));
+            return Err(format!(
+                "the note is {} bytes; statements over 64 KiB are refused",
+                bytes.len()
+            ));
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| "the note is not UTF-8 text".to_owned())?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| "the note is not UTF-8 text".to_owned())?;
         let (statement_text, rest) = match text.find("\n\n") {
             Some(i) => (text[..=i].to_owned(), &text[i + 2..]),
             None => (text.to_owned(), ""),
@@ -148,10 +167,15 @@ impl Note {
         let statement = Statement::parse(&statement_text)?;
         let mut signatures = Vec::new();
         for block in rest.split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
-            let sig = SignatureBox::from_string(block).map_err(|e| format!("a signature does not parse: {e}"))?;
+            let sig = SignatureBox::from_string(block)
+                .map_err(|e| format!("a signature does not parse: {e}"))?;
             signatures.push(sig);
         }
-        Ok(Note { text: statement_text, statement, signatures })
+        Ok(Note {
+            text: statement_text,
+            statement,
+            signatures,
+        })
     }
 
     /// The note's text: the statement and every signature.
@@ -209,7 +233,9 @@ fn sig_key_id(sig: &SignatureBox) -> String {
 
 /// Reading a key failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot use {what} as a minisign public key: {detail}; it must be a `.pub` file made by `fleetctl keygen` or `minisign -G`")]
+#[error(
+    "cannot use {what} as a minisign public key: {detail}; it must be a `.pub` file made by `fleetctl keygen` or `minisign -G`"
+)]
 pub struct KeyError {
     what: String,
     detail: String,
@@ -217,25 +243,41 @@ pub struct KeyError {
 
 /// Parses a public key from the text of a `.pub` file or its base64 line alone.
 pub fn parse_key(name: &str, text: &str) -> Result<Key, KeyError> {
-    let err = |detail: String| KeyError { what: name.to_owned(), detail };
+    let err = |detail: String| KeyError {
+        what: name.to_owned(),
+        detail,
+    };
     let line = text
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
         .ok_or_else(|| err("it is empty".into()))?;
     if !line.starts_with("RW") {
-        return Err(err(format!("`{line}` is not a minisign Ed25519 public key (those start with RW)")));
+        return Err(err(format!(
+            "`{line}` is not a minisign Ed25519 public key (those start with RW)"
+        )));
     }
     let key = PublicKey::from_base64(line).map_err(|e| err(e.to_string()))?;
-    Ok(Key { name: name.to_owned(), key })
+    Ok(Key {
+        name: name.to_owned(),
+        key,
+    })
 }
 
 /// Reads a `.pub` file; the key's name is the file stem.
 pub fn load_key(path: &Path) -> Result<Key, KeyError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| KeyError { what: path.display().to_string(), detail: e.to_string() })?;
-    let name = path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
-    parse_key(&name, &text).map_err(|e| KeyError { what: path.display().to_string(), detail: e.detail })
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError {
+        what: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let name = path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    parse_key(&name, &text).map_err(|e| KeyError {
+        what: path.display().to_string(),
+        detail: e.detail,
+    })
 }
 
 /// The keys fleet.yaml lists, if it lists any.
@@ -243,7 +285,11 @@ pub fn fleet_keys(spec: &FleetSpec) -> Result<Option<Vec<Key>>, KeyError> {
     if spec.keys.is_empty() {
         return Ok(None);
     }
-    spec.keys.iter().map(|k| parse_key(k.name.as_str(), &k.key)).collect::<Result<Vec<_>, _>>().map(Some)
+    spec.keys
+        .iter()
+        .map(|k| parse_key(k.name.as_str(), &k.key))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Why a state is not applied. Each message says which rule failed and what to do.
@@ -258,7 +304,9 @@ pub enum Refusal {
         commit: String,
     },
     /// The note does not parse.
-    #[error("the signature note on commit {commit} is corrupt ({detail}); re-sign the commit with `fleetctl sign`")]
+    #[error(
+        "the signature note on commit {commit} is corrupt ({detail}); re-sign the commit with `fleetctl sign`"
+    )]
     Corrupt {
         /// The commit.
         commit: String,
@@ -266,7 +314,9 @@ pub enum Refusal {
         detail: String,
     },
     /// A legacy (non-prehashed) minisign signature.
-    #[error("the note on commit {commit} carries a legacy (non-prehashed) minisign signature by key {key}; legacy signatures are refused: sign again with a current minisign or `fleetctl sign`")]
+    #[error(
+        "the note on commit {commit} carries a legacy (non-prehashed) minisign signature by key {key}; legacy signatures are refused: sign again with a current minisign or `fleetctl sign`"
+    )]
     Legacy {
         /// The commit.
         commit: String,
@@ -274,7 +324,9 @@ pub enum Refusal {
         key: String,
     },
     /// A signature by a trusted key id that does not verify: the note was altered.
-    #[error("the signature by key {key} ({name}) on commit {commit} does not verify: the statement was altered after signing; do not apply — find out who changed the note, then re-sign")]
+    #[error(
+        "the signature by key {key} ({name}) on commit {commit} does not verify: the statement was altered after signing; do not apply — find out who changed the note, then re-sign"
+    )]
     Tampered {
         /// The commit.
         commit: String,
@@ -284,7 +336,9 @@ pub enum Refusal {
         name: String,
     },
     /// Signed, but by no key this host trusts.
-    #[error("commit {commit} is signed only by keys this host does not trust ({keys}); it trusts {trusted}. Sign with a trusted key, or rotate keys through fleet.yaml `keys:` signed by the current ones")]
+    #[error(
+        "commit {commit} is signed only by keys this host does not trust ({keys}); it trusts {trusted}. Sign with a trusted key, or rotate keys through fleet.yaml `keys:` signed by the current ones"
+    )]
     UntrustedKey {
         /// The commit.
         commit: String,
@@ -294,7 +348,9 @@ pub enum Refusal {
         trusted: String,
     },
     /// Fewer distinct trusted keys than the threshold.
-    #[error("commit {commit} is signed by {have} distinct trusted key(s) ({signers}) but this host needs {need}; another trusted key holder must sign it too (`fleetctl sign {commit} --key KEY` appends a signature)")]
+    #[error(
+        "commit {commit} is signed by {have} distinct trusted key(s) ({signers}) but this host needs {need}; another trusted key holder must sign it too (`fleetctl sign {commit} --key KEY` appends a signature)"
+    )]
     BelowThreshold {
         /// The commit.
         commit: String,
@@ -306,7 +362,9 @@ pub enum Refusal {
         signers: String,
     },
     /// The statement names another commit, tree or fleet.
-    #[error("the statement on commit {commit} is for {field} `{found}`, not `{expected}`: a note copied from elsewhere; sign this commit itself")]
+    #[error(
+        "the statement on commit {commit} is for {field} `{found}`, not `{expected}`: a note copied from elsewhere; sign this commit itself"
+    )]
     Mismatch {
         /// The commit the note is attached to.
         commit: String,
@@ -318,7 +376,9 @@ pub enum Refusal {
         expected: String,
     },
     /// Expired: the signed state is stale (a frozen mirror, or signing stopped).
-    #[error("the signed state of commit {commit} expired at {expired}: the fleet's signatures are stale (a frozen mirror or a stopped signing routine); nothing new is applied until a signer runs `fleetctl sign` on the branch tip and pushes the notes")]
+    #[error(
+        "the signed state of commit {commit} expired at {expired}: the fleet's signatures are stale (a frozen mirror or a stopped signing routine); nothing new is applied until a signer runs `fleetctl sign` on the branch tip and pushes the notes"
+    )]
     Expired {
         /// The commit.
         commit: String,
@@ -326,7 +386,9 @@ pub enum Refusal {
         expired: String,
     },
     /// Sequence number lower than what the host applied.
-    #[error("commit {commit} is signed with sequence {sequence}, lower than {applied} which this host already applied: a replayed old state; sign the current tip again so it gets a new sequence number")]
+    #[error(
+        "commit {commit} is signed with sequence {sequence}, lower than {applied} which this host already applied: a replayed old state; sign the current tip again so it gets a new sequence number"
+    )]
     Rollback {
         /// The commit.
         commit: String,
@@ -336,7 +398,9 @@ pub enum Refusal {
         applied: u64,
     },
     /// History rewritten: the branch no longer contains what the host applied.
-    #[error("the branch tip {tip} does not descend from {applied}, which this host applied: the branch was force-pushed; restore the history (push a revert instead of rewriting), or re-enroll the host deliberately")]
+    #[error(
+        "the branch tip {tip} does not descend from {applied}, which this host applied: the branch was force-pushed; restore the history (push a revert instead of rewriting), or re-enroll the host deliberately"
+    )]
     NotDescendant {
         /// The tip.
         tip: String,
@@ -344,7 +408,9 @@ pub enum Refusal {
         applied: String,
     },
     /// The state directory lost its record of what was applied.
-    #[error("{detail}; pacfleet will not trust anything older than what this host applied. Restore the state directory from backup, or, to re-enroll this host on purpose, delete {anchor} at the console")]
+    #[error(
+        "{detail}; pacfleet will not trust anything older than what this host applied. Restore the state directory from backup, or, to re-enroll this host on purpose, delete {anchor} at the console"
+    )]
     StateLost {
         /// What is missing or older.
         detail: String,
@@ -382,13 +448,19 @@ pub fn verify_note(
     threshold: usize,
     now: DateTime<Utc>,
 ) -> Result<Verified, Refusal> {
-    let note = Note::parse(bytes).map_err(|detail| Refusal::Corrupt { commit: commit.to_owned(), detail })?;
+    let note = Note::parse(bytes).map_err(|detail| Refusal::Corrupt {
+        commit: commit.to_owned(),
+        detail,
+    })?;
     let mut signed: BTreeMap<Vec<u8>, String> = BTreeMap::new();
     let mut untrusted = BTreeSet::new();
     for sig in &note.signatures {
         let id = sig_key_id(sig);
         if !sig.is_prehashed() {
-            return Err(Refusal::Legacy { commit: commit.to_owned(), key: id });
+            return Err(Refusal::Legacy {
+                commit: commit.to_owned(),
+                key: id,
+            });
         }
         let candidates: Vec<&Key> = keys.iter().filter(|k| k.id() == id).collect();
         if candidates.is_empty() {
@@ -396,7 +468,15 @@ pub fn verify_note(
             continue;
         }
         let good = candidates.iter().find(|k| {
-            minisign::verify(&k.key, sig, std::io::Cursor::new(note.text.as_bytes()), true, false, false).is_ok()
+            minisign::verify(
+                &k.key,
+                sig,
+                std::io::Cursor::new(note.text.as_bytes()),
+                true,
+                false,
+                false,
+            )
+            .is_ok()
         });
         match good {
             Some(k) => {
@@ -406,15 +486,26 @@ pub fn verify_note(
                 return Err(Refusal::Tampered {
                     commit: commit.to_owned(),
                     key: id,
-                    name: candidates.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join("/"),
+                    name: candidates
+                        .iter()
+                        .map(|k| k.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("/"),
                 });
             }
         }
     }
-    let names = |keys: &[Key]| keys.iter().map(|k| format!("{} ({})", k.name, k.id())).collect::<Vec<_>>().join(", ");
+    let names = |keys: &[Key]| {
+        keys.iter()
+            .map(|k| format!("{} ({})", k.name, k.id()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if signed.is_empty() {
         if note.signatures.is_empty() {
-            return Err(Refusal::Unsigned { commit: commit.to_owned() });
+            return Err(Refusal::Unsigned {
+                commit: commit.to_owned(),
+            });
         }
         return Err(Refusal::UntrustedKey {
             commit: commit.to_owned(),
@@ -432,7 +523,11 @@ pub fn verify_note(
         });
     }
     let s = &note.statement;
-    for (field, found, expected) in [("commit", &s.commit, commit), ("tree", &s.tree, tree), ("fleet", &s.fleet, fleet)] {
+    for (field, found, expected) in [
+        ("commit", &s.commit, commit),
+        ("tree", &s.tree, tree),
+        ("fleet", &s.fleet, fleet),
+    ] {
         if found != expected {
             return Err(Refusal::Mismatch {
                 commit: commit.to_owned(),
@@ -448,7 +543,10 @@ pub fn verify_note(
             expired: s.expires.to_rfc3339_opts(SecondsFormat::Secs, true),
         });
     }
-    Ok(Verified { statement: note.statement, signers })
+    Ok(Verified {
+        statement: note.statement,
+        signers,
+    })
 }
 
 /// What a host remembers of the last state it applied, for the next verification.
@@ -516,9 +614,14 @@ pub fn select(
     now: DateTime<Utc>,
 ) -> Result<Selection, SelectError> {
     if let Some(a) = anchor
-        && !source::is_ancestor(repo, &a.commit, tip)? {
-            return Err(Refusal::NotDescendant { tip: tip.to_owned(), applied: a.commit.clone() }.into());
+        && !source::is_ancestor(repo, &a.commit, tip)?
+    {
+        return Err(Refusal::NotDescendant {
+            tip: tip.to_owned(),
+            applied: a.commit.clone(),
         }
+        .into());
+    }
     let mut keys: Vec<Key> = match anchor.and_then(|a| a.keys.as_ref()) {
         Some(list) => list
             .iter()
@@ -529,7 +632,11 @@ pub fn select(
     let mut floor = anchor.map(|a| a.sequence);
     let mut commits = source::commits_between(repo, anchor.map(|a| a.commit.as_str()), tip)?;
     commits.reverse();
-    let mut selection = Selection { target: None, waiting: Vec::new(), refused: None };
+    let mut selection = Selection {
+        target: None,
+        waiting: Vec::new(),
+        refused: None,
+    };
     for commit in commits {
         let Some(note) = source::read_note(repo, &commit)? else {
             selection.waiting.push(commit);
@@ -544,26 +651,31 @@ pub fn select(
             }
         };
         let expected_fleet = anchor.map_or(spec.name.as_str(), |a| a.fleet.as_str());
-        let verified = match verify_note(&note, &commit, &tree, expected_fleet, &keys, threshold, now) {
-            Ok(v) => v,
-            Err(r) => {
-                selection.refused = Some(r);
-                continue;
-            }
-        };
+        let verified =
+            match verify_note(&note, &commit, &tree, expected_fleet, &keys, threshold, now) {
+                Ok(v) => v,
+                Err(r) => {
+                    selection.refused = Some(r);
+                    continue;
+                }
+            };
         if let Some(f) = floor
-            && verified.statement.sequence < f {
-                selection.refused = Some(Refusal::Rollback {
-                    commit,
-                    sequence: verified.statement.sequence,
-                    applied: f,
-                });
-                continue;
-            }
+            && verified.statement.sequence < f
+        {
+            selection.refused = Some(Refusal::Rollback {
+                commit,
+                sequence: verified.statement.sequence,
+                applied: f,
+            });
+            continue;
+        }
         let next_keys = match fleet_keys(&spec) {
             Ok(k) => k,
             Err(e) => {
-                selection.refused = Some(Refusal::NoFleet { commit, detail: e.to_string() });
+                selection.refused = Some(Refusal::NoFleet {
+                    commit,
+                    detail: e.to_string(),
+                });
                 continue;
             }
         };
@@ -572,10 +684,17 @@ pub fn select(
             commit: commit.clone(),
             sequence: verified.statement.sequence,
             fleet: expected_fleet.to_owned(),
-            keys: next_keys.as_ref().map(|ks| ks.iter().map(|k| (k.name.clone(), k.to_base64())).collect()),
+            keys: next_keys
+                .as_ref()
+                .map(|ks| ks.iter().map(|k| (k.name.clone(), k.to_base64())).collect()),
         };
         keys = next_keys.unwrap_or_else(|| root_keys.to_vec());
-        selection.target = Some(Accepted { commit, tree, verified, anchor });
+        selection.target = Some(Accepted {
+            commit,
+            tree,
+            verified,
+            anchor,
+        });
         selection.waiting.clear();
         selection.refused = None;
     }
@@ -594,13 +713,25 @@ pub fn reverify_anchor(
     // The keys that accepted the anchor are those before it; fleet.yaml at the anchor lists
     // the keys after it. A re-signed statement for the same commit must satisfy the latter.
     let keys: Vec<Key> = match &anchor.keys {
-        Some(list) => list.iter().filter_map(|(n, b)| parse_key(n, b).ok()).collect(),
+        Some(list) => list
+            .iter()
+            .filter_map(|(n, b)| parse_key(n, b).ok())
+            .collect(),
         None => root_keys.to_vec(),
     };
-    let note = source::read_note(repo, &anchor.commit)?
-        .ok_or_else(|| Refusal::Unsigned { commit: anchor.commit.clone() })?;
+    let note = source::read_note(repo, &anchor.commit)?.ok_or_else(|| Refusal::Unsigned {
+        commit: anchor.commit.clone(),
+    })?;
     let tree = source::commit_tree(repo, &anchor.commit)?;
-    let v = verify_note(&note, &anchor.commit, &tree, &anchor.fleet, &keys, threshold, now)?;
+    let v = verify_note(
+        &note,
+        &anchor.commit,
+        &tree,
+        &anchor.fleet,
+        &keys,
+        threshold,
+        now,
+    )?;
     if v.statement.sequence < anchor.sequence {
         return Err(Refusal::Rollback {
             commit: anchor.commit.clone(),
@@ -627,7 +758,9 @@ pub enum SignError {
         detail: String,
     },
     /// The commit's fleet.yaml is missing or invalid.
-    #[error("cannot sign {commit}: {detail}; a signed state names its fleet, so fleet.yaml must be valid")]
+    #[error(
+        "cannot sign {commit}: {detail}; a signed state names its fleet, so fleet.yaml must be valid"
+    )]
     NoFleet {
         /// The commit.
         commit: String,
@@ -635,7 +768,9 @@ pub enum SignError {
         detail: String,
     },
     /// This key already signed the current statement.
-    #[error("key {key} already signed the statement on {commit} (sequence {sequence}); another key holder signs to reach a threshold, or pass --renew for a new statement")]
+    #[error(
+        "key {key} already signed the statement on {commit} (sequence {sequence}); another key holder signs to reach a threshold, or pass --renew for a new statement"
+    )]
     AlreadySigned {
         /// Key id.
         key: String,
@@ -678,8 +813,14 @@ pub struct Signed {
 
 /// Reads a secret key file (`fleetctl keygen` or `minisign -G` format). Encrypted keys need
 /// `password` (from `PACFLEET_KEY_PASSWORD`, or asked on the terminal by the caller).
-pub fn load_secret_key(path: &Path, password: Option<String>) -> Result<minisign::SecretKey, SignError> {
-    let err = |detail: String| SignError::Key { path: path.display().to_string(), detail };
+pub fn load_secret_key(
+    path: &Path,
+    password: Option<String>,
+) -> Result<minisign::SecretKey, SignError> {
+    let err = |detail: String| SignError::Key {
+        path: path.display().to_string(),
+        detail,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let boxed = minisign::SecretKeyBox::from_string(&text).map_err(|e| err(e.to_string()))?;
     match minisign::SecretKey::from_unencrypted_box(boxed.clone()) {
@@ -709,19 +850,39 @@ pub fn highest_sequence(repo: &Path) -> Result<u64, ReadError> {
 /// Signs `rev` in the repository at `repo`: writes (or extends) its statement note under
 /// refs/notes/pacfleet. A valid statement by other keys gets this key's signature appended
 /// (threshold signing); otherwise a new statement is made with the next sequence number.
-pub fn sign_commit(repo: &Path, rev: &str, sk: &minisign::SecretKey, opts: &SignOptions) -> Result<Signed, SignError> {
+pub fn sign_commit(
+    repo: &Path,
+    rev: &str,
+    sk: &minisign::SecretKey,
+    opts: &SignOptions,
+) -> Result<Signed, SignError> {
     let commit = source::rev_parse(repo, rev)?;
     let tree = source::commit_tree(repo, &commit)?;
-    let spec = fleet_spec(repo, &commit).map_err(|detail| SignError::NoFleet { commit: commit.clone(), detail })?;
-    let pk = PublicKey::from_secret_key(sk).map_err(|e| SignError::Other { context: "deriving the public key".into(), detail: e.to_string() })?;
+    let spec = fleet_spec(repo, &commit).map_err(|detail| SignError::NoFleet {
+        commit: commit.clone(),
+        detail,
+    })?;
+    let pk = PublicKey::from_secret_key(sk).map_err(|e| SignError::Other {
+        context: "deriving the public key".into(),
+        detail: e.to_string(),
+    })?;
     let my_id = key_id(&pk);
     let existing = source::read_note(repo, &commit)?
         .and_then(|bytes| Note::parse(&bytes).ok())
-        .filter(|n| !opts.renew && n.statement.commit == commit && n.statement.tree == tree && n.statement.expires > Utc::now());
+        .filter(|n| {
+            !opts.renew
+                && n.statement.commit == commit
+                && n.statement.tree == tree
+                && n.statement.expires > Utc::now()
+        });
     let (mut note, appended) = match existing {
         Some(n) => {
             if n.signatures.iter().any(|s| sig_key_id(s) == my_id) {
-                return Err(SignError::AlreadySigned { key: my_id, commit, sequence: n.statement.sequence });
+                return Err(SignError::AlreadySigned {
+                    key: my_id,
+                    commit,
+                    sequence: n.statement.sequence,
+                });
             }
             (n, true)
         }
@@ -730,16 +891,38 @@ pub fn sign_commit(repo: &Path, rev: &str, sk: &minisign::SecretKey, opts: &Sign
                 Some(s) => s,
                 None => highest_sequence(repo)? + 1,
             };
-            let statement = Statement { fleet: spec.name.to_string(), commit: commit.clone(), tree, sequence, expires: opts.expires };
-            (Note { text: statement.to_text(), statement, signatures: Vec::new() }, false)
+            let statement = Statement {
+                fleet: spec.name.to_string(),
+                commit: commit.clone(),
+                tree,
+                sequence,
+                expires: opts.expires,
+            };
+            (
+                Note {
+                    text: statement.to_text(),
+                    statement,
+                    signatures: Vec::new(),
+                },
+                false,
+            )
         }
     };
     let trusted_comment = format!(
         "pacfleet fleet {} commit {} sequence {}",
         note.statement.fleet, note.statement.commit, note.statement.sequence
     );
-    let sig = minisign::sign(Some(&pk), sk, std::io::Cursor::new(note.text.as_bytes()), Some(&trusted_comment), Some("signature from fleetctl sign"))
-        .map_err(|e| SignError::Other { context: "signing".into(), detail: e.to_string() })?;
+    let sig = minisign::sign(
+        Some(&pk),
+        sk,
+        std::io::Cursor::new(note.text.as_bytes()),
+        Some(&trusted_comment),
+        Some("signature from fleetctl sign"),
+    )
+    .map_err(|e| SignError::Other {
+        context: "signing".into(),
+        detail: e.to_string(),
+    })?;
     note.signatures.push(sig);
     write_note(repo, &commit, note.render().as_bytes())?;
     Ok(Signed {
@@ -751,9 +934,13 @@ pub fn sign_commit(repo: &Path, rev: &str, sk: &minisign::SecretKey, opts: &Sign
 
 /// Replaces the note on `commit` under refs/notes/pacfleet (gix's notes editing).
 fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
-    let other = |context: &str, e: &dyn std::fmt::Display| SignError::Other { context: context.into(), detail: e.to_string() };
+    let other = |context: &str, e: &dyn std::fmt::Display| SignError::Other {
+        context: context.into(),
+        detail: e.to_string(),
+    };
     let r = gix::open(repo).map_err(|e| other(&format!("opening {}", repo.display()), &e))?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| other("parsing the commit id", &e))?;
+    let id = gix::ObjectId::from_hex(commit.as_bytes())
+        .map_err(|e| other("parsing the commit id", &e))?;
     let mut notes = r
         .notes()
         .and_then(|n| n.with_refs([NOTES_REF]))
@@ -769,8 +956,12 @@ fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
 }
 
 fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, String> {
-    let files = source::read_tree(repo, commit, |p| p == "fleet.yaml").map_err(|e| e.to_string())?;
-    let (_, bytes) = files.into_iter().next().ok_or_else(|| "fleet.yaml is missing".to_owned())?;
+    let files =
+        source::read_tree(repo, commit, |p| p == "fleet.yaml").map_err(|e| e.to_string())?;
+    let (_, bytes) = files
+        .into_iter()
+        .next()
+        .ok_or_else(|| "fleet.yaml is missing".to_owned())?;
     serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))
 }
 
@@ -793,18 +984,32 @@ mod tests {
     }
 
     fn sign(kp: &minisign::KeyPair, text: &str) -> SignatureBox {
-        minisign::sign(Some(&kp.pk), &kp.sk, std::io::Cursor::new(text.as_bytes()), Some("pacfleet"), None).unwrap()
+        minisign::sign(
+            Some(&kp.pk),
+            &kp.sk,
+            std::io::Cursor::new(text.as_bytes()),
+            Some("pacfleet"),
+            None,
+        )
+        .unwrap()
     }
 
     fn key(name: &str, kp: &minisign::KeyPair) -> Key {
-        Key { name: name.into(), key: kp.pk.clone() }
+        Key {
+            name: name.into(),
+            key: kp.pk.clone(),
+        }
     }
 
     fn note(st: &Statement, kps: &[&minisign::KeyPair]) -> Vec<u8> {
         let text = st.to_text();
-        Note { signatures: kps.iter().map(|k| sign(k, &text)).collect(), text, statement: st.clone() }
-            .render()
-            .into_bytes()
+        Note {
+            signatures: kps.iter().map(|k| sign(k, &text)).collect(),
+            text,
+            statement: st.clone(),
+        }
+        .render()
+        .into_bytes()
     }
 
     fn now() -> DateTime<Utc> {
@@ -812,7 +1017,15 @@ mod tests {
     }
 
     fn check(bytes: &[u8], keys: &[Key], threshold: usize) -> Result<Verified, Refusal> {
-        verify_note(bytes, &"a".repeat(40), &"b".repeat(40), "acme", keys, threshold, now())
+        verify_note(
+            bytes,
+            &"a".repeat(40),
+            &"b".repeat(40),
+            "acme",
+            keys,
+            threshold,
+            now(),
+        )
     }
 
     #[test]
@@ -822,7 +1035,13 @@ mod tests {
         assert!(text.starts_with("pacfleet-statement 1\nfleet acme\ncommit aaaa"));
         assert_eq!(Statement::parse(&text), Ok(st));
         assert!(Statement::parse(&text.replace("sequence 7", "sequence  7")).is_err());
-        assert!(Statement::parse(&text.replace("expires 2026-12-23T09:00:00Z", "expires 2026-12-23T10:00:00+01:00")).is_err());
+        assert!(
+            Statement::parse(&text.replace(
+                "expires 2026-12-23T09:00:00Z",
+                "expires 2026-12-23T10:00:00+01:00"
+            ))
+            .is_err()
+        );
         assert!(Statement::parse(&format!("{text}extra 1\n")).is_err());
         assert!(Statement::parse(&text.replace("fleet", "fleeet")).is_err());
     }
@@ -845,34 +1064,86 @@ mod tests {
         let (a, b, c) = (keypair(), keypair(), keypair());
         let keys = [key("alice", &a), key("bob", &b)];
         let st = statement();
-        assert!(matches!(check(&note(&st, &[]), &keys, 1), Err(Refusal::Unsigned { .. })));
-        assert!(matches!(check(&note(&st, &[&c]), &keys, 1), Err(Refusal::UntrustedKey { .. })));
-        assert!(matches!(check(&note(&st, &[&a]), &keys, 2), Err(Refusal::BelowThreshold { have: 1, need: 2, .. })));
+        assert!(matches!(
+            check(&note(&st, &[]), &keys, 1),
+            Err(Refusal::Unsigned { .. })
+        ));
+        assert!(matches!(
+            check(&note(&st, &[&c]), &keys, 1),
+            Err(Refusal::UntrustedKey { .. })
+        ));
+        assert!(matches!(
+            check(&note(&st, &[&a]), &keys, 2),
+            Err(Refusal::BelowThreshold {
+                have: 1,
+                need: 2,
+                ..
+            })
+        ));
         // The same key twice is one key.
-        assert!(matches!(check(&note(&st, &[&a, &a]), &keys, 2), Err(Refusal::BelowThreshold { have: 1, .. })));
+        assert!(matches!(
+            check(&note(&st, &[&a, &a]), &keys, 2),
+            Err(Refusal::BelowThreshold { have: 1, .. })
+        ));
         // Two key files with the same key are one key.
         let dup = [key("alice", &a), key("alice-again", &a)];
-        assert!(matches!(check(&note(&st, &[&a]), &dup, 2), Err(Refusal::BelowThreshold { have: 1, .. })));
+        assert!(matches!(
+            check(&note(&st, &[&a]), &dup, 2),
+            Err(Refusal::BelowThreshold { have: 1, .. })
+        ));
         for (field, other) in [
-            ("commit", Statement { commit: "c".repeat(40), ..st.clone() }),
-            ("tree", Statement { tree: "c".repeat(40), ..st.clone() }),
-            ("fleet", Statement { fleet: "other".into(), ..st.clone() }),
+            (
+                "commit",
+                Statement {
+                    commit: "c".repeat(40),
+                    ..st.clone()
+                },
+            ),
+            (
+                "tree",
+                Statement {
+                    tree: "c".repeat(40),
+                    ..st.clone()
+                },
+            ),
+            (
+                "fleet",
+                Statement {
+                    fleet: "other".into(),
+                    ..st.clone()
+                },
+            ),
         ] {
             match check(&note(&other, &[&a]), &keys, 1) {
                 Err(Refusal::Mismatch { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
         }
-        let expired = Statement { expires: "2026-11-01T00:00:00Z".parse().unwrap(), ..st.clone() };
-        assert!(matches!(check(&note(&expired, &[&a]), &keys, 1), Err(Refusal::Expired { .. })));
+        let expired = Statement {
+            expires: "2026-11-01T00:00:00Z".parse().unwrap(),
+            ..st.clone()
+        };
+        assert!(matches!(
+            check(&note(&expired, &[&a]), &keys, 1),
+            Err(Refusal::Expired { .. })
+        ));
         // Tampered: the statement changed after signing.
         let good = String::from_utf8(note(&st, &[&a])).unwrap();
         let tampered = good.replace("sequence 7", "sequence 9");
-        assert!(matches!(check(tampered.as_bytes(), &keys, 1), Err(Refusal::Tampered { .. })));
+        assert!(matches!(
+            check(tampered.as_bytes(), &keys, 1),
+            Err(Refusal::Tampered { .. })
+        ));
         // Corrupt.
-        assert!(matches!(check(b"garbage", &keys, 1), Err(Refusal::Corrupt { .. })));
+        assert!(matches!(
+            check(b"garbage", &keys, 1),
+            Err(Refusal::Corrupt { .. })
+        ));
         let bad_sig = format!("{}\nuntrusted comment: x\nnot base64\n", st.to_text());
-        assert!(matches!(check(bad_sig.as_bytes(), &keys, 1), Err(Refusal::Corrupt { .. })));
+        assert!(matches!(
+            check(bad_sig.as_bytes(), &keys, 1),
+            Err(Refusal::Corrupt { .. })
+        ));
         let huge = vec![b'a'; MAX_NOTE_BYTES + 1];
         match check(&huge, &keys, 1) {
             Err(Refusal::Corrupt { detail, .. }) => assert!(detail.contains("64 KiB"), "{detail}"),

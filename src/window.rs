@@ -177,7 +177,10 @@ mod dst {
     use chrono_tz::Europe::Berlin;
 
     fn nightly() -> Window {
-        Window { cron: "0 30 2 * * *".into(), duration: "1h".into() }
+        Window {
+            cron: "0 30 2 * * *".into(),
+            duration: "1h".into(),
+        }
     }
 
     #[test]
@@ -191,23 +194,39 @@ mod dst {
             other => panic!("{other:?}"),
         }
         let at_three = Berlin.with_ymd_and_hms(2026, 3, 29, 3, 15, 0).unwrap();
-        assert!(matches!(gate(Some(&nightly()), &at_three), Ok(Gate::Closed { .. })));
+        assert!(matches!(
+            gate(Some(&nightly()), &at_three),
+            Ok(Gate::Closed { .. })
+        ));
     }
 
     #[test]
     fn a_start_in_the_repeated_hour_happens_in_both_offsets() {
         // 2026-10-25: Berlin repeats 02:00–03:00 (CEST → CET); 02:30 happens twice.
-        let first = Berlin.with_ymd_and_hms(2026, 10, 25, 2, 30, 0).earliest().unwrap();
-        let second = Berlin.with_ymd_and_hms(2026, 10, 25, 2, 30, 0).latest().unwrap();
+        let first = Berlin
+            .with_ymd_and_hms(2026, 10, 25, 2, 30, 0)
+            .earliest()
+            .unwrap();
+        let second = Berlin
+            .with_ymd_and_hms(2026, 10, 25, 2, 30, 0)
+            .latest()
+            .unwrap();
         assert_eq!(second - first, chrono::Duration::hours(1));
         // Open from the first 02:30 for an hour (real time), i.e. until the second 02:30 …
         let in_first = first + chrono::Duration::minutes(40);
-        assert_eq!(gate(Some(&nightly()), &in_first), Ok(Gate::Open { until: Some(second) }));
+        assert_eq!(
+            gate(Some(&nightly()), &in_first),
+            Ok(Gate::Open {
+                until: Some(second)
+            })
+        );
         // … and again for an hour from the second: two hours in all that night.
         let in_second = second + chrono::Duration::minutes(40);
         assert_eq!(
             gate(Some(&nightly()), &in_second),
-            Ok(Gate::Open { until: Some(second + chrono::Duration::hours(1)) })
+            Ok(Gate::Open {
+                until: Some(second + chrono::Duration::hours(1))
+            })
         );
     }
 }

@@ -60,39 +60,64 @@ struct Watches {
 
 fn watch(cfg: &AgentConfig, tx: &mpsc::UnboundedSender<Trigger>) -> Result<Watches, AgentError> {
     let mut watchers = Vec::new();
-    let mut add = |path: PathBuf, trigger: Trigger, mode: RecursiveMode| -> Result<(), AgentError> {
-        if !path.exists() {
-            tracing::warn!("not watching {} (it does not exist)", path.display());
-            return Ok(());
-        }
-        let tx = tx.clone();
-        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev
-                && !matches!(ev.kind, notify::EventKind::Access(_)) {
+    let mut add =
+        |path: PathBuf, trigger: Trigger, mode: RecursiveMode| -> Result<(), AgentError> {
+            if !path.exists() {
+                tracing::warn!("not watching {} (it does not exist)", path.display());
+                return Ok(());
+            }
+            let tx = tx.clone();
+            let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                if let Ok(ev) = ev
+                    && !matches!(ev.kind, notify::EventKind::Access(_))
+                {
                     let _ = tx.send(trigger);
                 }
-        })
-        .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
-        w.watch(&path, mode).map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
-        tracing::info!("watching {} for {}", path.display(), match trigger {
-            Trigger::LocalDb => "drift",
-            Trigger::Repo => "new commits",
-        });
-        watchers.push(w);
-        Ok(())
-    };
-    add(cfg.dbpath.join("local"), Trigger::LocalDb, RecursiveMode::NonRecursive)?;
+            })
+            .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
+            w.watch(&path, mode)
+                .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
+            tracing::info!(
+                "watching {} for {}",
+                path.display(),
+                match trigger {
+                    Trigger::LocalDb => "drift",
+                    Trigger::Repo => "new commits",
+                }
+            );
+            watchers.push(w);
+            Ok(())
+        };
+    add(
+        cfg.dbpath.join("local"),
+        Trigger::LocalDb,
+        RecursiveMode::NonRecursive,
+    )?;
     if repo_is_local_path(&cfg.repo) {
         let repo = PathBuf::from(&cfg.repo);
-        let git_dir = if repo.join(".git").is_dir() { repo.join(".git") } else { repo };
-        add(git_dir.join("refs"), Trigger::Repo, RecursiveMode::Recursive)?;
+        let git_dir = if repo.join(".git").is_dir() {
+            repo.join(".git")
+        } else {
+            repo
+        };
+        add(
+            git_dir.join("refs"),
+            Trigger::Repo,
+            RecursiveMode::Recursive,
+        )?;
     }
-    Ok(Watches { _watchers: watchers })
+    Ok(Watches {
+        _watchers: watchers,
+    })
 }
 
 async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), AgentError> {
     let sig = |kind| signal(kind).map_err(|e| AgentError::Setup(format!("signal handler: {e}")));
-    let (mut term, mut int, mut hup) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?, sig(SignalKind::hangup())?);
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watches = watch(&cfg, &tx)?;
     let mut failures: u32 = 0;
@@ -107,7 +132,8 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
         schedule::offset(&cfg.hostname, cfg.interval).as_secs_f64()
     );
     loop {
-        let drift_at = drift_check.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        let drift_at =
+            drift_check.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
                 let result = pass(&cfg, PassOptions { apply: true, ..PassOptions::default() }).await;
@@ -201,7 +227,9 @@ async fn pass(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, reconc
                     Verdict::NotInFleet => "not in the fleet".to_owned(),
                     Verdict::Converged => "converged".to_owned(),
                     Verdict::Applied => format!("applied {}", report.changeset.summary()),
-                    Verdict::Pending { hold } => format!("{} changes {hold}", report.changeset.changes.len()),
+                    Verdict::Pending { hold } => {
+                        format!("{} changes {hold}", report.changeset.changes.len())
+                    }
                 };
                 if opts.apply {
                     tracing::info!("pass at {}: {what}", reconcile::short(&report.commit));
@@ -212,14 +240,20 @@ async fn pass(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, reconc
         Err(e) => {
             // A panic inside a pass is a bug; keep the agent alive and report it as a failure.
             tracing::error!("a pass panicked: {e}");
-            Err(reconcile::PassError::Apply(crate::apply::ApplyError::Commit { detail: format!("internal error: {e}") }))
+            Err(reconcile::PassError::Apply(
+                crate::apply::ApplyError::Commit {
+                    detail: format!("internal error: {e}"),
+                },
+            ))
         }
     }
 }
 
 /// Adds the drift to status.json so `status`, waybar and metrics show it.
 fn record_drift(cfg: &AgentConfig, drift: &[String]) {
-    let Ok(state) = StateDir::open(&cfg.state_dir) else { return };
+    let Ok(state) = StateDir::open(&cfg.state_dir) else {
+        return;
+    };
     match state.load_status() {
         Ok(Some(mut status)) => {
             status.drift = drift.to_vec();

@@ -23,10 +23,17 @@ pub fn offset(hostname: &str, interval: Duration) -> Duration {
 /// Time from `now` until this host's next slot (never zero: at least a millisecond).
 pub fn until_slot(now: SystemTime, hostname: &str, interval: Duration) -> Duration {
     let period = interval.as_millis().max(1);
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let since_epoch = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let into_period = since_epoch % period;
     let slot = offset(hostname, interval).as_millis();
-    let wait = if slot > into_period { slot - into_period } else { period - into_period + slot };
+    let wait = if slot > into_period {
+        slot - into_period
+    } else {
+        period - into_period + slot
+    };
     Duration::from_millis(u64::try_from(wait.max(1)).unwrap_or(u64::MAX))
 }
 
@@ -59,7 +66,10 @@ mod tests {
             buckets[usize::try_from(o / 30).unwrap()] += 1;
         }
         // 1000 hosts over 10 buckets: each gets a fair share (100 ± 40).
-        assert!(buckets.iter().all(|b| (60..=140).contains(b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|b| (60..=140).contains(b)),
+            "{buckets:?}"
+        );
     }
 
     #[test]

@@ -106,12 +106,20 @@ pub(super) fn run(args: KeygenArgs) -> anyhow::Result<u8> {
         }
     );
     println!();
-    println!("To make hosts trust it, copy {} to each host and list it in agent.yaml:", public.display());
+    println!(
+        "To make hosts trust it, copy {} to each host and list it in agent.yaml:",
+        public.display()
+    );
     println!("  trusted_keys: [/etc/pacfleet/keys/{name}.pub]");
-    println!("To let it sign for the fleet (key rotation), list it in fleet.yaml and have the current keys sign that commit:");
+    println!(
+        "To let it sign for the fleet (key rotation), list it in fleet.yaml and have the current keys sign that commit:"
+    );
     println!("  keys:");
     println!("    - {{name: {name}, key: {b64}}}");
-    println!("Sign a commit with: fleetctl sign HEAD --key {}", secret.display());
+    println!(
+        "Sign a commit with: fleetctl sign HEAD --key {}",
+        secret.display()
+    );
     Ok(0)
 }
 

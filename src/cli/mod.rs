@@ -4,13 +4,17 @@
 
 mod agent;
 mod demo;
+mod diff;
 mod history;
 mod keygen;
 mod output;
 mod plan;
 mod reconcile;
 mod resolve;
+mod rollback;
+mod set_latest;
 mod sign;
+mod status;
 mod validate;
 mod verify;
 
@@ -42,12 +46,24 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the desired state of one host.
     Resolve(ResolveArgs),
+    /// Per pool and host, what changes between two revisions of a fleet repository (default:
+    /// HEAD vs the work tree). Exit 0 no change, 1 changes, 2 error.
+    Diff(DiffArgs),
     /// On a host: fetch, resolve and show exactly what reconcile would do. Takes no lock.
     Plan(PlanArgs),
     /// On a host: one pass — fetch, resolve, plan, apply, record.
     Reconcile(ReconcileArgs),
     /// Changesets applied on this host.
     History(HistoryArgs),
+    /// On a host: write its installed packages and versions as the pool's next generation,
+    /// point the pool at it and commit in the fleet work tree; sign with --key, push with --push.
+    SetLatest(SetLatestArgs),
+    /// Revert the pool's last generation change (or pin `--to N`), commit, sign with --key,
+    /// push with --push; prints what it means for the hosts.
+    Rollback(RollbackArgs),
+    /// On a host: the applied state, last pass, pending changes, drift, signature expiry and
+    /// last error, from the state directory (no fetch, no lock).
+    Status(StatusArgs),
     /// On a host: run passes on a schedule, watch for drift, until SIGTERM.
     Agent(AgentArgs),
     /// A complete sandbox fleet on this machine: three hosts reconciled through a story of
@@ -93,6 +109,40 @@ struct ResolveArgs {
 }
 
 #[derive(Debug, Args)]
+struct DiffArgs {
+    /// What to compare: `A..B` (A vs B; an empty side is HEAD), `A...B` (the merge base of A
+    /// and B vs B), or `A` (A vs the work tree). Default: HEAD vs the work tree.
+    #[arg(value_name = "RANGE")]
+    range: Option<String>,
+    /// The fleet repository: a git work tree, or the directory inside one that holds
+    /// fleet.yaml.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Only this pool, and hosts in it on either side; repeat for several.
+    #[arg(long, value_name = "POOL")]
+    pool: Vec<String>,
+    /// Only this host (with or without a Host manifest), and its pool on either side; repeat
+    /// for several.
+    #[arg(long, value_name = "HOST")]
+    host: Vec<String>,
+    /// Output: aligned text (coloured on a terminal unless NO_COLOR is set), markdown for a
+    /// pull-request comment, or JSON (documented in the README).
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    format: DiffFormat,
+}
+
+/// `fleetctl diff --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DiffFormat {
+    /// Aligned text for a terminal.
+    Text,
+    /// A pull-request comment.
+    Markdown,
+    /// The stable JSON structure.
+    Json,
+}
+
+#[derive(Debug, Args)]
 struct PlanArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -129,6 +179,18 @@ struct HistoryArgs {
     /// Print JSON lines, one changeset per line.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print one JSON object (fields documented in README.md).
+    #[arg(long, conflicts_with = "waybar")]
+    json: bool,
+    /// Print one line of JSON for a waybar custom module (`return-type: json`).
+    #[arg(long)]
+    waybar: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +256,48 @@ struct VerifyArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct SetLatestArgs {
+    /// The pool this host is in; its next generation is captured from this host.
+    #[arg(long)]
+    pool: String,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The operator's fleet work tree (a clone of the fleet repository) to commit in.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Sign the commit with this secret key (as `fleetctl sign`); without it the commit is
+    /// left unsigned for review.
+    #[arg(long, short = 'k', value_name = "KEY")]
+    key: Option<PathBuf>,
+    /// Push the branch and refs/notes/pacfleet to the branch's remote (atomically).
+    #[arg(long)]
+    push: bool,
+    /// The commit's first line (default: `POOL: generation N captured from HOST (changes)`).
+    #[arg(long, short = 'm')]
+    message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    /// The pool to roll back.
+    #[arg(long)]
+    pool: String,
+    /// The operator's fleet work tree (a clone of the fleet repository) to commit in.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Sign the commit with this secret key (as `fleetctl sign`, with a new sequence number);
+    /// without it the commit is left unsigned for review.
+    #[arg(long, short = 'k', value_name = "KEY")]
+    key: Option<PathBuf>,
+    /// Pin this existing generation instead of reverting the last generation change.
+    #[arg(long, value_name = "N")]
+    to: Option<u32>,
+    /// Push the branch and refs/notes/pacfleet to the branch's remote (atomically).
+    #[arg(long)]
+    push: bool,
+}
+
 /// Runs `fleetctl` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -205,9 +309,13 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(a) => validate::run(a),
         Command::Resolve(a) => resolve::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Reconcile(a) => reconcile::run(a),
         Command::History(a) => history::run(a),
+        Command::SetLatest(a) => set_latest::run(a),
+        Command::Rollback(a) => rollback::run(a),
+        Command::Status(a) => status::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Keygen(a) => keygen::run(a),

@@ -51,7 +51,11 @@ pub(super) fn print_report(r: &PassReport) {
         (_, None) => "open (no window)".to_owned(),
     };
     println!("window: {window}");
-    println!("signed: sequence {} by {}", r.sequence, r.signers.join(", "));
+    println!(
+        "signed: sequence {} by {}",
+        r.sequence,
+        r.signers.join(", ")
+    );
     if !r.waiting.is_empty() {
         println!(
             "waiting for a signature: {} newer commit(s), newest {}",

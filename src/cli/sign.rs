@@ -1,8 +1,9 @@
 //! `fleetctl sign [REV] --key K [--repo PATH] [--expires-in DURATION] [--sequence N] [--renew]`:
 //! writes (or extends) REV's signature statement under refs/notes/pacfleet. A commit with a
 //! valid statement by other keys gets this key's signature appended (threshold signing);
-//! otherwise a new statement is made with the next sequence number. Signing the branch tip
-//! again before the expiry renews the fleet's signed state. Exit 0, or 2 on error.
+//! otherwise a new statement is made with the next sequence number. `--renew` on the branch
+//! tip (or plain `sign` once its statement expired) renews the fleet's signed state before
+//! hosts call it stale. Exit 0, or 2 on error.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,19 +29,20 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     // Cheap checks first: the commit and what it already carries.
     let commit = source::rev_parse(&args.repo, &args.rev)?;
     let tree = source::commit_tree(&args.repo, &commit)?;
-    let existing = source::read_note(&args.repo, &commit)?
-        .and_then(|b| Note::parse(&b).ok())
-        .filter(|n| {
-            n.statement.commit == commit && n.statement.tree == tree && n.statement.expires > Utc::now()
-        });
+    let note = source::read_note(&args.repo, &commit)?;
+    let had_note = note.is_some();
+    let existing = note.and_then(|b| Note::parse(&b).ok()).filter(|n| {
+        n.statement.commit == commit && n.statement.tree == tree && n.statement.expires > Utc::now()
+    });
     if let (Some(n), Some(seq), false) = (&existing, args.sequence, args.renew)
-        && n.statement.sequence != seq {
-            bail!(
-                "commit {} already has a valid statement with sequence {}; --sequence applies only to a new statement: add --renew to replace it",
-                short(&commit),
-                n.statement.sequence
-            );
-        }
+        && n.statement.sequence != seq
+    {
+        bail!(
+            "commit {} already has a valid statement with sequence {}; --sequence applies only to a new statement: add --renew to replace it",
+            short(&commit),
+            n.statement.sequence
+        );
+    }
     let highest = trust::highest_sequence(&args.repo)?;
 
     let sk = secret_key(&args.key)?;
@@ -53,17 +55,17 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
 
     let names = key_names(&args.repo, &commit, &args.key, &sk);
     let st = &signed.statement;
-    println!(
-        "signed commit {} of fleet `{}`",
-        st.commit, st.fleet
-    );
+    println!("signed commit {} of fleet `{}`", st.commit, st.fleet);
     println!("  tree      {}", st.tree);
     println!("  sequence  {}", st.sequence);
     println!(
         "  expires   {} ({})",
         st.expires.to_rfc3339_opts(SecondsFormat::Secs, true),
         humantime::format_duration(std::time::Duration::from_secs(
-            (st.expires - Utc::now()).num_seconds().max(0).unsigned_abs()
+            (st.expires - Utc::now())
+                .num_seconds()
+                .max(0)
+                .unsigned_abs()
         ))
     );
     println!(
@@ -71,7 +73,9 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
         if signed.appended {
             "added this key's signature to the existing statement (threshold signing)"
         } else if existing.is_some() {
-            "replaced the existing statement with a new one (--renew)"
+            "replaced the existing statement with a new one"
+        } else if had_note {
+            "new statement, replacing an expired or unusable note"
         } else {
             "new statement"
         }
@@ -105,6 +109,14 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
 /// Reads the secret key: unencrypted as is; encrypted with the password from
 /// `PACFLEET_KEY_PASSWORD`, or asked on the terminal; without either, a clear error.
 fn secret_key(path: &Path) -> anyhow::Result<minisign::SecretKey> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && trust::parse_key("", &text).is_ok()
+    {
+        bail!(
+            "{} is a public key; --key takes the secret key (the `.key` file made with it)",
+            path.display()
+        );
+    }
     if let Some(password) = env_password()? {
         return trust::load_secret_key(path, Some(password)).with_context(|| {
             format!(
@@ -132,7 +144,12 @@ fn secret_key(path: &Path) -> anyhow::Result<minisign::SecretKey> {
 
 /// Key id → name, for the signers: fleet.yaml `keys:` at the commit and its parent, and the
 /// signing key's file stem.
-fn key_names(repo: &Path, commit: &str, key_file: &Path, sk: &minisign::SecretKey) -> BTreeMap<String, String> {
+fn key_names(
+    repo: &Path,
+    commit: &str,
+    key_file: &Path,
+    sk: &minisign::SecretKey,
+) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
     for rev in [format!("{commit}^"), commit.to_owned()] {
         if let Some(keys) = fleet_keys_at(repo, &rev) {
@@ -142,10 +159,19 @@ fn key_names(repo: &Path, commit: &str, key_file: &Path, sk: &minisign::SecretKe
         }
     }
     if let Ok(pk) = minisign::PublicKey::from_secret_key(sk) {
-        let stem = key_file
-            .file_stem()
-            .map_or_else(|| key_file.display().to_string(), |s| s.to_string_lossy().into_owned());
-        names.entry(trust::Key { name: String::new(), key: pk }.id()).or_insert(stem);
+        let stem = key_file.file_stem().map_or_else(
+            || key_file.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        names
+            .entry(
+                trust::Key {
+                    name: String::new(),
+                    key: pk,
+                }
+                .id(),
+            )
+            .or_insert(stem);
     }
     names
 }
@@ -164,12 +190,19 @@ fn fleet_keys_at(repo: &Path, rev: &str) -> Option<Vec<trust::Key>> {
 /// count this signature.
 fn rotation_warning(repo: &Path, commit: &str, sk: &minisign::SecretKey) -> Option<String> {
     let keys = fleet_keys_at(repo, &format!("{commit}^"))?;
-    let id = trust::Key { name: String::new(), key: minisign::PublicKey::from_secret_key(sk).ok()? }.id();
+    let id = trust::Key {
+        name: String::new(),
+        key: minisign::PublicKey::from_secret_key(sk).ok()?,
+    }
+    .id();
     if keys.iter().any(|k| k.id() == id) {
         return None;
     }
     Some(format!(
         "key {id} is not in fleet.yaml `keys:` of the parent commit ({}): hosts that follow the fleet's keys do not count this signature; add the key in a commit signed by a listed key first",
-        keys.iter().map(|k| format!("{} ({})", k.name, k.id())).collect::<Vec<_>>().join(", ")
+        keys.iter()
+            .map(|k| format!("{} ({})", k.name, k.id()))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }

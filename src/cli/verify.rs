@@ -119,7 +119,10 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
             valid: result.is_ok(),
             refusal: result.as_ref().err().map(ToString::to_string),
             statement: parsed.as_ref().map(|n| n.statement.clone()),
-            signers: result.as_ref().map(|v| v.signers.clone()).unwrap_or_default(),
+            signers: result
+                .as_ref()
+                .map(|v| v.signers.clone())
+                .unwrap_or_default(),
             signatures,
             threshold: args.threshold,
             keys: keys
@@ -177,8 +180,7 @@ fn fleet_name(repo: &Path, commit: &str) -> Result<String, String> {
         .into_iter()
         .next()
         .ok_or_else(|| "fleet.yaml is missing".to_owned())?;
-    let spec: FleetSpec =
-        serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))?;
+    let spec: FleetSpec = serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))?;
     Ok(spec.name.to_string())
 }
 

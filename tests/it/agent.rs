@@ -35,7 +35,10 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -47,7 +50,11 @@ impl Agent {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "agent did not stop:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -98,7 +105,10 @@ fn setup(pool_extra: &str, interval: &str) -> (tempfile::TempDir, FleetRepo, Hos
     let cfg = host.agent_yaml(
         &fleet.dir.display().to_string(),
         &fleet.public_key,
-        &format!("interval: {interval}\nlock_timeout: 20s\ntextfile: {}\n", textfile.display()),
+        &format!(
+            "interval: {interval}\nlock_timeout: 20s\ntextfile: {}\n",
+            textfile.display()
+        ),
     );
     (tmp, fleet, host, cfg)
 }
@@ -115,19 +125,42 @@ fn applies_new_commits_and_corrects_drift_without_restart() {
     // A long interval: everything below must come from the watches, not the schedule.
     let (tmp, fleet, host, cfg) = setup("", "1h");
     let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
-    eventually(15, "the first pass to install app", &agent, || host.installed().contains_key("app"));
+    eventually(15, "the first pass to install app", &agent, || {
+        host.installed().contains_key("app")
+    });
 
     // A new commit arrives without a restart (the local repo watch or the next slot).
-    fleet.commit("base: add tool", &[("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [app, tool]\n")]);
-    eventually(15, "tool to be installed", &agent, || host.installed().contains_key("tool"));
+    fleet.commit(
+        "base: add tool",
+        &[(
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, tool]\n",
+        )],
+    );
+    eventually(15, "tool to be installed", &agent, || {
+        host.installed().contains_key("tool")
+    });
 
     // Drift: someone removes a desired package by hand with the real pacman.
-    eventually(10, "a converged status", &agent, || status(&host)["outcome"] == "converged" || status(&host)["outcome"] == "applied");
+    eventually(10, "a converged status", &agent, || {
+        status(&host)["outcome"] == "converged" || status(&host)["outcome"] == "applied"
+    });
     host.pacman_ok(&["-R", "tool"]);
-    eventually(10, "drift to be reported", &agent, || agent.log().contains("drift: this host changed outside pacfleet"));
-    eventually(10, "drift in status.json", &agent, || status(&host)["drift"].as_array().is_some_and(|d| !d.is_empty()) || host.installed().contains_key("tool"));
+    eventually(10, "drift to be reported", &agent, || {
+        agent
+            .log()
+            .contains("drift: this host changed outside pacfleet")
+    });
+    eventually(10, "drift in status.json", &agent, || {
+        status(&host)["drift"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+            || host.installed().contains_key("tool")
+    });
     assert!(agent.log().contains("install tool"), "{}", agent.log());
-    eventually(15, "drift to be corrected", &agent, || host.installed().contains_key("tool"));
+    eventually(15, "drift to be corrected", &agent, || {
+        host.installed().contains_key("tool")
+    });
     assert_eq!(agent.stop(), 0);
 }
 
@@ -136,17 +169,38 @@ fn closed_window_and_pause_hold_changes_back() {
     // A window that opened long ago for one second: closed now, next opening next year.
     let (tmp, fleet, host, cfg) = setup("window: {cron: \"0 0 0 1 1 *\", duration: 1s}\n", "2s");
     let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
-    eventually(15, "a pending status", &agent, || status(&host)["outcome"] == "pending");
+    eventually(15, "a pending status", &agent, || {
+        status(&host)["outcome"] == "pending"
+    });
     let st = status(&host);
-    assert!(st["message"].as_str().unwrap().contains("pending until"), "{st}");
-    assert!(st["next_window"].as_str().unwrap().contains("-01-01T00:00:00"), "{st}");
-    assert!(!host.installed().contains_key("app"), "nothing applied outside the window");
+    assert!(
+        st["message"].as_str().unwrap().contains("pending until"),
+        "{st}"
+    );
+    assert!(
+        st["next_window"]
+            .as_str()
+            .unwrap()
+            .contains("-01-01T00:00:00"),
+        "{st}"
+    );
+    assert!(
+        !host.installed().contains_key("app"),
+        "nothing applied outside the window"
+    );
 
     fleet.commit(
         "ws: pause",
-        &[("pools/ws.yaml", "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npaused: true\n")],
+        &[(
+            "pools/ws.yaml",
+            "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npaused: true\n",
+        )],
     );
-    eventually(15, "a paused status", &agent, || status(&host)["message"].as_str().is_some_and(|m| m.contains("paused")));
+    eventually(15, "a paused status", &agent, || {
+        status(&host)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("paused"))
+    });
     assert!(!host.installed().contains_key("app"));
     assert_eq!(agent.stop(), 0);
 }
@@ -158,11 +212,16 @@ fn sigterm_waits_for_the_running_pass() {
     let lock = host.dbpath.join("db.lck");
     fs::write(&lock, "").unwrap();
     let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
-    eventually(15, "the pass to wait for the lock", &agent, || agent.log().contains("pacman database is locked"));
+    eventually(15, "the pass to wait for the lock", &agent, || {
+        agent.log().contains("pacman database is locked")
+    });
     agent.signal("-TERM");
     std::thread::sleep(Duration::from_millis(500));
     fs::remove_file(&lock).unwrap();
     let code = agent.stop();
     assert_eq!(code, 0);
-    assert!(host.installed().contains_key("app"), "the pass that was running when SIGTERM came must finish");
+    assert!(
+        host.installed().contains_key("app"),
+        "the pass that was running when SIGTERM came must finish"
+    );
 }

@@ -297,7 +297,9 @@ impl HostDir {
     fn query(&self, args: &[&str]) -> String {
         let output = self.pacman(args);
         // Exit 1 with no output (warnings about sync databases aside) is "nothing matched".
-        let only_warnings = String::from_utf8_lossy(&output.stderr).lines().all(|l| l.starts_with("warning:"));
+        let only_warnings = String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .all(|l| l.starts_with("warning:"));
         if output.status.code() == Some(1) && output.stdout.is_empty() && only_warnings {
             return String::new();
         }
@@ -321,7 +323,10 @@ pub struct FleetRepo {
 pub fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     fs::create_dir_all(dir).expect("create key dir");
     let kp = minisign::KeyPair::generate_unencrypted_keypair().expect("generate key");
-    let (public, secret) = (dir.join(format!("{name}.pub")), dir.join(format!("{name}.key")));
+    let (public, secret) = (
+        dir.join(format!("{name}.pub")),
+        dir.join(format!("{name}.key")),
+    );
     fs::write(&public, kp.pk.to_box().expect("pk box").into_string()).expect("write pub");
     fs::write(&secret, kp.sk.to_box(None).expect("sk box").into_string()).expect("write key");
     (public, secret)
@@ -333,7 +338,11 @@ impl FleetRepo {
         let dir = tmp.join("fleet");
         fs::create_dir_all(&dir).expect("create fleet dir");
         let (public_key, secret_key) = keypair(&tmp.join("keys"), "ops");
-        let repo = Self { dir, public_key, secret_key };
+        let repo = Self {
+            dir,
+            public_key,
+            secret_key,
+        };
         repo.git(&["init", "-q", "-b", "main"]);
         repo.git(&["config", "user.name", "Fleet Operator"]);
         repo.git(&["config", "user.email", "ops@example.com"]);

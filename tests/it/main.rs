@@ -4,10 +4,15 @@
 //! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
 
 mod agent;
+mod capture;
 mod demo;
+mod diff;
+mod faults;
 mod harness;
 mod reconcile;
 mod source;
+mod status;
 mod synth;
 mod system;
+mod systemd;
 mod trust;

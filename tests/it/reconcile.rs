@@ -68,7 +68,11 @@ fn world() -> World {
 impl World {
     fn host(&self, name: &str) -> (HostDir, std::path::PathBuf) {
         let host = HostDir::new(self._tmp.path(), name, &[&self.repo]);
-        let cfg = host.agent_yaml(&self.fleet.dir.display().to_string(), &self.fleet.public_key, "lock_timeout: 1s\n");
+        let cfg = host.agent_yaml(
+            &self.fleet.dir.display().to_string(),
+            &self.fleet.public_key,
+            "lock_timeout: 1s\n",
+        );
         (host, cfg)
     }
 }
@@ -284,14 +288,22 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
     let before = host.local_db_snapshot();
 
     // Unreachable repository (a closed port on loopback).
-    let bad = host.agent_yaml("git://127.0.0.1:9/fleet.git", &w.fleet.public_key, "lock_timeout: 1s\n");
+    let bad = host.agent_yaml(
+        "git://127.0.0.1:9/fleet.git",
+        &w.fleet.public_key,
+        "lock_timeout: 1s\n",
+    );
     let (code, _, err) = reconcile(&bad);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("127.0.0.1:9"), "{err}");
     assert_eq!(host.local_db_snapshot(), before);
 
     // pacman's lock held by someone else: bounded wait, clear message, lock left alone.
-    let cfg = host.agent_yaml(&w.fleet.dir.display().to_string(), &w.fleet.public_key, "lock_timeout: 1s\n");
+    let cfg = host.agent_yaml(
+        &w.fleet.dir.display().to_string(),
+        &w.fleet.public_key,
+        "lock_timeout: 1s\n",
+    );
     w.fleet.commit(
         "base: add extra",
         &[(

@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# pacfleet's benchmarks (issue 6; results and how to read them: BENCHMARKS.md).
+#
+#   bench/run.sh                 # everything, full size (about 25 minutes on 2 cores)
+#   bench/run.sh --smoke         # every benchmark at toy size, each command once; checks only
+#   bench/run.sh --only noop,agent --runs 20
+#
+# Benchmarks (--only takes a comma-separated list of these names):
+#   noop   `fleetctl reconcile` with nothing new, on a host with --installed packages and the
+#          fleet repository served by `git daemon` on loopback, against its floor: `git fetch` of
+#          the same repository (nothing new) plus `pacman -Q` on the same root.
+#   apply  installing, then removing, --apply packages through `fleetctl reconcile` against
+#          `pacman -S` / `pacman -Rs` of the same packages on an identical root.
+#   scale  `fleetctl validate` and `fleetctl diff a..b` on generated fleets of 1k/10k/100k hosts,
+#          200 pools, 5,000 packages in 100 sets, 2 generations per pool; b touches 10 sets.
+#   agent  resident memory of `fleetctl agent` over --passes passes (interval --interval).
+#
+# Options:
+#   --smoke           toy sizes, each command run once, no hyperfine needed (CI)
+#   --only LIST       benchmarks to run (default: noop,apply,scale,agent)
+#   --runs N          timed runs per command (default 30 for noop/scale, 10 for apply)
+#   --work DIR        where the worlds live (default: a new temporary directory, removed at the
+#                     end unless --keep); reused when it already holds a world
+#   --world DIR       a world generated beforehand (by bench_world); nothing is generated
+#   --out DIR         results (default target/bench-results/<date>)
+#   --fleetctl BIN    the fleetctl to measure (default: built here with --release)
+#   --gen BIN         the bench_world generator (default: built here with --release)
+#   --hosts LIST      host counts for scale (default 1000,10000,100000; smoke 100)
+#   --installed N     packages on the host (default 1500; smoke 40)
+#   --apply N         packages to install and remove (default 200; smoke 10)
+#   --passes N        agent passes (default 100; smoke 3)
+#   --interval D      agent interval (default 1s; smoke 300ms)
+#   --keep            keep the work directory
+#
+# Needs: root (pacman transactions), git (with git daemon), pacman 7 (scripts/libalpm.sh puts
+# it on PATH; this script does that itself when pacman is missing); for full runs hyperfine and
+# GNU time (/usr/bin/time). Everything it creates is under the work and out directories.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(cd "$here/.." && pwd)
+
+smoke=0
+only=noop,apply,scale,agent
+runs=
+work=
+world=
+out=
+fleetctl=
+gen=
+hosts=
+installed=
+apply_n=
+passes=
+interval=
+keep=0
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) smoke=1 ;;
+    --only) only=$2; shift ;;
+    --runs) runs=$2; shift ;;
+    --work) work=$2; shift ;;
+    --world) world=$2; shift ;;
+    --out) out=$2; shift ;;
+    --fleetctl) fleetctl=$2; shift ;;
+    --gen) gen=$2; shift ;;
+    --hosts) hosts=$2; shift ;;
+    --installed) installed=$2; shift ;;
+    --apply) apply_n=$2; shift ;;
+    --passes) passes=$2; shift ;;
+    --interval) interval=$2; shift ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+
+if [ "$smoke" = 1 ]; then
+  : "${hosts:=100}" "${installed:=40}" "${apply_n:=10}" "${passes:=3}" "${interval:=300ms}"
+else
+  : "${hosts:=1000,10000,100000}" "${installed:=1500}" "${apply_n:=200}" "${passes:=100}" "${interval:=1s}"
+fi
+want() { [[ ",$only," == *",$1,"* ]]; }
+
+[ "$(id -u)" = 0 ] || die "run as root: the apply benchmark runs pacman transactions"
+command -v git >/dev/null || die "git is missing"
+if ! command -v pacman >/dev/null; then
+  eval "$("$top/scripts/libalpm.sh" env)"
+fi
+command -v pacman >/dev/null || die "pacman is missing; run: eval \"\$(scripts/libalpm.sh env)\""
+use_hyperfine=0
+if [ "$smoke" = 0 ]; then
+  command -v hyperfine >/dev/null || die "hyperfine is missing (apt-get install hyperfine)"
+  [ -x /usr/bin/time ] || die "GNU time is missing (apt-get install time)"
+  use_hyperfine=1
+fi
+
+# --- binaries ---------------------------------------------------------------------------------
+if [ -z "$fleetctl" ] || { [ -z "$gen" ] && [ -z "$world" ]; }; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/bench}
+  log "building fleetctl and bench_world (release) in $CARGO_TARGET_DIR"
+  (cd "$top" && cargo build --release --quiet --bin fleetctl --example bench_world)
+  : "${fleetctl:=$CARGO_TARGET_DIR/release/fleetctl}"
+  : "${gen:=$CARGO_TARGET_DIR/release/examples/bench_world}"
+fi
+fleetctl=$(realpath "$fleetctl")
+[ -x "$fleetctl" ] || die "$fleetctl is not executable"
+export LC_ALL=C NO_COLOR=1
+unset RUST_LOG
+
+# --- directories ------------------------------------------------------------------------------
+cleanup_dirs=()
+if [ -n "$world" ]; then
+  work=$(realpath "$world")
+elif [ -z "$work" ]; then
+  work=$(mktemp -d "${TMPDIR:-/tmp}/pacfleet-bench.XXXXXX")
+  [ "$keep" = 1 ] || cleanup_dirs+=("$work")
+else
+  mkdir -p "$work"; work=$(realpath "$work")
+fi
+: "${out:=$top/target/bench-results/$(date +%Y%m%d-%H%M%S)$([ "$smoke" = 1 ] && echo -smoke)}"
+mkdir -p "$out"; out=$(realpath "$out")
+summary=$out/summary.md
+daemon_pid=
+agent_pid=
+cleanup() {
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true
+  for d in "${cleanup_dirs[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+
+{
+  echo "# pacfleet benchmark results ($([ "$smoke" = 1 ] && echo smoke || echo full))"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$top" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+  echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $( . /etc/os-release; echo "$PRETTY_NAME")"
+  echo "- fs of the work dir: $(df -T "$work" | awk 'NR==2 {print $2}'); pacman $(pacman --version 2>/dev/null | grep -o 'Pacman v[0-9.]*' | head -1), $(git --version)$([ "$use_hyperfine" = 1 ] && echo ", $(hyperfine --version)")"
+  echo "- work dir: $work"
+  echo
+} >"$summary"
+
+# --- helpers ----------------------------------------------------------------------------------
+# Timing: with hyperfine, `measure GROUP` benchmarks the commands queued with `queue NAME
+# PREPARE CMD` (strings for sh -c); in smoke mode each runs once and must exit 0 (or 1 where
+# queued with ok1). Peak RSS: `peak_rss CMD PREPARE` prints the median max RSS (KiB) of 5 runs.
+q_names=(); q_preps=(); q_cmds=(); q_ok=()
+queue() { q_names+=("$1"); q_preps+=("$2"); q_cmds+=("$3"); q_ok+=("${4:-0}"); }
+measure() {
+  local group=$1 default_runs=$2 i n=${#q_names[@]}
+  if [ "$use_hyperfine" = 1 ]; then
+    local args=(--style basic --warmup 2 --runs "${runs:-$default_runs}"
+      --export-json "$out/$group.json" --export-markdown "$out/$group.md")
+    local any_ok1=0
+    for ((i = 0; i < n; i++)); do [ "${q_ok[$i]}" = 1 ] && any_ok1=1; done
+    [ "$any_ok1" = 1 ] && args+=(-i)
+    for ((i = 0; i < n; i++)); do args+=(--prepare "${q_preps[$i]:-true}"); done
+    for ((i = 0; i < n; i++)); do args+=(-n "${q_names[$i]}" "${q_cmds[$i]}"); done
+    log "measuring $group: ${q_names[*]}"
+    hyperfine "${args[@]}" >"$out/$group.log" 2>&1 || { cat "$out/$group.log" >&2; die "hyperfine failed for $group"; }
+    {
+      echo "### $group"
+      echo
+      cat "$out/$group.md"
+      echo
+      echo "| command | peak RSS (median of 5) |"
+      echo "|:---|---:|"
+      for ((i = 0; i < n; i++)); do
+        echo "| \`${q_names[$i]}\` | $(peak_rss "${q_cmds[$i]}" "${q_preps[$i]}") KiB |"
+      done
+      echo
+    } >>"$summary"
+  else
+    echo "### $group (smoke: one run each, times are not measurements)" >>"$summary"
+    echo >>"$summary"
+    for ((i = 0; i < n; i++)); do
+      [ -n "${q_preps[$i]}" ] && sh -c "${q_preps[$i]}"
+      local t0=$EPOCHREALTIME code=0
+      sh -c "${q_cmds[$i]}" >"$out/$group.$i.out" 2>&1 || code=$?
+      local ms=$(( (${EPOCHREALTIME/./} - ${t0/./}) / 1000 ))
+      if [ "$code" != 0 ] && ! { [ "${q_ok[$i]}" = 1 ] && [ "$code" = 1 ]; }; then
+        cat "$out/$group.$i.out" >&2
+        die "$group: \`${q_names[$i]}\` exited $code"
+      fi
+      echo "- \`${q_names[$i]}\`: exit $code, ${ms} ms" >>"$summary"
+    done
+    echo >>"$summary"
+  fi
+  q_names=(); q_preps=(); q_cmds=(); q_ok=()
+}
+peak_rss() {
+  local cmd=$1 prep=$2 i vals=()
+  for i in 1 2 3 4 5; do
+    [ -n "$prep" ] && sh -c "$prep"
+    vals+=("$(/usr/bin/time -f '%M' sh -c "$cmd" 2>&1 >/dev/null | tail -1)")
+  done
+  printf '%s\n' "${vals[@]}" | sort -n | sed -n 3p
+}
+# The median of `mean`s is hyperfine's; these read single numbers back for the ratios.
+median_of() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=[x for x in d["results"] if x["command"]==sys.argv[2]][0]; print("%.4f" % r["median"])' "$1" "$2"; }
+ratio() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }
+
+# --- worlds -----------------------------------------------------------------------------------
+hw=$work/host
+if want noop || want apply || want agent; then
+  if [ ! -d "$hw/git/fleet" ]; then
+    [ -n "$world" ] && die "$world has no host world (host/)"
+    log "generating the host world: $installed packages installed, $apply_n to apply"
+    "$gen" host-world --dir "$hw" --installed "$installed" --apply "$apply_n" >>"$out/generate.log"
+  fi
+  # The fleet repository over git:// on loopback.
+  for attempt in 1 2 3 4 5 6 7 8; do
+    port=$(( 20000 + (RANDOM % 20000) ))
+    git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$hw/git" --export-all \
+      --informative-errors "$hw/git" >"$out/git-daemon.log" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 50); do
+      git ls-remote "git://127.0.0.1:$port/fleet" >/dev/null 2>&1 && break 2
+      kill -0 "$daemon_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$daemon_pid" 2>/dev/null || true; daemon_pid=
+  done
+  [ -n "$daemon_pid" ] || die "git daemon did not start (see $out/git-daemon.log)"
+  url="git://127.0.0.1:$port/fleet"
+  log "fleet repository served at $url"
+
+  fh=$hw/hosts/fleet ph=$hw/hosts/pacman snap=$hw/snap
+  agent_yaml() { # FILE BRANCH [EXTRA]
+    cat >"$1" <<EOF
+repo: $url
+branch: $2
+hostname: bench-01
+root: $fh/root
+dbpath: $fh/root/var/lib/pacman
+pacman_conf: $fh/pacman.conf
+state_dir: $fh/state
+trusted_keys: [$hw/keys/ops.pub]
+lock_timeout: 5s
+${3:-}
+EOF
+  }
+  mkdir -p "$hw/conf"
+  agent_yaml "$hw/conf/base.yaml" base
+  agent_yaml "$hw/conf/install.yaml" install
+  agent_yaml "$hw/conf/remove.yaml" main
+  agent_yaml "$hw/conf/agent.yaml" base "interval: $interval"
+  pac() { pacman --config "$1/pacman.conf" --root "$1/root" --dbpath "$1/root/var/lib/pacman" --noconfirm "${@:2}"; }
+  count() { pac "$1" -Qq 2>/dev/null | wc -l; }
+  restore() { rm -rf "$2" && cp -a "$1" "$2" && sync; }
+  expected=$(( $(find "$hw/repo/bench" -name 'app*.pkg.tar.gz' | wc -l) + $(find "$hw/repo/bench" -name 'lib*.pkg.tar.gz' | wc -l) ))
+  new_apps=$(cd "$hw/repo/bench" && ls newapp*.pkg.tar.gz | sed 's/-1\.0-1-any\.pkg\.tar\.gz$//' | tr '\n' ' ')
+  applied=$(( $(ls "$hw/repo/bench" | grep -c '^new.*\.pkg\.tar\.gz$') ))
+
+  if [ ! -d "$snap/fleet-0" ]; then
+    log "first reconcile: installing $expected packages on the host (not timed)"
+    start=$EPOCHREALTIME
+    "$fleetctl" reconcile --config "$hw/conf/base.yaml" >"$out/setup.log" 2>&1 \
+      || { cat "$out/setup.log" >&2; die "the first reconcile failed"; }
+    log "  took $(( (${EPOCHREALTIME/./} - ${start/./}) / 1000000 ))s"
+    [ "$(count "$fh")" = "$expected" ] || die "the host has $(count "$fh") packages after the first reconcile, expected $expected"
+    rm -rf "$ph/root" && cp -a "$fh/root" "$ph/root"
+    rm -f "$ph/root/var/lib/pacman/pacfleet.anchor"
+    mkdir -p "$snap" && cp -a "$fh" "$snap/fleet-0" && cp -a "$ph" "$snap/pacman-0"
+    # The state after installing, for the removal benchmarks.
+    "$fleetctl" reconcile --config "$hw/conf/install.yaml" >>"$out/setup.log" 2>&1 || die "install reconcile failed"
+    [ "$(count "$fh")" = "$((expected + applied))" ] || die "install reconcile left $(count "$fh") packages"
+    # shellcheck disable=SC2086
+    pac "$ph" -S $new_apps >>"$out/setup.log" 2>&1 || die "pacman -S failed"
+    [ "$(count "$ph")" = "$((expected + applied))" ] || die "pacman -S left $(count "$ph") packages"
+    cp -a "$fh" "$snap/fleet-1" && cp -a "$ph" "$snap/pacman-1"
+    restore "$snap/fleet-0" "$fh"; restore "$snap/pacman-0" "$ph"
+  fi
+  echo "World: a host with $expected installed packages (each $(tar tzf "$(ls "$hw"/repo/bench/app0000-*.pkg.tar.gz)" | grep -vc '/$\|^\.') files), fleet repository at $url; $applied packages to apply." >>"$summary"
+  echo >>"$summary"
+fi
+
+# --- noop -------------------------------------------------------------------------------------
+if want noop; then
+  restore "$snap/fleet-0" "$fh"
+  floor_git=$hw/floor.git
+  rm -rf "$floor_git" && git init -q --bare "$floor_git"
+  refspecs="+refs/heads/base:refs/remotes/origin/base +refs/notes/pacfleet:refs/notes/pacfleet"
+  git --git-dir="$floor_git" fetch -q "$url" $refspecs
+  reconcile="$fleetctl reconcile --config $hw/conf/base.yaml"
+  fetch="git --git-dir=$floor_git fetch -q $url $refspecs"
+  query="pacman --config $fh/pacman.conf --root $fh/root --dbpath $fh/root/var/lib/pacman -Q >/dev/null"
+  # Correctness first: a pass with nothing new converges and changes nothing.
+  before=$(find "$fh/root/var/lib/pacman/local" -type f -newer "$fh/pacman.conf" | wc -l)
+  "$fleetctl" reconcile --config "$hw/conf/base.yaml" --json >"$out/noop.check.json" 2>"$out/noop.check.err" \
+    || { cat "$out/noop.check.err" >&2; die "no-op reconcile failed"; }
+  grep -q '"outcome": *"converged"' "$out/noop.check.json" || die "no-op reconcile did not converge: $(cat "$out/noop.check.json")"
+  [ "$(count "$fh")" = "$expected" ] || die "no-op reconcile changed the package count"
+  queue "fleetctl reconcile" "" "$reconcile"
+  queue "floor: git fetch + pacman -Q" "" "$fetch && $query"
+  queue "git fetch" "" "$fetch"
+  queue "pacman -Q" "" "$query"
+  measure noop "${runs:-30}"
+  if [ "$use_hyperfine" = 1 ]; then
+    r=$(median_of "$out/noop.json" "fleetctl reconcile") f=$(median_of "$out/noop.json" "floor: git fetch + pacman -Q")
+    echo "No-op reconcile: median ${r}s vs floor ${f}s = **$(ratio "$r" "$f")×** the floor (target ≤ 1.2×)." >>"$summary"
+    echo >>"$summary"
+  fi
+fi
+
+# --- apply ------------------------------------------------------------------------------------
+if want apply; then
+  fpre0="rm -rf $fh && cp -a $snap/fleet-0 $fh && sync"
+  fpre1="rm -rf $fh && cp -a $snap/fleet-1 $fh && sync"
+  ppre0="rm -rf $ph && cp -a $snap/pacman-0 $ph && sync"
+  ppre1="rm -rf $ph && cp -a $snap/pacman-1 $ph && sync"
+  pacman_h="pacman --config $ph/pacman.conf --root $ph/root --dbpath $ph/root/var/lib/pacman --noconfirm"
+  queue "fleetctl reconcile (install)" "$fpre0" "$fleetctl reconcile --config $hw/conf/install.yaml"
+  queue "pacman -S (install)" "$ppre0" "$pacman_h -S $new_apps >/dev/null"
+  queue "pacman -Syu (install)" "$ppre0" "$pacman_h -Syu $new_apps >/dev/null"
+  queue "fleetctl reconcile (remove)" "$fpre1" "$fleetctl reconcile --config $hw/conf/remove.yaml"
+  queue "pacman -Rs (remove)" "$ppre1" "$pacman_h -Rs $new_apps >/dev/null"
+  measure apply "${runs:-10}"
+  # Correctness: both ways end in the same place.
+  restore "$snap/fleet-0" "$fh"
+  "$fleetctl" reconcile --config "$hw/conf/install.yaml" >"$out/apply.check" 2>&1 || die "install reconcile failed"
+  [ "$(count "$fh")" = "$((expected + applied))" ] || die "install left $(count "$fh") packages"
+  "$fleetctl" reconcile --config "$hw/conf/remove.yaml" >>"$out/apply.check" 2>&1 || die "remove reconcile failed"
+  [ "$(count "$fh")" = "$expected" ] || die "remove left $(count "$fh") packages"
+  diff <(pac "$fh" -Q) <(pac "$snap/pacman-0" -Q) >/dev/null || die "after install and remove the host differs from where it started"
+  if [ "$use_hyperfine" = 1 ]; then
+    fi_=$(median_of "$out/apply.json" "fleetctl reconcile (install)") pi=$(median_of "$out/apply.json" "pacman -S (install)")
+    fr=$(median_of "$out/apply.json" "fleetctl reconcile (remove)") pr=$(median_of "$out/apply.json" "pacman -Rs (remove)")
+    echo "Apply: install $(ratio "$fi_" "$pi")× pacman -S, remove $(ratio "$fr" "$pr")× pacman -Rs, both $(ratio "$(python3 -c "print($fi_+$fr)")" "$(python3 -c "print($pi+$pr)")")× (target ≤ 1.1×)." >>"$summary"
+    echo >>"$summary"
+  fi
+  restore "$snap/fleet-0" "$fh"
+fi
+
+# --- scale ------------------------------------------------------------------------------------
+if want scale; then
+  has_diff=0
+  "$fleetctl" diff --help >/dev/null 2>&1 && has_diff=1
+  for n in ${hosts//,/ }; do
+    sf=$work/scale-$n
+    if [ ! -d "$sf/.git" ]; then
+      [ -n "$world" ] && die "$world has no scale-$n/"
+      log "generating a fleet of $n hosts"
+      "$gen" fleet --dir "$sf" --hosts "$n" >>"$out/generate.log"
+    fi
+    "$fleetctl" validate "$sf" >"$out/scale-$n.validate" 2>&1 || { cat "$out/scale-$n.validate" >&2; die "the $n-host fleet does not validate"; }
+    queue "validate ($n hosts)" "" "$fleetctl validate $sf >/dev/null"
+    if [ "$has_diff" = 1 ]; then
+      code=0
+      "$fleetctl" diff --repo "$sf" a..b >"$out/scale-$n.diff" 2>&1 || code=$?
+      [ "$code" = 1 ] || { cat "$out/scale-$n.diff" >&2; die "fleetctl diff a..b exited $code, expected 1 (changes)"; }
+      queue "diff a..b ($n hosts)" "" "$fleetctl diff --repo $sf a..b >/dev/null" 1
+    fi
+  done
+  [ "$has_diff" = 1 ] || echo "(this fleetctl has no \`diff\` command: only validate is measured)" >>"$summary"
+  measure scale "${runs:-10}"
+fi
+
+# --- agent ------------------------------------------------------------------------------------
+if want agent; then
+  restore "$snap/fleet-0" "$fh"
+  status=$fh/state/status.json
+  "$fleetctl" agent --config "$hw/conf/agent.yaml" >"$out/agent.log" 2>&1 &
+  agent_pid=$!
+  rss() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$agent_pid/status"; }
+  last= done_passes=0 samples="1 2 5 10 25 50 100 200 500 1000"
+  {
+    echo "### agent ($passes passes, interval $interval)"
+    echo
+    echo "| after pass | VmRSS | RssAnon | RssFile | VmHWM (peak) |"
+    echo "|---:|---:|---:|---:|---:|"
+  } >>"$summary"
+  deadline=$(( SECONDS + passes * 30 + 60 ))
+  while [ "$done_passes" -lt "$passes" ]; do
+    kill -0 "$agent_pid" 2>/dev/null || { cat "$out/agent.log" >&2; die "the agent died"; }
+    [ "$SECONDS" -lt "$deadline" ] || die "the agent made $done_passes passes in time; expected $passes"
+    now=$(stat -c %Y.%y "$status" 2>/dev/null || true)
+    if [ -n "$now" ] && [ "$now" != "$last" ]; then
+      last=$now; done_passes=$((done_passes + 1))
+      grep -q '"outcome": *"\(converged\|applied\)"' "$status" || die "agent pass $done_passes: $(cat "$status")"
+      if [[ " $samples $passes " == *" $done_passes "* ]]; then
+        sleep 0.2 # idle: between passes
+        echo "| $done_passes | $(rss VmRSS) KiB | $(rss RssAnon) KiB | $(rss RssFile) KiB | $(rss VmHWM) KiB |" >>"$summary"
+      fi
+    fi
+    sleep 0.05
+  done
+  kill -TERM "$agent_pid"
+  code=0; wait "$agent_pid" || code=$?
+  agent_pid=
+  [ "$code" = 0 ] || die "the agent exited $code on SIGTERM"
+  echo >>"$summary"
+fi
+
+log "done: $summary"
+cat "$summary"

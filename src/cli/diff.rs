@@ -1,0 +1,888 @@
+//! `fleetctl diff [--repo PATH] [RANGE] [--pool P] [--host H] [--format text|markdown|json]`:
+//! per pool and host, what changes between two revisions of a fleet repository (DESIGN.md §3).
+//!
+//! Reads both sides (a commit through `source::read_tree`, or the work tree as `validate` sees
+//! it), checks each as a whole fleet — a side that does not validate is an error that lists its
+//! problems, never an empty diff — compares them with `crate::diff`, and renders the result.
+//! Exit 0 no change, 1 changes, 2 error.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::builder::styling::{AnsiColor, Style};
+use serde::Serialize;
+
+use super::{DiffArgs, DiffFormat};
+use crate::diff::{
+    self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
+    PackageCounts, PoolDiff, PoolStatus, Setting,
+};
+use crate::manifest::{Fleet, FleetFiles, is_manifest_path};
+use crate::source;
+
+/// Package lists longer than this are folded into a `<details>` section in markdown.
+const FOLD_AFTER: usize = 15;
+
+pub(super) fn run(args: DiffArgs) -> anyhow::Result<u8> {
+    let (from, to) = parse_range(args.range.as_deref())?;
+    let repo = RepoAt::open(&args.repo)?;
+    let old = repo.load(&from)?;
+    let new = repo.load(&to)?;
+
+    let mut problems = String::new();
+    for side in [&old, &new] {
+        if let Err(diags) = &side.fleet {
+            let what = match &side.commit {
+                Some(c) => format!("revision {} ({}) is invalid:", side.label, short(c)),
+                None => format!("the work tree ({}) is invalid:", args.repo.display()),
+            };
+            let _ = writeln!(problems, "{what}");
+            for d in &diags.0 {
+                let _ = writeln!(problems, "  {d}");
+            }
+        }
+    }
+    let (Ok(old_fleet), Ok(new_fleet)) = (&old.fleet, &new.fleet) else {
+        bail!(
+            "{problems}a diff compares two valid fleets: fix these problems (`fleetctl validate` on a checkout), or compare other revisions"
+        );
+    };
+
+    for p in &args.pool {
+        if !old_fleet.pools.contains_key(p.as_str()) && !new_fleet.pools.contains_key(p.as_str()) {
+            let known: Vec<&str> = old_fleet
+                .pools
+                .keys()
+                .chain(new_fleet.pools.keys())
+                .map(|n| n.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            bail!(
+                "--pool {p}: no pool `{p}` in {} or {}; pools: {}",
+                old.label,
+                new.label,
+                known.join(", ")
+            );
+        }
+    }
+    for h in &args.host {
+        let known =
+            |f: &Fleet| diff::single_pool(f, h).is_some() || f.hosts.contains_key(h.as_str());
+        if !known(old_fleet) && !known(new_fleet) {
+            bail!(
+                "--host {h}: `{h}` has no Host manifest and no pool selects it in {} or {}; check the hostname",
+                old.label,
+                new.label
+            );
+        }
+    }
+
+    let filter = Filter {
+        pools: args.pool.clone(),
+        hosts: args.host.clone(),
+    };
+    let d = diff::diff(old_fleet, new_fleet, &filter);
+    let report = Report {
+        from: old.label.clone(),
+        from_commit: old.commit.clone(),
+        to: new.label.clone(),
+        to_commit: new.commit.clone(),
+        diff: &d,
+    };
+    match args.format {
+        DiffFormat::Json => super::output::json(&report)?,
+        DiffFormat::Markdown => print!("{}", markdown(&report)),
+        DiffFormat::Text => {
+            let colour = std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            print!("{}", text(&report, colour));
+        }
+    }
+    Ok(if d.is_empty() { 0 } else { 1 })
+}
+
+/// The JSON document (README: "Reviewing changes: fleetctl diff").
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    from: String,
+    from_commit: Option<String>,
+    to: String,
+    to_commit: Option<String>,
+    #[serde(flatten)]
+    diff: &'a FleetDiff,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revisions.
+
+/// One side of the comparison, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rev {
+    /// A revision git understands (`HEAD`, `origin/main`, `v1^`, an id).
+    Commit(String),
+    /// The merge base of two revisions (`A...B`).
+    MergeBase(String, String),
+    /// The work tree, as `fleetctl validate` reads it.
+    WorkTree,
+}
+
+/// `A..B`, `A...B`, `A`, or nothing, as `git diff` reads them.
+fn parse_range(range: Option<&str>) -> anyhow::Result<(Rev, Rev)> {
+    let side = |s: &str| if s.is_empty() { "HEAD" } else { s }.to_owned();
+    let Some(range) = range.map(str::trim) else {
+        return Ok((Rev::Commit("HEAD".into()), Rev::WorkTree));
+    };
+    if range.is_empty() {
+        bail!(
+            "empty range; give `A..B`, `A...B` or a single revision (default: HEAD vs the work tree)"
+        );
+    }
+    if let Some((a, b)) = range.split_once("...") {
+        if b.contains("..") {
+            bail!("range `{range}` has more than one `..`; give `A..B` or `A...B`");
+        }
+        return Ok((Rev::MergeBase(side(a), side(b)), Rev::Commit(side(b))));
+    }
+    if let Some((a, b)) = range.split_once("..") {
+        if b.contains("..") {
+            bail!("range `{range}` has more than one `..`; give `A..B` or `A...B`");
+        }
+        return Ok((Rev::Commit(side(a)), Rev::Commit(side(b))));
+    }
+    Ok((Rev::Commit(range.to_owned()), Rev::WorkTree))
+}
+
+/// The git repository holding the fleet, and where in it the fleet is.
+struct RepoAt {
+    /// The fleet directory as given (the work tree side reads it).
+    dir: PathBuf,
+    /// What `source` opens: the work tree root, or the git dir of a bare repository.
+    root: PathBuf,
+    /// The fleet's directory relative to the work tree root, `/`-separated, `""` at the root.
+    prefix: String,
+    bare: bool,
+}
+
+/// One side, read and checked.
+struct Side {
+    label: String,
+    commit: Option<String>,
+    fleet: Result<Fleet, crate::manifest::Diagnostics>,
+}
+
+impl RepoAt {
+    fn open(dir: &Path) -> anyhow::Result<RepoAt> {
+        let repo = gix::discover(dir).map_err(|e| {
+            anyhow!(
+                "{} is not in a git repository ({e}); `fleetctl diff` compares revisions of a fleet repository: run it in a clone, or pass --repo",
+                dir.display()
+            )
+        })?;
+        let Some(workdir) = repo.workdir() else {
+            return Ok(RepoAt {
+                dir: dir.to_owned(),
+                root: repo.git_dir().to_owned(),
+                prefix: String::new(),
+                bare: true,
+            });
+        };
+        let canon = |p: &Path| {
+            p.canonicalize()
+                .with_context(|| format!("reading {}", p.display()))
+        };
+        let (here, top) = (canon(dir)?, canon(workdir)?);
+        let prefix = here
+            .strip_prefix(&top)
+            .map(|rel| {
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_default();
+        Ok(RepoAt {
+            dir: dir.to_owned(),
+            root: workdir.to_owned(),
+            prefix,
+            bare: false,
+        })
+    }
+
+    fn commit(&self, rev: &str) -> anyhow::Result<String> {
+        source::rev_parse(&self.root, rev).with_context(|| {
+            format!("cannot read revision `{rev}`; check it with `git rev-parse {rev}` (a remote branch needs `git fetch` first)")
+        })
+    }
+
+    fn load(&self, rev: &Rev) -> anyhow::Result<Side> {
+        let (label, commit) = match rev {
+            Rev::WorkTree => {
+                if self.bare {
+                    bail!(
+                        "{} is a bare repository: there is no work tree to compare with; give a range such as `main~1..main`",
+                        self.root.display()
+                    );
+                }
+                let files = FleetFiles::from_dir(&self.dir)?;
+                return Ok(Side {
+                    label: "work tree".into(),
+                    commit: None,
+                    fleet: Fleet::from_files(&files),
+                });
+            }
+            Rev::Commit(r) => (r.clone(), self.commit(r)?),
+            Rev::MergeBase(a, b) => {
+                let (ia, ib) = (self.commit(a)?, self.commit(b)?);
+                (
+                    format!("merge-base {a} {b}"),
+                    self.merge_base(&ia, &ib, a, b)?,
+                )
+            }
+        };
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let blobs = source::read_tree(&self.root, &commit, |p| {
+            p.strip_prefix(prefix.as_str())
+                .is_some_and(is_manifest_path)
+        })
+        .with_context(|| format!("reading the manifests of {label}"))?;
+        let files = FleetFiles::from_blobs(
+            blobs
+                .into_iter()
+                .map(|(p, b)| (p[prefix.len()..].to_owned(), b)),
+        );
+        Ok(Side {
+            label,
+            commit: Some(commit),
+            fleet: Fleet::from_files(&files),
+        })
+    }
+
+    fn merge_base(&self, a: &str, b: &str, an: &str, bn: &str) -> anyhow::Result<String> {
+        let repo =
+            gix::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
+        let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes());
+        let base = repo
+            .merge_base(id(a)?, id(b)?)
+            .with_context(|| format!("finding the merge base of {an} and {bn}"))?;
+        match base {
+            Some(base) => Ok(base.to_string()),
+            None => bail!("{an} and {bn} have no common ancestor; compare them with `{an}..{bn}`"),
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn side_label(label: &str, commit: Option<&str>) -> String {
+    match commit {
+        Some(c) => format!("{label} ({})", short(c)),
+        None => label.to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Words shared by text and markdown.
+
+fn generation(g: Option<u32>) -> String {
+    g.map_or_else(|| "floating".to_owned(), |n| format!("generation {n}"))
+}
+
+/// The pool's generation as a phrase for its heading, if there is something to say.
+fn pool_generation(p: &PoolDiff) -> Option<String> {
+    let (o, n) = (p.generation.old, p.generation.new);
+    match p.status {
+        PoolStatus::Added => Some(generation(n)),
+        PoolStatus::Removed => None,
+        PoolStatus::Changed => match (o, n) {
+            (Some(o), Some(n)) if o != n => Some(format!("generation {o} → {n}")),
+            _ if o != n => Some(format!("{} → {}", generation(o), generation(n))),
+            _ => {
+                let lock_edited = p
+                    .packages
+                    .iter()
+                    .any(|r| !matches!(r.change, Change::Added | Change::Removed | Change::Repo));
+                (lock_edited && n.is_some()).then(|| format!("{}, edited in place", generation(n)))
+            }
+        },
+    }
+}
+
+fn unset(field: &str) -> &'static str {
+    match field {
+        "window" => "any time",
+        _ => "(none)",
+    }
+}
+
+/// `(old, new)` cells of a package row, for humans.
+fn cells(r: &PackageChange) -> (String, String) {
+    let sha = |s: &Option<String>| match s {
+        Some(s) => format!("sha256 {}…", &s[..s.len().min(12)]),
+        None => "(no sha256)".into(),
+    };
+    let repo = |s: &Option<String>| match s {
+        Some(s) => format!("[{s}]"),
+        None => "(any repo)".into(),
+    };
+    let version = |s: &Option<String>| s.clone().unwrap_or_default();
+    match r.change {
+        Change::Sha256 => (sha(&r.old), sha(&r.new)),
+        Change::Repo => (repo(&r.old), repo(&r.new)),
+        Change::Pinned => ("(unpinned)".into(), version(&r.new)),
+        Change::Unpinned => (version(&r.old), "(unpinned)".into()),
+        _ => (version(&r.old), version(&r.new)),
+    }
+}
+
+/// Who asks for a package, or why it goes.
+fn why(r: &PackageChange) -> String {
+    let origins = r.origins.join(", ");
+    match r.change {
+        Change::Removed if !r.excluded_by.is_empty() => {
+            format!("excluded by {} (was: {origins})", r.excluded_by.join(", "))
+        }
+        Change::Removed => format!("was: {origins}"),
+        _ if !r.explicit => "dependency".into(),
+        _ => origins,
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `(3, "added"), (1, "removed")`: the kinds that occur, in listing order.
+fn kind_counts(c: &PackageCounts) -> Vec<(usize, &'static str)> {
+    Change::ALL
+        .into_iter()
+        .filter(|k| c.get(*k) > 0)
+        .map(|k| {
+            let word = match k {
+                Change::Repo => "repo changed",
+                Change::Sha256 => "sha256 changed",
+                k => k.as_str(),
+            };
+            (c.get(k), word)
+        })
+        .collect()
+}
+
+/// `3 packages added, 1 removed, 2 upgraded`.
+fn package_counts(c: &PackageCounts) -> String {
+    kind_counts(c)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, word))| match i {
+            0 => format!("{} {word}", plural(n, "package", "packages")),
+            _ => format!("{n} {word}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `2 pools changed, 1 host moved: 3 packages added, 1 removed`.
+fn summary_line(d: &FleetDiff) -> String {
+    let s = &d.summary;
+    if !s.changed {
+        return "no change to any pool or host".into();
+    }
+    let mut scope = Vec::new();
+    if s.fleet > 0 {
+        scope.push("fleet.yaml changed".to_owned());
+    }
+    for (n, what) in [
+        (s.pools.changed, "changed"),
+        (s.pools.added, "added"),
+        (s.pools.removed, "removed"),
+    ] {
+        if n > 0 {
+            scope.push(format!("{} {what}", plural(n, "pool", "pools")));
+        }
+    }
+    for (n, what) in [
+        (s.hosts.moved, "moved"),
+        (s.hosts.joined, "joined"),
+        (s.hosts.left, "left"),
+        (s.hosts.changed, "changed"),
+    ] {
+        if n > 0 {
+            scope.push(format!("{} {what}", plural(n, "host", "hosts")));
+        }
+    }
+    let counts = package_counts(&s.packages);
+    if counts.is_empty() {
+        scope.join(", ")
+    } else {
+        format!("{}: {counts}", scope.join(", "))
+    }
+}
+
+fn host_heading(h: &HostDiff) -> String {
+    let pool = |p: &Option<String>| p.clone().unwrap_or_default();
+    match h.status {
+        HostStatus::Moved => format!("{} → {}", pool(&h.pool.old), pool(&h.pool.new)),
+        HostStatus::Joined => format!("joins the fleet in pool {}", pool(&h.pool.new)),
+        HostStatus::Left => format!(
+            "leaves the fleet (was in pool {}): pacfleet stops managing it, nothing is uninstalled",
+            pool(&h.pool.old)
+        ),
+        HostStatus::Changed => format!("stays in pool {}", pool(&h.pool.new)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text.
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn style(&self, s: &str, style: Style) -> String {
+        if self.on {
+            format!("{}{s}{}", style.render(), style.render_reset())
+        } else {
+            s.to_owned()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.style(s, Style::new().bold())
+    }
+    fn colour(&self, s: &str, c: AnsiColor) -> String {
+        self.style(s, Style::new().fg_color(Some(c.into())))
+    }
+}
+
+fn symbol(c: Change) -> (&'static str, AnsiColor) {
+    match c {
+        Change::Added => ("+", AnsiColor::Green),
+        Change::Removed => ("-", AnsiColor::Red),
+        Change::Upgraded => ("↑", AnsiColor::Cyan),
+        Change::Downgraded => ("↓", AnsiColor::Yellow),
+        _ => ("~", AnsiColor::Magenta),
+    }
+}
+
+/// Settings and package rows of one section, in aligned columns.
+fn text_rows(
+    out: &mut String,
+    settings: &[Setting],
+    show_old: bool,
+    rows: &[PackageChange],
+    p: &Paint,
+) {
+    let fw = settings
+        .iter()
+        .map(|s| s.field.chars().count())
+        .max()
+        .unwrap_or(0);
+    for s in settings {
+        let value = match (&s.old, &s.new, show_old) {
+            (_, Some(n), false) => n.clone(),
+            (o, n, _) => format!(
+                "{} → {}",
+                o.as_deref().unwrap_or(unset(&s.field)),
+                n.as_deref().unwrap_or(unset(&s.field))
+            ),
+        };
+        let _ = writeln!(out, "    {:<fw$}  {value}", s.field);
+    }
+    let cells: Vec<(String, String)> = rows.iter().map(cells).collect();
+    let nw = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let ow = cells.iter().map(|c| c.0.chars().count()).max().unwrap_or(0);
+    let vw = cells.iter().map(|c| c.1.chars().count()).max().unwrap_or(0);
+    for (r, (old, new)) in rows.iter().zip(&cells) {
+        let (sym, colour) = symbol(r.change);
+        let mut line = format!("  {} {:<nw$}", p.colour(sym, colour), r.name);
+        if ow + vw > 0 {
+            let arrow = if old.is_empty() || new.is_empty() {
+                " "
+            } else {
+                "→"
+            };
+            let _ = write!(line, "  {old:<ow$} {arrow} {new:<vw$}");
+        }
+        let _ = write!(line, "  {}", why(r));
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+fn text(r: &Report<'_>, colour: bool) -> String {
+    let p = Paint { on: colour };
+    let d = r.diff;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        p.bold(&format!(
+            "diff {} → {}",
+            side_label(&r.from, r.from_commit.as_deref()),
+            side_label(&r.to, r.to_commit.as_deref())
+        ))
+    );
+    if !d.fleet.is_empty() {
+        let _ = writeln!(out, "\n{}", p.bold("fleet.yaml"));
+        text_rows(&mut out, &d.fleet, true, &[], &p);
+    }
+    for pool in &d.pools {
+        let mut head = format!("pool {}", pool.pool);
+        match pool.status {
+            PoolStatus::Added => head.push_str(" (new)"),
+            PoolStatus::Removed => head.push_str(" (removed)"),
+            PoolStatus::Changed => {}
+        }
+        let _ = write!(out, "\n{}", p.bold(&head));
+        if let Some(g) = pool_generation(pool) {
+            let _ = write!(out, ": {g}");
+        }
+        out.push('\n');
+        if pool.status == PoolStatus::Removed {
+            let _ = writeln!(
+                out,
+                "    its hosts leave the fleet: pacfleet stops managing them, nothing is uninstalled"
+            );
+        }
+        text_rows(
+            &mut out,
+            &pool.settings,
+            pool.status != PoolStatus::Added,
+            &pool.packages,
+            &p,
+        );
+    }
+    for h in &d.hosts {
+        let _ = writeln!(
+            out,
+            "\n{}: {}",
+            p.bold(&format!("host {}", h.host)),
+            host_heading(h)
+        );
+        text_rows(&mut out, &h.settings, true, &h.packages, &p);
+    }
+    let _ = writeln!(out, "\n{}", p.bold(&summary_line(d)));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown.
+
+/// A table cell: pipes escaped, line breaks flattened.
+fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Code in a table cell; empty stays empty.
+fn code(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("`{}`", md(s))
+    }
+}
+
+fn md_change(c: Change) -> &'static str {
+    match c {
+        Change::Added => "➕ added",
+        Change::Removed => "➖ removed",
+        Change::Upgraded => "⬆️ upgraded",
+        Change::Downgraded => "⬇️ **downgraded**",
+        Change::Pinned => "📌 pinned",
+        Change::Unpinned => "🔓 unpinned",
+        Change::Repo => "🔀 repo",
+        Change::Sha256 => "⚠️ **sha256**",
+    }
+}
+
+/// A settings table; `show_old: false` (a new pool) has only the new values.
+fn md_settings(out: &mut String, settings: &[Setting], show_old: bool) {
+    if settings.is_empty() {
+        return;
+    }
+    if show_old {
+        out.push_str("| setting | old | new |\n|---|---|---|\n");
+    } else {
+        out.push_str("| setting | value |\n|---|---|\n");
+    }
+    for s in settings {
+        let v = |v: &Option<String>| {
+            v.as_deref()
+                .map_or_else(|| unset(&s.field).to_owned(), code)
+        };
+        if show_old {
+            let _ = writeln!(out, "| {} | {} | {} |", s.field, v(&s.old), v(&s.new));
+        } else {
+            let _ = writeln!(out, "| {} | {} |", s.field, v(&s.new));
+        }
+    }
+    out.push('\n');
+}
+
+/// A package table; without the old/new columns when no row has a version (floating pools).
+fn md_table(out: &mut String, rows: &[PackageChange]) {
+    let cells: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| match r.change {
+            // The change column already says it; an empty cell reads better than "(unpinned)".
+            Change::Pinned => (String::new(), cells(r).1),
+            Change::Unpinned => (cells(r).0, String::new()),
+            _ => cells(r),
+        })
+        .collect();
+    let versions = cells.iter().any(|(o, n)| !o.is_empty() || !n.is_empty());
+    if versions {
+        out.push_str("| package | change | old | new | why |\n|---|---|---|---|---|\n");
+    } else {
+        out.push_str("| package | change | why |\n|---|---|---|\n");
+    }
+    for (r, (old, new)) in rows.iter().zip(&cells) {
+        let _ = write!(out, "| {} | {} |", code(&r.name), md_change(r.change));
+        if versions {
+            let _ = write!(out, " {} | {} |", code(old), code(new));
+        }
+        let _ = writeln!(out, " {} |", md(&why(r)));
+    }
+    out.push('\n');
+}
+
+fn md_folded(out: &mut String, what: &str, rows: &[PackageChange]) {
+    let counts: Vec<String> = kind_counts(&PackageCounts::of(rows))
+        .into_iter()
+        .map(|(n, word)| format!("{n} {word}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "<details>\n<summary>{} {what}: {}</summary>\n",
+        rows.len(),
+        counts.join(", ")
+    );
+    md_table(out, rows);
+    out.push_str("</details>\n\n");
+}
+
+/// Package rows: one table when short; when long, explicit packages first (folded only if
+/// they are long too) and the lock's dependencies folded.
+fn md_packages(out: &mut String, rows: &[PackageChange]) {
+    if rows.is_empty() {
+        return;
+    }
+    if rows.len() <= FOLD_AFTER {
+        md_table(out, rows);
+        return;
+    }
+    let (explicit, deps): (Vec<PackageChange>, Vec<PackageChange>) =
+        rows.iter().cloned().partition(|r| r.explicit);
+    if !explicit.is_empty() {
+        if explicit.len() <= FOLD_AFTER {
+            md_table(out, &explicit);
+        } else {
+            md_folded(out, "explicit packages", &explicit);
+        }
+    }
+    if !deps.is_empty() {
+        md_folded(out, "locked dependencies", &deps);
+    }
+}
+
+fn markdown(r: &Report<'_>) -> String {
+    let d = r.diff;
+    let mut out = String::new();
+    let side = |label: &str, commit: Option<&str>| match commit {
+        Some(c) => format!("`{label}` (`{}`)", short(c)),
+        None => format!("the {label}"),
+    };
+    let _ = writeln!(
+        out,
+        "### Fleet diff: {} → {}\n",
+        side(&r.from, r.from_commit.as_deref()),
+        side(&r.to, r.to_commit.as_deref())
+    );
+    if !d.summary.changed {
+        out.push_str("No change to any pool or host.\n");
+        return out;
+    }
+    let line = summary_line(d);
+    match line.split_once(": ") {
+        Some((scope, counts)) => {
+            let _ = writeln!(out, "**{scope}:** {counts}\n");
+        }
+        None => {
+            let _ = writeln!(out, "**{line}**\n");
+        }
+    }
+    if !d.fleet.is_empty() {
+        out.push_str("#### `fleet.yaml`\n\nThese settings concern every pool and host.\n\n");
+        md_settings(&mut out, &d.fleet, true);
+    }
+    for pool in &d.pools {
+        let _ = write!(out, "#### Pool `{}`", pool.pool);
+        match pool.status {
+            PoolStatus::Added => out.push_str(" (new)"),
+            PoolStatus::Removed => out.push_str(" (removed)"),
+            PoolStatus::Changed => {}
+        }
+        if let Some(g) = pool_generation(pool) {
+            let _ = write!(out, ": {g}");
+        }
+        out.push_str("\n\n");
+        if pool.status == PoolStatus::Removed {
+            out.push_str(
+                "Its hosts leave the fleet: pacfleet stops managing them, nothing is uninstalled.\n\n",
+            );
+        }
+        md_settings(&mut out, &pool.settings, pool.status != PoolStatus::Added);
+        md_packages(&mut out, &pool.packages);
+    }
+    if !d.hosts.is_empty() {
+        out.push_str("#### Hosts\n\n| host | change | old pool | new pool | Host manifest |\n|---|---|---|---|---|\n");
+        for h in &d.hosts {
+            let pool = |p: &Option<String>| p.as_deref().map_or_else(|| "—".to_owned(), code);
+            let manifest = match h.manifest {
+                ManifestStatus::None => "—".to_owned(),
+                m => serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            };
+            let status = serde_json::to_value(h.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {status} | {} | {} | {manifest} |",
+                code(&h.host),
+                pool(&h.pool.old),
+                pool(&h.pool.new)
+            );
+        }
+        out.push('\n');
+        for h in d
+            .hosts
+            .iter()
+            .filter(|h| !h.settings.is_empty() || !h.packages.is_empty())
+        {
+            let _ = writeln!(out, "##### Host `{}`: {}\n", h.host, host_heading(h));
+            md_settings(&mut out, &h.settings, true);
+            md_packages(&mut out, &h.packages);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_read_like_git() {
+        let c = |s: &str| Rev::Commit(s.into());
+        assert_eq!(parse_range(None).unwrap(), (c("HEAD"), Rev::WorkTree));
+        assert_eq!(parse_range(Some("v1")).unwrap(), (c("v1"), Rev::WorkTree));
+        assert_eq!(
+            parse_range(Some("origin/main..HEAD")).unwrap(),
+            (c("origin/main"), c("HEAD"))
+        );
+        assert_eq!(parse_range(Some("main..")).unwrap(), (c("main"), c("HEAD")));
+        assert_eq!(
+            parse_range(Some("..topic")).unwrap(),
+            (c("HEAD"), c("topic"))
+        );
+        assert_eq!(
+            parse_range(Some("main...topic")).unwrap(),
+            (Rev::MergeBase("main".into(), "topic".into()), c("topic"))
+        );
+        assert!(parse_range(Some("a..b..c")).is_err());
+        assert!(parse_range(Some("")).is_err());
+    }
+
+    fn row(
+        name: &str,
+        change: Change,
+        old: Option<&str>,
+        new: Option<&str>,
+        explicit: bool,
+    ) -> PackageChange {
+        PackageChange {
+            name: name.into(),
+            change,
+            old: old.map(Into::into),
+            new: new.map(Into::into),
+            explicit,
+            origins: if explicit {
+                vec!["set base".into()]
+            } else {
+                vec![]
+            },
+            excluded_by: vec![],
+        }
+    }
+
+    #[test]
+    fn long_lists_fold_dependencies() {
+        let mut rows = vec![row(
+            "linux",
+            Change::Upgraded,
+            Some("6.1-1"),
+            Some("6.2-1"),
+            true,
+        )];
+        for i in 0..20 {
+            rows.push(row(
+                &format!("lib{i:02}"),
+                Change::Upgraded,
+                Some("1-1"),
+                Some("2-1"),
+                false,
+            ));
+        }
+        let mut out = String::new();
+        md_packages(&mut out, &rows);
+        let (visible, folded) = out.split_once("<details>").unwrap();
+        assert!(
+            visible.contains("`linux`") && !visible.contains("lib00"),
+            "{out}"
+        );
+        assert!(
+            folded.contains("<summary>20 locked dependencies: 20 upgraded</summary>"),
+            "{out}"
+        );
+        // Short lists are one plain table.
+        let mut out = String::new();
+        md_packages(&mut out, &rows[..3]);
+        assert!(!out.contains("<details>") && out.contains("lib01"), "{out}");
+    }
+
+    #[test]
+    fn text_rows_align() {
+        let rows = [
+            row(
+                "linux",
+                Change::Upgraded,
+                Some("6.1-1"),
+                Some("6.12-1"),
+                true,
+            ),
+            row("htop", Change::Added, None, Some("3.3-1"), true),
+            row("readline", Change::Pinned, None, Some("8.2-1"), false),
+        ];
+        let mut out = String::new();
+        text_rows(&mut out, &[], true, &rows, &Paint { on: false });
+        assert_eq!(
+            out,
+            "  ↑ linux     6.1-1      → 6.12-1  set base\n  + htop                   3.3-1   set base\n  ~ readline  (unpinned) → 8.2-1   dependency\n"
+        );
+    }
+}

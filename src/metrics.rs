@@ -1,0 +1,537 @@
+//! Metrics of a host's passes: counters kept across passes, and a Prometheus textfile.
+//!
+//! After every reconcile pass (`fleetctl reconcile` under the timer, or a pass of `fleetctl
+//! agent`), [`record_pass`] does two things:
+//!
+//! 1. It updates `counters.json` in the state directory ([`Counters`]): passes by outcome,
+//!    failures by reason, applied changesets, the time of the last successful pass. Written
+//!    atomically with [`crate::state::write_atomic`]; a damaged file is an error naming it, never
+//!    reset behind the operator's back (delete it to start the counters from zero; Prometheus
+//!    handles counter resets).
+//! 2. If agent.yaml sets `textfile:`, it writes that file in the format of node_exporter's
+//!    textfile collector (`# HELP` and `# TYPE` lines, then samples): gauges for the state of
+//!    the host (last pass and last success times, pending changes, drift, applied sequence,
+//!    signature expiry, pass duration, an info series with the fleet, pool, generation and
+//!    commit) and the counters above. The collector may read the directory at any moment, so
+//!    the file is written to a temporary file in the same directory whose name does not end in
+//!    `.prom` (the collector ignores it), made world-readable (node_exporter does not run as
+//!    root), fsynced and renamed over the target.
+//!
+//! The metric names and labels are listed in README.md ("Status, waybar and Prometheus"); they
+//! are an interface dashboards and alerts depend on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{self, AppliedState, PassOutcome, PassStatus, StateDir, StateError};
+
+/// The counters file in the state directory.
+pub const COUNTERS_FILE: &str = "counters.json";
+
+/// The on-disk format of `counters.json` this pacfleet reads and writes.
+pub const COUNTERS_FORMAT: u64 = 1;
+
+/// Every pass outcome, as the `outcome` label spells it. All are exported (at 0 until they
+/// happen), so rates work from the first pass.
+pub const OUTCOMES: &[&str] = &["converged", "applied", "pending", "failed", "refused"];
+
+/// The failure reasons a pass reports (`PassStatus::failure`, from `PassError::label`), exported
+/// at 0 until they happen. A reason not listed here is still counted once it occurs.
+pub const REASONS: &[&str] = &[
+    "fetch", "read", "invalid", "resolve", "system", "locked", "apply", "state", "config",
+    "refused",
+];
+
+/// Counters kept across passes in `state_dir/counters.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// File format; [`COUNTERS_FORMAT`].
+    pub format: u64,
+    /// Passes by outcome (`converged`, `applied`, `pending`, `failed`, `refused`).
+    #[serde(default)]
+    pub passes: BTreeMap<String, u64>,
+    /// Failed and refused passes by reason (`fetch`, `apply`, `refused`, …).
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    /// Passes that applied a changeset.
+    #[serde(default)]
+    pub applied_changesets: u64,
+    /// End of the last pass that succeeded (converged, applied, or pending behind a window or
+    /// pause), if any.
+    #[serde(default)]
+    pub last_success: Option<DateTime<Utc>>,
+    /// End of the last pass after which the host matched its target (converged or applied).
+    #[serde(default)]
+    pub last_converged: Option<DateTime<Utc>>,
+}
+
+/// Why metrics could not be recorded. The pass itself is not affected.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The state directory (or the counters file in it) could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// `counters.json` exists but cannot be used.
+    #[error(
+        "{} is corrupt ({detail}); it only holds metric counters: delete it to start them from zero",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    /// The textfile could not be written.
+    #[error(
+        "cannot {action} the metrics textfile {}: {source}; check `textfile` in agent.yaml (its directory must exist: node_exporter's --collector.textfile.directory)",
+        path.display()
+    )]
+    Textfile {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The label `outcome` has for a pass outcome.
+pub fn outcome_label(outcome: PassOutcome) -> &'static str {
+    match outcome {
+        PassOutcome::Converged => "converged",
+        PassOutcome::Applied => "applied",
+        PassOutcome::Pending => "pending",
+        PassOutcome::Failed => "failed",
+        PassOutcome::Refused => "refused",
+    }
+}
+
+fn counters_path(state: &StateDir) -> PathBuf {
+    state.path().join(COUNTERS_FILE)
+}
+
+/// The counters so far; all zero if no pass recorded any.
+pub fn load_counters(state: &StateDir) -> Result<Counters, MetricsError> {
+    let path = counters_path(state);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Counters {
+                format: COUNTERS_FORMAT,
+                ..Counters::default()
+            });
+        }
+        Err(source) => {
+            return Err(StateError::Io {
+                action: "read",
+                path,
+                source,
+            }
+            .into());
+        }
+    };
+    let counters: Counters = serde_json::from_slice(&bytes).map_err(|e| MetricsError::Corrupt {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    if counters.format != COUNTERS_FORMAT {
+        return Err(MetricsError::Corrupt {
+            path,
+            detail: format!(
+                "format {}, but this pacfleet reads format {COUNTERS_FORMAT}",
+                counters.format
+            ),
+        });
+    }
+    Ok(counters)
+}
+
+fn save_counters(state: &StateDir, counters: &Counters) -> Result<(), MetricsError> {
+    let mut bytes = serde_json::to_vec_pretty(counters).expect("counters serialize to JSON");
+    bytes.push(b'\n');
+    state::write_atomic(&counters_path(state), &bytes)?;
+    Ok(())
+}
+
+impl Counters {
+    /// Counts one pass.
+    pub fn count(&mut self, status: &PassStatus) {
+        self.format = COUNTERS_FORMAT;
+        *self
+            .passes
+            .entry(outcome_label(status.outcome).to_owned())
+            .or_default() += 1;
+        match status.outcome {
+            PassOutcome::Failed | PassOutcome::Refused => {
+                let reason = status.failure.clone().unwrap_or_else(|| {
+                    if status.outcome == PassOutcome::Refused {
+                        "refused".to_owned()
+                    } else {
+                        "unknown".to_owned()
+                    }
+                });
+                *self.failures.entry(reason).or_default() += 1;
+            }
+            PassOutcome::Converged | PassOutcome::Applied | PassOutcome::Pending => {
+                self.last_success = Some(status.at);
+                if status.outcome != PassOutcome::Pending {
+                    self.last_converged = Some(status.at);
+                }
+                if status.outcome == PassOutcome::Applied {
+                    self.applied_changesets += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Records a finished pass: counts it in `counters.json` and, with `textfile`, rewrites the
+/// Prometheus textfile. Called by [`crate::reconcile::run`] after `status.json` is written;
+/// errors are logged there and never fail the pass.
+pub fn record_pass(
+    state: &StateDir,
+    status: &PassStatus,
+    textfile: Option<&Path>,
+) -> Result<(), MetricsError> {
+    let mut counters = load_counters(state)?;
+    counters.count(status);
+    save_counters(state, &counters)?;
+    if let Some(path) = textfile {
+        let applied = state.load_applied()?;
+        write_textfile(path, applied.as_ref(), status, &counters, Utc::now())?;
+    }
+    Ok(())
+}
+
+/// Rewrites the textfile from what the state directory holds now, counting nothing: for a
+/// change of `status.json` between passes (the agent's drift watch). Without a recorded pass
+/// there is nothing to write.
+pub fn refresh_textfile(state: &StateDir, textfile: &Path) -> Result<(), MetricsError> {
+    let Some(status) = state.load_status()? else {
+        return Ok(());
+    };
+    let counters = load_counters(state)?;
+    let applied = state.load_applied()?;
+    write_textfile(textfile, applied.as_ref(), &status, &counters, Utc::now())
+}
+
+/// Writes the metrics to `path` atomically (see the module documentation), world-readable.
+pub fn write_textfile(
+    path: &Path,
+    applied: Option<&AppliedState>,
+    status: &PassStatus,
+    counters: &Counters,
+    now: DateTime<Utc>,
+) -> Result<(), MetricsError> {
+    let text = render(applied, status, counters, now);
+    let err = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MetricsError::Textfile {
+            action,
+            path,
+            source,
+        }
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // `.NAME.XXXXXX.tmp`: hidden and not `*.prom`, so the collector never reads a partial file.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(err("create a temporary file for", path))?;
+    // The umask may have narrowed the mode given at creation.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| tmp.write_all(text.as_bytes()))
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(err("write", path))?;
+    tmp.persist(path)
+        .map_err(|e| err("replace", path)(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err("fsync the directory of", path))?;
+    Ok(())
+}
+
+/// A label value in the exposition format: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
+}
+
+/// Builds the exposition text.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", label_value(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// Seconds since the epoch, with milliseconds.
+fn seconds(t: DateTime<Utc>) -> String {
+    format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// The textfile's contents: every metric with its `# HELP` and `# TYPE`.
+pub fn render(
+    applied: Option<&AppliedState>,
+    status: &PassStatus,
+    counters: &Counters,
+    now: DateTime<Utc>,
+) -> String {
+    let mut x = Exposition { out: String::new() };
+    let ok = matches!(
+        status.outcome,
+        PassOutcome::Converged | PassOutcome::Applied | PassOutcome::Pending
+    );
+    x.gauge(
+        "pacfleet_up",
+        "Whether the last pass succeeded (1: converged, applied or pending; 0: failed or refused).",
+        u8::from(ok),
+    );
+    if let Some(a) = applied {
+        let generation = a.generation.map(|g| g.to_string()).unwrap_or_default();
+        x.family(
+            "pacfleet_info",
+            "gauge",
+            "The fleet state this host last applied (always 1; generation is empty for a floating pool).",
+        );
+        x.sample(
+            "pacfleet_info",
+            &[
+                ("fleet", &a.fleet),
+                ("pool", &a.pool),
+                ("generation", &generation),
+                ("commit", &a.commit),
+                ("version", env!("CARGO_PKG_VERSION")),
+            ],
+            1,
+        );
+        x.gauge(
+            "pacfleet_applied_sequence",
+            "Signature sequence number of the fleet state this host last applied.",
+            a.sequence,
+        );
+        x.gauge(
+            "pacfleet_applied_timestamp_seconds",
+            "When this host last applied (or confirmed) its fleet state, in seconds since the epoch.",
+            seconds(a.applied_at),
+        );
+    }
+    x.family(
+        "pacfleet_last_outcome",
+        "gauge",
+        "Outcome of the last pass: 1 for the outcome it had, 0 for the others.",
+    );
+    let last = outcome_label(status.outcome);
+    for outcome in OUTCOMES {
+        x.sample(
+            "pacfleet_last_outcome",
+            &[("outcome", outcome)],
+            u8::from(*outcome == last),
+        );
+    }
+    x.gauge(
+        "pacfleet_last_pass_timestamp_seconds",
+        "When the last pass ended, in seconds since the epoch.",
+        seconds(status.at),
+    );
+    if let Some(t) = counters.last_success {
+        x.gauge(
+            "pacfleet_last_success_timestamp_seconds",
+            "When the last successful pass (converged, applied or pending) ended, in seconds since the epoch.",
+            seconds(t),
+        );
+    }
+    if let Some(t) = counters.last_converged {
+        x.gauge(
+            "pacfleet_last_converged_timestamp_seconds",
+            "When a pass last left the host matching its target (converged or applied), in seconds since the epoch.",
+            seconds(t),
+        );
+    }
+    x.gauge(
+        "pacfleet_pass_duration_seconds",
+        "Wall time of the last pass.",
+        format!("{:.3}", status.duration_ms as f64 / 1000.0),
+    );
+    x.gauge(
+        "pacfleet_pending_changes",
+        "Package changes the host still needs to match its target (held back by a window, a pause or a dry run).",
+        status.pending_changes,
+    );
+    x.gauge(
+        "pacfleet_drift_packages",
+        "Packages changed outside pacfleet since the host last converged.",
+        status.drift.len(),
+    );
+    x.gauge(
+        "pacfleet_waiting_for_signature_commits",
+        "Commits newer than the target that wait for a signature.",
+        status.waiting_for_signature,
+    );
+    if let Some(t) = status.signed_until {
+        x.gauge(
+            "pacfleet_signed_until_timestamp_seconds",
+            "When the signature of the target fleet state expires (after that the host refuses it as stale), in seconds since the epoch.",
+            seconds(t),
+        );
+    }
+    if let Some(t) = status
+        .next_window
+        .as_deref()
+        .and_then(|n| DateTime::parse_from_rfc3339(n).ok())
+    {
+        x.gauge(
+            "pacfleet_next_window_timestamp_seconds",
+            "When the pool's window next opens, if pending changes wait for it, in seconds since the epoch.",
+            seconds(t.with_timezone(&Utc)),
+        );
+    }
+    x.family(
+        "pacfleet_passes_total",
+        "counter",
+        "Reconcile passes by outcome.",
+    );
+    let mut outcomes: BTreeMap<&str, u64> = OUTCOMES.iter().map(|o| (*o, 0)).collect();
+    for (k, v) in &counters.passes {
+        outcomes.insert(k, *v);
+    }
+    for (outcome, n) in outcomes {
+        x.sample("pacfleet_passes_total", &[("outcome", outcome)], n);
+    }
+    x.family(
+        "pacfleet_failures_total",
+        "counter",
+        "Failed and refused passes by reason (fetch, read, invalid, resolve, system, locked, apply, state, config, refused).",
+    );
+    let mut reasons: BTreeMap<&str, u64> = REASONS.iter().map(|r| (*r, 0)).collect();
+    for (k, v) in &counters.failures {
+        reasons.insert(k, *v);
+    }
+    for (reason, n) in reasons {
+        x.sample("pacfleet_failures_total", &[("reason", reason)], n);
+    }
+    x.family(
+        "pacfleet_applied_changesets_total",
+        "counter",
+        "Passes that applied a changeset.",
+    );
+    x.sample(
+        "pacfleet_applied_changesets_total",
+        &[],
+        counters.applied_changesets,
+    );
+    x.gauge(
+        "pacfleet_textfile_timestamp_seconds",
+        "When pacfleet wrote this file, in seconds since the epoch.",
+        seconds(now),
+    );
+    x.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(outcome: PassOutcome, failure: Option<&str>) -> PassStatus {
+        PassStatus {
+            at: DateTime::parse_from_rfc3339("2026-11-20T09:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            outcome,
+            message: None,
+            pending_changes: 3,
+            target_commit: None,
+            signed_until: None,
+            next_window: Some("2027-01-01T00:00:00+01:00".to_owned()),
+            drift: vec!["install tool".to_owned()],
+            waiting_for_signature: 0,
+            duration_ms: 1234,
+            failure: failure.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn counts_outcomes_reasons_and_successes() {
+        let mut c = Counters::default();
+        c.count(&status(PassOutcome::Applied, None));
+        c.count(&status(PassOutcome::Failed, Some("fetch")));
+        c.count(&status(PassOutcome::Failed, Some("fetch")));
+        c.count(&status(PassOutcome::Refused, None));
+        assert_eq!(c.passes["applied"], 1);
+        assert_eq!(c.passes["failed"], 2);
+        assert_eq!(c.failures["fetch"], 2);
+        assert_eq!(c.failures["refused"], 1);
+        assert_eq!(c.applied_changesets, 1);
+        assert!(c.last_success.is_some() && c.last_converged.is_some());
+    }
+
+    #[test]
+    fn renders_every_family_with_help_and_type() {
+        let mut c = Counters::default();
+        c.count(&status(PassOutcome::Pending, None));
+        let mut s = status(PassOutcome::Pending, None);
+        s.message = Some("x".to_owned());
+        let text = render(None, &s, &c, Utc::now());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+        }
+        assert!(text.contains("pacfleet_pending_changes 3\n"), "{text}");
+        assert!(text.contains("pacfleet_drift_packages 1\n"), "{text}");
+        assert!(
+            text.contains("pacfleet_pass_duration_seconds 1.234\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pacfleet_next_window_timestamp_seconds 1798758000.000\n"),
+            "{text}"
+        );
+        assert!(text.contains("pacfleet_passes_total{outcome=\"pending\"} 1\n"));
+        assert!(text.contains("pacfleet_failures_total{reason=\"apply\"} 0\n"));
+        assert!(text.contains("pacfleet_last_outcome{outcome=\"pending\"} 1\n"));
+        assert!(!text.contains("pacfleet_last_converged_timestamp_seconds"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+    }
+}
