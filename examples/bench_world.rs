@@ -38,7 +38,10 @@ use clap::{Parser, Subcommand};
 use pacfleet::synth::{self, SynthPackage};
 
 #[derive(Debug, Parser)]
-#[command(name = "bench_world", about = "Generate the worlds bench/run.sh measures")]
+#[command(
+    name = "bench_world",
+    about = "Generate the worlds bench/run.sh measures"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -201,10 +204,8 @@ pub fn host_world(w: &HostWorld) -> Result<()> {
     let fleet = dir.join("git/fleet");
     let (_public, secret) = keypair(&dir.join("keys"), "ops")?;
     git_init(&fleet)?;
-    let mut manifests: Vec<(String, String)> = vec![(
-        "fleet.yaml".into(),
-        "kind: Fleet\nname: bench\n".into(),
-    )];
+    let mut manifests: Vec<(String, String)> =
+        vec![("fleet.yaml".into(), "kind: Fleet\nname: bench\n".into())];
     let mut set_names = Vec::new();
     for (n, chunk) in apps.chunks(100).enumerate() {
         let name = format!("base-{n:02}");
@@ -221,7 +222,10 @@ pub fn host_world(w: &HostWorld) -> Result<()> {
     write_files(
         &fleet,
         &[
-            ("packages/apply.yaml".into(), set_yaml("apply", &[], &new_apps)),
+            (
+                "packages/apply.yaml".into(),
+                set_yaml("apply", &[], &new_apps),
+            ),
             ("pools/bench.yaml".into(), pool_yaml("bench", &with_apply)),
         ],
     )?;
@@ -229,7 +233,10 @@ pub fn host_world(w: &HostWorld) -> Result<()> {
     sign(&fleet, &install, &secret)?;
 
     fs::remove_file(fleet.join("packages/apply.yaml"))?;
-    write_files(&fleet, &[("pools/bench.yaml".into(), pool_yaml("bench", &set_names))])?;
+    write_files(
+        &fleet,
+        &[("pools/bench.yaml".into(), pool_yaml("bench", &set_names))],
+    )?;
     let remove = commit(&fleet, "apply: drop the new applications again")?;
     sign(&fleet, &remove, &secret)?;
     git(&fleet, &["branch", "base", &base])?;
@@ -311,7 +318,10 @@ fn host_dir(base: &Path, name: &str, repo_dir: &Path) -> Result<()> {
 /// Writes the scale fleet (see the module docs). Returns nothing; the tags `a` and `b` are the
 /// two revisions.
 pub fn scale_fleet(f: &ScaleFleet) -> Result<()> {
-    ensure!(f.pools >= 1 && f.sets >= 3, "need at least 1 pool and 3 sets");
+    ensure!(
+        f.pools >= 1 && f.sets >= 3,
+        "need at least 1 pool and 3 sets"
+    );
     ensure!(f.packages >= f.sets, "need at least one package per set");
     ensure!(f.touch <= f.sets, "--touch must not exceed --sets");
     ensure!(f.generations >= 1, "need at least one generation per pool");
@@ -356,7 +366,11 @@ impl<'a> ScaleContent<'a> {
         let per_set = f.packages / f.sets;
         let members = (0..f.sets)
             .map(|s| {
-                let end = if s + 1 == f.sets { f.packages } else { (s + 1) * per_set };
+                let end = if s + 1 == f.sets {
+                    f.packages
+                } else {
+                    (s + 1) * per_set
+                };
                 (s * per_set..end).map(|p| format!("p{p:05}")).collect()
             })
             .collect();
@@ -364,8 +378,15 @@ impl<'a> ScaleContent<'a> {
         let includes = (0..f.sets)
             .map(|s| if s % 10 == 9 { vec![s - 1] } else { Vec::new() })
             .collect();
-        let spares = (0..(2 * f.touch).max(2)).map(|i| format!("spare{i:03}")).collect();
-        ScaleContent { f, members, includes, spares }
+        let spares = (0..(2 * f.touch).max(2))
+            .map(|i| format!("spare{i:03}"))
+            .collect();
+        ScaleContent {
+            f,
+            members,
+            includes,
+            spares,
+        }
     }
 
     fn set_name(s: usize) -> String {
@@ -426,7 +447,10 @@ impl<'a> ScaleContent<'a> {
             "kind: Fleet\nname: scale\narchive: https://archive.example.invalid\n".into(),
         )];
         for s in 0..f.sets {
-            let include: Vec<String> = self.includes[s].iter().map(|&i| Self::set_name(i)).collect();
+            let include: Vec<String> = self.includes[s]
+                .iter()
+                .map(|&i| Self::set_name(i))
+                .collect();
             files.push((
                 format!("packages/{}.yaml", Self::set_name(s)),
                 set_yaml(&Self::set_name(s), &include, &self.set_members(s, touched)),
@@ -505,7 +529,10 @@ fn write_files(root: &Path, files: &[(String, String)]) -> Result<()> {
 fn keypair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
     fs::create_dir_all(dir)?;
     let kp = minisign::KeyPair::generate_unencrypted_keypair()?;
-    let (public, secret) = (dir.join(format!("{name}.pub")), dir.join(format!("{name}.key")));
+    let (public, secret) = (
+        dir.join(format!("{name}.pub")),
+        dir.join(format!("{name}.key")),
+    );
     fs::write(&public, kp.pk.to_box()?.into_string())?;
     fs::write(&secret, kp.sk.to_box(None)?.into_string())?;
     Ok((public, secret))

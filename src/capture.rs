@@ -20,7 +20,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::manifest::{Generation, GenerationKind, Name, Pin};
 use crate::plan::{Installed, Reason};
@@ -643,23 +643,6 @@ pub fn generation_path(pool: &str, number: u32) -> String {
     format!("generations/{pool}/{number}.yaml")
 }
 
-/// Whether `path` (relative, `/`-separated) belongs to `pool`'s generations.
-pub fn is_generation_of(path: &str, pool: &str) -> bool {
-    path.strip_prefix("generations/")
-        .and_then(|p| p.strip_prefix(pool))
-        .is_some_and(|p| p.starts_with('/'))
-}
-
-/// The fleet root relative path of a file under `root`, `/`-separated.
-pub fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,7 +817,7 @@ mod tests {
     }
 
     fn example(path: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("example-fleet")
             .join(path);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -915,11 +898,5 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(generation_path("srv", 3), "generations/srv/3.yaml");
-        assert!(is_generation_of("generations/srv/3.yaml", "srv"));
-        assert!(!is_generation_of("generations/srv2/3.yaml", "srv"));
-        assert_eq!(
-            relative(Path::new("/f"), Path::new("/f/pools/a.yaml")),
-            "pools/a.yaml"
-        );
     }
 }

@@ -429,8 +429,8 @@ fn fleet_settings(old: &Fleet, new: &Fleet) -> Vec<Setting> {
             .keys
             .iter()
             .map(|k| {
-                let key = k.key.trim();
-                let tail = &key[key.len().saturating_sub(8)..];
+                let key: Vec<char> = k.key.trim().chars().collect();
+                let tail: String = key[key.len().saturating_sub(8)..].iter().collect();
                 format!("{} (…{tail})", k.name)
             })
             .collect();

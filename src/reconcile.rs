@@ -618,19 +618,36 @@ fn pass(
             sys.release();
         }
         let inventory = next_inventory(&inventory, &report.changeset);
-        let applied = AppliedState {
-            commit: commit.clone(),
-            tree: trusted.tree.clone(),
-            sequence: trusted.anchor.sequence,
-            generation: resolved.generation,
-            pool: resolved.pool.clone(),
-            applied_at: chrono::Utc::now(),
-            fleet: resolved.fleet.clone(),
-            signers: trusted.signers.clone(),
-            keys: trusted.anchor.keys.clone(),
-        };
-        state.record_applied(&applied, &inventory)?;
-        write_anchor(cfg, &trusted.anchor)?;
+        // Record only what changed: a converged pass on the state already recorded (a newer
+        // commit refused, or unsigned commits waiting) leaves state.json and the anchor as
+        // they are, so `applied_at` stays the time it was applied.
+        let previous = state.load_applied()?;
+        let unchanged = report.changeset.is_empty()
+            && previous.as_ref().is_some_and(|p| {
+                p.commit == commit
+                    && p.sequence == trusted.anchor.sequence
+                    && p.keys == trusted.anchor.keys
+                    && p.signers == trusted.signers
+                    && p.generation == resolved.generation
+                    && p.pool == resolved.pool
+            })
+            && read_anchor(cfg)?.as_ref() == Some(&trusted.anchor);
+        if !unchanged {
+            let applied = AppliedState {
+                commit: commit.clone(),
+                tree: trusted.tree.clone(),
+                sequence: trusted.anchor.sequence,
+                generation: resolved.generation,
+                pool: resolved.pool.clone(),
+                applied_at: chrono::Utc::now(),
+                fleet: resolved.fleet.clone(),
+                signers: trusted.signers.clone(),
+                keys: trusted.anchor.keys.clone(),
+                accepted_by: trusted.anchor.accepted_by.clone(),
+            };
+            state.record_applied(&applied, &inventory)?;
+            write_anchor(cfg, &trusted.anchor)?;
+        }
     }
     if settled && !report.changeset.is_empty() {
         report.drift = report

@@ -66,6 +66,9 @@ pub struct AppliedState {
     /// fleet.yaml `keys:` in force after it (name, base64 key), if it listed any.
     #[serde(default)]
     pub keys: Option<Vec<(String, String)>>,
+    /// The keys that accepted it (see `trust::Anchor::accepted_by`).
+    #[serde(default)]
+    pub accepted_by: Option<Vec<(String, String)>>,
 }
 
 impl AppliedState {
@@ -76,6 +79,7 @@ impl AppliedState {
             sequence: self.sequence,
             fleet: self.fleet.clone(),
             keys: self.keys.clone(),
+            accepted_by: self.accepted_by.clone(),
         }
     }
 }
@@ -542,6 +546,7 @@ mod tests {
             sequence: 7,
             signers: vec!["ops".into()],
             keys: None,
+            accepted_by: None,
             generation: Some(3),
             pool: "workstations".into(),
             applied_at: "2026-11-20T09:00:00Z".parse().unwrap(),

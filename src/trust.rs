@@ -561,6 +561,10 @@ pub struct Anchor {
     /// The fleet.yaml keys in force after it (base64 public keys, with names), if it had any;
     /// `None`: the host's own `trusted_keys`.
     pub keys: Option<Vec<(String, String)>>,
+    /// The keys that accepted it (in force before it; `None`: the host's `trusted_keys`), so
+    /// its own statement still verifies after a hand-over that removed its signer.
+    #[serde(default)]
+    pub accepted_by: Option<Vec<(String, String)>>,
 }
 
 /// The outcome of choosing a target.
@@ -629,6 +633,7 @@ pub fn select(
             .collect(),
         None => root_keys.to_vec(),
     };
+    let mut in_force: Option<Vec<(String, String)>> = anchor.and_then(|a| a.keys.clone());
     let mut floor = anchor.map(|a| a.sequence);
     let mut commits = source::commits_between(repo, anchor.map(|a| a.commit.as_str()), tip)?;
     commits.reverse();
@@ -687,7 +692,9 @@ pub fn select(
             keys: next_keys
                 .as_ref()
                 .map(|ks| ks.iter().map(|k| (k.name.clone(), k.to_base64())).collect()),
+            accepted_by: in_force.clone(),
         };
+        in_force = anchor.keys.clone();
         keys = next_keys.unwrap_or_else(|| root_keys.to_vec());
         selection.target = Some(Accepted {
             commit,
@@ -723,7 +730,7 @@ pub fn reverify_anchor(
         commit: anchor.commit.clone(),
     })?;
     let tree = source::commit_tree(repo, &anchor.commit)?;
-    let v = verify_note(
+    let v = match verify_note(
         &note,
         &anchor.commit,
         &tree,
@@ -731,7 +738,34 @@ pub fn reverify_anchor(
         &keys,
         threshold,
         now,
-    )?;
+    ) {
+        Ok(v) => v,
+        // The statement that was accepted, signed under the keys before the anchor (a
+        // hand-over signed by the outgoing key): it still holds under those keys.
+        Err(refusal @ (Refusal::UntrustedKey { .. } | Refusal::BelowThreshold { .. })) => {
+            let before: Vec<Key> = match &anchor.accepted_by {
+                Some(list) => list
+                    .iter()
+                    .filter_map(|(n, b)| parse_key(n, b).ok())
+                    .collect(),
+                None => root_keys.to_vec(),
+            };
+            match verify_note(
+                &note,
+                &anchor.commit,
+                &tree,
+                &anchor.fleet,
+                &before,
+                threshold,
+                now,
+            ) {
+                Ok(v) if v.statement.sequence == anchor.sequence => v,
+                Ok(_) => return Err(refusal.into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
     if v.statement.sequence < anchor.sequence {
         return Err(Refusal::Rollback {
             commit: anchor.commit.clone(),
@@ -825,6 +859,11 @@ pub fn load_secret_key(
     let boxed = minisign::SecretKeyBox::from_string(&text).map_err(|e| err(e.to_string()))?;
     match minisign::SecretKey::from_unencrypted_box(boxed.clone()) {
         Ok(sk) => Ok(sk),
+        // minisign says "Key might be encrypted" only when the key is; anything else is a
+        // corrupt key or not a secret key at all.
+        Err(e) if !e.to_string().contains("encrypted") => Err(err(format!(
+            "{e}; expected a minisign secret key (`.key` from `fleetctl keygen` or `minisign -G`)"
+        ))),
         Err(_) => match password {
             Some(pw) => minisign::SecretKey::from_box(boxed, Some(pw)).map_err(|e| err(e.to_string())),
             None => Err(err(
@@ -873,9 +912,26 @@ pub fn sign_commit(
             !opts.renew
                 && n.statement.commit == commit
                 && n.statement.tree == tree
+                && n.statement.fleet == spec.name.as_str()
                 && n.statement.expires > Utc::now()
         });
     let (mut note, appended) = match existing {
+        // A co-signer never vouches for a longer validity than it asked for itself.
+        Some(n) if n.statement.expires > opts.expires => {
+            return Err(SignError::Other {
+                context: format!(
+                    "co-signing the statement on {commit} (sequence {})",
+                    n.statement.sequence
+                ),
+                detail: format!(
+                    "it expires at {}, later than this signature would ({}); pass a longer --expires-in to vouch for that, or --renew for a new statement",
+                    n.statement
+                        .expires
+                        .to_rfc3339_opts(SecondsFormat::Secs, true),
+                    opts.expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            });
+        }
         Some(n) => {
             if n.signatures.iter().any(|s| sig_key_id(s) == my_id) {
                 return Err(SignError::AlreadySigned {
@@ -889,7 +945,15 @@ pub fn sign_commit(
         None => {
             let sequence = match opts.sequence {
                 Some(s) => s,
-                None => highest_sequence(repo)? + 1,
+                None => highest_sequence(repo)?
+                    .checked_add(1)
+                    .ok_or_else(|| SignError::Other {
+                        context: "choosing the sequence number".into(),
+                        detail: format!(
+                            "the notes already hold sequence {}; pass --sequence",
+                            u64::MAX
+                        ),
+                    })?,
             };
             let statement = Statement {
                 fleet: spec.name.to_string(),

@@ -339,7 +339,10 @@ fn cells(r: &PackageChange) -> (String, String) {
         Change::Repo => (repo(&r.old), repo(&r.new)),
         Change::Pinned => ("(unpinned)".into(), version(&r.new)),
         Change::Unpinned => (version(&r.old), "(unpinned)".into()),
-        _ => (version(&r.old), version(&r.new)),
+        // The version it gets, or had; the other side may list it as a locked dependency.
+        Change::Added => (String::new(), version(&r.new)),
+        Change::Removed => (version(&r.old), String::new()),
+        Change::Upgraded | Change::Downgraded => (version(&r.old), version(&r.new)),
     }
 }
 
@@ -496,7 +499,14 @@ fn text_rows(
         };
         let _ = writeln!(out, "    {:<fw$}  {value}", s.field);
     }
-    let cells: Vec<(String, String)> = rows.iter().map(cells).collect();
+    // A pool that becomes pinned or floating pins or unpins its whole lock: past a screenful,
+    // the dependencies among those rows are counted rather than listed.
+    let bulk =
+        |r: &&PackageChange| !r.explicit && matches!(r.change, Change::Pinned | Change::Unpinned);
+    let folded: Vec<&PackageChange> = rows.iter().filter(bulk).collect();
+    let fold = folded.len() > FOLD_AFTER;
+    let rows: Vec<&PackageChange> = rows.iter().filter(|r| !fold || !bulk(r)).collect();
+    let cells: Vec<(String, String)> = rows.iter().map(|r| cells(r)).collect();
     let nw = rows
         .iter()
         .map(|r| r.name.chars().count())
@@ -517,6 +527,19 @@ fn text_rows(
         }
         let _ = write!(line, "  {}", why(r));
         let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if fold {
+        for kind in [Change::Pinned, Change::Unpinned] {
+            let n = folded.iter().filter(|r| r.change == kind).count();
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} {n} locked dependencies {} (listed by --format markdown or json)",
+                    p.colour("~", AnsiColor::Magenta),
+                    kind.as_str()
+                );
+            }
+        }
     }
 }
 
@@ -883,6 +906,23 @@ mod tests {
         assert_eq!(
             out,
             "  ↑ linux     6.1-1      → 6.12-1  set base\n  + htop                   3.3-1   set base\n  ~ readline  (unpinned) → 8.2-1   dependency\n"
+        );
+        // A whole lock pinned at once: the dependencies are counted.
+        let mut rows = vec![row("bash", Change::Pinned, None, Some("5.2-1"), true)];
+        for i in 0..16 {
+            rows.push(row(
+                &format!("lib{i:02}"),
+                Change::Pinned,
+                None,
+                Some("1-1"),
+                false,
+            ));
+        }
+        let mut out = String::new();
+        text_rows(&mut out, &[], true, &rows, &Paint { on: false });
+        assert_eq!(
+            out,
+            "  ~ bash  (unpinned) → 5.2-1  set base\n  ~ 16 locked dependencies pinned (listed by --format markdown or json)\n"
         );
     }
 }

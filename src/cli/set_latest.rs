@@ -97,7 +97,7 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
         .generation
         .and_then(|n| fleet.generations.get(&(pool_name, n)))
         .map(|g| g.spec.clone());
-    let number = next_number(&wt.root, pool)?;
+    let number = next_number(&wt, pool)?;
     let prov = Provenance {
         pool: pool.to_owned(),
         number,
@@ -106,7 +106,10 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     };
     let generation =
         capture::build_generation(&prov, &found.installed, &found.sums(), previous.as_ref())?;
-    if let Some(p) = previous.as_ref().filter(|p| p.packages == generation.packages) {
+    if let Some(p) = previous
+        .as_ref()
+        .filter(|p| p.packages == generation.packages)
+    {
         bail!(
             "host {host} runs exactly generation {} of pool `{pool}` (same packages, versions and sha256): nothing to capture; upgrade it first (`pacman -Syu`), test it, then capture",
             p.number
@@ -153,12 +156,21 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     let summary = previous
         .as_ref()
         .map(|p| capture::compare(&p.packages, &generation.packages));
+    let with_sum = generation
+        .packages
+        .values()
+        .filter(|p| p.sha256.is_some())
+        .count();
+    let kept = with_sum.saturating_sub(found.sha256.len());
     println!(
-        "captured generation {number} of pool {pool} from {host}: {} packages, sha256 for {} ({} from the sync databases, {} from cached package files)",
+        "captured generation {number} of pool {pool} from {host}: {} packages, sha256 for {with_sum} ({} from the sync databases, {} from cached package files{})",
         generation.packages.len(),
-        found.sha256.len(),
         found.count(ShaSource::SyncDb),
-        found.count(ShaSource::Cache)
+        found.count(ShaSource::Cache),
+        match &previous {
+            Some(p) if kept > 0 => format!(", {kept} kept from generation {}", p.number),
+            _ => String::new(),
+        }
     );
     match (&summary, &previous) {
         (Some(s), Some(p)) => {
@@ -183,28 +195,39 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The next free generation number of `pool`: one more than the highest file under
-/// `generations/<pool>/` (so a rolled-back generation is never overwritten).
-fn next_number(root: &Path, pool: &str) -> anyhow::Result<u32> {
-    let dir = root.join("generations").join(pool);
+/// The next free generation number of `pool`: one more than the highest generation file under
+/// `generations/<pool>/` now or ever in the branch's history, so that a number is never reused
+/// for another lock (a rollback's revert deletes the captured file, hosts' records keep it).
+fn next_number(wt: &WorkTree, pool: &str) -> anyhow::Result<u32> {
+    let dir = format!("generations/{pool}/");
+    let number = |path: &str| {
+        let file = path.strip_prefix(&dir)?;
+        let stem = file
+            .strip_suffix(".yaml")
+            .or_else(|| file.strip_suffix(".yml"))?;
+        stem.parse::<u32>().ok()
+    };
     let mut highest = 0;
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Ok(entries) = std::fs::read_dir(wt.root.join(&dir)) {
         for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let stem = name
-                .strip_suffix(".yaml")
-                .or_else(|| name.strip_suffix(".yml"));
-            if let Some(n) = stem.and_then(|s| s.parse::<u32>().ok()) {
-                highest = highest.max(n);
-            }
+            let name = format!("{dir}{}", e.file_name().to_string_lossy());
+            highest = highest.max(number(&name).unwrap_or(0));
         }
     }
+    let history = wt.git(&[
+        "log",
+        "--format=",
+        "--name-only",
+        "--diff-filter=A",
+        "HEAD",
+        "--",
+        &dir,
+    ])?;
+    for path in history.lines() {
+        highest = highest.max(number(path.trim()).unwrap_or(0));
+    }
     highest.checked_add(1).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{} holds generation {highest}; no number is left",
-            dir.display()
-        )
+        anyhow::anyhow!("pool `{pool}` has had generation {highest}; no number is left")
     })
 }
 
@@ -426,6 +449,15 @@ pub(super) fn finish(
 ) -> anyhow::Result<()> {
     match key {
         Some(key) => {
+            let below = unsigned_below(wt, commit);
+            if !below.is_empty() {
+                eprintln!(
+                    "warning: signing {} also approves {} unsigned commit(s) under it, which hosts have not been allowed to apply yet: {}",
+                    short(commit),
+                    below.len(),
+                    below.join("; ")
+                );
+            }
             super::sign::run(SignArgs {
                 rev: commit.to_owned(),
                 key: key.to_owned(),
@@ -453,6 +485,37 @@ pub(super) fn finish(
         ),
     }
     Ok(())
+}
+
+/// The commits between `commit` and its newest signed ancestor (`%h %s` each, at most 10
+/// shown); empty when the parent is signed or no ancestor is.
+fn unsigned_below(wt: &WorkTree, commit: &str) -> Vec<String> {
+    let Ok(log) = wt.git(&[
+        "log",
+        "--format=%H %h %s",
+        "-n",
+        "200",
+        &format!("{commit}^"),
+    ]) else {
+        return Vec::new();
+    };
+    let mut unsigned = Vec::new();
+    for line in log.lines() {
+        let mut parts = line.splitn(2, ' ');
+        let (Some(id), Some(rest)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if matches!(source::read_note(&wt.root, id), Ok(Some(_))) {
+            let more = unsigned.len().saturating_sub(10);
+            unsigned.truncate(10);
+            if more > 0 {
+                unsigned.push(format!("and {more} more"));
+            }
+            return unsigned;
+        }
+        unsigned.push(rest.to_owned());
+    }
+    Vec::new()
 }
 
 /// The operator's fleet work tree, driven through the `git` command line.

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use super::StatusArgs;
 use crate::agent::AgentConfig;
-use crate::metrics;
+use crate::metrics::{self, MetricsError};
 use crate::reconcile::short;
-use crate::state::{AppliedState, PassOutcome, PassStatus, StateDir};
+use crate::state::{AppliedState, PassOutcome, PassStatus, StateDir, StateError};
 
 /// A signed state that expires within this many days is reported as stale ahead of time, so
 /// someone signs the fleet again before hosts start refusing it.
@@ -37,20 +37,6 @@ enum Class {
     Failed,
     Refused,
     Unknown,
-}
-
-impl Class {
-    fn as_str(self) -> &'static str {
-        match self {
-            Class::Converged => "converged",
-            Class::Pending => "pending",
-            Class::Drift => "drift",
-            Class::Stale => "stale",
-            Class::Failed => "failed",
-            Class::Refused => "refused",
-            Class::Unknown => "unknown",
-        }
-    }
 }
 
 /// Whether the target's signature statement still holds.
@@ -113,13 +99,14 @@ struct View {
 
 pub(super) fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;
-    let view = gather(&cfg, Utc::now());
+    let now = Utc::now();
+    let view = gather(&cfg, now);
     if args.json {
         super::output::json(&view)?;
     } else if args.waybar {
-        println!("{}", waybar(&view, Utc::now()));
+        println!("{}", waybar(&view, now));
     } else {
-        print!("{}", human(&view, Utc::now()));
+        print!("{}", human(&view, now));
     }
     Ok(0)
 }
@@ -128,6 +115,8 @@ pub(super) fn run(args: StatusArgs) -> anyhow::Result<u8> {
 /// always answers.
 fn gather(cfg: &AgentConfig, now: DateTime<Utc>) -> View {
     let mut problems = Vec::new();
+    // Whether state.json or status.json could not be read (counters.json only feeds `last ok`).
+    let mut unreadable = false;
     let mut applied: Option<AppliedState> = None;
     let mut status: Option<PassStatus> = None;
     let mut last_success = None;
@@ -135,39 +124,54 @@ fn gather(cfg: &AgentConfig, now: DateTime<Utc>) -> View {
     if cfg.state_dir.is_dir() {
         match StateDir::open(&cfg.state_dir) {
             Ok(state) => {
-                applied = state
-                    .load_applied()
-                    .map_err(|e| problems.push(problem(&e.to_string())))
-                    .ok()
-                    .flatten();
-                status = state
-                    .load_status()
-                    .map_err(|e| problems.push(problem(&e.to_string())))
-                    .ok()
-                    .flatten();
-                last_success = metrics::load_counters(&state)
-                    .map_err(|e| problems.push(problem(&e.to_string())))
-                    .ok()
-                    .and_then(|c| c.last_success);
+                let mut note = |e: &StateError| {
+                    unreadable = true;
+                    problems.push(problem(e));
+                };
+                applied = state.load_applied().map_err(|e| note(&e)).ok().flatten();
+                status = state.load_status().map_err(|e| note(&e)).ok().flatten();
+                last_success = match metrics::load_counters(&state) {
+                    Ok(c) => c.last_success,
+                    Err(MetricsError::State(e)) => {
+                        problems.push(problem(&e));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        None
+                    }
+                };
             }
-            Err(e) => problems.push(problem(&e.to_string())),
+            Err(e) => {
+                unreadable = true;
+                problems.push(problem(&e));
+            }
         }
     } else if cfg.state_dir.exists() {
+        unreadable = true;
         problems.push(format!(
             "{} is not a directory; it is this host's state_dir in {}",
             cfg.state_dir.display(),
             cfg.source.display()
         ));
     }
-    build(cfg, applied, status, last_success, problems, now)
+    build(
+        cfg,
+        applied,
+        status,
+        last_success,
+        (problems, unreadable),
+        now,
+    )
 }
 
 /// An unreadable state file, with the usual reason spelled out.
-fn problem(e: &str) -> String {
-    if e.contains("Permission denied") {
-        format!("{e} (the state directory is readable by root only: run as root)")
-    } else {
-        e.to_owned()
+fn problem(e: &StateError) -> String {
+    match e {
+        StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("{e} (the state directory is readable by root only: run as root)")
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -176,7 +180,7 @@ fn build(
     applied: Option<AppliedState>,
     status: Option<PassStatus>,
     last_success: Option<DateTime<Utc>>,
-    problems: Vec<String>,
+    (problems, unreadable): (Vec<String>, bool),
     now: DateTime<Utc>,
 ) -> View {
     let signed_until = status.as_ref().and_then(|s| s.signed_until);
@@ -190,7 +194,7 @@ fn build(
     let pending_changes = status.as_ref().map_or(0, |s| s.pending_changes);
     let drift = status.as_ref().map(|s| s.drift.clone()).unwrap_or_default();
     let class = match outcome {
-        _ if !problems.is_empty() => Class::Unknown,
+        _ if unreadable => Class::Unknown,
         None => Class::Unknown,
         Some(PassOutcome::Failed) => Class::Failed,
         Some(PassOutcome::Refused) => Class::Refused,
@@ -346,11 +350,11 @@ fn human(v: &View, now: DateTime<Utc>) -> String {
     lines.push(("host", pool_line));
     // The error has its own line; the state line stays short.
     let state = match (&v.last_pass, v.class) {
-        (Some(p), Class::Failed | Class::Refused) => format!(
-            "{} ({}), see error below",
-            v.class.as_str(),
+        (Some(p), Class::Failed) => format!(
+            "failed ({}), see error below",
             p.failure.as_deref().unwrap_or("unknown")
         ),
+        (Some(_), Class::Refused) => "refused by the trust rules, see error below".to_owned(),
         _ => v.summary.clone(),
     };
     lines.push(("state", state));
@@ -550,7 +554,7 @@ mod tests {
             None,
             Some(pass(PassOutcome::Applied)),
             None,
-            vec![],
+            (vec![], false),
             now,
         );
         assert_eq!((v.class, v.percentage), (Class::Converged, 100));
@@ -558,7 +562,7 @@ mod tests {
         let mut p = pass(PassOutcome::Pending);
         p.pending_changes = 3;
         p.next_window = Some("2027-01-01T00:00:00+00:00".to_owned());
-        let v = build(&cfg(), None, Some(p), None, vec![], now);
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
         assert_eq!((v.class, v.percentage), (Class::Pending, 70));
         assert!(
             v.summary.contains("3 changes pending until 2027-01-01"),
@@ -569,12 +573,12 @@ mod tests {
         let mut p = pass(PassOutcome::Pending);
         p.pending_changes = 20;
         p.drift = vec!["install x".to_owned()];
-        let v = build(&cfg(), None, Some(p), None, vec![], now);
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
         assert_eq!((v.class, v.percentage), (Class::Drift, 10));
         let mut p = pass(PassOutcome::Pending);
         p.pending_changes = 2;
         p.drift = vec!["install x".to_owned(), "remove y".to_owned()];
-        let v = build(&cfg(), None, Some(p), None, vec![], now);
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
         assert_eq!((v.class, v.percentage), (Class::Drift, 80));
 
         let soon = build(
@@ -582,7 +586,7 @@ mod tests {
             None,
             Some(pass(PassOutcome::Converged)),
             None,
-            vec![],
+            (vec![], false),
             t("2026-12-18T09:00:00Z"),
         );
         assert_eq!(
@@ -594,7 +598,7 @@ mod tests {
             None,
             Some(pass(PassOutcome::Converged)),
             None,
-            vec![],
+            (vec![], false),
             t("2026-12-21T09:00:00Z"),
         );
         assert_eq!(late.signature, Signature::Expired);
@@ -602,7 +606,7 @@ mod tests {
 
         let mut p = pass(PassOutcome::Failed);
         p.message = Some("cannot fetch <repo>\ndetail".to_owned());
-        let v = build(&cfg(), None, Some(p), None, vec![], now);
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
         assert_eq!((v.class, v.percentage), (Class::Failed, 0));
         assert_eq!(v.summary, "failed: cannot fetch <repo>");
         let line = waybar(&v, now);
@@ -611,7 +615,7 @@ mod tests {
             "{line}"
         );
 
-        let none = build(&cfg(), None, None, None, vec![], now);
+        let none = build(&cfg(), None, None, None, (vec![], false), now);
         assert_eq!(
             (none.class, none.summary.as_str()),
             (Class::Unknown, "no pass has run yet")

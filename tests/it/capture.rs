@@ -438,6 +438,21 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         err.contains("uncommitted changes (M pools/srv.yaml)"),
         "{err}"
     );
+
+    w.fleet.git(&["checkout", "-q", "--", "pools/srv.yaml"]);
+
+    // The next capture gets a fresh number: 2 was reverted (its file is gone) but hosts have
+    // applied it, so it is never reused. Without --key/--push the commit waits for review.
+    let (code, out, err) = w.set_latest("srv", &canary_cfg, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("captured generation 3 of pool srv"), "{out}");
+    assert!(
+        out.contains("not signed (no --key)") && out.contains("not pushed (no --push)"),
+        "{out}"
+    );
+    assert!(w.fleet.dir.join("generations/srv/3.yaml").exists());
+    assert!(!w.fleet.dir.join("generations/srv/2.yaml").exists());
+    assert_ne!(w.origin_ref("main"), w.fleet.head());
 }
 
 #[test]
@@ -525,5 +540,23 @@ fn rollback_to_an_older_generation_edits_the_pool_in_place() {
             .git(&["notes", "--ref=pacfleet", "list"])
             .contains(&fleet.head()),
         "unsigned"
+    );
+
+    // Signing a commit approves the unsigned ones under it: said on stderr.
+    fleet.commit_unsigned(
+        "draft: srv-09",
+        &[("hosts/srv-09.yaml", "kind: Host\nname: srv-09\n")],
+    );
+    let (code, out, err) = cmd(&["--to", "2", "--key", &key]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("also approves 2 unsigned commit(s)")
+            && err.contains("draft: srv-09")
+            && err.contains("Revert \"srv: to 2\""),
+        "{err}"
+    );
+    assert_eq!(
+        fleet.git(&["log", "-1", "--format=%s"]).trim(),
+        "srv: move forward to generation 2"
     );
 }

@@ -453,6 +453,52 @@ fn pool_and_host_filters() {
     );
 }
 
+#[test]
+fn pools_and_hosts_that_come_and_go() {
+    let h = history();
+    // Uncommitted: a new pool for databases (and db-01's manifest), the canary pool retired,
+    // the archive moved, a host's labels and packages edited, and build-servers paused.
+    let fleet = h
+        .read("fleet.yaml")
+        .replace("https://archive.archlinux.org", "file:///srv/archive");
+    let build = h.read("pools/build-servers.yaml") + "paused: true\n";
+    let ws07 = h
+        .read("hosts/ws-07.yaml")
+        .replace("room: lab-2", "room: lab-3")
+        .replace("exclude: [thunderbird]", "exclude: [thunderbird, kate]");
+    h.repo.write(&[
+        ("fleet.yaml", &fleet),
+        ("pools/build-servers.yaml", &build),
+        (
+            "pools/db.yaml",
+            "kind: Pool\nname: db\nlabels: {role: db}\npackage_sets: [base]\npackages: [postgresql]\nprune: true\nwindow: {cron: \"0 0 3 * * Sun\", duration: 2h}\n",
+        ),
+        (
+            "hosts/db-01.yaml",
+            "kind: Host\nname: db-01\nlabels: {role: db}\n",
+        ),
+        ("hosts/ws-07.yaml", &ws07),
+    ]);
+    fs::remove_file(h.repo.dir.join("pools/canary.yaml")).unwrap();
+    for (format, ext) in [("text", "txt"), ("markdown", "md"), ("json", "json")] {
+        let (code, out, err) = h.diff(&["--format", format]);
+        assert_eq!(code, 1, "{err}");
+        golden(&format!("09-come-and-go.{ext}"), &out);
+    }
+    let (_, out, _) = h.diff(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["to"], "work tree");
+    assert_eq!(v["to_commit"], serde_json::Value::Null);
+    assert_eq!(
+        v["summary"]["pools"],
+        serde_json::json!({"added": 1, "removed": 1, "changed": 1})
+    );
+    assert_eq!(
+        v["summary"]["hosts"],
+        serde_json::json!({"moved": 0, "joined": 1, "left": 1, "changed": 1})
+    );
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)

@@ -200,6 +200,18 @@ fn status_before_any_pass_and_with_a_bad_config() {
         .args(["status", "--json", "--waybar", "--config"])
         .arg(w.cfg()));
     assert_eq!(code, 2, "--json and --waybar conflict: {err}");
+
+    // A damaged state file: status still answers (exit 0), names it, and does not guess.
+    fs::write(w.host.state_dir.join("status.json"), "{ not json").unwrap();
+    let j = w.json();
+    assert_eq!(j["class"], "unknown", "{j}");
+    let problem = j["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("status.json") && problem.contains("corrupt"),
+        "{j}"
+    );
+    assert!(w.status(None).contains("problem    "));
+    assert_eq!(w.waybar()["text"], "unknown");
 }
 
 #[test]
@@ -417,22 +429,23 @@ fn drift_shows_in_status_waybar_and_metrics() {
     let w = world();
     let (code, out, err) = w.reconcile();
     assert_eq!(code, 0, "{out}\n{err}");
-    // Someone removes a dependency by hand; a dry run sees it as drift.
-    w.host.pacman_ok(&["-Rdd", "libfoo"]);
+    // Someone changes an install reason by hand; a dry run sees it as drift.
+    w.host.pacman_ok(&["-D", "--asdeps", "app"]);
     let (code, out, err) = run(fleetctl()
         .args(["reconcile", "--dry-run", "--config"])
         .arg(w.cfg()));
     assert_eq!(code, 0, "{out}\n{err}");
     let j = w.json();
     assert_eq!(j["class"], "drift", "{j}");
-    assert_eq!(j["drift"][0], "install app", "{j}");
+    assert_eq!(j["drift"], serde_json::json!(["mark-explicit app"]), "{j}");
+    assert_eq!(j["pending_changes"], 1, "{j}");
     assert_eq!(
-        j["percentage"], 80,
-        "one pending change and one drifted package: {j}"
+        j["percentage"], 90,
+        "drift is the pending change, counted once: {j}"
     );
     let out = w.status(None);
     assert!(
-        out.contains("1 package changed outside pacfleet: install libfoo"),
+        out.contains("1 package changed outside pacfleet: mark-explicit app"),
         "{out}"
     );
     let wb = w.waybar();
