@@ -63,6 +63,9 @@ pub struct Intent {
     /// Packages pacfleet installed that are no longer desired (kept: prune is off, or
     /// something still needs them), recorded as explicit.
     pub mark_dependency: Vec<String>,
+    /// With prune on: packages pacfleet installed that nothing desires but something
+    /// installed still needs; `system::prepare` removes those the transaction orphans.
+    pub kept: Vec<String>,
 }
 
 impl Intent {
@@ -144,7 +147,12 @@ pub fn intent(
     for name in &candidates {
         if removable.contains(name) {
             out.remove.push((*name).to_owned());
-        } else if installed
+            continue;
+        }
+        if resolved.prune {
+            out.kept.push((*name).to_owned());
+        }
+        if installed
             .get(*name)
             .is_some_and(|h| h.reason == Reason::Explicit)
         {

@@ -374,9 +374,10 @@ impl System {
         resolved: &Resolved,
     ) -> Result<Changeset, SystemError> {
         let mut targets = intent.targets.clone();
-        for _round in 0..4 {
+        let mut remove = intent.remove.clone();
+        for _round in 0..6 {
             self.init_transaction()?;
-            let result = self.try_prepare(intent, &targets, resolved);
+            let result = self.try_prepare(intent, &targets, &remove, resolved);
             let extra = match result {
                 Ok(extra) => extra,
                 Err(e) => {
@@ -384,16 +385,77 @@ impl System {
                     return Err(e);
                 }
             };
-            if extra.is_empty() {
+            if !extra.is_empty() {
+                self.release();
+                targets.extend(extra);
+                continue;
+            }
+            // Packages kept only because something installed needed them may be orphaned by
+            // this very transaction (an upgrade or downgrade drops a dependency): remove them
+            // now rather than on the next pass.
+            let orphaned = if resolved.prune {
+                self.orphaned(&intent.kept)
+            } else {
+                Vec::new()
+            };
+            if orphaned.is_empty() {
                 return Ok(self.changeset(intent, &targets, resolved));
             }
             self.release();
-            targets.extend(extra);
+            remove.extend(orphaned);
         }
         self.release();
         Err(SystemError::Prepare {
-            detail: "pinned dependencies did not settle after 4 rounds".into(),
+            detail: "pinned dependencies and removals did not settle after 6 rounds".into(),
         })
+    }
+
+    /// Of `kept` (pacfleet-installed, undesired, still needed before this transaction), those
+    /// nothing needs once the prepared transaction is done.
+    fn orphaned(&self, kept: &[String]) -> Vec<String> {
+        let local = self.alpm.localdb();
+        let added: BTreeSet<&str> = self.alpm.trans_add().iter().map(|p| p.name()).collect();
+        let removed: BTreeSet<&str> = self.alpm.trans_remove().iter().map(|p| p.name()).collect();
+        let mut gone: BTreeSet<&str> = kept
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !removed.contains(k) && local.pkg(*k).is_ok())
+            .collect();
+        let satisfies = |name: &str, dep: &alpm::Dep| {
+            dep.name() == name
+                || local
+                    .pkg(name)
+                    .is_ok_and(|p| p.provides().iter().any(|pr| pr.name() == dep.name()))
+        };
+        loop {
+            let staying: Vec<&alpm::Package> = self
+                .alpm
+                .trans_add()
+                .iter()
+                .chain(
+                    local
+                        .pkgs()
+                        .iter()
+                        .filter(|p| !added.contains(p.name()) && !removed.contains(p.name())),
+                )
+                .filter(|p| !gone.contains(p.name()))
+                .collect();
+            let needed: Vec<&str> = gone
+                .iter()
+                .copied()
+                .filter(|k| {
+                    staying
+                        .iter()
+                        .any(|p| p.depends().iter().any(|d| satisfies(k, d)))
+                })
+                .collect();
+            if needed.is_empty() {
+                return gone.into_iter().map(str::to_owned).collect();
+            }
+            for n in needed {
+                gone.remove(n);
+            }
+        }
     }
 
     fn init_transaction(&mut self) -> Result<(), SystemError> {
@@ -426,14 +488,14 @@ impl System {
         &mut self,
         intent: &Intent,
         targets: &[Target],
+        remove: &[String],
         resolved: &Resolved,
     ) -> Result<Vec<Target>, SystemError> {
         if intent.sysupgrade {
             // A package about to be removed must not be upgraded in the same transaction:
             // libalpm would remove the old version and then install the new one. Hold it
             // back from the upgrade (only for this call; the host's IgnorePkg is kept).
-            let held: Vec<String> = intent
-                .remove
+            let held: Vec<String> = remove
                 .iter()
                 .filter(|n| !self.alpm.ignorepkgs().iter().any(|i| i == n.as_str()))
                 .cloned()
@@ -452,7 +514,7 @@ impl System {
         for t in targets {
             self.add_target(t, resolved)?;
         }
-        for name in &intent.remove {
+        for name in remove {
             let pkg = self
                 .alpm
                 .localdb()

@@ -381,3 +381,25 @@ fn validate_reports_every_problem_with_locations() {
     assert_eq!(code, 0);
     assert!(out.contains("not in the fleet"), "{out}");
 }
+
+#[test]
+fn a_dependency_dropped_by_an_upgrade_is_pruned_in_the_same_pass() {
+    let mut w = world();
+    let (host, cfg) = w.host("ws-01");
+    w.repo.add(&[
+        SynthPackage::new("tool", "1.0-1").depends("libold"),
+        SynthPackage::new("libold", "1.0-1"),
+    ]);
+    assert_eq!(reconcile(&cfg).0, 0);
+    assert!(host.installed().contains_key("libold"));
+    // The repository's new tool no longer needs libold: one pass upgrades and prunes.
+    w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        host.installed().get("tool").map(String::as_str),
+        Some("1.1-1")
+    );
+    assert!(!host.installed().contains_key("libold"), "{out}");
+    assert!(out.contains("remove") && out.contains("libold"), "{out}");
+}
