@@ -656,6 +656,7 @@ mod tests {
                 Reason::Dependency
             },
             required_by: Vec::new(),
+            missing: Vec::new(),
         }
     }
 

@@ -45,7 +45,7 @@ pub const OUTCOMES: &[&str] = &["converged", "applied", "pending", "failed", "re
 /// at 0 until they happen. A reason not listed here is still counted once it occurs.
 pub const REASONS: &[&str] = &[
     "fetch", "read", "invalid", "resolve", "system", "locked", "apply", "state", "config",
-    "refused",
+    "refused", "stopped",
 ];
 
 /// Counters kept across passes in `state_dir/counters.json`.
@@ -349,7 +349,7 @@ pub fn render(
         );
         x.gauge(
             "pacfleet_applied_timestamp_seconds",
-            "When this host last applied (or confirmed) its fleet state, in seconds since the epoch.",
+            "When this host applied the fleet state it runs, in seconds since the epoch.",
             seconds(a.applied_at),
         );
     }

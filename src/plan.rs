@@ -32,6 +32,9 @@ pub struct Installed {
     pub reason: Reason,
     /// Installed packages that depend on this one.
     pub required_by: Vec<String>,
+    /// Its dependencies that nothing installed satisfies (removed by hand with `-Rdd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// A package to ask libalpm for.
@@ -131,6 +134,25 @@ pub fn intent(
                 });
             }
         }
+    }
+
+    // Broken dependencies of installed packages are installed again (as dependencies).
+    let mut broken: BTreeSet<&str> = installed
+        .values()
+        .flat_map(|p| p.missing.iter().map(String::as_str))
+        .collect();
+    for t in &out.targets {
+        broken.remove(t.name.as_str());
+    }
+    for name in broken {
+        let pin = resolved.pins.get(name);
+        out.targets.push(Target {
+            name: name.to_owned(),
+            version: pin.map(|p| p.version.clone()),
+            repo: None,
+            sha256: pin.and_then(|p| p.sha256.clone()),
+            explicit: false,
+        });
     }
 
     // No longer desired: only what pacfleet installed, and only when nothing kept needs it.
@@ -384,6 +406,7 @@ mod tests {
                         version: v.to_string(),
                         reason: *r,
                         required_by,
+                        missing: Vec::new(),
                     },
                 )
             })
@@ -492,6 +515,20 @@ mod tests {
             !i.remove.contains(&"byhand".to_string()),
             "hand-installed packages are never touched"
         );
+    }
+
+    #[test]
+    fn broken_dependencies_become_targets() {
+        let r = resolved(&["a"], &[("a", "1-1"), ("lib", "2-1")], false);
+        let mut have = have(&[("a", "1-1", E, &[])]);
+        have.get_mut("a").unwrap().missing = vec!["lib".into()];
+        let i = intent(&r, &have, &inv(&[]));
+        let t: Vec<(&str, Option<&str>, bool)> = i
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.version.as_deref(), t.explicit))
+            .collect();
+        assert_eq!(t, [("lib", Some("2-1"), false)]);
     }
 
     #[test]

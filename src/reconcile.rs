@@ -22,6 +22,10 @@ use crate::system::{HostPaths, Mode, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
 use crate::window::{self, Gate};
 
+/// Set when a stop signal reaches `fleetctl reconcile`: a pass that has not begun its
+/// transaction stops before it; a transaction that has begun always finishes.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What kind of pass to run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassOptions {
@@ -172,6 +176,9 @@ pub enum PassError {
         /// The agent.yaml.
         config: String,
     },
+    /// A stop signal came before the transaction began.
+    #[error("stopped by a signal before the transaction began; nothing was changed")]
+    Stopped,
     /// The anchor file could not be read or written.
     #[error("cannot {action} {path}: {detail}")]
     Anchor {
@@ -206,6 +213,7 @@ impl PassError {
             PassError::Apply(_) => "apply",
             PassError::Refused(_) => "refused",
             PassError::Key(_) | PassError::NoTrustedKeys { .. } => "config",
+            PassError::Stopped => "stopped",
         }
     }
 
@@ -591,6 +599,10 @@ fn pass(
         let intent = plan::intent(&resolved, &sys.installed(), &inventory);
         report.changeset = sys.prepare(&intent, &resolved)?;
         if !report.changeset.is_empty() {
+            if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                sys.release();
+                return Err(PassError::Stopped);
+            }
             tracing::info!("applying: {}", report.changeset.summary());
             let applied = apply::commit(&mut sys, &report.changeset);
             let entry = |outcome, error: Option<String>| HistoryEntry {

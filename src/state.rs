@@ -1,6 +1,7 @@
 //! What a host remembers between passes, written so nothing is lost.
 //!
-//! Everything lives in the agent's `state_dir` (default `/var/lib/pacfleet`, created 0700):
+//! Everything lives in the agent's `state_dir` (default `/var/lib/pacfleet`, created 0711; its files are written 0644 — they hold nothing secret — so a desktop user's
+//! `fleetctl status --waybar` can read them by name):
 //!
 //! | file | content | written |
 //! |---|---|---|
@@ -228,6 +229,12 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> S
 /// in the same directory is written and fsynced, renamed over `path`, and the directory fsynced.
 /// The file is created mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file's permission bits set to `mode` before it replaces `path`.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -242,6 +249,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .tempfile_in(dir)
         .map_err(io_err("create a temporary file in", dir))?;
     tmp.write_all(bytes)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(io_err("write", tmp.path()))?;
     tmp.persist(path)
@@ -313,7 +324,8 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Open `path`, creating it (mode 0700) if it does not exist.
+    /// Open `path`, creating it (mode 0711: others may read `status.json` by name, not list
+    /// the directory) if it does not exist.
     pub fn open(path: impl AsRef<Path>) -> Result<StateDir, StateError> {
         let path = path.as_ref().to_path_buf();
         match std::fs::metadata(&path) {
@@ -322,7 +334,7 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o700)
+                    .mode(0o711)
                     .create(&path)
                     .map_err(io_err("create state directory", &path))?;
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -418,7 +430,7 @@ impl StateDir {
             .read(true)
             .append(true)
             .create(true)
-            .mode(0o600)
+            .mode(0o644)
             .open(&path)
             .map_err(io_err("open", &path))?;
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
@@ -578,13 +590,13 @@ mod tests {
     }
 
     #[test]
-    fn missing_state_dir_is_created_0700() {
+    fn missing_state_dir_is_created_0711() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a/b/pacfleet");
         let s = StateDir::open(&p).unwrap();
         assert_eq!(s.path(), p);
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(mode & 0o777, 0o711);
         // Opening again is fine.
         StateDir::open(&p).unwrap();
         // A file in the way is an error.

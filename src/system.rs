@@ -303,6 +303,25 @@ impl System {
 
     /// Every installed package as plain data.
     pub fn installed(&self) -> BTreeMap<String, Installed> {
+        // Dependencies of installed packages that nothing installed satisfies (someone ran
+        // `pacman -Rdd`): planning installs them again. Same check as `pacman -Dk`.
+        let local: Vec<&alpm::Pkg> = self.alpm.localdb().pkgs().iter().map(|p| &**p).collect();
+        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in self
+            .alpm
+            .check_deps(
+                local.iter().copied(),
+                std::iter::empty::<&alpm::Pkg>(),
+                local.iter().copied(),
+                false,
+            )
+            .iter()
+        {
+            missing
+                .entry(m.target().to_owned())
+                .or_default()
+                .push(m.depend().name().to_owned());
+        }
         self.alpm
             .localdb()
             .pkgs()
@@ -316,6 +335,7 @@ impl System {
                     version: p.version().to_string(),
                     reason,
                     required_by: p.required_by().into_iter().collect(),
+                    missing: missing.remove(p.name()).unwrap_or_default(),
                 };
                 (p.name().to_owned(), inst)
             })
@@ -388,6 +408,22 @@ impl System {
             if !extra.is_empty() {
                 self.release();
                 targets.extend(extra);
+                continue;
+            }
+            // A removal the transaction installs again (a desired package still needs it) is
+            // churn: keep it instead.
+            let readded: Vec<String> = {
+                let added: BTreeSet<&str> =
+                    self.alpm.trans_add().iter().map(|p| p.name()).collect();
+                remove
+                    .iter()
+                    .filter(|r| added.contains(r.as_str()))
+                    .cloned()
+                    .collect()
+            };
+            if !readded.is_empty() {
+                self.release();
+                remove.retain(|r| !readded.contains(r));
                 continue;
             }
             // Packages kept only because something installed needed them may be orphaned by

@@ -249,7 +249,8 @@ async fn pass(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, reconc
     }
 }
 
-/// Adds the drift to status.json so `status`, waybar and metrics show it.
+/// Adds the drift to status.json (and the metrics textfile) so `status`, waybar and
+/// Prometheus show it.
 fn record_drift(cfg: &AgentConfig, drift: &[String]) {
     let Ok(state) = StateDir::open(&cfg.state_dir) else {
         return;
@@ -259,6 +260,11 @@ fn record_drift(cfg: &AgentConfig, drift: &[String]) {
             status.drift = drift.to_vec();
             if let Err(e) = state.save_status(&status) {
                 tracing::error!("cannot record drift: {e}");
+            }
+            if let Some(textfile) = &cfg.textfile
+                && let Err(e) = crate::metrics::refresh_textfile(&state, textfile)
+            {
+                tracing::error!("cannot refresh {}: {e}", textfile.display());
             }
         }
         Ok(None) => {}

@@ -7,6 +7,15 @@ use crate::reconcile::{self, PassOptions};
 
 pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;
+    // systemd stops the unit with SIGTERM; a pass stops before its transaction, never inside.
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal, || {
+                reconcile::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        }?;
+    }
     let opts = PassOptions {
         apply: true,
         dry_run: args.dry_run,

@@ -403,3 +403,28 @@ fn a_dependency_dropped_by_an_upgrade_is_pruned_in_the_same_pass() {
     assert!(!host.installed().contains_key("libold"), "{out}");
     assert!(out.contains("remove") && out.contains("libold"), "{out}");
 }
+
+#[test]
+fn broken_dependencies_are_repaired_without_churn() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    assert_eq!(reconcile(&cfg).0, 0);
+
+    // A dependency removed by hand with -Rdd: the host is broken; a pass installs it again.
+    host.pacman_ok(&["-Rdd", "libfoo"]);
+    let (code, out, _) = plan(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("install") && out.contains("libfoo"), "{out}");
+    assert_eq!(reconcile(&cfg).0, 0);
+    assert!(host.installed().contains_key("libfoo"));
+    assert!(host.dependencies().contains("libfoo"));
+
+    // A desired package removed by hand with -Rdd: reinstalled, and its dependency (which
+    // pacfleet installed and which is no longer required) is kept, not removed and reinstalled.
+    host.pacman_ok(&["-Rdd", "app"]);
+    let (code, out, _) = plan(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("app") && !out.contains("remove"), "{out}");
+    assert_eq!(reconcile(&cfg).0, 0);
+    assert_eq!(plan(&cfg).0, 0);
+}
