@@ -484,6 +484,7 @@ mod tests {
             waiting_for_signature: 0,
             duration_ms: 1234,
             failure: failure.map(str::to_owned),
+            last_success: None,
         }
     }
 

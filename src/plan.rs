@@ -181,6 +181,9 @@ pub fn intent(
             out.mark_dependency.push((*name).to_owned());
         }
     }
+    // A package that goes is not first moved to its pinned version: one transaction must not
+    // both install and remove it.
+    out.targets.retain(|t| !out.remove.contains(&t.name));
     out
 }
 

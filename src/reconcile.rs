@@ -17,6 +17,7 @@ use crate::resolve::{self, ResolveError};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
 use crate::state::{
     AppliedState, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir, StateError,
+    TransactionMarker,
 };
 use crate::system::{HostPaths, Mode, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
@@ -179,6 +180,27 @@ pub enum PassError {
     /// A stop signal came before the transaction began.
     #[error("stopped by a signal before the transaction began; nothing was changed")]
     Stopped,
+    /// `transaction.json` names a process that is still running.
+    #[error(
+        "{marker} records a package transaction by fleetctl pid {pid}, which is still running; wait for it to finish (pacfleet recovers only transactions whose process is provably gone)"
+    )]
+    TransactionRunning {
+        /// The marker file.
+        marker: String,
+        /// The live process.
+        pid: u32,
+    },
+    /// The local database has entries a transaction left half-written, and no marker of ours
+    /// says which transaction: pacfleet will not guess.
+    #[error(
+        "the package database {dbpath} has incomplete entries ({entries}): a package transaction was interrupted and pacfleet has no record of starting it (no transaction.json), so it will not repair it. Check with `pacman -Dk`, reinstall those packages by hand (pacman -S --overwrite for their files) or remove the entries, then retry"
+    )]
+    IncompleteDatabase {
+        /// The local database directory.
+        dbpath: String,
+        /// The incomplete entries (`name-version`).
+        entries: String,
+    },
     /// The anchor file could not be read or written.
     #[error("cannot {action} {path}: {detail}")]
     Anchor {
@@ -208,7 +230,9 @@ impl PassError {
             PassError::Read(_) => "read",
             PassError::Invalid { .. } => "invalid",
             PassError::Resolve(_) | PassError::Window(_) => "resolve",
-            PassError::System(SystemError::Locked { .. }) => "locked",
+            PassError::System(SystemError::Locked { .. })
+            | PassError::TransactionRunning { .. } => "locked",
+            PassError::IncompleteDatabase { .. } => "system",
             PassError::System(_) => "system",
             PassError::Apply(_) => "apply",
             PassError::Refused(_) => "refused",
@@ -250,9 +274,20 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         None
     };
     let mut target_commit = None;
+    // Read before the pass: a damaged status.json only loses this, and is replaced.
+    let last_success = state
+        .load_status()
+        .ok()
+        .flatten()
+        .and_then(|s| s.last_success);
     let result = pass(cfg, opts, &state, start, &mut target_commit);
     if opts.apply {
-        let status = pass_status(&result, target_commit.clone(), start.elapsed());
+        let status = pass_status(
+            &result,
+            target_commit.clone(),
+            start.elapsed(),
+            last_success,
+        );
         if let Err(e) = state.save_status(&status) {
             tracing::error!("cannot record the pass status: {e}");
         }
@@ -293,6 +328,7 @@ fn pass_status(
     result: &Result<PassReport, PassError>,
     target_commit: Option<String>,
     took: Duration,
+    last_success: Option<chrono::DateTime<chrono::Utc>>,
 ) -> PassStatus {
     let mut status = PassStatus {
         at: chrono::Utc::now(),
@@ -306,6 +342,7 @@ fn pass_status(
         waiting_for_signature: 0,
         duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
         failure: None,
+        last_success,
     };
     match result {
         Err(e) => {
@@ -343,6 +380,17 @@ fn pass_status(
                 status.failure = Some("refused".to_owned());
             }
         }
+    }
+    if matches!(
+        status.outcome,
+        PassOutcome::Converged | PassOutcome::Applied | PassOutcome::Pending
+    ) {
+        status.last_success = Some(status.at);
+    } else if let (Some(t), Some(m)) = (status.last_success, status.message.as_mut()) {
+        m.push_str(&format!(
+            "; last successful pass at {}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        ));
     }
     status
 }
@@ -489,6 +537,156 @@ fn verify(
     })
 }
 
+/// What a pass found of an earlier pass that died in its transaction.
+struct Interrupted {
+    marker: TransactionMarker,
+    /// Packages the dead transaction was installing that are not (completely) installed now:
+    /// asked for again, with their files allowed to be overwritten.
+    unfinished: Vec<(String, String, Option<PathBuf>)>,
+    /// What the recovery did, for the log and the history.
+    actions: Vec<String>,
+}
+
+/// Local database entries missing `desc` or `files` (`name-version`): what an interrupted
+/// transaction leaves, and what `pacman -Dk` reports.
+fn incomplete_entries(dbpath: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dbpath.join("local")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter(|e| !e.path().join("desc").is_file() || !e.path().join("files").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn incomplete_database(cfg: &AgentConfig, entries: &[String]) -> PassError {
+    PassError::IncompleteDatabase {
+        dbpath: cfg.dbpath.join("local").display().to_string(),
+        entries: entries.join(", "),
+    }
+}
+
+fn io_error(context: &'static str, path: &std::path::Path, source: std::io::Error) -> PassError {
+    PassError::System(SystemError::Io {
+        context,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Finds `transaction.json` left by a pass that died during its transaction and, if that
+/// process is provably gone, undoes what it left: pacman's lock, when it is the very file that
+/// process held, and the half-written database entries of the packages it was installing.
+/// Leaves everything (the marker too) while pacman's lock is someone else's.
+fn recover_interrupted(
+    cfg: &AgentConfig,
+    state: &StateDir,
+) -> Result<Option<Interrupted>, PassError> {
+    let Some(marker) = state.load_transaction()? else {
+        return Ok(None);
+    };
+    if crate::state::process_alive(marker.pid, marker.start_time, &marker.boot_id) {
+        return Err(PassError::TransactionRunning {
+            marker: state.transaction_path().display().to_string(),
+            pid: marker.pid,
+        });
+    }
+    let mut actions = Vec::new();
+    let lock = cfg.dbpath.join("db.lck");
+    match std::fs::metadata(&lock) {
+        Ok(m) if crate::state::lock_identity(&m) != marker.lock_id => {
+            // Not the lock the dead pass held: someone else's. Wait for it as usual.
+            tracing::warn!(
+                "{} records an interrupted transaction, but {} is not the lock that pass held; leaving it alone",
+                state.transaction_path().display(),
+                lock.display()
+            );
+            return Ok(None);
+        }
+        Ok(_) => {
+            std::fs::remove_file(&lock)
+                .map_err(|e| io_error("cannot remove the stale lock", &lock, e))?;
+            actions.push(format!("removed the stale lock {}", lock.display()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("cannot inspect", &lock, e)),
+    }
+    let mut unfinished = Vec::new();
+    for c in &marker.changes {
+        if !matches!(
+            c.action,
+            Action::Install | Action::Upgrade | Action::Downgrade | Action::Reinstall
+        ) {
+            continue;
+        }
+        let Some(version) = &c.new else { continue };
+        let entry = cfg
+            .dbpath
+            .join("local")
+            .join(format!("{}-{version}", c.name));
+        let complete = entry.join("desc").is_file() && entry.join("files").is_file();
+        if entry.is_dir() && !complete {
+            std::fs::remove_dir_all(&entry)
+                .map_err(|e| io_error("cannot remove the incomplete entry", &entry, e))?;
+            actions.push(format!(
+                "removed the incomplete database entry {}-{version}",
+                c.name
+            ));
+        }
+        if !complete {
+            let file = c
+                .source
+                .as_deref()
+                .filter(|s| !s.starts_with("repo "))
+                .map(PathBuf::from);
+            unfinished.push((c.name.clone(), version.clone(), file));
+        }
+    }
+    let message = format!(
+        "fleetctl pid {} was interrupted during the package transaction it started at {} (commit {}){}",
+        marker.pid,
+        marker
+            .started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        short(&marker.commit),
+        if actions.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", actions.join("; "))
+        }
+    );
+    tracing::warn!("{message}; finishing its work now");
+    actions.insert(0, message);
+    Ok(Some(Interrupted {
+        marker,
+        unfinished,
+        actions,
+    }))
+}
+
+/// The history entry of the dead pass.
+fn interrupted_entry(i: &Interrupted) -> HistoryEntry {
+    HistoryEntry {
+        at: chrono::Utc::now(),
+        commit: i.marker.commit.clone(),
+        signer: None,
+        pool: i.marker.pool.clone(),
+        generation: i.marker.generation,
+        changes: i.marker.changes.clone(),
+        outcome: HistoryOutcome::Interrupted,
+        error: Some(format!(
+            "interrupted: {}; recovered by fleetctl pid {}",
+            i.actions.join("; "),
+            std::process::id()
+        )),
+        duration_ms: 0,
+    }
+}
+
 fn pass(
     cfg: &AgentConfig,
     opts: PassOptions,
@@ -584,26 +782,103 @@ fn pass(
     };
 
     // 6. Plan against the real system; apply if allowed.
-    let inventory = state.load_inventory()?;
+    let mut inventory = state.load_inventory()?;
     let paths = host_paths(cfg);
     if hold.is_some() {
+        // A transaction pacfleet recorded is recovered by the next reconcile; anything else
+        // half-written is reported, never called converged.
+        let broken = incomplete_entries(&cfg.dbpath);
+        if !broken.is_empty() && state.load_transaction()?.is_none() {
+            return Err(incomplete_database(cfg, &broken));
+        }
         let mut sys = System::open(&paths, Mode::Plan)?;
         sys.refresh()?;
         let intent = plan::intent(&resolved, &sys.installed(), &inventory);
         report.changeset = sys.prepare(&intent, &resolved)?;
         sys.release();
     } else {
+        let interrupted = recover_interrupted(cfg, state)?;
+        let broken = incomplete_entries(&cfg.dbpath);
+        if !broken.is_empty() {
+            return Err(incomplete_database(cfg, &broken));
+        }
         let mut sys = System::open(&paths, Mode::Apply)?;
         apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
         sys.refresh()?;
-        let intent = plan::intent(&resolved, &sys.installed(), &inventory);
+        let installed = sys.installed();
+        let mut intent = plan::intent(&resolved, &installed, &inventory);
+        if let Some(i) = &interrupted {
+            // What the dead pass installed is pacfleet's; what it was installing is asked for
+            // again, its half-extracted files allowed to be replaced.
+            for c in &i.marker.changes {
+                match c.action {
+                    Action::Install => {
+                        inventory.insert(c.name.clone());
+                    }
+                    Action::Remove if !installed.contains_key(&c.name) => {
+                        inventory.remove(&c.name);
+                    }
+                    _ => {}
+                }
+            }
+            for (name, _, _) in &i.unfinished {
+                if !installed.contains_key(name) && !intent.targets.iter().any(|t| &t.name == name)
+                {
+                    let pin = resolved.pins.get(name);
+                    intent.targets.push(plan::Target {
+                        name: name.clone(),
+                        version: pin.map(|p| p.version.clone()),
+                        repo: None,
+                        sha256: pin.and_then(|p| p.sha256.clone()),
+                        explicit: resolved.explicit.contains_key(name),
+                    });
+                }
+            }
+            let allowed = sys.allow_overwrite(&i.unfinished)?;
+            if !allowed.is_empty() {
+                tracing::info!(
+                    "files the interrupted transaction left may be overwritten: {}",
+                    allowed.join(", ")
+                );
+            }
+        }
         report.changeset = sys.prepare(&intent, &resolved)?;
+        if let Some(i) = &interrupted {
+            state.append_history(&interrupted_entry(i))?;
+        }
         if !report.changeset.is_empty() {
             if STOP.load(std::sync::atomic::Ordering::SeqCst) {
                 sys.release();
                 return Err(PassError::Stopped);
             }
             tracing::info!("applying: {}", report.changeset.summary());
+            // Before the commit, under pacman's lock: who is committing what, under which lock.
+            // A pass that cannot write this stops here, before any package changes.
+            let lock = sys.lockfile();
+            let lock_id = match std::fs::metadata(&lock) {
+                Ok(m) => crate::state::lock_identity(&m),
+                Err(e) => {
+                    sys.release();
+                    return Err(io_error("cannot inspect", &lock, e));
+                }
+            };
+            let (pid, start_time, boot_id) = crate::state::this_process();
+            let marker = TransactionMarker {
+                pid,
+                start_time,
+                boot_id,
+                lockfile: lock,
+                lock_id,
+                commit: commit.clone(),
+                pool: resolved.pool.clone(),
+                generation: resolved.generation,
+                started_at: chrono::Utc::now(),
+                changes: report.changeset.changes.clone(),
+            };
+            if let Err(e) = state.begin_transaction(&marker) {
+                sys.release();
+                return Err(e.into());
+            }
             let applied = apply::commit(&mut sys, &report.changeset);
             let entry = |outcome, error: Option<String>| HistoryEntry {
                 at: chrono::Utc::now(),
@@ -623,18 +898,21 @@ fn pass(
                 }
                 Err(e) => {
                     state.append_history(&entry(HistoryOutcome::Failed, Some(e.to_string())))?;
+                    state.end_transaction()?;
                     return Err(e.into());
                 }
             }
         } else {
             sys.release();
         }
+        let recovered = interrupted.is_some();
         let inventory = next_inventory(&inventory, &report.changeset);
         // Record only what changed: a converged pass on the state already recorded (a newer
         // commit refused, or unsigned commits waiting) leaves state.json and the anchor as
         // they are, so `applied_at` stays the time it was applied.
         let previous = state.load_applied()?;
         let unchanged = report.changeset.is_empty()
+            && !recovered
             && previous.as_ref().is_some_and(|p| {
                 p.commit == commit
                     && p.sequence == trusted.anchor.sequence
@@ -659,6 +937,10 @@ fn pass(
             };
             state.record_applied(&applied, &inventory)?;
             write_anchor(cfg, &trusted.anchor)?;
+        }
+        // The outcome is recorded: the transaction (this pass's, or the dead one's) is over.
+        if !report.changeset.is_empty() || recovered {
+            state.end_transaction()?;
         }
     }
     if settled && !report.changeset.is_empty() {

@@ -10,6 +10,7 @@
 //! | `status.json` | [`PassStatus`]: the outcome of the last pass, applied or not | atomically, after every pass |
 //! | `history.jsonl` | [`HistoryEntry`] per pass that changed or tried to change something | appended, one line, fsynced |
 //! | `pass.lock` | flock held by the running pass; contains its pid | [`StateDir::lock_pass`] |
+//! | `transaction.json` | [`TransactionMarker`]: the transaction being committed, by which process, under which lock | before a commit; removed once its outcome is recorded |
 //!
 //! Every whole-file write goes through [`write_atomic`] (temp file in the same directory, fsync,
 //! rename, fsync the directory), so a crash leaves either the old or the new file, never a mix.
@@ -41,6 +42,7 @@ pub const INVENTORY_FILE: &str = "inventory.json";
 pub const STATUS_FILE: &str = "status.json";
 pub const HISTORY_FILE: &str = "history.jsonl";
 pub const LOCK_FILE: &str = "pass.lock";
+pub const TRANSACTION_FILE: &str = "transaction.json";
 
 const WHAT_TO_DO: &str = "inspect or move it aside; pacfleet will not guess";
 
@@ -136,6 +138,10 @@ pub struct PassStatus {
     /// refused.
     #[serde(default)]
     pub failure: Option<String>,
+    /// When a pass last ended converged, applied or pending; kept by failed and refused passes,
+    /// so it says since when this host has been stale.
+    #[serde(default)]
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 /// How a changeset ended, as recorded in `history.jsonl`.
@@ -146,6 +152,9 @@ pub enum HistoryOutcome {
     Failed,
     Refused,
     DryRun,
+    /// The pass died (or could not record its outcome) during its package transaction; a
+    /// later pass found its `transaction.json` and recovered.
+    Interrupted,
 }
 
 /// One line of `history.jsonl`: a pass that changed or tried to change something.
@@ -164,6 +173,76 @@ pub struct HistoryEntry {
     #[serde(default)]
     pub error: Option<String>,
     pub duration_ms: u64,
+}
+
+/// `transaction.json`: written just before pacfleet commits a libalpm transaction, while it
+/// holds pacman's lock, and removed once the outcome is recorded. Finding it at the start of a
+/// pass means the pass that wrote it died in the transaction or before recording its outcome;
+/// it names that process exactly (pid, start time, boot) and the lock file it held, so the
+/// next pass can prove a stale `db.lck` is its own before removing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionMarker {
+    /// The process that ran the transaction.
+    pub pid: u32,
+    /// Its start time: clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` while it ran.
+    pub boot_id: String,
+    /// pacman's lock file, held by that process.
+    pub lockfile: PathBuf,
+    /// The lock file's identity while it was held ([`lock_identity`]): a lock removed and
+    /// created again, even with a reused inode number, has another.
+    pub lock_id: String,
+    /// What the pass was applying.
+    pub commit: String,
+    pub pool: String,
+    #[serde(default)]
+    pub generation: Option<u32>,
+    pub started_at: DateTime<Utc>,
+    pub changes: Vec<Change>,
+}
+
+/// What identifies one lock file: device, inode and modification time to the nanosecond
+/// (libalpm creates `db.lck` empty and never writes it, so its mtime is its creation time).
+pub fn lock_identity(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}:{}.{:09}",
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
+}
+
+/// This process as `transaction.json` records it: (pid, start time, boot id).
+pub fn this_process() -> (u32, u64, String) {
+    let pid = std::process::id();
+    (pid, process_start_time(pid).unwrap_or(0), boot_id())
+}
+
+/// Whether the process a marker names is still running: same boot, same pid, same start time
+/// (a reused pid has another start time; after a reboot nothing of the old boot runs).
+pub fn process_alive(pid: u32, start_time: u64, boot: &str) -> bool {
+    boot_id() == boot && process_start_time(pid) == Some(start_time)
+}
+
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state …`: comm may hold spaces and parentheses, so split at the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// `history.jsonl` read as far as it is valid.
@@ -361,6 +440,34 @@ impl StateDir {
     pub fn history_path(&self) -> PathBuf {
         self.path.join(HISTORY_FILE)
     }
+    pub fn transaction_path(&self) -> PathBuf {
+        self.path.join(TRANSACTION_FILE)
+    }
+
+    /// The marker of an unfinished transaction, if a pass left one.
+    pub fn load_transaction(&self) -> Result<Option<TransactionMarker>, StateError> {
+        let path = self.transaction_path();
+        read_optional(&path)?
+            .map(|b| from_versioned_json(&path, &b))
+            .transpose()
+    }
+
+    /// Writes the marker (atomically) before a transaction is committed. Failing here stops the
+    /// pass before any package is touched: nothing is installed that could not be recorded.
+    pub fn begin_transaction(&self, marker: &TransactionMarker) -> Result<(), StateError> {
+        write_atomic(&self.transaction_path(), &to_versioned_json(marker))
+    }
+
+    /// Removes the marker once the transaction's outcome is recorded.
+    pub fn end_transaction(&self) -> Result<(), StateError> {
+        let path = self.transaction_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
     pub fn lock_path(&self) -> PathBuf {
         self.path.join(LOCK_FILE)
     }
@@ -703,6 +810,7 @@ mod tests {
             waiting_for_signature: 0,
             duration_ms: 0,
             failure: None,
+            last_success: None,
         };
         s.save_status(&st).unwrap();
         assert_eq!(s.load_status().unwrap(), Some(st));

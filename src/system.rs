@@ -906,6 +906,48 @@ impl System {
         Changeset { changes, pacnew }
     }
 
+    /// Lets the next commit overwrite the files of `packages` (name, version, package file if
+    /// known) that exist on disk: an interrupted pacfleet transaction left them there, owned by
+    /// no package, and libalpm would otherwise refuse them as file conflicts. The package file
+    /// is the given one, else the one in a cache dir (where libalpm downloaded it); without
+    /// either nothing is allowed. Returns the files allowed, relative to the root.
+    pub fn allow_overwrite(
+        &mut self,
+        packages: &[(String, String, Option<PathBuf>)],
+    ) -> Result<Vec<String>, SystemError> {
+        let mut allowed = Vec::new();
+        for (name, version, file) in packages {
+            let Some(file) = file
+                .clone()
+                .filter(|f| f.is_file())
+                .or_else(|| self.find_cached(name, version))
+            else {
+                continue;
+            };
+            let level = self.alpm.local_file_siglevel();
+            let pkg = self
+                .alpm
+                .pkg_load(file.to_string_lossy().as_bytes(), true, level)
+                .map_err(alpm_err(format!("loading {}", file.display())))?;
+            let names: Vec<String> = pkg
+                .files()
+                .files()
+                .iter()
+                .filter_map(|f| std::str::from_utf8(f.name()).ok().map(str::to_owned))
+                .filter(|n| !n.ends_with('/'))
+                .filter(|n| std::fs::symlink_metadata(self.paths.root.join(n)).is_ok())
+                .collect();
+            drop(pkg);
+            for n in names {
+                self.alpm
+                    .add_overwrite_file(glob_escape(&n))
+                    .map_err(alpm_err(format!("allowing `{n}` to be overwritten")))?;
+                allowed.push(n);
+            }
+        }
+        Ok(allowed)
+    }
+
     /// Commits the prepared transaction; the error is libalpm's reason in words.
     pub fn commit_transaction(&mut self) -> Result<(), String> {
         self.alpm.trans_commit().map_err(|e| match e.error() {
@@ -946,6 +988,22 @@ impl System {
         }
         Ok(())
     }
+}
+
+/// `path` as a libalpm overwrite pattern matching only itself: fnmatch's special characters
+/// escaped, and a leading `!` or `\\` (which libalpm reads as negation or strips) escaped too.
+fn glob_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    if path.starts_with(['!', '\\']) {
+        out.push('\\');
+    }
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Whether `file` is `<name>-<version>-<arch>.pkg.tar.<ext>` for one of `arches`.

@@ -543,6 +543,7 @@ mod tests {
             waiting_for_signature: 0,
             duration_ms: 1500,
             failure: None,
+            last_success: None,
         }
     }
 

@@ -412,44 +412,49 @@ pub(super) fn check(
 }
 
 /// Every include cycle once, as the list of set names starting and ending at the same set.
+///
+/// A depth-first search with an explicit stack, not recursion: an include chain is as long as
+/// the fleet makes it, and `fleetctl agent` runs passes on threads with 2 MiB stacks.
 fn include_cycles<T: HasIncludes>(sets: &BTreeMap<Name, Doc<T>>) -> Vec<Vec<Name>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Visiting,
         Done,
     }
-    fn visit<T: HasIncludes>(
-        n: &Name,
-        sets: &BTreeMap<Name, Doc<T>>,
-        marks: &mut BTreeMap<Name, Mark>,
-        path: &mut Vec<Name>,
-        out: &mut Vec<Vec<Name>>,
-    ) {
-        match marks.get(n) {
-            Some(Mark::Done) => return,
-            Some(Mark::Visiting) => {
-                if let Some(start) = path.iter().position(|p| p == n) {
-                    let mut cycle = path[start..].to_vec();
-                    cycle.push(n.clone());
-                    out.push(cycle);
-                }
-                return;
-            }
-            None => {}
-        }
-        let Some(doc) = sets.get(n) else { return };
-        marks.insert(n.clone(), Mark::Visiting);
-        path.push(n.clone());
-        for inc in doc.spec.includes() {
-            visit(inc, sets, marks, path, out);
-        }
-        path.pop();
-        marks.insert(n.clone(), Mark::Done);
-    }
-    let mut marks = BTreeMap::new();
+    let mut marks: BTreeMap<&Name, Mark> = BTreeMap::new();
     let mut out = Vec::new();
-    for n in sets.keys() {
-        visit(n, sets, &mut marks, &mut Vec::new(), &mut out);
+    for root in sets.keys() {
+        if marks.contains_key(root) {
+            continue;
+        }
+        // The sets on the current path, each with the index of its next include to follow.
+        let mut path: Vec<(&Name, usize)> = vec![(root, 0)];
+        marks.insert(root, Mark::Visiting);
+        while let Some((set, next)) = path.last_mut() {
+            let includes = sets.get(*set).map_or(&[][..], |d| d.spec.includes());
+            let Some(inc) = includes.get(*next) else {
+                marks.insert(*set, Mark::Done);
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            match marks.get(inc) {
+                Some(Mark::Done) => {}
+                Some(Mark::Visiting) => {
+                    if let Some(start) = path.iter().position(|(p, _)| *p == inc) {
+                        let mut cycle: Vec<Name> =
+                            path[start..].iter().map(|(p, _)| (*p).clone()).collect();
+                        cycle.push(inc.clone());
+                        out.push(cycle);
+                    }
+                }
+                None if sets.contains_key(inc) => {
+                    marks.insert(inc, Mark::Visiting);
+                    path.push((inc, 0));
+                }
+                None => {} // an unknown set: reported as such
+            }
+        }
     }
     out
 }

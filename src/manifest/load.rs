@@ -200,6 +200,55 @@ fn push<T: DeserializeOwned>(
     }
 }
 
+/// How deep flow collections (`[…]`, `{…}`) may nest in a manifest. The YAML parser takes time
+/// quadratic in the depth (20 000 levels: 11 s), so deeper files are refused before parsing;
+/// serde_yaml refuses more than 128 levels anyway.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Where (1-based line, column) flow collections in `text` first nest deeper than `limit`,
+/// counting `[` and `{` outside quoted scalars and comments. Brackets inside plain scalars are
+/// counted too, which only ever makes the count higher.
+fn too_deeply_nested(text: &str, limit: usize) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let (mut single, mut double, mut comment, mut escaped) = (false, false, false, false);
+    let mut previous = '\n';
+    for c in text.chars() {
+        column += 1;
+        if c == '\n' {
+            (line, column, comment) = (line + 1, 0, false);
+        } else if comment {
+        } else if double {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                double = false;
+            }
+        } else if single {
+            if c == '\'' {
+                single = false;
+            }
+        } else {
+            match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '"' => double = true,
+                '\'' => single = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return Some((line, column));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        previous = c;
+    }
+    None
+}
+
 /// Checks the YAML syntax and the `kind:` of a file against the kind its path requires.
 fn peek_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
     #[derive(Deserialize)]
@@ -212,6 +261,16 @@ fn peek_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
             line: 0,
             column: 0,
             message: format!("the file is empty; a manifest here starts with `kind: {expected}`"),
+        });
+    }
+    if let Some((line, column)) = too_deeply_nested(&file.text, MAX_FLOW_DEPTH) {
+        return Err(Diagnostic {
+            file: file.path.clone(),
+            line,
+            column,
+            message: format!(
+                "lists and mappings are nested more than {MAX_FLOW_DEPTH} levels deep here; manifests are flat (a few levels at most): fix the brackets"
+            ),
         });
     }
     let peek: Peek =

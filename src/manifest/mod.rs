@@ -84,10 +84,9 @@ impl Name {
             return Err("a name must not be empty".into());
         }
         if s.len() > 255 {
-            return Err(format!(
-                "name `{}…` is longer than 255 characters",
-                &s[..32]
-            ));
+            // The first 32 characters (not bytes: a byte index may fall inside a character).
+            let head: String = s.chars().take(32).collect();
+            return Err(format!("name `{head}…` is longer than 255 characters"));
         }
         if s.starts_with('-') || s.starts_with('.') {
             return Err(format!(

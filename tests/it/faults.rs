@@ -479,7 +479,6 @@ fn assert_recovered(host: &HostDir, cfg: &Path, killed: u32, added: &str, before
 }
 
 #[test]
-#[ignore = "needs interrupted-transaction recovery: see report"]
 fn kill_between_download_and_commit_is_recovered() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
@@ -499,7 +498,6 @@ fn kill_between_download_and_commit_is_recovered() {
 }
 
 #[test]
-#[ignore = "needs interrupted-transaction recovery: see report"]
 fn kill_during_extraction_is_recovered() {
     let w = world(&[big()]);
     let (host, cfg) = w.host("ws-01");
@@ -525,7 +523,6 @@ fn kill_during_extraction_is_recovered() {
 /// What happens today when an operator removes the stale lock by hand after a kill during
 /// extraction: pacfleet must not call the half-installed host converged.
 #[test]
-#[ignore = "needs interrupted-transaction recovery: see report"]
 fn half_installed_package_is_never_called_converged() {
     let w = world(&[big()]);
     let (host, cfg) = w.host("ws-01");
@@ -549,7 +546,6 @@ fn half_installed_package_is_never_called_converged() {
 /// The recovery never guesses: a marker whose process is still alive, or a lock file that is
 /// not the one the dead pass held, is left alone (bounded wait, the usual error).
 #[test]
-#[ignore = "needs interrupted-transaction recovery: see report"]
 fn recovery_touches_only_a_lock_proven_to_be_its_own() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
@@ -885,7 +881,6 @@ fn fetch_cut_off_half_way_keeps_the_last_good_state() {
 /// this pass (`at`, `failure`, `message`); the time of the last good pass is in `state.json`'s
 /// `applied_at` but not in the status an operator or a metric reads.
 #[test]
-#[ignore = "needs status.json `last_success`: see report"]
 fn status_says_since_when_the_host_is_stale() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
@@ -1066,7 +1061,10 @@ fn full_state_dir_is_a_clear_error_and_keeps_the_state() {
         squeeze.relieve();
         reconcile_ok(&cfg);
         assert!(host.installed().contains_key("tool"));
-        assert_eq!(status(&host)["outcome"], "applied");
+        // "converged" when the failed pass had already committed its transaction (today, with a
+        // page free, recording fails only after the commit: see the next test).
+        let outcome = status(&host)["outcome"].clone();
+        assert!(outcome == "applied" || outcome == "converged", "{outcome}");
         drop(squeeze);
     }
 }
@@ -1077,7 +1075,6 @@ fn full_state_dir_is_a_clear_error_and_keeps_the_state() {
 /// inventory. Today, with one page free, the transaction commits and only then does recording
 /// fail: `tool` is installed but never enters `inventory.json`, so `prune` will never remove it.
 #[test]
-#[ignore = "needs interrupted-transaction recovery (marker written before the commit): see report"]
 fn full_state_dir_never_leaves_an_unrecorded_install() {
     // One page: pass.lock takes it, the marker cannot be written, nothing is installed.
     let w = world(&[]);
@@ -1313,15 +1310,16 @@ fn corrupt_history_line_shows_the_valid_prefix_and_passes_go_on() {
 }
 
 #[test]
-fn missing_state_dir_on_a_fresh_host_is_created_private() {
+fn missing_state_dir_on_a_fresh_host_is_created() {
     use std::os::unix::fs::PermissionsExt;
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
     fs::remove_dir_all(&host.state_dir).unwrap();
-    // Without an anchor this is a fresh host: the state dir is created 0700 and used.
+    // Without an anchor this is a fresh host: the state dir is created (0711: others may read
+    // status.json by name, not list the directory) and used; its files hold nothing secret.
     reconcile_ok(&cfg);
     let mode = fs::metadata(&host.state_dir).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700);
+    assert_eq!(mode, 0o711);
     for f in [
         "state.json",
         "inventory.json",
@@ -1333,7 +1331,7 @@ fn missing_state_dir_on_a_fresh_host_is_created_private() {
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(mode, 0o600, "{f}");
+        assert_eq!(mode, 0o644, "{f}");
     }
     // A file where the state dir should be: a clear error, nothing touched.
     fs::remove_dir_all(&host.state_dir).unwrap();

@@ -4,11 +4,13 @@
 //! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
 
 mod agent;
+mod badinput;
 mod capture;
 mod demo;
 mod diff;
 mod faults;
 mod harness;
+mod props;
 mod reconcile;
 mod source;
 mod status;
