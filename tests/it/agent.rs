@@ -125,7 +125,7 @@ fn applies_new_commits_and_corrects_drift_without_restart() {
     // A long interval: everything below must come from the watches, not the schedule.
     let (tmp, fleet, host, cfg) = setup("", "1h");
     let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
-    eventually(15, "the first pass to install app", &agent, || {
+    eventually(60, "the first pass to install app", &agent, || {
         host.installed().contains_key("app")
     });
 
@@ -137,28 +137,28 @@ fn applies_new_commits_and_corrects_drift_without_restart() {
             "kind: PackageSet\nname: base\npackages: [app, tool]\n",
         )],
     );
-    eventually(15, "tool to be installed", &agent, || {
+    eventually(60, "tool to be installed", &agent, || {
         host.installed().contains_key("tool")
     });
 
     // Drift: someone removes a desired package by hand with the real pacman.
-    eventually(10, "a converged status", &agent, || {
+    eventually(60, "a converged status", &agent, || {
         status(&host)["outcome"] == "converged" || status(&host)["outcome"] == "applied"
     });
     host.pacman_ok(&["-R", "tool"]);
-    eventually(10, "drift to be reported", &agent, || {
+    eventually(60, "drift to be reported", &agent, || {
         agent
             .log()
             .contains("drift: this host changed outside pacfleet")
     });
-    eventually(10, "drift in status.json", &agent, || {
+    eventually(60, "drift in status.json", &agent, || {
         status(&host)["drift"]
             .as_array()
             .is_some_and(|d| !d.is_empty())
             || host.installed().contains_key("tool")
     });
     assert!(agent.log().contains("install tool"), "{}", agent.log());
-    eventually(15, "drift to be corrected", &agent, || {
+    eventually(60, "drift to be corrected", &agent, || {
         host.installed().contains_key("tool")
     });
     assert_eq!(agent.stop(), 0);
@@ -169,7 +169,7 @@ fn closed_window_and_pause_hold_changes_back() {
     // A window that opened long ago for one second: closed now, next opening next year.
     let (tmp, fleet, host, cfg) = setup("window: {cron: \"0 0 0 1 1 *\", duration: 1s}\n", "2s");
     let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
-    eventually(15, "a pending status", &agent, || {
+    eventually(60, "a pending status", &agent, || {
         status(&host)["outcome"] == "pending"
     });
     let st = status(&host);
@@ -196,7 +196,7 @@ fn closed_window_and_pause_hold_changes_back() {
             "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\npaused: true\n",
         )],
     );
-    eventually(15, "a paused status", &agent, || {
+    eventually(60, "a paused status", &agent, || {
         status(&host)["message"]
             .as_str()
             .is_some_and(|m| m.contains("paused"))
@@ -212,7 +212,7 @@ fn sigterm_waits_for_the_running_pass() {
     let lock = host.dbpath.join("db.lck");
     fs::write(&lock, "").unwrap();
     let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
-    eventually(15, "the pass to wait for the lock", &agent, || {
+    eventually(60, "the pass to wait for the lock", &agent, || {
         agent.log().contains("pacman database is locked")
     });
     agent.signal("-TERM");
