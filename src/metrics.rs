@@ -22,8 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -226,41 +224,20 @@ pub fn write_textfile(
     now: DateTime<Utc>,
 ) -> Result<(), MetricsError> {
     let text = render(applied, status, counters, now);
-    let err = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| MetricsError::Textfile {
+    // The same atomic write as every state file: `.NAME.XXXXXX.tmp` (hidden and not `*.prom`,
+    // so the collector never reads a partial file), mode 0644, fsync, rename, fsync the dir.
+    crate::state::write_atomic_mode(path, text.as_bytes(), 0o644).map_err(|e| match e {
+        StateError::Io {
             action,
             path,
             source,
-        }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // `.NAME.XXXXXX.tmp`: hidden and not `*.prom`, so the collector never reads a partial file.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(err("create a temporary file for", path))?;
-    // The umask may have narrowed the mode given at creation.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .and_then(|()| tmp.write_all(text.as_bytes()))
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(err("write", path))?;
-    tmp.persist(path)
-        .map_err(|e| err("replace", path)(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err("fsync the directory of", path))?;
-    Ok(())
+        } => MetricsError::Textfile {
+            action,
+            path,
+            source,
+        },
+        other => MetricsError::State(other),
+    })
 }
 
 /// A label value in the exposition format: backslash, double quote and newline escaped.

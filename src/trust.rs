@@ -1019,7 +1019,8 @@ fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
     Ok(())
 }
 
-fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, String> {
+/// `commit`'s fleet.yaml (the fleet's name and keys), or why it cannot be read.
+pub fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, String> {
     let files =
         source::read_tree(repo, commit, |p| p == "fleet.yaml").map_err(|e| e.to_string())?;
     let (_, bytes) = files

@@ -12,7 +12,6 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::VerifyArgs;
-use crate::manifest::FleetSpec;
 use crate::source;
 use crate::trust::{self, Key, Note, Refusal, Statement};
 
@@ -174,14 +173,7 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
 
 /// The fleet name in `commit`'s fleet.yaml.
 fn fleet_name(repo: &Path, commit: &str) -> Result<String, String> {
-    let files =
-        source::read_tree(repo, commit, |p| p == "fleet.yaml").map_err(|e| e.to_string())?;
-    let (_, bytes) = files
-        .into_iter()
-        .next()
-        .ok_or_else(|| "fleet.yaml is missing".to_owned())?;
-    let spec: FleetSpec = serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))?;
-    Ok(spec.name.to_string())
+    crate::trust::fleet_spec(repo, commit).map(|spec| spec.name.to_string())
 }
 
 /// minisign's key id of a signature, as its tools print it.
