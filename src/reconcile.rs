@@ -269,7 +269,11 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
     let start = Instant::now();
     let state = StateDir::open(&cfg.state_dir)?;
     let _pass_lock = if opts.apply {
-        Some(state.lock_pass()?)
+        // One pass per state dir, and one per root (two configs can share a root).
+        Some((
+            state.lock_pass()?,
+            crate::state::lock_file(cfg.dbpath.join("pacfleet.lock"))?,
+        ))
     } else {
         None
     };

@@ -601,35 +601,40 @@ impl StateDir {
     /// Take the pass lock (non-blocking flock on `pass.lock`), so two `fleetctl` passes never
     /// run on one state dir at once. Held until the returned [`PassLock`] is dropped.
     pub fn lock_pass(&self) -> Result<PassLock, StateError> {
-        let path = self.lock_path();
-        // No truncate: until we hold the lock, the pid in the file is the holder's.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(StateError::Locked {
-                    pid: text.trim().parse().ok(),
-                    path,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
-        }
-        file.set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| writeln!(file, "{}", std::process::id()))
-            .and_then(|()| file.sync_data())
-            .map_err(io_err("write pid to", &path))?;
-        Ok(PassLock { file, path })
+        lock_file(self.lock_path())
     }
+}
+
+/// Takes a non-blocking flock on `path` (created if missing) and writes our pid into it; the
+/// error names the holder's pid. Used for the pass lock of a state dir and of a root.
+pub fn lock_file(path: PathBuf) -> Result<PassLock, StateError> {
+    // No truncate: until we hold the lock, the pid in the file is the holder's.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StateError::Locked {
+                pid: text.trim().parse().ok(),
+                path,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_data())
+        .map_err(io_err("write pid to", &path))?;
+    Ok(PassLock { file, path })
 }
 
 /// The held pass lock; released (and the pid cleared) on drop.

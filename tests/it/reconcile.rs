@@ -428,3 +428,26 @@ fn broken_dependencies_are_repaired_without_churn() {
     assert_eq!(reconcile(&cfg).0, 0);
     assert_eq!(plan(&cfg).0, 0);
 }
+
+#[test]
+fn one_pass_per_root_even_with_another_state_dir() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    // Another pass on the same root (say, a second config with its own state_dir) holds the
+    // root's pass lock.
+    let held = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(host.dbpath.join("pacfleet.lock"))
+        .unwrap();
+    held.try_lock().unwrap();
+    let (code, _, err) = reconcile(&cfg);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("another fleetctl pass") && err.contains("pacfleet.lock"),
+        "{err}"
+    );
+    held.unlock().unwrap();
+    assert_eq!(reconcile(&cfg).0, 0);
+}
