@@ -137,9 +137,8 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
                 let result = pass(&cfg, PassOptions { apply: true, ..PassOptions::default() }).await;
-                // Our own transaction touched the local database; those events are not drift.
-                while rx.try_recv().is_ok() {}
-                drift_check = None;
+                // Events from our own transaction lead to one drift check that finds nothing;
+                // discarding them could also discard a change made by hand just after the pass.
                 match result {
                     Ok(report) => {
                         failures = 0;
@@ -193,10 +192,9 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                         record_drift(&cfg, &drift);
                         next = next.min(Instant::now());
                     }
-                    Ok(_) => tracing::info!("the local package database changed, but the host still matches its desired state"),
+                    Ok(_) => tracing::debug!("the local package database changed, but the host still matches its desired state"),
                     Err(e) => tracing::warn!("drift check failed: {e}"),
                 }
-                while rx.try_recv().is_ok() {}
             }
             _ = hup.recv() => {
                 match AgentConfig::load(&config_path) {
