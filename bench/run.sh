@@ -18,15 +18,15 @@
 # Options:
 #   --smoke           toy sizes, each command run once, no hyperfine needed (CI)
 #   --only LIST       benchmarks to run (default: noop,apply,scale,agent)
-#   --runs N          timed runs per command (default 30 for noop/scale, 10 for apply)
+#   --runs N          timed runs per command (default: noop 30, apply 10, scale 3 to 10)
 #   --work DIR        where the worlds live (default: a new temporary directory, removed at the
 #                     end unless --keep); reused when it already holds a world
 #   --world DIR       a world generated beforehand (by bench_world); nothing is generated
 #   --out DIR         results (default target/bench-results/<date>)
 #   --fleetctl BIN    the fleetctl to measure (default: built here with --release)
 #   --gen BIN         the bench_world generator (default: built here with --release)
-#   --hosts LIST      host counts for scale (default 1000,10000,100000; smoke 100)
-#   --installed N     packages on the host (default 1500; smoke 40)
+#   --hosts LIST      host counts for scale (default 1000,10000,100000; smoke 60)
+#   --installed N     packages on the host (default 1500; smoke 30)
 #   --apply N         packages to install and remove (default 200; smoke 10)
 #   --passes N        agent passes (default 100; smoke 3)
 #   --interval D      agent interval (default 1s; smoke 300ms)
@@ -81,9 +81,15 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$smoke" = 1 ]; then
-  : "${hosts:=100}" "${installed:=40}" "${apply_n:=10}" "${passes:=3}" "${interval:=300ms}"
+  : "${hosts:=60}" "${installed:=30}" "${apply_n:=10}" "${passes:=3}" "${interval:=300ms}"
+  scale_opts="--pools 6 --packages 300 --sets 10 --touch 2"
+  files_opt="--files 3"
+  flush=true # no `sync` between runs: nothing is timed
 else
   : "${hosts:=1000,10000,100000}" "${installed:=1500}" "${apply_n:=200}" "${passes:=100}" "${interval:=1s}"
+  scale_opts=""
+  files_opt=""
+  flush=sync # before a timed run, so that writing back the restored copy does not overlap it
 fi
 want() { [[ ",$only," == *",$1,"* ]]; }
 
@@ -129,8 +135,8 @@ summary=$out/summary.md
 daemon_pid=
 agent_pid=
 cleanup() {
-  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true
+  if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; fi
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; fi
   for d in "${cleanup_dirs[@]}"; do rm -rf "$d"; done
 }
 trap cleanup EXIT
@@ -139,6 +145,7 @@ trap cleanup EXIT
   echo "# pacfleet benchmark results ($([ "$smoke" = 1 ] && echo smoke || echo full))"
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$top" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+  # shellcheck disable=SC1091
   echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $( . /etc/os-release; echo "$PRETTY_NAME")"
   echo "- fs of the work dir: $(df -T "$work" | awk 'NR==2 {print $2}'); pacman $(pacman --version 2>/dev/null | grep -o 'Pacman v[0-9.]*' | head -1), $(git --version)$([ "$use_hyperfine" = 1 ] && echo ", $(hyperfine --version)")"
   echo "- work dir: $work"
@@ -147,14 +154,16 @@ trap cleanup EXIT
 
 # --- helpers ----------------------------------------------------------------------------------
 # Timing: with hyperfine, `measure GROUP` benchmarks the commands queued with `queue NAME
-# PREPARE CMD` (strings for sh -c); in smoke mode each runs once and must exit 0 (or 1 where
-# queued with ok1). Peak RSS: `peak_rss CMD PREPARE` prints the median max RSS (KiB) of 5 runs.
+# PREPARE CMD [OK1]` (shell command lines); in smoke mode each runs once and must exit 0 (or 1
+# when OK1 is 1). Peak RSS: `peak_rss CMD PREPARE` prints the median max RSS (KiB) of 3 runs.
 q_names=(); q_preps=(); q_cmds=(); q_ok=()
 queue() { q_names+=("$1"); q_preps+=("$2"); q_cmds+=("$3"); q_ok+=("${4:-0}"); }
-measure() {
-  local group=$1 default_runs=$2 i n=${#q_names[@]}
+measure() { # GROUP HYPERFINE-RUN-OPTIONS (used unless --runs is given)
+  local group=$1 run_opts=$2 i n=${#q_names[@]}
+  [ -n "$runs" ] && run_opts="--warmup 1 --runs $runs"
   if [ "$use_hyperfine" = 1 ]; then
-    local args=(--style basic --warmup 2 --runs "${runs:-$default_runs}"
+    # shellcheck disable=SC2206
+    local args=(--style basic $run_opts
       --export-json "$out/$group.json" --export-markdown "$out/$group.md")
     local any_ok1=0
     for ((i = 0; i < n; i++)); do [ "${q_ok[$i]}" = 1 ] && any_ok1=1; done
@@ -163,16 +172,21 @@ measure() {
     for ((i = 0; i < n; i++)); do args+=(-n "${q_names[$i]}" "${q_cmds[$i]}"); done
     log "measuring $group: ${q_names[*]}"
     hyperfine "${args[@]}" >"$out/$group.log" 2>&1 || { cat "$out/$group.log" >&2; die "hyperfine failed for $group"; }
+    local rss=()
+    for ((i = 0; i < n; i++)); do rss+=("$(peak_rss "${q_cmds[$i]}" "${q_preps[$i]}")"); done
     {
       echo "### $group"
       echo
-      cat "$out/$group.md"
-      echo
-      echo "| command | peak RSS (median of 5) |"
-      echo "|:---|---:|"
-      for ((i = 0; i < n; i++)); do
-        echo "| \`${q_names[$i]}\` | $(peak_rss "${q_cmds[$i]}" "${q_preps[$i]}") KiB |"
-      done
+      python3 - "$out/$group.json" "${rss[@]}" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+print("| command | median wall | mean ± σ | min … max | CPU user + sys (mean) | runs | peak RSS (median of 3) |")
+print("|:---|---:|---:|---:|---:|---:|---:|")
+for r, rss in zip(results, sys.argv[2:]):
+    ms = lambda v: f"{v * 1000:.1f} ms" if v < 10 else f"{v:.2f} s"
+    print(f"| `{r['command']}` | **{ms(r['median'])}** | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | "
+          f"{ms(r['min'])} … {ms(r['max'])} | {ms(r['user'] + r['system'])} | {len(r['times'])} | {int(rss) / 1024:.1f} MiB |")
+PY
       echo
     } >>"$summary"
   else
@@ -195,11 +209,11 @@ measure() {
 }
 peak_rss() {
   local cmd=$1 prep=$2 i vals=()
-  for i in 1 2 3 4 5; do
+  for i in 1 2 3; do
     [ -n "$prep" ] && sh -c "$prep"
     vals+=("$(/usr/bin/time -f '%M' sh -c "$cmd" 2>&1 >/dev/null | tail -1)")
   done
-  printf '%s\n' "${vals[@]}" | sort -n | sed -n 3p
+  printf '%s\n' "${vals[@]}" | sort -n | sed -n 2p
 }
 # The median of `mean`s is hyperfine's; these read single numbers back for the ratios.
 median_of() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=[x for x in d["results"] if x["command"]==sys.argv[2]][0]; print("%.4f" % r["median"])' "$1" "$2"; }
@@ -211,10 +225,11 @@ if want noop || want apply || want agent; then
   if [ ! -d "$hw/git/fleet" ]; then
     [ -n "$world" ] && die "$world has no host world (host/)"
     log "generating the host world: $installed packages installed, $apply_n to apply"
-    "$gen" host-world --dir "$hw" --installed "$installed" --apply "$apply_n" >>"$out/generate.log"
+    # shellcheck disable=SC2086
+    "$gen" host-world --dir "$hw" --installed "$installed" --apply "$apply_n" $files_opt >>"$out/generate.log"
   fi
   # The fleet repository over git:// on loopback.
-  for attempt in 1 2 3 4 5 6 7 8; do
+  for _ in 1 2 3 4 5 6 7 8; do
     port=$(( 20000 + (RANDOM % 20000) ))
     git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$hw/git" --export-all \
       --informative-errors "$hw/git" >"$out/git-daemon.log" 2>&1 &
@@ -252,10 +267,10 @@ EOF
   agent_yaml "$hw/conf/agent.yaml" base "interval: $interval"
   pac() { pacman --config "$1/pacman.conf" --root "$1/root" --dbpath "$1/root/var/lib/pacman" --noconfirm "${@:2}"; }
   count() { pac "$1" -Qq 2>/dev/null | wc -l; }
-  restore() { rm -rf "$2" && cp -a "$1" "$2" && sync; }
+  restore() { rm -rf "$2" && cp -a "$1" "$2" && $flush; }
   expected=$(( $(find "$hw/repo/bench" -name 'app*.pkg.tar.gz' | wc -l) + $(find "$hw/repo/bench" -name 'lib*.pkg.tar.gz' | wc -l) ))
-  new_apps=$(cd "$hw/repo/bench" && ls newapp*.pkg.tar.gz | sed 's/-1\.0-1-any\.pkg\.tar\.gz$//' | tr '\n' ' ')
-  applied=$(( $(ls "$hw/repo/bench" | grep -c '^new.*\.pkg\.tar\.gz$') ))
+  new_apps=$(find "$hw/repo/bench" -name 'newapp*.pkg.tar.gz' -printf '%f\n' | sort | sed 's/-1\.0-1-any\.pkg\.tar\.gz$//' | tr '\n' ' ')
+  applied=$(find "$hw/repo/bench" -name 'new*.pkg.tar.gz' | wc -l)
 
   if [ ! -d "$snap/fleet-0" ]; then
     log "first reconcile: installing $expected packages on the host (not timed)"
@@ -286,21 +301,26 @@ if want noop; then
   floor_git=$hw/floor.git
   rm -rf "$floor_git" && git init -q --bare "$floor_git"
   refspecs="+refs/heads/base:refs/remotes/origin/base +refs/notes/pacfleet:refs/notes/pacfleet"
+  # shellcheck disable=SC2086 # two refspecs
   git --git-dir="$floor_git" fetch -q "$url" $refspecs
   reconcile="$fleetctl reconcile --config $hw/conf/base.yaml"
   fetch="git --git-dir=$floor_git fetch -q $url $refspecs"
   query="pacman --config $fh/pacman.conf --root $fh/root --dbpath $fh/root/var/lib/pacman -Q >/dev/null"
   # Correctness first: a pass with nothing new converges and changes nothing.
-  before=$(find "$fh/root/var/lib/pacman/local" -type f -newer "$fh/pacman.conf" | wc -l)
+  localdb() { find "$fh/root/var/lib/pacman/local" -type f -printf '%P %s %T@\n' | sort | md5sum; }
+  before=$(localdb)
   "$fleetctl" reconcile --config "$hw/conf/base.yaml" --json >"$out/noop.check.json" 2>"$out/noop.check.err" \
     || { cat "$out/noop.check.err" >&2; die "no-op reconcile failed"; }
   grep -q '"outcome": *"converged"' "$out/noop.check.json" || die "no-op reconcile did not converge: $(cat "$out/noop.check.json")"
-  [ "$(count "$fh")" = "$expected" ] || die "no-op reconcile changed the package count"
+  [ "$(localdb)" = "$before" ] || die "the no-op reconcile changed the local package database"
   queue "fleetctl reconcile" "" "$reconcile"
   queue "floor: git fetch + pacman -Q" "" "$fetch && $query"
   queue "git fetch" "" "$fetch"
   queue "pacman -Q" "" "$query"
-  measure noop "${runs:-30}"
+  # What a floating pool's no-op pass also checks: the sync databases are current and nothing
+  # needs upgrading (pacman's own cost of that check, for reference).
+  queue "pacman -Syup" "" "pacman --config $fh/pacman.conf --root $fh/root --dbpath $fh/root/var/lib/pacman -Syup >/dev/null"
+  measure noop "--warmup 3 --runs 30"
   if [ "$use_hyperfine" = 1 ]; then
     r=$(median_of "$out/noop.json" "fleetctl reconcile") f=$(median_of "$out/noop.json" "floor: git fetch + pacman -Q")
     echo "No-op reconcile: median ${r}s vs floor ${f}s = **$(ratio "$r" "$f")×** the floor (target ≤ 1.2×)." >>"$summary"
@@ -310,17 +330,17 @@ fi
 
 # --- apply ------------------------------------------------------------------------------------
 if want apply; then
-  fpre0="rm -rf $fh && cp -a $snap/fleet-0 $fh && sync"
-  fpre1="rm -rf $fh && cp -a $snap/fleet-1 $fh && sync"
-  ppre0="rm -rf $ph && cp -a $snap/pacman-0 $ph && sync"
-  ppre1="rm -rf $ph && cp -a $snap/pacman-1 $ph && sync"
+  fpre0="rm -rf $fh && cp -a $snap/fleet-0 $fh && $flush"
+  fpre1="rm -rf $fh && cp -a $snap/fleet-1 $fh && $flush"
+  ppre0="rm -rf $ph && cp -a $snap/pacman-0 $ph && $flush"
+  ppre1="rm -rf $ph && cp -a $snap/pacman-1 $ph && $flush"
   pacman_h="pacman --config $ph/pacman.conf --root $ph/root --dbpath $ph/root/var/lib/pacman --noconfirm"
   queue "fleetctl reconcile (install)" "$fpre0" "$fleetctl reconcile --config $hw/conf/install.yaml"
   queue "pacman -S (install)" "$ppre0" "$pacman_h -S $new_apps >/dev/null"
   queue "pacman -Syu (install)" "$ppre0" "$pacman_h -Syu $new_apps >/dev/null"
   queue "fleetctl reconcile (remove)" "$fpre1" "$fleetctl reconcile --config $hw/conf/remove.yaml"
   queue "pacman -Rs (remove)" "$ppre1" "$pacman_h -Rs $new_apps >/dev/null"
-  measure apply "${runs:-10}"
+  measure apply "--warmup 1 --runs 10"
   # Correctness: both ways end in the same place.
   restore "$snap/fleet-0" "$fh"
   "$fleetctl" reconcile --config "$hw/conf/install.yaml" >"$out/apply.check" 2>&1 || die "install reconcile failed"
@@ -346,7 +366,8 @@ if want scale; then
     if [ ! -d "$sf/.git" ]; then
       [ -n "$world" ] && die "$world has no scale-$n/"
       log "generating a fleet of $n hosts"
-      "$gen" fleet --dir "$sf" --hosts "$n" >>"$out/generate.log"
+      # shellcheck disable=SC2086
+      "$gen" fleet --dir "$sf" --hosts "$n" $scale_opts >>"$out/generate.log"
     fi
     "$fleetctl" validate "$sf" >"$out/scale-$n.validate" 2>&1 || { cat "$out/scale-$n.validate" >&2; die "the $n-host fleet does not validate"; }
     queue "validate ($n hosts)" "" "$fleetctl validate $sf >/dev/null"
@@ -358,7 +379,7 @@ if want scale; then
     fi
   done
   [ "$has_diff" = 1 ] || echo "(this fleetctl has no \`diff\` command: only validate is measured)" >>"$summary"
-  measure scale "${runs:-10}"
+  measure scale "--warmup 1 --min-runs 3 --max-runs 10"
 fi
 
 # --- agent ------------------------------------------------------------------------------------
@@ -368,12 +389,12 @@ if want agent; then
   "$fleetctl" agent --config "$hw/conf/agent.yaml" >"$out/agent.log" 2>&1 &
   agent_pid=$!
   rss() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$agent_pid/status"; }
-  last= done_passes=0 samples="1 2 5 10 25 50 100 200 500 1000"
+  last='' done_passes=0 samples="1 2 5 10 25 50 100 200 500 1000"
   {
     echo "### agent ($passes passes, interval $interval)"
     echo
-    echo "| after pass | VmRSS | RssAnon | RssFile | VmHWM (peak) |"
-    echo "|---:|---:|---:|---:|---:|"
+    echo "| after pass | VmRSS | RssAnon | RssFile | Pss | VmHWM (peak) |"
+    echo "|---:|---:|---:|---:|---:|---:|"
   } >>"$summary"
   deadline=$(( SECONDS + passes * 30 + 60 ))
   while [ "$done_passes" -lt "$passes" ]; do
@@ -385,7 +406,8 @@ if want agent; then
       grep -q '"outcome": *"\(converged\|applied\)"' "$status" || die "agent pass $done_passes: $(cat "$status")"
       if [[ " $samples $passes " == *" $done_passes "* ]]; then
         sleep 0.2 # idle: between passes
-        echo "| $done_passes | $(rss VmRSS) KiB | $(rss RssAnon) KiB | $(rss RssFile) KiB | $(rss VmHWM) KiB |" >>"$summary"
+        pss=$(awk '$1 == "Pss:" {print $2}' "/proc/$agent_pid/smaps_rollup" 2>/dev/null || echo ?)
+        echo "| $done_passes | $(rss VmRSS) KiB | $(rss RssAnon) KiB | $(rss RssFile) KiB | $pss KiB | $(rss VmHWM) KiB |" >>"$summary"
       fi
     fi
     sleep 0.05

@@ -5,6 +5,7 @@
 
 mod agent;
 mod badinput;
+mod bench_smoke;
 mod capture;
 mod demo;
 mod diff;

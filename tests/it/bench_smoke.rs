@@ -1,0 +1,110 @@
+//! The benchmarks' smoke run: every benchmark of `bench/run.sh` (see BENCHMARKS.md) at toy
+//! size, each command once, so CI knows the generator and the driver still work and that each
+//! benchmarked operation ends where it should. No timing is asserted here: speed targets are
+//! measured by the full run and recorded in BENCHMARKS.md.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::tempdir;
+
+// The generator is an example binary (`cargo run --example bench_world`); its code is compiled
+// in here too, so this test needs no second build.
+#[allow(dead_code)]
+#[path = "../../examples/bench_world.rs"]
+mod bench_world;
+
+fn arg(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn bench_driver_runs_every_benchmark_at_toy_size() {
+    let tmp = tempdir();
+    let world = tmp.path().join("world");
+    let host = world.join("host");
+    bench_world::run([
+        "bench_world",
+        "host-world",
+        "--dir",
+        arg(&host),
+        "--installed",
+        "30",
+        "--apply",
+        "10",
+        "--files",
+        "3",
+    ])
+    .expect("generate the host world");
+    let scale = world.join("scale-60");
+    bench_world::run([
+        "bench_world",
+        "fleet",
+        "--dir",
+        arg(&scale),
+        "--hosts",
+        "60",
+        "--pools",
+        "6",
+        "--packages",
+        "300",
+        "--sets",
+        "10",
+        "--touch",
+        "2",
+    ])
+    .expect("generate the scale fleet");
+
+    // The generated worlds are what the benchmarks claim.
+    let repo = host.join("repo/bench");
+    let packages = std::fs::read_dir(&repo)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".pkg.tar.gz")
+        })
+        .count();
+    assert_eq!(packages, 40, "30 installed + 10 to apply");
+    assert_eq!(std::fs::read_dir(scale.join("hosts")).unwrap().count(), 60);
+
+    let out = tmp.path().join("out");
+    let output = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/run.sh"))
+        .args(["--smoke", "--world", arg(&world), "--out", arg(&out)])
+        .args([
+            "--fleetctl",
+            env!("CARGO_BIN_EXE_fleetctl"),
+            "--hosts",
+            "60",
+        ])
+        .args(["--passes", "2", "--interval", "200ms"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run bench/run.sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench/run.sh --smoke failed ({}):\n{stderr}",
+        output.status
+    );
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    for section in ["### noop", "### apply", "### scale", "### agent"] {
+        assert!(summary.contains(section), "no {section} in:\n{summary}");
+    }
+    for command in [
+        "`fleetctl reconcile`: exit 0",
+        "`floor: git fetch + pacman -Q`: exit 0",
+        "`fleetctl reconcile (install)`: exit 0",
+        "`fleetctl reconcile (remove)`: exit 0",
+        "`pacman -Rs (remove)`: exit 0",
+        "`validate (60 hosts)`: exit 0",
+        "`diff a..b (60 hosts)`: exit 1",
+    ] {
+        assert!(summary.contains(command), "no {command:?} in:\n{summary}");
+    }
+    // Two agent passes, each sampled.
+    assert!(summary.contains("\n| 2 | "), "{summary}");
+}
