@@ -559,8 +559,11 @@ fn incomplete_entries(dbpath: &std::path::Path) -> Vec<String> {
     };
     let mut out: Vec<String> = entries
         .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter(|e| !e.path().join("desc").is_file() || !e.path().join("files").is_file())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let dir = e.path();
+            !dir.join("desc").is_file() || !dir.join("files").is_file()
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     out.sort();

@@ -303,28 +303,9 @@ impl System {
 
     /// Every installed package as plain data.
     pub fn installed(&self) -> BTreeMap<String, Installed> {
-        // Dependencies of installed packages that nothing installed satisfies (someone ran
-        // `pacman -Rdd`): planning installs them again. Same check as `pacman -Dk`.
-        let local: Vec<&alpm::Pkg> = self.alpm.localdb().pkgs().iter().map(|p| &**p).collect();
-        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for m in self
-            .alpm
-            .check_deps(
-                local.iter().copied(),
-                std::iter::empty::<&alpm::Pkg>(),
-                local.iter().copied(),
-                false,
-            )
-            .iter()
-        {
-            missing
-                .entry(m.target().to_owned())
-                .or_default()
-                .push(m.depend().name().to_owned());
-        }
-        self.alpm
-            .localdb()
-            .pkgs()
+        let local: Vec<&alpm::Package> = self.alpm.localdb().pkgs().iter().collect();
+        let graph = DependencyGraph::of(&local);
+        local
             .iter()
             .map(|p| {
                 let reason = match p.reason() {
@@ -334,8 +315,12 @@ impl System {
                 let inst = Installed {
                     version: p.version().to_string(),
                     reason,
-                    required_by: p.required_by().into_iter().collect(),
-                    missing: missing.remove(p.name()).unwrap_or_default(),
+                    required_by: graph
+                        .required_by
+                        .get(p.name())
+                        .map(|r| r.iter().map(|s| (*s).to_owned()).collect())
+                        .unwrap_or_default(),
+                    missing: graph.missing.get(p.name()).cloned().unwrap_or_default(),
                 };
                 (p.name().to_owned(), inst)
             })
@@ -992,6 +977,72 @@ impl System {
 
 /// `path` as a libalpm overwrite pattern matching only itself: fnmatch's special characters
 /// escaped, and a leading `!` or `\\` (which libalpm reads as negation or strips) escaped too.
+/// Who needs whom among a set of installed packages, by libalpm's rules (a dependency is met
+/// by a package of that name and a fitting version, or by a versioned provision that fits, or
+/// by any provision when unversioned), computed in one pass over every dependency through
+/// name and provision indexes. libalpm's own `alpm_pkg_compute_requiredby` and
+/// `alpm_checkdeps` scan the whole database for every package: quadratic, most of a no-op
+/// pass on a host with a thousand packages.
+struct DependencyGraph<'a> {
+    /// Package name → the packages depending on it, sorted (as `pacman -Qi` "Required By").
+    required_by: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    /// Package name → its dependencies nothing satisfies (someone ran `pacman -Rdd`; what
+    /// `pacman -Dk` reports): planning installs them again.
+    missing: BTreeMap<&'a str, Vec<String>>,
+}
+
+impl<'a> DependencyGraph<'a> {
+    fn of(pkgs: &[&'a alpm::Package]) -> Self {
+        use alpm_utils::depends::{satisfies_dep, satisfies_provide};
+        let mut by_name: std::collections::HashMap<&str, &alpm::Package> =
+            std::collections::HashMap::with_capacity(pkgs.len());
+        let mut providers: std::collections::HashMap<&str, Vec<(&str, &alpm::Dep)>> =
+            std::collections::HashMap::new();
+        for p in pkgs {
+            by_name.insert(p.name(), p);
+            for prov in p.provides() {
+                providers
+                    .entry(prov.name())
+                    .or_default()
+                    .push((p.name(), prov));
+            }
+        }
+        let mut graph = DependencyGraph {
+            required_by: BTreeMap::new(),
+            missing: BTreeMap::new(),
+        };
+        for p in pkgs {
+            for dep in p.depends() {
+                let mut met = false;
+                if let Some(q) = by_name.get(dep.name())
+                    && satisfies_dep(dep, q.name(), q.version())
+                {
+                    graph
+                        .required_by
+                        .entry(q.name())
+                        .or_default()
+                        .insert(p.name());
+                    met = true;
+                }
+                for (q, prov) in providers.get(dep.name()).into_iter().flatten() {
+                    if satisfies_provide(dep, prov) {
+                        graph.required_by.entry(q).or_default().insert(p.name());
+                        met = true;
+                    }
+                }
+                if !met {
+                    graph
+                        .missing
+                        .entry(p.name())
+                        .or_default()
+                        .push(dep.name().to_owned());
+                }
+            }
+        }
+        graph
+    }
+}
+
 fn glob_escape(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     if path.starts_with(['!', '\\']) {

@@ -1140,3 +1140,90 @@ fn modified_config_is_predicted_and_reported_as_pacnew() {
     let planned = plan_ok(&w.host, &want, &inv(&["app", "libfoo"]));
     assert!(planned.pacnew.is_empty(), "{:?}", planned.pacnew);
 }
+
+/// `System::installed` computes "required by" and unsatisfied dependencies with indexes
+/// instead of libalpm's quadratic scans; it must agree with libalpm on every kind of
+/// dependency: plain, versioned (with and without pkgrel, every operator), met by a versioned
+/// or unversioned provision, met twice, and not met at all (after `pacman -Rdd`).
+#[test]
+fn installed_dependency_graph_agrees_with_libalpm() {
+    let pkgs = [
+        SynthPackage::new("base", "2.0-3"),
+        SynthPackage::new("libv", "1:1.5-2"),
+        SynthPackage::new("prov-any", "1-1").provides("virt"),
+        SynthPackage::new("prov-ver", "1-1").provides("virtv=3.1"),
+        SynthPackage::new("both", "4-1").provides("base=2.0"),
+        SynthPackage::new("gone", "1-1"),
+        SynthPackage::new("a", "1-1")
+            .depends("base")
+            .depends("libv>=1:1.0")
+            .depends("virt")
+            .depends("gone"),
+        SynthPackage::new("b", "1-1")
+            .depends("base=2.0")
+            .depends("libv<1:2")
+            .depends("virtv>=3"),
+        SynthPackage::new("c", "1-1")
+            .depends("base>2.0-3")
+            .depends("libv=1:1.5-2")
+            .depends("virtv<3")
+            .depends("virt>=1"),
+        SynthPackage::new("d", "1-1")
+            .depends("base<=2.0-3")
+            .depends("libv>1:1.5")
+            .depends("gone=1-1"),
+    ];
+    let w = World::new(&pkgs);
+    let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
+    let mut args = vec!["-Sy", "--nodeps", "--nodeps"];
+    args.extend(&names);
+    w.host.pacman_ok(&args);
+    w.host.pacman_ok(&["-Rdd", "gone"]);
+
+    let sys = System::open(&host_paths(&w.host), Mode::Plan).expect("open");
+    let ours = sys.installed();
+    let alpm = sys.alpm();
+    let local: Vec<&alpm::Pkg> = alpm.localdb().pkgs().iter().map(|p| &**p).collect();
+    let mut alpm_missing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in alpm
+        .check_deps(
+            local.iter().copied(),
+            std::iter::empty::<&alpm::Pkg>(),
+            local.iter().copied(),
+            false,
+        )
+        .iter()
+    {
+        alpm_missing
+            .entry(m.target().to_owned())
+            .or_default()
+            .insert(m.depend().to_string());
+    }
+    assert_eq!(ours.len(), local.len());
+    for p in &local {
+        let mine = &ours[p.name()];
+        let theirs: Vec<String> = p.required_by().into_iter().collect();
+        assert_eq!(mine.required_by, theirs, "required by of {}", p.name());
+        let mine_missing: BTreeSet<String> = mine.missing.iter().cloned().collect();
+        let theirs_missing: BTreeSet<String> = alpm_missing
+            .get(p.name())
+            .map(|s| {
+                s.iter()
+                    .map(|d| d.split(['<', '>', '=']).next().unwrap_or(d).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(mine_missing, theirs_missing, "missing of {}", p.name());
+    }
+    // The cases are not vacuous: each kind shows up.
+    assert_eq!(ours["base"].required_by, ["a", "b", "d"]);
+    assert_eq!(ours["both"].required_by, ["a", "b", "d"]);
+    assert_eq!(ours["prov-any"].required_by, ["a"]);
+    assert_eq!(ours["prov-ver"].required_by, ["b"]);
+    assert_eq!(ours["libv"].required_by, ["a", "b", "c"]);
+    assert_eq!(ours["a"].missing, ["gone"]);
+    let c: BTreeSet<&str> = ours["c"].missing.iter().map(String::as_str).collect();
+    assert_eq!(c, BTreeSet::from(["base", "virt", "virtv"]));
+    let d: BTreeSet<&str> = ours["d"].missing.iter().map(String::as_str).collect();
+    assert_eq!(d, BTreeSet::from(["gone", "libv"]));
+}
