@@ -13,11 +13,11 @@ use crate::agent::AgentConfig;
 use crate::apply::{self, ApplyError, Notices};
 use crate::manifest::{Diagnostics, Fleet, FleetFiles, is_manifest_path};
 use crate::plan::{self, Action, Changeset};
-use crate::resolve::{self, ResolveError};
+use crate::resolve::{self, ResolveError, Resolved};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
 use crate::state::{
-    AppliedState, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir, StateError,
-    TransactionMarker,
+    AppliedState, ConvergedInputs, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir,
+    StateError, TransactionMarker,
 };
 use crate::system::{HostPaths, Mode, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
@@ -36,6 +36,9 @@ pub struct PassOptions {
     pub dry_run: bool,
     /// With `apply`: apply even outside the pool's window (an operator at the console).
     pub ignore_window: bool,
+    /// With `apply`: plan against the package databases even when nothing the plan reads
+    /// changed since the last full plan found nothing to do.
+    pub full_plan: bool,
 }
 
 /// Why changes were not applied although there are some.
@@ -298,6 +301,10 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         if let Err(e) = crate::metrics::record_pass(&state, &status, cfg.textfile.as_deref()) {
             tracing::error!("cannot record metrics: {e}");
         }
+        tracing::debug!(
+            "pass phase done: status and metrics at {:?}",
+            start.elapsed()
+        );
         let refusal = match &result {
             Err(e @ PassError::Refused(_)) => Some(e.to_string()),
             Ok(r) => r.refused.clone(),
@@ -551,23 +558,34 @@ struct Interrupted {
     actions: Vec<String>,
 }
 
-/// Local database entries missing `desc` or `files` (`name-version`): what an interrupted
-/// transaction leaves, and what `pacman -Dk` reports.
-fn incomplete_entries(dbpath: &std::path::Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dbpath.join("local")) else {
-        return Vec::new();
+/// The digest of everything a plan reads, so that a pass can tell it would plan the same as
+/// the last converged one: what this host should have (`Resolved`, which follows from the
+/// commit, the hostname and the pool), what pacfleet installed (the inventory), the local
+/// database (every entry's `desc`), the sync databases after the refresh, the effective
+/// pacman configuration (IgnorePkg, repositories, architecture, ...) and this pacfleet's
+/// version. A transaction changes the local database, so an applied pass never matches.
+fn plan_inputs_key(
+    resolved: &Resolved,
+    inventory: &BTreeSet<String>,
+    local: &crate::system::LocalScan,
+    sys: &System,
+) -> Result<String, PassError> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
     };
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| {
-            let dir = e.path();
-            !dir.join("desc").is_file() || !dir.join("files").is_file()
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
+    part(b"pacfleet plan inputs 1");
+    part(env!("CARGO_PKG_VERSION").as_bytes());
+    part(format!("{resolved:?}").as_bytes());
+    for name in inventory {
+        part(name.as_bytes());
+    }
+    part(local.fingerprint.as_bytes());
+    part(sys.sync_fingerprint()?.as_bytes());
+    part(format!("{:?}", sys.conf()).as_bytes());
+    Ok(format!("{:x}", hash.finalize()))
 }
 
 fn incomplete_database(cfg: &AgentConfig, entries: &[String]) -> PassError {
@@ -707,7 +725,16 @@ fn pass(
         branch: cfg.branch.clone(),
     };
     let repo = repo_dir(cfg);
+    // Where the time of a pass goes, for `RUST_LOG=pacfleet=debug` (BENCHMARKS.md).
+    let phase = |name: &str| tracing::debug!("pass phase done: {name} at {:?}", start.elapsed());
+    // pacman's configuration comes from a subprocess; read it while the fetch waits on the
+    // network (a pass that stops before planning leaves the thread to finish on its own).
+    let pacman_conf = std::thread::spawn({
+        let paths = host_paths(cfg);
+        move || crate::system::read_conf(&paths)
+    });
     let fetched = source::fetch(&spec, &repo)?;
+    phase("fetch");
     tracing::info!(
         "fleet {} at {} ({})",
         cfg.repo,
@@ -716,6 +743,7 @@ fn pass(
     );
     // 2. Verify: the newest commit a threshold of trusted keys signed (DESIGN.md §4).
     let trusted = verify(cfg, state, &repo, &fetched.commit)?;
+    phase("verify");
     let commit = trusted.commit.clone();
     *target_commit = Some(commit.clone());
     if let Some(r) = &trusted.refused {
@@ -737,6 +765,7 @@ fn pass(
         commit: commit.clone(),
         diags,
     })?;
+    phase("manifests");
 
     // 4. Resolve.
     let mut report = PassReport {
@@ -791,65 +820,87 @@ fn pass(
     // 6. Plan against the real system; apply if allowed.
     let mut inventory = state.load_inventory()?;
     let paths = host_paths(cfg);
+    let pacman_conf = pacman_conf.join().map_err(|_| SystemError::Config {
+        path: cfg.pacman_conf.display().to_string(),
+        detail: "reading it panicked".into(),
+    })??;
     if hold.is_some() {
         // A transaction pacfleet recorded is recovered by the next reconcile; anything else
         // half-written is reported, never called converged.
-        let broken = incomplete_entries(&cfg.dbpath);
-        if !broken.is_empty() && state.load_transaction()?.is_none() {
-            return Err(incomplete_database(cfg, &broken));
+        let local = crate::system::scan_local(&cfg.dbpath)?;
+        if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
+            return Err(incomplete_database(cfg, &local.incomplete));
         }
-        let mut sys = System::open(&paths, Mode::Plan)?;
+        let mut sys = System::open_with(&paths, Mode::Plan, pacman_conf)?;
         sys.refresh()?;
         let intent = plan::intent(&resolved, &sys.installed(), &inventory);
         report.changeset = sys.prepare(&intent, &resolved)?;
         sys.release();
     } else {
         let interrupted = recover_interrupted(cfg, state)?;
-        let broken = incomplete_entries(&cfg.dbpath);
-        if !broken.is_empty() {
-            return Err(incomplete_database(cfg, &broken));
-        }
-        let mut sys = System::open(&paths, Mode::Apply)?;
+        let mut sys = System::open_with(&paths, Mode::Apply, pacman_conf)?;
         apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
-        sys.refresh()?;
-        let installed = sys.installed();
-        let mut intent = plan::intent(&resolved, &installed, &inventory);
-        if let Some(i) = &interrupted {
-            // What the dead pass installed is pacfleet's; what it was installing is asked for
-            // again, its half-extracted files allowed to be replaced.
-            for c in &i.marker.changes {
-                match c.action {
-                    Action::Install => {
-                        inventory.insert(c.name.clone());
-                    }
-                    Action::Remove if !installed.contains_key(&c.name) => {
-                        inventory.remove(&c.name);
-                    }
-                    _ => {}
-                }
-            }
-            for (name, _, _) in &i.unfinished {
-                if !installed.contains_key(name) && !intent.targets.iter().any(|t| &t.name == name)
-                {
-                    let pin = resolved.pins.get(name);
-                    intent.targets.push(plan::Target {
-                        name: name.clone(),
-                        version: pin.map(|p| p.version.clone()),
-                        repo: None,
-                        sha256: pin.and_then(|p| p.sha256.clone()),
-                        explicit: resolved.explicit.contains_key(name),
-                    });
-                }
-            }
-            let allowed = sys.allow_overwrite(&i.unfinished)?;
-            if !allowed.is_empty() {
-                tracing::info!(
-                    "files the interrupted transaction left may be overwritten: {}",
-                    allowed.join(", ")
-                );
-            }
+        // After the wait: a pacman at work leaves half-written entries for a moment.
+        let local = crate::system::scan_local(&cfg.dbpath)?;
+        if !local.incomplete.is_empty() {
+            return Err(incomplete_database(cfg, &local.incomplete));
         }
-        report.changeset = sys.prepare(&intent, &resolved)?;
+        phase("open, lock wait, local database scan");
+        sys.refresh()?;
+        phase("refresh");
+        // Nothing the plan reads changed since a full plan found nothing to do: skip it.
+        let inputs_key = match &interrupted {
+            None => Some(plan_inputs_key(&resolved, &inventory, &local, &sys)?),
+            Some(_) => None,
+        };
+        let unchanged_inputs = !opts.full_plan
+            && inputs_key.is_some()
+            && state.load_converged().map(|c| c.key) == inputs_key;
+        if unchanged_inputs {
+            tracing::debug!("nothing the plan reads changed since the last full plan: converged");
+        } else {
+            let installed = sys.installed();
+            phase("read local database");
+            let mut intent = plan::intent(&resolved, &installed, &inventory);
+            if let Some(i) = &interrupted {
+                // What the dead pass installed is pacfleet's; what it was installing is asked for
+                // again, its half-extracted files allowed to be replaced.
+                for c in &i.marker.changes {
+                    match c.action {
+                        Action::Install => {
+                            inventory.insert(c.name.clone());
+                        }
+                        Action::Remove if !installed.contains_key(&c.name) => {
+                            inventory.remove(&c.name);
+                        }
+                        _ => {}
+                    }
+                }
+                for (name, _, _) in &i.unfinished {
+                    if !installed.contains_key(name)
+                        && !intent.targets.iter().any(|t| &t.name == name)
+                    {
+                        let pin = resolved.pins.get(name);
+                        intent.targets.push(plan::Target {
+                            name: name.clone(),
+                            version: pin.map(|p| p.version.clone()),
+                            repo: None,
+                            sha256: pin.and_then(|p| p.sha256.clone()),
+                            explicit: resolved.explicit.contains_key(name),
+                        });
+                    }
+                }
+                let allowed = sys.allow_overwrite(&i.unfinished)?;
+                if !allowed.is_empty() {
+                    tracing::info!(
+                        "files the interrupted transaction left may be overwritten: {}",
+                        allowed.join(", ")
+                    );
+                }
+            }
+            report.changeset = sys.prepare(&intent, &resolved)?;
+            phase("prepare");
+        }
         if let Some(i) = &interrupted {
             state.append_history(&interrupted_entry(i))?;
         }
@@ -859,6 +910,10 @@ fn pass(
                 return Err(PassError::Stopped);
             }
             tracing::info!("applying: {}", report.changeset.summary());
+            if let Err(e) = state.clear_converged() {
+                sys.release();
+                return Err(e.into());
+            }
             // Before the commit, under pacman's lock: who is committing what, under which lock.
             // A pass that cannot write this stops here, before any package changes.
             let lock = sys.lockfile();
@@ -913,6 +968,18 @@ fn pass(
             sys.release();
         }
         let recovered = interrupted.is_some();
+        if let (Some(key), true, false) =
+            (inputs_key, report.changeset.is_empty(), unchanged_inputs)
+        {
+            let inputs = ConvergedInputs {
+                key,
+                planned_at: chrono::Utc::now(),
+            };
+            if let Err(e) = state.save_converged(&inputs) {
+                // Only costs the next pass a full plan.
+                tracing::warn!("cannot record the converged plan's inputs: {e}");
+            }
+        }
         let inventory = next_inventory(&inventory, &report.changeset);
         // Record only what changed: a converged pass on the state already recorded (a newer
         // commit refused, or unsigned commits waiting) leaves state.json and the anchor as

@@ -43,8 +43,21 @@ pub const STATUS_FILE: &str = "status.json";
 pub const HISTORY_FILE: &str = "history.jsonl";
 pub const LOCK_FILE: &str = "pass.lock";
 pub const TRANSACTION_FILE: &str = "transaction.json";
+pub const CONVERGED_FILE: &str = "converged.json";
 
 const WHAT_TO_DO: &str = "inspect or move it aside; pacfleet will not guess";
+
+/// What the last converged pass planned against: a digest of every input of the plan (see
+/// `reconcile`). A pass whose inputs digest the same has nothing to do and skips planning.
+/// Derived data: losing or damaging the file costs one full plan, never a wrong one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergedInputs {
+    /// sha256 of the plan's inputs, lowercase hex.
+    pub key: String,
+    /// When a full plan last found nothing to do with these inputs.
+    pub planned_at: DateTime<Utc>,
+}
 
 /// The last state this host applied. Stored in `state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -463,6 +476,35 @@ impl StateDir {
         let path = self.transaction_path();
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
+    /// The inputs of the last converged plan; `None` when there is none or it cannot be read
+    /// (then the pass plans in full, which is always correct).
+    pub fn load_converged(&self) -> Option<ConvergedInputs> {
+        let path = self.path.join(CONVERGED_FILE);
+        match read_optional(&path)
+            .and_then(|b| b.map(|b| from_versioned_json(&path, &b)).transpose())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("ignoring {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    pub fn save_converged(&self, inputs: &ConvergedInputs) -> Result<(), StateError> {
+        write_atomic(&self.path.join(CONVERGED_FILE), &to_versioned_json(inputs))
+    }
+
+    /// Forgets the last converged plan's inputs (before anything changes the system).
+    pub fn clear_converged(&self) -> Result<(), StateError> {
+        let path = self.path.join(CONVERGED_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &path)(e)),
         }

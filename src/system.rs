@@ -195,7 +195,9 @@ impl std::fmt::Debug for System {
 
 /// Reads pacman.conf with `pacman-conf` (Includes expanded, defaults filled in as pacman
 /// would), relative to `root`.
-fn read_conf(paths: &HostPaths) -> Result<pacmanconf::Config, SystemError> {
+/// The host's effective pacman configuration, as `pacman-conf` prints it (Include, globs and
+/// defaults resolved by pacman itself). A subprocess: a pass starts it early, beside the fetch.
+pub fn read_conf(paths: &HostPaths) -> Result<pacmanconf::Config, SystemError> {
     let conf_err = |detail: String| SystemError::Config {
         path: paths.pacman_conf.display().to_string(),
         detail,
@@ -214,7 +216,15 @@ impl System {
     /// Opens the host's package system. In `Mode::Plan` the sync databases are copied to a
     /// private directory so that refreshing them takes no lock and changes nothing.
     pub fn open(paths: &HostPaths, mode: Mode) -> Result<System, SystemError> {
-        let conf = read_conf(paths)?;
+        Self::open_with(paths, mode, read_conf(paths)?)
+    }
+
+    /// `open` with the configuration `read_conf` returned for the same paths.
+    pub fn open_with(
+        paths: &HostPaths,
+        mode: Mode,
+        conf: pacmanconf::Config,
+    ) -> Result<System, SystemError> {
         let (dbpath, scratch) = match mode {
             Mode::Apply => (paths.dbpath.clone(), None),
             Mode::Plan => {
@@ -325,6 +335,41 @@ impl System {
                 (p.name().to_owned(), inst)
             })
             .collect()
+    }
+
+    /// A fingerprint of the sync databases as they are on disk (name, inode, size, mtime of
+    /// every file under `<dbpath>/sync`): after `refresh`, it changes exactly when a
+    /// repository published something new.
+    pub fn sync_fingerprint(&self) -> Result<String, SystemError> {
+        use sha2::Digest;
+        use std::os::unix::fs::MetadataExt;
+        let dir = Path::new(self.alpm.dbpath()).join("sync");
+        let io = |source| SystemError::Io {
+            context: "cannot read",
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut files: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e.map_err(io)?;
+                    files.push((e.file_name(), e.metadata().map_err(io)?));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut hash = sha2::Sha256::new();
+        for (name, m) in &files {
+            hash.update(name.as_encoded_bytes());
+            for n in [m.ino(), m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
+                hash.update(n.to_le_bytes());
+            }
+            hash.update([0]);
+        }
+        Ok(format!("{:x}", hash.finalize()))
     }
 
     /// Refreshes every sync database (like `pacman -Sy`). In `Mode::Apply` libalpm takes the
@@ -977,6 +1022,72 @@ impl System {
 
 /// `path` as a libalpm overwrite pattern matching only itself: fnmatch's special characters
 /// escaped, and a leading `!` or `\\` (which libalpm reads as negation or strips) escaped too.
+/// The local package database as files, read without libalpm: the entries an interrupted
+/// transaction left half-written, and a fingerprint that changes whenever pacman installs,
+/// removes, upgrades or re-marks a package (every entry's name, and its `desc` file's inode,
+/// size, mtime and ctime: `pacman -D` rewrites `desc` in place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalScan {
+    /// Entries (`name-version`) missing `desc` or `files`; what `pacman -Dk` reports.
+    pub incomplete: Vec<String>,
+    /// sha256 over every entry's metadata, lowercase hex.
+    pub fingerprint: String,
+}
+
+/// Scans `<dbpath>/local`. A missing directory is an error naming agent.yaml's fields.
+pub fn scan_local(dbpath: &Path) -> Result<LocalScan, SystemError> {
+    use sha2::Digest;
+    let local = dbpath.join("local");
+    let io = |context: &'static str, path: &Path| {
+        let path = path.display().to_string();
+        move |source| SystemError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    let mut names: Vec<std::ffi::OsString> = Vec::new();
+    for entry in std::fs::read_dir(&local).map_err(io(
+        "cannot read the local package database (check `root:`/`dbpath:` in agent.yaml)",
+        &local,
+    ))? {
+        let entry = entry.map_err(io("cannot read", &local))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            names.push(entry.file_name());
+        }
+    }
+    names.sort();
+    let mut hash = sha2::Sha256::new();
+    let mut incomplete = Vec::new();
+    for name in &names {
+        let dir = local.join(name);
+        let desc = std::fs::symlink_metadata(dir.join("desc")).ok();
+        let files = dir.join("files").is_file();
+        hash.update(name.as_encoded_bytes());
+        match &desc {
+            Some(m) if m.is_file() && files => {
+                use std::os::unix::fs::MetadataExt;
+                for n in [
+                    m.ino(),
+                    m.size(),
+                    m.mtime() as u64,
+                    m.mtime_nsec() as u64,
+                    m.ctime() as u64,
+                    m.ctime_nsec() as u64,
+                ] {
+                    hash.update(n.to_le_bytes());
+                }
+            }
+            _ => incomplete.push(name.to_string_lossy().into_owned()),
+        }
+        hash.update([0]);
+    }
+    Ok(LocalScan {
+        incomplete,
+        fingerprint: format!("{:x}", hash.finalize()),
+    })
+}
+
 /// Who needs whom among a set of installed packages, by libalpm's rules (a dependency is met
 /// by a package of that name and a fitting version, or by a versioned provision that fits, or
 /// by any provision when unversioned), computed in one pass over every dependency through

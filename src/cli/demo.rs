@@ -53,6 +53,7 @@ const APPLY: PassOptions = PassOptions {
     apply: true,
     dry_run: false,
     ignore_window: true,
+    full_plan: false,
 };
 
 pub(super) fn run(args: DemoArgs) -> anyhow::Result<u8> {

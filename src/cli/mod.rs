@@ -161,6 +161,10 @@ struct ReconcileArgs {
     /// Apply even outside the pool's window (for an operator at the console).
     #[arg(long)]
     ignore_window: bool,
+    /// Plan against the package databases even when nothing the plan reads changed since the
+    /// last pass that found nothing to do (which otherwise skips planning).
+    #[arg(long)]
+    full_plan: bool,
     /// Print the pass report as JSON.
     #[arg(long)]
     json: bool,

@@ -20,6 +20,7 @@ pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
         apply: true,
         dry_run: args.dry_run,
         ignore_window: args.ignore_window,
+        full_plan: args.full_plan,
     };
     let report = reconcile::run(&cfg, opts)?;
     if args.json {

@@ -451,3 +451,87 @@ fn one_pass_per_root_even_with_another_state_dir() {
     held.unlock().unwrap();
     assert_eq!(reconcile(&cfg).0, 0);
 }
+
+/// A pass whose inputs are those of the last pass that planned and found nothing to do skips
+/// planning (the no-op fast path, BENCHMARKS.md); every input the plan reads brings the full
+/// plan back, and with it the right outcome.
+#[test]
+fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
+    const SKIPPED: &str = "nothing the plan reads changed";
+    let mut w = world();
+    let (host, cfg) = w.host("ws-01");
+    let pass = |extra: &[&str]| {
+        let (code, out, err) = run(fleetctl()
+            .env("RUST_LOG", "pacfleet=debug")
+            .arg("reconcile")
+            .arg("--config")
+            .arg(&cfg)
+            .args(extra));
+        assert_eq!(code, 0, "{out}\n{err}");
+        (out, err.contains(SKIPPED))
+    };
+    // After a pass that changed the host: one full plan that finds nothing and records its
+    // inputs, then a pass that skips planning.
+    let settles = || {
+        assert!(!pass(&[]).1, "the pass after a change plans in full");
+        assert!(pass(&[]).1, "then the next one skips planning");
+    };
+    // Applies, then plans in full and records, then skips.
+    assert!(!pass(&[]).1);
+    assert!(!pass(&[]).1);
+    let (out, skipped) = pass(&[]);
+    assert!(skipped, "{out}");
+    assert!(out.contains("converged"), "{out}");
+    assert!(!pass(&["--full-plan"]).1, "--full-plan plans in full");
+
+    // The local database: a reason changed in place (`desc` rewritten, no entry added).
+    host.pacman_ok(&["-D", "--asdeps", "app"]);
+    assert!(!pass(&[]).1);
+    assert!(host.explicit().contains("app"), "reason restored");
+    settles();
+
+    // The local database: an entry removed behind pacfleet's back.
+    host.pacman_ok(&["-Rdd", "libfoo"]);
+    assert!(!pass(&[]).1);
+    assert!(host.installed().contains_key("libfoo"), "repaired");
+    settles();
+
+    // The sync databases: the repository publishes an update (floating pool).
+    w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
+    assert!(!pass(&[]).1);
+    assert_eq!(host.installed()["tool"], "1.1-1");
+    settles();
+
+    // pacman's configuration alone: an update held back by IgnorePkg, then released.
+    let conf = fs::read_to_string(&host.conf).expect("read pacman.conf");
+    let ignoring = conf.replacen("[options]\n", "[options]\nIgnorePkg = tool\n", 1);
+    assert_ne!(conf, ignoring);
+    fs::write(&host.conf, &ignoring).expect("write pacman.conf");
+    w.repo.add(&[SynthPackage::new("tool", "1.2-1")]);
+    assert!(!pass(&[]).1);
+    assert_eq!(host.installed()["tool"], "1.1-1", "ignored");
+    assert!(pass(&[]).1);
+    fs::write(&host.conf, &conf).expect("write pacman.conf");
+    assert!(!pass(&[]).1);
+    assert_eq!(host.installed()["tool"], "1.2-1", "released");
+    settles();
+
+    // The fleet: a new signed commit.
+    w.fleet.commit(
+        "extra for everyone",
+        &[(
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, tool, extra]\n",
+        )],
+    );
+    assert!(!pass(&[]).1);
+    assert!(host.installed().contains_key("extra"));
+    settles();
+
+    // A damaged record costs a full plan, nothing else.
+    let record = host.state_dir.join("converged.json");
+    fs::write(&record, "{ not json").expect("damage converged.json");
+    assert!(!pass(&[]).1);
+    assert!(pass(&[]).1);
+    assert_eq!(plan(&cfg).0, 0, "and the full plan agrees: nothing to do");
+}
