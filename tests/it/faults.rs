@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use pacfleet::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir};
+use crate::harness::{
+    FleetRepo, GitDaemon, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir,
+};
 
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
 
@@ -681,61 +683,6 @@ fn refused_connection_keeps_the_last_good_state() {
     let url = format!("http://127.0.0.1:{port}/fleet.git");
     let bad = w.config(&host, &url, "bad.yaml");
     assert_fetch_fails_and_recovers(&w, &host, &good, &bad, &[&format!("127.0.0.1:{port}")]);
-}
-
-/// `git daemon` serving `base` on a free loopback port; killed on drop.
-struct GitDaemon {
-    child: Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new("git")
-                .arg("daemon")
-                .arg("--export-all")
-                .arg(format!("--base-path={}", base.display()))
-                .arg("--reuseaddr")
-                .arg("--listen=127.0.0.1")
-                .arg(format!("--port={port}"))
-                .arg(base)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn git daemon");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return GitDaemon { child, port };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "git daemon did not listen on {port}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("could not start git daemon");
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A TCP relay on loopback in front of `upstream` that passes the client's bytes through but

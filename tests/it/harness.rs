@@ -474,3 +474,76 @@ impl HostDir {
         out
     }
 }
+
+/// A `git daemon` serving every repository under a base directory on a free loopback port,
+/// killed on drop. URLs are `git://127.0.0.1:<port>/<path below base>`.
+///
+/// Started as `<exec-path>/git-daemon`, not `git daemon`: the `git` wrapper runs the daemon as
+/// its child, and killing the wrapper (SIGKILL, which it cannot pass on) left the daemon
+/// running after the tests.
+pub struct GitDaemon {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl GitDaemon {
+    /// Start it and wait until it accepts connections.
+    pub fn start(base: &Path) -> GitDaemon {
+        use std::net::{TcpListener, TcpStream};
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let exec_path = stdout_ok(
+            "git --exec-path",
+            &Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .expect("run git"),
+        );
+        let daemon = Path::new(exec_path.trim()).join("git-daemon");
+        // The port is free now; if someone grabs it before the daemon binds, retry.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = Command::new(&daemon)
+                .arg("--export-all")
+                .arg(format!("--base-path={}", base.display()))
+                .arg("--reuseaddr")
+                .arg("--informative-errors")
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(base)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", daemon.display()));
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return GitDaemon { child, port };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // Port taken: try another.
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "git daemon did not listen on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start git daemon");
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use pacfleet::source::{self, FetchError, FetchOptions, Fetched, NOTES_REF, ReadError, RepoSpec};
 
-use git_fixtures::{Fixture, GitDaemon, HttpServer, free_port};
+use git_fixtures::{Fixture, HttpServer, free_port};
+
+use crate::harness::GitDaemon;
 
 fn spec(url: impl Into<String>) -> RepoSpec {
     RepoSpec {
@@ -176,7 +178,7 @@ fn existing_empty_dest_directory_is_initialised() {
 fn git_daemon() {
     let fx = Fixture::new();
     let (src, first) = fleet_source(&fx, "fleet");
-    let daemon = GitDaemon::start(&fx, &fx.root());
+    let daemon = GitDaemon::start(&fx.root());
     let url = format!("git://127.0.0.1:{}/fleet", daemon.port);
     check_fetch_cycle(&fx, &src, &first, &url);
 }
@@ -658,7 +660,7 @@ fn silent_server_times_out() {
 fn no_op_fetch_is_fast() {
     let fx = Fixture::new();
     let (src, _) = fleet_source(&fx, "fleet");
-    let daemon = GitDaemon::start(&fx, &fx.root());
+    let daemon = GitDaemon::start(&fx.root());
     let dest_local = fx.path("local.git");
     let dest_git = fx.path("daemon.git");
     let local = spec(path_str(&src));
@@ -859,62 +861,6 @@ pub mod git_fixtures {
             }
             assert!(Instant::now() < deadline, "{what} did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// A `git daemon` serving every repository under a base directory on 127.0.0.1,
-    /// killed on drop. URLs are `git://127.0.0.1:<port>/<path below base>`.
-    pub struct GitDaemon {
-        child: Child,
-        /// The port it listens on.
-        pub port: u16,
-    }
-
-    impl GitDaemon {
-        /// Start it and wait until it accepts connections.
-        pub fn start(fx: &Fixture, base: &Path) -> GitDaemon {
-            // The port is free now; if someone grabs it before the daemon binds, retry.
-            for _ in 0..5 {
-                let port = free_port();
-                let mut cmd = Command::new("git");
-                fx.configure(&mut cmd);
-                let mut child = cmd
-                    .arg("daemon")
-                    .arg("--export-all")
-                    .arg(format!("--base-path={}", base.display()))
-                    .arg("--reuseaddr")
-                    .arg("--informative-errors")
-                    .arg("--listen=127.0.0.1")
-                    .arg(format!("--port={port}"))
-                    .arg(base)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn git daemon");
-                let deadline = Instant::now() + Duration::from_secs(15);
-                loop {
-                    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                        return GitDaemon { child, port };
-                    }
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break; // Port taken: try another.
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "git daemon did not listen on {port}"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            panic!("could not start git daemon");
-        }
-    }
-
-    impl Drop for GitDaemon {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 

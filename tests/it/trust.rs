@@ -11,8 +11,9 @@ use std::process::{Command, Stdio};
 
 use pacfleet::synth::SynthPackage;
 
+use crate::harness::GitDaemon;
 use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, keypair, run, tempdir};
-use crate::source::git_fixtures::{Fixture, GitDaemon, HttpServer};
+use crate::source::git_fixtures::{Fixture, HttpServer};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
@@ -839,8 +840,7 @@ fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
 #[test]
 fn signed_state_over_git_daemon() {
     let w = world();
-    let fx = Fixture::new();
-    let daemon = GitDaemon::start(&fx, w.tmp.path());
+    let daemon = GitDaemon::start(w.tmp.path());
     let url = format!("git://127.0.0.1:{}/fleet", daemon.port);
     transport_round_trip(&w, &url, &|| {});
 }
