@@ -87,8 +87,8 @@ pub struct FetchOptions {
     /// Give up on the whole fetch after this long. This bounds every HTTP request and
     /// interrupts the pack transfer of any transport; default 10 minutes.
     pub timeout: Duration,
-    /// Give up connecting to an HTTP(S) server after this long; default 20 seconds.
-    /// (`git://` always uses 5 seconds, `ssh` uses whatever ssh is configured with.)
+    /// Give up connecting to an HTTP(S) or `git://` server after this long; default 20
+    /// seconds (`ssh` uses whatever ssh is configured with).
     pub connect_timeout: Duration,
 }
 
@@ -838,6 +838,9 @@ fn connect<'remote, 'repo>(
     url: &gix::Url,
     options: &FetchOptions,
 ) -> Result<Connection<'remote, 'repo>, String> {
+    if url.scheme == gix::url::Scheme::Git {
+        return connect_git_daemon(remote, options);
+    }
     let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|err| error_chain(&err))?;
@@ -845,6 +848,57 @@ fn connect<'remote, 'repo>(
         connection = connection.with_transport_options(http_options(remote.repo(), url, options)?);
     }
     Ok(connection)
+}
+
+/// A `git://` connection made here rather than by gix: gix writes every pkt-line as several
+/// small writes, and on a socket with Nagle's algorithm each request then waits for the ACK of
+/// its first segment, which the daemon delays (~40 ms, three times in a fetch that brings
+/// something). This one sets `TCP_NODELAY`, tries every address the host resolves to, and
+/// gives up connecting after `connect_timeout` (gix: the first address, 5 s).
+fn connect_git_daemon<'remote, 'repo>(
+    remote: &'remote gix::Remote<'repo>,
+    options: &FetchOptions,
+) -> Result<Connection<'remote, 'repo>, String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let (url, version) = remote
+        .sanitized_url_and_version(Direction::Fetch)
+        .map_err(|err| error_chain(&err))?;
+    if url.user().is_some() {
+        return Err("a git:// URL cannot carry a user name; remove it".into());
+    }
+    let host = url.host().ok_or("the git:// URL has no host")?;
+    let port = url.port.unwrap_or(9418);
+    let addresses = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {host}: {err}"))?;
+    let mut last_err = format!("{host} resolves to no address");
+    let mut stream = None;
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, options.connect_timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(err) => last_err = format!("cannot connect to {address}: {err}"),
+        }
+    }
+    let stream = stream.ok_or(last_err)?;
+    stream
+        .set_nodelay(true)
+        .map_err(|err| format!("cannot set TCP_NODELAY: {err}"))?;
+    let write = stream
+        .try_clone()
+        .map_err(|err| format!("cannot clone the connection: {err}"))?;
+    let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
+        stream,
+        write,
+        version,
+        url.path.clone(),
+        Some((host.to_owned(), url.port)),
+        gix::protocol::transport::client::git::ConnectMode::Daemon,
+        false,
+    );
+    Ok(remote.to_connection_with_transport(Box::new(transport)))
 }
 
 /// Best effort: the branches the remote has, for an error message (at most 20 and a count).
