@@ -335,6 +335,10 @@ pub fn scale_fleet(f: &ScaleFleet) -> Result<()> {
     out.write(&dir, true)?;
     let b = commit(&dir, &format!("touch {} sets", f.touch))?;
     git(&dir, &["tag", "b", &b])?;
+    // Packed, as any clone and any repository `git gc --auto` has run in is: `diff` reads
+    // the trees of both revisions, and tens of thousands of loose objects would measure the
+    // file system instead.
+    git(&dir, &["gc", "--quiet"])?;
     println!(
         "fleet in {}: {} hosts, {} pools, {} packages in {} sets, {} generations per pool; revisions a {} and b {}",
         dir.display(),

@@ -362,9 +362,10 @@ pub fn diff(old: &Fleet, new: &Fleet, filter: &Filter) -> FleetDiff {
         .filter_map(|p| pool_diff(old, new, p))
         .collect();
 
+    let mut pool_rows = BTreeMap::new();
     let hosts: Vec<HostDiff> = host_candidates(old, new, filter)
         .into_iter()
-        .filter_map(|h| host_diff(old, new, &h))
+        .filter_map(|h| host_diff(old, new, &h, &mut pool_rows))
         .filter(|h| {
             filter.is_empty()
                 || filter.hosts.contains(&h.host)
@@ -489,8 +490,13 @@ struct Side<'a> {
     pins: Option<&'a BTreeMap<Name, Pin>>,
 }
 
-fn side<'a>(fleet: &'a Fleet, pool: &Pool, host: Option<&Host>) -> Side<'a> {
-    let (explicit, excluded) = resolve::desired(fleet, pool, host);
+fn side<'a>(
+    fleet: &'a Fleet,
+    pool: &Pool,
+    host: Option<&Host>,
+    only: Option<&BTreeSet<&str>>,
+) -> Side<'a> {
+    let (explicit, excluded) = resolve::desired_only(fleet, pool, host, only);
     let pins = pool
         .generation
         .and_then(|n| fleet.generations.get(&(pool.name.clone(), n)))
@@ -507,12 +513,25 @@ fn origins(d: Option<&Desired>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The package rows of `old` → `new` (`None`: the pool is absent on that side).
-fn package_changes(old: Option<&Side<'_>>, new: Option<&Side<'_>>) -> Vec<PackageChange> {
+/// How package rows are listed: by kind of change, explicit packages first, then by name.
+fn row_order(a: &PackageChange, b: &PackageChange) -> Ordering {
+    (a.change, !a.explicit, &a.name).cmp(&(b.change, !b.explicit, &b.name))
+}
+
+/// The package rows of `old` → `new` (`None`: the pool is absent on that side), in name
+/// order; only for the packages in `only` when given.
+fn package_changes(
+    old: Option<&Side<'_>>,
+    new: Option<&Side<'_>>,
+    only: Option<&BTreeSet<&str>>,
+) -> Vec<PackageChange> {
     let mut names: BTreeSet<&str> = BTreeSet::new();
     for s in [old, new].into_iter().flatten() {
         names.extend(s.explicit.keys().map(String::as_str));
         names.extend(s.pins.into_iter().flat_map(|p| p.keys().map(Name::as_str)));
+    }
+    if let Some(only) = only {
+        names.retain(|n| only.contains(n));
     }
     let mut out = Vec::new();
     for name in names {
@@ -607,7 +626,7 @@ fn package_changes(old: Option<&Side<'_>>, new: Option<&Side<'_>>) -> Vec<Packag
             }
         }
     }
-    out.sort_by(|a, b| (a.change, !a.explicit, &a.name).cmp(&(b.change, !b.explicit, &b.name)));
+    out.sort_by(row_order);
     out
 }
 
@@ -662,11 +681,11 @@ fn pool_diff(old: &Fleet, new: &Fleet, name: &str) -> Option<PoolDiff> {
     let (settings, packages) = match (a, b) {
         (Some(_), None) => (Vec::new(), Vec::new()),
         _ => {
-            let sa = a.map(|p| side(old, p, None));
-            let sb = b.map(|p| side(new, p, None));
+            let sa = a.map(|p| side(old, p, None, None));
+            let sb = b.map(|p| side(new, p, None, None));
             (
                 pool_settings(a.map(|p| (old, p)), b.map(|p| (new, p))),
-                package_changes(sa.as_ref(), sb.as_ref()),
+                package_changes(sa.as_ref(), sb.as_ref(), None),
             )
         }
     };
@@ -705,7 +724,16 @@ fn host_candidates(old: &Fleet, new: &Fleet, filter: &Filter) -> BTreeSet<String
     out
 }
 
-fn host_diff(old: &Fleet, new: &Fleet, name: &str) -> Option<HostDiff> {
+/// The package rows of pool (old side) → pool (new side), computed once per pair of pools
+/// rather than once per host.
+type PoolRows = BTreeMap<(String, String), Vec<PackageChange>>;
+
+/// Whether a Host manifest changes its host's desired packages (most only carry labels).
+fn contributes(host: Option<&Host>) -> bool {
+    host.is_some_and(|h| !h.packages.is_empty() || !h.exclude.is_empty())
+}
+
+fn host_diff(old: &Fleet, new: &Fleet, name: &str, pool_rows: &mut PoolRows) -> Option<HostDiff> {
     let pa = single_pool(old, name);
     let pb = single_pool(new, name);
     let ha = old.hosts.get(name).map(|d| &d.spec);
@@ -730,19 +758,59 @@ fn host_diff(old: &Fleet, new: &Fleet, name: &str) -> Option<HostDiff> {
         (None, None) => return None,
         (None, Some(_)) => (HostStatus::Joined, Vec::new()),
         (Some(_), None) => (HostStatus::Left, Vec::new()),
+        // A host that adds nothing of its own has exactly its pool's rows: none of its own when
+        // it stays, the pools' when it moves.
+        (Some(_), Some(_)) if pa == pb && !contributes(ha) && !contributes(hb) => {
+            if settings.is_empty() {
+                return None;
+            }
+            (HostStatus::Changed, Vec::new())
+        }
         (Some(p), Some(q)) => {
-            let host_rows =
-                package_changes(Some(&side(old, &p.spec, ha)), Some(&side(new, &q.spec, hb)));
+            // What a package resolves to depends only on what names it, so the host's rows
+            // differ from its pools' only for the packages its manifests name: resolve those
+            // for the host, take every other row from the pools' (once per pair of pools).
+            let pool_rows = pool_rows
+                .entry((p.spec.name.to_string(), q.spec.name.to_string()))
+                .or_insert_with(|| {
+                    package_changes(
+                        Some(&side(old, &p.spec, None, None)),
+                        Some(&side(new, &q.spec, None, None)),
+                        None,
+                    )
+                });
+            let named: BTreeSet<&str> = [ha, hb]
+                .into_iter()
+                .flatten()
+                .flat_map(|h| {
+                    h.packages
+                        .iter()
+                        .map(|r| r.name().as_str())
+                        .chain(h.exclude.iter().map(Name::as_str))
+                })
+                .collect();
+            let host_rows = package_changes(
+                Some(&side(old, &p.spec, ha, Some(&named))),
+                Some(&side(new, &q.spec, hb, Some(&named))),
+                Some(&named),
+            );
             if pa != pb {
-                (HostStatus::Moved, host_rows)
+                let mut rows: Vec<PackageChange> = pool_rows
+                    .iter()
+                    .filter(|r| !named.contains(r.name.as_str()))
+                    .cloned()
+                    .chain(host_rows)
+                    .collect();
+                rows.sort_by(row_order);
+                (HostStatus::Moved, rows)
             } else {
-                let pool_rows = package_changes(
-                    Some(&side(old, &p.spec, None)),
-                    Some(&side(new, &q.spec, None)),
-                );
                 let key =
                     |r: &PackageChange| (r.name.clone(), r.change, r.old.clone(), r.new.clone());
-                let in_pool: BTreeSet<_> = pool_rows.iter().map(key).collect();
+                let in_pool: BTreeSet<_> = pool_rows
+                    .iter()
+                    .filter(|r| named.contains(r.name.as_str()))
+                    .map(key)
+                    .collect();
                 let own: Vec<PackageChange> = host_rows
                     .into_iter()
                     .filter(|r| !in_pool.contains(&key(r)))

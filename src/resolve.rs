@@ -96,34 +96,11 @@ pub enum ResolveError {
     },
 }
 
-/// Whether `pool` selects the host `hostname` with the given Host-manifest labels. A pool with
-/// `hosts:` globs needs one to match; a pool with `labels:` needs every label to equal the
-/// host's; a pool with both needs both; a pool with neither selects nothing.
-pub fn pool_matches(
-    pool: &Pool,
-    hostname: &str,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    if pool.hosts.is_empty() && pool.labels.is_empty() {
-        return false;
-    }
-    let globs_ok = pool.hosts.is_empty()
-        || pool
-            .hosts
-            .iter()
-            .any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(hostname)));
-    let labels_ok = pool.labels.is_empty()
-        || labels.is_some_and(|have| pool.labels.iter().all(|(k, v)| have.get(k) == Some(v)));
-    globs_ok && labels_ok
-}
-
-/// The pools (name, file) that select `hostname`.
+/// The pools (name, file) that select `hostname` (see [`Fleet::pools_selecting`]).
 pub fn matching_pools(fleet: &Fleet, hostname: &str) -> Vec<(String, String)> {
-    let labels = fleet.hosts.get(hostname).map(|h| &h.spec.labels);
     fleet
-        .pools
-        .values()
-        .filter(|p| pool_matches(&p.spec, hostname, labels))
+        .pools_selecting(hostname)
+        .into_iter()
         .map(|p| (p.spec.name.to_string(), p.file.clone()))
         .collect()
 }
@@ -137,10 +114,26 @@ pub fn desired(
     BTreeMap<String, Desired>,
     BTreeMap<String, BTreeSet<Origin>>,
 ) {
+    desired_only(fleet, pool, host, None)
+}
+
+/// [`desired`], for the packages named in `only` (all when `None`). What a package resolves to
+/// depends only on the references and excludes that name it, so this is exactly `desired`
+/// restricted to those names; `diff` uses it for the few packages a Host manifest names.
+pub fn desired_only(
+    fleet: &Fleet,
+    pool: &Pool,
+    host: Option<&Host>,
+    only: Option<&BTreeSet<&str>>,
+) -> (
+    BTreeMap<String, Desired>,
+    BTreeMap<String, BTreeSet<Origin>>,
+) {
+    let wanted_name = |name: &str| only.is_none_or(|o| o.contains(name));
     let mut wanted: BTreeMap<String, Desired> = BTreeMap::new();
     let mut excludes: BTreeMap<String, BTreeSet<Origin>> = BTreeMap::new();
     let mut add = |refs: &[PackageRef], origin: &Origin| {
-        for r in refs {
+        for r in refs.iter().filter(|r| wanted_name(r.name().as_str())) {
             let d = wanted
                 .entry(r.name().to_string())
                 .or_insert_with(|| Desired {
@@ -177,7 +170,7 @@ pub fn desired(
         set_excludes.push((origin, &h.exclude));
     }
     for (origin, names) in set_excludes {
-        for n in names {
+        for n in names.iter().filter(|n| wanted_name(n.as_str())) {
             if wanted.remove(n.as_str()).is_some() || excludes.contains_key(n.as_str()) {
                 excludes
                     .entry(n.to_string())

@@ -28,8 +28,14 @@ const FOLD_AFTER: usize = 15;
 pub(super) fn run(args: DiffArgs) -> anyhow::Result<u8> {
     let (from, to) = parse_range(args.range.as_deref())?;
     let repo = RepoAt::open(&args.repo)?;
-    let old = repo.load(&from)?;
-    let new = repo.load(&to)?;
+    // The two sides are independent: read and check them side by side.
+    let (old, new) = std::thread::scope(|scope| {
+        let old = scope.spawn(|| repo.load(&from));
+        let new = repo.load(&to);
+        (old.join(), new)
+    });
+    let old = old.map_err(|_| anyhow::anyhow!("reading the old side panicked (a bug)"))??;
+    let new = new?;
 
     let mut problems = String::new();
     for side in [&old, &new] {

@@ -330,6 +330,7 @@ pub(super) fn check(
         sets,
         generations: gens,
         hosts,
+        pool_index: Default::default(),
     };
 
     // Hosts claimed by two pools: every Host manifest, and every literal hostname in a pool.
@@ -361,6 +362,7 @@ pub(super) fn check(
     }
 
     // Pinned pools: every desired package must be in the lock.
+    let mut pinned = BTreeMap::new();
     for pool in fleet.pools.values() {
         let Some(n) = pool.spec.generation else {
             continue;
@@ -383,12 +385,26 @@ pub(super) fn check(
                 );
             }
         }
-        for host in fleet.hosts.values() {
-            if !resolve::pool_matches(&pool.spec, host.spec.name.as_str(), Some(&host.spec.labels))
-            {
+        pinned.insert(pool.spec.name.clone(), (pool, n, generation, wanted));
+    }
+    // ... and so must every package a Host manifest adds in a pinned pool.
+    for host in fleet.hosts.values() {
+        if host.spec.packages.is_empty() {
+            continue;
+        }
+        for selecting in fleet.pools_selecting(host.spec.name.as_str()) {
+            let Some((pool, n, generation, wanted)) = pinned.get(&selecting.spec.name) else {
                 continue;
-            }
-            let (with_host, _) = resolve::desired(&fleet, &pool.spec, Some(&host.spec));
+            };
+            // Only the packages the host names can differ from the pool's.
+            let named = host
+                .spec
+                .packages
+                .iter()
+                .map(|r| r.name().as_str())
+                .collect();
+            let (with_host, _) =
+                resolve::desired_only(&fleet, &pool.spec, Some(&host.spec), Some(&named));
             for (i, r) in host.spec.packages.iter().enumerate() {
                 let name = r.name().as_str();
                 if with_host.contains_key(name)

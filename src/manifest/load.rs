@@ -158,23 +158,27 @@ pub(super) fn parse_all(files: &FleetFiles) -> (Parsed, Vec<Diagnostic>) {
         if kind == "Fleet" {
             parsed.fleet_file_present = true;
         }
-        match peek_kind(file, kind) {
+        match precheck(file, kind) {
             Err(d) => diags.push(d),
             Ok(()) => match kind {
-                "Fleet" => push(&mut parsed.fleet, file, &mut diags),
-                "Pool" => push(&mut parsed.pools, file, &mut diags),
-                "PackageSet" => push(&mut parsed.sets, file, &mut diags),
-                "Generation" => push(&mut parsed.generations, file, &mut diags),
-                _ => push(&mut parsed.hosts, file, &mut diags),
+                "Fleet" => push(&mut parsed.fleet, file, kind, &mut diags),
+                "Pool" => push(&mut parsed.pools, file, kind, &mut diags),
+                "PackageSet" => push(&mut parsed.sets, file, kind, &mut diags),
+                "Generation" => push(&mut parsed.generations, file, kind, &mut diags),
+                _ => push(&mut parsed.hosts, file, kind, &mut diags),
             },
         }
     }
     (parsed, diags)
 }
 
+/// Parses `file` as its kind (one parse: a manifest's `kind` field only accepts the right
+/// kind). Only when that fails is the file looked at again, to say the more useful thing when
+/// `kind:` itself is wrong.
 fn push<T: DeserializeOwned>(
     out: &mut Vec<Doc<T>>,
     file: &SourceFile,
+    expected: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
     match serde_yaml::from_str::<T>(&file.text) {
@@ -182,6 +186,7 @@ fn push<T: DeserializeOwned>(
             file: file.path.clone(),
             spec,
         }),
+        Err(_) if let Err(d) = check_kind(file, expected) => diags.push(d),
         Err(e) => {
             let mut d = yaml_diagnostic(&file.path, &e);
             // serde_yaml places errors raised by our own validation (names) at the document
@@ -249,12 +254,9 @@ fn too_deeply_nested(text: &str, limit: usize) -> Option<(usize, usize)> {
     None
 }
 
-/// Checks the YAML syntax and the `kind:` of a file against the kind its path requires.
-fn peek_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
-    #[derive(Deserialize)]
-    struct Peek {
-        kind: Option<serde_yaml::Value>,
-    }
+/// What is checked before any YAML parser sees a file: that it is not empty, and that it does
+/// not nest deep enough to make parsing slow.
+fn precheck(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
     if file.text.trim().is_empty() {
         return Err(Diagnostic {
             file: file.path.clone(),
@@ -273,14 +275,25 @@ fn peek_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
             ),
         });
     }
+    Ok(())
+}
+
+/// Checks the YAML syntax and the `kind:` of a file against the kind its path requires.
+fn check_kind(file: &SourceFile, expected: &str) -> Result<(), Diagnostic> {
+    #[derive(Deserialize)]
+    struct Peek {
+        kind: Option<serde_yaml::Value>,
+    }
     let peek: Peek =
         serde_yaml::from_str(&file.text).map_err(|e| yaml_diagnostic(&file.path, &e))?;
-    let (line, column) = super::locate::locate(&file.text, &[super::locate::Seg::Key("kind")]);
-    let at = |message: String| Diagnostic {
-        file: file.path.clone(),
-        line,
-        column,
-        message,
+    let at = |message: String| {
+        let (line, column) = super::locate::locate(&file.text, &[super::locate::Seg::Key("kind")]);
+        Diagnostic {
+            file: file.path.clone(),
+            line,
+            column,
+            message,
+        }
     };
     match peek.kind {
         None => Err(at(format!(

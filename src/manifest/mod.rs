@@ -392,6 +392,66 @@ pub struct Fleet {
     pub generations: BTreeMap<(Name, u32), Doc<Generation>>,
     /// Host manifests by hostname.
     pub hosts: BTreeMap<Name, Doc<Host>>,
+    /// Built on first use by [`Fleet::pools_selecting`].
+    pool_index: PoolIndexCell,
+}
+
+/// Which pools select which hostname: every pool's `hosts:` globs compiled once into one
+/// `GlobSet`, so that finding a host's pool is one match however many pools there are
+/// (compiling each pool's globs for every host made `validate` and `diff` quadratic).
+#[derive(Debug, Clone)]
+struct PoolIndex {
+    /// Every valid glob of every pool.
+    globs: globset::GlobSet,
+    /// The pool each glob of `globs` belongs to, by index.
+    owner: Vec<Name>,
+    /// Pools with `labels:` and no `hosts:`: they select by labels alone.
+    by_labels_only: Vec<Name>,
+}
+
+impl PoolIndex {
+    fn new(pools: &BTreeMap<Name, Doc<Pool>>) -> PoolIndex {
+        let mut builder = globset::GlobSetBuilder::new();
+        let mut owner = Vec::new();
+        let mut by_labels_only = Vec::new();
+        for (name, pool) in pools {
+            if pool.spec.hosts.is_empty() && !pool.spec.labels.is_empty() {
+                by_labels_only.push(name.clone());
+            }
+            // Invalid globs are reported by validation; they select nothing.
+            for glob in pool
+                .spec
+                .hosts
+                .iter()
+                .filter_map(|g| globset::Glob::new(g).ok())
+            {
+                builder.add(glob);
+                owner.push(name.clone());
+            }
+        }
+        let globs = builder.build().unwrap_or_else(|e| {
+            // Each glob compiled on its own; a set of them failing (a size limit) selects
+            // nothing rather than guessing.
+            tracing::error!("cannot compile the pools' host globs together: {e}");
+            owner.clear();
+            globset::GlobSet::empty()
+        });
+        PoolIndex {
+            globs,
+            owner,
+            by_labels_only,
+        }
+    }
+}
+
+/// The index, derived from the pools: equal whenever the pools are.
+#[derive(Debug, Clone, Default)]
+struct PoolIndexCell(std::sync::OnceLock<PoolIndex>);
+
+impl PartialEq for PoolIndexCell {
+    fn eq(&self, _: &PoolIndexCell) -> bool {
+        true
+    }
 }
 
 impl Fleet {
@@ -416,6 +476,35 @@ impl Fleet {
     /// The fleet's name.
     pub fn name(&self) -> &Name {
         &self.fleet.spec.name
+    }
+
+    /// The pools that select `hostname`, in name order. A pool with `hosts:` globs needs one to
+    /// match; a pool with `labels:` needs every label to equal the Host manifest's; a pool
+    /// with both needs both; a pool with neither selects nothing. More than one is an error
+    /// the caller reports.
+    pub fn pools_selecting(&self, hostname: &str) -> Vec<&Doc<Pool>> {
+        let index = self
+            .pool_index
+            .0
+            .get_or_init(|| PoolIndex::new(&self.pools));
+        let labels = self.hosts.get(hostname).map(|h| &h.spec.labels);
+        let mut names: std::collections::BTreeSet<&Name> = index
+            .globs
+            .matches(hostname)
+            .into_iter()
+            .map(|i| &index.owner[i])
+            .collect();
+        names.extend(index.by_labels_only.iter());
+        names
+            .into_iter()
+            .filter_map(|name| self.pools.get(name))
+            .filter(|pool| {
+                pool.spec.labels.is_empty()
+                    || labels.is_some_and(|have| {
+                        pool.spec.labels.iter().all(|(k, v)| have.get(k) == Some(v))
+                    })
+            })
+            .collect()
     }
 }
 

@@ -203,6 +203,40 @@ proptest! {
         }
     }
 
+    /// Resolving only some names gives exactly what resolving everything gives for those
+    /// names (what `diff` relies on to resolve only what a Host manifest names).
+    #[test]
+    fn resolving_some_names_is_resolving_all_restricted(
+        f in gen_fleet(),
+        only in prop::collection::btree_set(0..PACKAGES, 0..4),
+    ) {
+        let fleet = f.load(&f.pool_sets);
+        let pool = &fleet.pools.values().next().expect("one pool").spec;
+        let names: Vec<String> = only.iter().map(|p| pkg(*p)).collect();
+        let only: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        for host in [None, fleet.hosts.values().next().map(|h| &h.spec)] {
+            let (all_wanted, all_excluded) = resolve::desired(&fleet, pool, host);
+            let (wanted, excluded) = resolve::desired_only(&fleet, pool, host, Some(&only));
+            let restrict = |keys: Vec<&String>| -> Vec<String> {
+                keys.into_iter().filter(|k| only.contains(k.as_str())).cloned().collect()
+            };
+            prop_assert_eq!(
+                wanted.keys().cloned().collect::<Vec<_>>(),
+                restrict(all_wanted.keys().collect())
+            );
+            prop_assert_eq!(
+                excluded.keys().cloned().collect::<Vec<_>>(),
+                restrict(all_excluded.keys().collect())
+            );
+            for (k, d) in &wanted {
+                prop_assert_eq!(d, &all_wanted[k]);
+            }
+            for (k, o) in &excluded {
+                prop_assert_eq!(o, &all_excluded[k]);
+            }
+        }
+    }
+
     /// The order of a pool's package sets (and duplicates in it) changes nothing.
     #[test]
     fn resolve_ignores_set_order(f in gen_fleet(), seed in any::<u64>()) {

@@ -287,11 +287,11 @@ impl Universe {
                 .into_keys()
                 .collect();
             for host in fleet.hosts.values() {
-                if resolve::pool_matches(
-                    &pool.spec,
-                    host.spec.name.as_str(),
-                    Some(&host.spec.labels),
-                ) {
+                if fleet
+                    .pools_selecting(host.spec.name.as_str())
+                    .iter()
+                    .any(|p| p.spec.name == pool.spec.name)
+                {
                     roots.extend(
                         resolve::desired(fleet, &pool.spec, Some(&host.spec))
                             .0
