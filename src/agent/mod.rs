@@ -5,6 +5,11 @@
 //! SIGTERM/SIGINT — never in the middle of a pass. Windows and `paused` are the passes' own
 //! business (`reconcile`): outside a window a pass plans and reports "pending until".
 //!
+//! Each pass runs in a child process (`fleetctl reconcile --json`, or `plan --json` to check
+//! drift) whose report the agent reads: what libalpm and the fetch allocate is given back when
+//! the pass ends, so the agent idles at its own small size all day (BENCHMARKS.md), and a crash
+//! inside a pass cannot take the agent down.
+//!
 //! Also owns `agent.yaml` (`config`).
 
 pub mod config;
@@ -20,7 +25,9 @@ use tokio::time::Instant;
 
 pub use config::{AgentConfig, ConfigError, machine_hostname, parse_duration, repo_is_local_path};
 
-use crate::reconcile::{self, PassOptions, PassReport, Verdict};
+use serde::Deserialize;
+
+use crate::reconcile;
 use crate::state::{PassOutcome, StateDir};
 
 /// The agent could not start or keep running.
@@ -136,13 +143,13 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
             drift_check.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
-                let result = pass(&cfg, PassOptions { apply: true, ..PassOptions::default() }).await;
+                let result = pass(&config_path, true).await;
                 // Events from our own transaction lead to one drift check that finds nothing;
                 // discarding them could also discard a change made by hand just after the pass.
                 match result {
                     Ok(report) => {
                         failures = 0;
-                        if matches!(report.verdict, Verdict::Applied | Verdict::Converged | Verdict::NotInFleet) {
+                        if report.verdict.settled() {
                             drift.clear();
                         } else if !drift.is_empty() {
                             record_drift(&cfg, &drift);
@@ -181,7 +188,7 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                     let status = s.load_status().ok().flatten()?;
                     matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied).then_some(applied.commit)
                 });
-                match pass(&cfg, PassOptions::default()).await {
+                match pass(&config_path, false).await {
                     Ok(report) if settled.as_deref() != Some(report.commit.as_str()) => {
                         tracing::info!("the fleet moved on; reconciling");
                         next = next.min(Instant::now());
@@ -204,7 +211,10 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                         watches = watch(&cfg, &tx)?;
                         next = Instant::now() + schedule::until_slot(std::time::SystemTime::now(), &cfg.hostname, cfg.interval);
                     }
-                    Err(e) => tracing::error!("keeping the old configuration: {e}"),
+                    Err(e) => tracing::error!(
+                        "cannot reload {}: {e}; the schedule and watches stay as they were, and passes (which read the file) fail until it is fixed",
+                        config_path.display()
+                    ),
                 }
             }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -215,36 +225,81 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
     Ok(())
 }
 
-/// Runs one pass on the blocking pool; a stop signal waits for it to finish.
-async fn pass(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, reconcile::PassError> {
-    let cfg = cfg.clone();
-    match tokio::task::spawn_blocking(move || reconcile::run(&cfg, opts)).await {
-        Ok(r) => {
-            if let Ok(report) = &r {
-                let what = match &report.verdict {
-                    Verdict::NotInFleet => "not in the fleet".to_owned(),
-                    Verdict::Converged => "converged".to_owned(),
-                    Verdict::Applied => format!("applied {}", report.changeset.summary()),
-                    Verdict::Pending { hold } => {
-                        format!("{} changes {hold}", report.changeset.changes.len())
-                    }
-                };
-                if opts.apply {
-                    tracing::info!("pass at {}: {what}", reconcile::short(&report.commit));
-                }
-            }
-            r
-        }
-        Err(e) => {
-            // A panic inside a pass is a bug; keep the agent alive and report it as a failure.
-            tracing::error!("a pass panicked: {e}");
-            Err(reconcile::PassError::Apply(
-                crate::apply::ApplyError::Commit {
-                    detail: format!("internal error: {e}"),
-                },
-            ))
-        }
+/// What the agent reads of a pass report (`reconcile --json` / `plan --json`).
+#[derive(Debug, Deserialize)]
+struct PassSummary {
+    commit: String,
+    #[serde(default)]
+    drift: Vec<String>,
+    verdict: VerdictSummary,
+    changeset: ChangesetSummary,
+}
+
+#[derive(Debug, Deserialize)]
+struct VerdictSummary {
+    /// `not-in-fleet`, `converged`, `applied` or `pending`.
+    outcome: String,
+}
+
+impl VerdictSummary {
+    /// The pass left the host as the fleet wants it (or the fleet does not want it at all).
+    fn settled(&self) -> bool {
+        matches!(
+            self.outcome.as_str(),
+            "applied" | "converged" | "not-in-fleet"
+        )
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesetSummary {
+    changes: Vec<serde::de::IgnoredAny>,
+}
+
+/// Runs one pass in a child process: `fleetctl reconcile` (`apply`) or `fleetctl plan` with
+/// this agent's config and `--json`. The child logs and reports its errors on the agent's
+/// stderr (the journal); a stop signal waits for it to finish. Err: why there is no report.
+async fn pass(config: &Path, apply: bool) -> Result<PassSummary, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find fleetctl's own executable to run the pass: {e}"))?;
+    let command = if apply { "reconcile" } else { "plan" };
+    let output = tokio::process::Command::new(&exe)
+        .arg(command)
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        // Not `output()`: tokio's captures stderr too, and the pass's log would be lost.
+        .spawn()
+        .map_err(|e| format!("cannot run `{} {command}`: {e}", exe.display()))?
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("`fleetctl {command}`: {e}"))?;
+    // reconcile: 0, or 3 when a newer commit was refused (the report says which); plan: 0, or
+    // 1 when changes are pending. Anything else printed its error already.
+    let reported = matches!(
+        (apply, output.status.code()),
+        (true, Some(0 | 3)) | (false, Some(0 | 1))
+    );
+    if !reported {
+        return Err(format!(
+            "`fleetctl {command}` ended with {} (its error is logged above)",
+            output.status
+        ));
+    }
+    let report: PassSummary = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cannot read the report of `fleetctl {command}`: {e}"))?;
+    if apply {
+        let what = match report.verdict.outcome.as_str() {
+            "not-in-fleet" => "not in the fleet".to_owned(),
+            "converged" => "converged".to_owned(),
+            outcome => format!("{outcome}, {} changes", report.changeset.changes.len()),
+        };
+        tracing::info!("pass at {}: {what}", reconcile::short(&report.commit));
+    }
+    Ok(report)
 }
 
 /// Adds the drift to status.json (and the metrics textfile) so `status`, waybar and
