@@ -193,10 +193,9 @@ impl std::fmt::Debug for System {
     }
 }
 
-/// Reads pacman.conf with `pacman-conf` (Includes expanded, defaults filled in as pacman
-/// would), relative to `root`.
-/// The host's effective pacman configuration, as `pacman-conf` prints it (Include, globs and
-/// defaults resolved by pacman itself). A subprocess: a pass starts it early, beside the fetch.
+/// The host's effective pacman configuration: pacman.conf read by `pacman-conf` (Includes
+/// expanded, defaults filled in as pacman would), relative to `root`. A subprocess: a pass
+/// starts it early, beside the fetch.
 pub fn read_conf(paths: &HostPaths) -> Result<pacmanconf::Config, SystemError> {
     let conf_err = |detail: String| SystemError::Config {
         path: paths.pacman_conf.display().to_string(),
