@@ -473,11 +473,15 @@ impl StateDir {
 
     /// Removes the marker once the transaction's outcome is recorded.
     pub fn end_transaction(&self) -> Result<(), StateError> {
-        let path = self.transaction_path();
-        match std::fs::remove_file(&path) {
+        self.remove(&self.transaction_path())
+    }
+
+    /// Removes a file of the state directory, durably; a missing file is already removed.
+    fn remove(&self, path: &Path) -> Result<(), StateError> {
+        match std::fs::remove_file(path) {
             Ok(()) => sync_dir(&self.path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &path)(e)),
+            Err(e) => Err(io_err("remove", path)(e)),
         }
     }
 
@@ -502,12 +506,7 @@ impl StateDir {
 
     /// Forgets the last converged plan's inputs (before anything changes the system).
     pub fn clear_converged(&self) -> Result<(), StateError> {
-        let path = self.path.join(CONVERGED_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &path)(e)),
-        }
+        self.remove(&self.path.join(CONVERGED_FILE))
     }
 
     pub fn lock_path(&self) -> PathBuf {

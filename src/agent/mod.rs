@@ -260,10 +260,11 @@ struct ChangesetSummary {
 /// this agent's config and `--json`. The child logs and reports its errors on the agent's
 /// stderr (the journal); a stop signal waits for it to finish. Err: why there is no report.
 async fn pass(config: &Path, apply: bool) -> Result<PassSummary, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find fleetctl's own executable to run the pass: {e}"))?;
+    // The running executable itself, even when a pass has just upgraded pacfleet and the path
+    // now names another file (or none): passes stay the agent's version until it restarts.
+    let exe = Path::new("/proc/self/exe");
     let command = if apply { "reconcile" } else { "plan" };
-    let output = tokio::process::Command::new(&exe)
+    let output = tokio::process::Command::new(exe)
         .arg(command)
         .arg("--config")
         .arg(config)

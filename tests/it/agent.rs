@@ -18,8 +18,13 @@ struct Agent {
 
 impl Agent {
     fn start(cfg: &Path, log: PathBuf) -> Agent {
+        Agent::start_with(fleetctl(), cfg, log)
+    }
+
+    /// `start` with another `fleetctl` command (e.g. a copy of the binary).
+    fn start_with(mut fleetctl: std::process::Command, cfg: &Path, log: PathBuf) -> Agent {
         let out = fs::File::create(&log).expect("log file");
-        let child = fleetctl()
+        let child = fleetctl
             .arg("agent")
             .arg("--config")
             .arg(cfg)
@@ -224,4 +229,34 @@ fn sigterm_waits_for_the_running_pass() {
         host.installed().contains_key("app"),
         "the pass that was running when SIGTERM came must finish"
     );
+}
+
+/// Passes are child processes of the agent's own executable: when a pass upgrades pacfleet
+/// itself and the file the agent started from is replaced (here: deleted), passes go on.
+#[test]
+fn passes_go_on_when_the_agents_executable_is_replaced() {
+    let (tmp, fleet, host, cfg) = setup("", "1h");
+    let bin = tmp.path().join("bin/fleetctl");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::copy(env!("CARGO_BIN_EXE_fleetctl"), &bin).unwrap();
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.env("LC_ALL", "C")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    let agent = Agent::start_with(cmd, &cfg, tmp.path().join("agent.log"));
+    eventually(60, "the first pass to install app", &agent, || {
+        host.installed().contains_key("app")
+    });
+    fs::remove_file(&bin).unwrap();
+    fleet.commit(
+        "base: add tool",
+        &[(
+            "packages/base.yaml",
+            "kind: PackageSet\nname: base\npackages: [app, tool]\n",
+        )],
+    );
+    eventually(60, "tool to be installed", &agent, || {
+        host.installed().contains_key("tool")
+    });
+    assert_eq!(agent.stop(), 0);
 }
