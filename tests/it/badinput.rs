@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pacfleet::synth::SynthPackage;
 use pacfleet::trust::{Note, Statement};
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, run, tempdir};
 
 /// A fleet work tree: `fleet.yaml`, `pools/ws.yaml` (host ws-01, set base) and
 /// `packages/base.yaml` ([app]), with `files` written over or beside them.
@@ -258,34 +258,7 @@ fn package_names_with_shell_metacharacters_are_rejected() {
     assert!(!canary.exists(), "a name reached a shell");
 
     // On a host: the commit is refused by the loader, nothing changes, no shell runs.
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[SynthPackage::new("app", "1.0-1")]);
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "init",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n",
-            ),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app]\n",
-            ),
-        ],
-    );
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
-    let cfg = host.agent_yaml(
-        &fleet.dir.display().to_string(),
-        &fleet.public_key,
-        "lock_timeout: 1s\n",
-    );
-    assert_eq!(
-        run(fleetctl().arg("reconcile").arg("--config").arg(&cfg)).0,
-        0
-    );
+    let (_tmp, fleet, host, cfg) = converged_host(&[SynthPackage::new("app", "1.0-1")]);
     let before = host.local_db_snapshot();
     fleet.commit("evil", &[("packages/base.yaml", &format!("kind: PackageSet\nname: base\npackages: [app, \"$(touch {c})\", \"foo;rm -rf /\"]\n"))]);
     let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
@@ -725,37 +698,10 @@ fn signature_note_garbage_is_refused_by_the_parser() {
 /// commit; nothing is applied. (`trust.rs` covers text garbage and altered statements.)
 #[test]
 fn binary_and_oversized_notes_are_refused_by_hosts() {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
+    let (tmp, fleet, host, cfg) = converged_host(&[
         SynthPackage::new("app", "1.0-1"),
         SynthPackage::new("tool", "1.0-1"),
     ]);
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "init",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n",
-            ),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app]\n",
-            ),
-        ],
-    );
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
-    let cfg = host.agent_yaml(
-        &fleet.dir.display().to_string(),
-        &fleet.public_key,
-        "lock_timeout: 1s\n",
-    );
-    assert_eq!(
-        run(fleetctl().arg("reconcile").arg("--config").arg(&cfg)).0,
-        0
-    );
     let before = host.local_db_snapshot();
     let state_before = fs::read(host.state_dir.join("state.json")).unwrap();
     let commit = fleet.commit_unsigned(
@@ -805,4 +751,38 @@ fn binary_and_oversized_notes_are_refused_by_hosts() {
             "{label}"
         );
     }
+}
+
+/// A host `ws-01` converged on a signed fleet (pool `ws`, set `base` = `[app]`) whose
+/// repository `core` has `pkgs`: (temp dir, fleet, host, agent.yaml).
+fn converged_host(pkgs: &[SynthPackage]) -> (TempDir, FleetRepo, HostDir, PathBuf) {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "core");
+    repo.add(pkgs);
+    let fleet = FleetRepo::new(tmp.path());
+    fleet.commit(
+        "init",
+        &[
+            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n",
+            ),
+            (
+                "packages/base.yaml",
+                "kind: PackageSet\nname: base\npackages: [app]\n",
+            ),
+        ],
+    );
+    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let cfg = host.agent_yaml(
+        &fleet.dir.display().to_string(),
+        &fleet.public_key,
+        "lock_timeout: 1s\n",
+    );
+    assert_eq!(
+        run(fleetctl().arg("reconcile").arg("--config").arg(&cfg)).0,
+        0
+    );
+    (tmp, fleet, host, cfg)
 }
