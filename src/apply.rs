@@ -9,9 +9,10 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use alpm::{AnyQuestion, Progress, Question};
+use alpm::Progress;
 
 use crate::plan::Changeset;
+pub use crate::plan::Notices;
 use crate::system::{System, SystemError, lock_holder};
 
 /// Committing failed.
@@ -21,26 +22,24 @@ pub enum ApplyError {
     #[error(transparent)]
     System(#[from] SystemError),
     /// libalpm's commit failed.
-    #[error(
-        "the package transaction failed: {detail}; see the log above and `pacman -Dk` for the database state"
-    )]
+    #[error("the package transaction failed: {source}")]
     Commit {
-        /// libalpm's reasons.
-        detail: String,
+        /// libalpm's reasons (conflicting files and their owners, invalid package files).
+        #[source]
+        source: Box<crate::system::CommitError>,
     },
 }
 
-/// What happened during a commit that the operator should know about.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Notices {
-    /// `.pacnew` files written (new config kept aside; merge them).
-    pub pacnew: Vec<String>,
-    /// `.pacsave` files written (removed package's modified config kept).
-    pub pacsave: Vec<String>,
-    /// Lines printed by install scriptlets.
-    pub scriptlet: Vec<String>,
-    /// Questions libalpm asked and how policy answered them.
-    pub answers: Vec<String>,
+impl ApplyError {
+    /// Whether the commit failed because package files were corrupt (libalpm deleted them
+    /// from the cache, so preparing again downloads them anew).
+    pub fn corrupt_files(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::Commit { source }
+                if matches!(**source, crate::system::CommitError::InvalidPackages { .. })
+        )
+    }
 }
 
 /// Waits until pacman's lock file is gone, up to `timeout`. Never deletes the lock.
@@ -73,11 +72,11 @@ pub fn wait_for_lock(lockfile: &Path, timeout: Duration) -> Result<(), SystemErr
 pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
     let alpm = sys.alpm();
     let terminal = std::io::stderr().is_terminal();
-    alpm.set_question_cb(
-        notices.clone(),
-        |q: AnyQuestion, n: &mut Rc<RefCell<Notices>>| answer(q, &mut n.borrow_mut()),
-    );
     set_event_cb(sys, notices);
+    alpm.set_log_cb((), |level: alpm::LogLevel, msg: &str, _: &mut ()| {
+        crate::system::log_line(level, msg);
+        on_log(level, msg);
+    });
     alpm.set_progress_cb(
         ProgressState {
             bar: None,
@@ -198,6 +197,62 @@ thread_local! {
     /// Where the event callback records notices; set by `set_event_cb` for the thread that
     /// commits (libalpm calls back on the calling thread).
     static EVENT_SINK: RefCell<Option<Rc<RefCell<Notices>>>> = const { RefCell::new(None) };
+    /// What the commit is running now, for warnings: the package being changed, the scriptlet
+    /// or hook running (`scriptlet post_install of \`foo\``), and what it printed so far.
+    static RUNNING: RefCell<Running> = const { RefCell::new(Running { package: None, task: None, output: Vec::new() }) };
+}
+
+/// See `RUNNING`.
+struct Running {
+    package: Option<String>,
+    task: Option<String>,
+    output: Vec<String>,
+}
+
+/// Error lines libalpm logs during a commit that goes on (a scriptlet or hook that failed)
+/// become warnings naming what failed and what it printed.
+fn on_log(level: alpm::LogLevel, msg: &str) {
+    let msg = msg.trim_end();
+    if level.contains(alpm::LogLevel::DEBUG) {
+        // `_alpm_runscriptlet` logs `executing ". /tmp/alpm_XXXXXX/.INSTALL; post_install 1.0-1"`.
+        if let Some(cmd) = msg.strip_prefix("executing \"")
+            && let Some((_, call)) = cmd.split_once(".INSTALL; ")
+        {
+            let script = call
+                .split_whitespace()
+                .next()
+                .unwrap_or("scriptlet")
+                .to_owned();
+            RUNNING.with(|r| {
+                let mut r = r.borrow_mut();
+                let pkg = r.package.clone().unwrap_or_else(|| "?".to_owned());
+                r.task = Some(format!("scriptlet {script} of `{pkg}`"));
+                r.output.clear();
+            });
+        }
+        return;
+    }
+    if !level.contains(alpm::LogLevel::ERROR) {
+        return;
+    }
+    let warning = RUNNING.with(|r| {
+        let r = r.borrow();
+        let output = if r.output.is_empty() {
+            String::new()
+        } else {
+            format!("; it printed: {}", r.output.join(" | "))
+        };
+        match (&r.task, msg.contains("command failed to execute correctly")) {
+            (Some(task), true) => format!("{task} failed{output}"),
+            (Some(task), false) => format!("{task}: {msg}{output}"),
+            (None, _) => msg.to_owned(),
+        }
+    });
+    EVENT_SINK.with(|s| {
+        if let Some(n) = s.borrow().as_ref() {
+            n.borrow_mut().warnings.push(warning);
+        }
+    });
 }
 
 /// Installs libalpm's event callback directly. The `alpm` crate's safe wrapper reads the
@@ -257,7 +312,27 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
         let line = text(unsafe { (*(event as *const alpm_sys::alpm_event_scriptlet_info_t)).line });
         let line = line.trim_end().to_owned();
         tracing::info!("scriptlet: {line}");
+        RUNNING.with(|r| r.borrow_mut().output.push(line.clone()));
         record(&|n| n.scriptlet.push(line.clone()));
+    } else if kind == T::ALPM_EVENT_PACKAGE_OPERATION_START as u32 {
+        let op = unsafe { &*(event as *const alpm_sys::alpm_event_package_operation_t) };
+        let pkg = if op.newpkg.is_null() {
+            op.oldpkg
+        } else {
+            op.newpkg
+        };
+        // SAFETY: libalpm's package, alive for the callback; its name is NUL-terminated.
+        let name = if pkg.is_null() {
+            String::new()
+        } else {
+            text(unsafe { alpm_sys::alpm_pkg_get_name(pkg) })
+        };
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            r.package = Some(name);
+            r.task = None;
+            r.output.clear();
+        });
     } else if kind == T::ALPM_EVENT_HOOK_RUN_START as u32 {
         let hook = unsafe { &*(event as *const alpm_sys::alpm_event_hook_run_t) };
         let desc = if hook.desc.is_null() {
@@ -266,6 +341,12 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
             text(hook.desc)
         };
         tracing::info!("running hook: {desc}");
+        let name = text(hook.name);
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            r.task = Some(format!("hook `{name}`"));
+            r.output.clear();
+        });
     } else if kind == T::ALPM_EVENT_TRANSACTION_START as u32 {
         tracing::info!("transaction started");
     } else if kind == T::ALPM_EVENT_TRANSACTION_DONE as u32 {
@@ -273,92 +354,36 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
     }
 }
 
-/// libalpm's questions, answered by policy. Recorded so the history says what was decided.
-fn answer(q: AnyQuestion, n: &mut Notices) {
-    let said = match q.question() {
-        Question::InstallIgnorepkg(mut x) => {
-            x.set_install(false);
-            format!(
-                "`{}` is in IgnorePkg on this host: not installed (remove it from IgnorePkg to let pacfleet manage it)",
-                x.pkg().name()
-            )
-        }
-        Question::Replace(x) => {
-            x.set_replace(true);
-            format!(
-                "`{}` replaced by `{}` as its repository says",
-                x.oldpkg().name(),
-                x.newpkg().name()
-            )
-        }
-        Question::Conflict(mut x) => {
-            x.set_remove(false);
-            let c = x.conflict();
-            format!(
-                "`{}` conflicts with installed `{}`: not removed automatically; resolve the conflict in the manifests",
-                c.package1().name(),
-                c.package2().name()
-            )
-        }
-        Question::Corrupted(mut x) => {
-            x.set_remove(true);
-            format!(
-                "corrupted package file {} deleted ({})",
-                x.filepath(),
-                x.reason()
-            )
-        }
-        Question::RemovePkgs(mut x) => {
-            x.set_skip(false);
-            let names: Vec<&str> = x.packages().iter().map(|p| p.name()).collect();
-            format!(
-                "packages with unresolvable dependencies not skipped: {}",
-                names.join(", ")
-            )
-        }
-        Question::SelectProvider(mut x) => {
-            x.set_index(0);
-            let first = x
-                .providers()
-                .iter()
-                .next()
-                .map(|p| p.name().to_owned())
-                .unwrap_or_default();
-            format!(
-                "`{}` provided by `{first}` (the first provider, as pacman's default)",
-                x.depend()
-            )
-        }
-        Question::ImportKey(mut x) => {
-            x.set_import(false);
-            format!(
-                "PGP key {} ({}) not imported: keys are managed by the host's keyring, not by pacfleet",
-                x.fingerprint(),
-                x.uid()
-            )
-        }
-    };
-    tracing::info!("{said}");
-    n.answers.push(said);
-}
-
 /// Commits the transaction prepared on `sys` (`System::prepare` in `Mode::Apply`), sets install
 /// reasons and releases the lock. On error nothing more is done and the lock is released.
 pub fn commit(sys: &mut System, changes: &Changeset) -> Result<Notices, ApplyError> {
     let notices = Rc::new(RefCell::new(Notices::default()));
     install_callbacks(sys, notices.clone());
+    RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        r.package = None;
+        r.task = None;
+        r.output.clear();
+    });
+    // The plan's answers are in the changeset; from here on, the commit's own.
+    let _ = sys.take_answers();
     let has_transaction =
         !sys.alpm().trans_add().is_empty() || !sys.alpm().trans_remove().is_empty();
     let result = (|| -> Result<(), ApplyError> {
         if has_transaction {
             sys.commit_transaction()
-                .map_err(|detail| ApplyError::Commit { detail })?;
+                .map_err(|source| ApplyError::Commit {
+                    source: Box::new(source),
+                })?;
         }
         sys.set_reasons(changes)?;
         Ok(())
     })();
     sys.release();
+    EVENT_SINK.with(|s| *s.borrow_mut() = None);
+    let answers = sys.take_answers();
     result?;
-    let out = notices.borrow().clone();
+    let mut out = notices.borrow().clone();
+    out.answers = answers;
     Ok(out)
 }

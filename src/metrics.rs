@@ -37,7 +37,15 @@ pub const COUNTERS_FORMAT: u64 = 1;
 
 /// Every pass outcome, as the `outcome` label spells it. All are exported (at 0 until they
 /// happen), so rates work from the first pass.
-pub const OUTCOMES: &[&str] = &["converged", "applied", "pending", "failed", "refused"];
+pub const OUTCOMES: &[&str] = &[
+    "converged",
+    "applied",
+    "applied-with-warnings",
+    "held",
+    "pending",
+    "failed",
+    "refused",
+];
 
 /// The failure reasons a pass reports (`PassStatus::failure`, from `PassError::label`), exported
 /// at 0 until they happen. A reason not listed here is still counted once it occurs.
@@ -103,6 +111,8 @@ pub fn outcome_label(outcome: PassOutcome) -> &'static str {
         PassOutcome::Pending => "pending",
         PassOutcome::Failed => "failed",
         PassOutcome::Refused => "refused",
+        PassOutcome::AppliedWithWarnings => "applied-with-warnings",
+        PassOutcome::Held => "held",
     }
 }
 
@@ -172,12 +182,19 @@ impl Counters {
                 });
                 *self.failures.entry(reason).or_default() += 1;
             }
-            PassOutcome::Converged | PassOutcome::Applied | PassOutcome::Pending => {
+            PassOutcome::Converged
+            | PassOutcome::Applied
+            | PassOutcome::AppliedWithWarnings
+            | PassOutcome::Held
+            | PassOutcome::Pending => {
                 self.last_success = Some(status.at);
-                if status.outcome != PassOutcome::Pending {
+                if matches!(
+                    status.outcome,
+                    PassOutcome::Converged | PassOutcome::Applied
+                ) {
                     self.last_converged = Some(status.at);
                 }
-                if status.outcome == PassOutcome::Applied {
+                if status.outcome.applied() {
                     self.applied_changesets += 1;
                 }
             }
@@ -292,13 +309,10 @@ pub fn render(
     now: DateTime<Utc>,
 ) -> String {
     let mut x = Exposition { out: String::new() };
-    let ok = matches!(
-        status.outcome,
-        PassOutcome::Converged | PassOutcome::Applied | PassOutcome::Pending
-    );
+    let ok = status.outcome.succeeded();
     x.gauge(
         "pacfleet_up",
-        "Whether the last pass succeeded (1: converged, applied or pending; 0: failed or refused).",
+        "Whether the last pass succeeded (1: converged, applied, applied with warnings, held or pending; 0: failed or refused).",
         u8::from(ok),
     );
     if let Some(a) = applied {
@@ -371,6 +385,16 @@ pub fn render(
         "pacfleet_pending_changes",
         "Package changes the host still needs to match its target (held back by a window, a pause or a dry run).",
         status.pending_changes,
+    );
+    x.gauge(
+        "pacfleet_held_packages",
+        "Packages the host's IgnorePkg/IgnoreGroup hold back from what the fleet asks.",
+        status.held.len(),
+    );
+    x.gauge(
+        "pacfleet_warnings",
+        "Warnings of the last pass (failed scriptlets or hooks in a transaction that went on).",
+        status.warnings.len(),
     );
     x.gauge(
         "pacfleet_drift_packages",
@@ -462,6 +486,9 @@ mod tests {
             duration_ms: 1234,
             failure: failure.map(str::to_owned),
             last_success: None,
+            held: Vec::new(),
+            warnings: Vec::new(),
+            config_files: Vec::new(),
         }
     }
 

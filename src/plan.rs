@@ -277,6 +277,11 @@ pub struct Change {
     /// cache dir or the fleet's archive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Installed packages this one replaces (its repository's `replaces`): they are removed in
+    /// the same transaction, and this one takes over their install reason and, for those
+    /// pacfleet installed, their place in its inventory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 impl Change {
@@ -292,6 +297,7 @@ impl Change {
             download_size: 0,
             size_delta: 0,
             source: None,
+            replaces: Vec::new(),
         }
     }
 }
@@ -305,12 +311,94 @@ pub struct Changeset {
     /// `backup` array that exist on disk and differ).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pacnew: Vec<String>,
+    /// libalpm's questions while planning (replacements, providers, conflicts) and how
+    /// policy answered them, in the order asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
+    /// Packages the host's `IgnorePkg`/`IgnoreGroup` hold back from what the fleet asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
+}
+
+/// A package the host holds back (`IgnorePkg`/`IgnoreGroup` in pacman.conf) although the
+/// fleet wants it changed: never applied, never called converged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Package name.
+    pub name: String,
+    /// The installed version, if installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed: Option<String>,
+    /// The version the fleet (the generation's pin, or the repositories) asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wanted: Option<String>,
+    /// The pacman.conf setting that holds it: `IgnorePkg` or `IgnoreGroup = <group>`.
+    pub by: String,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} held by {}",
+            self.name,
+            self.installed.as_deref().unwrap_or("(not installed)"),
+            self.wanted.as_deref().unwrap_or("?"),
+            self.by
+        )
+    }
+}
+
+/// What happened during a commit that the operator should know about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notices {
+    /// `.pacnew` files written (new config kept aside; merge them).
+    #[serde(default)]
+    pub pacnew: Vec<String>,
+    /// `.pacsave` files written (removed package's modified config kept).
+    #[serde(default)]
+    pub pacsave: Vec<String>,
+    /// Lines printed by install scriptlets.
+    #[serde(default)]
+    pub scriptlet: Vec<String>,
+    /// Questions libalpm asked and how policy answered them.
+    #[serde(default)]
+    pub answers: Vec<String>,
+    /// What went wrong without failing the transaction: a scriptlet that failed (package,
+    /// scriptlet, its output), a hook that failed. Any makes the pass "applied with warnings".
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl Notices {
+    /// Whether nothing was noticed.
+    pub fn is_empty(&self) -> bool {
+        self.pacnew.is_empty()
+            && self.pacsave.is_empty()
+            && self.scriptlet.is_empty()
+            && self.answers.is_empty()
+            && self.warnings.is_empty()
+    }
+
+    /// Appends everything `other` noticed.
+    pub fn extend(&mut self, other: Notices) {
+        self.pacnew.extend(other.pacnew);
+        self.pacsave.extend(other.pacsave);
+        self.scriptlet.extend(other.scriptlet);
+        self.answers.extend(other.answers);
+        self.warnings.extend(other.warnings);
+    }
 }
 
 impl Changeset {
-    /// Nothing to do.
+    /// No package changes (packages may still be held: see [`Changeset::settled`]).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// Nothing to do and nothing held back: the host is at its desired state.
+    pub fn settled(&self) -> bool {
+        self.changes.is_empty() && self.held.is_empty()
     }
 
     /// Total bytes to download.
@@ -326,6 +414,24 @@ impl Changeset {
     /// Count of changes with `action`.
     pub fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// Every change with its versions, e.g. `upgrade archlinux-keyring 1-1 -> 2-1`.
+    pub fn summary_with_versions(&self) -> String {
+        let parts: Vec<String> = self
+            .changes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {} -> {}",
+                    c.action,
+                    c.name,
+                    c.old.as_deref().unwrap_or("-"),
+                    c.new.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        parts.join(", ")
     }
 
     /// A one-line summary, e.g. `2 install, 1 upgrade, 1 remove`.
@@ -548,6 +654,7 @@ mod tests {
                     download_size: 10,
                     size_delta: 100,
                     source: None,
+                    replaces: vec![],
                 },
                 Change {
                     action: Action::Remove,
@@ -559,9 +666,11 @@ mod tests {
                     download_size: 0,
                     size_delta: -40,
                     source: None,
+                    replaces: vec![],
                 },
             ],
             pacnew: vec![],
+            ..Changeset::default()
         };
         assert_eq!(c.summary(), "1 install, 1 remove");
         assert_eq!((c.download_size(), c.size_delta()), (10, 60));

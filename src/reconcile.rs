@@ -19,7 +19,7 @@ use crate::state::{
     AppliedState, ConvergedInputs, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir,
     StateError, TransactionMarker,
 };
-use crate::system::{HostPaths, Mode, System, SystemError};
+use crate::system::{HostPaths, Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
 use crate::window::{self, Gate};
 
@@ -39,6 +39,9 @@ pub struct PassOptions {
     /// With `apply`: plan against the package databases even when nothing the plan reads
     /// changed since the last full plan found nothing to do.
     pub full_plan: bool,
+    /// With `apply`: provision an empty root (no package database yet: an image or chroot
+    /// being built) by creating its database; without it such a root is refused.
+    pub bootstrap: bool,
 }
 
 /// Why changes were not applied although there are some.
@@ -84,6 +87,11 @@ pub enum Verdict {
     Converged,
     /// The changeset was applied.
     Applied,
+    /// The changeset was applied; a scriptlet or hook failed on the way (`notices.warnings`).
+    AppliedWithWarnings,
+    /// Nothing to change, but the host's IgnorePkg/IgnoreGroup hold packages back
+    /// (`changeset.held`): never converged.
+    Held,
     /// Changes are due but were held back.
     Pending {
         /// Why.
@@ -204,6 +212,17 @@ pub enum PassError {
         /// The incomplete entries (`name-version`).
         entries: String,
     },
+    /// The keyring transaction went in; the rest failed.
+    #[error(
+        "the keyring was upgraded first, in a transaction of its own ({keyring}; recorded in history); then the rest failed: {source}"
+    )]
+    AfterKeyring {
+        /// What the keyring transaction did.
+        keyring: String,
+        /// Why the rest failed.
+        #[source]
+        source: Box<PassError>,
+    },
     /// The anchor file could not be read or written.
     #[error("cannot {action} {path}: {detail}")]
     Anchor {
@@ -221,6 +240,7 @@ impl PassError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PassError::Refused(_) => 3,
+            PassError::AfterKeyring { source, .. } => source.exit_code(),
             _ => 2,
         }
     }
@@ -241,12 +261,14 @@ impl PassError {
             PassError::Refused(_) => "refused",
             PassError::Key(_) | PassError::NoTrustedKeys { .. } => "config",
             PassError::Stopped => "stopped",
+            PassError::AfterKeyring { source, .. } => source.label(),
         }
     }
 
     fn outcome(&self) -> PassOutcome {
         match self {
             PassError::Refused(_) => PassOutcome::Refused,
+            PassError::AfterKeyring { source, .. } => source.outcome(),
             _ => PassOutcome::Failed,
         }
     }
@@ -271,12 +293,9 @@ pub fn repo_dir(cfg: &AgentConfig) -> PathBuf {
 pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError> {
     let start = Instant::now();
     let state = StateDir::open(&cfg.state_dir)?;
+    // One pass per state dir.
     let _pass_lock = if opts.apply {
-        // One pass per state dir, and one per root (two configs can share a root).
-        Some((
-            state.lock_pass()?,
-            crate::state::lock_file(cfg.dbpath.join("pacfleet.lock"))?,
-        ))
+        Some(state.lock_pass()?)
     } else {
         None
     };
@@ -287,7 +306,17 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         .ok()
         .flatten()
         .and_then(|s| s.last_success);
-    let result = pass(cfg, opts, &state, start, &mut target_commit);
+    let result = (|| {
+        // One pass per root too (two configs can share a root); a root without a package
+        // database is provisioned only when asked for.
+        let _root_lock = if opts.apply {
+            prepare_root(cfg, opts.bootstrap)?;
+            Some(crate::state::lock_file(cfg.dbpath.join("pacfleet.lock"))?)
+        } else {
+            None
+        };
+        pass(cfg, opts, &state, start, &mut target_commit)
+    })();
     if opts.apply {
         let status = pass_status(
             &result,
@@ -325,6 +354,8 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
                 outcome: HistoryOutcome::Refused,
                 error: Some(message),
                 duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                notices: Notices::default(),
+                held: Vec::new(),
             };
             if let Err(e) = state.append_history(&entry) {
                 tracing::error!("cannot record the refusal in history: {e}");
@@ -332,6 +363,32 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         }
     }
     result
+}
+
+/// A root with no package database (no `<dbpath>/local`) is refused, unless `bootstrap` asks
+/// to provision it: then its database is created empty (as pacstrap's first pacman does), and
+/// the pass installs the keyring first, then the pool's packages.
+fn prepare_root(cfg: &AgentConfig, bootstrap: bool) -> Result<(), PassError> {
+    let local = cfg.dbpath.join("local");
+    if local.is_dir() {
+        return Ok(());
+    }
+    if !bootstrap {
+        return Err(SystemError::NoDatabase {
+            dbpath: cfg.dbpath.display().to_string(),
+            root: cfg.root.display().to_string(),
+        }
+        .into());
+    }
+    tracing::info!(
+        "bootstrapping {}: creating an empty package database at {}",
+        cfg.root.display(),
+        cfg.dbpath.display()
+    );
+    std::fs::create_dir_all(&local).map_err(|e| io_error("cannot create", &local, e))?;
+    // The local database schema libalpm 16 writes; it accepts an empty database with it.
+    crate::state::write_atomic(&local.join("ALPM_DB_VERSION"), b"9\n")?;
+    Ok(())
 }
 
 /// What `status.json` records of a pass.
@@ -354,6 +411,9 @@ fn pass_status(
         duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
         failure: None,
         last_success,
+        held: Vec::new(),
+        warnings: Vec::new(),
+        config_files: Vec::new(),
     };
     match result {
         Err(e) => {
@@ -368,11 +428,27 @@ fn pass_status(
             status.outcome = match &r.verdict {
                 Verdict::NotInFleet | Verdict::Converged => PassOutcome::Converged,
                 Verdict::Applied => PassOutcome::Applied,
+                Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
+                Verdict::Held => PassOutcome::Held,
                 Verdict::Pending { .. } => PassOutcome::Pending,
             };
+            status.held = r.changeset.held.iter().map(|h| h.to_string()).collect();
+            status.warnings = r.notices.warnings.clone();
+            status.config_files = r
+                .notices
+                .pacnew
+                .iter()
+                .chain(&r.notices.pacsave)
+                .cloned()
+                .collect();
             status.message = match &r.verdict {
                 Verdict::NotInFleet => Some(format!("host {} is in no pool of the fleet", r.host)),
                 Verdict::Pending { hold } => Some(hold.to_string()),
+                Verdict::Held => Some(format!(
+                    "{} package(s) held back by this host's IgnorePkg/IgnoreGroup",
+                    r.changeset.held.len()
+                )),
+                Verdict::AppliedWithWarnings => Some(r.notices.warnings.join("; ")),
                 _ => None,
             };
             if let Verdict::Pending {
@@ -392,10 +468,7 @@ fn pass_status(
             }
         }
     }
-    if matches!(
-        status.outcome,
-        PassOutcome::Converged | PassOutcome::Applied | PassOutcome::Pending
-    ) {
+    if status.outcome.succeeded() {
         status.last_success = Some(status.at);
     } else if let (Some(t), Some(m)) = (status.last_success, status.message.as_mut()) {
         m.push_str(&format!(
@@ -709,6 +782,8 @@ fn interrupted_entry(i: &Interrupted) -> HistoryEntry {
             std::process::id()
         )),
         duration_ms: 0,
+        notices: Notices::default(),
+        held: Vec::new(),
     }
 }
 
@@ -827,14 +902,17 @@ fn pass(
     if hold.is_some() {
         // A transaction pacfleet recorded is recovered by the next reconcile; anything else
         // half-written is reported, never called converged.
+        prepare_root(cfg, false)?;
         let local = crate::system::scan_local(&cfg.dbpath)?;
         if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
             return Err(incomplete_database(cfg, &local.incomplete));
         }
         let mut sys = System::open_with(&paths, Mode::Plan, pacman_conf)?;
+        sys.set_policy(policy(&inventory));
         sys.refresh()?;
         let intent = plan::intent(&resolved, &sys.installed(), &inventory);
         report.changeset = sys.prepare(&intent, &resolved)?;
+        note_keyring_first(&mut report.changeset, &cfg.keyring_packages);
         sys.release();
     } else {
         let interrupted = recover_interrupted(cfg, state)?;
@@ -856,6 +934,7 @@ fn pass(
         let unchanged_inputs = !opts.full_plan
             && inputs_key.is_some()
             && state.load_converged().map(|c| c.key) == inputs_key;
+        let mut planned = None;
         if unchanged_inputs {
             tracing::debug!("nothing the plan reads changed since the last full plan: converged");
         } else {
@@ -898,7 +977,9 @@ fn pass(
                     );
                 }
             }
+            sys.set_policy(policy(&inventory));
             report.changeset = sys.prepare(&intent, &resolved)?;
+            planned = Some(intent);
             phase("prepare");
         }
         if let Some(i) = &interrupted {
@@ -914,62 +995,70 @@ fn pass(
                 sys.release();
                 return Err(e.into());
             }
-            // Before the commit, under pacman's lock: who is committing what, under which lock.
-            // A pass that cannot write this stops here, before any package changes.
-            let lock = sys.lockfile();
-            let lock_id = match std::fs::metadata(&lock) {
-                Ok(m) => crate::state::lock_identity(&m),
-                Err(e) => {
-                    sys.release();
-                    return Err(io_error("cannot inspect", &lock, e));
-                }
+            let tx = Tx {
+                state,
+                commit: &commit,
+                resolved: &resolved,
+                signers: &trusted.signers,
+                start,
             };
-            let (pid, start_time, boot_id) = crate::state::this_process();
-            let marker = TransactionMarker {
-                pid,
-                start_time,
-                boot_id,
-                lockfile: lock,
-                lock_id,
-                commit: commit.clone(),
-                pool: resolved.pool.clone(),
-                generation: resolved.generation,
-                started_at: chrono::Utc::now(),
-                changes: report.changeset.changes.clone(),
-            };
-            if let Err(e) = state.begin_transaction(&marker) {
+            let keyring = keyring_targets(&report.changeset, &cfg.keyring_packages, &resolved);
+            if !keyring.is_empty() && keyring.len() < report.changeset.changes.len() {
+                // Keyring first, in a transaction of its own: packages signed by a key only the
+                // new keyring has verify in the second.
                 sys.release();
-                return Err(e.into());
-            }
-            let applied = apply::commit(&mut sys, &report.changeset);
-            let entry = |outcome, error: Option<String>| HistoryEntry {
-                at: chrono::Utc::now(),
-                commit: commit.clone(),
-                signer: Some(trusted.signers.join(", ")),
-                pool: resolved.pool.clone(),
-                generation: resolved.generation,
-                changes: report.changeset.changes.clone(),
-                outcome,
-                error,
-                duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            };
-            match applied {
-                Ok(notices) => {
-                    report.notices = notices;
-                    state.append_history(&entry(HistoryOutcome::Applied, None))?;
-                }
-                Err(e) => {
-                    state.append_history(&entry(HistoryOutcome::Failed, Some(e.to_string())))?;
-                    state.end_transaction()?;
-                    return Err(e.into());
-                }
+                let names: Vec<&str> = keyring.iter().map(|t| t.name.as_str()).collect();
+                tracing::info!("upgrading the keyring first: {}", names.join(", "));
+                let first = sys.prepare(
+                    &plan::Intent {
+                        targets: keyring,
+                        ..plan::Intent::default()
+                    },
+                    &resolved,
+                )?;
+                let notices = tx.commit(&mut sys, &first)?;
+                inventory = next_inventory(&inventory, &first);
+                state.save_inventory(&inventory)?;
+                report.notices.extend(notices);
+                let rest = (|| -> Result<(Changeset, Notices), PassError> {
+                    sys.set_policy(policy(&inventory));
+                    let installed = sys.installed();
+                    let intent = plan::intent(&resolved, &installed, &inventory);
+                    let rest = sys.prepare(&intent, &resolved)?;
+                    let notices = if rest.is_empty() {
+                        sys.release();
+                        Notices::default()
+                    } else {
+                        tx.commit(&mut sys, &rest)?
+                    };
+                    Ok((rest, notices))
+                })();
+                let (rest, notices) = rest.map_err(|e| PassError::AfterKeyring {
+                    keyring: first.summary_with_versions(),
+                    source: Box::new(e),
+                })?;
+                report.changeset = merge_changesets(first, rest);
+                report.notices.extend(notices);
+            } else {
+                let notices = match tx.commit(&mut sys, &report.changeset) {
+                    Err(PassError::Apply(e)) if e.corrupt_files() && planned.is_some() => {
+                        // libalpm deleted the corrupt files: plan again, which downloads
+                        // them anew, and commit once more.
+                        tracing::warn!("{e}; downloading the corrupt package files again");
+                        let intent = planned.take().unwrap_or_default();
+                        sys.set_policy(policy(&inventory));
+                        report.changeset = sys.prepare(&intent, &resolved)?;
+                        tx.commit(&mut sys, &report.changeset)?
+                    }
+                    other => other?,
+                };
+                report.notices.extend(notices);
             }
         } else {
             sys.release();
         }
         let recovered = interrupted.is_some();
-        if let (Some(key), true, false) =
-            (inputs_key, report.changeset.is_empty(), unchanged_inputs)
+        if let (Some(key), true, false) = (inputs_key, report.changeset.settled(), unchanged_inputs)
         {
             let inputs = ConvergedInputs {
                 key,
@@ -1030,10 +1119,15 @@ fn pass(
         );
     }
     report.verdict = match hold {
-        _ if report.changeset.is_empty() => Verdict::Converged,
+        _ if report.changeset.settled() => Verdict::Converged,
+        _ if report.changeset.is_empty() => Verdict::Held,
         Some(hold) => Verdict::Pending { hold },
+        None if !report.notices.warnings.is_empty() => Verdict::AppliedWithWarnings,
         None => Verdict::Applied,
     };
+    for h in &report.changeset.held {
+        tracing::warn!("held back by this host: {h}");
+    }
     report.duration = start.elapsed();
     Ok(report)
 }
@@ -1050,11 +1144,155 @@ fn settled_on(state: &StateDir, commit: &str) -> bool {
         })
 }
 
+/// The policy libalpm's questions are answered by: the desired and locked sets come from the
+/// plan's `Resolved` (`System::prepare` fills them in); the inventory from here.
+fn policy(inventory: &BTreeSet<String>) -> Policy {
+    Policy {
+        inventory: inventory.clone(),
+        ..Policy::default()
+    }
+}
+
+/// The keyring packages (`keyring_packages` of agent.yaml) a changeset installs or upgrades,
+/// as targets of a transaction of their own.
+fn keyring_targets(cs: &Changeset, keyrings: &[String], resolved: &Resolved) -> Vec<plan::Target> {
+    cs.changes
+        .iter()
+        .filter(|c| {
+            keyrings.contains(&c.name)
+                && matches!(
+                    c.action,
+                    Action::Install | Action::Upgrade | Action::Downgrade | Action::Reinstall
+                )
+        })
+        .map(|c| plan::Target {
+            name: c.name.clone(),
+            version: c.new.clone(),
+            repo: None,
+            sha256: resolved.pins.get(&c.name).and_then(|p| p.sha256.clone()),
+            explicit: resolved.explicit.contains_key(&c.name),
+        })
+        .collect()
+}
+
+/// `plan`: say that the keyring goes first, as `reconcile` will do it.
+fn note_keyring_first(cs: &mut Changeset, keyrings: &[String]) {
+    let names: Vec<&str> = cs
+        .changes
+        .iter()
+        .filter(|c| keyrings.contains(&c.name) && c.new.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !names.is_empty() && names.len() < cs.changes.len() {
+        cs.answers.push(format!(
+            "keyring first: {} is applied in a transaction of its own before the rest",
+            names.join(", ")
+        ));
+    }
+}
+
+/// One changeset shown for two transactions (the keyring's, then the rest).
+fn merge_changesets(first: Changeset, rest: Changeset) -> Changeset {
+    let mut out = first;
+    out.changes.extend(rest.changes);
+    out.pacnew.extend(rest.pacnew);
+    out.answers.extend(rest.answers);
+    out.held = rest.held;
+    out
+}
+
+/// What committing a changeset needs to record it.
+struct Tx<'a> {
+    state: &'a StateDir,
+    commit: &'a str,
+    resolved: &'a Resolved,
+    signers: &'a [String],
+    start: Instant,
+}
+
+impl Tx<'_> {
+    /// Commits the changeset prepared on `sys`: writes `transaction.json` first (a pass that
+    /// cannot stops before any package changes), then the history entry of the outcome.
+    fn commit(&self, sys: &mut System, cs: &Changeset) -> Result<Notices, PassError> {
+        // Before the commit, under pacman's lock: who is committing what, under which lock.
+        let lock = sys.lockfile();
+        let lock_id = match std::fs::metadata(&lock) {
+            Ok(m) => crate::state::lock_identity(&m),
+            Err(e) => {
+                sys.release();
+                return Err(io_error("cannot inspect", &lock, e));
+            }
+        };
+        let (pid, start_time, boot_id) = crate::state::this_process();
+        let marker = TransactionMarker {
+            pid,
+            start_time,
+            boot_id,
+            lockfile: lock,
+            lock_id,
+            commit: self.commit.to_owned(),
+            pool: self.resolved.pool.clone(),
+            generation: self.resolved.generation,
+            started_at: chrono::Utc::now(),
+            changes: cs.changes.clone(),
+        };
+        if let Err(e) = self.state.begin_transaction(&marker) {
+            sys.release();
+            return Err(e.into());
+        }
+        let applied = apply::commit(sys, cs);
+        let entry = |outcome, error: Option<String>, notices: Notices| HistoryEntry {
+            at: chrono::Utc::now(),
+            commit: self.commit.to_owned(),
+            signer: Some(self.signers.join(", ")),
+            pool: self.resolved.pool.clone(),
+            generation: self.resolved.generation,
+            changes: cs.changes.clone(),
+            outcome,
+            error,
+            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            notices: Notices {
+                answers: cs.answers.iter().cloned().chain(notices.answers).collect(),
+                ..notices
+            },
+            held: cs.held.clone(),
+        };
+        match applied {
+            Ok(notices) => {
+                let outcome = if notices.warnings.is_empty() {
+                    HistoryOutcome::Applied
+                } else {
+                    HistoryOutcome::AppliedWithWarnings
+                };
+                self.state
+                    .append_history(&entry(outcome, None, notices.clone()))?;
+                Ok(notices)
+            }
+            Err(e) => {
+                self.state.append_history(&entry(
+                    HistoryOutcome::Failed,
+                    Some(e.to_string()),
+                    Notices::default(),
+                ))?;
+                self.state.end_transaction()?;
+                Err(e.into())
+            }
+        }
+    }
+}
+
 /// The inventory after a changeset: what pacfleet installed is added, what it removed is gone.
+/// A package that replaces others (a rename) is pacfleet's only if one of those was.
 fn next_inventory(before: &BTreeSet<String>, changes: &Changeset) -> BTreeSet<String> {
     let mut inv = before.clone();
     for c in &changes.changes {
         match c.action {
+            Action::Install if !c.replaces.is_empty() => {
+                let ours = c.replaces.iter().any(|r| before.contains(r));
+                if ours {
+                    inv.insert(c.name.clone());
+                }
+            }
             Action::Install => {
                 inv.insert(c.name.clone());
             }

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use crate::plan::Change;
+use crate::plan::{Held, Notices};
 
 /// The on-disk format of `state.json` and `inventory.json` this pacfleet reads and writes.
 pub const STATE_FORMAT: u64 = 1;
@@ -114,6 +115,28 @@ pub enum PassOutcome {
     Refused,
     /// Changes are due but were not applied (outside the window, pool paused, dry run).
     Pending,
+    /// Changes were applied, but something went wrong on the way without failing the
+    /// transaction (a scriptlet or hook failed): see `warnings`.
+    AppliedWithWarnings,
+    /// Nothing else to do, but the host's IgnorePkg/IgnoreGroup hold packages back from what
+    /// the fleet asks: see `held`. Never "converged".
+    Held,
+}
+
+impl PassOutcome {
+    /// Whether the pass did its job (for `last_success` and `pacfleet_up`): everything but a
+    /// failure or a refusal.
+    pub fn succeeded(self) -> bool {
+        !matches!(self, PassOutcome::Failed | PassOutcome::Refused)
+    }
+
+    /// Whether the pass changed packages.
+    pub fn applied(self) -> bool {
+        matches!(
+            self,
+            PassOutcome::Applied | PassOutcome::AppliedWithWarnings
+        )
+    }
 }
 
 /// The result of the last pass, written after every pass. Stored in `status.json`.
@@ -155,6 +178,16 @@ pub struct PassStatus {
     /// so it says since when this host has been stale.
     #[serde(default)]
     pub last_success: Option<DateTime<Utc>>,
+    /// Packages the host's IgnorePkg/IgnoreGroup hold back (`name installed -> wanted held by
+    /// IgnorePkg`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
+    /// What went wrong without failing the pass (failed scriptlets and hooks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// `.pacnew`/`.pacsave` files the last transaction wrote (merge them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_files: Vec<String>,
 }
 
 /// How a changeset ended, as recorded in `history.jsonl`.
@@ -162,6 +195,8 @@ pub struct PassStatus {
 #[serde(rename_all = "kebab-case")]
 pub enum HistoryOutcome {
     Applied,
+    /// Applied; a scriptlet or hook failed on the way (the entry's `notices.warnings`).
+    AppliedWithWarnings,
     Failed,
     Refused,
     DryRun,
@@ -186,6 +221,13 @@ pub struct HistoryEntry {
     #[serde(default)]
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// What the transaction reported: policy answers, `.pacnew`/`.pacsave` files, scriptlet
+    /// output and warnings.
+    #[serde(default, skip_serializing_if = "Notices::is_empty")]
+    pub notices: Notices,
+    /// Packages IgnorePkg/IgnoreGroup held back in this pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
 }
 
 /// `transaction.json`: written just before pacfleet commits a libalpm transaction, while it
@@ -733,6 +775,8 @@ mod tests {
             outcome: HistoryOutcome::DryRun,
             error: None,
             duration_ms: 42,
+            notices: Default::default(),
+            held: Vec::new(),
         }
     }
 
@@ -857,6 +901,9 @@ mod tests {
             duration_ms: 0,
             failure: None,
             last_success: None,
+            held: Vec::new(),
+            warnings: Vec::new(),
+            config_files: Vec::new(),
         };
         s.save_status(&st).unwrap();
         assert_eq!(s.load_status().unwrap(), Some(st));

@@ -8,12 +8,14 @@
 //! blocks or disturbs pacman. `Mode::Apply` works on the real databases under pacman's lock;
 //! committing is `apply`'s job.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use alpm::{Alpm, PackageReason, TransFlag};
+use alpm::{Alpm, AnyQuestion, PackageReason, Question, SigLevel, TransFlag};
 
-use crate::plan::{Action, Change, Changeset, Installed, Intent, Reason, Target};
+use crate::plan::{Action, Change, Changeset, Held, Installed, Intent, Reason, Target};
 use crate::resolve::Resolved;
 
 /// Where the host's package system lives.
@@ -48,6 +50,16 @@ pub enum SystemError {
         path: String,
         /// What pacman-conf said.
         detail: String,
+    },
+    /// The root has no package database: not an installed system.
+    #[error(
+        "no package database at {dbpath} (root {root}): this root is not an installed system. To provision an empty root (an image or chroot being built), run `fleetctl reconcile --bootstrap`; otherwise check `root:` and `dbpath:` in agent.yaml"
+    )]
+    NoDatabase {
+        /// The db path.
+        dbpath: String,
+        /// The root.
+        root: String,
     },
     /// libalpm refused to open the root or database.
     #[error(
@@ -115,17 +127,17 @@ pub enum SystemError {
     },
     /// A pinned version was found nowhere.
     #[error(
-        "package `{name}` is pinned to version {version}, which is in no sync repository, no cache dir ({caches}) and {archive}; put the package file in the cache or the fleet's archive, or pin a version that exists"
+        "package `{name}` is pinned to version {version} (asked for by {why}), which is in no sync repository, {searched}; put the package file in the cache or the fleet's archive, or pin a version that exists"
     )]
     PinNotFound {
         /// Package name.
         name: String,
+        /// Who asked for it: the sets, pool, host or generation.
+        why: String,
         /// The pinned version.
         version: String,
-        /// Cache dirs searched.
-        caches: String,
-        /// What was tried in the archive.
-        archive: String,
+        /// Where else it was looked for: the cache dirs and the archive.
+        searched: String,
     },
     /// A package file's checksum differs from the pin.
     #[error(
@@ -142,6 +154,23 @@ pub enum SystemError {
         actual: String,
         /// The pinned sha256.
         expected: String,
+    },
+    /// A package file's signature does not verify under the host's signature level.
+    #[error("{0}")]
+    Signature(Box<SignatureProblem>),
+    /// Installing a package would need removing a conflicting one that policy keeps.
+    #[error(
+        "`{new}` conflicts with installed `{installed}`, which {owner}; pacfleet removes only packages it installed and no longer desires, so nothing was changed. {fix}"
+    )]
+    Conflict {
+        /// The package to install.
+        new: String,
+        /// The installed package it conflicts with.
+        installed: String,
+        /// Why it stays (`was installed by hand`, `is desired by …`).
+        owner: String,
+        /// What to do.
+        fix: String,
     },
     /// libalpm could not resolve the transaction.
     #[error("libalpm cannot prepare the transaction: {detail}; nothing was changed")]
@@ -169,9 +198,107 @@ pub enum SystemError {
     },
 }
 
+/// libalpm's commit failed. Nothing was changed for the file-conflict and invalid-package
+/// cases: libalpm checks both before it touches the system.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Files the transaction would write exist already: in two packages of the transaction,
+    /// or on disk (owned by another package, or by none).
+    #[error(
+        "file conflicts, nothing was changed: {}. Move the files on disk away, or stop desiring one of two packages that own the same file (`exclude:` in the manifests)",
+        conflicts.join("; ")
+    )]
+    FileConflicts {
+        /// One line per file, naming both owners.
+        conflicts: Vec<String>,
+    },
+    /// Package files failed their integrity or signature check.
+    #[error("{problem}: {}; nothing was changed. {fix}", files.join(", "))]
+    InvalidPackages {
+        /// libalpm's error in words.
+        problem: String,
+        /// The package files.
+        files: Vec<String>,
+        /// What to do.
+        fix: String,
+    },
+    /// Anything else libalpm reported.
+    #[error("{0}")]
+    Alpm(#[source] alpm::Error),
+}
+
+/// libalpm's log line to `tracing` (the level mapped, pinned downgrades not warned about).
+pub fn log_line(level: alpm::LogLevel, msg: &str) {
+    let msg = msg.trim_end();
+    if level.contains(alpm::LogLevel::ERROR) {
+        tracing::error!(target: "libalpm", "{msg}");
+    } else if level.contains(alpm::LogLevel::WARNING) {
+        // Pinned pools downgrade on purpose; libalpm's warning about it is expected.
+        if msg.starts_with("downgrading package") {
+            tracing::info!(target: "libalpm", "{msg}");
+        } else {
+            tracing::warn!(target: "libalpm", "{msg}");
+        }
+    } else if level.contains(alpm::LogLevel::DEBUG) {
+        tracing::trace!(target: "libalpm", "{msg}");
+    }
+}
+
+/// A package file whose signature does not verify, in words.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "package `{name}` {version} from {source_desc} is refused: {problem} (checked at {level}){key}; nothing was changed. {fix}"
+)]
+pub struct SignatureProblem {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Where the file came from.
+    pub source_desc: String,
+    /// What libalpm said.
+    pub problem: String,
+    /// Which signature level applied (`RemoteFileSigLevel = Required`, …).
+    pub level: String,
+    /// `; signed by key …` when the signature names a key.
+    pub key: String,
+    /// What to do.
+    pub fix: String,
+}
+
 fn alpm_err(context: impl Into<String>) -> impl FnOnce(alpm::Error) -> SystemError {
     let context = context.into();
     move |source| SystemError::Alpm { context, source }
+}
+
+/// What policy needs to answer libalpm's questions for this host: plain data, set before
+/// planning (`System::set_policy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Packages the fleet desires explicitly on this host.
+    pub desired: BTreeSet<String>,
+    /// Packages the pool's generation locks.
+    pub locked: BTreeSet<String>,
+    /// Packages pacfleet installed (its inventory): the only ones a conflict may remove.
+    pub inventory: BTreeSet<String>,
+}
+
+/// The question callback's state: the policy and what it answered. Shared between the handle's
+/// callback (installed once, when the handle opens, so questions libalpm asks during the
+/// system upgrade and prepare are answered as well as those of the commit) and `System`.
+#[derive(Debug, Default)]
+struct Answers {
+    policy: Policy,
+    /// Each answer in words, in the order asked.
+    said: Vec<String>,
+    /// (new, old): replacements taken.
+    replaced: Vec<(String, String)>,
+    /// Conflicts policy refused to resolve by removal: (new, installed, why it stays).
+    refused: Vec<(String, String, String)>,
+    /// Package files libalpm found corrupt (deleted, to be fetched again).
+    corrupted: Vec<String>,
+    /// Ignored packages libalpm asked to install (answered no).
+    ignored: Vec<(String, String)>,
 }
 
 /// An open libalpm handle for one host.
@@ -182,6 +309,84 @@ pub struct System {
     mode: Mode,
     /// For `Mode::Plan`: the private db directory (and cache for archive downloads).
     _scratch: Option<tempfile::TempDir>,
+    /// The question callback's policy and answers.
+    answers: Rc<RefCell<Answers>>,
+    /// Packages IgnorePkg/IgnoreGroup hold back in the transaction being prepared.
+    held: Vec<Held>,
+    /// Private, root-owned copies of package files loaded from a cache dir or the archive:
+    /// the sha256 pin is checked on these very bytes, which libalpm then installs.
+    private: Option<tempfile::TempDir>,
+    /// Private copy → the file it was copied from (what plans and history show).
+    copied_from: BTreeMap<PathBuf, PathBuf>,
+}
+
+/// Where a package file that pacfleet loads itself came from, which decides how its
+/// signature is checked (as pacman checks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileOrigin {
+    /// A cache dir: a local file (`LocalFileSigLevel`, as `pacman -U` of that file).
+    Cache,
+    /// The fleet's archive (any scheme, file:// too) or a peer: a remote file
+    /// (`RemoteFileSigLevel`, which inherits `SigLevel` where unset).
+    Remote,
+}
+
+/// pacman's signature-level words applied in order onto `base`: how pacman merges
+/// `LocalFileSigLevel`/`RemoteFileSigLevel` over `SigLevel` (each word overrides only the part
+/// it names: `PackageRequired` leaves the database part as `SigLevel` set it).
+pub fn merge_sig_level(base: SigLevel, words: &[String]) -> SigLevel {
+    let mut sig = base;
+    for word in words {
+        let (pkg, db, rest) = if let Some(r) = word.strip_prefix("Package") {
+            (true, false, r)
+        } else if let Some(r) = word.strip_prefix("Database") {
+            (false, true, r)
+        } else {
+            (true, true, word.as_str())
+        };
+        let parts = [
+            (
+                pkg,
+                SigLevel::PACKAGE,
+                SigLevel::PACKAGE_OPTIONAL,
+                SigLevel::PACKAGE_MARGINAL_OK | SigLevel::PACKAGE_UNKNOWN_OK,
+            ),
+            (
+                db,
+                SigLevel::DATABASE,
+                SigLevel::DATABASE_OPTIONAL,
+                SigLevel::DATABASE_MARGINAL_OK | SigLevel::DATABASE_UNKNOWN_OK,
+            ),
+        ];
+        for (on, check, optional, trust_all) in parts {
+            if !on {
+                continue;
+            }
+            match rest {
+                "Never" => sig.remove(check | optional),
+                "Optional" => sig.insert(check | optional),
+                "Required" => {
+                    sig.insert(check);
+                    sig.remove(optional);
+                }
+                "TrustedOnly" => sig.remove(trust_all),
+                "TrustAll" => sig.insert(trust_all),
+                _ => {}
+            }
+        }
+    }
+    sig
+}
+
+/// A signature level in pacman.conf's words, for messages.
+fn sig_level_words(level: SigLevel) -> &'static str {
+    if !level.contains(SigLevel::PACKAGE) {
+        "Never"
+    } else if level.contains(SigLevel::PACKAGE_OPTIONAL) {
+        "Optional"
+    } else {
+        "Required"
+    }
 }
 
 impl std::fmt::Debug for System {
@@ -236,15 +441,10 @@ impl System {
             dbpath: paths.dbpath.display().to_string(),
             source,
         };
-        let local = paths.dbpath.join("local");
-        if !local.is_dir() {
-            return Err(SystemError::Io {
-                context: "no local package database at",
-                path: local.display().to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "check `root:`/`dbpath:` in agent.yaml",
-                ),
+        if !paths.dbpath.join("local").is_dir() {
+            return Err(SystemError::NoDatabase {
+                dbpath: paths.dbpath.display().to_string(),
+                root: paths.root.display().to_string(),
             });
         }
         let mut alpm = Alpm::new(
@@ -271,20 +471,21 @@ impl System {
         } else {
             alpm_utils::configure_alpm(&mut alpm, &conf).map_err(cfg_err)?;
         }
+        // pacman-conf prints the file levels unmerged, and nothing at all for an absent
+        // `RemoteFileSigLevel`; pacman merges each over `SigLevel`. Do as pacman does.
+        let default = merge_sig_level(SigLevel::NONE, &conf.sig_level);
+        let local = merge_sig_level(default, &conf.local_file_sig_level);
+        let remote = merge_sig_level(default, &conf.remote_file_sig_level);
+        alpm.set_default_siglevel(default).map_err(cfg_err)?;
+        alpm.set_local_file_siglevel(local).map_err(cfg_err)?;
+        alpm.set_remote_file_siglevel(remote).map_err(cfg_err)?;
+        let answers = Rc::new(RefCell::new(Answers::default()));
+        alpm.set_question_cb(
+            answers.clone(),
+            |q: AnyQuestion, a: &mut Rc<RefCell<Answers>>| answer(q, &mut a.borrow_mut()),
+        );
         alpm.set_log_cb((), |level: alpm::LogLevel, msg: &str, _: &mut ()| {
-            let msg = msg.trim_end();
-            if level.contains(alpm::LogLevel::ERROR) {
-                tracing::error!(target: "libalpm", "{msg}");
-            } else if level.contains(alpm::LogLevel::WARNING) {
-                // Pinned pools downgrade on purpose; libalpm's warning about it is expected.
-                if msg.starts_with("downgrading package") {
-                    tracing::info!(target: "libalpm", "{msg}");
-                } else {
-                    tracing::warn!(target: "libalpm", "{msg}");
-                }
-            } else if level.contains(alpm::LogLevel::DEBUG) {
-                tracing::trace!(target: "libalpm", "{msg}");
-            }
+            log_line(level, msg)
         });
         Ok(System {
             alpm,
@@ -292,7 +493,26 @@ impl System {
             paths: paths.clone(),
             mode,
             _scratch: scratch,
+            answers,
+            held: Vec::new(),
+            private: None,
+            copied_from: BTreeMap::new(),
         })
+    }
+
+    /// Sets what the question policy decides by (desired, locked, pacfleet's inventory).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.answers.borrow_mut().policy = policy;
+    }
+
+    /// Every answer policy gave so far on this handle, in words, and forgets them.
+    pub fn take_answers(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.answers.borrow_mut().said)
+    }
+
+    /// Package files libalpm reported corrupt (and deleted) since the last call.
+    pub fn take_corrupted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.answers.borrow_mut().corrupted)
     }
 
     /// The underlying handle (for `apply`).
@@ -422,9 +642,26 @@ impl System {
         intent: &Intent,
         resolved: &Resolved,
     ) -> Result<Changeset, SystemError> {
+        {
+            let mut a = self.answers.borrow_mut();
+            a.policy.desired = resolved.explicit.keys().cloned().collect();
+            a.policy.locked = resolved.pins.keys().cloned().collect();
+        }
         let mut targets = intent.targets.clone();
         let mut remove = intent.remove.clone();
+        if resolved.generation.is_some() {
+            targets.extend(self.lock_substitutes(&targets, resolved));
+        }
         for _round in 0..6 {
+            {
+                // Each round asks libalpm afresh: only the last round's answers stand.
+                let mut a = self.answers.borrow_mut();
+                a.said.clear();
+                a.replaced.clear();
+                a.refused.clear();
+                a.ignored.clear();
+            }
+            self.held.clear();
             self.init_transaction()?;
             let result = self.try_prepare(intent, &targets, &remove, resolved);
             let extra = match result {
@@ -475,9 +712,65 @@ impl System {
         })
     }
 
+    /// Pinned pools: installed packages the lock does not know that provide what a package
+    /// the lock does name provides (the host got `jre-a` for `java-runtime` where the lock
+    /// says `jre-b`): the lock's package becomes a target, so the host ends at the lock.
+    fn lock_substitutes(&self, targets: &[Target], resolved: &Resolved) -> Vec<Target> {
+        let local = self.alpm.localdb();
+        let targeted: BTreeSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        // provision or name -> the lock's package, for locked packages not installed.
+        let mut offered: BTreeMap<String, &str> = BTreeMap::new();
+        for name in resolved.pins.keys() {
+            if local.pkg(name.as_str()).is_ok() || targeted.contains(name.as_str()) {
+                continue;
+            }
+            let Some(p) = self
+                .alpm
+                .syncdbs()
+                .iter()
+                .find_map(|db| db.pkg(name.as_str()).ok())
+            else {
+                continue;
+            };
+            for prov in p.provides() {
+                offered.entry(prov.name().to_owned()).or_insert(name);
+            }
+        }
+        if offered.is_empty() {
+            return Vec::new();
+        }
+        let mut out: BTreeMap<&str, Target> = BTreeMap::new();
+        for p in local.pkgs() {
+            if resolved.pins.contains_key(p.name()) || resolved.explicit.contains_key(p.name()) {
+                continue;
+            }
+            let names = std::iter::once(p.name()).chain(p.provides().iter().map(|d| d.name()));
+            for n in names {
+                if let Some(lock) = offered.get(n)
+                    && let Some(pin) = resolved.pins.get(*lock)
+                {
+                    tracing::info!(
+                        "installed `{}` provides `{n}`, for which the generation names `{lock}`: installing `{lock}`",
+                        p.name()
+                    );
+                    out.entry(lock).or_insert_with(|| Target {
+                        name: (*lock).to_owned(),
+                        version: Some(pin.version.clone()),
+                        repo: None,
+                        sha256: pin.sha256.clone(),
+                        explicit: false,
+                    });
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
     /// Of `kept` (pacfleet-installed, undesired, still needed before this transaction), those
-    /// nothing needs once the prepared transaction is done.
+    /// nothing needs once the prepared transaction is done: a dependency that a staying package
+    /// (installed, or coming in this transaction) satisfies needs none of them.
     fn orphaned(&self, kept: &[String]) -> Vec<String> {
+        use alpm_utils::depends::{satisfies_dep, satisfies_provide};
         let local = self.alpm.localdb();
         let added: BTreeSet<&str> = self.alpm.trans_add().iter().map(|p| p.name()).collect();
         let removed: BTreeSet<&str> = self.alpm.trans_remove().iter().map(|p| p.name()).collect();
@@ -486,34 +779,33 @@ impl System {
             .map(String::as_str)
             .filter(|k| !removed.contains(k) && local.pkg(*k).is_ok())
             .collect();
-        let satisfies = |name: &str, dep: &alpm::Dep| {
-            dep.name() == name
-                || local
-                    .pkg(name)
-                    .is_ok_and(|p| p.provides().iter().any(|pr| pr.name() == dep.name()))
+        let satisfies = |p: &alpm::Package, dep: &alpm::Dep| {
+            satisfies_dep(dep, p.name(), p.version())
+                || p.provides().iter().any(|pr| satisfies_provide(dep, pr))
         };
+        let after: Vec<&alpm::Package> = self
+            .alpm
+            .trans_add()
+            .iter()
+            .chain(
+                local
+                    .pkgs()
+                    .iter()
+                    .filter(|p| !added.contains(p.name()) && !removed.contains(p.name())),
+            )
+            .collect();
         loop {
-            let staying: Vec<&alpm::Package> = self
-                .alpm
-                .trans_add()
-                .iter()
-                .chain(
-                    local
-                        .pkgs()
-                        .iter()
-                        .filter(|p| !added.contains(p.name()) && !removed.contains(p.name())),
-                )
-                .filter(|p| !gone.contains(p.name()))
-                .collect();
-            let needed: Vec<&str> = gone
-                .iter()
-                .copied()
-                .filter(|k| {
-                    staying
-                        .iter()
-                        .any(|p| p.depends().iter().any(|d| satisfies(k, d)))
-                })
-                .collect();
+            let (going, staying): (Vec<&alpm::Package>, Vec<&alpm::Package>) =
+                after.iter().partition(|p| gone.contains(p.name()));
+            let mut needed: BTreeSet<&str> = BTreeSet::new();
+            for p in &staying {
+                for d in p.depends() {
+                    if staying.iter().any(|q| satisfies(q, d)) {
+                        continue;
+                    }
+                    needed.extend(going.iter().filter(|k| satisfies(k, d)).map(|k| k.name()));
+                }
+            }
             if needed.is_empty() {
                 return gone.into_iter().map(str::to_owned).collect();
             }
@@ -565,6 +857,21 @@ impl System {
                 .filter(|n| !self.alpm.ignorepkgs().iter().any(|i| i == n.as_str()))
                 .cloned()
                 .collect();
+            // What the host's own IgnorePkg/IgnoreGroup hold back from the upgrade.
+            for p in self.alpm.localdb().pkgs() {
+                if held.iter().any(|h| h == p.name()) || !p.should_ignore() {
+                    continue;
+                }
+                if let Some(newer) = p.sync_new_version(self.alpm.syncdbs()) {
+                    let by = self.held_by(p);
+                    self.held.push(Held {
+                        name: p.name().to_owned(),
+                        installed: Some(p.version().to_string()),
+                        wanted: Some(newer.version().to_string()),
+                        by,
+                    });
+                }
+            }
             for name in &held {
                 self.alpm
                     .add_ignorepkg(name.as_str())
@@ -592,20 +899,20 @@ impl System {
         if self.alpm.trans_add().is_empty() && self.alpm.trans_remove().is_empty() {
             return Ok(Vec::new());
         }
-        if let Err(e) = self.alpm.trans_prepare() {
-            return Err(SystemError::Prepare {
-                detail: prepare_detail(&e),
-            });
+        let failed = self.alpm.trans_prepare().err().map(|e| prepare_detail(&e));
+        if let Some(detail) = failed {
+            return Err(self.prepare_error(detail));
         }
         if resolved.generation.is_none() {
             return Ok(Vec::new());
         }
         let targeted: BTreeSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let held: BTreeSet<&str> = self.held.iter().map(|h| h.name.as_str()).collect();
         Ok(self
             .alpm
             .trans_add()
             .iter()
-            .filter(|p| !targeted.contains(p.name()))
+            .filter(|p| !targeted.contains(p.name()) && !held.contains(p.name()))
             .filter_map(|p| {
                 let pin = resolved.pins.get(p.name())?;
                 (p.version().as_str() != pin.version).then(|| Target {
@@ -617,6 +924,62 @@ impl System {
                 })
             })
             .collect())
+    }
+
+    /// The error of a failed prepare, with what policy decided that led to it: a conflict it
+    /// refused to resolve by removal, or a package the host's IgnorePkg holds.
+    fn prepare_error(&self, detail: String) -> SystemError {
+        let a = self.answers.borrow();
+        if let Some((new, installed, owner)) = a.refused.first() {
+            let fix = if owner.contains("by hand") {
+                format!(
+                    "Remove it yourself if `{new}` should take its place (`pacman -R {installed}`), or add `{new}` to `exclude:` for this host"
+                )
+            } else {
+                format!(
+                    "Stop desiring one of them: `exclude:` `{new}` or `{installed}` in the manifests"
+                )
+            };
+            return SystemError::Conflict {
+                new: new.clone(),
+                installed: installed.clone(),
+                owner: owner.clone(),
+                fix,
+            };
+        }
+        let mut held: Vec<String> = self.held.iter().map(|h| h.to_string()).collect();
+        held.extend(
+            a.ignored
+                .iter()
+                .map(|(n, v)| format!("{n} {v} held by IgnorePkg/IgnoreGroup")),
+        );
+        if held.is_empty() {
+            return SystemError::Prepare { detail };
+        }
+        SystemError::Prepare {
+            detail: format!(
+                "{detail}; this host holds packages back ({}): remove them from the `IgnorePkg`/`IgnoreGroup` lines of {}, or change the fleet so nothing needs them",
+                held.join("; "),
+                self.paths.pacman_conf.display()
+            ),
+        }
+    }
+
+    /// Which pacman.conf setting ignores `p`.
+    fn held_by(&self, p: &alpm::Pkg) -> String {
+        let groups: Vec<&str> = self.alpm.ignoregroups().iter().collect();
+        match p.groups().iter().find(|g| groups.contains(g)) {
+            Some(g)
+                if !self
+                    .alpm
+                    .ignorepkgs()
+                    .iter()
+                    .any(|i| glob_match(i, p.name())) =>
+            {
+                format!("IgnoreGroup = {g}")
+            }
+            _ => "IgnorePkg".to_owned(),
+        }
     }
 
     fn add_target(&mut self, t: &Target, resolved: &Resolved) -> Result<(), SystemError> {
@@ -639,6 +1002,12 @@ impl System {
                     )
                 })
         };
+        let installed = self
+            .alpm
+            .localdb()
+            .pkg(t.name.as_str())
+            .ok()
+            .map(|p| p.version().to_string());
         // 1. The sync repositories (the named one, if the manifest said which).
         let found = self.alpm.syncdbs().iter().find_map(|db| {
             if t.repo.as_deref().is_some_and(|r| r != db.name()) {
@@ -651,6 +1020,16 @@ impl System {
             }
         });
         if let Some(p) = found {
+            if p.should_ignore() {
+                let by = self.held_by(p);
+                self.held.push(Held {
+                    name: t.name.clone(),
+                    installed,
+                    wanted: Some(p.version().to_string()),
+                    by,
+                });
+                return Ok(());
+            }
             if let (Some(expected), Some(actual)) = (&t.sha256, p.sha256sum())
                 && expected != actual
             {
@@ -690,30 +1069,171 @@ impl System {
             });
         };
         // 2. A cache dir, 3. the fleet's archive.
-        let file = match self.find_cached(&t.name, version) {
-            Some(f) => f,
-            None => self.fetch_archived(&t.name, version, resolved.archive.as_deref())?,
+        let (file, origin) = match self.find_cached(&t.name, version) {
+            Some(f) => (f, FileOrigin::Cache),
+            None => (
+                self.fetch_archived(&t.name, version, resolved.archive.as_deref(), &why())?,
+                FileOrigin::Remote,
+            ),
         };
-        if let Some(expected) = &t.sha256 {
-            let actual = sha256_file(&file)?;
-            if &actual != expected {
-                return Err(SystemError::ChecksumMismatch {
-                    name: t.name.clone(),
-                    version: version.clone(),
-                    source_desc: file.display().to_string(),
-                    actual,
-                    expected: expected.clone(),
-                });
-            }
+        // The bytes libalpm installs are the private copy's, checked here: whoever can write
+        // the cache dir or the archive gains nothing by swapping the file after the check.
+        let copy = self.private_copy(&file)?;
+        if let Some(expected) = &t.sha256
+            && &copy.sha256 != expected
+        {
+            return Err(SystemError::ChecksumMismatch {
+                name: t.name.clone(),
+                version: version.clone(),
+                source_desc: file.display().to_string(),
+                actual: copy.sha256.clone(),
+                expected: expected.clone(),
+            });
         }
-        let level = self.alpm.local_file_siglevel();
-        let pkg = self
+        let (level, level_name) = match origin {
+            FileOrigin::Cache => (self.alpm.local_file_siglevel(), "LocalFileSigLevel"),
+            FileOrigin::Remote => (self.alpm.remote_file_siglevel(), "RemoteFileSigLevel"),
+        };
+        let pkg = match self
             .alpm
-            .pkg_load(file.to_string_lossy().as_bytes(), true, level)
-            .map_err(alpm_err(format!("loading {}", file.display())))?;
+            .pkg_load(copy.path.to_string_lossy().as_bytes(), true, level)
+        {
+            Ok(pkg) => pkg,
+            Err(e) => {
+                return Err(self.load_error(t, version, &file, &copy.path, e, level, level_name));
+            }
+        };
+        if pkg.should_ignore() {
+            let by = self.held_by(&pkg);
+            drop(pkg);
+            self.held.push(Held {
+                name: t.name.clone(),
+                installed,
+                wanted: Some(version.clone()),
+                by,
+            });
+            return Ok(());
+        }
         self.alpm.trans_add_pkg(pkg).map_err(|e| SystemError::Alpm {
             context: format!("adding {}", file.display()),
             source: e.error,
+        })
+    }
+
+    /// The error of a package file libalpm would not load: a signature problem in words
+    /// (the key when the signature names one, and the fix), or libalpm's error.
+    #[allow(clippy::too_many_arguments)]
+    fn load_error(
+        &self,
+        t: &Target,
+        version: &str,
+        file: &Path,
+        copy: &Path,
+        e: alpm::Error,
+        level: SigLevel,
+        level_name: &str,
+    ) -> SystemError {
+        use alpm::Error as E;
+        let signature = matches!(
+            e,
+            E::SigMissing | E::SigInvalid | E::PkgInvalidSig | E::PkgMissingSig | E::Gpgme
+        );
+        if !signature {
+            return SystemError::Alpm {
+                context: format!("loading {}", file.display()),
+                source: e,
+            };
+        }
+        let sig_path = PathBuf::from(format!("{}.sig", copy.display()));
+        let keys: Vec<String> = std::fs::read(&sig_path)
+            .ok()
+            .and_then(|sig| self.alpm.extract_keyid(t.name.as_str(), &sig).ok())
+            .map(|ks| ks.iter().map(|k| k.to_string()).collect())
+            .unwrap_or_default();
+        let key = if keys.is_empty() {
+            String::new()
+        } else {
+            format!("; signed by key {}", keys.join(", "))
+        };
+        let fix = match (e, keys.first()) {
+            (E::SigMissing | E::PkgMissingSig, _) => format!(
+                "The file has no signature: put its `.sig` beside it ({}.sig), as the Arch Linux Archive and makepkg --sign provide",
+                file.display()
+            ),
+            (_, Some(k)) => format!(
+                "If key {k} is a packager you trust, import it: `pacman-key --recv-keys {k} && pacman-key --lsign-key {k}` (or upgrade archlinux-keyring); otherwise the file or its .sig was tampered with: replace both from a trusted mirror"
+            ),
+            _ => "The signature does not verify: replace the file and its .sig from a trusted mirror, or import the packager's key with pacman-key".to_owned(),
+        };
+        SystemError::Signature(Box::new(SignatureProblem {
+            name: t.name.clone(),
+            version: version.to_owned(),
+            source_desc: file.display().to_string(),
+            problem: e.to_string(),
+            level: format!("{level_name} = {}", sig_level_words(level)),
+            key,
+            fix,
+        }))
+    }
+
+    /// Copies `file` (and its `.sig`, if beside it) into this handle's private directory,
+    /// hashing the bytes as they are written. libalpm loads and installs the copy.
+    fn private_copy(&mut self, file: &Path) -> Result<PrivateCopy, SystemError> {
+        use sha2::Digest;
+        use std::io::{Read, Write};
+        if self.private.is_none() {
+            let dir = match &self._scratch {
+                Some(s) => tempfile::Builder::new()
+                    .prefix("pkgs-")
+                    .tempdir_in(s.path()),
+                None => tempfile::Builder::new()
+                    .prefix(".pacfleet-pkgs-")
+                    .tempdir_in(&self.paths.dbpath),
+            }
+            .map_err(|source| SystemError::Scratch {
+                path: self.paths.dbpath.display().to_string(),
+                source,
+            })?;
+            self.private = Some(dir);
+        }
+        // Invariant: set just above when it was None.
+        let Some(dir) = &self.private else {
+            unreachable!("the private package directory was just created")
+        };
+        let io = |context: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| SystemError::Io {
+                context,
+                path,
+                source,
+            }
+        };
+        let name = file
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("package.pkg.tar"));
+        let dest = dir.path().join(&name);
+        let mut from = std::fs::File::open(file).map_err(io("cannot read", file))?;
+        let mut to = std::fs::File::create(&dest).map_err(io("cannot write", &dest))?;
+        let mut hash = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = from.read(&mut buf).map_err(io("cannot read", file))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            to.write_all(&buf[..n]).map_err(io("cannot write", &dest))?;
+        }
+        let sig = PathBuf::from(format!("{}.sig", file.display()));
+        if sig.is_file() {
+            let sig_dest = PathBuf::from(format!("{}.sig", dest.display()));
+            std::fs::copy(&sig, &sig_dest).map_err(io("cannot copy", &sig))?;
+        }
+        self.copied_from.insert(dest.clone(), file.to_path_buf());
+        Ok(PrivateCopy {
+            path: dest,
+            sha256: format!("{:x}", hash.finalize()),
         })
     }
 
@@ -761,13 +1281,14 @@ impl System {
         name: &str,
         version: &str,
         archive: Option<&str>,
+        why: &str,
     ) -> Result<PathBuf, SystemError> {
         let caches: Vec<&str> = self.alpm.cachedirs().iter().collect();
         let not_found = |archive: String| SystemError::PinNotFound {
             name: name.to_owned(),
             version: version.to_owned(),
-            caches: caches.join(", "),
-            archive,
+            why: why.to_owned(),
+            searched: format!("no cache dir ({}) and {archive}", caches.join(", ")),
         };
         let Some(archive) = archive else {
             return Err(not_found(
@@ -813,6 +1334,22 @@ impl System {
 
     /// Reads the prepared transaction into a changeset.
     fn changeset(&self, intent: &Intent, targets: &[Target], resolved: &Resolved) -> Changeset {
+        let answers = self.answers.borrow();
+        let replaced_by = |new: &str| -> Vec<String> {
+            answers
+                .replaced
+                .iter()
+                .filter(|(n, _)| n == new)
+                .map(|(_, old)| old.clone())
+                .collect()
+        };
+        let replacer_of = |old: &str| {
+            answers
+                .replaced
+                .iter()
+                .find(|(_, o)| o == old)
+                .map(|(n, _)| n.clone())
+        };
         let local = self.alpm.localdb();
         let by_target: BTreeMap<&str, &Target> =
             targets.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -852,7 +1389,21 @@ impl System {
                     }
                 }
             };
-            let reason = if desired.is_some() {
+            let replaces = replaced_by(p.name());
+            let why = if replaces.is_empty() {
+                why
+            } else {
+                let mut why = why;
+                why.insert(0, format!("replaces {}", replaces.join(", ")));
+                why
+            };
+            // A replacement takes over the install reason of what it replaces.
+            let replaced_explicit = replaces.iter().any(|r| {
+                local
+                    .pkg(r.as_str())
+                    .is_ok_and(|o| o.reason() == PackageReason::Explicit)
+            });
+            let reason = if desired.is_some() || replaced_explicit {
                 Reason::Explicit
             } else {
                 match old.map(|o| o.reason()) {
@@ -862,7 +1413,12 @@ impl System {
             };
             let source = match p.db() {
                 Some(db) => Some(format!("repo {}", db.name())),
-                None => p.filename().map(|f| f.to_owned()),
+                None => p
+                    .filename()
+                    .map(|f| match self.copied_from.get(Path::new(f)) {
+                        Some(original) => original.display().to_string(),
+                        None => f.to_owned(),
+                    }),
             };
             if let Some(o) = old {
                 for b in o.backup().iter() {
@@ -884,19 +1440,31 @@ impl System {
                 download_size: u64::try_from(p.download_size()).unwrap_or(0),
                 size_delta: p.isize() - old.map_or(0, |o| o.isize()),
                 source,
+                replaces,
             });
         }
         for p in self.alpm.trans_remove().iter() {
+            let why = match replacer_of(p.name()) {
+                Some(n) => format!("replaced by {n}"),
+                None if intent.remove.iter().any(|r| r == p.name()) => {
+                    "no longer desired (prune)".to_owned()
+                }
+                None if intent.kept.iter().any(|r| r == p.name()) => {
+                    "no longer needed (prune)".to_owned()
+                }
+                None => "conflicts with a package being installed".to_owned(),
+            };
             changes.push(Change {
                 action: Action::Remove,
                 name: p.name().to_owned(),
                 old: Some(p.version().to_string()),
                 new: None,
                 reason: None,
-                why: vec!["no longer desired (prune)".to_owned()],
+                why: vec![why],
                 download_size: 0,
                 size_delta: -p.isize(),
                 source: None,
+                replaces: Vec::new(),
             });
         }
         let touched: BTreeSet<String> = changes.iter().map(|c| c.name.clone()).collect();
@@ -926,13 +1494,35 @@ impl System {
                     download_size: 0,
                     size_delta: 0,
                     source: None,
+                    replaces: Vec::new(),
                 });
             }
         }
         changes.sort_by(|a, b| (a.action, &a.name).cmp(&(b.action, &b.name)));
         pacnew.sort();
         pacnew.dedup();
-        Changeset { changes, pacnew }
+        let mut held = self.held.clone();
+        for (name, version) in &answers.ignored {
+            if !held.iter().any(|h| &h.name == name) {
+                held.push(Held {
+                    name: name.clone(),
+                    installed: local
+                        .pkg(name.as_str())
+                        .ok()
+                        .map(|p| p.version().to_string()),
+                    wanted: Some(version.clone()),
+                    by: "IgnorePkg".to_owned(),
+                });
+            }
+        }
+        held.sort_by(|a, b| a.name.cmp(&b.name));
+        held.dedup_by(|a, b| a.name == b.name);
+        Changeset {
+            changes,
+            pacnew,
+            answers: answers.said.clone(),
+            held,
+        }
     }
 
     /// Lets the next commit overwrite the files of `packages` (name, version, package file if
@@ -977,18 +1567,115 @@ impl System {
         Ok(allowed)
     }
 
-    /// Commits the prepared transaction; the error is libalpm's reason in words.
-    pub fn commit_transaction(&mut self) -> Result<(), String> {
-        self.alpm.trans_commit().map_err(|e| match e.error() {
-            alpm::Error::FileConflicts => {
-                "files in the packages already exist on disk and belong to no package (file conflicts); remove or move them, or find which package should own them".to_owned()
+    /// Commits the prepared transaction; a failure says which files conflict (both owners) or
+    /// which package files are invalid (and the signing key, when the signature names one).
+    pub fn commit_transaction(&mut self) -> Result<(), CommitError> {
+        let root = self
+            .paths
+            .root
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
+        let shown = |file: &str| -> String {
+            match file.strip_prefix(root.as_str()) {
+                Some(rest) if !root.is_empty() && rest.starts_with('/') => rest.to_owned(),
+                _ => file.to_owned(),
             }
-            alpm::Error::PkgInvalid | alpm::Error::PkgInvalidChecksum | alpm::Error::PkgInvalidSig => format!(
-                "{}: a package file is invalid or corrupt; clear it from the cache and retry",
-                e.error()
-            ),
-            other => other.to_string(),
-        })
+        };
+        let err = match self.alpm.trans_commit() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let kind = err.error();
+        match err.data() {
+            Some(alpm::CommitData::FileConflict(list)) => {
+                let mut conflicts = Vec::new();
+                for c in list.iter() {
+                    // The alpm crate types this list as `Conflict`s, but libalpm fills it with
+                    // `alpm_fileconflict_t`s (and the crate's `FileConflict::conflicting_target`
+                    // reads the wrong field): read the C struct itself.
+                    let raw = c as *const alpm::Conflict as *const alpm_sys::alpm_fileconflict_t;
+                    let text = |p: *const std::ffi::c_char| {
+                        if p.is_null() {
+                            String::new()
+                        } else {
+                            // SAFETY: libalpm's NUL-terminated strings, alive with the list.
+                            unsafe { std::ffi::CStr::from_ptr(p) }
+                                .to_string_lossy()
+                                .into_owned()
+                        }
+                    };
+                    // SAFETY: every element of the FileConflicts list is an
+                    // alpm_fileconflict_t that lives until `err` is dropped.
+                    let (target, kind, file, other) = unsafe {
+                        (
+                            text((*raw).target),
+                            (*raw).type_,
+                            text((*raw).file),
+                            text((*raw).ctarget),
+                        )
+                    };
+                    let file = shown(&file);
+                    conflicts.push(
+                        if kind == alpm_sys::_alpm_fileconflicttype_t::ALPM_FILECONFLICT_TARGET {
+                            format!("{file} exists in both '{target}' and '{other}'")
+                        } else if other.is_empty() {
+                            format!(
+                                "{file} exists on disk and belongs to no package ('{target}' installs it)"
+                            )
+                        } else {
+                            format!(
+                                "{file} exists on disk, owned by '{other}' ('{target}' installs it)"
+                            )
+                        },
+                    );
+                }
+                Err(CommitError::FileConflicts { conflicts })
+            }
+            Some(alpm::CommitData::PkgInvalid(list)) => {
+                let files: Vec<String> = list.iter().map(str::to_owned).collect();
+                let keys = self.signing_keys(&files);
+                let (problem, fix) = match kind {
+                    alpm::Error::PkgInvalidSig => (
+                        format!("package signatures do not verify ({kind}){}", if keys.is_empty() { String::new() } else { format!("; signed by key {}", keys.join(", ")) }),
+                        match keys.first() {
+                            Some(k) => format!("If {k} is a packager you trust: `pacman-key --recv-keys {k} && pacman-key --lsign-key {k}`, or upgrade archlinux-keyring; otherwise the mirror served tampered files: remove them from the cache and use another mirror"),
+                            None => "Upgrade archlinux-keyring, or remove the files from the cache and use another mirror".to_owned(),
+                        },
+                    ),
+                    _ => (
+                        format!("package files are invalid or corrupt ({kind})"),
+                        "They were deleted from the cache; the next pass downloads them again".to_owned(),
+                    ),
+                };
+                Err(CommitError::InvalidPackages {
+                    problem,
+                    files,
+                    fix,
+                })
+            }
+            _ => Err(CommitError::Alpm(kind)),
+        }
+    }
+
+    /// The key ids that signed the transaction's packages whose files are `files`.
+    fn signing_keys(&self, files: &[String]) -> Vec<String> {
+        let mut keys = Vec::new();
+        for p in self.alpm.trans_add().iter() {
+            let Some(fname) = p.filename() else { continue };
+            if !files.iter().any(|f| f.ends_with(fname)) {
+                continue;
+            }
+            let Some(sig) = p.base64_sig().and_then(|b| alpm::decode_signature(b).ok()) else {
+                continue;
+            };
+            if let Ok(ids) = self.alpm.extract_keyid(p.name(), &sig) {
+                keys.extend(ids.iter().map(|k| k.to_string()));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// The pacman.conf as read.
@@ -1019,8 +1706,103 @@ impl System {
     }
 }
 
-/// `path` as a libalpm overwrite pattern matching only itself: fnmatch's special characters
-/// escaped, and a leading `!` or `\\` (which libalpm reads as negation or strips) escaped too.
+/// libalpm's questions, answered by policy wherever libalpm asks them (system upgrade,
+/// prepare, commit), never interactively; every answer is recorded in words.
+fn answer(q: AnyQuestion, a: &mut Answers) {
+    let said = match q.question() {
+        Question::InstallIgnorepkg(mut x) => {
+            x.set_install(false);
+            let (name, version) = (x.pkg().name().to_owned(), x.pkg().version().to_string());
+            a.ignored.push((name.clone(), version));
+            format!(
+                "`{name}` is held by IgnorePkg/IgnoreGroup on this host: not installed (remove it from IgnorePkg to let pacfleet manage it)"
+            )
+        }
+        Question::Replace(x) => {
+            x.set_replace(true);
+            let (old, new) = (x.oldpkg().name().to_owned(), x.newpkg().name().to_owned());
+            a.replaced.push((new.clone(), old.clone()));
+            format!(
+                "`{old}` replaced by `{new}` (repository {} says `{new}` replaces it); the install reason is kept",
+                x.newdb().name()
+            )
+        }
+        Question::Conflict(mut x) => {
+            let c = x.conflict();
+            let (new, old) = (
+                c.package1().name().to_owned(),
+                c.package2().name().to_owned(),
+            );
+            let ours = a.policy.inventory.contains(&old);
+            let desired = a.policy.desired.contains(&old);
+            if ours && !desired {
+                x.set_remove(true);
+                format!(
+                    "`{old}` removed: it conflicts with `{new}`, and pacfleet installed it and no longer desires it"
+                )
+            } else {
+                x.set_remove(false);
+                let owner = if desired {
+                    "is still desired by the fleet".to_owned()
+                } else {
+                    "was installed by hand, not by pacfleet".to_owned()
+                };
+                let said =
+                    format!("`{new}` conflicts with installed `{old}`, which {owner}: not removed");
+                a.refused.push((new, old, owner));
+                said
+            }
+        }
+        Question::Corrupted(mut x) => {
+            x.set_remove(true);
+            a.corrupted.push(x.filepath().to_owned());
+            format!(
+                "corrupted package file {} deleted ({}); it is fetched again",
+                x.filepath(),
+                x.reason()
+            )
+        }
+        Question::RemovePkgs(mut x) => {
+            x.set_skip(false);
+            let names: Vec<&str> = x.packages().iter().map(|p| p.name()).collect();
+            format!(
+                "packages with unresolvable dependencies not skipped: {}",
+                names.join(", ")
+            )
+        }
+        Question::SelectProvider(mut x) => {
+            let providers: Vec<String> =
+                x.providers().iter().map(|p| p.name().to_owned()).collect();
+            let pick = |set: &BTreeSet<String>| providers.iter().position(|p| set.contains(p));
+            let (index, by) = if let Some(i) = pick(&a.policy.desired) {
+                (i, "desired by the fleet")
+            } else if let Some(i) = pick(&a.policy.locked) {
+                (i, "named by the pool's generation")
+            } else {
+                (0, "libalpm's default: the first provider")
+            };
+            x.set_index(i32::try_from(index).unwrap_or(0));
+            format!(
+                "`{}` provided by `{}` ({by}; candidates: {})",
+                x.depend(),
+                providers.get(index).map_or("", String::as_str),
+                providers.join(", ")
+            )
+        }
+        Question::ImportKey(mut x) => {
+            x.set_import(false);
+            format!(
+                "PGP key {} ({}) is not in this host's keyring and was not imported: pacfleet never imports keys. If you trust it: `pacman-key --recv-keys {fpr} && pacman-key --lsign-key {fpr}`, or upgrade the keyring package (archlinux-keyring)",
+                x.fingerprint(),
+                x.uid(),
+                fpr = x.fingerprint()
+            )
+        }
+    };
+    tracing::info!("{said}");
+    a.said.push(said);
+}
+
 /// The local package database as files, read without libalpm: the entries an interrupted
 /// transaction left half-written, and a fingerprint that changes whenever pacman installs,
 /// removes, upgrades or re-marks a package (every entry's name, and its `desc` file's inode,
@@ -1153,6 +1935,8 @@ impl<'a> DependencyGraph<'a> {
     }
 }
 
+/// `path` as a libalpm overwrite pattern matching only itself: fnmatch's special characters
+/// escaped, and a leading `!` or `\\` (which libalpm reads as negation or strips) escaped too.
 fn glob_escape(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     if path.starts_with(['!', '\\']) {
@@ -1183,6 +1967,9 @@ fn is_package_file(file: &str, name: &str, version: &str, arches: &[String]) -> 
 
 /// Copies the db directory's sync databases to a private directory whose `local` is a symlink
 /// to the real one, so a plan can refresh them without the lock (the `checkupdates` approach).
+/// Each copy keeps its original's modification time: libalpm asks the mirror for a database
+/// only if it changed since that time (If-Modified-Since), so a copy dated "now" would hide
+/// everything the mirror published since the last real refresh.
 fn private_dbpath(dbpath: &Path) -> Result<tempfile::TempDir, SystemError> {
     let scratch_err = |path: &Path| {
         let path = path.display().to_string();
@@ -1200,7 +1987,17 @@ fn private_dbpath(dbpath: &Path) -> Result<tempfile::TempDir, SystemError> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_file() {
-                std::fs::copy(&p, sync.join(e.file_name())).map_err(scratch_err(&p))?;
+                let copy = sync.join(e.file_name());
+                std::fs::copy(&p, &copy).map_err(scratch_err(&p))?;
+                let mtime = e.metadata().and_then(|m| m.modified());
+                mtime
+                    .and_then(|t| {
+                        std::fs::File::options()
+                            .write(true)
+                            .open(&copy)?
+                            .set_modified(t)
+                    })
+                    .map_err(scratch_err(&copy))?;
             }
         }
     }
@@ -1292,6 +2089,19 @@ pub fn sha256_file(path: &Path) -> Result<String, SystemError> {
         source,
     })?;
     Ok(format!("{:x}", h.finalize()))
+}
+
+/// A package file copied into the handle's private directory, and the sha256 of the copy.
+struct PrivateCopy {
+    path: PathBuf,
+    sha256: String,
+}
+
+/// Whether an `IgnorePkg` pattern (fnmatch, as libalpm reads it) matches `name`.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    globset::Glob::new(pattern)
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(pattern == name)
 }
 
 /// md5 of bytes, lowercase hex: libalpm records backup files' hashes as md5.

@@ -49,7 +49,11 @@ pub const FIELDS: &[&str] = &[
     "interval",
     "lock_timeout",
     "textfile",
+    "keyring_packages",
 ];
+
+/// The keyring package every Arch host has; upgraded in a transaction of its own, first.
+pub const DEFAULT_KEYRING_PACKAGES: &[&str] = &["archlinux-keyring"];
 
 const REPO_EXAMPLE: &str = "repo: https://git.example.com/ops/fleet.git";
 
@@ -82,6 +86,10 @@ pub struct AgentConfig {
     pub lock_timeout: Duration,
     /// Where to write Prometheus textfile-collector metrics, if anywhere.
     pub textfile: Option<PathBuf>,
+    /// Packages that carry signing keys (`archlinux-keyring`, plus any agent.yaml
+    /// `keyring_packages` names): a pass installs or upgrades them in a transaction of their
+    /// own before the rest, so packages signed by a new key verify.
+    pub keyring_packages: Vec<String>,
 }
 
 /// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
@@ -173,6 +181,7 @@ struct RawConfig {
     interval: Option<serde_yaml::Value>,
     lock_timeout: Option<serde_yaml::Value>,
     textfile: Option<String>,
+    keyring_packages: Option<Vec<String>>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -341,6 +350,10 @@ impl AgentConfig {
             interval: DEFAULT_INTERVAL,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             textfile: None,
+            keyring_packages: DEFAULT_KEYRING_PACKAGES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 
@@ -464,6 +477,18 @@ impl AgentConfig {
             Some(v) => check_duration("lock_timeout", v)?,
             None => DEFAULT_LOCK_TIMEOUT,
         };
+        let mut keyring_packages: Vec<String> = DEFAULT_KEYRING_PACKAGES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for name in raw.keyring_packages.unwrap_or_default() {
+            if let Err(e) = crate::manifest::Name::new(&name) {
+                return Err(("keyring_packages", e));
+            }
+            if !keyring_packages.contains(&name) {
+                keyring_packages.push(name);
+            }
+        }
         Ok(AgentConfig {
             source: path.to_path_buf(),
             repo,
@@ -478,6 +503,7 @@ impl AgentConfig {
             interval,
             lock_timeout,
             textfile: path_of("textfile", raw.textfile)?,
+            keyring_packages,
         })
     }
 
@@ -578,7 +604,8 @@ mod tests {
             "repo: /srv/fleet\nbranch: prod\nhostname: ws-01\nroot: /mnt\ndbpath: /mnt/db\n\
              pacman_conf: /mnt/pacman.conf\nstate_dir: /mnt/state\n\
              trusted_keys: [/k/a.pub, /k/b.pub]\nthreshold: 2\ninterval: 1h30m\n\
-             lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n",
+             lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n\
+             keyring_packages: [acme-keyring]\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -596,6 +623,7 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(5400));
         assert_eq!(c.lock_timeout, Duration::from_secs(30));
         assert_eq!(c.textfile, Some(PathBuf::from("/metrics/pacfleet.prom")));
+        assert_eq!(c.keyring_packages, ["archlinux-keyring", "acme-keyring"]);
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();

@@ -54,6 +54,7 @@ const APPLY: PassOptions = PassOptions {
     dry_run: false,
     ignore_window: true,
     full_plan: false,
+    bootstrap: false,
 };
 
 pub(super) fn run(args: DemoArgs) -> anyhow::Result<u8> {
@@ -337,7 +338,8 @@ fn print_host(r: &PassReport, width: usize, archive: &Path) {
         Verdict::NotInFleet => "not in the fleet: nothing to do".to_owned(),
         Verdict::Converged => format!("converged, nothing to do ({took})"),
         Verdict::Pending { hold } => format!("{} held back: {hold}", cs.summary()),
-        Verdict::Applied => {
+        Verdict::Held => format!("{} package(s) held back by IgnorePkg", cs.held.len()),
+        Verdict::Applied | Verdict::AppliedWithWarnings => {
             let counts: Vec<String> = [
                 (Action::Install, "installed"),
                 (Action::Upgrade, "upgraded"),

@@ -165,6 +165,11 @@ struct ReconcileArgs {
     /// last pass that found nothing to do (which otherwise skips planning).
     #[arg(long)]
     full_plan: bool,
+    /// Provision an empty root (an image or chroot being built): create its package database,
+    /// install the keyring first, then the pool's packages. Without it, a root with no package
+    /// database is refused (a live host never gets provisioned by accident).
+    #[arg(long)]
+    bootstrap: bool,
     /// Print the pass report as JSON.
     #[arg(long)]
     json: bool,

@@ -15,7 +15,21 @@ pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
     } else {
         print_report(&report);
     }
-    Ok(if report.changeset.is_empty() { 0 } else { 1 })
+    Ok(if report.changeset.settled() { 0 } else { 1 })
+}
+
+/// `text` with control characters (escape sequences, carriage returns) shown as `\u{..}`:
+/// package metadata and scriptlet output come from packages, not from pacfleet.
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The human form of a pass report: header, one aligned line per change, totals, notices.
@@ -64,8 +78,21 @@ pub(super) fn print_report(r: &PassReport) {
         );
     }
     let cs = &r.changeset;
+    for a in &cs.answers {
+        println!("policy: {}", terminal_safe(a));
+    }
+    for h in &cs.held {
+        println!("held: {}", terminal_safe(&h.to_string()));
+    }
     if cs.is_empty() {
-        println!("converged: nothing to do");
+        if cs.held.is_empty() {
+            println!("converged: nothing to do");
+        } else {
+            println!(
+                "not converged: {} package(s) held back by this host's IgnorePkg/IgnoreGroup",
+                cs.held.len()
+            );
+        }
         return;
     }
     let name_w = cs.changes.iter().map(|c| c.name.len()).max().unwrap_or(0);
@@ -120,7 +147,16 @@ pub(super) fn print_report(r: &PassReport) {
     match &r.verdict {
         Verdict::Pending { hold } => println!("{hold}"),
         Verdict::Applied => println!("applied in {:.1}s", r.duration.as_secs_f64()),
+        Verdict::AppliedWithWarnings => {
+            println!("applied with warnings in {:.1}s", r.duration.as_secs_f64())
+        }
         _ => {}
+    }
+    for a in &r.notices.answers {
+        println!("policy: {}", terminal_safe(a));
+    }
+    for w in &r.notices.warnings {
+        println!("warning: {}", terminal_safe(w));
     }
     for n in &r.notices.pacnew {
         println!("new config written as {n}: merge it (pacdiff)");

@@ -21,6 +21,7 @@ pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
         dry_run: args.dry_run,
         ignore_window: args.ignore_window,
         full_plan: args.full_plan,
+        bootstrap: args.bootstrap,
     };
     let report = reconcile::run(&cfg, opts)?;
     if args.json {

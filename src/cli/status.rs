@@ -31,6 +31,10 @@ pub const EXPIRY_WARNING_DAYS: i64 = 3;
 #[serde(rename_all = "kebab-case")]
 enum Class {
     Converged,
+    /// Applied, but a scriptlet or hook failed on the way.
+    Warnings,
+    /// IgnorePkg/IgnoreGroup hold packages back from what the fleet asks.
+    Held,
     Pending,
     Drift,
     Stale,
@@ -74,6 +78,12 @@ struct LastPass {
     failure: Option<String>,
     target_commit: Option<String>,
     duration_ms: u64,
+    /// Packages IgnorePkg/IgnoreGroup hold back.
+    held: Vec<String>,
+    /// Failed scriptlets or hooks of the last transaction.
+    warnings: Vec<String>,
+    /// `.pacnew`/`.pacsave` files the last transaction wrote.
+    config_files: Vec<String>,
 }
 
 /// Everything `status` shows; `--json` prints it as is.
@@ -202,6 +212,8 @@ fn build(
         Some(_) if !drift.is_empty() => Class::Drift,
         Some(PassOutcome::Pending) => Class::Pending,
         Some(_) if pending_changes > 0 => Class::Pending,
+        Some(PassOutcome::AppliedWithWarnings) => Class::Warnings,
+        Some(_) if status.as_ref().is_some_and(|s| !s.held.is_empty()) => Class::Held,
         Some(_) => Class::Converged,
     };
     let percentage = match class {
@@ -248,6 +260,9 @@ fn build(
             failure: s.failure,
             target_commit: s.target_commit,
             duration_ms: s.duration_ms,
+            held: s.held,
+            warnings: s.warnings,
+            config_files: s.config_files,
         }),
         problems,
     }
@@ -304,6 +319,15 @@ fn summary(
             "" => "converged".to_owned(),
             why => format!("converged ({why})"),
         },
+        Class::Warnings => format!(
+            "applied with warnings: {}",
+            s.warnings.first().map_or("", |w| first_line(w))
+        ),
+        Class::Held => format!(
+            "held: {} held back by IgnorePkg/IgnoreGroup ({})",
+            plural(s.held.len(), "package", "packages"),
+            s.held.join("; ")
+        ),
     }
 }
 
@@ -433,6 +457,17 @@ fn human(v: &View, now: DateTime<Utc>) -> String {
             )
         };
         lines.push(("drift", drift));
+        if let Some(p) = &v.last_pass {
+            for h in &p.held {
+                lines.push(("held", h.clone()));
+            }
+            for w in &p.warnings {
+                lines.push(("warning", w.clone()));
+            }
+            for f in &p.config_files {
+                lines.push(("config", format!("{f}: merge it (pacdiff)")));
+            }
+        }
         if v.waiting_for_signature > 0 {
             lines.push((
                 "waiting",
@@ -484,6 +519,8 @@ fn pango(s: &str) -> String {
 fn waybar(v: &View, now: DateTime<Utc>) -> String {
     let text = match v.class {
         Class::Converged => "converged".to_owned(),
+        Class::Warnings => "warnings".to_owned(),
+        Class::Held => "held".to_owned(),
         Class::Pending => format!("{} pending", v.pending_changes),
         Class::Drift => format!("drift {}", v.drift.len()),
         Class::Stale => "stale".to_owned(),
@@ -544,6 +581,9 @@ mod tests {
             duration_ms: 1500,
             failure: None,
             last_success: None,
+            held: Vec::new(),
+            warnings: Vec::new(),
+            config_files: Vec::new(),
         }
     }
 
