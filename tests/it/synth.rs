@@ -51,7 +51,7 @@ fn pacman_installs_upgrades_and_downgrades_synthetic_packages() {
     let db = synth::write_repo(&old_dir, "old", &[&old_app]).unwrap();
     assert_eq!(db, old_dir.join("old.db"));
     assert!(
-        old_dir.join("app-1.5-1-any.pkg.tar.gz").is_file(),
+        old_dir.join("app-1.5-1-any.pkg.tar.zst").is_file(),
         "package copied into repo"
     );
     let old = PkgRepo::at(&old_dir, "old");
@@ -61,7 +61,7 @@ fn pacman_installs_upgrades_and_downgrades_synthetic_packages() {
     let archived = archive_package(&archive, &app("1.0-1"));
     assert_eq!(
         archived,
-        archive.join("packages/a/app/app-1.0-1-any.pkg.tar.gz")
+        archive.join("packages/a/app/app-1.0-1-any.pkg.tar.zst")
     );
 
     let host = HostDir::new(tmp.path(), "h1", &[&main, &old]);
@@ -286,8 +286,12 @@ fn builds_are_reproducible() {
     let pkg = app("1:2.0-3");
     let a = synth::build_package(&pkg, &tmp.path().join("a")).unwrap();
     let b = synth::build_package(&pkg, &tmp.path().join("b")).unwrap();
-    assert_eq!(a.file_name().unwrap(), "app-1:2.0-3-any.pkg.tar.gz");
+    assert_eq!(a.file_name().unwrap(), "app-1:2.0-3-any.pkg.tar.zst");
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    // zstd, as makepkg's default PKGEXT; zstd(1) reads it (with its checksum).
+    assert_eq!(fs::read(&a).unwrap()[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+    let out = Command::new("zstd").arg("-tq").arg(&a).output().unwrap();
+    stdout_ok("zstd -t", &out);
     assert_eq!(
         synth::sha256_file(&a).unwrap(),
         synth::sha256_file(&b).unwrap()
@@ -308,7 +312,7 @@ fn builds_are_reproducible() {
 
     // Metadata entries come first, as pacman expects, and everything is root-owned.
     let file = fs::File::open(&a).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(file).unwrap());
     let names: Vec<String> = archive
         .entries()
         .unwrap()

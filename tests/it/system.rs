@@ -385,7 +385,7 @@ fn floating_install_idempotence_and_upgrade() {
     assert_eq!(notices, Notices::default());
 
     // Now the package files are in the cache: nothing left to download.
-    assert!(host.cache_dir.join("app-1.0-1-any.pkg.tar.gz").is_file());
+    assert!(host.cache_dir.join("app-1.0-1-any.pkg.tar.zst").is_file());
 
     // 3. Floating upgrade: a new app in the repository.
     w.repo.add(&[app("1.1-1")]);
