@@ -110,7 +110,17 @@ fn reconcile(
     sys.refresh()?;
     let intent = plan::intent(resolved, &sys.installed(), inventory);
     let changes = sys.prepare(&intent, resolved)?;
-    let notices = apply::commit(&mut sys, &changes)?;
+    let notices = {
+        // libalpm changes the process's working directory to the root while it extracts
+        // (saving and restoring it around each package): two commits at once in one process
+        // restore each other's, and left the test process in a deleted host root (every later
+        // test resolving a relative path then failed). One in-process commit at a time.
+        static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = COMMIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        apply::commit(&mut sys, &changes)?
+    };
     Ok((changes, notices))
 }
 
