@@ -14,12 +14,17 @@ use pacfleet::resolve::{Desired, Origin, Resolved};
 use pacfleet::synth::{self, SynthPackage};
 use pacfleet::system::{HostPaths, Mode, System, SystemError};
 
-use crate::harness::{HostDir, PkgRepo, TempDir, archive_package, file_url, tempdir};
+use crate::harness::{
+    HostDir, PkgRepo, TempDir, archive_package, file_url, pin_gpgme_to_keyring_template, tempdir,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Driving the library
 
+/// The paths `System::open` takes; first makes gpgme check signatures in the keyring template
+/// (libalpm sets gpgme's home once per process: see `pin_gpgme_to_keyring_template`).
 fn host_paths(host: &HostDir) -> HostPaths {
+    pin_gpgme_to_keyring_template();
     HostPaths {
         root: host.root.clone(),
         dbpath: host.dbpath.clone(),
