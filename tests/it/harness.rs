@@ -10,7 +10,8 @@
 //! DatabaseOptional` and `LocalFileSigLevel = Optional` (no `RemoteFileSigLevel`, so it is
 //! `Required` too). A test that needs less says so: [`PkgRepo::add_unsigned`],
 //! [`HostDir::set_siglevel_never`] (with the reason, written into pacman.conf). Another key
-//! is [`Packager::new`], trusted by a host with [`HostDir::trust_packager`].
+//! is [`Packager::new`], trusted by a host with [`HostDir::trust_packager`]. A root has no
+//! shell unless [`HostDir::with_shell`] gives it busybox.
 //!
 //! Everything lives under a caller-provided temporary directory, so tests can run in parallel
 //! (the keys and the keyring template are cached once for all: see [`packager`]).
@@ -350,6 +351,34 @@ impl HostDir {
         let copy = keys.join(format!("{}.asc", packager.name()));
         fs::write(&copy, packager.public_key_armored()).expect("copy packager key in");
         packager::trust_key_file(&self.gpgdir, &self.conf, &copy, packager.fingerprint());
+    }
+
+    /// Gives the root a shell, for scriptlets and hooks that need one: Debian's static busybox
+    /// (`busybox-static`, `/bin/busybox`) as `usr/bin/busybox`, with `bin/sh`, `usr/bin/sh`
+    /// and the applets a scriptlet needs (`cp`, `cat`, `echo`, `mkdir`, `rm`, `ln`, `true`,
+    /// `false`, `test`, `[`, `printf`, `sleep`) as symlinks to it in `usr/bin/`. Returns `self`.
+    ///
+    /// libalpm runs install scriptlets with the shell it was built with (`scriptlet-shell`:
+    /// `/bin/bash` in `scripts/libalpm.sh`'s build, `/usr/bin/bash` on Arch), not `/bin/sh`.
+    pub fn with_shell(self) -> Self {
+        use std::os::unix::fs::symlink;
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.is_file(),
+            "no /bin/busybox: install Debian's busybox-static (scripts/deps.sh)"
+        );
+        let bin = self.root.join("usr/bin");
+        fs::create_dir_all(&bin).expect("create usr/bin");
+        fs::create_dir_all(self.root.join("bin")).expect("create bin");
+        fs::copy(busybox, bin.join("busybox")).expect("copy busybox into the root");
+        for applet in [
+            "sh", "cp", "cat", "echo", "mkdir", "rm", "ln", "true", "false", "test", "[", "printf",
+            "sleep",
+        ] {
+            symlink("busybox", bin.join(applet)).expect("link a busybox applet");
+        }
+        symlink("../usr/bin/busybox", self.root.join("bin/sh")).expect("link bin/sh");
+        self
     }
 
     fn write_conf(&self) {

@@ -624,3 +624,26 @@ fn write_repo_reads_gzip_and_plain_packages_and_refuses_armored_signatures() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_root_with_a_shell_runs_hooks_in_it() {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "main");
+    repo.add(&[SynthPackage::new("app", "1.0-1")]);
+    let host = HostDir::new(tmp.path(), "h", &[&repo]).with_shell();
+    for link in ["bin/sh", "usr/bin/sh", "usr/bin/cp", "usr/bin/["] {
+        assert!(host.path(link).is_file(), "{link}");
+    }
+    // A hook runs chrooted in the root: its /bin/sh and applets are busybox.
+    fs::write(
+        host.base.join("hooks/shell.hook"),
+        "[Trigger]\nOperation = Install\nType = Package\nTarget = app\n\n[Action]\n\
+         Description = a shell in the root\nWhen = PostTransaction\n\
+         Exec = /bin/sh -c 'mkdir -p /var/lib/hooked && printf \"%s\\n\" ran > /var/lib/hooked/ok \
+         && cp /var/lib/hooked/ok /var/lib/hooked/copy && test -s /var/lib/hooked/copy'\n",
+    )
+    .unwrap();
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-S", "app"]);
+    assert_eq!(read(&host.path("var/lib/hooked/copy")), "ran\n");
+}
