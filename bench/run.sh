@@ -268,9 +268,9 @@ EOF
   pac() { pacman --config "$1/pacman.conf" --root "$1/root" --dbpath "$1/root/var/lib/pacman" --noconfirm "${@:2}"; }
   count() { pac "$1" -Qq 2>/dev/null | wc -l; }
   restore() { rm -rf "$2" && cp -a "$1" "$2" && $flush; }
-  expected=$(( $(find "$hw/repo/bench" -name 'app*.pkg.tar.gz' | wc -l) + $(find "$hw/repo/bench" -name 'lib*.pkg.tar.gz' | wc -l) ))
-  new_apps=$(find "$hw/repo/bench" -name 'newapp*.pkg.tar.gz' -printf '%f\n' | sort | sed 's/-1\.0-1-any\.pkg\.tar\.gz$//' | tr '\n' ' ')
-  applied=$(find "$hw/repo/bench" -name 'new*.pkg.tar.gz' | wc -l)
+  expected=$(( $(find "$hw/repo/bench" -name 'app*.pkg.tar.zst' | wc -l) + $(find "$hw/repo/bench" -name 'lib*.pkg.tar.zst' | wc -l) ))
+  new_apps=$(find "$hw/repo/bench" -name 'newapp*.pkg.tar.zst' -printf '%f\n' | sort | sed 's/-1\.0-1-any\.pkg\.tar\.zst$//' | tr '\n' ' ')
+  applied=$(find "$hw/repo/bench" -name 'new*.pkg.tar.zst' | wc -l)
 
   if [ ! -d "$snap/fleet-0" ]; then
     log "first reconcile: installing $expected packages on the host (not timed)"
@@ -291,7 +291,7 @@ EOF
     cp -a "$fh" "$snap/fleet-1" && cp -a "$ph" "$snap/pacman-1"
     restore "$snap/fleet-0" "$fh"; restore "$snap/pacman-0" "$ph"
   fi
-  echo "World: a host with $expected installed packages (each $(tar tzf "$(ls "$hw"/repo/bench/app0000-*.pkg.tar.gz)" | grep -vc '/$\|^\.') files), fleet repository at $url; $applied packages to apply." >>"$summary"
+  echo "World: a host with $expected installed packages (each $(bsdtar -tf "$(ls "$hw"/repo/bench/app0000-*.pkg.tar.zst)" | grep -vc '/$\|^\.') files), fleet repository at $url; $applied packages to apply." >>"$summary"
   echo >>"$summary"
 fi
 

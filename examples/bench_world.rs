@@ -19,7 +19,8 @@
 //!   `apply`, the new applications) and `main` (`install`, then the set dropped again).
 //! - `hosts/fleet/` and `hosts/pacman/`: two empty hosts laid out like the integration tests'
 //!   `HostDir` (a target root with an empty local database, a pacman.conf for it with the
-//!   repository as `file://`, a state dir): one driven by `fleetctl`, one by `pacman`.
+//!   repository as `file://`, a state dir): one driven by `fleetctl`, one by `pacman`. Unlike
+//!   the tests' hosts they check no signatures (`SigLevel = Never`; see `host_dir` for why).
 //!
 //! `fleet` writes a large fleet repository for `validate` and `diff`: `--hosts` hosts (one Host
 //! manifest each) spread over `--pools` pools, `--packages` packages in `--sets` sets (a tenth
@@ -298,6 +299,13 @@ fn host_dir(base: &Path, name: &str, repo_dir: &Path) -> Result<()> {
         fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     fs::write(dbpath.join("local/ALPM_DB_VERSION"), "9\n")?;
+    // Unlike the integration tests' hosts (Arch's `SigLevel = Required DatabaseOptional`, signed
+    // packages), the bench world checks no signatures and its packages are unsigned. Signing
+    // would be cheap (one gpg process per package, at most 5.5 ms: under 10 s for the 1,700
+    // packages of the full world), but checking is not: libalpm's gpgme check costs about
+    // 11 ms per package (`pacman -S` of 300 packages: 3.6 s checked, 0.29 s not), the same for
+    // pacman and fleetctl, and would bury the overhead of pacfleet's own that BENCHMARKS.md
+    // measures. BENCHMARKS.md compares fleetctl with pacman under this same SigLevel.
     let conf = format!(
         "# bench host {name}\n[options]\nRootDir = {root}\nDBPath = {db}/\nCacheDir = {root}/var/cache/pacman/pkg/\n\
          LogFile = {root}/var/log/pacman.log\nGPGDir = {base}/gnupg/\nHookDir = {base}/hooks/\n\

@@ -5,11 +5,14 @@
 //! and the integration tests use it to drive the real pacman/libalpm against known packages.
 //!
 //! - [`SynthPackage`] describes a package (name, version, dependencies, files, backup files);
-//!   [`build_package`] writes it as `<name>-<version>-<arch>.pkg.tar.gz` in the layout makepkg
-//!   produces (`.PKGINFO` first, a gzip'ed `.MTREE`, then directories and files owned by root).
+//!   [`build_package`] writes it as `<name>-<version>-<arch>.pkg.tar.zst` (zstd, pacman's
+//!   default `PKGEXT`) in the layout makepkg produces (`.PKGINFO` first, a gzip'ed `.MTREE`,
+//!   then directories and files owned by root).
 //! - [`write_repo`] turns built package files into a sync repository: `<repo>.db.tar.gz` and
 //!   `<repo>.files.tar.gz` with the entries repo-add writes, plus plain copies `<repo>.db` and
-//!   `<repo>.files` (copies, not symlinks, so any `file://` or HTTP server can serve them).
+//!   `<repo>.files` (copies, not symlinks, so any `file://` or HTTP server can serve them). A
+//!   detached signature `<package file>.sig` beside a package goes into its entry as
+//!   `%PGPSIG%` and into the repository directory, as `repo-add --include-sigs` does.
 //! - [`archive_path`] places a package file in the Arch Linux Archive layout.
 //! - [`sha256_file`] hashes a file the way repo-add's `%SHA256SUM%` does.
 //!
@@ -38,6 +41,12 @@ pub const PACKAGER: &str = "pacfleet synth <synth@pacfleet.invalid>";
 /// The `license` recorded in synthetic packages.
 const LICENSE: &str = "MIT";
 
+/// zstd level of package files: makepkg's `COMPRESSZST=(zstd -c -T0 -)` uses zstd's default.
+const ZSTD_LEVEL: i32 = 3;
+
+/// The largest package signature repo-add accepts (bytes).
+const MAX_SIGNATURE: u64 = 16 * 1024;
+
 /// Errors from building packages or writing repositories.
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
@@ -60,7 +69,8 @@ pub enum SynthError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A file given to [`write_repo`] is not a readable `.pkg.tar.gz` with a usable `.PKGINFO`.
+    /// A file given to [`write_repo`] is not a readable package (a `.pkg.tar.zst`, `.pkg.tar.gz`
+    /// or plain `.pkg.tar`) with a usable `.PKGINFO`, or its `.sig` is not a usable signature.
     #[error("{} is not a usable package file: {reason}", path.display())]
     BadPackageFile {
         /// The package file.
@@ -193,9 +203,9 @@ impl SynthPackage {
         self
     }
 
-    /// The package file name, `<name>-<version>-<arch>.pkg.tar.gz`.
+    /// The package file name, `<name>-<version>-<arch>.pkg.tar.zst`.
     pub fn file_name(&self) -> String {
-        format!("{}-{}-{}.pkg.tar.gz", self.name, self.version, self.arch)
+        format!("{}-{}-{}.pkg.tar.zst", self.name, self.version, self.arch)
     }
 
     /// Installed size in bytes: the sum of the file sizes.
@@ -204,12 +214,17 @@ impl SynthPackage {
     }
 }
 
-/// Writes `pkg` as `out_dir/<name>-<version>-<arch>.pkg.tar.gz` (creating `out_dir` if needed)
+/// Writes `pkg` as `out_dir/<name>-<version>-<arch>.pkg.tar.zst` (creating `out_dir` if needed)
 /// and returns the path of the package file.
 ///
-/// The archive holds `.PKGINFO` (as makepkg writes it), a gzip'ed `.MTREE`, then every
-/// directory (0755) and file (0644, or 0755 under `usr/bin`/`usr/sbin`) in sorted order, owned
-/// by root with mtime [`BUILD_DATE`]. The same input always gives the same bytes.
+/// The archive holds `.PKGINFO` (as makepkg writes it), a gzip'ed `.MTREE` (makepkg gzips it
+/// whatever the package's compression), then every directory (0755) and file (0644, or 0755
+/// under `usr/bin`/`usr/sbin`) in sorted order, owned by root with mtime [`BUILD_DATE`]. The tar
+/// stream is compressed with zstd at makepkg's level (3, with a checksum, as `zstd -c -T0 -`).
+/// The same input always gives the same bytes.
+///
+/// A signature `<package file>.sig` left by an earlier build at that path is removed: it does
+/// not sign the new file (sign it again if it should be signed).
 pub fn build_package(pkg: &SynthPackage, out_dir: &Path) -> Result<PathBuf, SynthError> {
     validate(pkg)?;
     let entries = payload_entries(pkg);
@@ -221,11 +236,14 @@ pub fn build_package(pkg: &SynthPackage, out_dir: &Path) -> Result<PathBuf, Synt
         }
     })?;
 
-    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     let archive_err = |source: io::Error| SynthError::InvalidPackage {
         name: pkg.name.clone(),
         reason: format!("cannot assemble archive: {source}"),
     };
+    let mut zstd =
+        zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(archive_err)?;
+    zstd.include_checksum(true).map_err(archive_err)?;
+    let mut tar = tar::Builder::new(zstd);
     append_file(&mut tar, ".PKGINFO", pkginfo.as_bytes(), 0o644).map_err(archive_err)?;
     append_file(&mut tar, ".MTREE", &mtree, 0o644).map_err(archive_err)?;
     for entry in &entries {
@@ -237,12 +255,13 @@ pub fn build_package(pkg: &SynthPackage, out_dir: &Path) -> Result<PathBuf, Synt
     }
     let bytes = tar
         .into_inner()
-        .and_then(GzEncoder::finish)
+        .and_then(zstd::stream::write::Encoder::finish)
         .map_err(archive_err)?;
 
     fs::create_dir_all(out_dir).map_err(io_err("create directory", out_dir))?;
     let path = out_dir.join(pkg.file_name());
     write_atomically(&path, &bytes)?;
+    remove_if_present(&signature_path(&path))?;
     Ok(path)
 }
 
@@ -252,8 +271,17 @@ pub fn build_package(pkg: &SynthPackage, out_dir: &Path) -> Result<PathBuf, Synt
 /// Writes `<repo_name>.db.tar.gz` and `<repo_name>.files.tar.gz` with the entries repo-add
 /// creates (`<name>-<version>/desc`, and `files` in the files database), and copies of them
 /// named `<repo_name>.db` and `<repo_name>.files`. Metadata is read back from each package's
-/// `.PKGINFO`, as repo-add does, so any `.pkg.tar.gz` works, not only synthetic ones. Package
-/// files outside `repo_dir` are copied into it. Existing databases are replaced, not merged;
+/// `.PKGINFO`, as repo-add does, so any `.pkg.tar.zst` or `.pkg.tar.gz` works, not only
+/// synthetic ones. Package files outside `repo_dir` are copied into it.
+///
+/// A package with a detached signature beside it (`<package file>.sig`, binary, as
+/// `makepkg --sign` and `gpg --detach-sign` write it) gets `%PGPSIG%` (the signature in
+/// base64) in its entry, and the `.sig` is copied into `repo_dir` too, as
+/// `repo-add --include-sigs` does; an armored signature or one over 16 KiB is refused, as
+/// there. A package without one gets no `%PGPSIG%`, and a stale `.sig` of that file name in
+/// `repo_dir` is removed.
+///
+/// Existing databases are replaced, not merged;
 /// the new files are dated at least one second after the old ones, because pacman compares
 /// database dates at one-second resolution and would otherwise miss a quick rewrite.
 ///
@@ -264,11 +292,12 @@ pub fn write_repo<P: AsRef<Path>>(
     packages: &[P],
 ) -> Result<PathBuf, SynthError> {
     // Read and check everything before touching repo_dir.
-    let mut read: BTreeMap<String, (PkgInfo, BTreeSet<String>, &Path, String)> = BTreeMap::new();
+    let mut read: BTreeMap<String, ReadPackage> = BTreeMap::new();
     for package in packages {
         let source = package.as_ref();
         let (info, listing) = read_package(source)?;
-        if let Some((first, ..)) = read.get(&info.pkgname) {
+        let signature = read_signature(source)?;
+        if let Some(ReadPackage { info: first, .. }) = read.get(&info.pkgname) {
             return Err(SynthError::DuplicatePackage {
                 repo: repo_name.to_owned(),
                 name: info.pkgname.clone(),
@@ -284,7 +313,16 @@ pub fn write_repo<P: AsRef<Path>>(
                 reason: "file name is not valid UTF-8".to_owned(),
             })?
             .to_owned();
-        read.insert(info.pkgname.clone(), (info, listing, source, file_name));
+        read.insert(
+            info.pkgname.clone(),
+            ReadPackage {
+                info,
+                listing,
+                source,
+                file_name,
+                signature,
+            },
+        );
     }
 
     fs::create_dir_all(repo_dir).map_err(io_err("create directory", repo_dir))?;
@@ -293,7 +331,14 @@ pub fn write_repo<P: AsRef<Path>>(
         .map_err(io_err("resolve", repo_dir))?;
     // name -> (version, desc, files listing)
     let mut by_name: BTreeMap<String, (String, String, String)> = BTreeMap::new();
-    for (name, (info, listing, source, file_name)) in read {
+    for (name, package) in read {
+        let ReadPackage {
+            info,
+            listing,
+            source,
+            file_name,
+            signature,
+        } = package;
         let dest = repo_dir.join(&file_name);
         let source_dir = source
             .parent()
@@ -305,10 +350,16 @@ pub fn write_repo<P: AsRef<Path>>(
             == canonical_repo_dir;
         if !already_there {
             fs::copy(source, &dest).map_err(io_err("copy package to", &dest))?;
+            let dest_sig = signature_path(&dest);
+            match &signature {
+                Some(sig) => write_atomically(&dest_sig, sig)?,
+                None => remove_if_present(&dest_sig)?,
+            }
         }
         let csize = fs::metadata(&dest).map_err(io_err("stat", &dest))?.len();
         let sha256 = sha256_file(&dest)?;
-        let desc = desc_text(&info, &file_name, csize, &sha256);
+        let pgpsig = signature.as_deref().map(base64).unwrap_or_default();
+        let desc = desc_text(&info, &file_name, csize, &sha256, &pgpsig);
         let mut files = String::from("%FILES%\n");
         for path in &listing {
             files.push_str(path);
@@ -379,6 +430,85 @@ pub fn write_repo<P: AsRef<Path>>(
         }
     }
     Ok(db_path)
+}
+
+/// The detached signature of a package file: `<package file>.sig`, beside it.
+pub fn signature_path(package: &Path) -> PathBuf {
+    let mut name = package.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// A package read by [`write_repo`], before anything is written.
+struct ReadPackage<'a> {
+    info: PkgInfo,
+    listing: BTreeSet<String>,
+    source: &'a Path,
+    file_name: String,
+    /// The bytes of `<source>.sig`, if there is one.
+    signature: Option<Vec<u8>>,
+}
+
+/// The detached signature beside `package`, if any, checked as repo-add checks it.
+fn read_signature(package: &Path) -> Result<Option<Vec<u8>>, SynthError> {
+    let path = signature_path(package);
+    let bad = |reason: String| SynthError::BadPackageFile {
+        path: path.clone(),
+        reason,
+    };
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", &path)(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_SIGNATURE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", &path))?;
+    if bytes.len() as u64 > MAX_SIGNATURE {
+        return Err(bad(format!(
+            "a package signature is at most {MAX_SIGNATURE} bytes"
+        )));
+    }
+    if bytes
+        .windows(b"BEGIN PGP SIGNATURE".len())
+        .any(|w| w == b"BEGIN PGP SIGNATURE")
+    {
+        return Err(bad(
+            "an armored signature cannot go into a repository database; sign with              `gpg --detach-sign --no-armor`"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), SynthError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Standard base64 with padding, on one line (what `base64 | tr -d '\n'` prints).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Where `file_name` lives in an Arch Linux Archive rooted at `archive_root`:
@@ -764,19 +894,39 @@ struct PkgInfo {
 }
 
 /// Reads `.PKGINFO` and the sorted payload listing (what `bsdtar --exclude='^.*' -tf` prints)
-/// from a gzip'ed package.
+/// from a package compressed with zstd or gzip, or not at all (told apart by their magic
+/// bytes, as libarchive does, whatever the file is called).
 fn read_package(path: &Path) -> Result<(PkgInfo, BTreeSet<String>), SynthError> {
     let bad = |reason: String| SynthError::BadPackageFile {
         path: path.to_path_buf(),
         reason,
     };
     let file = File::open(path).map_err(io_err("open", path))?;
-    let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    let mut reader = BufReader::new(file);
+    let magic = {
+        let buf = io::BufRead::fill_buf(&mut reader).map_err(io_err("read", path))?;
+        buf[..buf.len().min(6)].to_vec()
+    };
+    let stream: Box<dyn Read> = if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(|e| bad(format!("cannot start zstd: {e}")))?,
+        )
+    } else if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(GzDecoder::new(reader))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err(bad(
+            "xz-compressed packages are not supported here (only zstd, gzip or none)".to_owned(),
+        ));
+    } else {
+        Box::new(reader)
+    };
+    let mut archive = tar::Archive::new(stream);
     let mut pkginfo = None;
     let mut listing = BTreeSet::new();
     let entries = archive
         .entries()
-        .map_err(|e| bad(format!("not a gzip'ed tar archive: {e}")))?;
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -840,7 +990,7 @@ fn parse_pkginfo(text: &str) -> PkgInfo {
 }
 
 /// The `desc` entry, field for field in repo-add's order; empty fields are omitted.
-fn desc_text(info: &PkgInfo, file_name: &str, csize: u64, sha256: &str) -> String {
+fn desc_text(info: &PkgInfo, file_name: &str, csize: u64, sha256: &str, pgpsig: &str) -> String {
     let mut out = String::new();
     let mut field = |name: &str, values: &[&str]| {
         if values.first().is_some_and(|v| !v.is_empty()) {
@@ -865,6 +1015,7 @@ fn desc_text(info: &PkgInfo, file_name: &str, csize: u64, sha256: &str) -> Strin
     field("CSIZE", &[&csize]);
     field("ISIZE", &[&info.size]);
     field("SHA256SUM", &[sha256]);
+    field("PGPSIG", &[pgpsig]);
     field("URL", &[&info.url]);
     field("LICENSE", &all(&info.licenses));
     field("ARCH", &[&info.arch]);
@@ -971,6 +1122,35 @@ mod tests {
             let err = build_package(&pkg, dir.path()).unwrap_err();
             assert!(matches!(err, SynthError::InvalidPackage { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn base64_is_the_standard_alphabet_with_padding() {
+        for (raw, encoded) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"\xfb\xff\xfe", "+//+"),
+        ] {
+            assert_eq!(base64(raw), encoded);
+        }
+    }
+
+    #[test]
+    fn signatures_beside_packages_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("a-1-1-any.pkg.tar.zst");
+        assert_eq!(
+            signature_path(&pkg),
+            dir.path().join("a-1-1-any.pkg.tar.zst.sig")
+        );
+        assert_eq!(read_signature(&pkg).unwrap(), None);
+        fs::write(signature_path(&pkg), [0x88, 0x75]).unwrap();
+        assert_eq!(read_signature(&pkg).unwrap(), Some(vec![0x88, 0x75]));
+        fs::write(signature_path(&pkg), vec![0; 16 * 1024 + 1]).unwrap();
+        assert!(read_signature(&pkg).is_err());
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
                 .unwrap()
                 .file_name()
                 .to_string_lossy()
-                .ends_with(".pkg.tar.gz")
+                .ends_with(".pkg.tar.zst")
         })
         .count();
     assert_eq!(packages, 40, "30 installed + 10 to apply");

@@ -302,7 +302,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             "{name}: from the sync db\n{text}"
         );
     }
-    let cached_tool = canary.cache_dir.join("tool-1.0-1-any.pkg.tar.gz");
+    let cached_tool = canary.cache_dir.join("tool-1.0-1-any.pkg.tar.zst");
     assert_eq!(
         g.packages["tool"].sha256.as_deref(),
         Some(synth::sha256_file(&cached_tool).unwrap().as_str()),

@@ -2,11 +2,24 @@
 //! simulated hosts (a target root plus a pacman.conf pointing at it) and the real pacman
 //! toolchain that `scripts/libalpm.sh env` puts on PATH.
 //!
-//! Everything lives under a caller-provided temporary directory, so tests can run in parallel.
+//! The world is the one Arch ships: packages are `.pkg.tar.zst`, signed by a test packager
+//! ([`Packager::default_key`], a GnuPG key made once and cached) with a detached `.sig`
+//! beside each and `%PGPSIG%` in the repository database; every host has a keyring in
+//! `root/etc/pacman.d/gnupg/` made by the real `pacman-key` (`--init`, then `--add` and
+//! `--lsign-key` of the packager), and a pacman.conf with Arch's defaults, `SigLevel = Required
+//! DatabaseOptional` and `LocalFileSigLevel = Optional` (no `RemoteFileSigLevel`, so it is
+//! `Required` too). A test that needs less says so: [`PkgRepo::add_unsigned`],
+//! [`HostDir::set_siglevel_never`] (with the reason, written into pacman.conf). Another key
+//! is [`Packager::new`], trusted by a host with [`HostDir::trust_packager`]. A root has no
+//! shell unless [`HostDir::with_shell`] gives it busybox.
+//!
+//! Everything lives under a caller-provided temporary directory, so tests can run in parallel
+//! (the keys and the keyring template are cached once for all: see [`packager`]).
 //! Running pacman transactions (`-S`, `-U`, `-R`, `-Sy`) needs root, as on a real host.
 
 #![allow(dead_code)] // Not every test module uses every helper.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +27,8 @@ use std::process::{Command, Output};
 
 use pacfleet::synth::{self, SynthPackage};
 
+pub mod packager;
+pub use packager::Packager;
 pub use tempfile::TempDir;
 
 /// A fresh temporary directory, removed when dropped.
@@ -106,12 +121,37 @@ impl PkgRepo {
         }
     }
 
-    /// Builds `pkgs` into the repository directory, replaces the entries of their names and
-    /// rewrites the database. Returns the built package files, in the order given.
+    /// Builds `pkgs` into the repository directory, signs each with the default test packager
+    /// ([`Packager::default_key`], which every host trusts: `<file>.sig` beside it and
+    /// `%PGPSIG%` in the database), replaces the entries of their names and rewrites the
+    /// database. Returns the built package files, in the order given.
     pub fn add(&mut self, pkgs: &[SynthPackage]) -> Vec<PathBuf> {
+        self.add_with(Some(Packager::default_key()), pkgs)
+    }
+
+    /// Like [`add`](Self::add), but signed by `packager` instead (e.g. a key the hosts do not
+    /// trust yet, or not any more).
+    pub fn add_signed_by(&mut self, packager: &Packager, pkgs: &[SynthPackage]) -> Vec<PathBuf> {
+        self.add_with(Some(packager), pkgs)
+    }
+
+    /// Like [`add`](Self::add), but the packages are not signed: no `.sig`, no `%PGPSIG%`.
+    /// Hosts with the default `SigLevel = Required` refuse them; for tests of exactly that, or
+    /// of hosts that opted out with [`HostDir::set_siglevel_never`].
+    pub fn add_unsigned(&mut self, pkgs: &[SynthPackage]) -> Vec<PathBuf> {
+        self.add_with(None, pkgs)
+    }
+
+    fn add_with(&mut self, signer: Option<&Packager>, pkgs: &[SynthPackage]) -> Vec<PathBuf> {
         let paths: Vec<PathBuf> = pkgs
             .iter()
-            .map(|pkg| synth::build_package(pkg, &self.dir).expect("build package"))
+            .map(|pkg| {
+                let path = synth::build_package(pkg, &self.dir).expect("build package");
+                if let Some(signer) = signer {
+                    signer.sign(&path);
+                }
+                path
+            })
             .collect();
         for (pkg, path) in pkgs.iter().zip(&paths) {
             self.packages.insert(pkg.name.clone(), path.clone());
@@ -131,8 +171,8 @@ impl PkgRepo {
         self.packages.get(name).map(PathBuf::as_path)
     }
 
-    /// Copies the current package file of `name` into the Arch Linux Archive layout under
-    /// `archive_root` and returns where it went.
+    /// Copies the current package file of `name`, and its `.sig` if it has one, into the Arch
+    /// Linux Archive layout under `archive_root` and returns where the package went.
     pub fn archive(&self, archive_root: &Path, name: &str) -> PathBuf {
         let file = self
             .package_file(name)
@@ -144,6 +184,10 @@ impl PkgRepo {
         let dest = synth::archive_path(archive_root, file_name);
         fs::create_dir_all(dest.parent().expect("parent")).expect("create archive dir");
         fs::copy(file, &dest).expect("copy package into archive");
+        let sig = synth::signature_path(file);
+        if sig.is_file() {
+            fs::copy(&sig, synth::signature_path(&dest)).expect("copy signature into archive");
+        }
         dest
     }
 
@@ -153,18 +197,67 @@ impl PkgRepo {
     }
 }
 
-/// Builds `pkg` straight into the Arch Linux Archive layout under `archive_root` and returns
+/// Builds `pkg` straight into the Arch Linux Archive layout under `archive_root`, signed by
+/// the default test packager (`<file>.sig` beside it, as the archive keeps them), and returns
 /// the package file's path.
 pub fn archive_package(archive_root: &Path, pkg: &SynthPackage) -> PathBuf {
+    let path = archive_package_unsigned(archive_root, pkg);
+    Packager::default_key().sign(&path);
+    path
+}
+
+/// Like [`archive_package`], without a signature.
+pub fn archive_package_unsigned(archive_root: &Path, pkg: &SynthPackage) -> PathBuf {
     let dest = synth::archive_path(archive_root, &pkg.file_name());
     synth::build_package(pkg, dest.parent().expect("parent")).expect("build package")
+}
+
+/// Points gpgme, in this process, at the keyring template that every host's keyring is a copy
+/// of; call it before running libalpm in-process (as `system.rs` does) rather than in a
+/// `pacman` or `fleetctl` process.
+///
+/// libalpm initialises gpgme once per process, with the `GPGDir` of the first handle that
+/// checks a signature, and never again (`init_gpgme` in libalpm's `signing.c`): in a test
+/// process with many hosts every later host would check signatures in the first host's
+/// keyring, which goes away with that host's test. With this, they all check in the template,
+/// which trusts exactly what a fresh host's keyring trusts (a key added with
+/// [`HostDir::trust_packager`] is not seen by in-process libalpm: use `fleetctl` for that).
+/// `fleetctl` opens one host per process, so it never meets this.
+pub fn pin_gpgme_to_keyring_template() {
+    static PINNED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    PINNED.get_or_init(|| {
+        let tmp = tempdir();
+        let root = tmp.path().join("root");
+        let dbpath = root.join("var/lib/pacman");
+        fs::create_dir_all(dbpath.join("local")).expect("create db dir");
+        fs::write(dbpath.join("local/ALPM_DB_VERSION"), "9\n").expect("write db version");
+        let pkg = synth::build_package(&SynthPackage::new("gpgme-pin", "1-1"), tmp.path())
+            .expect("build package");
+        Packager::default_key().sign(&pkg);
+        let mut handle = alpm::Alpm::new(
+            root.to_str().expect("UTF-8 path"),
+            dbpath.to_str().expect("UTF-8 path"),
+        )
+        .expect("open libalpm");
+        let template = packager::keyring_template().to_str().expect("UTF-8 path");
+        handle.set_gpgdir(template).expect("set GPGDir");
+        // Checking a signature is what initialises gpgme (with this handle's GPGDir).
+        handle
+            .pkg_load(
+                pkg.to_str().expect("UTF-8 path"),
+                true,
+                alpm::SigLevel::PACKAGE,
+            )
+            .expect("the default packager's signature checks in the keyring template");
+    });
 }
 
 /// A simulated host: a directory `base` holding the target root, a pacman.conf and a state dir.
 ///
 /// Layout: `base/root/` (RootDir, with `var/lib/pacman/` as DBPath holding an empty local
-/// database, `var/cache/pacman/pkg/`, `var/log/`, `etc/`), `base/pacman.conf`, `base/gnupg/`
-/// (GPGDir), `base/hooks/` (HookDir, so the machine's own hooks never run) and `base/state/`.
+/// database, `var/cache/pacman/pkg/`, `var/log/`, `etc/pacman.d/gnupg/` as GPGDir: the
+/// keyring, trusting the default test packager), `base/pacman.conf` (Arch's signature
+/// defaults), `base/hooks/` (HookDir, so the machine's own hooks never run) and `base/state/`.
 #[derive(Debug)]
 pub struct HostDir {
     /// The host name.
@@ -181,6 +274,13 @@ pub struct HostDir {
     pub conf: PathBuf,
     /// `base/state`, for pacfleet's own records.
     pub state_dir: PathBuf,
+    /// `root/etc/pacman.d/gnupg` (`GPGDir`), the host's keyring.
+    pub gpgdir: PathBuf,
+    /// Why this host checks no signatures, once [`set_siglevel_never`](Self::set_siglevel_never)
+    /// was called.
+    siglevel_never: RefCell<Option<String>>,
+    /// The repositories pacman.conf lists, as `(name, url)`.
+    repos: RefCell<Vec<(String, String)>>,
 }
 
 impl HostDir {
@@ -194,18 +294,20 @@ impl HostDir {
             hostname: hostname.to_owned(),
             conf: base.join("pacman.conf"),
             state_dir: base.join("state"),
+            gpgdir: root.join("etc/pacman.d/gnupg"),
             base,
             root,
             dbpath,
             cache_dir,
+            siglevel_never: RefCell::new(None),
+            repos: RefCell::new(Vec::new()),
         };
         for dir in [
             host.dbpath.join("local"),
             host.dbpath.join("sync"),
             host.cache_dir.clone(),
             host.root.join("var/log"),
-            host.root.join("etc"),
-            host.base.join("gnupg"),
+            host.root.join("etc/pacman.d"),
             host.base.join("hooks"),
             host.state_dir.clone(),
         ] {
@@ -213,12 +315,84 @@ impl HostDir {
         }
         // An empty local database of the current schema version; libalpm accepts it as is.
         fs::write(host.dbpath.join("local/ALPM_DB_VERSION"), "9\n").expect("write db version");
+        // The keyring pacman-key made (once per cache; see `packager`), trusting the packager.
+        packager::copy_gnupg_home(packager::keyring_template(), &host.gpgdir);
         host.set_repos(repos);
         host
     }
 
     /// Rewrites pacman.conf to use exactly `repos`, in order.
     pub fn set_repos(&self, repos: &[&PkgRepo]) {
+        *self.repos.borrow_mut() = repos
+            .iter()
+            .map(|r| (r.name.clone(), r.url.clone()))
+            .collect();
+        self.write_conf();
+    }
+
+    /// Turns signature checking off on this host (`SigLevel = Never`, `LocalFileSigLevel =
+    /// Never`), for a test that cannot have signatures; `why` goes into pacman.conf as a
+    /// comment, and the test should say it too. Kept across [`set_repos`](Self::set_repos).
+    pub fn set_siglevel_never(&self, why: &str) {
+        assert!(
+            !why.trim().is_empty(),
+            "say why this host checks no signatures"
+        );
+        *self.siglevel_never.borrow_mut() = Some(why.to_owned());
+        self.write_conf();
+    }
+
+    /// Adds `packager`'s public key to this host's keyring and signs it locally, as an
+    /// administrator does for a new packager key: copies the key to `base/keys/<name>.asc`,
+    /// then `pacman-key --add` and `--lsign-key` (with this host's `--gpgdir` and `--config`).
+    pub fn trust_packager(&self, packager: &Packager) {
+        let keys = self.base.join("keys");
+        fs::create_dir_all(&keys).expect("create host key dir");
+        let copy = keys.join(format!("{}.asc", packager.name()));
+        fs::write(&copy, packager.public_key_armored()).expect("copy packager key in");
+        packager::trust_key_file(&self.gpgdir, &self.conf, &copy, packager.fingerprint());
+    }
+
+    /// Gives the root a shell, for scriptlets and hooks that need one: Debian's static busybox
+    /// (`busybox-static`, `/bin/busybox`) as `usr/bin/busybox`, with `bin/sh`, `usr/bin/sh`
+    /// and the applets a scriptlet needs (`cp`, `cat`, `echo`, `mkdir`, `rm`, `ln`, `true`,
+    /// `false`, `test`, `[`, `printf`, `sleep`) as symlinks to it in `usr/bin/`. Returns `self`.
+    ///
+    /// libalpm runs install scriptlets with the shell it was built with (`scriptlet-shell`:
+    /// `/bin/bash` in `scripts/libalpm.sh`'s build, `/usr/bin/bash` on Arch), not `/bin/sh`.
+    pub fn with_shell(self) -> Self {
+        use std::os::unix::fs::symlink;
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.is_file(),
+            "no /bin/busybox: install Debian's busybox-static (scripts/deps.sh)"
+        );
+        let bin = self.root.join("usr/bin");
+        fs::create_dir_all(&bin).expect("create usr/bin");
+        fs::create_dir_all(self.root.join("bin")).expect("create bin");
+        fs::copy(busybox, bin.join("busybox")).expect("copy busybox into the root");
+        for applet in [
+            "sh", "cp", "cat", "echo", "mkdir", "rm", "ln", "true", "false", "test", "[", "printf",
+            "sleep",
+        ] {
+            symlink("busybox", bin.join(applet)).expect("link a busybox applet");
+        }
+        symlink("../usr/bin/busybox", self.root.join("bin/sh")).expect("link bin/sh");
+        self
+    }
+
+    fn write_conf(&self) {
+        let siglevel = match &*self.siglevel_never.borrow() {
+            None => "SigLevel = Required DatabaseOptional\n\
+                     LocalFileSigLevel = Optional\n"
+                .to_owned(),
+            Some(why) => format!(
+                "# Signatures are not checked on this host: {}\n\
+                 SigLevel = Never\n\
+                 LocalFileSigLevel = Never\n",
+                why.replace('\n', " ")
+            ),
+        };
         let mut conf = format!(
             "# Test host {hostname}\n\
              [options]\n\
@@ -226,21 +400,21 @@ impl HostDir {
              DBPath = {dbpath}/\n\
              CacheDir = {cache}/\n\
              LogFile = {root}/var/log/pacman.log\n\
-             GPGDir = {base}/gnupg/\n\
+             GPGDir = {gpgdir}/\n\
              HookDir = {base}/hooks/\n\
              Architecture = auto\n\
-             SigLevel = Never\n\
-             LocalFileSigLevel = Never\n\
+             {siglevel}\
              DisableSandbox\n\
              DisableDownloadTimeout\n",
             hostname = self.hostname,
             root = self.root.display(),
             dbpath = self.dbpath.display(),
             cache = self.cache_dir.display(),
+            gpgdir = self.gpgdir.display(),
             base = self.base.display(),
         );
-        for repo in repos {
-            conf.push_str(&format!("\n[{}]\nServer = {}\n", repo.name, repo.url));
+        for (name, url) in &*self.repos.borrow() {
+            conf.push_str(&format!("\n[{name}]\nServer = {url}\n"));
         }
         fs::write(&self.conf, conf).expect("write pacman.conf");
     }

@@ -10,7 +10,9 @@ use std::process::Command;
 
 use pacfleet::synth::{self, SynthError, SynthPackage};
 
-use crate::harness::{HostDir, PkgRepo, archive_package, stdout_ok, tempdir, toolchain_bin};
+use crate::harness::{
+    HostDir, Packager, PkgRepo, archive_package, stdout_ok, tempdir, toolchain_bin,
+};
 
 fn libfoo(version: &str) -> SynthPackage {
     SynthPackage::new("libfoo", version)
@@ -47,12 +49,18 @@ fn pacman_installs_upgrades_and_downgrades_synthetic_packages() {
     // A second repo, built elsewhere and handed to write_repo, holding an older app.
     let built = tmp.path().join("built-old");
     let old_app = synth::build_package(&app("1.5-1"), &built).unwrap();
+    Packager::default_key().sign(&old_app);
     let old_dir = tmp.path().join("repos/old");
     let db = synth::write_repo(&old_dir, "old", &[&old_app]).unwrap();
     assert_eq!(db, old_dir.join("old.db"));
     assert!(
-        old_dir.join("app-1.5-1-any.pkg.tar.gz").is_file(),
+        old_dir.join("app-1.5-1-any.pkg.tar.zst").is_file(),
         "package copied into repo"
+    );
+    assert_eq!(
+        fs::read(old_dir.join("app-1.5-1-any.pkg.tar.zst.sig")).unwrap(),
+        fs::read(synth::signature_path(&old_app)).unwrap(),
+        "signature copied into repo"
     );
     let old = PkgRepo::at(&old_dir, "old");
 
@@ -61,7 +69,12 @@ fn pacman_installs_upgrades_and_downgrades_synthetic_packages() {
     let archived = archive_package(&archive, &app("1.0-1"));
     assert_eq!(
         archived,
-        archive.join("packages/a/app/app-1.0-1-any.pkg.tar.gz")
+        archive.join("packages/a/app/app-1.0-1-any.pkg.tar.zst")
+    );
+    assert!(
+        archive
+            .join("packages/a/app/app-1.0-1-any.pkg.tar.zst.sig")
+            .is_file()
     );
 
     let host = HostDir::new(tmp.path(), "h1", &[&main, &old]);
@@ -145,10 +158,16 @@ fn pacman_installs_upgrades_and_downgrades_synthetic_packages() {
     assert!(!host.path("usr/lib/libfoo.so.1").exists());
 }
 
-/// Regular files of a gzip'ed tar archive, path → contents, plus its directory entries.
+/// Regular files of a gzip'ed (or, for `.zst`, zstd'ed) tar archive, path → contents, plus its
+/// directory entries.
 fn tar_entries(path: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     let file = fs::File::open(path).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let stream: Box<dyn Read> = if path.extension().is_some_and(|e| e == "zst") {
+        Box::new(zstd::stream::read::Decoder::new(file).unwrap())
+    } else {
+        Box::new(flate2::read::GzDecoder::new(file))
+    };
+    let mut archive = tar::Archive::new(stream);
     let mut files = BTreeMap::new();
     let mut dirs = Vec::new();
     for entry in archive.entries().unwrap() {
@@ -183,6 +202,12 @@ fn write_repo_matches_repo_add() {
         .iter()
         .map(|p| synth::build_package(p, &built).unwrap())
         .collect();
+    // Signed as makepkg --sign signs, all but app: the database has %PGPSIG% for those only.
+    for f in &files {
+        if !f.to_string_lossy().contains("/app-") {
+            Packager::default_key().sign(f);
+        }
+    }
 
     let ours_dir = tmp.path().join("repos/ours");
     synth::write_repo(&ours_dir, "ours", &files).unwrap();
@@ -193,10 +218,15 @@ fn write_repo_matches_repo_add() {
     for f in &files {
         let dest = theirs_dir.join(f.file_name().unwrap());
         fs::copy(f, &dest).unwrap();
+        let sig = synth::signature_path(f);
+        if sig.is_file() {
+            fs::copy(&sig, synth::signature_path(&dest)).unwrap();
+        }
         copies.push(dest);
     }
     let out = Command::new(toolchain_bin("repo-add"))
         .arg("--nocolor")
+        .arg("--include-sigs")
         .arg(theirs_dir.join("theirs.db.tar.gz"))
         .args(&copies)
         .env("LC_ALL", "C")
@@ -221,6 +251,14 @@ fn write_repo_matches_repo_add() {
             );
         }
     }
+    let desc = |name: &str| {
+        String::from_utf8(tar_entries(&ours_dir.join("ours.db.tar.gz")).0[name].clone()).unwrap()
+    };
+    assert!(desc("libfoo-1.1-1/desc").contains("%PGPSIG%\n"));
+    assert!(!desc("app-1:2.0-3/desc").contains("%PGPSIG%"));
+    assert!(ours_dir.join("libfoo-1.1-1-any.pkg.tar.zst.sig").is_file());
+    assert!(!ours_dir.join("app-1:2.0-3-any.pkg.tar.zst.sig").exists());
+
     // The plain .db is a copy, not a symlink.
     let db_meta = fs::symlink_metadata(ours_dir.join("ours.db")).unwrap();
     assert!(db_meta.file_type().is_file());
@@ -234,6 +272,13 @@ fn write_repo_matches_repo_add() {
     let theirs = PkgRepo::at(&theirs_dir, "theirs");
     let host = HostDir::new(tmp.path(), "cmp", &[&ours, &theirs]);
     host.pacman_ok(&["-Sy"]);
+    // The signature is in the database (and pacman checks it from there).
+    let si = host.pacman_ok(&["-Sii", "ours/libfoo"]);
+    let key_id = &Packager::default_key().fingerprint()[24..];
+    assert!(
+        si.contains(&format!("Signatures      : {key_id}\n")),
+        "{si}"
+    );
     host.pacman_ok(&["-Fy"]);
     let strip_repo = |text: String, repo: &str| {
         text.lines()
@@ -286,8 +331,22 @@ fn builds_are_reproducible() {
     let pkg = app("1:2.0-3");
     let a = synth::build_package(&pkg, &tmp.path().join("a")).unwrap();
     let b = synth::build_package(&pkg, &tmp.path().join("b")).unwrap();
-    assert_eq!(a.file_name().unwrap(), "app-1:2.0-3-any.pkg.tar.gz");
+    assert_eq!(a.file_name().unwrap(), "app-1:2.0-3-any.pkg.tar.zst");
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    // zstd, as makepkg's default PKGEXT; zstd(1) reads it (with its checksum).
+    assert_eq!(fs::read(&a).unwrap()[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+    let out = Command::new("zstd").arg("-tq").arg(&a).output().unwrap();
+    stdout_ok("zstd -t", &out);
+    // Signatures too: ed25519 and a fixed signing date.
+    let packager = Packager::default_key();
+    assert_eq!(
+        fs::read(packager.sign(&a)).unwrap(),
+        fs::read(packager.sign(&b)).unwrap()
+    );
+    // A new build at the same path drops the old signature, which does not sign it.
+    synth::build_package(&pkg, &tmp.path().join("b")).unwrap();
+    assert!(!synth::signature_path(&b).exists());
+    packager.sign(&b);
     assert_eq!(
         synth::sha256_file(&a).unwrap(),
         synth::sha256_file(&b).unwrap()
@@ -308,7 +367,7 @@ fn builds_are_reproducible() {
 
     // Metadata entries come first, as pacman expects, and everything is root-owned.
     let file = fs::File::open(&a).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(file).unwrap());
     let names: Vec<String> = archive
         .entries()
         .unwrap()
@@ -388,4 +447,203 @@ fn empty_repo_syncs() {
     assert_eq!(host.pacman_ok(&["-Sl", "empty"]), "");
     assert!(host.installed().is_empty());
     assert!(host.explicit().is_empty());
+}
+
+#[test]
+fn hosts_are_set_up_as_arch_ships_them() {
+    let tmp = tempdir();
+    let repo = PkgRepo::new(tmp.path(), "main");
+    let host = HostDir::new(tmp.path(), "h", &[&repo]);
+    let conf = read(&host.conf);
+    assert!(
+        conf.contains("\nSigLevel = Required DatabaseOptional\nLocalFileSigLevel = Optional\n"),
+        "{conf}"
+    );
+    assert!(!conf.contains("RemoteFileSigLevel"), "{conf}");
+    assert_eq!(host.gpgdir, host.path("etc/pacman.d/gnupg"));
+    assert!(
+        conf.contains(&format!("GPGDir = {}/\n", host.gpgdir.display())),
+        "{conf}"
+    );
+    // pacman reads it so.
+    let out = Command::new(toolchain_bin("pacman-conf"))
+        .arg("--config")
+        .arg(&host.conf)
+        .args([
+            "SigLevel",
+            "LocalFileSigLevel",
+            "RemoteFileSigLevel",
+            "GPGDir",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout_ok("pacman-conf", &out),
+        format!(
+            "SigLevel = PackageRequired\nSigLevel = PackageTrustedOnly\n\
+             SigLevel = DatabaseOptional\nSigLevel = DatabaseTrustedOnly\n\
+             LocalFileSigLevel = PackageOptional\nLocalFileSigLevel = PackageTrustedOnly\n\
+             GPGDir = {}\n",
+            host.gpgdir.display()
+        )
+    );
+    // The keyring pacman-key made: its master key, and the packager, locally signed by it.
+    let keys = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&host.gpgdir)
+        .args(["--batch", "--with-colons", "--check-sigs"])
+        .arg(Packager::default_key().fingerprint())
+        .output()
+        .unwrap();
+    let keys = stdout_ok("gpg --check-sigs", &keys);
+    assert!(keys.contains("Pacman Keyring Master Key"), "{keys}");
+    assert!(keys.contains(Packager::default_key().uid()), "{keys}");
+    assert!(
+        !fs::read_dir(&host.gpgdir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("S.")),
+        "no agent sockets copied"
+    );
+}
+
+#[test]
+fn unsigned_and_untrusted_packages_are_refused_by_default() {
+    let tmp = tempdir();
+    let newcomer = Packager::new(tmp.path(), "newcomer");
+    assert_ne!(
+        newcomer.fingerprint(),
+        Packager::default_key().fingerprint()
+    );
+    let mut repo = PkgRepo::new(tmp.path(), "main");
+    repo.add(&[SynthPackage::new("signed", "1.0-1")]);
+    repo.add_unsigned(&[SynthPackage::new("loose", "1.0-1")]);
+    repo.add_signed_by(&newcomer, &[SynthPackage::new("fresh", "1.0-1")]);
+    let host = HostDir::new(tmp.path(), "h", &[&repo]);
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-S", "signed"]);
+
+    let out = host.pacman(&["-S", "loose"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // No %PGPSIG% in the database: pacman looks for the .sig beside the package, as on a
+    // mirror, and finds none.
+    assert!(
+        stderr.contains("failed retrieving file 'loose-1.0-1-any.pkg.tar.zst.sig'"),
+        "{stderr}"
+    );
+
+    let out = host.pacman(&["-S", "fresh"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // (pacman offers to import the key; the lookup fails: the key is on no keyserver.)
+    assert!(
+        stderr.contains("required key missing from keyring"),
+        "{stderr}"
+    );
+    assert_eq!(host.installed().keys().collect::<Vec<_>>(), ["signed"]);
+
+    // Once the host trusts the new packager, its packages install.
+    host.trust_packager(&newcomer);
+    host.pacman_ok(&["-S", "fresh"]);
+
+    // A local file: signed by the packager, or not signed at all (Optional), but never with a
+    // bad signature.
+    let local =
+        synth::build_package(&SynthPackage::new("local", "1.0-1"), &tmp.path().join("l")).unwrap();
+    host.pacman_ok(&["-U", local.to_str().unwrap()]);
+    fs::write(synth::signature_path(&local), b"not a signature").unwrap();
+    let out = host.pacman(&["-U", local.to_str().unwrap()]);
+    assert!(!out.status.success(), "a bad .sig beside a local file");
+    assert_eq!(host.installed().len(), 3);
+}
+
+#[test]
+fn a_host_can_opt_out_of_signatures_and_says_why() {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "main");
+    repo.add_unsigned(&[SynthPackage::new("loose", "1.0-1")]);
+    let host = HostDir::new(tmp.path(), "h", &[&repo]);
+    host.set_siglevel_never("this test installs an unsigned package on purpose");
+    host.set_repos(&[&repo]);
+    let conf = read(&host.conf);
+    assert!(
+        conf.contains(
+            "# Signatures are not checked on this host: this test installs an unsigned package \
+             on purpose\nSigLevel = Never\nLocalFileSigLevel = Never\n"
+        ),
+        "{conf}"
+    );
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-S", "loose"]);
+}
+
+#[test]
+fn write_repo_reads_gzip_and_plain_packages_and_refuses_armored_signatures() {
+    let tmp = tempdir();
+    let built = synth::build_package(&app("1.0-1"), &tmp.path().join("b")).unwrap();
+    let mut tar = Vec::new();
+    zstd::stream::read::Decoder::new(fs::File::open(&built).unwrap())
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    let other = tmp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let gz = other.join("app-1.0-1-any.pkg.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, &tar).unwrap();
+    fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let plain = other.join("libfoo-1.0-1-any.pkg.tar");
+    let libfoo_zst = synth::build_package(&libfoo("1.0-1"), &tmp.path().join("b")).unwrap();
+    let mut libfoo_tar = Vec::new();
+    zstd::stream::read::Decoder::new(fs::File::open(&libfoo_zst).unwrap())
+        .unwrap()
+        .read_to_end(&mut libfoo_tar)
+        .unwrap();
+    fs::write(&plain, libfoo_tar).unwrap();
+    for f in [&gz, &plain] {
+        Packager::default_key().sign(f);
+    }
+    let dir = tmp.path().join("repos/mixed");
+    synth::write_repo(&dir, "mixed", &[&gz, &plain]).unwrap();
+    let host = HostDir::new(tmp.path(), "h", &[&PkgRepo::at(&dir, "mixed")]);
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-S", "app"]);
+    assert_eq!(host.installed().len(), 2);
+
+    // repo-add refuses armored signatures; so does write_repo.
+    fs::write(
+        synth::signature_path(&built),
+        "-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n",
+    )
+    .unwrap();
+    let err = synth::write_repo(&tmp.path().join("repos/x"), "x", &[&built]).unwrap_err();
+    assert!(
+        matches!(&err, SynthError::BadPackageFile { reason, .. } if reason.contains("armored")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_root_with_a_shell_runs_hooks_in_it() {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "main");
+    repo.add(&[SynthPackage::new("app", "1.0-1")]);
+    let host = HostDir::new(tmp.path(), "h", &[&repo]).with_shell();
+    for link in ["bin/sh", "usr/bin/sh", "usr/bin/cp", "usr/bin/["] {
+        assert!(host.path(link).is_file(), "{link}");
+    }
+    // A hook runs chrooted in the root: its /bin/sh and applets are busybox.
+    fs::write(
+        host.base.join("hooks/shell.hook"),
+        "[Trigger]\nOperation = Install\nType = Package\nTarget = app\n\n[Action]\n\
+         Description = a shell in the root\nWhen = PostTransaction\n\
+         Exec = /bin/sh -c 'mkdir -p /var/lib/hooked && printf \"%s\\n\" ran > /var/lib/hooked/ok \
+         && cp /var/lib/hooked/ok /var/lib/hooked/copy && test -s /var/lib/hooked/copy'\n",
+    )
+    .unwrap();
+    host.pacman_ok(&["-Sy"]);
+    host.pacman_ok(&["-S", "app"]);
+    assert_eq!(read(&host.path("var/lib/hooked/copy")), "ran\n");
 }

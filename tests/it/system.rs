@@ -14,12 +14,17 @@ use pacfleet::resolve::{Desired, Origin, Resolved};
 use pacfleet::synth::{self, SynthPackage};
 use pacfleet::system::{HostPaths, Mode, System, SystemError};
 
-use crate::harness::{HostDir, PkgRepo, TempDir, archive_package, file_url, tempdir};
+use crate::harness::{
+    HostDir, PkgRepo, TempDir, archive_package, file_url, pin_gpgme_to_keyring_template, tempdir,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Driving the library
 
+/// The paths `System::open` takes; first makes gpgme check signatures in the keyring template
+/// (libalpm sets gpgme's home once per process: see `pin_gpgme_to_keyring_template`).
 fn host_paths(host: &HostDir) -> HostPaths {
+    pin_gpgme_to_keyring_template();
     HostPaths {
         root: host.root.clone(),
         dbpath: host.dbpath.clone(),
@@ -110,7 +115,17 @@ fn reconcile(
     sys.refresh()?;
     let intent = plan::intent(resolved, &sys.installed(), inventory);
     let changes = sys.prepare(&intent, resolved)?;
-    let notices = apply::commit(&mut sys, &changes)?;
+    let notices = {
+        // libalpm changes the process's working directory to the root while it extracts
+        // (saving and restoring it around each package): two commits at once in one process
+        // restore each other's, and left the test process in a deleted host root (every later
+        // test resolving a relative path then failed). One in-process commit at a time.
+        static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = COMMIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        apply::commit(&mut sys, &changes)?
+    };
     Ok((changes, notices))
 }
 
@@ -385,7 +400,7 @@ fn floating_install_idempotence_and_upgrade() {
     assert_eq!(notices, Notices::default());
 
     // Now the package files are in the cache: nothing left to download.
-    assert!(host.cache_dir.join("app-1.0-1-any.pkg.tar.gz").is_file());
+    assert!(host.cache_dir.join("app-1.0-1-any.pkg.tar.zst").is_file());
 
     // 3. Floating upgrade: a new app in the repository.
     w.repo.add(&[app("1.1-1")]);
