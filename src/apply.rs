@@ -37,7 +37,10 @@ impl ApplyError {
         matches!(
             self,
             ApplyError::Commit { source }
-                if matches!(**source, crate::system::CommitError::InvalidPackages { .. })
+                if matches!(
+                    **source,
+                    crate::system::CommitError::InvalidPackages { corrupt: true, .. }
+                )
         )
     }
 }

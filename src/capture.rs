@@ -657,6 +657,7 @@ mod tests {
             },
             required_by: Vec::new(),
             missing: Vec::new(),
+            provides: Vec::new(),
         }
     }
 

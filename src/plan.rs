@@ -35,6 +35,11 @@ pub struct Installed {
     /// Its dependencies that nothing installed satisfies (removed by hand with `-Rdd`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
+    /// The names it provides (`provides=`, versions dropped): a floating pool's desired name
+    /// that an installed package provides is there (a renamed package that `replaces` and
+    /// `provides` the old name, as Arch renames them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provides: Vec<String>,
 }
 
 /// A package to ask libalpm for.
@@ -98,6 +103,15 @@ pub fn intent(
     for (name, desired) in &resolved.explicit {
         let pin = resolved.pins.get(name);
         let have = installed.get(name);
+        if have.is_none()
+            && !pinned
+            && installed
+                .values()
+                .any(|p| p.provides.iter().any(|n| n == name))
+        {
+            // Floating: what provides the name is there (a rename the repository made).
+            continue;
+        }
         let wrong_version = match (pin, have) {
             (Some(p), Some(h)) => p.version != h.version,
             _ => false,
@@ -155,10 +169,29 @@ pub fn intent(
         });
     }
 
+    // Floating: an installed package that provides a desired name not installed itself (a
+    // rename) stands for it, and is as desired as the name.
+    let stand_ins: BTreeSet<&str> = if pinned {
+        BTreeSet::new()
+    } else {
+        installed
+            .iter()
+            .filter(|(_, p)| {
+                p.provides
+                    .iter()
+                    .any(|n| resolved.explicit.contains_key(n) && !installed.contains_key(n))
+            })
+            .map(|(n, _)| n.as_str())
+            .collect()
+    };
     // No longer desired: only what pacfleet installed, and only when nothing kept needs it.
     let candidates: BTreeSet<&str> = inventory
         .iter()
-        .filter(|n| installed.contains_key(*n) && !resolved.explicit.contains_key(*n))
+        .filter(|n| {
+            installed.contains_key(*n)
+                && !resolved.explicit.contains_key(*n)
+                && !stand_ins.contains(n.as_str())
+        })
         .map(|n| n.as_str())
         .collect();
     let removable = if resolved.prune {
@@ -516,6 +549,7 @@ mod tests {
                         reason: *r,
                         required_by,
                         missing: Vec::new(),
+                        provides: Vec::new(),
                     },
                 )
             })

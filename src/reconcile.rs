@@ -895,6 +895,8 @@ fn pass(
     // 6. Plan against the real system; apply if allowed.
     let mut inventory = state.load_inventory()?;
     let paths = host_paths(cfg);
+    // `pacman-conf` fails on a DBPath that does not exist: say what is wrong with the root.
+    prepare_root(cfg, false)?;
     let pacman_conf = pacman_conf.join().map_err(|_| SystemError::Config {
         path: cfg.pacman_conf.display().to_string(),
         detail: "reading it panicked".into(),
@@ -902,7 +904,6 @@ fn pass(
     if hold.is_some() {
         // A transaction pacfleet recorded is recovered by the next reconcile; anything else
         // half-written is reported, never called converged.
-        prepare_root(cfg, false)?;
         let local = crate::system::scan_local(&cfg.dbpath)?;
         if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
             return Err(incomplete_database(cfg, &local.incomplete));

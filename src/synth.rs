@@ -132,6 +132,12 @@ pub struct SynthPackage {
     /// Relative paths of config files pacman must preserve (`backup=`), e.g. `etc/foo.conf`;
     /// each must also be in [`files`](Self::files).
     pub backup: Vec<String>,
+    /// Packages this one replaces (`replaces=`: a rename; `pacman -Syu` swaps them).
+    pub replaces: Vec<String>,
+    /// Package groups (`groups=`), e.g. `base-devel`.
+    pub groups: Vec<String>,
+    /// The install scriptlet (`.INSTALL`): shell functions such as `post_install() { …; }`.
+    pub install: Option<String>,
 }
 
 impl SynthPackage {
@@ -153,7 +159,28 @@ impl SynthPackage {
             provides: Vec::new(),
             conflicts: Vec::new(),
             backup: Vec::new(),
+            replaces: Vec::new(),
+            groups: Vec::new(),
+            install: None,
         }
+    }
+
+    /// Adds a package this one replaces (`replaces=`).
+    pub fn replaces(mut self, old: impl Into<String>) -> Self {
+        self.replaces.push(old.into());
+        self
+    }
+
+    /// Adds the package to a group (`groups=`).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.groups.push(group.into());
+        self
+    }
+
+    /// Sets the install scriptlet (`.INSTALL`), e.g. `post_install() { echo hi; }`.
+    pub fn install_script(mut self, script: impl Into<String>) -> Self {
+        self.install = Some(script.into());
+        self
     }
 
     /// Sets the architecture (e.g. `x86_64`).
@@ -245,6 +272,9 @@ pub fn build_package(pkg: &SynthPackage, out_dir: &Path) -> Result<PathBuf, Synt
     zstd.include_checksum(true).map_err(archive_err)?;
     let mut tar = tar::Builder::new(zstd);
     append_file(&mut tar, ".PKGINFO", pkginfo.as_bytes(), 0o644).map_err(archive_err)?;
+    if let Some(script) = &pkg.install {
+        append_file(&mut tar, ".INSTALL", script.as_bytes(), 0o644).map_err(archive_err)?;
+    }
     append_file(&mut tar, ".MTREE", &mtree, 0o644).map_err(archive_err)?;
     for entry in &entries {
         match entry {
@@ -751,6 +781,12 @@ fn pkginfo_text(pkg: &SynthPackage) -> String {
     kv("size", &pkg.installed_size().to_string());
     kv("arch", &pkg.arch);
     kv("license", LICENSE);
+    for g in &pkg.groups {
+        kv("group", g);
+    }
+    for r in &pkg.replaces {
+        kv("replaces", r);
+    }
     for c in &pkg.conflicts {
         kv("conflict", c);
     }

@@ -215,6 +215,9 @@ pub enum CommitError {
     /// Package files failed their integrity or signature check.
     #[error("{problem}: {}; nothing was changed. {fix}", files.join(", "))]
     InvalidPackages {
+        /// Whether libalpm found them corrupt and deleted them (fetched again by the next
+        /// prepare), rather than signed by a key the host does not trust.
+        corrupt: bool,
         /// libalpm's error in words.
         problem: String,
         /// The package files.
@@ -299,6 +302,8 @@ struct Answers {
     corrupted: Vec<String>,
     /// Ignored packages libalpm asked to install (answered no).
     ignored: Vec<(String, String)>,
+    /// Keys a signature needs that the host's keyring lacks (libalpm asked to import them).
+    missing_keys: Vec<String>,
 }
 
 /// An open libalpm handle for one host.
@@ -550,6 +555,7 @@ impl System {
                         .map(|r| r.iter().map(|s| (*s).to_owned()).collect())
                         .unwrap_or_default(),
                     missing: graph.missing.get(p.name()).cloned().unwrap_or_default(),
+                    provides: p.provides().iter().map(|d| d.name().to_owned()).collect(),
                 };
                 (p.name().to_owned(), inst)
             })
@@ -660,6 +666,7 @@ impl System {
                 a.replaced.clear();
                 a.refused.clear();
                 a.ignored.clear();
+                a.missing_keys.clear();
             }
             self.held.clear();
             self.init_transaction()?;
@@ -1134,10 +1141,12 @@ impl System {
         level_name: &str,
     ) -> SystemError {
         use alpm::Error as E;
-        let signature = matches!(
-            e,
-            E::SigMissing | E::SigInvalid | E::PkgInvalidSig | E::PkgMissingSig | E::Gpgme
-        );
+        let missing_keys = self.answers.borrow().missing_keys.clone();
+        let signature = !missing_keys.is_empty()
+            || matches!(
+                e,
+                E::SigMissing | E::SigInvalid | E::PkgInvalidSig | E::PkgMissingSig | E::Gpgme
+            );
         if !signature {
             return SystemError::Alpm {
                 context: format!("loading {}", file.display()),
@@ -1145,11 +1154,20 @@ impl System {
             };
         }
         let sig_path = PathBuf::from(format!("{}.sig", copy.display()));
-        let keys: Vec<String> = std::fs::read(&sig_path)
+        let mut keys: Vec<String> = std::fs::read(&sig_path)
             .ok()
             .and_then(|sig| self.alpm.extract_keyid(t.name.as_str(), &sig).ok())
             .map(|ks| ks.iter().map(|k| k.to_string()).collect())
             .unwrap_or_default();
+        if keys.is_empty() {
+            keys = missing_keys.clone();
+        }
+        // libalpm's own word for a key missing from the keyring is "unexpected error".
+        let problem = if missing_keys.is_empty() {
+            e.to_string()
+        } else {
+            "required key missing from this host's keyring".to_owned()
+        };
         let key = if keys.is_empty() {
             String::new()
         } else {
@@ -1169,7 +1187,7 @@ impl System {
             name: t.name.clone(),
             version: version.to_owned(),
             source_desc: file.display().to_string(),
-            problem: e.to_string(),
+            problem,
             level: format!("{level_name} = {}", sig_level_words(level)),
             key,
             fix,
@@ -1635,8 +1653,9 @@ impl System {
             Some(alpm::CommitData::PkgInvalid(list)) => {
                 let files: Vec<String> = list.iter().map(str::to_owned).collect();
                 let keys = self.signing_keys(&files);
+                let corrupted = !self.answers.borrow().corrupted.is_empty();
                 let (problem, fix) = match kind {
-                    alpm::Error::PkgInvalidSig => (
+                    alpm::Error::PkgInvalidSig if !corrupted => (
                         format!("package signatures do not verify ({kind}){}", if keys.is_empty() { String::new() } else { format!("; signed by key {}", keys.join(", ")) }),
                         match keys.first() {
                             Some(k) => format!("If {k} is a packager you trust: `pacman-key --recv-keys {k} && pacman-key --lsign-key {k}`, or upgrade archlinux-keyring; otherwise the mirror served tampered files: remove them from the cache and use another mirror"),
@@ -1649,12 +1668,45 @@ impl System {
                     ),
                 };
                 Err(CommitError::InvalidPackages {
+                    corrupt: corrupted,
                     problem,
                     files,
                     fix,
                 })
             }
-            _ => Err(CommitError::Alpm(kind)),
+            _ => {
+                let missing = self.answers.borrow().missing_keys.clone();
+                if missing.is_empty() {
+                    return Err(CommitError::Alpm(kind));
+                }
+                let k = &missing[0];
+                let files = self
+                    .alpm
+                    .trans_add()
+                    .iter()
+                    .filter(|p| {
+                        p.filename().is_some_and(|f| {
+                            self.signing_keys(&[f.to_owned()]).iter().any(|k| {
+                                missing
+                                    .iter()
+                                    .any(|m| m.ends_with(k.as_str()) || k.ends_with(m.as_str()))
+                            })
+                        })
+                    })
+                    .filter_map(|p| p.filename().map(str::to_owned))
+                    .collect();
+                Err(CommitError::InvalidPackages {
+                    corrupt: false,
+                    problem: format!(
+                        "required key missing from this host's keyring: {}",
+                        missing.join(", ")
+                    ),
+                    files,
+                    fix: format!(
+                        "The packages are signed by key {k}, which this host does not trust (pacfleet never imports keys). If it is a packager you trust: `pacman-key --recv-keys {k} && pacman-key --lsign-key {k}`, or upgrade archlinux-keyring first; otherwise the mirror serves packages signed by someone else: use another mirror"
+                    ),
+                })
+            }
         }
     }
 
@@ -1791,11 +1843,12 @@ fn answer(q: AnyQuestion, a: &mut Answers) {
         }
         Question::ImportKey(mut x) => {
             x.set_import(false);
+            // Not `uid()`: libalpm passes NULL when the key could not be looked up, and the
+            // crate's accessor panics on NULL.
+            let fpr = x.fingerprint().to_owned();
+            a.missing_keys.push(fpr.clone());
             format!(
-                "PGP key {} ({}) is not in this host's keyring and was not imported: pacfleet never imports keys. If you trust it: `pacman-key --recv-keys {fpr} && pacman-key --lsign-key {fpr}`, or upgrade the keyring package (archlinux-keyring)",
-                x.fingerprint(),
-                x.uid(),
-                fpr = x.fingerprint()
+                "PGP key {fpr} is not in this host's keyring and was not imported: pacfleet never imports keys. If you trust it: `pacman-key --recv-keys {fpr} && pacman-key --lsign-key {fpr}`, or upgrade the keyring package (archlinux-keyring)"
             )
         }
     };

@@ -378,6 +378,9 @@ impl HostDir {
             symlink("busybox", bin.join(applet)).expect("link a busybox applet");
         }
         symlink("../usr/bin/busybox", self.root.join("bin/sh")).expect("link bin/sh");
+        // libalpm runs install scriptlets with the shell it was built with (bash): give the
+        // root the machine's bash and the libraries it links.
+        copy_program_into(&self.root, Path::new("/bin/bash"));
         self
     }
 
@@ -478,6 +481,37 @@ impl HostDir {
             return String::new();
         }
         stdout_ok(&format!("pacman {}", args.join(" ")), &output)
+    }
+}
+
+/// Copies the program at `path` and every library `ldd` says it links into `root` at the same
+/// paths, so that it runs chrooted there (as libalpm runs scriptlets and hooks).
+pub fn copy_program_into(root: &Path, path: &Path) {
+    let path = fs::canonicalize(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ldd = Command::new("ldd").arg(&path).output().expect("run ldd");
+    let mut files = vec![path.clone()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = lib.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in &files {
+        let rel = f.strip_prefix("/").expect("absolute");
+        for dest in [
+            root.join(rel),
+            root.join("bin").join(f.file_name().expect("name")),
+        ] {
+            if dest.exists() || (dest != root.join(rel) && f != &path) {
+                continue;
+            }
+            fs::create_dir_all(dest.parent().expect("parent")).expect("create dir in root");
+            fs::copy(f, &dest)
+                .unwrap_or_else(|e| panic!("copy {} into the root: {e}", f.display()));
+        }
     }
 }
 

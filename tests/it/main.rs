@@ -4,6 +4,7 @@
 //! pacman toolchain (run `eval "$(scripts/libalpm.sh env)"` first).
 
 mod agent;
+mod arch;
 mod badinput;
 mod bench_smoke;
 mod capture;

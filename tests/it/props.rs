@@ -350,6 +350,7 @@ fn gen_host(pinned: bool) -> impl Strategy<Value = GenHost> {
                             reason,
                             required_by,
                             missing: Vec::new(),
+                            provides: Vec::new(),
                         },
                     )
                 })
@@ -440,6 +441,7 @@ fn apply(h: &GenHost, intent: &plan::Intent) -> (BTreeMap<String, Installed>, BT
                 reason,
                 required_by,
                 missing: Vec::new(),
+                provides: Vec::new(),
             },
         );
     }

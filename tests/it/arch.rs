@@ -1,0 +1,722 @@
+//! What a real Arch host meets, through `fleetctl` end to end in the harness's Arch world
+//! (signed `.pkg.tar.zst` packages, a `pacman-key` keyring, `SigLevel = Required
+//! DatabaseOptional`): renames (`replaces`), conflicts, providers, `IgnorePkg`, failing
+//! scriptlets, file conflicts, signatures of files pacfleet fetches itself, a package file
+//! swapped after its check, a keyring that must go first, corrupt cache files, keys never
+//! imported, a mirror that published since the last refresh, and empty roots.
+//!
+//! Every test asserts the message the operator reads and the packages the host ends with.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pacfleet::synth::SynthPackage;
+
+use crate::harness::{
+    FleetRepo, HostDir, Packager, PkgRepo, archive_package, archive_package_unsigned, fleetctl,
+    run, tempdir,
+};
+
+/// One fleet (pool `ws` for hosts `ws-*`, set `base`), one signed repository `core`, an
+/// archive directory, and hosts made on demand.
+struct World {
+    tmp: tempfile::TempDir,
+    repo: PkgRepo,
+    archive: PathBuf,
+    fleet: FleetRepo,
+}
+
+const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
+
+fn base(packages: &[&str]) -> String {
+    format!(
+        "kind: PackageSet\nname: base\npackages: [{}]\n",
+        packages.join(", ")
+    )
+}
+
+/// A world whose repository holds `pkgs` and whose set `base` desires `desired`.
+fn world(pkgs: &[SynthPackage], desired: &[&str]) -> World {
+    let tmp = tempdir();
+    let mut repo = PkgRepo::new(tmp.path(), "core");
+    repo.add(pkgs);
+    let archive = tmp.path().join("archive");
+    fs::create_dir_all(&archive).expect("archive dir");
+    let fleet = FleetRepo::new(tmp.path());
+    fleet.commit(
+        "initial fleet",
+        &[
+            (
+                "fleet.yaml",
+                &format!(
+                    "kind: Fleet\nname: acme\narchive: file://{}\n",
+                    archive.display()
+                ),
+            ),
+            ("packages/base.yaml", &base(desired)),
+            ("pools/ws.yaml", POOL),
+        ],
+    );
+    World {
+        tmp,
+        repo,
+        archive,
+        fleet,
+    }
+}
+
+impl World {
+    fn host(&self, name: &str) -> (HostDir, PathBuf) {
+        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+        let cfg = host.agent_yaml(
+            &self.fleet.dir.display().to_string(),
+            &self.fleet.public_key,
+            "lock_timeout: 1s\n",
+        );
+        (host, cfg)
+    }
+
+    /// Pins pool `ws` to generation 1 with `pins` (name, version).
+    fn pin(&self, pins: &[(&str, &str)]) {
+        let mut generation = String::from("kind: Generation\npool: ws\nnumber: 1\npackages:\n");
+        for (n, v) in pins {
+            generation.push_str(&format!("  {n}: {{version: {v}}}\n"));
+        }
+        self.fleet.commit(
+            "ws: pin generation 1",
+            &[
+                ("generations/ws/1.yaml", &generation),
+                ("pools/ws.yaml", &format!("{POOL}generation: 1\n")),
+            ],
+        );
+    }
+}
+
+fn reconcile(cfg: &Path, extra: &[&str]) -> (i32, String, String) {
+    run(fleetctl()
+        .arg("reconcile")
+        .arg("--config")
+        .arg(cfg)
+        .args(extra))
+}
+
+fn plan(cfg: &Path) -> (i32, String, String) {
+    run(fleetctl().arg("plan").arg("--config").arg(cfg))
+}
+
+fn ok(r: (i32, String, String)) -> String {
+    assert_eq!(r.0, 0, "{}\n{}", r.1, r.2);
+    r.1
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).expect("read json")).expect("parse json")
+}
+
+fn status(host: &HostDir) -> serde_json::Value {
+    json(&host.state_dir.join("status.json"))
+}
+
+fn history(host: &HostDir) -> Vec<serde_json::Value> {
+    fs::read_to_string(host.state_dir.join("history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("history line"))
+        .collect()
+}
+
+fn inventory(host: &HostDir) -> Vec<String> {
+    let v = json(&host.state_dir.join("inventory.json"));
+    let list = v.get("packages").unwrap_or(&v);
+    list.as_array()
+        .expect("inventory list")
+        .iter()
+        .map(|x| x.as_str().expect("name").to_owned())
+        .collect()
+}
+
+fn names(host: &HostDir) -> Vec<String> {
+    host.installed().into_keys().collect()
+}
+
+/// A repository package that `replaces` (and conflicts with, and provides) another is taken by
+/// a floating pass, as `pacman -Syu` takes it: the old package goes, the new one keeps its
+/// install reason and its place in pacfleet's inventory, and the next pass is converged.
+#[test]
+fn a_renamed_package_is_taken_keeping_its_reason_and_inventory() {
+    let mut w = world(&[SynthPackage::new("oldfoo", "1.0-1")], &["oldfoo"]);
+    let (host, cfg) = w.host("ws-01");
+    ok(reconcile(&cfg, &[]));
+    assert_eq!(names(&host), ["oldfoo"]);
+
+    w.repo.remove("oldfoo");
+    w.repo.add(&[SynthPackage::new("newfoo", "2.0-1")
+        .replaces("oldfoo")
+        .conflicts("oldfoo")
+        .provides("oldfoo")]);
+    let (code, out, err) = plan(&cfg);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("policy: `oldfoo` replaced by `newfoo`"),
+        "{out}"
+    );
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(out.contains("replaces oldfoo"), "{out}");
+    assert_eq!(names(&host), ["newfoo"]);
+    assert!(host.explicit().contains("newfoo"), "the reason is kept");
+    assert_eq!(inventory(&host), ["newfoo"]);
+    let last = history(&host).pop().expect("history");
+    assert!(
+        last["notices"]["answers"]
+            .to_string()
+            .contains("replaced by `newfoo`"),
+        "{last}"
+    );
+    // No churn: the desired name is provided by what replaced it.
+    let out = ok(reconcile(&cfg, &["--full-plan"]));
+    assert!(out.contains("converged"), "{out}");
+}
+
+/// A conflict is resolved by removal only for a package pacfleet installed and no longer
+/// desires; a hand-installed one stays, and the error names both and the fix.
+#[test]
+fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
+    let mut w = world(
+        &[
+            SynthPackage::new("byhand", "1.0-1"),
+            SynthPackage::new("old", "1.0-1"),
+        ],
+        &["old"],
+    );
+    w.repo
+        .add(&[SynthPackage::new("rival", "1.0-1").conflicts("byhand")]);
+    let (host, cfg) = w.host("ws-01");
+    host.pacman_ok(&["-Sy", "byhand"]);
+    ok(reconcile(&cfg, &[]));
+    assert_eq!(names(&host), ["byhand", "old"]);
+
+    // pacfleet's own `old`, no longer desired (and kept: prune is off), conflicts with the
+    // new `new`: removed.
+    w.repo
+        .add(&[SynthPackage::new("new", "1.0-1").conflicts("old")]);
+    w.fleet.commit(
+        "new replaces old",
+        &[
+            ("packages/base.yaml", &base(&["new"])),
+            (
+                "pools/ws.yaml",
+                &POOL.replace("prune: true", "prune: false"),
+            ),
+        ],
+    );
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(
+        out.contains("`old` removed: it conflicts with `new`, and pacfleet installed it"),
+        "{out}"
+    );
+    assert_eq!(names(&host), ["byhand", "new"]);
+
+    // A hand-installed package is never removed for a conflict.
+    w.fleet
+        .commit("rival", &[("packages/base.yaml", &base(&["new", "rival"]))]);
+    let before = host.local_db_snapshot();
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("`rival` conflicts with installed `byhand`, which was installed by hand"),
+        "{err}"
+    );
+    assert!(err.contains("pacman -R byhand"), "{err}");
+    assert_eq!(names(&host), ["byhand", "new"]);
+    assert_eq!(host.local_db_snapshot(), before);
+}
+
+/// The provider a generation locks is the one a new host gets, and a host with another
+/// provider is not converged.
+#[test]
+fn the_provider_the_generation_names_is_installed() {
+    let w = world(
+        &[
+            SynthPackage::new("app", "1.0-1").depends("java-runtime"),
+            SynthPackage::new("jre-a", "1.0-1").provides("java-runtime"),
+            SynthPackage::new("jre-b", "1.0-1").provides("java-runtime"),
+        ],
+        &["app"],
+    );
+    w.pin(&[("app", "1.0-1"), ("jre-b", "1.0-1")]);
+    let (fresh, fresh_cfg) = w.host("ws-01");
+    let (code, out, _) = plan(&fresh_cfg);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("`java-runtime` provided by `jre-b` (named by the pool's generation"),
+        "{out}"
+    );
+    ok(reconcile(&fresh_cfg, &[]));
+    assert_eq!(names(&fresh), ["app", "jre-b"]);
+
+    // A host that got jre-a before: not converged; the lock's provider goes in, jre-a (which
+    // pacfleet did not install) stays.
+    let (old, old_cfg) = w.host("ws-02");
+    old.pacman_ok(&["-Sy", "app", "jre-a"]);
+    let (code, out, err) = plan(&old_cfg);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("jre-b"), "{out}");
+    ok(reconcile(&old_cfg, &[]));
+    assert!(
+        old.installed().contains_key("jre-b"),
+        "{:?}",
+        old.installed()
+    );
+}
+
+/// IgnorePkg holds a pinned package at its version: reported as held everywhere, never
+/// converged; when holding it makes the transaction impossible, the error names IgnorePkg.
+#[test]
+fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
+    let mut w = world(
+        &[
+            SynthPackage::new("tool", "1.1-1"),
+            SynthPackage::new("app", "1.0-1"),
+        ],
+        &["tool"],
+    );
+    let (host, cfg) = w.host("ws-01");
+    ok(reconcile(&cfg, &[]));
+    let conf = fs::read_to_string(&host.conf).expect("pacman.conf");
+    fs::write(
+        &host.conf,
+        conf.replacen("[options]\n", "[options]\nIgnorePkg = tool\n", 1),
+    )
+    .expect("write pacman.conf");
+    archive_package(&w.archive, &SynthPackage::new("tool", "1.0-1"));
+    w.fleet
+        .commit("app", &[("packages/base.yaml", &base(&["tool", "app"]))]);
+    w.pin(&[("tool", "1.0-1"), ("app", "1.0-1")]);
+
+    let (code, out, _) = plan(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("held: tool 1.1-1 -> 1.0-1 held by IgnorePkg"),
+        "{out}"
+    );
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(
+        out.contains("held: tool 1.1-1 -> 1.0-1 held by IgnorePkg"),
+        "{out}"
+    );
+    assert_eq!(host.installed()["tool"], "1.1-1", "held, not downgraded");
+    assert_eq!(host.installed()["app"], "1.0-1");
+    let entry = history(&host).pop().expect("history");
+    assert_eq!(entry["held"][0]["name"], "tool", "{entry}");
+
+    // Nothing else to do: held, not converged, in status, status --json, waybar and metrics.
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(
+        out.contains("not converged: 1 package(s) held back"),
+        "{out}"
+    );
+    assert_eq!(status(&host)["outcome"], "held");
+    let (_, waybar, _) = run(fleetctl()
+        .args(["status", "--waybar", "--config"])
+        .arg(&cfg));
+    assert!(waybar.contains("\"class\":\"held\""), "{waybar}");
+    let (code, out, _) = run(fleetctl()
+        .arg("reconcile")
+        .arg("--json")
+        .arg("--config")
+        .arg(&cfg));
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["verdict"]["outcome"], "held", "{report}");
+    assert_eq!(
+        report["changeset"]["held"][0]["by"], "IgnorePkg",
+        "{report}"
+    );
+
+    // A package that needs a newer `tool` than the held one: the error says IgnorePkg.
+    w.repo.add(&[
+        SynthPackage::new("tool", "1.2-1"),
+        SynthPackage::new("needy", "1.0-1").depends("tool>=1.2"),
+    ]);
+    w.fleet.commit(
+        "generation 2",
+        &[
+            ("packages/base.yaml", &base(&["tool", "app", "needy"])),
+            (
+                "generations/ws/2.yaml",
+                "kind: Generation\npool: ws\nnumber: 2\npackages:\n  tool: {version: 1.2-1}\n  app: {version: 1.0-1}\n  needy: {version: 1.0-1}\n",
+            ),
+            ("pools/ws.yaml", &format!("{POOL}generation: 2\n")),
+        ],
+    );
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("IgnorePkg"), "{err}");
+    assert!(!host.installed().contains_key("needy"));
+    assert_eq!(host.installed()["tool"], "1.1-1");
+}
+
+/// A scriptlet that fails does not fail the transaction (pacman goes on too), but the pass is
+/// "applied with warnings", naming the package, the scriptlet and what it printed.
+#[test]
+fn a_failed_scriptlet_makes_the_pass_applied_with_warnings() {
+    let w = world(
+        &[SynthPackage::new("svc", "1.0-1")
+            .install_script("post_install() {\n  echo \"creating the svc user\"\n  exit 3\n}\n")],
+        &["svc"],
+    );
+    let (host, cfg) = w.host("ws-01");
+    let host = host.with_shell();
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(
+        out.contains(
+            "warning: scriptlet post_install of `svc` failed; it printed: creating the svc user"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("applied with warnings"), "{out}");
+    assert_eq!(names(&host), ["svc"]);
+    let st = status(&host);
+    assert_eq!(st["outcome"], "applied-with-warnings", "{st}");
+    assert!(
+        st["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("post_install of `svc`")
+    );
+    let entry = history(&host).pop().expect("history");
+    assert_eq!(entry["outcome"], "applied-with-warnings", "{entry}");
+    let (_, waybar, _) = run(fleetctl()
+        .args(["status", "--waybar", "--config"])
+        .arg(&cfg));
+    assert!(waybar.contains("\"class\":\"warnings\""), "{waybar}");
+}
+
+/// File conflicts name every file and both owners: two desired packages with the same file,
+/// and a file on disk that no package owns. Nothing is changed.
+#[test]
+fn file_conflicts_name_every_file_and_both_owners() {
+    let w = world(
+        &[
+            SynthPackage::new("one", "1.0-1").file("usr/share/x", "one\n"),
+            SynthPackage::new("two", "1.0-1").file("usr/share/x", "two\n"),
+            SynthPackage::new("three", "1.0-1").file("etc/three.conf", "three\n"),
+        ],
+        &["one", "two"],
+    );
+    let (host, cfg) = w.host("ws-01");
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("/usr/share/x exists in both 'one' and 'two'")
+            || err.contains("/usr/share/x exists in both 'two' and 'one'"),
+        "{err}"
+    );
+    assert!(names(&host).is_empty());
+
+    w.fleet
+        .commit("three", &[("packages/base.yaml", &base(&["three"]))]);
+    fs::write(host.path("etc/three.conf"), "by hand\n").expect("write");
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(
+            "/etc/three.conf exists on disk and belongs to no package ('three' installs it)"
+        ),
+        "{err}"
+    );
+    assert!(names(&host).is_empty());
+    assert_eq!(
+        fs::read_to_string(host.path("etc/three.conf")).expect("read"),
+        "by hand\n"
+    );
+}
+
+/// Files pacfleet fetches from the archive are checked as pacman checks a remote file:
+/// `RemoteFileSigLevel`, absent here, inherits `SigLevel = Required`. An unsigned archive file
+/// and one signed by an unknown key are refused (naming the key and the fix); a signed one
+/// installs.
+#[test]
+fn archive_files_are_verified_at_the_remote_file_signature_level() {
+    let w = world(&[SynthPackage::new("app", "1.1-1")], &["app"]);
+    let (host, cfg) = w.host("ws-01");
+    archive_package_unsigned(&w.archive, &SynthPackage::new("app", "1.0-1"));
+    w.pin(&[("app", "1.0-1")]);
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("package `app` 1.0-1 from"), "{err}");
+    assert!(err.contains("RemoteFileSigLevel = Required"), "{err}");
+    assert!(err.contains(".sig"), "{err}");
+    assert!(names(&host).is_empty());
+
+    // Signed by a key the host does not know.
+    let rogue = Packager::new(w.tmp.path(), "rogue");
+    let file = archive_package_unsigned(&w.archive, &SynthPackage::new("app", "1.0-1"));
+    rogue.sign(&file);
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let short = &rogue.fingerprint()[rogue.fingerprint().len() - 16..];
+    assert!(
+        err.contains(short) || err.contains(rogue.fingerprint()),
+        "{err}"
+    );
+    assert!(err.contains("pacman-key --recv-keys"), "{err}");
+    assert!(names(&host).is_empty());
+
+    // Signed by the packager the host trusts.
+    archive_package(&w.archive, &SynthPackage::new("app", "1.0-1"));
+    ok(reconcile(&cfg, &[]));
+    assert_eq!(host.installed()["app"], "1.0-1");
+}
+
+/// The sha256 pin is checked on the very bytes that are installed: whoever can write the
+/// archive (or a cache dir) and swaps the file after the check installs nothing of theirs.
+/// A PreTransaction hook (run after every check, before extraction) swaps it here.
+#[test]
+fn a_package_file_swapped_after_its_check_installs_nothing_of_it() {
+    let w = world(&[SynthPackage::new("app", "1.1-1")], &["app"]);
+    let (host, cfg) = w.host("ws-01");
+    let host = host.with_shell();
+    // The archive lives inside the host's root, so the chrooted hook can reach it.
+    let archive = host.path("srv/archive");
+    let genuine = archive_package(
+        &archive,
+        &SynthPackage::new("app", "1.0-1").file("usr/share/app/WHO", "genuine\n"),
+    );
+    let rogue_dir = host.path("srv/rogue");
+    let rogue = archive_package(
+        &rogue_dir,
+        &SynthPackage::new("app", "1.0-1").file("usr/share/app/WHO", "rogue\n"),
+    );
+    let sha = pacfleet::synth::sha256_file(&genuine).expect("sha");
+    let inside = |p: &Path| Path::new("/").join(p.strip_prefix(&host.root).expect("in root"));
+    fs::write(
+        host.base.join("hooks/swap.hook"),
+        format!(
+            "[Trigger]\nOperation = Install\nType = Package\nTarget = app\n\n[Action]\nDescription = swapping the package file\nWhen = PreTransaction\nExec = /usr/bin/cp {} {}\n",
+            inside(&rogue).display(),
+            inside(&genuine).display()
+        ),
+    )
+    .expect("write hook");
+    w.fleet.commit(
+        "archive in the root; pin with sha256",
+        &[
+            (
+                "fleet.yaml",
+                &format!("kind: Fleet\nname: acme\narchive: file://{}\n", archive.display()),
+            ),
+            (
+                "generations/ws/1.yaml",
+                &format!(
+                    "kind: Generation\npool: ws\nnumber: 1\npackages:\n  app: {{version: 1.0-1, sha256: \"{sha}\"}}\n"
+                ),
+            ),
+            ("pools/ws.yaml", &format!("{POOL}generation: 1\n")),
+        ],
+    );
+    ok(reconcile(&cfg, &[]));
+    assert_eq!(
+        pacfleet::synth::sha256_file(&genuine).expect("sha"),
+        pacfleet::synth::sha256_file(&rogue).expect("sha"),
+        "the hook swapped the archive's file"
+    );
+    assert_eq!(
+        fs::read_to_string(host.path("usr/share/app/WHO")).expect("read"),
+        "genuine\n"
+    );
+}
+
+/// A package signed by a key only the new keyring knows: the keyring goes first in a
+/// transaction of its own, then the rest verifies. Both are in history.
+#[test]
+fn the_keyring_goes_first_so_packages_signed_by_a_new_key_verify() {
+    let tmp_key = tempdir();
+    let new_packager = Packager::new(tmp_key.path(), "newpackager");
+    let w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
+    let (host, cfg) = w.host("ws-01");
+    // Keyring 1 owns this host's keyring files as they are; keyring 2 ships them with the new
+    // packager's key added and signed locally (as `pacman-key --populate` would leave them).
+    let keyring_files = |gpgdir: &Path| -> Vec<(String, Vec<u8>)> {
+        ["pubring.gpg", "trustdb.gpg"]
+            .iter()
+            .map(|f| {
+                (
+                    format!("etc/pacman.d/gnupg/{f}"),
+                    fs::read(gpgdir.join(f)).expect("keyring file"),
+                )
+            })
+            .collect()
+    };
+    let with_files = |mut pkg: SynthPackage, files: Vec<(String, Vec<u8>)>| {
+        for (p, data) in files {
+            pkg = pkg.file(p, data);
+        }
+        pkg
+    };
+    let keyring1 = with_files(
+        SynthPackage::new("archlinux-keyring", "1-1"),
+        keyring_files(&host.gpgdir),
+    );
+    let scratch = HostDir::new(w.tmp.path(), "keyring-maker", &[]);
+    scratch.trust_packager(&new_packager);
+    let keyring2 = with_files(
+        SynthPackage::new("archlinux-keyring", "2-1"),
+        keyring_files(&scratch.gpgdir),
+    );
+    let mut repo = w.repo;
+    repo.add(&[keyring1]);
+    host.pacman_ok(&[
+        "-Sy",
+        "--overwrite",
+        "etc/pacman.d/gnupg/*",
+        "archlinux-keyring",
+    ]);
+    ok(reconcile(&cfg, &[]));
+
+    // The mirror publishes keyring 2 and a tool signed by the new packager.
+    repo.add(&[keyring2]);
+    repo.add_signed_by(&new_packager, &[SynthPackage::new("tool", "1.1-1")]);
+    let (_, out, _) = plan(&cfg);
+    assert!(
+        out.contains("keyring first: archlinux-keyring is applied in a transaction of its own"),
+        "{out}"
+    );
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(out.contains("tool"), "{out}");
+    assert_eq!(host.installed()["archlinux-keyring"], "2-1");
+    assert_eq!(host.installed()["tool"], "1.1-1");
+    let h = history(&host);
+    let last_two: Vec<String> = h[h.len() - 2..]
+        .iter()
+        .map(|e| {
+            e["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .map(|c| c["name"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(last_two, ["archlinux-keyring", "tool"], "{h:?}");
+}
+
+/// A corrupt package file in the cache is discarded and fetched again, once, in the same pass.
+#[test]
+fn a_corrupt_cache_file_is_discarded_and_fetched_again() {
+    let w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
+    let (host, cfg) = w.host("ws-01");
+    fs::write(
+        host.cache_dir.join("tool-1.0-1-any.pkg.tar.zst"),
+        b"not a package at all, but the right name",
+    )
+    .expect("write");
+    let out = ok(reconcile(&cfg, &[]));
+    assert_eq!(host.installed()["tool"], "1.0-1", "{out}");
+    let all = history(&host);
+    assert!(
+        all.iter().any(|e| e["outcome"] == "failed"
+            && e["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("invalid or corrupt")),
+        "{all:?}"
+    );
+    assert_eq!(all.last().expect("history")["outcome"], "applied");
+}
+
+/// A package signed by a key the host's keyring lacks: never imported, the error names the
+/// key and the fix, nothing is installed.
+#[test]
+fn a_key_not_in_the_keyring_is_never_imported() {
+    let mut w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
+    let tmp_key = tempdir();
+    let rogue = Packager::new(tmp_key.path(), "rogue");
+    w.repo
+        .add_signed_by(&rogue, &[SynthPackage::new("app", "1.0-1")]);
+    w.fleet
+        .commit("app", &[("packages/base.yaml", &base(&["tool", "app"]))]);
+    let (host, cfg) = w.host("ws-01");
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let text = format!("{out}\n{err}");
+    let short = &rogue.fingerprint()[rogue.fingerprint().len() - 16..];
+    assert!(
+        text.contains(short) || text.contains(rogue.fingerprint()),
+        "{text}"
+    );
+    assert!(text.contains("pacman-key --recv-keys"), "{text}");
+    assert!(!text.contains("unexpected error"), "{text}");
+    assert!(names(&host).is_empty());
+}
+
+/// `plan` (and a held pass) sees what the mirror published since the last refresh, as the
+/// next reconcile will.
+#[test]
+fn plan_sees_updates_published_since_the_last_refresh() {
+    let mut w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
+    let (host, cfg) = w.host("ws-01");
+    ok(reconcile(&cfg, &[]));
+    w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
+    let (code, out, err) = plan(&cfg);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("1.0-1 -> 1.1-1"), "{out}");
+    // Still: a second plan, after the first refreshed only its private copy.
+    let (code, out, _) = plan(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(host.installed()["tool"], "1.0-1");
+    ok(reconcile(&cfg, &[]));
+    assert_eq!(host.installed()["tool"], "1.1-1");
+}
+
+/// An empty root is refused with a message that names `--bootstrap` (also with no dbpath
+/// directory at all), and provisioned with it: the keyring first, then the pool's set.
+#[test]
+fn an_empty_root_is_provisioned_only_with_bootstrap() {
+    let w = world(
+        &[
+            SynthPackage::new("archlinux-keyring", "1-1"),
+            SynthPackage::new("base", "1-1").depends("archlinux-keyring"),
+        ],
+        &["base"],
+    );
+    let (host, cfg) = w.host("ws-01");
+    fs::remove_dir_all(&host.dbpath).expect("remove the db");
+    for r in [reconcile(&cfg, &[]), plan(&cfg)] {
+        let (code, out, err) = r;
+        assert_eq!(code, 2, "{out}\n{err}");
+        assert!(err.contains("is not an installed system"), "{err}");
+        assert!(err.contains("fleetctl reconcile --bootstrap"), "{err}");
+        assert!(!err.contains("pacfleet.lock"), "{err}");
+    }
+    assert!(!host.dbpath.exists(), "nothing created without --bootstrap");
+    assert_eq!(status(&host)["outcome"], "failed");
+
+    ok(reconcile(&cfg, &["--bootstrap"]));
+    assert_eq!(names(&host), ["archlinux-keyring", "base"]);
+    let h = history(&host);
+    let firsts: Vec<&str> = h
+        .iter()
+        .filter(|e| e["outcome"] == "applied")
+        .map(|e| e["changes"][0]["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(firsts, ["archlinux-keyring", "base"], "{h:?}");
+    let out = ok(reconcile(&cfg, &[]));
+    assert!(out.contains("converged"), "{out}");
+}
+
+/// A pinned version found nowhere says which set, pool or generation asked for it.
+#[test]
+fn a_pinned_version_found_nowhere_names_who_asked_for_it() {
+    let w = world(&[SynthPackage::new("app", "1.1-1")], &["app"]);
+    w.pin(&[("app", "0.9-1")]);
+    let (host, cfg) = w.host("ws-01");
+    let (code, out, err) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("package `app` is pinned to version 0.9-1 (asked for by set base"),
+        "{err}"
+    );
+    assert!(names(&host).is_empty());
+}
