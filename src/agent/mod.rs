@@ -186,7 +186,7 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                 let settled = StateDir::open(&cfg.state_dir).ok().and_then(|s| {
                     let applied = s.load_applied().ok().flatten()?;
                     let status = s.load_status().ok().flatten()?;
-                    matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied).then_some(applied.commit)
+                    matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied | PassOutcome::AppliedWithWarnings | PassOutcome::Held).then_some(applied.commit)
                 });
                 match pass(&config_path, false).await {
                     Ok(report) if settled.as_deref() != Some(report.commit.as_str()) => {
@@ -237,16 +237,17 @@ struct PassSummary {
 
 #[derive(Debug, Deserialize)]
 struct VerdictSummary {
-    /// `not-in-fleet`, `converged`, `applied` or `pending`.
+    /// `not-in-fleet`, `converged`, `applied`, `applied-with-warnings`, `held` or `pending`.
     outcome: String,
 }
 
 impl VerdictSummary {
-    /// The pass left the host as the fleet wants it (or the fleet does not want it at all).
+    /// The pass left the host as the fleet wants it (or the fleet does not want it at all),
+    /// as far as a pass can: what IgnorePkg holds stays held until the host's admin lets go.
     fn settled(&self) -> bool {
         matches!(
             self.outcome.as_str(),
-            "applied" | "converged" | "not-in-fleet"
+            "applied" | "applied-with-warnings" | "converged" | "held" | "not-in-fleet"
         )
     }
 }

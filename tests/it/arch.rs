@@ -720,3 +720,49 @@ fn a_pinned_version_found_nowhere_names_who_asked_for_it() {
     );
     assert!(names(&host).is_empty());
 }
+
+/// `.pacnew` and `.pacsave` files go into history and status, not only the terminal.
+#[test]
+fn pacnew_and_pacsave_files_are_in_history_and_status() {
+    let conf = |v: &str| {
+        SynthPackage::new("cfg", v)
+            .file("etc/cfg.conf", format!("version {v}\n"))
+            .backup("etc/cfg.conf")
+    };
+    let mut w = world(&[conf("1.0-1")], &["cfg"]);
+    let (host, cfg) = w.host("ws-01");
+    ok(reconcile(&cfg, &[]));
+    fs::write(host.path("etc/cfg.conf"), "edited by the admin\n").expect("edit");
+    w.repo.add(&[conf("1.1-1")]);
+    ok(reconcile(&cfg, &[]));
+    assert!(host.path("etc/cfg.conf.pacnew").is_file());
+    let st = status(&host);
+    assert!(
+        st["config_files"]
+            .to_string()
+            .contains("etc/cfg.conf.pacnew"),
+        "{st}"
+    );
+    let entry = history(&host).pop().expect("history");
+    assert!(
+        entry["notices"]["pacnew"]
+            .to_string()
+            .contains("etc/cfg.conf.pacnew"),
+        "{entry}"
+    );
+    let (_, out, _) = run(fleetctl().args(["status", "--config"]).arg(&cfg));
+    assert!(out.contains("cfg.conf.pacnew: merge it (pacdiff)"), "{out}");
+
+    // Removed (no longer desired, prune on) with the admin's edit: kept as .pacsave.
+    w.fleet
+        .commit("drop cfg", &[("packages/base.yaml", &base(&[]))]);
+    ok(reconcile(&cfg, &[]));
+    assert!(host.path("etc/cfg.conf.pacsave").is_file());
+    let entry = history(&host).pop().expect("history");
+    assert!(
+        entry["notices"]["pacsave"]
+            .to_string()
+            .contains("etc/cfg.conf.pacsave"),
+        "{entry}"
+    );
+}
