@@ -634,9 +634,7 @@ fn pool_settings(old: Option<(&Fleet, &Pool)>, new: Option<(&Fleet, &Pool)>) -> 
     type Get = fn(&Fleet, &Pool) -> Option<String>;
     let fields: [(&str, Get); 7] = [
         ("snapshot", |f, p| {
-            p.generation
-                .and_then(|n| f.generations.get(&(p.name.clone(), n)))
-                .and_then(|g| g.spec.snapshot.clone())
+            resolve::snapshot(f, p).map(str::to_owned)
         }),
         ("hosts", |_, p| list(&p.hosts)),
         ("labels", |_, p| labels(&p.labels)),
@@ -837,7 +835,7 @@ mod tests {
     use super::*;
     use crate::manifest::FleetFiles;
 
-    const FLEET: &str = "kind: Fleet\nname: acme\n";
+    const FLEET: &str = "kind: Fleet\nname: acme\narchive: https://archive.example\n";
     const BASE: &str =
         "kind: PackageSet\nname: base\npackages: [bash, vim, {name: openssh, repo: core}]\n";
     const WS: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n";
@@ -947,6 +945,30 @@ mod tests {
         // In the pinned pool vim stays in the lock: the row shows its pinned version.
         let srv = d.pools.iter().find(|p| p.pool == "srv").unwrap();
         assert_eq!(rows(&srv.packages), ["removed vim 9.1-1→9.1-1"]);
+    }
+
+    #[test]
+    fn a_floating_pools_snapshot_is_a_setting() {
+        let old = fleet(&[]);
+        let on = |d: &str| WS.replace("package_sets:", &format!("snapshot: {d}\npackage_sets:"));
+        let d1 = fleet(&[("pools/ws.yaml", &on("2026-01-01"))]);
+        let d2 = fleet(&[("pools/ws.yaml", &on("2026-02-01"))]);
+        let setting = |o: Option<&str>, n: Option<&str>| Setting {
+            field: "snapshot".into(),
+            old: o.map(Into::into),
+            new: n.map(Into::into),
+        };
+        let d = all(&old, &d1);
+        assert_eq!(d.pools.len(), 1);
+        assert_eq!(d.pools[0].settings, [setting(None, Some("2026-01-01"))]);
+        assert!(d.pools[0].packages.is_empty() && d.summary.changed);
+        let d = all(&d1, &d2);
+        assert_eq!(
+            d.pools[0].settings,
+            [setting(Some("2026-01-01"), Some("2026-02-01"))]
+        );
+        let d = all(&d2, &old);
+        assert_eq!(d.pools[0].settings, [setting(Some("2026-02-01"), None)]);
     }
 
     #[test]
@@ -1315,7 +1337,7 @@ mod tests {
             d.fleet,
             [Setting {
                 field: "archive".into(),
-                old: None,
+                old: Some("https://archive.example".into()),
                 new: Some("file:///srv/archive".into())
             }]
         );

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;
+pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod synth;
