@@ -17,6 +17,7 @@ pub mod resolve;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod sync_source;
 pub mod synth;
 pub mod system;
 pub mod trust;
