@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod archive;
 pub mod capture;
 pub mod cli;
 pub mod diff;

@@ -4,7 +4,7 @@
 //! `snapshot:` makes the host plan and install against that date's repositories; moving the
 //! date, or dropping it, moves the host — across libalpm's If-Modified-Since, which would
 //! otherwise keep the databases of the other servers (the forced refresh). Also `validate`'s
-//! errors and `resolve`.
+//! errors, `resolve`, and `fleetctl diff` listing what a snapshot bump changes.
 //!
 //! The mirrors and the archive are served over HTTP on loopback ([`HttpFiles`]: Last-Modified
 //! and If-Modified-Since, as the Arch Linux Archive and mirrors do; curl's `file://` ignores
@@ -641,4 +641,203 @@ fn validate_rejects_bad_dates_and_snapshots_without_an_archive() {
     )]);
     let (code, out, err) = validate();
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A fleet repository (unsigned commits are enough for `diff`) whose pool `ws` moves from
+/// `from` to `to`.
+fn bump(tmp: &Path, archive: &str, from: &str, to: &str) -> FleetRepo {
+    let fleet = FleetRepo::new(tmp);
+    let yaml = format!("kind: Fleet\nname: acme\narchive: {archive}\n");
+    let base =
+        "kind: PackageSet\nname: base\npackages: [app, tool, {name: gone, repo: extra}, nowhere]\n";
+    fleet.commit_unsigned(
+        "D1",
+        &[
+            ("fleet.yaml", &yaml),
+            ("packages/base.yaml", base),
+            ("pools/ws.yaml", &ws_pool(Some(from))),
+        ],
+    );
+    fleet.commit_unsigned("D2", &[("pools/ws.yaml", &ws_pool(Some(to)))]);
+    fleet
+}
+
+fn diff(fleet: &FleetRepo, format: &str) -> (i32, String, String) {
+    run(fleetctl()
+        .args(["diff", "HEAD~1..HEAD", "--format", format])
+        .current_dir(&fleet.dir))
+}
+
+#[test]
+fn diff_of_a_snapshot_bump_lists_the_versions_of_both_dates() {
+    let tmp = tempdir();
+    let archive = tmp.path().join("archive");
+    let repo = |date: &str, name: &str, pkgs: &[SynthPackage]| {
+        // `fleetctl diff` reads x86_64 unless told `--arch`.
+        let dir = archive.join(format!("repos/{}/{name}/os/x86_64", date.replace('-', "/")));
+        PkgRepo::new_in(&dir, name).add(pkgs);
+    };
+    // `gone` is in D1's extra only; libfoo is in both but nobody asks for it (not listed).
+    let (core1, _) = packages("1.0-1");
+    let (core2, _) = packages("2.0-1");
+    repo(D1, "core", &core1);
+    repo(
+        D1,
+        "extra",
+        &[
+            SynthPackage::new("tool", "1.0-1"),
+            SynthPackage::new("gone", "0.9-1"),
+        ],
+    );
+    repo(D2, "core", &core2);
+    repo(D2, "extra", &[SynthPackage::new("tool", "2.0-1")]);
+    let fleet = bump(tmp.path(), &format!("file://{}", archive.display()), D1, D2);
+
+    let (code, out, err) = diff(&fleet, "text");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.is_empty(), "{err}");
+    assert!(out.contains("snapshot  2025-03-01 → 2025-04-05"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "  repositories of the archive on each date (file://{}, core, extra, x86_64):",
+            archive.display(),
+        )),
+        "{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  ↑") || l.starts_with("  -") || l.starts_with("  ?"))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "  - gone  0.9-1 → (none)  set base",
+            "  ↑ app   1.0-1 → 2.0-1   set base",
+            "  ↑ tool  1.0-1 → 2.0-1   set base",
+            "  ? nowhere: in no repository of the archive on either date",
+        ],
+        "{out}"
+    );
+
+    let (code, md, _) = diff(&fleet, "markdown");
+    assert_eq!(code, 1);
+    assert!(
+        md.contains("| `app` | ⬆️ upgraded | `1.0-1` | `2.0-1` | set base |")
+            && md.contains("| `gone` | ➖ removed | `0.9-1` |  | set base |"),
+        "{md}"
+    );
+    assert!(md.contains("Repositories of the archive"), "{md}");
+
+    let (code, j, _) = diff(&fleet, "json");
+    assert_eq!(code, 1);
+    let j: Value = serde_json::from_str(&j).unwrap();
+    let s = &j["pools"][0]["snapshot_versions"];
+    assert_eq!(s["old"], D1);
+    assert_eq!(s["new"], D2);
+    assert_eq!(s["reachable"], true);
+    assert_eq!(s["missing"], serde_json::json!(["nowhere"]));
+    let rows: Vec<String> = s["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {} {} {}", r["change"], r["name"], r["old"], r["new"]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "\"removed\" \"gone\" \"0.9-1\" null",
+            "\"upgraded\" \"app\" \"1.0-1\" \"2.0-1\"",
+            "\"upgraded\" \"tool\" \"1.0-1\" \"2.0-1\"",
+        ]
+    );
+    // The snapshot rows are what the archive says, not manifest changes: not in the counts.
+    assert_eq!(j["summary"]["packages"]["upgraded"], 0, "{j}");
+}
+
+#[test]
+fn diff_says_clearly_when_the_archive_cannot_be_read() {
+    let tmp = tempdir();
+    let missing = tmp.path().join("no-archive-here");
+    // A port nothing listens on (it was free a moment ago).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    for archive in [
+        format!("file://{}", missing.display()),
+        format!("http://127.0.0.1:{port}/archive"),
+    ] {
+        let fleet_dir = tmp.path().join(archive.len().to_string());
+        fs::create_dir_all(&fleet_dir).unwrap();
+        let fleet = bump(&fleet_dir, &archive, D1, D2);
+        let (code, out, err) = diff(&fleet, "text");
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.contains("snapshot  2025-03-01 → 2025-04-05"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "  ! the archive's repositories could not be read ({archive}, core, extra, x86_64), so the versions of 2025-03-01 and 2025-04-05 are not shown:\n      2025-03-01: {archive}/repos/2025/03/01/core/os/x86_64/core.db: "
+            )) && out.contains(&format!("\n      2025-04-05: {archive}/repos/2025/04/05/core/os/x86_64/core.db: ")),
+            "{out}"
+        );
+        let (code, md, _) = diff(&fleet, "markdown");
+        assert_eq!(code, 1);
+        assert!(
+            md.contains("> **The archive's repositories could not be read**"),
+            "{md}"
+        );
+        let (code, j, _) = diff(&fleet, "json");
+        assert_eq!(code, 1);
+        let j: Value = serde_json::from_str(&j).unwrap();
+        let s = &j["pools"][0]["snapshot_versions"];
+        assert_eq!(s["reachable"], false, "{j}");
+        assert!(s["error"].as_str().is_some_and(|e| !e.is_empty()), "{j}");
+        assert_eq!(s["packages"], serde_json::json!([]));
+    }
+}
+
+#[test]
+fn diff_refuses_an_archive_database_with_a_hostile_version() {
+    let tmp = tempdir();
+    let archive = tmp.path().join("archive");
+    let repo = |date: &str, name: &str, pkgs: &[SynthPackage]| {
+        let dir = archive.join(format!("repos/{}/{name}/os/x86_64", date.replace('-', "/")));
+        PkgRepo::new_in(&dir, name).add(pkgs);
+    };
+    for date in [D1, D2] {
+        repo(date, "extra", &[SynthPackage::new("tool", "1.0-1")]);
+    }
+    repo(D1, "core", &[SynthPackage::new("app", "1.0-1")]);
+    // A version that would clear the terminal, break out of a markdown code span and a table,
+    // in a database written by hand (nothing that builds packages accepts it).
+    let hostile = "2.0-1\u{1b}[2J`|<b>";
+    let dir = archive.join("repos/2025/04/05/core/os/x86_64");
+    fs::create_dir_all(&dir).unwrap();
+    let gz = flate2::write::GzEncoder::new(
+        fs::File::create(dir.join("core.db")).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    let desc = format!(
+        "%FILENAME%\napp-2.0-1-any.pkg.tar.gz\n\n%NAME%\napp\n\n%VERSION%\n{hostile}\n\n%ARCH%\nany\n\n"
+    );
+    let mut header = tar::Header::new_gnu();
+    header.set_size(desc.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("app-{hostile}/desc"), desc.as_bytes())
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    let fleet = bump(tmp.path(), &format!("file://{}", archive.display()), D1, D2);
+    for format in ["text", "markdown", "json"] {
+        let (code, out, err) = diff(&fleet, format);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains("<b>"),
+            "{format}: {out}"
+        );
+        assert!(
+            out.contains("has an invalid version, so the database is refused"),
+            "{format}: {out}"
+        );
+    }
 }
