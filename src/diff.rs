@@ -147,6 +147,187 @@ pub struct PoolDiff {
     /// Package rows, by kind, then explicit packages before dependencies, then name; none for a removed pool (its hosts leave the fleet,
     /// nothing is uninstalled).
     pub packages: Vec<PackageChange>,
+    /// For a floating pool whose snapshot moves from one date to another: what the archive's
+    /// repositories hold on each date for its packages. `diff` leaves it `None` (it reads no
+    /// archive); `fleetctl diff` fills it ([`snapshot_bump`], [`snapshot_versions`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_versions: Option<SnapshotVersions>,
+}
+
+/// What the fleet archive's repositories hold for a floating pool's desired packages on its
+/// old and its new snapshot date. Not manifest changes (a pinned pool's lock rows say those):
+/// these rows are not in the summary's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotVersions {
+    /// The snapshot before.
+    pub old: String,
+    /// The snapshot after.
+    pub new: String,
+    /// The archive read (the new side's `archive:`; the old date is read from the old
+    /// side's).
+    pub archive: String,
+    /// The architecture read (`os/<arch>`).
+    pub arch: String,
+    /// The repositories read, in the order a package is looked for: core, extra, then those
+    /// `{name, repo}` entries name.
+    pub repos: Vec<String>,
+    /// Whether every repository of both dates could be read. When not, `packages` and
+    /// `missing` are empty and `error` says what failed.
+    pub reachable: bool,
+    /// What failed, when something did: per date, `DATE: URL: what libalpm said`, one line
+    /// each.
+    pub error: Option<String>,
+    /// The desired packages whose version differs between the dates, by change then name.
+    pub packages: Vec<SnapshotRow>,
+    /// Desired packages in no repository read, on either date.
+    pub missing: Vec<String>,
+}
+
+/// One desired package whose repository state differs between two snapshot dates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRow {
+    /// Package name.
+    pub name: String,
+    /// `upgraded` / `downgraded` (both dates have it), `added` (only the new date has it),
+    /// `removed` (only the old date has it), `repo` (the same version in another repository;
+    /// `old`/`new` are the repositories).
+    pub change: Change,
+    /// The version on the old date (`None`: not there).
+    pub old: Option<String>,
+    /// The version on the new date (`None`: not there).
+    pub new: Option<String>,
+    /// The repository it is in on the new date (the old date's for `removed` rows).
+    pub repo: String,
+    /// Who asks for it (the new side).
+    pub origins: Vec<String>,
+}
+
+/// A floating pool whose snapshot moves from one date to another: the archive read for each
+/// date, and the packages to look up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotBump {
+    /// The old date and the old side's archive.
+    pub old: (String, Option<String>),
+    /// The new date and the new side's archive.
+    pub new: (String, Option<String>),
+    /// The pool's desired explicit packages on the new side.
+    pub desired: BTreeMap<String, Desired>,
+    /// core, extra, then the repositories `{name, repo}` entries name, each once.
+    pub repos: Vec<String>,
+}
+
+/// The snapshot bump of pool `name` between `old` and `new`, when it floats on both sides and
+/// its snapshot moves from one date to another. A pinned pool's snapshot bump needs no
+/// archive: its lock lists every version, and its rows already say how they change.
+pub fn snapshot_bump(old: &Fleet, new: &Fleet, name: &str) -> Option<SnapshotBump> {
+    let a = &old.pools.get(name)?.spec;
+    let b = &new.pools.get(name)?.spec;
+    if a.generation.is_some() || b.generation.is_some() {
+        return None;
+    }
+    let (da, db) = (resolve::snapshot(old, a)?, resolve::snapshot(new, b)?);
+    if da == db {
+        return None;
+    }
+    let (desired, _) = resolve::desired(new, b, None);
+    let mut repos: Vec<String> = vec!["core".into(), "extra".into()];
+    for d in desired.values() {
+        if let Some(r) = &d.repo
+            && !repos.contains(r)
+        {
+            repos.push(r.clone());
+        }
+    }
+    Some(SnapshotBump {
+        old: (da.to_owned(), old.fleet.spec.archive.clone()),
+        new: (db.to_owned(), new.fleet.spec.archive.clone()),
+        desired,
+        repos,
+    })
+}
+
+/// Where `name` is on one date: the repository its `{name, repo}` entry names, else the first
+/// of `repos` that has it.
+fn locate<'a>(
+    versions: &'a crate::archive::Versions,
+    repos: &'a [String],
+    name: &str,
+    want: &Desired,
+) -> Option<(&'a str, &'a str)> {
+    repos
+        .iter()
+        .filter(|r| want.repo.as_ref().is_none_or(|w| w == *r))
+        .find_map(|r| {
+            versions
+                .get(r)
+                .and_then(|v| v.get(name))
+                .map(|v| (r.as_str(), v.as_str()))
+        })
+}
+
+/// The rows of `bump` given what each date's repositories hold (`Err`: they could not be
+/// read, and why), for `arch`.
+pub fn snapshot_versions(
+    bump: &SnapshotBump,
+    arch: &str,
+    old: Result<&crate::archive::Versions, &str>,
+    new: Result<&crate::archive::Versions, &str>,
+) -> SnapshotVersions {
+    let mut out = SnapshotVersions {
+        old: bump.old.0.clone(),
+        new: bump.new.0.clone(),
+        archive: bump.new.1.clone().unwrap_or_default(),
+        arch: arch.to_owned(),
+        repos: bump.repos.clone(),
+        reachable: false,
+        error: None,
+        packages: Vec::new(),
+        missing: Vec::new(),
+    };
+    let (va, vb) = match (old, new) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            let errors: Vec<String> = [(&bump.old.0, a.err()), (&bump.new.0, b.err())]
+                .into_iter()
+                .filter_map(|(d, e)| e.map(|e| format!("{d}: {e}")))
+                .collect();
+            out.error = Some(errors.join("\n"));
+            return out;
+        }
+    };
+    out.reachable = true;
+    for (name, want) in &bump.desired {
+        let (a, b) = (
+            locate(va, &bump.repos, name, want),
+            locate(vb, &bump.repos, name, want),
+        );
+        let row = |change, old: Option<&str>, new: Option<&str>, repo: &str| SnapshotRow {
+            name: name.clone(),
+            change,
+            old: old.map(str::to_owned),
+            new: new.map(str::to_owned),
+            repo: repo.to_owned(),
+            origins: origins(Some(want)),
+        };
+        let r = match (a, b) {
+            (None, None) => {
+                out.missing.push(name.clone());
+                continue;
+            }
+            (None, Some((repo, v))) => row(Change::Added, None, Some(v), repo),
+            (Some((repo, v)), None) => row(Change::Removed, Some(v), None, repo),
+            (Some((ra, a)), Some((rb, b))) => match alpm::vercmp(a, b) {
+                Ordering::Less => row(Change::Upgraded, Some(a), Some(b), rb),
+                Ordering::Greater => row(Change::Downgraded, Some(a), Some(b), rb),
+                Ordering::Equal if ra != rb => row(Change::Repo, Some(ra), Some(rb), rb),
+                Ordering::Equal => continue,
+            },
+        };
+        out.packages.push(r);
+    }
+    out.packages
+        .sort_by(|a, b| (a.change, &a.name).cmp(&(b.change, &b.name)));
+    out
 }
 
 /// How a host's membership changes.
@@ -634,9 +815,7 @@ fn pool_settings(old: Option<(&Fleet, &Pool)>, new: Option<(&Fleet, &Pool)>) -> 
     type Get = fn(&Fleet, &Pool) -> Option<String>;
     let fields: [(&str, Get); 7] = [
         ("snapshot", |f, p| {
-            p.generation
-                .and_then(|n| f.generations.get(&(p.name.clone(), n)))
-                .and_then(|g| g.spec.snapshot.clone())
+            resolve::snapshot(f, p).map(str::to_owned)
         }),
         ("hosts", |_, p| list(&p.hosts)),
         ("labels", |_, p| labels(&p.labels)),
@@ -702,6 +881,7 @@ fn pool_diff(old: &Fleet, new: &Fleet, name: &str) -> Option<PoolDiff> {
         generation,
         settings,
         packages,
+        snapshot_versions: None,
     })
 }
 
@@ -837,7 +1017,7 @@ mod tests {
     use super::*;
     use crate::manifest::FleetFiles;
 
-    const FLEET: &str = "kind: Fleet\nname: acme\n";
+    const FLEET: &str = "kind: Fleet\nname: acme\narchive: https://archive.example\n";
     const BASE: &str =
         "kind: PackageSet\nname: base\npackages: [bash, vim, {name: openssh, repo: core}]\n";
     const WS: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n";
@@ -947,6 +1127,106 @@ mod tests {
         // In the pinned pool vim stays in the lock: the row shows its pinned version.
         let srv = d.pools.iter().find(|p| p.pool == "srv").unwrap();
         assert_eq!(rows(&srv.packages), ["removed vim 9.1-1→9.1-1"]);
+    }
+
+    #[test]
+    fn a_floating_pools_snapshot_is_a_setting() {
+        let old = fleet(&[]);
+        let on = |d: &str| WS.replace("package_sets:", &format!("snapshot: {d}\npackage_sets:"));
+        let d1 = fleet(&[("pools/ws.yaml", &on("2026-01-01"))]);
+        let d2 = fleet(&[("pools/ws.yaml", &on("2026-02-01"))]);
+        let setting = |o: Option<&str>, n: Option<&str>| Setting {
+            field: "snapshot".into(),
+            old: o.map(Into::into),
+            new: n.map(Into::into),
+        };
+        let d = all(&old, &d1);
+        assert_eq!(d.pools.len(), 1);
+        assert_eq!(d.pools[0].settings, [setting(None, Some("2026-01-01"))]);
+        assert!(d.pools[0].packages.is_empty() && d.summary.changed);
+        let d = all(&d1, &d2);
+        assert_eq!(
+            d.pools[0].settings,
+            [setting(Some("2026-01-01"), Some("2026-02-01"))]
+        );
+        let d = all(&d2, &old);
+        assert_eq!(d.pools[0].settings, [setting(Some("2026-02-01"), None)]);
+    }
+
+    #[test]
+    fn snapshot_bumps_of_floating_pools_compare_the_archives_versions() {
+        let on = |d: &str| {
+            WS.replace("package_sets:", &format!("snapshot: {d}\npackage_sets:"))
+                .replace(
+                    "[base]",
+                    "[base]\npackages: [tmux, {name: vim, repo: extra}]",
+                )
+        };
+        let (d1, d2) = (on("2026-01-01"), on("2026-02-01"));
+        let old = fleet(&[("pools/ws.yaml", &d1)]);
+        let new = fleet(&[("pools/ws.yaml", &d2)]);
+        // Pinned pools (srv) and unmoved snapshots need no archive.
+        assert_eq!(snapshot_bump(&old, &new, "srv"), None);
+        assert_eq!(snapshot_bump(&old, &old, "ws"), None);
+        assert_eq!(snapshot_bump(&fleet(&[]), &new, "ws"), None);
+        let bump = snapshot_bump(&old, &new, "ws").expect("a bump");
+        assert_eq!(bump.repos, ["core", "extra"]);
+        assert_eq!(bump.old.0, "2026-01-01");
+        assert_eq!(bump.new.1.as_deref(), Some("https://archive.example"));
+        let versions = |list: &[(&str, &str, &str)]| {
+            let mut v = crate::archive::Versions::new();
+            for (repo, name, version) in list {
+                v.entry(repo.to_string())
+                    .or_default()
+                    .insert(name.to_string(), version.to_string());
+            }
+            v
+        };
+        let a = versions(&[
+            ("core", "bash", "5.2-1"),
+            ("core", "openssh", "9.9p1-1"),
+            ("core", "vim", "9.1-1"),
+            ("extra", "vim", "9.0-1"),
+            ("extra", "tmux", "3.5-1"),
+        ]);
+        let b = versions(&[
+            ("core", "bash", "5.2-2"),
+            ("extra", "openssh", "9.9p1-1"),
+            ("core", "vim", "9.2-1"),
+            ("extra", "vim", "8.9-1"),
+            ("core", "tmux", "3.5-1"),
+        ]);
+        let s = snapshot_versions(&bump, "x86_64", Ok(&a), Ok(&b));
+        assert!(s.reachable && s.error.is_none());
+        let rows: Vec<String> = s
+            .packages
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}→{} [{}]",
+                    r.change.as_str(),
+                    r.name,
+                    r.old.as_deref().unwrap_or("-"),
+                    r.new.as_deref().unwrap_or("-"),
+                    r.repo
+                )
+            })
+            .collect();
+        // openssh must come from core and vim from extra ({name, repo} entries), whatever
+        // the other repositories hold; tmux moved from extra to core.
+        assert_eq!(
+            rows,
+            [
+                "removed openssh 9.9p1-1→- [core]",
+                "upgraded bash 5.2-1→5.2-2 [core]",
+                "downgraded vim 9.0-1→8.9-1 [extra]",
+                "repo tmux extra→core [core]",
+            ]
+        );
+        assert!(s.missing.is_empty());
+        let s = snapshot_versions(&bump, "x86_64", Err("gone"), Ok(&b));
+        assert!(!s.reachable && s.packages.is_empty());
+        assert_eq!(s.error.as_deref(), Some("2026-01-01: gone"));
     }
 
     #[test]
@@ -1315,7 +1595,7 @@ mod tests {
             d.fleet,
             [Setting {
                 field: "archive".into(),
-                old: None,
+                old: Some("https://archive.example".into()),
                 new: Some("file:///srv/archive".into())
             }]
         );

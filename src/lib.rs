@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod archive;
 pub mod capture;
 pub mod cli;
 pub mod diff;
@@ -14,8 +15,10 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;
+pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod sync_source;
 pub mod synth;
 pub mod system;
 pub mod trust;

@@ -910,6 +910,9 @@ fn pass(
         }
         let mut sys = System::open_with(&paths, Mode::Plan, pacman_conf)?;
         sys.set_policy(policy(&inventory));
+        if let Some(date) = &resolved.snapshot {
+            sys.use_snapshot(resolved.archive.as_deref(), date)?;
+        }
         sys.refresh()?;
         let intent = plan::intent(&resolved, &sys.installed(), &inventory);
         report.changeset = sys.prepare(&intent, &resolved)?;
@@ -918,6 +921,9 @@ fn pass(
     } else {
         let interrupted = recover_interrupted(cfg, state)?;
         let mut sys = System::open_with(&paths, Mode::Apply, pacman_conf)?;
+        if let Some(date) = &resolved.snapshot {
+            sys.use_snapshot(resolved.archive.as_deref(), date)?;
+        }
         apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
         // After the wait: a pacman at work leaves half-written entries for a moment.
         let local = crate::system::scan_local(&cfg.dbpath)?;

@@ -64,7 +64,8 @@ pub struct Resolved {
     pub excluded: BTreeMap<String, BTreeSet<Origin>>,
     /// The pinned generation; `None`: the pool floats.
     pub generation: Option<u32>,
-    /// The generation's archive snapshot date.
+    /// The archive date the host's repositories come from ([`snapshot`]: the generation's
+    /// for a pinned pool, the pool's own for a floating one); `None`: the host's mirrors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
     /// Every pinned version (the whole lock, dependencies included); empty when floating.
@@ -75,7 +76,8 @@ pub struct Resolved {
     pub window: Option<Window>,
     /// Plan and report only.
     pub paused: bool,
-    /// Where exact old versions come from.
+    /// The fleet's archive: where exact old versions and the snapshot's repositories come
+    /// from.
     pub archive: Option<String>,
 }
 
@@ -182,6 +184,20 @@ pub fn desired_only(
     (wanted, excludes)
 }
 
+/// The archive date `pool`'s hosts take their repositories from: a pinned pool's is its
+/// generation's `snapshot:` (a lock says where its versions came from; `validate` allows the
+/// pool's own `snapshot:` beside it only when equal), a floating pool's is its own. `None`:
+/// the hosts' mirrors.
+pub fn snapshot<'a>(fleet: &'a Fleet, pool: &'a Pool) -> Option<&'a str> {
+    match pool.generation {
+        Some(n) => fleet
+            .generations
+            .get(&(pool.name.clone(), n))
+            .and_then(|g| g.spec.snapshot.as_deref()),
+        None => pool.snapshot.as_deref(),
+    }
+}
+
 /// Resolves `hostname` against `fleet`: `Ok(None)` when no pool selects it ("not in the
 /// fleet": nothing is done), an error when two or more do.
 pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, ResolveError> {
@@ -213,7 +229,7 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
         explicit,
         excluded,
         generation: pool.generation,
-        snapshot: generation.and_then(|g| g.snapshot.clone()),
+        snapshot: snapshot(fleet, pool).map(str::to_owned),
         pins: generation
             .map(|g| {
                 g.packages
@@ -373,6 +389,10 @@ mod tests {
     fn generation_pins_and_policy() {
         let f = fleet(&[
             (
+                "fleet.yaml",
+                "kind: Fleet\nname: acme\narchive: https://archive.archlinux.org\n",
+            ),
+            (
                 "packages/base.yaml",
                 "kind: PackageSet\nname: base\npackages: [bash]\n",
             ),
@@ -391,5 +411,34 @@ mod tests {
         assert_eq!(r.pins["readline"].version, "8.2.013-1");
         assert!(r.prune && r.paused);
         assert_eq!(r.window.as_ref().map(|w| w.duration.as_str()), Some("4h"));
+    }
+
+    #[test]
+    fn snapshot_is_the_generations_when_pinned_and_the_pools_when_floating() {
+        let f = fleet(&[
+            (
+                "fleet.yaml",
+                "kind: Fleet\nname: acme\narchive: file:///srv/ala\n",
+            ),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [ws-1]\nsnapshot: 2025-03-01\n",
+            ),
+            (
+                "pools/srv.yaml",
+                "kind: Pool\nname: srv\nhosts: [srv-1]\ngeneration: 1\nsnapshot: 2025-04-05\n",
+            ),
+            (
+                "generations/srv/1.yaml",
+                "kind: Generation\npool: srv\nnumber: 1\nsnapshot: 2025-04-05\npackages: {}\n",
+            ),
+            ("pools/db.yaml", "kind: Pool\nname: db\nhosts: [db-1]\n"),
+        ]);
+        let ws = resolve(&f, "ws-1").unwrap().unwrap();
+        assert_eq!(ws.snapshot.as_deref(), Some("2025-03-01"));
+        assert_eq!(ws.archive.as_deref(), Some("file:///srv/ala"));
+        let srv = resolve(&f, "srv-1").unwrap().unwrap();
+        assert_eq!(srv.snapshot.as_deref(), Some("2025-04-05"));
+        assert_eq!(resolve(&f, "db-1").unwrap().unwrap().snapshot, None);
     }
 }

@@ -186,6 +186,12 @@ pub enum SystemError {
         /// libalpm's error.
         source: alpm::Error,
     },
+    /// A snapshot's servers could not be made (`System::use_snapshot`).
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// Where the sync databases came from could not be recorded (`System::refresh`).
+    #[error(transparent)]
+    SyncSource(#[from] crate::sync_source::SourceError),
     /// A file operation failed.
     #[error("{context} {path}: {source}")]
     Io {
@@ -608,11 +614,16 @@ impl System {
             .flat_map(|db| db.servers().iter().map(str::to_owned).collect::<Vec<_>>())
             .collect();
         let lockfile = self.lockfile().display().to_string();
+        // Databases from other servers than these (another snapshot, the mirrors) are
+        // downloaded in full: libalpm's If-Modified-Since would keep them (sync_source).
+        let sync_dir = Path::new(self.alpm.dbpath()).join("sync");
+        let (using, configured) = crate::sync_source::servers(&self.alpm, &self.conf);
+        let force = crate::sync_source::must_force(&sync_dir, &using, &configured);
         let dbs = self.alpm.syncdbs_mut();
         if dbs.is_empty() {
             return Ok(());
         }
-        dbs.update(false).map_err(|source| match source {
+        dbs.update(force).map_err(|source| match source {
             // libalpm takes pacman's lock to write the sync databases.
             alpm::Error::HandleLock => SystemError::Locked {
                 lockfile,
@@ -625,7 +636,7 @@ impl System {
                 source,
             },
         })?;
-        Ok(())
+        Ok(crate::sync_source::record(&sync_dir, &using)?)
     }
 
     fn repo_names(&self) -> String {
@@ -884,7 +895,9 @@ impl System {
                     .add_ignorepkg(name.as_str())
                     .map_err(alpm_err(format!("holding `{name}` back from the upgrade")))?;
             }
-            let upgraded = self.alpm.sync_sysupgrade(false);
+            // On a snapshot the repositories are the state to converge to, as `pacman -Syuu`
+            // after pointing at the archive: newer local versions go back to the snapshot's.
+            let upgraded = self.alpm.sync_sysupgrade(resolved.snapshot.is_some());
             for name in &held {
                 let _ = self.alpm.remove_ignorepkg(name.as_str());
             }
@@ -1756,6 +1769,28 @@ impl System {
         }
         Ok(())
     }
+
+    /// Points every sync database of this handle at the fleet archive's repositories of
+    /// `date` (`<archive>/repos/YYYY/MM/DD/<repo>/os/<arch>`, `$arch` being the handle's first
+    /// architecture, as pacman expands it), replacing pacman.conf's servers for this handle
+    /// only; signature levels stay pacman.conf's. Call before `refresh`, which then downloads
+    /// the snapshot's databases in full when those on disk came from elsewhere.
+    pub fn use_snapshot(&mut self, archive: Option<&str>, date: &str) -> Result<(), SystemError> {
+        let arch = crate::snapshot::handle_arch(self.alpm.architectures().iter());
+        for db in self.alpm.syncdbs_mut() {
+            let url = crate::snapshot::repo_server(archive, date, db.name(), &arch)?;
+            db.set_servers([url.as_str()].iter().copied())
+                .map_err(alpm_err(format!(
+                    "using the snapshot {date} ({url}) for `{}`",
+                    db.name()
+                )))?;
+        }
+        tracing::info!(
+            "repositories from the archive snapshot of {date}: {}",
+            crate::snapshot::server(archive, date).unwrap_or_default()
+        );
+        Ok(())
+    }
 }
 
 /// libalpm's questions, answered by policy wherever libalpm asks them (system upgrade,
@@ -2040,17 +2075,20 @@ fn private_dbpath(dbpath: &Path) -> Result<tempfile::TempDir, SystemError> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_file() {
-                let copy = sync.join(e.file_name());
-                std::fs::copy(&p, &copy).map_err(scratch_err(&p))?;
-                let mtime = e.metadata().and_then(|m| m.modified());
-                mtime
+                let dest = sync.join(e.file_name());
+                std::fs::copy(&p, &dest).map_err(scratch_err(&p))?;
+                // With the original's mtime: libalpm refreshes with If-Modified-Since that
+                // mtime (a copy dated now is never refreshed from an HTTP mirror), and
+                // sync_source recognises the files by it.
+                std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
                     .and_then(|t| {
                         std::fs::File::options()
                             .write(true)
-                            .open(&copy)?
+                            .open(&dest)?
                             .set_modified(t)
                     })
-                    .map_err(scratch_err(&copy))?;
+                    .map_err(scratch_err(&dest))?;
             }
         }
     }

@@ -107,6 +107,9 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
     let built = universe
         .build(dir)
         .with_context(|| format!("{setup}: building the synthetic packages"))?;
+    let days = built
+        .publish_snapshots(&fleet)
+        .with_context(|| format!("{setup}: publishing the archive's snapshots"))?;
     let repo = FleetRepo::init(&dir.join("fleet")).context(setup)?;
     let ops = Operator::generate(dir).context(setup)?;
     let archive_url = format!("file://{}", built.archive.display());
@@ -125,13 +128,18 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
     intro(&universe, &fleet, &hosts)?;
 
     // 1. The initial commit, reconciled.
+    let days: Vec<&str> = days.iter().map(String::as_str).collect();
     commit_signed(
         &repo,
         &ops,
-        "acme fleet, copied from example-fleet\n\n\
-         Two changes so that it works in the demo's sandbox: fleet.yaml's `archive:` is the\n\
-         sandbox's file:// archive, and the sha256 pins in generations/ are those of the\n\
-         synthetic packages.",
+        &format!(
+            "acme fleet, copied from example-fleet\n\n\
+             Two changes so that it works in the demo's sandbox: fleet.yaml's `archive:` is the\n\
+             sandbox's file:// archive (whose snapshots of {} are the sandbox's\n\
+             repositories), and the sha256 pins in generations/ are those of the synthetic\n\
+             packages.",
+            days.join(", ")
+        ),
     )
     .context("step 1: committing the fleet")?;
     step(

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{DiffArgs, DiffFormat};
 use crate::diff::{
     self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
-    PackageCounts, PoolDiff, PoolStatus, Setting,
+    PackageCounts, PoolDiff, PoolStatus, Setting, SnapshotRow, SnapshotVersions,
 };
 use crate::manifest::{Fleet, FleetFiles, is_manifest_path};
 use crate::source;
@@ -86,11 +86,21 @@ pub(super) fn run(args: DiffArgs) -> anyhow::Result<u8> {
         }
     }
 
+    if crate::snapshot::repo_server(Some("https://a"), "2025-01-01", "core", &args.arch).is_err() {
+        bail!(
+            "--arch {}: not an architecture name; give one such as x86_64 or aarch64",
+            args.arch
+        );
+    }
+
     let filter = Filter {
         pools: args.pool.clone(),
         hosts: args.host.clone(),
     };
-    let d = diff::diff(old_fleet, new_fleet, &filter);
+    let mut d = diff::diff(old_fleet, new_fleet, &filter);
+    for pool in &mut d.pools {
+        pool.snapshot_versions = snapshot_versions(old_fleet, new_fleet, &pool.pool, &args.arch);
+    }
     let report = Report {
         from: old.label.clone(),
         from_commit: old.commit.clone(),
@@ -108,6 +118,46 @@ pub(super) fn run(args: DiffArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(if d.is_empty() { 0 } else { 1 })
+}
+
+/// For a floating pool whose snapshot moves: what the archive's repositories hold on both
+/// dates, read now (an archive that cannot be read is said so, never an error).
+fn snapshot_versions(
+    old: &Fleet,
+    new: &Fleet,
+    pool: &str,
+    arch: &str,
+) -> Option<diff::SnapshotVersions> {
+    let bump = diff::snapshot_bump(old, new, pool)?;
+    let names = bump.desired.keys().cloned().collect();
+    let read = |(date, archive): &(String, Option<String>)| match archive {
+        Some(archive) => crate::archive::read(archive, date, &bump.repos, arch, &names),
+        None => Err("the fleet has no `archive:`".to_owned()),
+    };
+    let (a, b) = (read(&bump.old), read(&bump.new));
+    Some(diff::snapshot_versions(
+        &bump,
+        arch,
+        a.as_ref().map_err(String::as_str),
+        b.as_ref().map_err(String::as_str),
+    ))
+}
+
+/// Text from an archive (or anything else untrusted) for a terminal: control characters and
+/// bidirectional overrides are shown escaped, never interpreted.
+fn esc(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control()
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)
+            {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The JSON document (README: "Reviewing changes: fleetctl diff").
@@ -549,6 +599,67 @@ fn text_rows(
     }
 }
 
+/// `(old, new)` cells of a snapshot row.
+fn snapshot_cells(r: &SnapshotRow) -> (String, String) {
+    let cell = |v: &Option<String>| v.as_deref().map_or_else(|| "(none)".to_owned(), esc);
+    match r.change {
+        Change::Repo => (format!("[{}]", cell(&r.old)), format!("[{}]", cell(&r.new))),
+        _ => (cell(&r.old), cell(&r.new)),
+    }
+}
+
+/// A floating pool's snapshot bump: the versions each date's repositories hold, or why they
+/// are not shown.
+fn text_snapshot(out: &mut String, s: &SnapshotVersions, p: &Paint) {
+    let source = format!("{}, {}, {}", esc(&s.archive), s.repos.join(", "), s.arch);
+    if !s.reachable {
+        let _ = writeln!(
+            out,
+            "  {} the archive's repositories could not be read ({source}), so the versions of {} and {} are not shown:",
+            p.colour("!", AnsiColor::Red),
+            s.old,
+            s.new
+        );
+        for e in s.error.as_deref().unwrap_or("unknown error").lines() {
+            let _ = writeln!(out, "      {}", esc(e));
+        }
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  repositories of the archive on each date ({source}):"
+    );
+    if s.packages.is_empty() && s.missing.is_empty() {
+        let _ = writeln!(out, "    every package has the same version on both dates");
+    }
+    let cells: Vec<(String, String)> = s.packages.iter().map(snapshot_cells).collect();
+    let nw = s
+        .packages
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let ow = cells.iter().map(|c| c.0.chars().count()).max().unwrap_or(0);
+    let vw = cells.iter().map(|c| c.1.chars().count()).max().unwrap_or(0);
+    for (r, (old, new)) in s.packages.iter().zip(&cells) {
+        let (sym, colour) = symbol(r.change);
+        let line = format!(
+            "  {} {:<nw$}  {old:<ow$} → {new:<vw$}  {}",
+            p.colour(sym, colour),
+            r.name,
+            r.origins.join(", ")
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    for m in &s.missing {
+        let _ = writeln!(
+            out,
+            "  {} {m}: in no repository of the archive on either date",
+            p.colour("?", AnsiColor::Red)
+        );
+    }
+}
+
 fn text(r: &Report<'_>, colour: bool) -> String {
     let p = Paint { on: colour };
     let d = r.diff;
@@ -591,6 +702,9 @@ fn text(r: &Report<'_>, colour: bool) -> String {
             &pool.packages,
             &p,
         );
+        if let Some(s) = &pool.snapshot_versions {
+            text_snapshot(&mut out, s, &p);
+        }
     }
     for h in &d.hosts {
         let _ = writeln!(
@@ -725,6 +839,66 @@ fn md_packages(out: &mut String, rows: &[PackageChange]) {
     }
 }
 
+/// Untrusted text as a code span in a table cell: no backtick can end it early.
+fn md_untrusted(s: &str) -> String {
+    code(&esc(s).replace('`', "'"))
+}
+
+fn md_snapshot(out: &mut String, s: &SnapshotVersions) {
+    let source = format!(
+        "{}, {}, {}",
+        md_untrusted(&s.archive),
+        s.repos.join(", "),
+        s.arch
+    );
+    if !s.reachable {
+        let _ = writeln!(
+            out,
+            "> **The archive's repositories could not be read** ({source}): {}. The versions of {} and {} are not shown.\n",
+            md_untrusted(
+                &s.error
+                    .as_deref()
+                    .unwrap_or("unknown error")
+                    .replace('\n', "; ")
+            ),
+            s.old,
+            s.new
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Repositories of the archive on {} → {} ({source}):\n",
+        s.old, s.new
+    );
+    if s.packages.is_empty() && s.missing.is_empty() {
+        out.push_str("Every package has the same version on both dates.\n\n");
+    }
+    if !s.packages.is_empty() {
+        out.push_str("| package | change | old | new | why |\n|---|---|---|---|---|\n");
+        for r in &s.packages {
+            let cell = |v: &Option<String>| v.as_deref().map_or_else(String::new, md_untrusted);
+            let (old, new) = (cell(&r.old), cell(&r.new));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {old} | {new} | {} |",
+                code(&r.name),
+                md_change(r.change),
+                md(&r.origins.join(", "))
+            );
+        }
+        out.push('\n');
+    }
+    if !s.missing.is_empty() {
+        let names: Vec<String> = s.missing.iter().map(|m| code(m)).collect();
+        let _ = writeln!(
+            out,
+            "In no repository of the archive on either date: {}.\n",
+            names.join(", ")
+        );
+    }
+}
+
 fn markdown(r: &Report<'_>) -> String {
     let d = r.diff;
     let mut out = String::new();
@@ -773,6 +947,9 @@ fn markdown(r: &Report<'_>) -> String {
         }
         md_settings(&mut out, &pool.settings, pool.status != PoolStatus::Added);
         md_packages(&mut out, &pool.packages);
+        if let Some(s) = &pool.snapshot_versions {
+            md_snapshot(&mut out, s);
+        }
     }
     if !d.hosts.is_empty() {
         out.push_str("#### Hosts\n\n| host | change | old pool | new pool | Host manifest |\n|---|---|---|---|---|\n");
@@ -857,6 +1034,14 @@ mod tests {
             },
             excluded_by: vec![],
         }
+    }
+
+    #[test]
+    fn untrusted_text_is_escaped_for_terminals_and_markdown() {
+        assert_eq!(esc("1.0-1"), "1.0-1");
+        assert_eq!(esc("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\u{a}");
+        assert_eq!(esc("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(md_untrusted("a`|b\nc"), "`a'\\|b\\u{a}c`");
     }
 
     #[test]

@@ -129,6 +129,10 @@ struct DiffArgs {
     /// pull-request comment, or JSON (documented in the README).
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
     format: DiffFormat,
+    /// The architecture whose archive repositories (`os/<ARCH>`) a floating pool's snapshot
+    /// bump is read from.
+    #[arg(long, value_name = "ARCH", default_value = "x86_64")]
+    arch: String,
 }
 
 /// `fleetctl diff --format`.

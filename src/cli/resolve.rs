@@ -23,16 +23,21 @@ pub(super) fn run(args: ResolveArgs) -> anyhow::Result<u8> {
     println!("host      {}", r.host);
     println!("fleet     {}", r.fleet);
     println!("pool      {}", r.pool);
-    match r.generation {
-        Some(g) => println!(
-            "pinned    generation {g} ({} packages locked){}",
-            r.pins.len(),
-            r.snapshot
-                .as_ref()
-                .map(|s| format!(", snapshot {s}"))
-                .unwrap_or_default()
+    match (r.generation, &r.snapshot) {
+        (Some(g), _) => println!(
+            "pinned    generation {g} ({} packages locked)",
+            r.pins.len()
         ),
-        None => println!("floating  full system upgrade against the host's repositories"),
+        (None, None) => println!("floating  full system upgrade against the host's repositories"),
+        (None, Some(s)) => {
+            println!("floating  full system upgrade against the archive's repositories of {s}")
+        }
+    }
+    if let Some(date) = &r.snapshot {
+        // Validation guarantees the archive; say so plainly if a caller bypassed it.
+        let servers = crate::snapshot::server(r.archive.as_deref(), date)
+            .unwrap_or_else(|e| format!("unusable: {e}"));
+        println!("snapshot  {date}: every repository from {servers}");
     }
     println!(
         "prune     {}",

@@ -232,13 +232,9 @@ pub(super) fn check(
             );
         }
         if let Some(date) = &g.spec.snapshot
-            && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()
+            && let Err(e) = crate::snapshot::check_date(date)
         {
-            ctx.at(
-                    &g.file,
-                    &[Seg::Key("snapshot")],
-                    format!("snapshot `{date}` is not a date; write YYYY-MM-DD, the archive day the repositories are pinned to"),
-                );
+            ctx.at(&g.file, &[Seg::Key("snapshot")], e.to_string());
         }
         for (name, pin) in &g.spec.packages {
             if pin.version.is_empty() || !pin.version.contains('-') {
@@ -313,6 +309,11 @@ pub(super) fn check(
                 );
             }
         }
+        if let Some(date) = &p.snapshot
+            && let Err(e) = crate::snapshot::check_date(date)
+        {
+            ctx.at(&pool.file, &[Seg::Key("snapshot")], e.to_string());
+        }
         for (i, g) in p.hosts.iter().enumerate() {
             if let Err(e) = globset::Glob::new(g) {
                 ctx.at(
@@ -357,6 +358,46 @@ pub(super) fn check(
             match idx {
                 None => ctx.at(&file, &[Seg::Key("name")], err.to_string()),
                 Some(i) => ctx.at(&file, &[Seg::Key("hosts"), Seg::Index(i)], err.to_string()),
+            }
+        }
+    }
+
+    // Snapshots: a pinned pool's is its generation's, so the pool may repeat it but not
+    // contradict it; and whichever is in effect needs the fleet's archive.
+    for pool in fleet.pools.values() {
+        let p = &pool.spec;
+        let generation = p
+            .generation
+            .and_then(|n| fleet.generations.get(&(p.name.clone(), n)));
+        if let (Some(own), Some(g)) = (&p.snapshot, generation)
+            && g.spec.snapshot.as_ref() != Some(own)
+        {
+            let theirs = match &g.spec.snapshot {
+                Some(d) => format!("says `snapshot: {d}`"),
+                None => "has no `snapshot:`".to_owned(),
+            };
+            ctx.at(
+                &pool.file,
+                &[Seg::Key("snapshot")],
+                format!(
+                    "pool `{}` says `snapshot: {own}`, but its generation {} ({}) {theirs}; a pinned pool takes its repositories from its generation's snapshot: make the two equal, or remove `snapshot:` from {}",
+                    p.name, g.spec.number, g.file, pool.file
+                ),
+            );
+        }
+        if fleet.fleet.spec.archive.is_none()
+            && let Some(date) = resolve::snapshot(&fleet, p)
+        {
+            let e = crate::snapshot::SnapshotError::NoArchive {
+                date: date.to_owned(),
+            };
+            match generation {
+                Some(g) => ctx.at(
+                    &g.file,
+                    &[Seg::Key("snapshot")],
+                    format!("{e} (pool `{}` is pinned to this generation)", p.name),
+                ),
+                None => ctx.at(&pool.file, &[Seg::Key("snapshot")], e.to_string()),
             }
         }
     }
@@ -669,6 +710,118 @@ mod tests {
         assert!(
             joined.contains("pools/srv.yaml:3:9: host glob `srv-[` is invalid"),
             "{joined}"
+        );
+    }
+
+    #[test]
+    fn snapshots_are_dates_need_the_archive_and_agree_with_the_generation() {
+        let files = |fleet: &str, list: &[(&str, &str)]| {
+            let mut all = vec![("fleet.yaml".to_owned(), fleet.as_bytes().to_vec())];
+            all.extend(
+                list.iter()
+                    .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec())),
+            );
+            match Fleet::from_files(&FleetFiles::from_blobs(all)) {
+                Ok(_) => Vec::new(),
+                Err(d) => d.0.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            }
+        };
+        let with_archive = "kind: Fleet\nname: acme\narchive: file:///srv/ala\n";
+        let gen1 = "kind: Generation\npool: srv\nnumber: 1\nsnapshot: 2025-03-01\npackages: {}\n";
+        // Bad dates, on a pool and on a generation.
+        let d = files(
+            with_archive,
+            &[
+                (
+                    "pools/ws.yaml",
+                    "kind: Pool\nname: ws\nhosts: [ws]\nsnapshot: 2025-02-30\n",
+                ),
+                (
+                    "pools/db.yaml",
+                    "kind: Pool\nname: db\nhosts: [db]\nsnapshot: 2025-3-1\n",
+                ),
+                (
+                    "generations/db/1.yaml",
+                    "kind: Generation\npool: db\nnumber: 1\nsnapshot: March 2025\npackages: {}\n",
+                ),
+            ],
+        );
+        assert_eq!(
+            d,
+            [
+                "generations/db/1.yaml:4:11: snapshot `March 2025` has the wrong form; write the archive day as YYYY-MM-DD (zero-padded), e.g. 2025-03-01",
+                "pools/db.yaml:4:11: snapshot `2025-3-1` has the wrong form; write the archive day as YYYY-MM-DD (zero-padded), e.g. 2025-03-01",
+                "pools/ws.yaml:4:11: snapshot `2025-02-30` is not a day of the calendar; write the archive day as YYYY-MM-DD (zero-padded), e.g. 2025-03-01",
+            ]
+        );
+        // No archive: the file that sets the snapshot in effect says so, naming fleet.yaml.
+        let d = files(
+            "kind: Fleet\nname: acme\n",
+            &[
+                (
+                    "pools/ws.yaml",
+                    "kind: Pool\nname: ws\nhosts: [ws]\nsnapshot: 2025-03-01\n",
+                ),
+                (
+                    "pools/srv.yaml",
+                    "kind: Pool\nname: srv\nhosts: [srv]\ngeneration: 1\n",
+                ),
+                ("generations/srv/1.yaml", gen1),
+            ],
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("generations/srv/1.yaml:4:11: snapshot 2025-03-01 needs the fleet's archive, but fleet.yaml has no `archive:`; add `archive: https://archive.archlinux.org`"), "{d:?}");
+        assert!(
+            d[0].ends_with("(pool `srv` is pinned to this generation)"),
+            "{d:?}"
+        );
+        assert!(d[1].starts_with("pools/ws.yaml:4:11: snapshot 2025-03-01 needs the fleet's archive, but fleet.yaml has no `archive:`"), "{d:?}");
+        // An unreferenced generation's snapshot changes nothing on a host: no archive needed.
+        let d = files(
+            "kind: Fleet\nname: acme\n",
+            &[
+                ("pools/srv.yaml", "kind: Pool\nname: srv\nhosts: [srv]\n"),
+                ("generations/srv/1.yaml", gen1),
+            ],
+        );
+        assert!(d.is_empty(), "{d:?}");
+        // A pinned pool may repeat its generation's snapshot, not contradict or add one.
+        let pool = |snap: &str| {
+            format!("kind: Pool\nname: srv\nhosts: [srv]\ngeneration: 1\nsnapshot: {snap}\n")
+        };
+        let same = pool("2025-03-01");
+        assert!(
+            files(
+                with_archive,
+                &[("pools/srv.yaml", &same), ("generations/srv/1.yaml", gen1)]
+            )
+            .is_empty()
+        );
+        let other = pool("2025-04-05");
+        let d = files(
+            with_archive,
+            &[("pools/srv.yaml", &other), ("generations/srv/1.yaml", gen1)],
+        );
+        assert_eq!(
+            d,
+            [
+                "pools/srv.yaml:5:11: pool `srv` says `snapshot: 2025-04-05`, but its generation 1 (generations/srv/1.yaml) says `snapshot: 2025-03-01`; a pinned pool takes its repositories from its generation's snapshot: make the two equal, or remove `snapshot:` from pools/srv.yaml"
+            ]
+        );
+        let d = files(
+            with_archive,
+            &[
+                ("pools/srv.yaml", &other),
+                (
+                    "generations/srv/1.yaml",
+                    "kind: Generation\npool: srv\nnumber: 1\npackages: {}\n",
+                ),
+            ],
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].contains("(generations/srv/1.yaml) has no `snapshot:`"),
+            "{d:?}"
         );
     }
 

@@ -153,8 +153,9 @@ pub struct FleetSpec {
     pub kind: FleetKind,
     /// The fleet's name; bound into every signature, hosts check it.
     pub name: Name,
-    /// Where exact old versions come from, laid out like the Arch Linux Archive
-    /// (`packages/<first letter>/<name>/<file>`); https:// or file://.
+    /// Where exact old versions and dated repository snapshots come from, laid out like the
+    /// Arch Linux Archive (`packages/<first letter>/<name>/<file>`,
+    /// `repos/YYYY/MM/DD/<repo>/os/<arch>`); https:// or file://.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(https?|file)://"))]
     pub archive: Option<String>,
@@ -281,6 +282,14 @@ pub struct Pool {
     /// Pin to `generations/<pool>/<generation>.yaml`; absent: the pool floats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u32>,
+    /// Archive date (`YYYY-MM-DD`): the pool's hosts plan and download against the fleet
+    /// archive's repositories of that day (`<archive>/repos/YYYY/MM/DD/$repo/os/$arch`)
+    /// instead of their mirrors, so every host sees the same repository state. Needs
+    /// `archive:` in fleet.yaml. With `generation:`, the generation's `snapshot:` is the one
+    /// that counts and this must equal it (or be left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub snapshot: Option<String>,
     /// Remove packages pacfleet installed that are no longer desired.
     #[serde(default)]
     pub prune: bool,
@@ -334,7 +343,9 @@ pub struct Generation {
     pub pool: Name,
     /// Its number; equals the file name.
     pub number: u32,
-    /// Archive date the repositories are pinned to (`YYYY-MM-DD`).
+    /// Archive date (`YYYY-MM-DD`) the pool's repositories are pinned to while it runs this
+    /// generation: hosts take the fleet archive's repositories of that day instead of their
+    /// mirrors (needs `archive:` in fleet.yaml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
     pub snapshot: Option<String>,
@@ -508,10 +519,13 @@ impl Fleet {
     }
 }
 
-/// Test fixture: `list` plus a `fleet.yaml` naming the fleet `acme`.
+/// Test fixture: `list` plus a `fleet.yaml` naming the fleet `acme` (unless `list` has one).
 #[cfg(test)]
 pub(crate) fn test_files(list: &[(&str, &str)]) -> FleetFiles {
     let mut all = vec![("fleet.yaml", "kind: Fleet\nname: acme\n")];
+    if list.iter().any(|(p, _)| *p == "fleet.yaml") {
+        all.clear();
+    }
     all.extend_from_slice(list);
     FleetFiles::from_blobs(
         all.iter()

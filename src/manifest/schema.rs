@@ -601,6 +601,7 @@ fn maximal_fleet() -> Vec<(String, String)> {
              packages: [nginx, {name: openssl, repo: core}]\n\
              exclude: [nano]\n\
              generation: 1\n\
+             snapshot: 2025-03-01\n\
              prune: true\n\
              window: {cron: \"0 0 2 * * Sat\", duration: 4h}\n\
              paused: false\n"
@@ -808,6 +809,16 @@ fn invalid_documents_are_rejected_by_both() {
             "snapshot: 2025-03-01",
             "snapshot: March 2025",
         ),
+        m(
+            "pools/web.yaml",
+            "snapshot: 2025-03-01",
+            "snapshot: 2025-3-1",
+        ),
+        m(
+            "pools/web.yaml",
+            "snapshot: 2025-03-01",
+            "snapshot: [2025-03-01]",
+        ),
         // Unknown fields, at the top and nested.
         m("fleet.yaml", "archive:", "archvie:"),
         m("pools/web.yaml", "hosts:", "host:"),
@@ -922,8 +933,9 @@ fn package_ref_mapping_denies_unknown_fields() {
 /// file names, cron and duration syntax, globs) and a few things the schema could but does not
 /// yet (a version needs `-pkgrel`, `archive` needs a URL scheme, numbers fit in u32). The
 /// schema alone rejects YAML scalars that are not strings where a string goes (serde_yaml hands
-/// Rust any plain scalar as a string, so `rack: 2` loads) and a `snapshot` that is not
-/// `YYYY-MM-DD` (the loader does not check it).
+/// Rust any plain scalar as a string, so `rack: 2` loads). The schema checks a `snapshot`'s
+/// form, the loader also that it is a day of the calendar and that a pinned pool's agrees
+/// with its generation's.
 #[test]
 fn known_differences_between_schema_and_loader() {
     let loader_only = [
@@ -933,6 +945,22 @@ fn known_differences_between_schema_and_loader() {
         m("pools/web.yaml", "\"0 0 2 * * Sat\"", "\"every saturday\""),
         m("pools/web.yaml", "\"web-*\"", "\"web-[\""),
         m("pools/web.yaml", "generation: 1", "generation: 4294967296"),
+        // Calendar days, and agreement between files.
+        m(
+            "pools/web.yaml",
+            "snapshot: 2025-03-01",
+            "snapshot: 2025-02-30",
+        ),
+        m(
+            "pools/web.yaml",
+            "snapshot: 2025-03-01",
+            "snapshot: 2025-04-05",
+        ),
+        m(
+            "generations/web/1.yaml",
+            "snapshot: 2025-03-01",
+            "snapshot: 2025-02-29",
+        ),
     ];
     let schema_only = [m("hosts/web-01.yaml", "rack: r2", "rack: 2")];
     let expected = loader_only

@@ -109,6 +109,20 @@ impl PkgRepo {
         repo
     }
 
+    /// An empty repository `name` in `dir` itself (created if missing), e.g. a dated
+    /// repository of an archive (`<archive>/repos/YYYY/MM/DD/<name>/os/<arch>`).
+    pub fn new_in(dir: &Path, name: &str) -> Self {
+        fs::create_dir_all(dir).expect("create repo dir");
+        let repo = Self {
+            url: file_url(dir),
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            packages: BTreeMap::new(),
+        };
+        repo.write_db();
+        repo
+    }
+
     /// Wraps `dir`, whose database `<name>.db` something else writes (e.g. repo-add or
     /// [`synth::write_repo`] directly). Do not call [`add`](Self::add) or
     /// [`remove`](Self::remove) on it: they would rewrite the database from scratch.

@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod props;
 mod reconcile;
+mod snapshot;
 mod source;
 mod status;
 mod synth;

@@ -89,6 +89,42 @@ pub(super) struct Built {
 }
 
 impl Built {
+    /// Publishes the sandbox's repositories as the archive's snapshot of every day `fleet`'s
+    /// pools and generations name (`<archive>/repos/YYYY/MM/DD/<repo>/os/<arch>`, symlinks to
+    /// the repositories, for the machine's architecture: the demo hosts say `auto`), so that a
+    /// pool on a snapshot finds its repositories there. Returns the days.
+    pub fn publish_snapshots(&self, fleet: &Fleet) -> anyhow::Result<BTreeSet<String>> {
+        let days: BTreeSet<String> = fleet
+            .pools
+            .values()
+            .filter_map(|p| resolve::snapshot(fleet, &p.spec))
+            .chain(
+                fleet
+                    .generations
+                    .values()
+                    .filter_map(|g| g.spec.snapshot.as_deref()),
+            )
+            .map(str::to_owned)
+            .collect();
+        let arch = crate::snapshot::handle_arch(["auto"]);
+        for day in &days {
+            crate::snapshot::check_date(day)?;
+            for (repo, dir) in &self.repos {
+                let at = self
+                    .archive
+                    .join("repos")
+                    .join(day.replace('-', "/"))
+                    .join(repo)
+                    .join("os");
+                std::fs::create_dir_all(&at)
+                    .with_context(|| format!("creating {}", at.display()))?;
+                std::os::unix::fs::symlink(dir, at.join(&arch))
+                    .with_context(|| format!("linking {} into the archive", dir.display()))?;
+            }
+        }
+        Ok(days)
+    }
+
     /// The sha256 of package `name` at `version`.
     pub fn sha256(&self, name: &str, version: &str) -> anyhow::Result<String> {
         let file = self
