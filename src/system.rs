@@ -786,7 +786,9 @@ impl System {
 
     /// Of `kept` (pacfleet-installed, undesired, still needed before this transaction), those
     /// nothing needs once the prepared transaction is done: a dependency that a staying package
-    /// (installed, or coming in this transaction) satisfies needs none of them.
+    /// (installed, or coming in this transaction) satisfies needs none of them. Linear in the
+    /// dependencies of the packages that stay: candidates for each dependency come from a name
+    /// and provision index.
     fn orphaned(&self, kept: &[String]) -> Vec<String> {
         use alpm_utils::depends::{satisfies_dep, satisfies_provide};
         let local = self.alpm.localdb();
@@ -797,6 +799,9 @@ impl System {
             .map(String::as_str)
             .filter(|k| !removed.contains(k) && local.pkg(*k).is_ok())
             .collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
         let satisfies = |p: &alpm::Package, dep: &alpm::Dep| {
             satisfies_dep(dep, p.name(), p.version())
                 || p.provides().iter().any(|pr| satisfies_provide(dep, pr))
@@ -812,16 +817,26 @@ impl System {
                     .filter(|p| !added.contains(p.name()) && !removed.contains(p.name())),
             )
             .collect();
+        // Name or provision → the packages after the transaction that carry it.
+        let mut by_name: std::collections::HashMap<&str, Vec<&alpm::Package>> =
+            std::collections::HashMap::new();
+        for p in &after {
+            by_name.entry(p.name()).or_default().push(p);
+            for pr in p.provides() {
+                by_name.entry(pr.name()).or_default().push(p);
+            }
+        }
         loop {
-            let (going, staying): (Vec<&alpm::Package>, Vec<&alpm::Package>) =
-                after.iter().partition(|p| gone.contains(p.name()));
             let mut needed: BTreeSet<&str> = BTreeSet::new();
-            for p in &staying {
+            for p in after.iter().filter(|p| !gone.contains(p.name())) {
                 for d in p.depends() {
-                    if staying.iter().any(|q| satisfies(q, d)) {
+                    let candidates = by_name.get(d.name()).map(Vec::as_slice).unwrap_or(&[]);
+                    let fits: Vec<&&alpm::Package> =
+                        candidates.iter().filter(|q| satisfies(q, d)).collect();
+                    if fits.iter().any(|q| !gone.contains(q.name())) {
                         continue;
                     }
-                    needed.extend(going.iter().filter(|k| satisfies(k, d)).map(|k| k.name()));
+                    needed.extend(fits.iter().map(|q| q.name()));
                 }
             }
             if needed.is_empty() {
