@@ -1,7 +1,8 @@
-//! Applying: committing one prepared libalpm transaction under pacman's lock, answering
-//! libalpm's questions by policy (never interactively), showing progress (bars on a terminal,
-//! log lines otherwise), collecting .pacnew/.pacsave and scriptlet events, and setting install
-//! reasons afterwards. Waiting for a lock held by someone else is bounded and never deletes it.
+//! Applying: committing one prepared libalpm transaction under pacman's lock (its questions
+//! are answered by `system`'s policy), showing progress (bars on a terminal, log lines
+//! otherwise), collecting .pacnew/.pacsave, scriptlet output and the failures of scriptlets and
+//! hooks that do not stop the transaction (warnings), and setting install reasons afterwards.
+//! Waiting for a lock held by someone else is bounded and never deletes it.
 
 use std::cell::RefCell;
 use std::io::IsTerminal;

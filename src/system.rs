@@ -3,6 +3,10 @@
 //! plain data, refreshing sync databases, and turning a `plan::Intent` into a prepared libalpm
 //! transaction whose contents (dependency closure, sizes, sources) become a `plan::Changeset`.
 //!
+//! libalpm's questions are answered here, by policy, for the handle's whole life (system
+//! upgrade, prepare and commit alike); package files pacfleet loads itself (cache, archive)
+//! are verified as pacman verifies them, from a private copy whose bytes carry the sha256 check.
+//!
 //! Planning is lock-free (as paru does it): `Mode::Plan` refreshes the sync databases into a
 //! private copy of the db directory and prepares with `NO_LOCK`, so `fleetctl plan` never
 //! blocks or disturbs pacman. `Mode::Apply` works on the real databases under pacman's lock;
@@ -1227,8 +1231,10 @@ impl System {
     fn private_copy(&mut self, file: &Path) -> Result<PrivateCopy, SystemError> {
         use sha2::Digest;
         use std::io::{Read, Write};
-        if self.private.is_none() {
-            let dir = match &self._scratch {
+        let dir = match &self.private {
+            Some(dir) => dir,
+            None => {
+                let dir = match &self._scratch {
                 Some(s) => tempfile::Builder::new()
                     .prefix("pkgs-")
                     .tempdir_in(s.path()),
@@ -1236,15 +1242,12 @@ impl System {
                     .prefix(".pacfleet-pkgs-")
                     .tempdir_in(&self.paths.dbpath),
             }
-            .map_err(|source| SystemError::Scratch {
-                path: self.paths.dbpath.display().to_string(),
-                source,
-            })?;
-            self.private = Some(dir);
-        }
-        // Invariant: set just above when it was None.
-        let Some(dir) = &self.private else {
-            unreachable!("the private package directory was just created")
+                .map_err(|source| SystemError::Scratch {
+                    path: self.paths.dbpath.display().to_string(),
+                    source,
+                })?;
+                self.private.insert(dir)
+            }
         };
         let io = |context: &'static str, path: &Path| {
             let path = path.display().to_string();
