@@ -284,16 +284,8 @@ unsafe extern "C" fn on_event(_ctx: *mut std::ffi::c_void, event: *mut alpm_sys:
     }
     // SAFETY: every libalpm event starts with its type; it may be only 4-byte aligned.
     let kind = unsafe { std::ptr::read_unaligned(event as *const u32) };
-    let text = |p: *const std::ffi::c_char| {
-        if p.is_null() {
-            String::new()
-        } else {
-            // SAFETY: libalpm passes NUL-terminated strings valid for the callback's duration.
-            unsafe { std::ffi::CStr::from_ptr(p) }
-                .to_string_lossy()
-                .into_owned()
-        }
-    };
+    // SAFETY: libalpm passes NUL-terminated strings valid for the callback's duration.
+    let text = |p| unsafe { crate::system::c_text(p) };
     let record = |f: &dyn Fn(&mut Notices)| {
         EVENT_SINK.with(|s| {
             if let Some(n) = s.borrow().as_ref() {

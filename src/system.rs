@@ -279,6 +279,31 @@ pub struct SignatureProblem {
     pub fix: String,
 }
 
+/// A `map_err` for file operations on `path`.
+fn io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SystemError + use<> {
+    let path = path.display().to_string();
+    move |source| SystemError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// A C string from libalpm as an owned `String` (lossy), or empty for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid for the call.
+pub(crate) unsafe fn c_text(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 fn alpm_err(context: impl Into<String>) -> impl FnOnce(alpm::Error) -> SystemError {
     let context = context.into();
     move |source| SystemError::Alpm { context, source }
@@ -1235,26 +1260,18 @@ impl System {
             Some(dir) => dir,
             None => {
                 let dir = match &self._scratch {
-                Some(s) => tempfile::Builder::new()
-                    .prefix("pkgs-")
-                    .tempdir_in(s.path()),
-                None => tempfile::Builder::new()
-                    .prefix(".pacfleet-pkgs-")
-                    .tempdir_in(&self.paths.dbpath),
-            }
+                    Some(s) => tempfile::Builder::new()
+                        .prefix("pkgs-")
+                        .tempdir_in(s.path()),
+                    None => tempfile::Builder::new()
+                        .prefix(".pacfleet-pkgs-")
+                        .tempdir_in(&self.paths.dbpath),
+                }
                 .map_err(|source| SystemError::Scratch {
                     path: self.paths.dbpath.display().to_string(),
                     source,
                 })?;
                 self.private.insert(dir)
-            }
-        };
-        let io = |context: &'static str, path: &Path| {
-            let path = path.display().to_string();
-            move |source| SystemError::Io {
-                context,
-                path,
-                source,
             }
         };
         let name = file
@@ -1644,16 +1661,8 @@ impl System {
                     // `alpm_fileconflict_t`s (and the crate's `FileConflict::conflicting_target`
                     // reads the wrong field): read the C struct itself.
                     let raw = c as *const alpm::Conflict as *const alpm_sys::alpm_fileconflict_t;
-                    let text = |p: *const std::ffi::c_char| {
-                        if p.is_null() {
-                            String::new()
-                        } else {
-                            // SAFETY: libalpm's NUL-terminated strings, alive with the list.
-                            unsafe { std::ffi::CStr::from_ptr(p) }
-                                .to_string_lossy()
-                                .into_owned()
-                        }
-                    };
+                    // SAFETY: libalpm's NUL-terminated strings, alive with the list.
+                    let text = |p| unsafe { c_text(p) };
                     // SAFETY: every element of the FileConflicts list is an
                     // alpm_fileconflict_t that lives until `err` is dropped.
                     let (target, kind, file, other) = unsafe {
@@ -1925,14 +1934,6 @@ pub struct LocalScan {
 pub fn scan_local(dbpath: &Path) -> Result<LocalScan, SystemError> {
     use sha2::Digest;
     let local = dbpath.join("local");
-    let io = |context: &'static str, path: &Path| {
-        let path = path.display().to_string();
-        move |source| SystemError::Io {
-            context,
-            path,
-            source,
-        }
-    };
     let mut names: Vec<std::ffi::OsString> = Vec::new();
     for entry in std::fs::read_dir(&local).map_err(io(
         "cannot read the local package database (check `root:`/`dbpath:` in agent.yaml)",

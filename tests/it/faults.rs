@@ -288,24 +288,9 @@ fn install_stall_hook(host: &HostDir, target: &str) {
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
+        .and_then(|p| fs::canonicalize(p).ok())
         .expect("sleep");
-    let ldd = Command::new("ldd").arg(&sleep).output().expect("ldd");
-    let mut files = vec![sleep.clone()];
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            files.push(PathBuf::from(p));
-        }
-    }
-    for f in &files {
-        let dest = host.root.join(f.strip_prefix("/").unwrap());
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(f, &dest)
-            .unwrap_or_else(|e| panic!("copy {} into the host root: {e}", f.display()));
-    }
+    crate::harness::copy_program_into(&host.root, &sleep);
     // libalpm chroots into the root and runs the command there; /usr/bin/sleep exists inside.
     let exec = Path::new("/").join(sleep.strip_prefix("/").unwrap());
     fs::write(
