@@ -407,6 +407,17 @@ pub enum Refusal {
         /// The applied commit.
         applied: String,
     },
+    /// A signed commit of another line of history, reachable from the tip only through a merge:
+    /// it does not contain the state this host applied.
+    #[error(
+        "commit {commit} is signed but does not descend from {applied}, the state this host applied: it comes from another line of history, merged in by a later commit. It is never applied; sign a commit that descends from {applied} (the merge itself, after review) instead"
+    )]
+    OffLine {
+        /// The signed commit.
+        commit: String,
+        /// The last accepted commit it does not descend from.
+        applied: String,
+    },
     /// The state directory lost its record of what was applied.
     #[error(
         "{detail}; pacfleet will not trust anything older than what this host applied. Restore the state directory from backup, or, to re-enroll this host on purpose, delete {anchor} at the console"
@@ -642,11 +653,23 @@ pub fn select(
         waiting: Vec::new(),
         refused: None,
     };
+    // Each target must descend from the one before it (the applied state, then every commit
+    // accepted on the way): `anchor..tip` also lists commits of a side line merged in.
+    let mut line_base: Option<String> = anchor.map(|a| a.commit.clone());
     for commit in commits {
         let Some(note) = source::read_note(repo, &commit)? else {
             selection.waiting.push(commit);
             continue;
         };
+        if let Some(base) = &line_base
+            && !source::is_ancestor(repo, base, &commit)?
+        {
+            selection.refused = Some(Refusal::OffLine {
+                commit,
+                applied: base.clone(),
+            });
+            continue;
+        }
         let tree = source::commit_tree(repo, &commit)?;
         let spec = match fleet_spec(repo, &commit) {
             Ok(s) => s,
@@ -696,6 +719,7 @@ pub fn select(
         };
         in_force = anchor.keys.clone();
         keys = next_keys.unwrap_or_else(|| root_keys.to_vec());
+        line_base = Some(commit.clone());
         selection.target = Some(Accepted {
             commit,
             tree,

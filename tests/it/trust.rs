@@ -564,6 +564,51 @@ fn force_pushed_history() {
     );
 }
 
+/// An unsigned merge is no way in for a signed commit of another line of history: the signed
+/// side commit (forked before what the host applied, signed later with a higher sequence) does
+/// not descend from the applied state, so it is never the target, even though it is reachable
+/// from the tip through the merge. Legitimate commits after the merge still apply.
+#[test]
+fn a_signed_side_commit_merged_in_unsigned_is_refused() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    let a = w.commit_set("add tool", &["app", "tool"]);
+    w.fleet.sign(&a);
+    reconcile_ok(&cfg);
+    assert_eq!(applied_commit(&host), a);
+    w.fleet.git(&["checkout", "-q", "-b", "side", "HEAD~1"]);
+    let side = w.commit_set("side: add extra", &["app", "extra"]);
+    w.fleet.sign(&side);
+    w.fleet.git(&["checkout", "-q", "main"]);
+    // `-s ours`: the merge keeps main's tree; only the side commit carries `extra`.
+    w.fleet.git(&[
+        "merge",
+        "-q",
+        "-s",
+        "ours",
+        "--no-edit",
+        "-m",
+        "merge side",
+        "side",
+    ]);
+    assert_refused(
+        &host,
+        &cfg,
+        &[
+            &format!("commit {side} is signed but does not descend from {a}"),
+            "another line of history",
+        ],
+    );
+    assert!(!packages(&host).contains(&"extra".to_owned()));
+    assert_eq!(applied_commit(&host), a);
+    // A reviewed, signed commit on the line goes in as usual.
+    let next = w.commit_set("add tool2", &["app", "tool"]);
+    w.fleet.sign(&next);
+    reconcile_ok(&cfg);
+    assert_eq!(applied_commit(&host), next);
+    assert!(!packages(&host).contains(&"extra".to_owned()));
+}
+
 #[test]
 fn tampered_note() {
     let w = world();
