@@ -812,7 +812,7 @@ fn pass(
     phase("fetch");
     tracing::info!(
         "fleet {} at {} ({})",
-        cfg.repo,
+        source::redact_url(&cfg.repo),
         short(&fetched.commit),
         if fetched.updated { "new" } else { "unchanged" }
     );

@@ -348,9 +348,17 @@ pub fn fetch_with(
     let secret = gix::url::parse(spec.url.as_bytes().as_bstr())
         .ok()
         .and_then(|url| url.password().map(str::to_owned));
-    let scrub = |err: FetchError| match &secret {
-        Some(secret) => err.map_text(|text| scrub_secret(text, secret)),
-        None => err,
+    let shown = redact_url(&spec.url);
+    let scrub = |err: FetchError| {
+        let err = if shown == spec.url {
+            err
+        } else {
+            err.map_text(|text| text.replace(&spec.url, &shown))
+        };
+        match &secret {
+            Some(secret) => err.map_text(|text| scrub_secret(text, secret)),
+            None => err,
+        }
     };
     fetch_with_deadline(spec, dest, options, secret.as_deref()).map_err(scrub)
 }
@@ -711,6 +719,30 @@ pub fn rev_parse(repo: &Path, rev: &str) -> Result<String, ReadError> {
 
 /// Replace the URL password `secret` in `text`: always where it appears as `:secret@`, and
 /// anywhere if it is long enough not to match unrelated text by accident.
+/// `url` as it may be shown: for http(s), the whole userinfo (`https://TOKEN@host/…` carries
+/// the token as the user name) becomes `<redacted>`; for other schemes only a password does
+/// (`ssh://git@host/…` stays as it is). Anything that is not a URL with `://` is shown as is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = (&authority[..at], &authority[at + 1..]);
+    let shown = if matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        "<redacted>".to_owned()
+    } else {
+        match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>"),
+            None => userinfo.to_owned(),
+        }
+    };
+    format!("{scheme}://{shown}@{host}{}", &rest[authority_end..])
+}
+
 fn scrub_secret(text: String, secret: &str) -> String {
     const REDACTED: &str = "<redacted>";
     if secret.is_empty() {
@@ -1038,5 +1070,35 @@ fn find_note(
     match descend {
         Some((subtree, consumed)) => find_note(r, subtree, &hex[consumed..]),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn userinfo_is_redacted_where_it_can_be_a_secret() {
+        assert_eq!(
+            redact_url("https://ghp_TOKEN@git.example.com/ops/fleet.git"),
+            "https://<redacted>@git.example.com/ops/fleet.git"
+        );
+        assert_eq!(
+            redact_url("http://user:pw@127.0.0.1:8080/f.git"),
+            "http://<redacted>@127.0.0.1:8080/f.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git:pw@host/f.git"),
+            "ssh://git:<redacted>@host/f.git"
+        );
+        for same in [
+            "ssh://git@host/f.git",
+            "https://git.example.com/f.git",
+            "git@host:f.git",
+            "/srv/fleet",
+            "git://h/a@b",
+        ] {
+            assert_eq!(redact_url(same), same);
+        }
     }
 }

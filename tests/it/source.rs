@@ -491,14 +491,76 @@ fn unreachable_git_port_names_the_url() {
 #[test]
 fn passwords_in_urls_are_not_shown() {
     let fx = Fixture::new();
-    let url = format!(
-        "http://fleet:s3cr3t-t0ken@127.0.0.1:{}/fleet.git",
-        free_port()
+    // A password, and a token as the user name (as forges hand them out).
+    for url in [
+        format!(
+            "http://fleet:s3cr3t-t0ken@127.0.0.1:{}/fleet.git",
+            free_port()
+        ),
+        format!("http://s3cr3t-t0ken@127.0.0.1:{}/fleet.git", free_port()),
+    ] {
+        let err = source::fetch(&spec(&url), &fx.path("mirror.git")).expect_err("closed port");
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("s3cr3t-t0ken"), "{text}");
+            assert!(text.contains("http://<redacted>@127.0.0.1"), "{text}");
+        }
+    }
+}
+
+/// A pass fetching over http with a token as the user name: its log line, its output and its
+/// status never show the token (nor does a failed pass's error).
+#[test]
+fn tokens_in_repo_urls_are_not_logged_by_a_pass() {
+    let fx = Fixture::new();
+    let tmp = crate::harness::tempdir();
+    let fleet = crate::harness::FleetRepo::new(tmp.path());
+    fleet.commit(
+        "fleet",
+        &[
+            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
+            (
+                "pools/ws.yaml",
+                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackages: []\n",
+            ),
+        ],
     );
-    let err = source::fetch(&spec(&url), &fx.path("mirror.git")).expect_err("closed port");
-    for text in [err.to_string(), format!("{err:?}")] {
-        assert!(!text.contains("s3cr3t-t0ken"), "{text}");
-        assert!(text.contains("fleet:<redacted>@127.0.0.1"), "{text}");
+    let served = fx.path("srv/fleet.git");
+    fx.git(
+        &fx.root(),
+        &[
+            "clone",
+            "--mirror",
+            "-q",
+            &path_str(&fleet.dir),
+            &path_str(&served),
+        ],
+    );
+    let Some(server) = HttpServer::start(&fx, &fx.path("srv")) else {
+        panic!("python3 is needed for the smart-HTTP server (scripts/deps.sh installs it)");
+    };
+    let host = crate::harness::HostDir::new(tmp.path(), "ws-01", &[]);
+    for (url, code) in [
+        (
+            format!("http://ghp_s3cr3tT0ken@127.0.0.1:{}/fleet.git", server.port),
+            0,
+        ),
+        (
+            format!("http://ghp_s3cr3tT0ken@127.0.0.1:{}/fleet.git", free_port()),
+            2,
+        ),
+    ] {
+        let cfg = host.agent_yaml(&url, &fleet.public_key, "");
+        let (got, out, err) = crate::harness::run(
+            crate::harness::fleetctl()
+                .args(["-v", "reconcile", "--config"])
+                .arg(&cfg),
+        );
+        assert_eq!(got, code, "{out}\n{err}");
+        let status = std::fs::read_to_string(host.state_dir.join("status.json")).expect("status");
+        for text in [&out, &err, &status] {
+            assert!(!text.contains("s3cr3tT0ken"), "{text}");
+        }
+        assert!(err.contains("http://<redacted>@127.0.0.1"), "{err}");
     }
 }
 
