@@ -576,11 +576,29 @@ fn verify(
         _ => {}
     }
     let now = chrono::Utc::now();
-    let selection = trust::select(repo, tip, applied.as_ref(), &root_keys, cfg.threshold, now)
-        .map_err(|e| match e {
-            trust::SelectError::Read(e) => PassError::Read(e),
-            trust::SelectError::Refused(r) => PassError::Refused(r),
-        })?;
+    if let (Some(want), Some(a)) = (&cfg.fleet, &applied)
+        && &a.fleet != want
+    {
+        return Err(Refusal::WrongFleet {
+            config: cfg.source.display().to_string(),
+            configured: want.clone(),
+            applied: a.fleet.clone(),
+        }
+        .into());
+    }
+    let selection = trust::select(
+        repo,
+        tip,
+        applied.as_ref(),
+        cfg.fleet.as_deref(),
+        &root_keys,
+        cfg.threshold,
+        now,
+    )
+    .map_err(|e| match e {
+        trust::SelectError::Read(e) => PassError::Read(e),
+        trust::SelectError::Refused(r) => PassError::Refused(r),
+    })?;
     if let Some(t) = selection.target {
         return Ok(Trusted {
             expires: t.verified.statement.expires,

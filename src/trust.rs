@@ -407,6 +407,18 @@ pub enum Refusal {
         /// The applied commit.
         applied: String,
     },
+    /// agent.yaml names another fleet than the one this host applied.
+    #[error(
+        "{config} says `fleet: {configured}`, but this host applied fleet `{applied}`; pacfleet never moves a host between fleets by itself: fix `fleet:`, or re-enroll the host on purpose"
+    )]
+    WrongFleet {
+        /// The agent.yaml.
+        config: String,
+        /// Its `fleet:`.
+        configured: String,
+        /// The fleet of the applied state.
+        applied: String,
+    },
     /// A signed commit of another line of history, reachable from the tip only through a merge:
     /// it does not contain the state this host applied.
     #[error(
@@ -620,10 +632,12 @@ pub enum SelectError {
 /// sequence is not lower than the last accepted one. A fleet.yaml `keys:` change therefore
 /// takes effect only once a commit carrying it is accepted under the previous keys.
 /// Refuses outright if `tip` does not descend from the anchor.
+#[allow(clippy::too_many_arguments)]
 pub fn select(
     repo: &Path,
     tip: &str,
     anchor: Option<&Anchor>,
+    fleet: Option<&str>,
     root_keys: &[Key],
     threshold: usize,
     now: DateTime<Utc>,
@@ -678,7 +692,11 @@ pub fn select(
                 continue;
             }
         };
-        let expected_fleet = anchor.map_or(spec.name.as_str(), |a| a.fleet.as_str());
+        // The host's `fleet:` (agent.yaml), else the fleet it applied before, else (a fresh
+        // host without `fleet:`) the one the commit names.
+        let expected_fleet = fleet
+            .or(anchor.map(|a| a.fleet.as_str()))
+            .unwrap_or(spec.name.as_str());
         let verified =
             match verify_note(&note, &commit, &tree, expected_fleet, &keys, threshold, now) {
                 Ok(v) => v,

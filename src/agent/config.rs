@@ -50,6 +50,7 @@ pub const FIELDS: &[&str] = &[
     "lock_timeout",
     "textfile",
     "keyring_packages",
+    "fleet",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -90,6 +91,10 @@ pub struct AgentConfig {
     /// `keyring_packages` names): a pass installs or upgrades them in a transaction of their
     /// own before the rest, so packages signed by a new key verify.
     pub keyring_packages: Vec<String>,
+    /// The fleet this host belongs to: a repository whose signed statements name another fleet
+    /// is refused, from the very first pass (without it a fresh host takes the fleet name of
+    /// the first state it verifies).
+    pub fleet: Option<String>,
 }
 
 /// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
@@ -182,6 +187,7 @@ struct RawConfig {
     lock_timeout: Option<serde_yaml::Value>,
     textfile: Option<String>,
     keyring_packages: Option<Vec<String>>,
+    fleet: Option<String>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -354,6 +360,7 @@ impl AgentConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            fleet: None,
         }
     }
 
@@ -489,6 +496,14 @@ impl AgentConfig {
                 keyring_packages.push(name);
             }
         }
+        let fleet = match raw.fleet {
+            Some(f) => {
+                let f = check_string("fleet", f)?;
+                crate::manifest::Name::new(&f).map_err(|e| ("fleet", e))?;
+                Some(f)
+            }
+            None => None,
+        };
         Ok(AgentConfig {
             source: path.to_path_buf(),
             repo,
@@ -504,6 +519,7 @@ impl AgentConfig {
             lock_timeout,
             textfile: path_of("textfile", raw.textfile)?,
             keyring_packages,
+            fleet,
         })
     }
 
@@ -605,7 +621,7 @@ mod tests {
              pacman_conf: /mnt/pacman.conf\nstate_dir: /mnt/state\n\
              trusted_keys: [/k/a.pub, /k/b.pub]\nthreshold: 2\ninterval: 1h30m\n\
              lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n\
-             keyring_packages: [acme-keyring]\n",
+             keyring_packages: [acme-keyring]\nfleet: acme\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -624,6 +640,7 @@ mod tests {
         assert_eq!(c.lock_timeout, Duration::from_secs(30));
         assert_eq!(c.textfile, Some(PathBuf::from("/metrics/pacfleet.prom")));
         assert_eq!(c.keyring_packages, ["archlinux-keyring", "acme-keyring"]);
+        assert_eq!(c.fleet.as_deref(), Some("acme"));
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();

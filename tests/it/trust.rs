@@ -483,6 +483,28 @@ fn statement_for_another_fleet() {
     assert_refused(&host, &cfg, &["is for fleet `other`, not `acme`", &renamed]);
 }
 
+/// agent.yaml's `fleet:` binds a fresh host to its fleet from the first pass: a repository
+/// signed for another fleet (by a key the host trusts) is refused, the right one applies, and
+/// a `fleet:` changed later is refused too.
+#[test]
+fn a_fresh_host_with_fleet_set_refuses_another_fleet() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    let text = fs::read_to_string(&cfg).expect("agent.yaml");
+    fs::write(&cfg, format!("{text}fleet: other\n")).expect("write agent.yaml");
+    let err = assert_refused(&host, &cfg, &["is for fleet `acme`, not `other`"]);
+    assert!(packages(&host).is_empty(), "{err}");
+    fs::write(&cfg, format!("{text}fleet: acme\n")).expect("write agent.yaml");
+    reconcile_ok(&cfg);
+    assert!(!packages(&host).is_empty());
+    fs::write(&cfg, format!("{text}fleet: other\n")).expect("write agent.yaml");
+    assert_refused(
+        &host,
+        &cfg,
+        &["says `fleet: other`, but this host applied fleet `acme`"],
+    );
+}
+
 #[test]
 fn expired_newer_statement_is_stale() {
     let w = world();
