@@ -1130,6 +1130,7 @@ fn pass(
         if !report.changeset.is_empty() || recovered {
             state.end_transaction()?;
         }
+        phase("record");
     }
     if settled && !report.changeset.is_empty() {
         report.drift = report
@@ -1265,7 +1266,12 @@ impl Tx<'_> {
             sys.release();
             return Err(e.into());
         }
+        tracing::debug!(
+            "pass phase done: transaction marker at {:?}",
+            self.start.elapsed()
+        );
         let applied = apply::commit(sys, cs);
+        tracing::debug!("pass phase done: commit at {:?}", self.start.elapsed());
         let entry = |outcome, error: Option<String>, notices: Notices| HistoryEntry {
             at: chrono::Utc::now(),
             commit: self.commit.to_owned(),
