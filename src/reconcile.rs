@@ -820,13 +820,17 @@ fn pass(
     let repo = repo_dir(cfg);
     // Where the time of a pass goes, for `RUST_LOG=pacfleet=debug` (BENCHMARKS.md).
     let phase = |name: &str| tracing::debug!("pass phase done: {name} at {:?}", start.elapsed());
-    // pacman's configuration comes from a subprocess; read it while the fetch waits on the
-    // network (a pass that stops before planning leaves the thread to finish on its own).
-    let pacman_conf = std::thread::spawn({
-        let paths = host_paths(cfg);
-        move || crate::system::read_conf(&paths)
-    });
-    let fetched = source::fetch(&spec, &repo)?;
+    // While the fetch waits on the network: pacman's configuration (a subprocess) and, for a
+    // pass that may apply, the package databases read through libalpm (no lock taken, nothing
+    // written; dropped unused when the pass turns out held, or the database changed meanwhile).
+    let pending = source::start_fetch(&spec, &repo, &source::FetchOptions::default());
+    let pacman_conf = crate::system::read_conf(&host_paths(cfg));
+    let mut early = match (&pacman_conf, opts.apply) {
+        (Ok(conf), true) => open_early(cfg, state, conf),
+        _ => None,
+    };
+    phase("configuration and package databases, beside the fetch");
+    let fetched = pending.wait()?;
     phase("fetch");
     tracing::info!(
         "fleet {} at {} ({})",
@@ -915,10 +919,7 @@ fn pass(
     let paths = host_paths(cfg);
     // `pacman-conf` fails on a DBPath that does not exist: say what is wrong with the root.
     prepare_root(cfg, false)?;
-    let pacman_conf = pacman_conf.join().map_err(|_| SystemError::Config {
-        path: cfg.pacman_conf.display().to_string(),
-        detail: "reading it panicked".into(),
-    })??;
+    let pacman_conf = pacman_conf?;
     if hold.is_some() {
         // A transaction pacfleet recorded is recovered by the next reconcile; anything else
         // half-written is reported, never called converged.
@@ -938,7 +939,10 @@ fn pass(
         sys.release();
     } else {
         let interrupted = recover_interrupted(cfg, state)?;
-        let mut sys = System::open_with(&paths, Mode::Apply, pacman_conf)?;
+        let (mut sys, preloaded) = match early.take() {
+            Some(e) if interrupted.is_none() => (e.sys, Some((e.installed, e.fingerprint))),
+            _ => (System::open_with(&paths, Mode::Apply, pacman_conf)?, None),
+        };
         if let Some(date) = &resolved.snapshot {
             sys.use_snapshot(resolved.archive.as_deref(), date)?;
         }
@@ -963,7 +967,11 @@ fn pass(
         if unchanged_inputs {
             tracing::debug!("nothing the plan reads changed since the last full plan: converged");
         } else {
-            let installed = sys.installed();
+            // Read beside the fetch, unless the local database changed since.
+            let installed = match preloaded {
+                Some((installed, fingerprint)) if fingerprint == local.fingerprint => installed,
+                _ => sys.installed(),
+            };
             phase("read local database");
             let mut intent = plan::intent(&resolved, &installed, &inventory);
             if let Some(i) = &interrupted {
@@ -1168,6 +1176,37 @@ fn settled_on(state: &StateDir, commit: &str) -> bool {
             matches!(s.outcome, PassOutcome::Converged | PassOutcome::Applied)
                 && s.target_commit.as_deref() == Some(commit)
         })
+}
+
+/// The package system a reconcile pass opens while its fetch waits on the network.
+struct Early {
+    sys: System,
+    /// The local database as plain data, read then.
+    installed: std::collections::BTreeMap<String, plan::Installed>,
+    /// `scan_local`'s fingerprint when it was read: the pass uses `installed` only if the
+    /// database still has it after waiting for pacman's lock.
+    fingerprint: String,
+}
+
+/// Opens the package system and reads the local and sync databases, or `None` whenever the
+/// usual order matters: a transaction to recover first, pacman's lock held, a half-written
+/// entry, any error (the pass meets it again later, in order, and reports it there).
+fn open_early(cfg: &AgentConfig, state: &StateDir, conf: &pacmanconf::Config) -> Option<Early> {
+    if !matches!(state.load_transaction(), Ok(None)) || cfg.dbpath.join("db.lck").exists() {
+        return None;
+    }
+    let local = crate::system::scan_local(&cfg.dbpath).ok()?;
+    if !local.incomplete.is_empty() {
+        return None;
+    }
+    let sys = System::open_with(&host_paths(cfg), Mode::Apply, conf.clone()).ok()?;
+    let installed = sys.installed();
+    sys.load_sync_databases();
+    Some(Early {
+        sys,
+        installed,
+        fingerprint: local.fingerprint,
+    })
 }
 
 /// The policy libalpm's questions are answered by: the desired and locked sets come from the

@@ -343,37 +343,50 @@ pub fn fetch_with(
     dest: &Path,
     options: &FetchOptions,
 ) -> Result<Fetched, FetchError> {
-    validate_branch(spec)?;
+    start_fetch(spec, dest, options).wait()
+}
+
+/// A fetch running on its worker thread ([`start_fetch`]); [`PendingFetch::wait`] gives its
+/// outcome, keeping [`fetch_with`]'s time limit counted from the start.
+pub struct PendingFetch {
+    spec: RepoSpec,
+    options: FetchOptions,
+    started: std::time::Instant,
+    /// A password in the URL, scrubbed from every message.
+    secret: Option<String>,
+    interrupt: Arc<AtomicBool>,
+    running: Option<(
+        std::sync::mpsc::Receiver<Result<Fetched, FetchError>>,
+        std::thread::JoinHandle<()>,
+    )>,
+    /// The outcome, when there was nothing to wait for (a bad branch, or no thread to run on).
+    done: Option<Result<Fetched, FetchError>>,
+}
+
+/// Starts [`fetch_with`]'s work on a worker thread and returns at once, so a pass can read its
+/// package databases while the fetch waits on the network.
+pub fn start_fetch(spec: &RepoSpec, dest: &Path, options: &FetchOptions) -> PendingFetch {
     // A password in the URL (`https://user:token@host/…`) must not end up in messages or logs.
     let secret = gix::url::parse(spec.url.as_bytes().as_bstr())
         .ok()
         .and_then(|url| url.password().map(str::to_owned));
-    let shown = redact_url(&spec.url);
-    let scrub = |err: FetchError| {
-        let err = if shown == spec.url {
-            err
-        } else {
-            err.map_text(|text| text.replace(&spec.url, &shown))
-        };
-        match &secret {
-            Some(secret) => err.map_text(|text| scrub_secret(text, secret)),
-            None => err,
-        }
-    };
-    fetch_with_deadline(spec, dest, options, secret.as_deref()).map_err(scrub)
-}
-
-fn fetch_with_deadline(
-    spec: &RepoSpec,
-    dest: &Path,
-    options: &FetchOptions,
-    secret: Option<&str>,
-) -> Result<Fetched, FetchError> {
     let interrupt = Arc::new(AtomicBool::new(false));
+    let mut pending = PendingFetch {
+        spec: spec.clone(),
+        options: options.clone(),
+        started: std::time::Instant::now(),
+        secret,
+        interrupt: Arc::clone(&interrupt),
+        running: None,
+        done: None,
+    };
+    if let Err(e) = validate_branch(spec) {
+        pending.done = Some(Err(e));
+        return pending;
+    }
     let (done, result) = std::sync::mpsc::channel();
     let worker = {
         let (spec, dest, options) = (spec.clone(), dest.to_owned(), options.clone());
-        let interrupt = Arc::clone(&interrupt);
         std::thread::Builder::new()
             .name("pacfleet-fetch".into())
             .spawn(move || {
@@ -381,48 +394,81 @@ fn fetch_with_deadline(
                 let _ = done.send(fetch_blocking(&spec, &dest, &options, &interrupt));
             })
     };
-    let worker = match worker {
-        Ok(worker) => worker,
+    match worker {
+        Ok(worker) => pending.running = Some((result, worker)),
         Err(err) => {
             tracing::warn!(%err, "cannot start a fetch thread; fetching without a time limit");
-            return fetch_blocking(spec, dest, options, &interrupt);
+            pending.done = Some(fetch_blocking(spec, dest, options, &pending.interrupt));
         }
-    };
-    let timed_out = || FetchError::TimedOut {
-        url: spec.url.clone(),
-        branch: spec.branch.clone(),
-        timeout: options.timeout,
-    };
-    use std::sync::mpsc::RecvTimeoutError;
-    let outcome = match result.recv_timeout(options.timeout) {
-        Ok(outcome) => outcome,
-        Err(RecvTimeoutError::Timeout) => {
-            interrupt.store(true, Ordering::SeqCst);
-            match result.recv_timeout(grace(options.timeout)) {
-                // It made it after all.
-                Ok(Ok(fetched)) => Ok(fetched),
-                Ok(Err(_)) => Err(timed_out()),
-                Err(_) => {
-                    tracing::warn!(
-                        url = secret.map_or(spec.url.clone(), |secret| scrub_secret(
-                            spec.url.clone(),
-                            secret
-                        )),
-                        "fetch did not stop after its time limit; leaving its thread behind"
-                    );
-                    return Err(timed_out());
-                }
+    }
+    pending
+}
+
+impl PendingFetch {
+    /// The fetch's outcome, within its time limit (counted from [`start_fetch`]).
+    pub fn wait(mut self) -> Result<Fetched, FetchError> {
+        let shown = redact_url(&self.spec.url);
+        let (url, secret) = (self.spec.url.clone(), self.secret.clone());
+        let scrub = |err: FetchError| {
+            let err = if shown == url {
+                err
+            } else {
+                err.map_text(|text| text.replace(&url, &shown))
+            };
+            match &secret {
+                Some(secret) => err.map_text(|text| scrub_secret(text, secret)),
+                None => err,
             }
+        };
+        if let Some(done) = self.done.take() {
+            return done.map_err(scrub);
         }
-        Err(RecvTimeoutError::Disconnected) => Err(FetchError::Transfer {
+        self.wait_worker().map_err(scrub)
+    }
+
+    fn wait_worker(&mut self) -> Result<Fetched, FetchError> {
+        let Some((result, worker)) = self.running.take() else {
+            return Err(FetchError::Transfer {
+                url: self.spec.url.clone(),
+                branch: self.spec.branch.clone(),
+                detail: "the fetch was waited for twice (this is a bug in pacfleet)".into(),
+            });
+        };
+        let (spec, options) = (&self.spec, &self.options);
+        let timed_out = || FetchError::TimedOut {
             url: spec.url.clone(),
             branch: spec.branch.clone(),
-            detail: "the fetch thread panicked (this is a bug in pacfleet)".into(),
-        }),
-    };
-    // The worker has sent its result (or panicked), so joining cannot block for long.
-    let _ = worker.join();
-    outcome
+            timeout: options.timeout,
+        };
+        use std::sync::mpsc::RecvTimeoutError;
+        let left = options.timeout.saturating_sub(self.started.elapsed());
+        let outcome = match result.recv_timeout(left) {
+            Ok(outcome) => outcome,
+            Err(RecvTimeoutError::Timeout) => {
+                self.interrupt.store(true, Ordering::SeqCst);
+                match result.recv_timeout(grace(options.timeout)) {
+                    // It made it after all.
+                    Ok(Ok(fetched)) => Ok(fetched),
+                    Ok(Err(_)) => Err(timed_out()),
+                    Err(_) => {
+                        tracing::warn!(
+                            url = redact_url(&spec.url),
+                            "fetch did not stop after its time limit; leaving its thread behind"
+                        );
+                        return Err(timed_out());
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(FetchError::Transfer {
+                url: spec.url.clone(),
+                branch: spec.branch.clone(),
+                detail: "the fetch thread panicked (this is a bug in pacfleet)".into(),
+            }),
+        };
+        // The worker has sent its result (or panicked), so joining cannot block for long.
+        let _ = worker.join();
+        outcome
+    }
 }
 
 /// How long a fetch that ran out of time gets to wind down before it is left behind.

@@ -597,6 +597,13 @@ impl System {
             .collect()
     }
 
+    /// Makes libalpm read every sync database now (it reads them on first use): a pass does
+    /// this while its fetch waits on the network. A refresh that changes one reads it again.
+    pub fn load_sync_databases(&self) {
+        let packages: usize = self.alpm.syncdbs().iter().map(|db| db.pkgs().len()).sum();
+        tracing::trace!("{packages} packages in the sync databases");
+    }
+
     /// A fingerprint of the sync databases as they are on disk (name, inode, size, mtime of
     /// every file under `<dbpath>/sync`): after `refresh`, it changes exactly when a
     /// repository published something new.
