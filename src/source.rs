@@ -346,6 +346,9 @@ pub fn fetch_with(
     start_fetch(spec, dest, options).wait()
 }
 
+/// Where the worker thread sends the fetch's outcome.
+type FetchReceiver = std::sync::mpsc::Receiver<Result<Fetched, FetchError>>;
+
 /// A fetch running on its worker thread ([`start_fetch`]); [`PendingFetch::wait`] gives its
 /// outcome, keeping [`fetch_with`]'s time limit counted from the start.
 pub struct PendingFetch {
@@ -355,10 +358,7 @@ pub struct PendingFetch {
     /// A password in the URL, scrubbed from every message.
     secret: Option<String>,
     interrupt: Arc<AtomicBool>,
-    running: Option<(
-        std::sync::mpsc::Receiver<Result<Fetched, FetchError>>,
-        std::thread::JoinHandle<()>,
-    )>,
+    running: Option<(FetchReceiver, std::thread::JoinHandle<()>)>,
     /// The outcome, when there was nothing to wait for (a bad branch, or no thread to run on).
     done: Option<Result<Fetched, FetchError>>,
 }
