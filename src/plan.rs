@@ -100,15 +100,19 @@ pub fn intent(
         ..Intent::default()
     };
 
+    // Names installed packages provide (floating pools only use them).
+    let provided: BTreeSet<&str> = if pinned {
+        BTreeSet::new()
+    } else {
+        installed
+            .values()
+            .flat_map(|p| p.provides.iter().map(String::as_str))
+            .collect()
+    };
     for (name, desired) in &resolved.explicit {
         let pin = resolved.pins.get(name);
         let have = installed.get(name);
-        if have.is_none()
-            && !pinned
-            && installed
-                .values()
-                .any(|p| p.provides.iter().any(|n| n == name))
-        {
+        if have.is_none() && provided.contains(name.as_str()) {
             // Floating: what provides the name is there (a rename the repository made).
             continue;
         }
@@ -672,6 +676,22 @@ mod tests {
             .map(|t| (t.name.as_str(), t.version.as_deref(), t.explicit))
             .collect();
         assert_eq!(t, [("lib", Some("2-1"), false)]);
+    }
+
+    /// A rename the repository made (`newfoo` replaces and provides `oldfoo`): the desired
+    /// `oldfoo` is there, and `newfoo`, which stands for it, is neither installed again nor
+    /// pruned. A pinned pool pins by name, so there it is not.
+    #[test]
+    fn a_provider_stands_for_a_desired_name_on_floating_pools() {
+        let r = resolved(&["oldfoo"], &[], true);
+        let mut have = have(&[("newfoo", "2-1", Reason::Explicit, &[])]);
+        have.get_mut("newfoo").unwrap().provides = vec!["oldfoo".into()];
+        let i = intent(&r, &have, &inv(&["newfoo"]));
+        assert!(i.targets.is_empty() && i.remove.is_empty(), "{i:?}");
+        assert!(i.mark_dependency.is_empty(), "{i:?}");
+        let pinned = resolved(&["oldfoo"], &[("oldfoo", "1-1")], true);
+        let i = intent(&pinned, &have, &inv(&["newfoo"]));
+        assert_eq!(i.targets.len(), 1, "{i:?}");
     }
 
     #[test]
