@@ -276,6 +276,16 @@ impl FetchError {
 /// [`read_note`], [`rev_parse`]) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// A signature note is larger than any statement: refused unread.
+    #[error(
+        "the signature note on commit {commit} is {size} bytes; statements over 64 KiB are refused (it was not read)"
+    )]
+    NoteTooLarge {
+        /// The commit it is attached to.
+        commit: String,
+        /// The note blob's size.
+        size: u64,
+    },
     /// The repository could not be opened.
     #[error("cannot open git repository at {}: {detail}; has the fleet repository been fetched yet?", repo.display())]
     Open {
@@ -705,8 +715,12 @@ pub fn commits_between(
     Ok(out)
 }
 
+/// The largest signature note read: a statement and a handful of signatures fit in far less.
+pub const MAX_NOTE_BYTES: usize = 64 * 1024;
+
 /// The note attached to `commit` (a revision, typically a hex id) under `refs/notes/pacfleet`,
-/// if any. Handles flat and fanned-out (`ab/cdef…`) note trees.
+/// if any. Handles flat and fanned-out (`ab/cdef…`) note trees. A note over
+/// [`MAX_NOTE_BYTES`] is [`ReadError::NoteTooLarge`], without reading it.
 pub fn read_note(repo: &Path, commit: &str) -> Result<Option<Vec<u8>>, ReadError> {
     let r = open(repo)?;
     let id = resolve_commit(&r, repo, commit)?;
@@ -731,6 +745,14 @@ pub fn read_note(repo: &Path, commit: &str) -> Result<Option<Vec<u8>>, ReadError
     else {
         return Ok(None);
     };
+    // Anyone who can push writes notes: look at the size before reading the blob.
+    let size = r
+        .find_header(blob)
+        .map_err(|err| object_err(&format!("note for {hex}"), err))?
+        .size();
+    if size > MAX_NOTE_BYTES as u64 {
+        return Err(ReadError::NoteTooLarge { commit: hex, size });
+    }
     let mut blob = r
         .find_blob(blob)
         .map_err(|err| object_err(&format!("note for {hex}"), err))?;

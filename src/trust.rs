@@ -35,7 +35,7 @@ use crate::source::{self, ReadError};
 /// The notes ref holding signature statements.
 pub const NOTES_REF: &str = "refs/notes/pacfleet";
 /// Notes larger than this are refused unread.
-pub const MAX_NOTE_BYTES: usize = 64 * 1024;
+pub const MAX_NOTE_BYTES: usize = source::MAX_NOTE_BYTES;
 const HEADER: &str = "pacfleet-statement 1";
 
 /// A signature statement: what the signers vouch for.
@@ -671,9 +671,22 @@ pub fn select(
     // accepted on the way): `anchor..tip` also lists commits of a side line merged in.
     let mut line_base: Option<String> = anchor.map(|a| a.commit.clone());
     for commit in commits {
-        let Some(note) = source::read_note(repo, &commit)? else {
-            selection.waiting.push(commit);
-            continue;
+        let note = match source::read_note(repo, &commit) {
+            Ok(Some(note)) => note,
+            Ok(None) => {
+                selection.waiting.push(commit);
+                continue;
+            }
+            Err(source::ReadError::NoteTooLarge { size, .. }) => {
+                selection.refused = Some(Refusal::Corrupt {
+                    commit,
+                    detail: format!(
+                        "the note is {size} bytes; statements over 64 KiB are refused (it was not read)"
+                    ),
+                });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
         if let Some(base) = &line_base
             && !source::is_ancestor(repo, base, &commit)?
@@ -685,6 +698,30 @@ pub fn select(
             continue;
         }
         let tree = source::commit_tree(repo, &commit)?;
+        // The host's `fleet:` (agent.yaml), else the fleet it applied before, else (a fresh
+        // host without `fleet:`) the one the statement names: checked against fleet.yaml once
+        // the signatures verified. Nothing else of the commit is read before that.
+        let claimed = Note::parse(&note).ok().map(|n| n.statement.fleet);
+        let expected_fleet = fleet
+            .or(anchor.map(|a| a.fleet.as_str()))
+            .or(claimed.as_deref())
+            .unwrap_or_default()
+            .to_owned();
+        let verified = match verify_note(
+            &note,
+            &commit,
+            &tree,
+            &expected_fleet,
+            &keys,
+            threshold,
+            now,
+        ) {
+            Ok(v) => v,
+            Err(r) => {
+                selection.refused = Some(r);
+                continue;
+            }
+        };
         let spec = match fleet_spec(repo, &commit) {
             Ok(s) => s,
             Err(detail) => {
@@ -692,19 +729,16 @@ pub fn select(
                 continue;
             }
         };
-        // The host's `fleet:` (agent.yaml), else the fleet it applied before, else (a fresh
-        // host without `fleet:`) the one the commit names.
-        let expected_fleet = fleet
-            .or(anchor.map(|a| a.fleet.as_str()))
-            .unwrap_or(spec.name.as_str());
-        let verified =
-            match verify_note(&note, &commit, &tree, expected_fleet, &keys, threshold, now) {
-                Ok(v) => v,
-                Err(r) => {
-                    selection.refused = Some(r);
-                    continue;
-                }
-            };
+        if spec.name.as_str() != expected_fleet {
+            selection.refused = Some(Refusal::Mismatch {
+                commit,
+                field: "fleet",
+                found: expected_fleet,
+                expected: spec.name.to_string(),
+            });
+            continue;
+        }
+        let expected_fleet = expected_fleet.as_str();
         if let Some(f) = floor
             && verified.statement.sequence < f
         {

@@ -71,11 +71,22 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     }
     let commit = source::rev_parse(&args.repo, &args.rev)?;
     let tree = source::commit_tree(&args.repo, &commit)?;
-    let note = source::read_note(&args.repo, &commit)?;
+    let (note, too_large) = match source::read_note(&args.repo, &commit) {
+        Ok(note) => (note, None),
+        Err(source::ReadError::NoteTooLarge { size, .. }) => (None, Some(size)),
+        Err(e) => return Err(e.into()),
+    };
     let fleet = fleet_name(&args.repo, &commit);
     let parsed = note.as_deref().and_then(|b| Note::parse(b).ok());
 
     let result = match (&note, &fleet) {
+        (None, _) if too_large.is_some() => Err(Refusal::Corrupt {
+            commit: commit.clone(),
+            detail: format!(
+                "the note is {} bytes; statements over 64 KiB are refused (it was not read)",
+                too_large.unwrap_or_default()
+            ),
+        }),
         (None, _) => Err(Refusal::Unsigned {
             commit: commit.clone(),
         }),

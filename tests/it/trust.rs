@@ -631,6 +631,22 @@ fn a_signed_side_commit_merged_in_unsigned_is_refused() {
     assert!(!packages(&host).contains(&"extra".to_owned()));
 }
 
+/// Nothing of a commit is parsed before its statement verifies: a junk note on a commit whose
+/// fleet.yaml is hostile (here: broken YAML; a YAML bomb costs the same path) is refused for
+/// the note, and fleet.yaml is never read.
+#[test]
+fn a_commit_is_not_parsed_before_its_statement_verifies() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w
+        .fleet
+        .commit_unsigned("hostile", &[("fleet.yaml", "kind: [Fleet\nname: [[[[\n")]);
+    w.put_note(&c, "junk, not a statement\n");
+    let err = assert_refused(&host, &cfg, &["signature note on commit", "is corrupt"]);
+    assert!(!err.contains("fleet.yaml"), "{err}");
+}
+
 #[test]
 fn tampered_note() {
     let w = world();
