@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gix::bstr::{BStr, ByteSlice};
+use gix::bstr::ByteSlice;
 use gix::hash::ObjectId;
 use gix::remote::Direction;
 
@@ -722,41 +722,98 @@ pub const MAX_NOTE_BYTES: usize = 64 * 1024;
 /// if any. Handles flat and fanned-out (`ab/cdef…`) note trees. A note over
 /// [`MAX_NOTE_BYTES`] is [`ReadError::NoteTooLarge`], without reading it.
 pub fn read_note(repo: &Path, commit: &str) -> Result<Option<Vec<u8>>, ReadError> {
-    let r = open(repo)?;
-    let id = resolve_commit(&r, repo, commit)?;
-    let object_err = |what: &str, err: gix::Error| ReadError::Object {
-        repo: repo.to_owned(),
-        what: what.to_owned(),
-        detail: error_chain(&err),
-    };
-    let Some(mut notes) = r
-        .try_find_reference(NOTES_REF)
-        .map_err(|err| object_err(NOTES_REF, err))?
-    else {
-        return Ok(None);
-    };
-    let tree = notes
-        .peel_to_commit()
-        .and_then(|c| c.tree_id().map(|t| t.detach()))
-        .map_err(|err| object_err(&format!("tree of {NOTES_REF}"), err))?;
-    let hex = id.to_string();
-    let Some(blob) = find_note(&r, tree, &hex)
-        .map_err(|err| object_err(&format!("notes tree of {NOTES_REF}"), err))?
-    else {
-        return Ok(None);
-    };
-    // Anyone who can push writes notes: look at the size before reading the blob.
-    let size = r
-        .find_header(blob)
-        .map_err(|err| object_err(&format!("note for {hex}"), err))?
-        .size();
-    if size > MAX_NOTE_BYTES as u64 {
-        return Err(ReadError::NoteTooLarge { commit: hex, size });
+    let notes = NoteIndex::open(repo)?;
+    let id = resolve_commit(&notes.repo, repo, commit)?;
+    notes.note(&id.to_string())
+}
+
+/// Every note under `refs/notes/pacfleet`, indexed once (flat and fanned-out trees): a pass
+/// looks up the commits it walks without opening the repository or scanning the notes tree
+/// for each.
+pub struct NoteIndex {
+    repo: gix::Repository,
+    path: PathBuf,
+    /// Commit id (hex) → note blob.
+    notes: std::collections::HashMap<String, ObjectId>,
+}
+
+impl NoteIndex {
+    /// Opens `repo` and reads its notes tree.
+    pub fn open(path: &Path) -> Result<NoteIndex, ReadError> {
+        let repo = open(path)?;
+        let object_err = |what: &str, err: gix::Error| ReadError::Object {
+            repo: path.to_owned(),
+            what: what.to_owned(),
+            detail: error_chain(&err),
+        };
+        let mut notes = std::collections::HashMap::new();
+        if let Some(mut reference) = repo
+            .try_find_reference(NOTES_REF)
+            .map_err(|err| object_err(NOTES_REF, err))?
+        {
+            let tree = reference
+                .peel_to_commit()
+                .and_then(|c| c.tree_id().map(|t| t.detach()))
+                .map_err(|err| object_err(&format!("tree of {NOTES_REF}"), err))?;
+            index_notes(&repo, tree, String::new(), &mut notes)
+                .map_err(|err| object_err(&format!("notes tree of {NOTES_REF}"), err))?;
+        }
+        Ok(NoteIndex {
+            repo,
+            path: path.to_owned(),
+            notes,
+        })
     }
-    let mut blob = r
-        .find_blob(blob)
-        .map_err(|err| object_err(&format!("note for {hex}"), err))?;
-    Ok(Some(blob.take_data()))
+
+    /// The note on `commit` (a full hex id), if any. A note over [`MAX_NOTE_BYTES`] is
+    /// [`ReadError::NoteTooLarge`], without reading it: anyone who can push writes notes.
+    pub fn note(&self, commit: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        let Some(blob) = self.notes.get(commit).copied() else {
+            return Ok(None);
+        };
+        let object_err = |err: gix::Error| ReadError::Object {
+            repo: self.path.clone(),
+            what: format!("note for {commit}"),
+            detail: error_chain(&err),
+        };
+        let size = self.repo.find_header(blob).map_err(object_err)?.size();
+        if size > MAX_NOTE_BYTES as u64 {
+            return Err(ReadError::NoteTooLarge {
+                commit: commit.to_owned(),
+                size,
+            });
+        }
+        let mut blob = self.repo.find_blob(blob).map_err(object_err)?;
+        Ok(Some(blob.take_data()))
+    }
+}
+
+/// Adds every note blob under `tree` to `out`, keyed by the commit id its path spells
+/// (`prefix` + the path: `ab/cdef…` fan-out or flat). Names that are not hex are ignored.
+fn index_notes(
+    r: &gix::Repository,
+    tree: ObjectId,
+    prefix: String,
+    out: &mut std::collections::HashMap<String, ObjectId>,
+) -> Result<(), gix::Error> {
+    let tree = r.find_tree(tree)?;
+    for entry in tree.iter() {
+        let entry = entry?;
+        let Ok(name) = std::str::from_utf8(entry.filename()) else {
+            continue;
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        // Fan-out depth is bounded by the id's length.
+        if entry.mode().is_tree() && path.len() < 40 {
+            index_notes(r, entry.object_id(), path, out)?;
+        } else if entry.mode().is_blob() && path.len() == 40 {
+            out.insert(path, entry.object_id());
+        }
+    }
+    Ok(())
 }
 
 /// The tree id (hex) of `commit`.
@@ -1114,33 +1171,6 @@ fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectI
 
 /// Find the note blob for the commit with hex id `hex` in the notes tree `tree`, descending
 /// into fan-out directories (`ab/cdef…`, `ab/cd/ef…`).
-fn find_note(
-    r: &gix::Repository,
-    tree: ObjectId,
-    hex: &str,
-) -> Result<Option<ObjectId>, gix::Error> {
-    let tree = r.find_tree(tree)?;
-    let mut descend = None;
-    for entry in tree.iter() {
-        let entry = entry?;
-        let name: &BStr = entry.filename();
-        if entry.mode().is_blob() && name == hex.as_bytes() {
-            return Ok(Some(entry.object_id()));
-        }
-        if entry.mode().is_tree()
-            && !name.is_empty()
-            && name.len() < hex.len()
-            && hex.as_bytes().starts_with(name)
-        {
-            descend = Some((entry.object_id(), name.len()));
-        }
-    }
-    match descend {
-        Some((subtree, consumed)) => find_note(r, subtree, &hex[consumed..]),
-        None => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::redact_url;

@@ -36,6 +36,10 @@ use crate::source::{self, ReadError};
 pub const NOTES_REF: &str = "refs/notes/pacfleet";
 /// Notes larger than this are refused unread.
 pub const MAX_NOTE_BYTES: usize = source::MAX_NOTE_BYTES;
+
+/// The most commits (applied state..tip) a pass walks looking for the newest signed one: all
+/// of them were written by whoever can push, before anything is verified.
+pub const MAX_WALK: usize = 10_000;
 const HEADER: &str = "pacfleet-statement 1";
 
 /// A signature statement: what the signers vouch for.
@@ -407,6 +411,16 @@ pub enum Refusal {
         /// The applied commit.
         applied: String,
     },
+    /// More commits than a pass walks before verifying anything.
+    #[error(
+        "the branch has {count} commits since {since}, more than the {MAX_WALK} a pass reads before verifying anything; sign a recent commit of the branch (the newest signed one is the target), or re-enroll the host"
+    )]
+    TooManyCommits {
+        /// Commits between the applied state and the tip (or all, on a fresh host).
+        count: usize,
+        /// The applied commit.
+        since: String,
+    },
     /// agent.yaml names another fleet than the one this host applied.
     #[error(
         "{config} says `fleet: {configured}`, but this host applied fleet `{applied}`; pacfleet never moves a host between fleets by itself: fix `fleet:`, or re-enroll the host on purpose"
@@ -661,6 +675,11 @@ pub fn select(
     let mut in_force: Option<Vec<(String, String)>> = anchor.and_then(|a| a.keys.clone());
     let mut floor = anchor.map(|a| a.sequence);
     let mut commits = source::commits_between(repo, anchor.map(|a| a.commit.as_str()), tip)?;
+    // Newest first here. A fresh host looks at the newest MAX_WALK commits of the history; a
+    // host with an applied state must see every commit since it.
+    if anchor.is_none() {
+        commits.truncate(MAX_WALK);
+    }
     commits.reverse();
     let mut selection = Selection {
         target: None,
@@ -670,8 +689,17 @@ pub fn select(
     // Each target must descend from the one before it (the applied state, then every commit
     // accepted on the way): `anchor..tip` also lists commits of a side line merged in.
     let mut line_base: Option<String> = anchor.map(|a| a.commit.clone());
+    if commits.len() > MAX_WALK {
+        return Err(Refusal::TooManyCommits {
+            count: commits.len(),
+            since: anchor.map_or_else(|| "the root".to_owned(), |a| a.commit.clone()),
+        }
+        .into());
+    }
+    // One open repository and one reading of the notes tree for the whole walk.
+    let notes = source::NoteIndex::open(repo)?;
     for commit in commits {
-        let note = match source::read_note(repo, &commit) {
+        let note = match notes.note(&commit) {
             Ok(Some(note)) => note,
             Ok(None) => {
                 selection.waiting.push(commit);
