@@ -2,7 +2,8 @@
 //! reconcile` killed with SIGKILL before and during its package transaction, a fleet repository
 //! that cannot be reached (connection refused, DNS failure, a transfer cut off half way), a full
 //! state directory, a package file whose sha256 is not the pinned one (from the cache and from
-//! the archive), and damaged state files.
+//! the archive), damaged state files, and a state directory others could change (another
+//! owner, open modes, symbolic links planted in it, a `transaction.json` naming paths).
 //!
 //! Everything is real: real processes killed with SIGKILL, a real `git daemon` behind a relay
 //! that cuts the connection, a real size-limited tmpfs mounted over the state directory (root;
