@@ -563,8 +563,9 @@ fn from_versioned_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result
     serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Read `path`; a missing file is `None`.
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+/// Read `path` (never through a symbolic link: [`StateError::Symlink`]); a missing file is
+/// `None`.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     let read = || -> std::io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
         no_follow(OpenOptions::new().read(true))
