@@ -341,7 +341,7 @@ pub enum StateError {
 
     #[error(
         "refusing the state directory {}: {detail}. Whoever can change it can make root overwrite files of their choice; fix it with `chown root: {} && chmod 0711 {}` (and make its parent writable only by root), or set `state_dir` in agent.yaml to such a directory",
-        path.display(), dir.display(), dir.display()
+        dir.display(), dir.display(), dir.display()
     )]
     Insecure {
         /// The directory that failed the check (the state dir or its parent).
@@ -391,6 +391,33 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> S
             source,
         }
     }
+}
+
+/// Checks `parent`, a directory holding the state dir `dir` (or where it is to be created):
+/// owned by the running user or root, and not writable by group or others unless sticky.
+fn check_holder(dir: &Path, parent: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let insecure = |detail: String| StateError::Insecure {
+        path: parent.to_path_buf(),
+        dir: dir.to_path_buf(),
+        detail,
+    };
+    let meta = std::fs::metadata(parent).map_err(io_err("inspect", parent))?;
+    if meta.uid() != euid() && meta.uid() != 0 {
+        return Err(insecure(format!(
+            "its parent {} is owned by uid {}, who could replace it",
+            parent.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(insecure(format!(
+            "its parent {} is writable by group or others without the sticky bit (mode {:04o}), so they could replace it",
+            parent.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// `O_NOFOLLOW` on `opts`: opening a symbolic link fails (ELOOP, [`StateError::Symlink`]).
@@ -451,27 +478,7 @@ pub fn check_private_dir(dir: &Path) -> Result<(), StateError> {
         parents.push(std::fs::canonicalize(holder).ok());
     }
     for parent in parents.into_iter().flatten() {
-        let meta = std::fs::metadata(&parent).map_err(io_err("inspect", &parent))?;
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(insecure(
-                &parent,
-                format!(
-                    "its parent {} is owned by uid {}, who could replace it",
-                    parent.display(),
-                    meta.uid()
-                ),
-            ));
-        }
-        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-            return Err(insecure(
-                &parent,
-                format!(
-                    "its parent {} is writable by group or others without the sticky bit (mode {:04o}), so they could replace it",
-                    parent.display(),
-                    meta.mode() & 0o7777
-                ),
-            ));
-        }
+        check_holder(dir, &parent)?;
     }
     Ok(())
 }
@@ -638,6 +645,14 @@ impl StateDir {
     /// [`StateDir::open`] for a pass, which writes root's state: the directory must pass
     /// [`check_private_dir`] (created ones do). Readers (`status`, `history`) use `open`.
     pub fn open_private(path: impl AsRef<Path>) -> Result<StateDir, StateError> {
+        let path = path.as_ref();
+        if std::fs::symlink_metadata(path).is_err() {
+            // Not there yet: it is created only in a directory nobody else can change.
+            if let Some(holder) = path.ancestors().skip(1).find(|a| a.is_dir()) {
+                let holder = std::fs::canonicalize(holder).map_err(io_err("resolve", holder))?;
+                check_holder(path, &holder)?;
+            }
+        }
         let state = StateDir::open(path)?;
         check_private_dir(&state.path)?;
         Ok(state)
@@ -1174,6 +1189,10 @@ mod tests {
         chmod(d.path(), 0o777);
         let e = StateDir::open_private(&dir).unwrap_err();
         assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        // Nor is a missing one created in such a parent.
+        let e = StateDir::open_private(d.path().join("new/state")).unwrap_err();
+        assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        assert!(!d.path().join("new").exists());
         chmod(d.path(), 0o1777);
         StateDir::open_private(&dir).unwrap();
         chmod(d.path(), 0o700);
