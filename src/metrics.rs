@@ -123,22 +123,12 @@ fn counters_path(state: &StateDir) -> PathBuf {
 /// The counters so far; all zero if no pass recorded any.
 pub fn load_counters(state: &StateDir) -> Result<Counters, MetricsError> {
     let path = counters_path(state);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Counters {
-                format: COUNTERS_FORMAT,
-                ..Counters::default()
-            });
-        }
-        Err(source) => {
-            return Err(StateError::Io {
-                action: "read",
-                path,
-                source,
-            }
-            .into());
-        }
+    // Never through a symbolic link (StateError::Symlink).
+    let Some(bytes) = crate::state::read_optional(&path)? else {
+        return Ok(Counters {
+            format: COUNTERS_FORMAT,
+            ..Counters::default()
+        });
     };
     let counters: Counters = serde_json::from_slice(&bytes).map_err(|e| MetricsError::Corrupt {
         path: path.clone(),

@@ -292,7 +292,8 @@ pub fn repo_dir(cfg: &AgentConfig) -> PathBuf {
 /// `reconcile` passes take pacfleet's pass lock and pacman's lock, and record status and history.
 pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError> {
     let start = Instant::now();
-    let state = StateDir::open(&cfg.state_dir)?;
+    // A pass writes root's state: the directory must be root's alone (StateError::Insecure).
+    let state = StateDir::open_private(&cfg.state_dir)?;
     // One pass per state dir.
     let _pass_lock = if opts.apply {
         Some(state.lock_pass()?)

@@ -12,6 +12,16 @@
 //! | `pass.lock` | flock held by the running pass; contains its pid | [`StateDir::lock_pass`] |
 //! | `transaction.json` | [`TransactionMarker`]: the transaction being committed, by which process, under which lock | before a commit; removed once its outcome is recorded |
 //!
+//! The state directory must be the running user's (root on a host) and writable by nobody
+//! else, and its parent writable only by that user or root (or sticky, as `/tmp`):
+//! [`StateDir::open_private`], which every pass uses, refuses anything else with the fix
+//! (`chown root: DIR && chmod 0711 DIR`). Nobody else can then plant a file or a symbolic link
+//! in it; as a second line, state files are opened with `O_NOFOLLOW` (a symbolic link in place
+//! of one is an error naming it, never followed), and [`write_atomic`] creates its temporary file
+//! with `O_CREAT|O_EXCL|O_NOFOLLOW` and renames it over the target, which replaces a link there
+//! rather than writing through it. Names read from `transaction.json` are checked (package
+//! names by the manifest rules, versions as Arch versions) before they are joined into a path.
+//!
 //! Every whole-file write goes through [`write_atomic`] (temp file in the same directory, fsync,
 //! rename, fsync the directory), so a crash leaves either the old or the new file, never a mix.
 //! A file that exists but cannot be read back is an error that names it and says what to do;
@@ -323,6 +333,24 @@ pub enum StateError {
     #[error("{} exists but is not a directory; pacfleet needs it as its state_dir: move it aside or set `state_dir` in agent.yaml", path.display())]
     NotADirectory { path: PathBuf },
 
+    #[error(
+        "{} is a symbolic link; pacfleet opens its state files only directly, never through a link (it could point anywhere): remove it (`rm {}`), find out who made it, and retry",
+        path.display(), path.display()
+    )]
+    Symlink { path: PathBuf },
+
+    #[error(
+        "refusing the state directory {}: {detail}. Whoever can change it can make root overwrite files of their choice; fix it with `chown root: {} && chmod 0711 {}` (and make its parent writable only by root), or set `state_dir` in agent.yaml to such a directory",
+        dir.display(), dir.display(), dir.display()
+    )]
+    Insecure {
+        /// The directory that failed the check (the state dir or its parent).
+        path: PathBuf,
+        /// The state dir, for the fix.
+        dir: PathBuf,
+        detail: String,
+    },
+
     #[error("{} is corrupt ({detail}); {WHAT_TO_DO}", path.display())]
     Corrupt { path: PathBuf, detail: String },
 
@@ -352,11 +380,107 @@ pub enum StateError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.to_path_buf();
-    move |source| StateError::Io {
-        action,
-        path,
-        source,
+    move |source| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            // O_NOFOLLOW met a symbolic link as the last component.
+            return StateError::Symlink { path };
+        }
+        StateError::Io {
+            action,
+            path,
+            source,
+        }
     }
+}
+
+/// Checks `parent`, a directory holding the state dir `dir` (or where it is to be created):
+/// owned by the running user or root, and not writable by group or others unless sticky.
+fn check_holder(dir: &Path, parent: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let insecure = |detail: String| StateError::Insecure {
+        path: parent.to_path_buf(),
+        dir: dir.to_path_buf(),
+        detail,
+    };
+    let meta = std::fs::metadata(parent).map_err(io_err("inspect", parent))?;
+    if meta.uid() != euid() && meta.uid() != 0 {
+        return Err(insecure(format!(
+            "its parent {} is owned by uid {}, who could replace it",
+            parent.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(insecure(format!(
+            "its parent {} is writable by group or others without the sticky bit (mode {:04o}), so they could replace it",
+            parent.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// `O_NOFOLLOW` on `opts`: opening a symbolic link fails (ELOOP, [`StateError::Symlink`]).
+fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
+    opts.custom_flags(libc::O_NOFOLLOW)
+}
+
+/// The effective user id of this process.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// Checks that `dir` (an existing directory) is safe to keep root's state in: owned by the
+/// running user and writable by nobody else; its parent (where `dir` could be renamed or
+/// replaced) owned by the running user or root and not writable by group or others unless
+/// sticky. `dir` is checked as it resolves (a state dir may be a link to another disk); when
+/// it is a link, the directory holding the link is checked too.
+pub fn check_private_dir(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = euid();
+    let insecure = |path: &Path, detail: String| StateError::Insecure {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        detail,
+    };
+    let real = std::fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
+    let meta = std::fs::metadata(&real).map_err(io_err("inspect", &real))?;
+    if meta.uid() != me {
+        return Err(insecure(
+            &real,
+            format!(
+                "it is owned by uid {}, but fleetctl runs as uid {me}",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(insecure(
+            &real,
+            format!(
+                "it is writable by {} (mode {:04o})",
+                if meta.mode() & 0o002 != 0 {
+                    "others"
+                } else {
+                    "its group"
+                },
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    let mut parents = vec![real.parent().map(Path::to_path_buf)];
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        let holder = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        parents.push(std::fs::canonicalize(holder).ok());
+    }
+    for parent in parents.into_iter().flatten() {
+        check_holder(dir, &parent)?;
+    }
+    Ok(())
 }
 
 /// Write `bytes` to `path` so that a crash leaves either the old file or the new one: a temp file
@@ -377,10 +501,20 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Sta
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // O_CREAT|O_EXCL|O_NOFOLLOW: a fresh file of our own, never an existing one or a link.
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
-        .tempfile_in(dir)
+        .make_in(dir, |p| {
+            no_follow(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600),
+            )
+            .open(p)
+        })
         .map_err(io_err("create a temporary file in", dir))?;
     tmp.write_all(bytes)
         .and_then(|()| {
@@ -436,9 +570,17 @@ fn from_versioned_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result
     serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Read `path`; a missing file is `None`.
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match std::fs::read(path) {
+/// Read `path` (never through a symbolic link: [`StateError::Symlink`]); a missing file is
+/// `None`.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        no_follow(OpenOptions::new().read(true))
+            .open(path)?
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    match read() {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("read", path)(e)),
@@ -449,6 +591,26 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
 #[serde(deny_unknown_fields)]
 struct InventoryFile {
     packages: BTreeSet<String>,
+}
+
+/// Checks that `v` can be a package version (`[epoch:]pkgver-pkgrel` of the characters
+/// makepkg allows), so it is safe to join into `<name>-<version>`: never `/`, NUL or empty.
+pub fn check_version(v: &str) -> Result<(), String> {
+    if v.is_empty() || v.len() > 255 {
+        return Err("must be 1 to 255 characters".into());
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._+~:-".contains(*c)))
+    {
+        return Err(format!(
+            "character {c:?} is not allowed in a version (A-Z, a-z, 0-9 and ._+~:-)"
+        ));
+    }
+    if v.starts_with(['-', '.']) || !v.contains('-') {
+        return Err("is not a pkgver-pkgrel version".into());
+    }
+    Ok(())
 }
 
 /// The host's state directory.
@@ -480,6 +642,22 @@ impl StateDir {
         Ok(StateDir { path })
     }
 
+    /// [`StateDir::open`] for a pass, which writes root's state: the directory must pass
+    /// [`check_private_dir`] (created ones do). Readers (`status`, `history`) use `open`.
+    pub fn open_private(path: impl AsRef<Path>) -> Result<StateDir, StateError> {
+        let path = path.as_ref();
+        if std::fs::symlink_metadata(path).is_err() {
+            // Not there yet: it is created only in a directory nobody else can change.
+            if let Some(holder) = path.ancestors().skip(1).find(|a| a.is_dir()) {
+                let holder = std::fs::canonicalize(holder).map_err(io_err("resolve", holder))?;
+                check_holder(path, &holder)?;
+            }
+        }
+        let state = StateDir::open(path)?;
+        check_private_dir(&state.path)?;
+        Ok(state)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -500,11 +678,32 @@ impl StateDir {
     }
 
     /// The marker of an unfinished transaction, if a pass left one.
+    /// Every package name in it follows the manifest's name rule and every version is an Arch
+    /// version, or it is [`StateError::Corrupt`]: they are joined into database paths.
     pub fn load_transaction(&self) -> Result<Option<TransactionMarker>, StateError> {
         let path = self.transaction_path();
-        read_optional(&path)?
-            .map(|b| from_versioned_json(&path, &b))
-            .transpose()
+        let Some(marker) = read_optional(&path)?
+            .map(|b| from_versioned_json::<TransactionMarker>(&path, &b))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        for c in &marker.changes {
+            let bad = crate::manifest::Name::new(&c.name)
+                .err()
+                .map(|e| format!("package {e}"))
+                .or_else(|| {
+                    [&c.old, &c.new].into_iter().flatten().find_map(|v| {
+                        check_version(v)
+                            .err()
+                            .map(|e| format!("version `{v}` of `{}`: {e}", c.name))
+                    })
+                });
+            if let Some(detail) = bad {
+                return Err(StateError::Corrupt { path, detail });
+            }
+        }
+        Ok(Some(marker))
     }
 
     /// Writes the marker (atomically) before a transaction is committed. Failing here stops the
@@ -616,13 +815,15 @@ impl StateDir {
         let path = self.history_path();
         let mut line = serde_json::to_vec(entry).expect("history entries serialize to JSON");
         line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
+        let mut file = no_follow(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o644),
+        )
+        .open(&path)
+        .map_err(io_err("open", &path))?;
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
         if len > 0 {
             let mut last = [0u8; 1];
@@ -692,14 +893,16 @@ impl StateDir {
 /// error names the holder's pid. Used for the pass lock of a state dir and of a root.
 pub fn lock_file(path: PathBuf) -> Result<PassLock, StateError> {
     // No truncate: until we hold the lock, the pid in the file is the holder's.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
+    let mut file = no_follow(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )
+    .open(&path)
+    .map_err(io_err("open", &path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -957,6 +1160,129 @@ mod tests {
         // The entry appended after the torn line is on its own line.
         let text = std::fs::read_to_string(s.history_path()).unwrap();
         assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn state_dirs_others_can_change_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        StateDir::open_private(&dir).unwrap();
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        for (mode, expect) in [
+            (0o777, "writable by others"),
+            (0o770, "writable by its group"),
+        ] {
+            chmod(&dir, mode);
+            let e = StateDir::open_private(&dir).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, StateError::Insecure { .. }), "{e:?}");
+            assert!(msg.contains(expect), "{msg}");
+            assert!(
+                msg.contains(&format!("chown root: {0} && chmod 0711 {0}", dir.display())),
+                "{msg}"
+            );
+        }
+        chmod(&dir, 0o711);
+        // The parent: writable by others only with the sticky bit (as /tmp).
+        chmod(d.path(), 0o777);
+        let e = StateDir::open_private(&dir).unwrap_err();
+        assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        // Nor is a missing one created in such a parent.
+        let e = StateDir::open_private(d.path().join("new/state")).unwrap_err();
+        assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        assert!(!d.path().join("new").exists());
+        chmod(d.path(), 0o1777);
+        StateDir::open_private(&dir).unwrap();
+        chmod(d.path(), 0o700);
+        // A link to a safe directory, held in an unsafe one, is refused too.
+        let holder = d.path().join("open");
+        std::fs::create_dir(&holder).unwrap();
+        chmod(&holder, 0o777);
+        std::os::unix::fs::symlink(&dir, holder.join("state")).unwrap();
+        let e = StateDir::open_private(holder.join("state")).unwrap_err();
+        assert!(e.to_string().contains("without the sticky bit"), "{e}");
+        // Another user's directory (needs root to make).
+        if euid() == 0 {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let e = StateDir::open_private(&dir).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+            // Readers do not care.
+            StateDir::open(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn state_files_are_never_opened_through_a_link() {
+        let (d, s) = state();
+        let canary = d.path().join("canary");
+        std::fs::write(&canary, "keep me").unwrap();
+        for name in [LOCK_FILE, STATUS_FILE, HISTORY_FILE, APPLIED_FILE] {
+            std::os::unix::fs::symlink(&canary, s.path().join(name)).unwrap();
+        }
+        let e = s.lock_pass().unwrap_err();
+        assert!(matches!(e, StateError::Symlink { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("pass.lock is a symbolic link"),
+            "{e}"
+        );
+        assert!(matches!(s.load_status(), Err(StateError::Symlink { .. })));
+        assert!(matches!(s.load_applied(), Err(StateError::Symlink { .. })));
+        assert!(matches!(
+            s.append_history(&entry("a")),
+            Err(StateError::Symlink { .. })
+        ));
+        // An atomic write replaces the link itself.
+        s.save_applied(&applied()).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(s.applied_path())
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(s.load_applied().unwrap(), Some(applied()));
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn transaction_markers_naming_paths_are_corrupt() {
+        let (_d, s) = state();
+        let marker = |name: &str, version: &str| TransactionMarker {
+            pid: 1,
+            start_time: 1,
+            boot_id: "b".into(),
+            lockfile: "/var/lib/pacman/db.lck".into(),
+            lock_id: "1:2:3.000000004".into(),
+            commit: "c0ffee".into(),
+            pool: "ws".into(),
+            generation: None,
+            started_at: "2026-11-20T08:00:00Z".parse().unwrap(),
+            changes: vec![Change::new(
+                crate::plan::Action::Install,
+                name,
+                None,
+                Some(version),
+            )],
+        };
+        s.begin_transaction(&marker("app", "1:1.0.r2.g3+x~4-1.1"))
+            .unwrap();
+        assert!(s.load_transaction().unwrap().is_some());
+        for (name, version, expect) in [
+            ("../../etc", "1.0-1", "must not start with"),
+            ("a/b", "1.0-1", "character '/' is not allowed"),
+            ("app", "1.0-1/../../../etc", "character '/' is not allowed"),
+            ("app", "", "1 to 255 characters"),
+            ("app", "..", "not a pkgver-pkgrel"),
+        ] {
+            s.begin_transaction(&marker(name, version)).unwrap();
+            let e = s.load_transaction().unwrap_err();
+            assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("transaction.json") && msg.contains(expect),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -307,7 +307,7 @@ async fn pass(config: &Path, apply: bool) -> Result<PassSummary, String> {
 /// Adds the drift to status.json (and the metrics textfile) so `status`, waybar and
 /// Prometheus show it.
 fn record_drift(cfg: &AgentConfig, drift: &[String]) {
-    let Ok(state) = StateDir::open(&cfg.state_dir) else {
+    let Ok(state) = StateDir::open_private(&cfg.state_dir) else {
         return;
     };
     match state.load_status() {

@@ -298,15 +298,21 @@ pub(super) fn check(
                     ),
                 );
             }
-            if let Err(e) = humantime::parse_duration(&w.duration) {
-                ctx.at(
+            match crate::window::parse_duration(&w.duration) {
+                Ok(_) => {}
+                Err(crate::window::DurationError::Parse(e)) => ctx.at(
                     &pool.file,
                     &[Seg::Key("window"), Seg::Key("duration")],
                     format!(
                         "window duration `{}` does not parse ({e}); write e.g. 4h, 30m or 1h 30m",
                         w.duration
                     ),
-                );
+                ),
+                Err(e @ crate::window::DurationError::TooLong) => ctx.at(
+                    &pool.file,
+                    &[Seg::Key("window"), Seg::Key("duration")],
+                    format!("window.duration `{}` is {e}", w.duration),
+                ),
             }
         }
         if let Some(date) = &p.snapshot
@@ -711,6 +717,24 @@ mod tests {
             joined.contains("pools/srv.yaml:3:9: host glob `srv-[` is invalid"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn windows_longer_than_a_week_are_refused() {
+        for (d, col) in [("300000years", 41), ("60years", 41), ("8d", 41), ("7d", 0)] {
+            let d_ = diags(&[(
+                "pools/srv.yaml",
+                &format!(
+                    "kind: Pool\nname: srv\nhosts: [srv]\nwindow: {{cron: \"* * * * * *\", duration: {d}}}\n"
+                ),
+            )]);
+            let joined = d_.join("\n");
+            let want = format!(
+                "pools/srv.yaml:4:{col}: window.duration `{d}` is longer than 7 days, the longest window pacfleet allows"
+            );
+            assert_eq!(col != 0, joined.contains(&want), "{d}: {joined}");
+            assert_eq!(col == 0, !joined.contains("window"), "{d}: {joined}");
+        }
     }
 
     #[test]

@@ -251,7 +251,8 @@ impl<'de> Deserialize<'de> for PackageRef {
 pub struct Window {
     /// Start times, e.g. `"0 0 2 * * Sat"` (sec min hour day-of-month month day-of-week).
     pub cron: String,
-    /// How long the window stays open after each start, e.g. `4h`, `30m`, `1h 30m`.
+    /// How long the window stays open after each start, e.g. `4h`, `30m`, `1h 30m`; at most 7
+    /// days (`7d`).
     pub duration: String,
 }
 

@@ -786,3 +786,80 @@ fn converged_host(pkgs: &[SynthPackage]) -> (TempDir, FleetRepo, HostDir, PathBu
     );
     (tmp, fleet, host, cfg)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Windows a host cannot compute with
+
+/// A window longer than a week (`300000years` overflowed the date arithmetic and panicked, even
+/// with `--ignore-window`; `60years` of a cron firing every second spun for minutes) is refused
+/// by `validate` with its location, and a host whose fleet carries one fails the pass as
+/// invalid, promptly: exit 2, `status.json` says so, nothing installed.
+#[test]
+fn windows_longer_than_a_week_are_refused_and_never_panic_a_host() {
+    let windows = [("0 0 2 * * Sat", "300000years"), ("* * * * * *", "60years")];
+    for (cron, duration) in windows {
+        let pool = format!(
+            "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\nwindow: {{cron: \"{cron}\", duration: {duration}}}\n"
+        );
+        assert_invalid(
+            duration,
+            &[("pools/ws.yaml", pool.as_bytes())],
+            &[
+                "pools/ws.yaml:5:",
+                &format!("window.duration `{duration}` is longer than 7 days"),
+            ],
+        );
+    }
+
+    let (_tmp, fleet, host, cfg) = converged_host(&[
+        SynthPackage::new("app", "1.0-1"),
+        SynthPackage::new("tool", "1.0-1"),
+    ]);
+    let before = host.local_db_snapshot();
+    for (cron, duration) in windows {
+        fleet.commit(
+            duration,
+            &[
+                (
+                    "pools/ws.yaml",
+                    &format!("kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\nwindow: {{cron: \"{cron}\", duration: {duration}}}\n"),
+                ),
+                (
+                    "packages/base.yaml",
+                    "kind: PackageSet\nname: base\npackages: [app, tool]\n",
+                ),
+            ],
+        );
+        for extra in [&[][..], &["--ignore-window"][..]] {
+            let _ = fs::remove_file(host.state_dir.join("status.json"));
+            let started = Instant::now();
+            let (code, out, err) = run(fleetctl()
+                .arg("reconcile")
+                .args(extra)
+                .arg("--config")
+                .arg(&cfg));
+            let took = started.elapsed();
+            assert_eq!(code, 2, "{duration} {extra:?}: {out}\n{err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(
+                err.contains("is invalid; nothing was changed") && err.contains("window.duration"),
+                "{err}"
+            );
+            assert!(took < Duration::from_secs(30), "{duration}: took {took:?}");
+            let status: serde_json::Value = serde_json::from_slice(
+                &fs::read(host.state_dir.join("status.json")).expect("status.json written"),
+            )
+            .unwrap();
+            assert_eq!(status["outcome"], "failed", "{status}");
+            assert_eq!(status["failure"], "invalid", "{status}");
+            assert!(
+                status["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("longer than 7 days"),
+                "{status}"
+            );
+            assert_eq!(host.local_db_snapshot(), before, "nothing installed");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! reconcile` killed with SIGKILL before and during its package transaction, a fleet repository
 //! that cannot be reached (connection refused, DNS failure, a transfer cut off half way), a full
 //! state directory, a package file whose sha256 is not the pinned one (from the cache and from
-//! the archive), and damaged state files.
+//! the archive), damaged state files, and a state directory others could change (another
+//! owner, open modes, symbolic links planted in it, a `transaction.json` naming paths).
 //!
 //! Everything is real: real processes killed with SIGKILL, a real `git daemon` behind a relay
 //! that cuts the connection, a real size-limited tmpfs mounted over the state directory (root;
@@ -1276,4 +1277,183 @@ fn missing_state_dir_on_a_fresh_host_is_created() {
         "{err}"
     );
     assert_eq!(host.local_db_snapshot(), db_before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A state directory others could change
+
+/// Every file in `dir` with its bytes (links as their target), to show nothing was written.
+fn dir_contents(dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "fleet.git")
+        .map(|e| {
+            let p = e.path();
+            let what = match fs::read_link(&p) {
+                Ok(target) => format!("-> {}", target.display()),
+                Err(_) if p.is_dir() => "dir".to_owned(),
+                Err(_) => String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned(),
+            };
+            (e.file_name().to_string_lossy().into_owned(), what)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A state dir owned by another user, or writable by others (or in a parent others can write
+/// without the sticky bit), is refused before anything is read or written: root would otherwise
+/// write where that user points it.
+#[test]
+fn state_dir_others_can_change_is_refused_and_nothing_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = world(&[]);
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    w.fleet.commit(
+        "base: add tool",
+        &[("packages/base.yaml", &set(&["app", "tool"]))],
+    );
+    let chmod = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    let db_before = host.local_db_snapshot();
+    let kept = kept_state(&host);
+    let dir = host.state_dir.display().to_string();
+    // (label, how to break it, how to fix it, the message)
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>, String);
+    let cases: Vec<Case> = vec![
+        (
+            "owned by uid 65534",
+            Box::new(|| std::os::unix::fs::chown(&host.state_dir, Some(65534), None).unwrap()),
+            Box::new(|| std::os::unix::fs::chown(&host.state_dir, Some(0), None).unwrap()),
+            "it is owned by uid 65534, but fleetctl runs as uid 0".to_owned(),
+        ),
+        (
+            "mode 0777",
+            Box::new(|| chmod(&host.state_dir, 0o777)),
+            Box::new(|| chmod(&host.state_dir, 0o755)),
+            "it is writable by others (mode 0777)".to_owned(),
+        ),
+        (
+            "parent mode 0777",
+            Box::new(|| chmod(&host.base, 0o777)),
+            Box::new(|| chmod(&host.base, 0o755)),
+            format!(
+                "its parent {} is writable by group or others without the sticky bit",
+                host.base.display()
+            ),
+        ),
+    ];
+    for (label, break_it, fix_it, expect) in &cases {
+        let before = dir_contents(&host.state_dir);
+        break_it();
+        let (code, out, err) = reconcile(&cfg);
+        assert_eq!(code, 2, "{label}: {out}\n{err}");
+        assert!(
+            err.contains("refusing the state directory") && err.contains(expect.as_str()),
+            "{label}: {err}"
+        );
+        assert!(
+            err.contains(&format!("chown root: {dir} && chmod 0711 {dir}")),
+            "{label}: {err}"
+        );
+        assert_eq!(
+            dir_contents(&host.state_dir),
+            before,
+            "{label}: nothing written"
+        );
+        assert_eq!(host.local_db_snapshot(), db_before, "{label}");
+        assert_eq!(kept_state(&host), kept, "{label}");
+        fix_it();
+    }
+    reconcile_ok(&cfg);
+    assert!(host.installed().contains_key("tool"));
+}
+
+/// A symbolic link planted in the state dir (it takes root to plant one in a private dir; this
+/// is the second line of defence) is never written through: at `pass.lock` the pass fails
+/// naming it; at `status.json` (or any file written whole) the atomic rename replaces the link.
+#[test]
+fn symlinks_in_the_state_dir_are_never_followed() {
+    let w = world(&[]);
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let canary = w.tmp.path().join("canary");
+    fs::write(&canary, "precious\n").unwrap();
+    let lock = host.state_dir.join("pass.lock");
+    fs::remove_file(&lock).ok();
+    std::os::unix::fs::symlink(&canary, &lock).unwrap();
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("{} is a symbolic link", lock.display())) && err.contains("rm "),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "precious\n");
+    fs::remove_file(&lock).unwrap();
+
+    let status_path = host.state_dir.join("status.json");
+    fs::remove_file(&status_path).unwrap();
+    std::os::unix::fs::symlink(&canary, &status_path).unwrap();
+    reconcile_ok(&cfg);
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "precious\n");
+    assert!(!fs::symlink_metadata(&status_path).unwrap().is_symlink());
+    assert_eq!(status(&host)["outcome"], "converged");
+}
+
+/// `transaction.json` names packages whose database entries recovery removes
+/// (`<dbpath>/local/<name>-<version>`): a name or version that would leave the database is
+/// refused, and nothing outside it (nor in it) is touched.
+#[test]
+fn transaction_marker_naming_paths_outside_the_database_is_refused() {
+    let w = world(&[]);
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    // A process that is surely gone.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let state = pacfleet::state::StateDir::open(&host.state_dir).unwrap();
+    for (name, version) in [("../../etc", "1.0-1"), ("app", "1.1-1/../../../../etc")] {
+        // What the unchecked join would remove: a directory with neither desc nor files.
+        let victim = host.dbpath.join("local").join(format!("{name}-{version}"));
+        fs::create_dir_all(&victim).unwrap();
+        fs::write(victim.join("keep"), "mine").unwrap();
+        let marker = pacfleet::state::TransactionMarker {
+            pid,
+            start_time: 0,
+            boot_id: "gone".into(),
+            lockfile: host.dbpath.join("db.lck"),
+            lock_id: "0:0:0.000000000".into(),
+            commit: w.fleet.head(),
+            pool: "ws".into(),
+            generation: None,
+            started_at: chrono::Utc::now(),
+            changes: vec![pacfleet::state::Change::new(
+                pacfleet::plan::Action::Install,
+                name,
+                None,
+                Some(version),
+            )],
+        };
+        state.begin_transaction(&marker).unwrap();
+        let db_before = host.local_db_snapshot();
+        let (code, out, err) = reconcile(&cfg);
+        assert_eq!(code, 2, "{name} {version}: {out}\n{err}");
+        assert!(
+            err.contains("transaction.json is corrupt")
+                && (err.contains("not allowed") || err.contains("must not start with")),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(victim.join("keep")).unwrap(), "mine");
+        assert_eq!(host.local_db_snapshot(), db_before);
+        assert!(
+            state.transaction_path().exists(),
+            "the marker is left for the operator"
+        );
+        assert_eq!(status(&host)["failure"], "state");
+        fs::remove_file(state.transaction_path()).unwrap();
+        fs::remove_dir_all(&victim).unwrap();
+    }
+    reconcile_ok(&cfg);
 }
