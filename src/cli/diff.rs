@@ -19,7 +19,7 @@ use crate::diff::{
     self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
     PackageCounts, PoolDiff, PoolStatus, Setting, SnapshotRow, SnapshotVersions,
 };
-use crate::manifest::{Fleet, FleetFiles, is_manifest_path};
+use crate::manifest::{Fleet, FleetFiles, is_manifest_dir, is_manifest_path};
 use crate::source;
 
 /// Package lists longer than this are folded into a `<details>` section in markdown.
@@ -146,18 +146,7 @@ fn snapshot_versions(
 /// Text from an archive (or anything else untrusted) for a terminal: control characters and
 /// bidirectional overrides are shown escaped, never interpreted.
 fn esc(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control()
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c)
-            {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    super::output::terminal_safe(s)
 }
 
 /// The JSON document (README: "Reviewing changes: fleetctl diff").
@@ -303,16 +292,22 @@ impl RepoAt {
         } else {
             format!("{}/", self.prefix)
         };
-        let blobs = source::read_tree(&self.root, &commit, |p| {
-            p.strip_prefix(prefix.as_str())
-                .is_some_and(is_manifest_path)
-        })
+        let (blobs, links) = source::read_tree_with_links(
+            &self.root,
+            &commit,
+            |p| {
+                p.strip_prefix(prefix.as_str())
+                    .is_some_and(is_manifest_path)
+            },
+            |p| {
+                p.strip_prefix(prefix.as_str())
+                    .is_some_and(|p| is_manifest_path(p) || is_manifest_dir(p))
+            },
+        )
         .with_context(|| format!("reading the manifests of {label}"))?;
-        let files = FleetFiles::from_blobs(
-            blobs
-                .into_iter()
-                .map(|(p, b)| (p[prefix.len()..].to_owned(), b)),
-        );
+        let strip = |(p, b): (String, Vec<u8>)| (p[prefix.len()..].to_owned(), b);
+        let files =
+            FleetFiles::from_tree(blobs.into_iter().map(strip), links.into_iter().map(strip));
         Ok(Side {
             label,
             commit: Some(commit),
