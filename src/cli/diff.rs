@@ -541,11 +541,11 @@ fn text_rows(
         .unwrap_or(0);
     for s in settings {
         let value = match (&s.old, &s.new, show_old) {
-            (_, Some(n), false) => n.clone(),
+            (_, Some(n), false) => esc(n),
             (o, n, _) => format!(
                 "{} → {}",
-                o.as_deref().unwrap_or(unset(&s.field)),
-                n.as_deref().unwrap_or(unset(&s.field))
+                o.as_deref().map_or_else(|| unset(&s.field).to_owned(), esc),
+                n.as_deref().map_or_else(|| unset(&s.field).to_owned(), esc)
             ),
         };
         let _ = writeln!(out, "    {:<fw$}  {value}", s.field);
@@ -557,7 +557,14 @@ fn text_rows(
     let folded: Vec<&PackageChange> = rows.iter().filter(bulk).collect();
     let fold = folded.len() > FOLD_AFTER;
     let rows: Vec<&PackageChange> = rows.iter().filter(|r| !fold || !bulk(r)).collect();
-    let cells: Vec<(String, String)> = rows.iter().map(|r| cells(r)).collect();
+    // Versions and settings come from the manifests: shown escaped, never interpreted.
+    let cells: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            let (old, new) = cells(r);
+            (esc(&old), esc(&new))
+        })
+        .collect();
     let nw = rows
         .iter()
         .map(|r| r.name.chars().count())
@@ -576,7 +583,7 @@ fn text_rows(
             };
             let _ = write!(line, "  {old:<ow$} {arrow} {new:<vw$}");
         }
-        let _ = write!(line, "  {}", why(r));
+        let _ = write!(line, "  {}", esc(&why(r)));
         let _ = writeln!(out, "{}", line.trim_end());
     }
     if fold {
@@ -717,17 +724,44 @@ fn text(r: &Report<'_>, colour: bool) -> String {
 // ---------------------------------------------------------------------------------------------
 // Markdown.
 
-/// A table cell: pipes escaped, line breaks flattened.
+/// Text in a table cell or a line, from anywhere (manifests are a pull request's text): every
+/// character markdown or HTML acts on (`\\ | ` * _ [ ] < > & ~`) is backslash-escaped, so no
+/// value can end the table, open a link or an HTML comment, or emphasise; line breaks (LF and
+/// CR, both end a line in markdown) become spaces; control characters and bidirectional
+/// overrides are shown as `\u{..}`.
 fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if super::output::is_unsafe_char(c) => {
+                // `\u{1b}`: the backslash escaped, so it shows as written.
+                out.push('\\');
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-/// Code in a table cell; empty stays empty.
+/// Code in a table cell; empty stays empty. Only text with nothing a code span cannot hold
+/// (backticks end it, escapes do not work inside it, line breaks end the row) is put in one;
+/// anything else is shown as escaped text ([`md`]), so no value can break out of the cell.
 fn code(s: &str) -> String {
+    let plain = |c: char| !matches!(c, '`' | '<' | '>') && !super::output::is_unsafe_char(c);
+    // `\|` is how a table cell holds a pipe; a backslash before it would make that ambiguous.
+    let pipe_after_backslash = s.contains('|') && s.contains('\\');
     if s.is_empty() {
         String::new()
+    } else if s.chars().all(plain) && !pipe_after_backslash {
+        format!("`{}`", s.replace('|', "\\|"))
     } else {
-        format!("`{}`", md(s))
+        md(s)
     }
 }
 
