@@ -725,7 +725,8 @@ fn text(r: &Report<'_>, colour: bool) -> String {
 // Markdown.
 
 /// Text in a table cell or a line, from anywhere (manifests are a pull request's text): every
-/// character markdown or HTML acts on (`\\ | ` * _ [ ] < > & ~`) is backslash-escaped, so no
+/// character markdown or HTML acts on (`\\ | ` * _ [ ] & ~`) is backslash-escaped (`<` and `>`
+/// become `&lt;` and `&gt;`), so no
 /// value can end the table, open a link or an HTML comment, or emphasise; line breaks (LF and
 /// CR, both end a line in markdown) become spaces; control characters and bidirectional
 /// overrides are shown as `\u{..}`.
@@ -734,7 +735,10 @@ fn md(s: &str) -> String {
     for c in s.chars() {
         match c {
             '\n' | '\r' => out.push(' '),
-            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '~' => {
+            // As entities, so no `<` of the text is left for an HTML parser to see at all.
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '&' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -755,7 +759,7 @@ fn md(s: &str) -> String {
 fn code(s: &str) -> String {
     let plain = |c: char| !matches!(c, '`' | '<' | '>') && !super::output::is_unsafe_char(c);
     // `\|` is how a table cell holds a pipe; a backslash before it would make that ambiguous.
-    let pipe_after_backslash = s.contains('|') && s.contains('\\');
+    let pipe_after_backslash = s.contains("\\|");
     if s.is_empty() {
         String::new()
     } else if s.chars().all(plain) && !pipe_after_backslash {
@@ -1020,6 +1024,21 @@ fn markdown(r: &Report<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_cells_hold_any_text() {
+        assert_eq!(code("5.2-1"), "`5.2-1`");
+        assert_eq!(code("a|b"), "`a\\|b`");
+        assert_eq!(
+            code("5.2-2`\r\r_Reviewed: routine_\r\r<!--"),
+            "5.2-2\\`  \\_Reviewed: routine\\_  &lt;!--"
+        );
+        assert_eq!(
+            md("[x](javascript:1) *b* a\\|b\u{1b}"),
+            "\\[x\\](javascript:1) \\*b\\* a\\\\\\|b\\\\u{1b}"
+        );
+        assert_eq!(code(""), "");
+    }
 
     #[test]
     fn ranges_read_like_git() {

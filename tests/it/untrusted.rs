@@ -254,3 +254,97 @@ fn a_committed_symlink_is_an_error_in_a_range_diff() {
     }
     assert_no_canary("A..B with secrets present", &out, &err);
 }
+
+/// The markdown attack: text that ends the table (CR, CR), forges a line and opens an HTML
+/// comment that hides every row after it in the rendered PR comment.
+const HIDE: &str = "`\r\r_Reviewed: routine_\r\r<!--";
+
+#[test]
+fn validate_rejects_a_version_that_is_not_a_pacman_version() {
+    let w = World::new();
+    w.write(
+        "pools/ws.yaml",
+        "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\ngeneration: 1\n",
+    );
+    w.write(
+        "generations/ws/1.yaml",
+        "kind: Generation\npool: ws\nnumber: 1\npackages:\n  app: {version: \"5.2-2`\\r\\r_Reviewed: routine_\\r\\r<!--\"}\n  lib: {version: \"1.0\\e[31m-1\"}\n",
+    );
+    let (code, out, err) = w.fleetctl(&["validate", "."]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("generations/ws/1.yaml:5:18: version `5.2-2`\\u{d}\\u{d}_Reviewed: routine_\\u{d}\\u{d}<!--` of `app` is not a full Arch version: the pkgrel (after the last `-`) must be digits"),
+        "{err}"
+    );
+    assert!(
+        err.contains("generations/ws/1.yaml:6:18: version `1.0\\u{1b}[31m-1` of `lib` is not a full Arch version: the pkgver has the character \\u{1b}; it may hold only letters, digits and . _ + ~"),
+        "{err}"
+    );
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+    // diff of the work tree refuses it the same way, escaped.
+    let (code, out, err) = w.fleetctl(&["diff", "--format", "markdown"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("is not a full Arch version"), "{err}");
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+}
+
+#[test]
+fn markdown_diff_escapes_untrusted_text_and_keeps_every_row() {
+    let w = World::new();
+    // A value validate accepts (an archive URL) carrying the attack, then rows after it.
+    w.write(
+        "fleet.yaml",
+        &format!(
+            "kind: Fleet\nname: acme\narchive: {:?}\n",
+            format!("https://archive.example/{HIDE}")
+        ),
+    );
+    w.write(
+        "packages/base.yaml",
+        "kind: PackageSet\nname: base\npackages: [app, zzz-after-the-comment]\n",
+    );
+    let (code, md, err) = w.fleetctl(&["diff", "--format", "markdown"]);
+    assert_eq!(code, 1, "{md}\n{err}");
+    assert!(!md.contains("<!--"), "raw HTML comment opener:\n{md}");
+    assert!(!md.contains('\r'), "raw CR:\n{md:?}");
+    assert!(
+        md.contains(
+            "| archive | (none) | https://archive.example/\\`  \\_Reviewed: routine\\_  &lt;!--"
+        ),
+        "the value is shown escaped in its cell:\n{md}"
+    );
+    // Every table line is a whole row, and the row after the attack is there.
+    for line in md.lines().filter(|l| l.starts_with('|')) {
+        assert!(line.ends_with('|'), "broken row {line:?} in:\n{md}");
+    }
+    assert!(
+        md.contains("| `zzz-after-the-comment` | ➕ added |"),
+        "row hidden:\n{md}"
+    );
+    // JSON carries it as data.
+    let (code, json, _) = w.fleetctl(&["diff", "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert!(json.contains("\\r\\r_Reviewed"), "{json}");
+    assert!(v.is_object());
+}
+
+#[test]
+fn text_diff_shows_escape_sequences_escaped() {
+    let w = World::new();
+    // YAML's "\e" is ESC: validate takes it in a URL, so diff must not print it raw.
+    w.write(
+        "fleet.yaml",
+        "kind: Fleet\nname: acme\narchive: \"https://archive.example/\\e]0;owned\\a\\e[2J\"\n",
+    );
+    let (code, out, err) = w.fleetctl(&["diff"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{7}'),
+        "raw escape sequence:\n{out:?}"
+    );
+    assert!(
+        out.contains("https://archive.example/\\u{1b}]0;owned\\u{7}\\u{1b}[2J"),
+        "{out}"
+    );
+}
