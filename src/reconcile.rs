@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::agent::AgentConfig;
 use crate::apply::{self, ApplyError, Notices};
-use crate::manifest::{Diagnostics, Fleet, FleetFiles, is_manifest_path};
+use crate::manifest::{Diagnostics, Fleet, FleetFiles, is_manifest_dir, is_manifest_path};
 use crate::plan::{self, Action, Changeset};
 use crate::resolve::{self, ResolveError, Resolved};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
@@ -858,7 +858,10 @@ fn pass(
     let settled = settled_on(state, &commit);
 
     // 3. Manifests of the target.
-    let files = FleetFiles::from_blobs(source::read_tree(&repo, &commit, is_manifest_path)?);
+    let (blobs, links) = source::read_tree_with_links(&repo, &commit, is_manifest_path, |p| {
+        is_manifest_path(p) || is_manifest_dir(p)
+    })?;
+    let files = FleetFiles::from_tree(blobs, links);
     let fleet = Fleet::from_files(&files).map_err(|diags| PassError::Invalid {
         commit: commit.clone(),
         diags,

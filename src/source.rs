@@ -629,6 +629,19 @@ pub fn read_tree(
     commit: &str,
     want: impl Fn(&str) -> bool,
 ) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+    Ok(read_tree_with_links(repo, commit, want, |_| false)?.0)
+}
+
+/// Like [`read_tree`], and also the symbolic links (mode 120000) whose paths `want_link`
+/// accepts, as `(path, target)`: a link's blob is the path it points to, never a file's
+/// contents, so callers report links rather than read them as files.
+#[allow(clippy::type_complexity)]
+pub fn read_tree_with_links(
+    repo: &Path,
+    commit: &str,
+    want: impl Fn(&str) -> bool,
+    want_link: impl Fn(&str) -> bool,
+) -> Result<(Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>), ReadError> {
     let r = open(repo)?;
     let id = resolve_commit(&r, repo, commit)?;
     let object_err = |what: String, err: gix::Error| ReadError::Object {
@@ -645,25 +658,31 @@ pub fn read_tree(
         .breadthfirst
         .files()
         .map_err(|err| object_err(format!("files of commit {id}"), err))?;
-    let mut out = Vec::new();
+    let (mut out, mut links) = (Vec::new(), Vec::new());
     for entry in entries {
-        if !entry.mode.is_blob() {
+        let link = entry.mode.is_link();
+        if !entry.mode.is_blob() && !link {
             continue;
         }
         let Ok(path) = std::str::from_utf8(&entry.filepath) else {
             tracing::debug!(path = %entry.filepath, "skipping non-UTF-8 path in fleet repository");
             continue;
         };
-        if !want(path) {
+        if !(if link { want_link(path) } else { want(path) }) {
             continue;
         }
         let mut blob = r
             .find_blob(entry.oid)
             .map_err(|err| object_err(format!("file {path} of commit {id}"), err))?;
-        out.push((path.to_owned(), blob.take_data()));
+        if link {
+            links.push((path.to_owned(), blob.take_data()));
+        } else {
+            out.push((path.to_owned(), blob.take_data()));
+        }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    links.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((out, links))
 }
 
 /// Is `ancestor` an ancestor of, or equal to, `descendant`? Both are revisions (hex ids).

@@ -19,7 +19,7 @@ use crate::diff::{
     self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
     PackageCounts, PoolDiff, PoolStatus, Setting, SnapshotRow, SnapshotVersions,
 };
-use crate::manifest::{Fleet, FleetFiles, is_manifest_path};
+use crate::manifest::{Fleet, FleetFiles, is_manifest_dir, is_manifest_path};
 use crate::source;
 
 /// Package lists longer than this are folded into a `<details>` section in markdown.
@@ -146,18 +146,7 @@ fn snapshot_versions(
 /// Text from an archive (or anything else untrusted) for a terminal: control characters and
 /// bidirectional overrides are shown escaped, never interpreted.
 fn esc(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control()
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c)
-            {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    super::output::terminal_safe(s)
 }
 
 /// The JSON document (README: "Reviewing changes: fleetctl diff").
@@ -303,16 +292,22 @@ impl RepoAt {
         } else {
             format!("{}/", self.prefix)
         };
-        let blobs = source::read_tree(&self.root, &commit, |p| {
-            p.strip_prefix(prefix.as_str())
-                .is_some_and(is_manifest_path)
-        })
+        let (blobs, links) = source::read_tree_with_links(
+            &self.root,
+            &commit,
+            |p| {
+                p.strip_prefix(prefix.as_str())
+                    .is_some_and(is_manifest_path)
+            },
+            |p| {
+                p.strip_prefix(prefix.as_str())
+                    .is_some_and(|p| is_manifest_path(p) || is_manifest_dir(p))
+            },
+        )
         .with_context(|| format!("reading the manifests of {label}"))?;
-        let files = FleetFiles::from_blobs(
-            blobs
-                .into_iter()
-                .map(|(p, b)| (p[prefix.len()..].to_owned(), b)),
-        );
+        let strip = |(p, b): (String, Vec<u8>)| (p[prefix.len()..].to_owned(), b);
+        let files =
+            FleetFiles::from_tree(blobs.into_iter().map(strip), links.into_iter().map(strip));
         Ok(Side {
             label,
             commit: Some(commit),
@@ -546,11 +541,11 @@ fn text_rows(
         .unwrap_or(0);
     for s in settings {
         let value = match (&s.old, &s.new, show_old) {
-            (_, Some(n), false) => n.clone(),
+            (_, Some(n), false) => esc(n),
             (o, n, _) => format!(
                 "{} → {}",
-                o.as_deref().unwrap_or(unset(&s.field)),
-                n.as_deref().unwrap_or(unset(&s.field))
+                o.as_deref().map_or_else(|| unset(&s.field).to_owned(), esc),
+                n.as_deref().map_or_else(|| unset(&s.field).to_owned(), esc)
             ),
         };
         let _ = writeln!(out, "    {:<fw$}  {value}", s.field);
@@ -562,7 +557,14 @@ fn text_rows(
     let folded: Vec<&PackageChange> = rows.iter().filter(bulk).collect();
     let fold = folded.len() > FOLD_AFTER;
     let rows: Vec<&PackageChange> = rows.iter().filter(|r| !fold || !bulk(r)).collect();
-    let cells: Vec<(String, String)> = rows.iter().map(|r| cells(r)).collect();
+    // Versions and settings come from the manifests: shown escaped, never interpreted.
+    let cells: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            let (old, new) = cells(r);
+            (esc(&old), esc(&new))
+        })
+        .collect();
     let nw = rows
         .iter()
         .map(|r| r.name.chars().count())
@@ -581,7 +583,7 @@ fn text_rows(
             };
             let _ = write!(line, "  {old:<ow$} {arrow} {new:<vw$}");
         }
-        let _ = write!(line, "  {}", why(r));
+        let _ = write!(line, "  {}", esc(&why(r)));
         let _ = writeln!(out, "{}", line.trim_end());
     }
     if fold {
@@ -722,17 +724,48 @@ fn text(r: &Report<'_>, colour: bool) -> String {
 // ---------------------------------------------------------------------------------------------
 // Markdown.
 
-/// A table cell: pipes escaped, line breaks flattened.
+/// Text in a table cell or a line, from anywhere (manifests are a pull request's text): every
+/// character markdown or HTML acts on (`\\ | ` * _ [ ] & ~`) is backslash-escaped (`<` and `>`
+/// become `&lt;` and `&gt;`), so no
+/// value can end the table, open a link or an HTML comment, or emphasise; line breaks (LF and
+/// CR, both end a line in markdown) become spaces; control characters and bidirectional
+/// overrides are shown as `\u{..}`.
 fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            // As entities, so no `<` of the text is left for an HTML parser to see at all.
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if super::output::is_unsafe_char(c) => {
+                // `\u{1b}`: the backslash escaped, so it shows as written.
+                out.push('\\');
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-/// Code in a table cell; empty stays empty.
+/// Code in a table cell; empty stays empty. Only text with nothing a code span cannot hold
+/// (backticks end it, escapes do not work inside it, line breaks end the row) is put in one;
+/// anything else is shown as escaped text ([`md`]), so no value can break out of the cell.
 fn code(s: &str) -> String {
+    let plain = |c: char| !matches!(c, '`' | '<' | '>') && !super::output::is_unsafe_char(c);
+    // `\|` is how a table cell holds a pipe; a backslash before it would make that ambiguous.
+    let pipe_after_backslash = s.contains("\\|");
     if s.is_empty() {
         String::new()
+    } else if s.chars().all(plain) && !pipe_after_backslash {
+        format!("`{}`", s.replace('|', "\\|"))
     } else {
-        format!("`{}`", md(s))
+        md(s)
     }
 }
 
@@ -991,6 +1024,21 @@ fn markdown(r: &Report<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_cells_hold_any_text() {
+        assert_eq!(code("5.2-1"), "`5.2-1`");
+        assert_eq!(code("a|b"), "`a\\|b`");
+        assert_eq!(
+            code("5.2-2`\r\r_Reviewed: routine_\r\r<!--"),
+            "5.2-2\\`  \\_Reviewed: routine\\_  &lt;!--"
+        );
+        assert_eq!(
+            md("[x](javascript:1) *b* a\\|b\u{1b}"),
+            "\\[x\\](javascript:1) \\*b\\* a\\\\\\|b\\\\u{1b}"
+        );
+        assert_eq!(code(""), "");
+    }
 
     #[test]
     fn ranges_read_like_git() {

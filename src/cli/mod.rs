@@ -7,7 +7,7 @@ mod demo;
 mod diff;
 mod history;
 mod keygen;
-mod output;
+pub mod output;
 mod plan;
 mod reconcile;
 mod resolve;

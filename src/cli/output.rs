@@ -69,3 +69,42 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// `text` safe to print on a terminal or into a CI log: control characters (escape sequences,
+/// carriage returns, newlines, NUL) and the bidirectional overrides and isolates that reorder
+/// what a reader sees are shown as `\u{..}`. Every string that comes from a manifest, a
+/// package, a repository database, a git note or a scriptlet goes through this before it is
+/// printed as text; JSON output needs nothing (serde escapes control characters).
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `c` must not reach a terminal or a rendered document raw: a control character, or a
+/// bidirectional override/isolate (U+202A–U+202E, U+2066–U+2069).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_safe_shows_controls_and_bidi_overrides() {
+        assert_eq!(terminal_safe("5.2-1"), "5.2-1");
+        assert_eq!(terminal_safe("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(terminal_safe("x\ry\nz\0"), "x\\u{d}y\\u{a}z\\u{0}");
+        assert_eq!(terminal_safe("\u{202e}txt"), "\\u{202e}txt");
+        assert_eq!(terminal_safe("ünï€"), "ünï€");
+    }
+}

@@ -2,7 +2,7 @@
 //! no lock. Exit 0 converged, 1 changes, 2 error.
 
 use super::PlanArgs;
-use super::output::{bytes, delta};
+use super::output::{bytes, delta, terminal_safe};
 use crate::agent::AgentConfig;
 use crate::plan::Action;
 use crate::reconcile::{self, Hold, PassOptions, PassReport, Verdict, short};
@@ -16,20 +16,6 @@ pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
         print_report(&report);
     }
     Ok(if report.changeset.settled() { 0 } else { 1 })
-}
-
-/// `text` with control characters (escape sequences, carriage returns) shown as `\u{..}`:
-/// package metadata and scriptlet output come from packages, not from pacfleet.
-fn terminal_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The human form of a pass report: header, one aligned line per change, totals, notices.

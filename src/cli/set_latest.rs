@@ -25,7 +25,7 @@ use chrono::{SecondsFormat, Utc};
 use super::{SetLatestArgs, SignArgs};
 use crate::agent::AgentConfig;
 use crate::capture::{self, Provenance, ShaSource};
-use crate::manifest::{Fleet, FleetFiles, Generation, Name, is_manifest_path};
+use crate::manifest::{Fleet, FleetFiles, Generation, Name, is_manifest_dir, is_manifest_path};
 use crate::reconcile::{repo_dir, short};
 use crate::resolve::{self, Resolved};
 use crate::source;
@@ -262,8 +262,10 @@ pub(super) fn fleet_at_either(repos: &[PathBuf], commit: &str) -> anyhow::Result
 
 /// The checked fleet at `commit` of the repository `repo` (bare or work tree).
 pub(super) fn fleet_at(repo: &Path, commit: &str) -> anyhow::Result<Fleet> {
-    let files = source::read_tree(repo, commit, is_manifest_path)?;
-    Fleet::from_files(&FleetFiles::from_blobs(files)).map_err(|d| {
+    let (blobs, links) = source::read_tree_with_links(repo, commit, is_manifest_path, |p| {
+        is_manifest_path(p) || is_manifest_dir(p)
+    })?;
+    Fleet::from_files(&FleetFiles::from_tree(blobs, links)).map_err(|d| {
         anyhow::anyhow!(
             "the fleet at commit {} of {} does not validate:\n{d}",
             short(commit),

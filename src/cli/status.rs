@@ -498,21 +498,39 @@ fn human(v: &View, now: DateTime<Utc>) -> String {
     for p in &v.problems {
         lines.push(("problem", p.clone()));
     }
+    // Messages, warnings and package names come from packages, the fleet repository and its
+    // notes: every line is shown with control characters escaped (`\u{1b}`), never
+    // interpreted by the terminal.
     let mut out = String::new();
     for (label, value) in lines {
         for (i, line) in value.lines().enumerate() {
             let label = if i == 0 { label } else { "" };
-            out.push_str(&format!("{label:<10} {line}\n"));
+            out.push_str(&format!(
+                "{label:<10} {}\n",
+                super::output::terminal_safe(line)
+            ));
         }
     }
     out
 }
 
 /// Escapes text for Pango markup, which waybar applies to `text` and `tooltip`.
+///
+/// Control characters other than the newline (which the tooltip's lines need) are shown as
+/// `\u{..}`: Pango refuses markup with most of them and shows nothing at all.
 fn pango(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' => out.push('\n'),
+            c if super::output::is_unsafe_char(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The waybar line: `{"text", "tooltip", "class", "percentage"}`.
@@ -661,6 +679,35 @@ mod tests {
             (none.class, none.summary.as_str()),
             (Class::Unknown, "no pass has run yet")
         );
+    }
+
+    #[test]
+    fn untrusted_text_is_escaped_in_human_and_waybar_output() {
+        let now = t("2026-11-20T10:00:00Z");
+        let mut p = pass(PassOutcome::Failed);
+        // A junk note's first line, as the refusal quotes it, and a scriptlet's warning.
+        p.message =
+            Some("note is corrupt: \u{1b}]0;pwned\u{7}\u{1b}[2Jhi\rover\ndetail".to_owned());
+        p.warnings = vec!["app 5.2-1\u{1b}[31m: post_install said \u{202e}txt".to_owned()];
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
+        let text = human(&v, now);
+        assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{202e}'));
+        assert!(
+            text.contains("note is corrupt: \\u{1b}]0;pwned\\u{7}\\u{1b}[2Jhi\\u{d}over"),
+            "{text}"
+        );
+        assert!(
+            text.contains("app 5.2-1\\u{1b}[31m: post_install said \\u{202e}txt"),
+            "{text}"
+        );
+        let line = waybar(&v, now);
+        let tooltip: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let tooltip = tooltip["tooltip"].as_str().unwrap();
+        assert!(
+            !tooltip.chars().any(|c| c.is_control() && c != '\n'),
+            "{tooltip:?}"
+        );
+        assert_eq!(pango("a\u{1b}<b>&\n"), "a\\u{1b}&lt;b&gt;&amp;\n");
     }
 
     #[test]

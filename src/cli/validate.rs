@@ -43,7 +43,13 @@ pub(super) fn run(args: ValidateArgs) -> anyhow::Result<u8> {
                     .ok()
                     .and_then(|cwd| file.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
                     .unwrap_or_else(|| file.display().to_string());
-                eprintln!("{shown}:{}:{}: {}", d.line, d.column, d.message);
+                eprintln!(
+                    "{}:{}:{}: {}",
+                    super::output::terminal_safe(&shown),
+                    d.line,
+                    d.column,
+                    super::output::terminal_safe(&d.message)
+                );
             }
             let n = diags.0.len();
             eprintln!(

@@ -237,11 +237,14 @@ pub(super) fn check(
             ctx.at(&g.file, &[Seg::Key("snapshot")], e.to_string());
         }
         for (name, pin) in &g.spec.packages {
-            if pin.version.is_empty() || !pin.version.contains('-') {
+            if let Err(why) = check_version(&pin.version) {
                 ctx.at(
                     &g.file,
                     &[Seg::Key("packages"), Seg::Key(name.as_str()), Seg::Key("version")],
-                    format!("version `{}` of `{name}` is not a full Arch version; write pkgver-pkgrel, e.g. 1.2.3-1", pin.version),
+                    format!(
+                        "version `{}` of `{name}` is not a full Arch version: {why}; write [epoch:]pkgver-pkgrel as pacman shows it, e.g. 1.2.3-1 or 1:2.0-3",
+                        pin.version
+                    ),
                 );
             }
             if let Some(sum) = &pin.sha256
@@ -474,6 +477,56 @@ pub(super) fn check(
     Some(fleet)
 }
 
+/// Checks that `v` is a pacman version, `[epoch:]pkgver-pkgrel`, as makepkg allows it: the
+/// epoch digits; pkgver not empty, of ASCII letters, digits and `.`, `_`, `+`, `~` (makepkg
+/// refuses `:`, `/`, `-` and whitespace in it; pacfleet also refuses the rest of punctuation
+/// and every control character, which no Arch package has and which would reach diffs and
+/// terminals); pkgrel digits with an optional `.digits`. `Err` says what is wrong.
+pub(crate) fn check_version(v: &str) -> Result<(), String> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((rest, pkgrel)) = v.rsplit_once('-') else {
+        return Err(if v.is_empty() {
+            "it is empty".to_owned()
+        } else {
+            "there is no `-pkgrel`".to_owned()
+        });
+    };
+    let release_ok = match pkgrel.split_once('.') {
+        Some((major, minor)) => digits(major) && digits(minor),
+        None => digits(pkgrel),
+    };
+    if !release_ok {
+        return Err(
+            "the pkgrel (after the last `-`) must be digits, optionally `.digits`, e.g. 1 or 2.1"
+                .to_owned(),
+        );
+    }
+    let pkgver = match rest.split_once(':') {
+        Some((epoch, pkgver)) if digits(epoch) => pkgver,
+        Some(_) => return Err("the epoch (before `:`) must be digits".to_owned()),
+        None => rest,
+    };
+    if pkgver.is_empty() {
+        return Err("the pkgver is empty".to_owned());
+    }
+    if let Some(c) = pkgver
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '~')))
+    {
+        let c = match c {
+            '-' | ':' => format!("a second `{c}`"),
+            c if c.is_control() || c.is_whitespace() => {
+                format!("the character {}", c.escape_unicode())
+            }
+            c => format!("the character '{c}'"),
+        };
+        return Err(format!(
+            "the pkgver has {c}; it may hold only letters, digits and . _ + ~"
+        ));
+    }
+    Ok(())
+}
+
 /// Every include cycle once, as the list of set names starting and ending at the same set.
 ///
 /// A depth-first search with an explicit stack, not recursion: an include chain is as long as
@@ -556,6 +609,39 @@ mod tests {
             ),
         ]);
         assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn versions_are_pacman_versions() {
+        for ok in [
+            "1.2.3-1",
+            "1:2.0-3",
+            "5.2.037-2.1",
+            "1.0_rc1+r12.g1a2b3c~x-10",
+            "20250301-1",
+        ] {
+            assert_eq!(super::check_version(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("5", "there is no `-pkgrel`"),
+            ("5.2-", "the pkgrel"),
+            ("5.2-x", "the pkgrel"),
+            ("5.2-1.", "the pkgrel"),
+            ("a:5.2-1", "the epoch"),
+            (":5.2-1", "the epoch"),
+            ("1:-1", "the pkgver is empty"),
+            ("5.2-1-2", "a second `-`"),
+            ("1:2:3-1", "a second `:`"),
+            ("5.2 beta-1", "the character \\u{20}"),
+            ("5/2-1", "the character '/'"),
+            ("5.2-2`\r\r_Reviewed: routine_\r\r<!--", "the pkgrel"),
+            ("5.2`<!---1", "the character '`'"),
+            ("5.2\u{1b}[31m-1", "the character \\u{1b}"),
+        ] {
+            let err = super::check_version(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,63 @@ pub struct FleetFiles {
     pub files: Vec<SourceFile>,
     /// Files that could not be decoded as UTF-8 (reported as diagnostics when loading).
     pub undecodable: Vec<String>,
+    /// Symbolic links (and other entries that are not regular files) at manifest paths or in
+    /// place of a manifest directory: never followed, never read, reported as diagnostics.
+    pub links: Vec<Link>,
+}
+
+/// Something at a manifest path (or in place of a manifest directory) that is not a regular
+/// file: a symbolic link in the work tree or a git tree (mode 120000), or a FIFO, socket or
+/// device in the work tree. Its target is never opened: a pull request that links
+/// `hosts/x.yaml` to `~/.git-credentials` must not get CI to print the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Path relative to the fleet root, `/`-separated.
+    pub path: String,
+    /// Where the link points (as written in the link, shown escaped and shortened); `None`
+    /// for an entry that is not a link at all.
+    pub target: Option<String>,
+}
+
+impl Link {
+    /// A link at `path` whose target is the bytes `target` (a git blob of mode 120000, or
+    /// `readlink`'s answer).
+    pub fn symlink(path: String, target: &[u8]) -> Link {
+        /// Longer targets are cut: a link's "target" in git is a blob of any size.
+        const SHOWN: usize = 200;
+        let text = String::from_utf8_lossy(target);
+        let mut shown: String = text.chars().take(SHOWN).collect();
+        if text.chars().nth(SHOWN).is_some() {
+            shown.push('…');
+        }
+        Link {
+            path,
+            target: Some(crate::cli::output::terminal_safe(&shown)),
+        }
+    }
+
+    fn diagnostic(&self) -> Diagnostic {
+        let what = match &self.target {
+            Some(t) => format!("is a symbolic link (to {t})"),
+            None => "is not a regular file (a FIFO, socket or device)".to_owned(),
+        };
+        let message = if is_manifest_dir(&self.path) {
+            format!(
+                "{what}; pacfleet never follows links out of the repository and did not read anything in it: make {}/ a real directory and commit its manifests",
+                self.path
+            )
+        } else {
+            format!(
+                "{what}; manifests must be regular files in the repository — commit the file itself"
+            )
+        };
+        Diagnostic {
+            file: self.path.clone(),
+            line: 0,
+            column: 0,
+            message,
+        }
+    }
 }
 
 /// The kind a manifest file must have, judged by its path; `None` for files that are not
@@ -46,6 +103,16 @@ pub fn is_manifest_path(path: &str) -> bool {
     expected_kind(path).is_some()
 }
 
+/// Whether `path` is a directory manifests are read from: `pools`, `packages`, `hosts`,
+/// `generations` and `generations/<pool>`. A symbolic link there is reported, not followed.
+pub fn is_manifest_dir(path: &str) -> bool {
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["pools" | "packages" | "hosts" | "generations"] => true,
+        ["generations", pool] => !pool.is_empty(),
+        _ => false,
+    }
+}
+
 impl FleetFiles {
     /// Builds from (path, bytes) pairs, e.g. blobs read from a git tree; non-manifest paths
     /// are dropped.
@@ -65,57 +132,111 @@ impl FleetFiles {
         out
     }
 
+    /// Like [`FleetFiles::from_blobs`], with the symbolic links a git tree has at manifest
+    /// paths or in place of manifest directories (`(path, target)`, the blob of a mode-120000
+    /// entry): they are reported, never read as manifests.
+    pub fn from_tree(
+        blobs: impl IntoIterator<Item = (String, Vec<u8>)>,
+        links: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> FleetFiles {
+        let mut out = FleetFiles::from_blobs(blobs);
+        out.links = links
+            .into_iter()
+            .filter(|(p, _)| is_manifest_path(p) || is_manifest_dir(p))
+            .map(|(p, t)| Link::symlink(p, &t))
+            .collect();
+        out.links.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
     /// Reads the manifest files of a work tree rooted at `root` (the directory with
     /// fleet.yaml).
+    ///
+    /// Nothing is read through a symbolic link: a link at a manifest path or in place of a
+    /// manifest directory is recorded in [`FleetFiles::links`] (an error when loading) and
+    /// neither its target nor anything under it is opened; so are FIFOs, sockets and devices.
+    /// Entries are judged by `symlink_metadata`/`file_type`, which never follow links.
     pub fn from_dir(root: &Path) -> Result<FleetFiles, LoadError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| LoadError::Io { path, source }
         };
-        if !root.join("fleet.yaml").is_file() && !root.join("fleet.yml").is_file() {
+        let kind_of = |p: &Path| std::fs::symlink_metadata(p).ok().map(|m| m.file_type());
+        if !["fleet.yaml", "fleet.yml"]
+            .iter()
+            .any(|n| kind_of(&root.join(n)).is_some())
+        {
             return Err(LoadError::NotAFleet(root.display().to_string()));
         }
         let mut blobs = Vec::new();
-        let mut read = |rel: String| -> Result<(), LoadError> {
+        let mut links = Vec::new();
+        // Reads `rel` if it is a regular file; records it if it is anything else but a
+        // directory. Returns whether it is a real directory (to descend into).
+        let mut visit = |rel: String, ft: std::fs::FileType| -> Result<bool, LoadError> {
             let p = root.join(&rel);
-            let bytes = std::fs::read(&p).map_err(io(&p))?;
-            blobs.push((rel, bytes));
-            Ok(())
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&p).map_err(io(&p))?;
+                links.push(Link::symlink(rel, target.as_os_str().as_encoded_bytes()));
+                Ok(false)
+            } else if ft.is_dir() {
+                Ok(true)
+            } else if ft.is_file() {
+                if is_manifest_path(&rel) {
+                    blobs.push((rel, std::fs::read(&p).map_err(io(&p))?));
+                }
+                Ok(false)
+            } else {
+                links.push(Link {
+                    path: rel,
+                    target: None,
+                });
+                Ok(false)
+            }
         };
         for name in ["fleet.yaml", "fleet.yml"] {
-            if root.join(name).is_file() {
-                read(name.to_owned())?;
+            if let Some(ft) = kind_of(&root.join(name)) {
+                visit(name.to_owned(), ft)?;
             }
         }
         for dir in ["pools", "packages", "hosts", "generations"] {
             let d = root.join(dir);
-            if !d.is_dir() {
-                continue;
+            match kind_of(&d) {
+                Some(ft) if ft.is_dir() => {}
+                Some(ft) if ft.is_symlink() => {
+                    visit(dir.to_owned(), ft)?;
+                    continue;
+                }
+                _ => continue,
             }
             for entry in std::fs::read_dir(&d).map_err(io(&d))? {
                 let entry = entry.map_err(io(&d))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if dir == "generations" {
-                    let sub = entry.path();
-                    if !sub.is_dir() {
-                        continue;
+                let ft = entry.file_type().map_err(io(&entry.path()))?;
+                let rel = format!("{dir}/{name}");
+                if dir != "generations" {
+                    if is_manifest_path(&rel) {
+                        visit(rel, ft)?;
                     }
-                    for g in std::fs::read_dir(&sub).map_err(io(&sub))? {
-                        let g = g.map_err(io(&sub))?;
-                        let rel = format!("generations/{name}/{}", g.file_name().to_string_lossy());
-                        if is_manifest_path(&rel) && g.path().is_file() {
-                            read(rel)?;
-                        }
-                    }
-                } else {
-                    let rel = format!("{dir}/{name}");
-                    if is_manifest_path(&rel) && entry.path().is_file() {
-                        read(rel)?;
+                    continue;
+                }
+                if !(ft.is_dir() || ft.is_symlink()) || !visit(rel, ft)? {
+                    continue;
+                }
+                let sub = entry.path();
+                for g in std::fs::read_dir(&sub).map_err(io(&sub))? {
+                    let g = g.map_err(io(&sub))?;
+                    let rel = format!("generations/{name}/{}", g.file_name().to_string_lossy());
+                    if is_manifest_path(&rel) {
+                        let ft = g.file_type().map_err(io(&g.path()))?;
+                        visit(rel, ft)?;
                     }
                 }
             }
         }
-        Ok(FleetFiles::from_blobs(blobs))
+        let mut files = FleetFiles::from_blobs(blobs);
+        links.sort_by(|a, b| a.path.cmp(&b.path));
+        files.links = links;
+        Ok(files)
     }
 
     /// The text of the file at `path`, if it is one of these files.
@@ -150,6 +271,12 @@ pub(super) fn parse_all(files: &FleetFiles) -> (Parsed, Vec<Diagnostic>) {
             column: 0,
             message: "the file is not valid UTF-8; save it as UTF-8 text".into(),
         });
+    }
+    for link in &files.links {
+        if expected_kind(&link.path) == Some("Fleet") {
+            parsed.fleet_file_present = true;
+        }
+        diags.push(link.diagnostic());
     }
     for file in &files.files {
         let Some(kind) = expected_kind(&file.path) else {

@@ -19,7 +19,8 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use load::{FleetFiles, SourceFile, is_manifest_path};
+use crate::cli::output::terminal_safe;
+pub use load::{FleetFiles, Link, SourceFile, is_manifest_dir, is_manifest_path};
 
 /// One problem in one manifest file, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -34,12 +35,16 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// Shown with control characters escaped: messages quote the manifests, which are untrusted.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
+            terminal_safe(&self.file),
+            self.line,
+            self.column,
+            terminal_safe(&self.message)
         )
     }
 }

@@ -21,3 +21,4 @@ mod synth;
 mod system;
 mod systemd;
 mod trust;
+mod untrusted;
