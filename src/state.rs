@@ -593,26 +593,6 @@ struct InventoryFile {
     packages: BTreeSet<String>,
 }
 
-/// Checks that `v` can be a package version (`[epoch:]pkgver-pkgrel` of the characters
-/// makepkg allows), so it is safe to join into `<name>-<version>`: never `/`, NUL or empty.
-pub fn check_version(v: &str) -> Result<(), String> {
-    if v.is_empty() || v.len() > 255 {
-        return Err("must be 1 to 255 characters".into());
-    }
-    if let Some(c) = v
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._+~:-".contains(*c)))
-    {
-        return Err(format!(
-            "character {c:?} is not allowed in a version (A-Z, a-z, 0-9 and ._+~:-)"
-        ));
-    }
-    if v.starts_with(['-', '.']) || !v.contains('-') {
-        return Err("is not a pkgver-pkgrel version".into());
-    }
-    Ok(())
-}
-
 /// The host's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -694,7 +674,7 @@ impl StateDir {
                 .map(|e| format!("package {e}"))
                 .or_else(|| {
                     [&c.old, &c.new].into_iter().flatten().find_map(|v| {
-                        check_version(v)
+                        crate::manifest::check_version(v)
                             .err()
                             .map(|e| format!("version `{v}` of `{}`: {e}", c.name))
                     })
@@ -1270,9 +1250,14 @@ mod tests {
         for (name, version, expect) in [
             ("../../etc", "1.0-1", "must not start with"),
             ("a/b", "1.0-1", "character '/' is not allowed"),
-            ("app", "1.0-1/../../../etc", "character '/' is not allowed"),
-            ("app", "", "1 to 255 characters"),
-            ("app", "..", "not a pkgver-pkgrel"),
+            (
+                "app",
+                "1.0-1/../../../etc",
+                "the pkgrel (after the last `-`) must be digits",
+            ),
+            ("app", "", "it is empty"),
+            ("app", "..", "there is no `-pkgrel`"),
+            ("app", "../x-1", "the pkgver has the character '/'"),
         ] {
             s.begin_transaction(&marker(name, version)).unwrap();
             let e = s.load_transaction().unwrap_err();

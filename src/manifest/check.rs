@@ -482,7 +482,7 @@ pub(super) fn check(
 /// refuses `:`, `/`, `-` and whitespace in it; pacfleet also refuses the rest of punctuation
 /// and every control character, which no Arch package has and which would reach diffs and
 /// terminals); pkgrel digits with an optional `.digits`. `Err` says what is wrong.
-pub(crate) fn check_version(v: &str) -> Result<(), String> {
+pub fn check_version(v: &str) -> Result<(), String> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let Some((rest, pkgrel)) = v.rsplit_once('-') else {
         return Err(if v.is_empty() {

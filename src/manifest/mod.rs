@@ -20,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cli::output::terminal_safe;
+pub use check::check_version;
 pub use load::{FleetFiles, Link, SourceFile, is_manifest_dir, is_manifest_path};
 
 /// One problem in one manifest file, located as precisely as we can.
