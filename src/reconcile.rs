@@ -1195,8 +1195,14 @@ struct Early {
 /// Opens the package system and reads the local and sync databases, or `None` whenever the
 /// usual order matters: a transaction to recover first, pacman's lock held, a half-written
 /// entry, any error (the pass meets it again later, in order, and reports it there).
+///
+/// Not when the last full plan found nothing to do (`converged.json`): then this pass most
+/// likely skips planning altogether, and reading the databases would only cost it time.
 fn open_early(cfg: &AgentConfig, state: &StateDir, conf: &pacmanconf::Config) -> Option<Early> {
-    if !matches!(state.load_transaction(), Ok(None)) || cfg.dbpath.join("db.lck").exists() {
+    if state.load_converged().is_some()
+        || !matches!(state.load_transaction(), Ok(None))
+        || cfg.dbpath.join("db.lck").exists()
+    {
         return None;
     }
     let local = crate::system::scan_local(&cfg.dbpath).ok()?;
