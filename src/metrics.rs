@@ -42,6 +42,7 @@ pub const OUTCOMES: &[&str] = &[
     "applied",
     "applied-with-warnings",
     "held",
+    "not-in-fleet",
     "pending",
     "failed",
     "refused",
@@ -113,6 +114,7 @@ pub fn outcome_label(outcome: PassOutcome) -> &'static str {
         PassOutcome::Refused => "refused",
         PassOutcome::AppliedWithWarnings => "applied-with-warnings",
         PassOutcome::Held => "held",
+        PassOutcome::NotInFleet => "not-in-fleet",
     }
 }
 
@@ -176,6 +178,7 @@ impl Counters {
             | PassOutcome::Applied
             | PassOutcome::AppliedWithWarnings
             | PassOutcome::Held
+            | PassOutcome::NotInFleet
             | PassOutcome::Pending => {
                 self.last_success = Some(status.at);
                 if matches!(
@@ -375,6 +378,11 @@ pub fn render(
         "pacfleet_pending_changes",
         "Package changes the host still needs to match its target (held back by a window, a pause or a dry run).",
         status.pending_changes,
+    );
+    x.gauge(
+        "pacfleet_in_fleet",
+        "Whether a pool of the fleet selects this host (0: pacfleet manages nothing on it).",
+        u8::from(status.outcome != PassOutcome::NotInFleet),
     );
     x.gauge(
         "pacfleet_held_packages",

@@ -44,6 +44,25 @@ pub struct PassOptions {
     pub bootstrap: bool,
 }
 
+/// Where the pool's window stands at the time of the pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum WindowState {
+    /// The pool has no window (or the pass did not get as far as the pool).
+    #[default]
+    None,
+    /// Inside the window, until this time.
+    Open {
+        /// When it closes.
+        until: String,
+    },
+    /// Outside the window; it next opens then (`None`: never again).
+    Closed {
+        /// The next start.
+        next: Option<String>,
+    },
+}
+
 /// Why changes were not applied although there are some.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
@@ -127,6 +146,8 @@ pub struct PassReport {
     pub generation: Option<u32>,
     /// Whether the window allows applying now (`None`: no window).
     pub window_open_until: Option<String>,
+    /// The pool's window now, for `plan` as much as for `reconcile` (RFC 3339, local time).
+    pub window: WindowState,
     /// What the pass decided.
     pub verdict: Verdict,
     /// The changes (applied, or that would be applied).
@@ -427,7 +448,8 @@ fn pass_status(
             status.signed_until = Some(r.signed_until);
             status.waiting_for_signature = r.waiting.len();
             status.outcome = match &r.verdict {
-                Verdict::NotInFleet | Verdict::Converged => PassOutcome::Converged,
+                Verdict::NotInFleet => PassOutcome::NotInFleet,
+                Verdict::Converged => PassOutcome::Converged,
                 Verdict::Applied => PassOutcome::Applied,
                 Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
                 Verdict::Held => PassOutcome::Held,
@@ -443,7 +465,10 @@ fn pass_status(
                 .cloned()
                 .collect();
             status.message = match &r.verdict {
-                Verdict::NotInFleet => Some(format!("host {} is in no pool of the fleet", r.host)),
+                Verdict::NotInFleet => Some(format!(
+                    "host {} is in no pool of the fleet: pacfleet manages nothing on it; check `hostname:` in agent.yaml and the pools' `hosts:` and `labels:`",
+                    r.host
+                )),
                 Verdict::Pending { hold } => Some(hold.to_string()),
                 Verdict::Held => Some(format!(
                     "{} package(s) held back by this host's IgnorePkg/IgnoreGroup",
@@ -876,6 +901,7 @@ fn pass(
         pool: None,
         generation: None,
         window_open_until: None,
+        window: WindowState::None,
         signers: trusted.signers.clone(),
         sequence: trusted.anchor.sequence,
         waiting: trusted.waiting.clone(),
@@ -904,6 +930,15 @@ fn pass(
     if let Gate::Open { until: Some(u) } = &gate {
         report.window_open_until = Some(u.to_rfc3339());
     }
+    report.window = match &gate {
+        Gate::Open { until: Some(u) } => WindowState::Open {
+            until: u.to_rfc3339(),
+        },
+        Gate::Open { until: None } => WindowState::None,
+        Gate::Closed { next } => WindowState::Closed {
+            next: next.as_ref().map(|n| n.to_rfc3339()),
+        },
+    };
     let hold = if !opts.apply {
         Some(Hold::PlanOnly)
     } else if resolved.paused {

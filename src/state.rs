@@ -131,6 +131,9 @@ pub enum PassOutcome {
     /// Nothing else to do, but the host's IgnorePkg/IgnoreGroup hold packages back from what
     /// the fleet asks: see `held`. Never "converged".
     Held,
+    /// No pool of the fleet selects this host (a hostname typo, a pool removed): pacfleet
+    /// manages nothing on it. A pass that worked, but not a state to show as healthy.
+    NotInFleet,
 }
 
 impl PassOutcome {
@@ -426,7 +429,7 @@ fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
 }
 
 /// The effective user id of this process.
-fn euid() -> u32 {
+pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }

@@ -186,7 +186,7 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                 let settled = StateDir::open(&cfg.state_dir).ok().and_then(|s| {
                     let applied = s.load_applied().ok().flatten()?;
                     let status = s.load_status().ok().flatten()?;
-                    matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied | PassOutcome::AppliedWithWarnings | PassOutcome::Held).then_some(applied.commit)
+                    matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied | PassOutcome::AppliedWithWarnings | PassOutcome::Held | PassOutcome::NotInFleet).then_some(applied.commit)
                 });
                 match pass(&config_path, false).await {
                     Ok(report) if settled.as_deref() != Some(report.commit.as_str()) => {

@@ -139,8 +139,19 @@ fn paths(prefix: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((with(".pub"), with(".key")))
 }
 
-/// Creates `path` with `bytes`; fails if it exists.
+/// Creates `path` with `bytes`; fails if it exists. A missing parent directory is created,
+/// private (0700: a secret key goes in it).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -311,8 +311,23 @@ struct RollbackArgs {
     push: bool,
 }
 
-/// Runs `fleetctl` with the process's arguments.
+/// Runs `fleetctl` with the process's arguments. A reader that stops reading (`fleetctl
+/// history | head -1`) ends the command quietly with exit 0.
 pub fn main() -> ExitCode {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !output::is_broken_pipe(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    match std::panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(payload) if output::is_broken_pipe(payload.as_ref()) => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Command::Reconcile(_) | Command::Agent(_) => "info",

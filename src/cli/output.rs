@@ -39,10 +39,34 @@ pub fn init_logging(verbose: u8, quiet: bool, default_level: &str) {
 
 /// Errors: one line that says what failed and what to do, then the chain of causes.
 pub fn print_error(e: &anyhow::Error) {
-    eprintln!("error: {e}");
+    eprint!("{}", error_text(e));
+}
+
+/// `error: …` and one `caused by: …` line per cause that says something the lines before did
+/// not (a message that already quotes its source, or a transparent wrapper, is not repeated).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}\n");
+    let mut said = e.to_string();
     for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if text.is_empty() || said.contains(&text) {
+            continue;
+        }
+        out.push_str(&format!("  caused by: {text}\n"));
+        said.push_str(&text);
     }
+    out
+}
+
+/// Whether a panic payload is Rust's "failed printing to stdout: Broken pipe": the reader of
+/// our output (`| head`) went away, which is not an error of ours.
+pub fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.contains("Broken pipe") || text.contains("os error 32")
 }
 
 /// The exit code for an error: 3 for trust refusals, 2 for everything else (DESIGN.md §3).

@@ -5,7 +5,7 @@ use super::PlanArgs;
 use super::output::{bytes, delta, terminal_safe};
 use crate::agent::AgentConfig;
 use crate::plan::Action;
-use crate::reconcile::{self, Hold, PassOptions, PassReport, Verdict, short};
+use crate::reconcile::{self, PassOptions, PassReport, Verdict, WindowState, short};
 
 pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;
@@ -15,7 +15,17 @@ pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
     } else {
         print_report(&report);
     }
-    Ok(if report.changeset.settled() { 0 } else { 1 })
+    if let Some(refused) = &report.refused {
+        eprintln!("error: refused: {}", super::output::terminal_safe(refused));
+    }
+    // DESIGN §3: 3 when the trust rules refused a newer commit.
+    Ok(if report.refused.is_some() {
+        3
+    } else if report.changeset.settled() {
+        0
+    } else {
+        1
+    })
 }
 
 /// The human form of a pass report: header, one aligned line per change, totals, notices.
@@ -37,18 +47,11 @@ pub(super) fn print_report(r: &PassReport) {
         r.host,
         short(&r.commit)
     );
-    let window = match (&r.verdict, &r.window_open_until) {
-        (
-            Verdict::Pending {
-                hold: Hold::Window { next },
-            },
-            _,
-        ) => match next {
-            Some(n) => format!("closed; opens {n}"),
-            None => "closed; never opens again".to_owned(),
-        },
-        (_, Some(u)) => format!("open until {u}"),
-        (_, None) => "open (no window)".to_owned(),
+    let window = match &r.window {
+        WindowState::Closed { next: Some(n) } => format!("closed; opens {n}"),
+        WindowState::Closed { next: None } => "closed; never opens again".to_owned(),
+        WindowState::Open { until } => format!("open until {until}"),
+        WindowState::None => "open (no window)".to_owned(),
     };
     println!("window: {window}");
     println!(

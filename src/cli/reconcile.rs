@@ -6,6 +6,11 @@ use crate::agent::AgentConfig;
 use crate::reconcile::{self, PassOptions};
 
 pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
+    if crate::state::euid() != 0 {
+        anyhow::bail!(
+            "fleetctl reconcile changes this host's packages and records its state, as pacman does: run it as root (sudo fleetctl reconcile …); `fleetctl plan` and `fleetctl status` need no root"
+        );
+    }
     let cfg = AgentConfig::load(&args.config.config)?;
     // systemd stops the unit with SIGTERM; a pass stops before its transaction, never inside.
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -28,6 +33,13 @@ pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
         super::output::json(&report)?;
     } else {
         super::plan::print_report(&report);
+    }
+    if report.verdict == reconcile::Verdict::NotInFleet {
+        eprintln!(
+            "warning: no pool of the fleet selects host {}: pacfleet manages nothing on it; check `hostname:` in {} and the pools' `hosts:`/`labels:`",
+            report.host,
+            cfg.source.display()
+        );
     }
     if let Some(refused) = &report.refused {
         eprintln!("error: refused: {refused}");

@@ -35,6 +35,8 @@ enum Class {
     Warnings,
     /// IgnorePkg/IgnoreGroup hold packages back from what the fleet asks.
     Held,
+    /// No pool selects this host: nothing is managed.
+    NotInFleet,
     Pending,
     Drift,
     Stale,
@@ -210,6 +212,7 @@ fn build(
         Some(PassOutcome::Refused) => Class::Refused,
         Some(_) if matches!(signature, Signature::Expired | Signature::Expiring) => Class::Stale,
         Some(_) if !drift.is_empty() => Class::Drift,
+        Some(PassOutcome::NotInFleet) => Class::NotInFleet,
         Some(PassOutcome::Pending) => Class::Pending,
         Some(_) if pending_changes > 0 => Class::Pending,
         Some(PassOutcome::AppliedWithWarnings) => Class::Warnings,
@@ -217,7 +220,7 @@ fn build(
         Some(_) => Class::Converged,
     };
     let percentage = match class {
-        Class::Failed | Class::Refused | Class::Unknown => 0,
+        Class::Failed | Class::Refused | Class::Unknown | Class::NotInFleet => 0,
         _ => {
             // Drift is usually the pending changeset itself: count it once.
             let owed = pending_changes.max(drift.len());
@@ -319,6 +322,7 @@ fn summary(
             "" => "converged".to_owned(),
             why => format!("converged ({why})"),
         },
+        Class::NotInFleet => format!("not in the fleet: {why}"),
         Class::Warnings => format!(
             "applied with warnings: {}",
             s.warnings.first().map_or("", |w| first_line(w))
@@ -537,6 +541,7 @@ fn pango(s: &str) -> String {
 fn waybar(v: &View, now: DateTime<Utc>) -> String {
     let text = match v.class {
         Class::Converged => "converged".to_owned(),
+        Class::NotInFleet => "not in fleet".to_owned(),
         Class::Warnings => "warnings".to_owned(),
         Class::Held => "held".to_owned(),
         Class::Pending => format!("{} pending", v.pending_changes),

@@ -8,6 +8,7 @@ mod arch;
 mod badinput;
 mod bench_smoke;
 mod capture;
+mod cli;
 mod demo;
 mod diff;
 mod faults;
