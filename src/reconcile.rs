@@ -849,7 +849,14 @@ fn pass(
     // While the fetch waits on the network: pacman's configuration (a subprocess) and, for a
     // pass that may apply, the package databases read through libalpm (no lock taken, nothing
     // written; dropped unused when the pass turns out held, or the database changed meanwhile).
-    let pending = source::start_fetch(&spec, &repo, &source::FetchOptions::default());
+    let pending = source::start_fetch(
+        &spec,
+        &repo,
+        &source::FetchOptions {
+            max_pack_bytes: cfg.max_pack_bytes,
+            ..source::FetchOptions::default()
+        },
+    );
     let pacman_conf = crate::system::read_conf(&host_paths(cfg));
     let mut early = match (&pacman_conf, opts.apply) {
         (Ok(conf), true) => open_early(cfg, state, conf),

@@ -90,13 +90,21 @@ pub struct FetchOptions {
     /// Give up connecting to an HTTP(S) or `git://` server after this long; default 20
     /// seconds (`ssh` uses whatever ssh is configured with).
     pub connect_timeout: Duration,
+    /// Give up when the pack the server sends grows past this many bytes: everything in the
+    /// repository was written by whoever can push, before anything is verified. Default
+    /// 256 MiB (a fleet repository of YAML is a few MiB even after years).
+    pub max_pack_bytes: u64,
 }
+
+/// The default of [`FetchOptions::max_pack_bytes`].
+pub const DEFAULT_MAX_PACK_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(20),
+            max_pack_bytes: DEFAULT_MAX_PACK_BYTES,
         }
     }
 }
@@ -187,6 +195,18 @@ pub enum FetchError {
         /// The limit that was exceeded.
         timeout: Duration,
     },
+    /// The server sent more than `max_pack_bytes`.
+    #[error(
+        "fetching branch {branch:?} from fleet repository {url} was stopped: the server sent more than {limit} bytes; nothing was kept. If the repository really is that large, raise `max_pack_size` in agent.yaml; otherwise someone pushed something huge: remove it from the branch's history"
+    )]
+    TooLarge {
+        /// The repository URL.
+        url: String,
+        /// The branch being fetched.
+        branch: String,
+        /// The limit.
+        limit: u64,
+    },
     /// The fetched branch could not be resolved to a commit in the mirror.
     #[error(
         "fetched branch {branch:?} from {url}, but cannot read it from the mirror at {}: {detail}; delete the mirror to fetch afresh",
@@ -256,6 +276,11 @@ impl FetchError {
                 url: f(url),
                 branch,
                 timeout,
+            },
+            TooLarge { url, branch, limit } => TooLarge {
+                url: f(url),
+                branch,
+                limit,
             },
             Inspect {
                 url,
@@ -481,6 +506,20 @@ impl PendingFetch {
     }
 }
 
+/// The bytes of the files directly in `dir` (0 when it cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// How long a fetch that ran out of time gets to wind down before it is left behind.
 fn grace(timeout: Duration) -> Duration {
     (timeout / 4).min(Duration::from_secs(10))
@@ -573,11 +612,38 @@ fn fetch_blocking(
     if let Some(err) = timed_out() {
         return Err(err);
     }
-    let outcome = prepare
-        .with_reflog_message(gix::remote::fetch::RefLogMessage::Prefixed {
-            action: "pacfleet fetch".into(),
-        })
-        .receive(gix::progress::Discard, interrupt);
+    // A watchdog measures what arrives in the pack directory and stops the transfer (the same
+    // flag as the time limit) once it passes the limit.
+    let too_large = AtomicBool::new(false);
+    let receiving = AtomicBool::new(true);
+    let pack_dir = repo.path().join("objects/pack");
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let before = dir_bytes(&pack_dir);
+            while receiving.load(Ordering::SeqCst) {
+                if dir_bytes(&pack_dir).saturating_sub(before) > options.max_pack_bytes {
+                    too_large.store(true, Ordering::SeqCst);
+                    interrupt.store(true, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let outcome = prepare
+            .with_reflog_message(gix::remote::fetch::RefLogMessage::Prefixed {
+                action: "pacfleet fetch".into(),
+            })
+            .receive(gix::progress::Discard, interrupt);
+        receiving.store(false, Ordering::SeqCst);
+        outcome
+    });
+    if too_large.load(Ordering::SeqCst) {
+        return Err(FetchError::TooLarge {
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            limit: options.max_pack_bytes,
+        });
+    }
     if let Some(err) = timed_out() {
         return Err(err);
     }

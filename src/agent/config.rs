@@ -51,6 +51,7 @@ pub const FIELDS: &[&str] = &[
     "textfile",
     "keyring_packages",
     "fleet",
+    "max_pack_size",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -95,6 +96,9 @@ pub struct AgentConfig {
     /// is refused, from the very first pass (without it a fresh host takes the fleet name of
     /// the first state it verifies).
     pub fleet: Option<String>,
+    /// The largest pack a fetch of the fleet repository accepts, in bytes (`max_pack_size:
+    /// 256MiB` by default): the repository's content is untrusted until verified.
+    pub max_pack_bytes: u64,
 }
 
 /// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
@@ -188,6 +192,7 @@ struct RawConfig {
     textfile: Option<String>,
     keyring_packages: Option<Vec<String>>,
     fleet: Option<String>,
+    max_pack_size: Option<serde_yaml::Value>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -263,6 +268,48 @@ fn check_duration(
                 serde_yaml::to_string(&other).unwrap_or_default().trim()
             ),
         )),
+    }
+}
+
+fn check_size(field: &'static str, v: serde_yaml::Value) -> Result<u64, (&'static str, String)> {
+    let text = match v {
+        serde_yaml::Value::String(s) => s,
+        serde_yaml::Value::Number(n) => n.to_string(),
+        other => {
+            return Err((
+                field,
+                format!(
+                    "expected a size such as 256MiB or 1GiB, found {}",
+                    serde_yaml::to_string(&other).unwrap_or_default().trim()
+                ),
+            ));
+        }
+    };
+    parse_size(&text).map_err(|e| (field, e))
+}
+
+/// Parse a size: bytes, or a number with `KiB`, `MiB` or `GiB` (e.g. `256MiB`); at least 1 KiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?}; write e.g. 256MiB or 1GiB"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}; write e.g. 256MiB or 1GiB"))?;
+    match n.checked_mul(factor) {
+        Some(b) if b >= 1024 => Ok(b),
+        Some(_) => Err(format!("size {s:?} is below 1 KiB")),
+        None => Err(format!("size {s:?} is too large")),
     }
 }
 
@@ -361,6 +408,7 @@ impl AgentConfig {
                 .map(|s| (*s).to_owned())
                 .collect(),
             fleet: None,
+            max_pack_bytes: crate::source::DEFAULT_MAX_PACK_BYTES,
         }
     }
 
@@ -520,6 +568,10 @@ impl AgentConfig {
             textfile: path_of("textfile", raw.textfile)?,
             keyring_packages,
             fleet,
+            max_pack_bytes: match raw.max_pack_size {
+                Some(v) => check_size("max_pack_size", v)?,
+                None => crate::source::DEFAULT_MAX_PACK_BYTES,
+            },
         })
     }
 
@@ -621,7 +673,7 @@ mod tests {
              pacman_conf: /mnt/pacman.conf\nstate_dir: /mnt/state\n\
              trusted_keys: [/k/a.pub, /k/b.pub]\nthreshold: 2\ninterval: 1h30m\n\
              lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n\
-             keyring_packages: [acme-keyring]\nfleet: acme\n",
+             keyring_packages: [acme-keyring]\nfleet: acme\nmax_pack_size: 64MiB\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -641,10 +693,21 @@ mod tests {
         assert_eq!(c.textfile, Some(PathBuf::from("/metrics/pacfleet.prom")));
         assert_eq!(c.keyring_packages, ["archlinux-keyring", "acme-keyring"]);
         assert_eq!(c.fleet.as_deref(), Some("acme"));
+        assert_eq!(c.max_pack_bytes, 64 << 20);
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
         assert_eq!(keys, FIELDS);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "12", "1MB", "MiB", "-1MiB", "99999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

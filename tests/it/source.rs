@@ -183,6 +183,45 @@ fn git_daemon() {
     check_fetch_cycle(&fx, &src, &first, &url);
 }
 
+/// A pack larger than `max_pack_bytes` is stopped while it arrives, with an error that names
+/// the limit and the fix; the mirror keeps what it had, and a fetch within the limit works.
+#[test]
+fn a_pack_over_the_limit_is_stopped() {
+    let fx = Fixture::new();
+    let (src, first) = fleet_source(&fx, "fleet");
+    let daemon = GitDaemon::start(&fx.root());
+    let url = format!("git://127.0.0.1:{}/fleet", daemon.port);
+    let dest = fx.path("mirror.git");
+    source::fetch(&spec(&url), &dest).expect("initial fetch");
+    // 16 MiB that do not compress, pushed by someone with write access.
+    let mut noise = vec![0u8; 16 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(src.join("blob.bin"), &noise).expect("write noise");
+    fx.git(&src, &["add", "blob.bin"]);
+    fx.git(&src, &["commit", "-q", "-m", "huge"]);
+    let options = FetchOptions {
+        max_pack_bytes: 1 << 20,
+        ..FetchOptions::default()
+    };
+    let err = source::fetch_with(&spec(&url), &dest, &options).expect_err("over the limit");
+    assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("more than 1048576 bytes") && msg.contains("max_pack_size"),
+        "{msg}"
+    );
+    let tip = fx.git(&dest, &["rev-parse", "refs/remotes/origin/main"]);
+    assert_eq!(tip.trim(), first, "the mirror keeps what it had");
+    fx.git(&dest, &["fsck", "--no-progress"]);
+    source::fetch(&spec(&url), &dest).expect("within the default limit");
+}
+
 #[test]
 fn smart_http() {
     let fx = Fixture::new();
