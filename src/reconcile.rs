@@ -270,6 +270,7 @@ impl PassError {
     pub fn label(&self) -> &'static str {
         match self {
             PassError::State(_) | PassError::Anchor { .. } => "state",
+            PassError::Fetch(FetchError::Stopped { .. }) => "stopped",
             PassError::Fetch(_) => "fetch",
             PassError::Read(_) => "read",
             PassError::Invalid { .. } => "invalid",
@@ -863,7 +864,7 @@ fn pass(
         _ => None,
     };
     phase("configuration and package databases, beside the fetch");
-    let fetched = pending.wait()?;
+    let fetched = pending.wait_or_stop(&STOP)?;
     phase("fetch");
     tracing::info!(
         "fleet {} at {} ({})",
@@ -874,6 +875,7 @@ fn pass(
     // 2. Verify: the newest commit a threshold of trusted keys signed (DESIGN.md §4).
     let trusted = verify(cfg, state, &repo, &fetched.commit)?;
     phase("verify");
+    stop_point()?;
     let commit = trusted.commit.clone();
     *target_commit = Some(commit.clone());
     if let Some(r) = &trusted.refused {
@@ -899,6 +901,7 @@ fn pass(
         diags,
     })?;
     phase("manifests");
+    stop_point()?;
 
     // 4. Resolve.
     let mut report = PassReport {
@@ -1259,6 +1262,14 @@ fn open_early(cfg: &AgentConfig, state: &StateDir, conf: &pacmanconf::Config) ->
         installed,
         fingerprint: local.fingerprint,
     })
+}
+
+/// Where a pass that was told to stop (SIGTERM, SIGINT) stops before its transaction.
+fn stop_point() -> Result<(), PassError> {
+    if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(PassError::Stopped);
+    }
+    Ok(())
 }
 
 /// The policy libalpm's questions are answered by: the desired and locked sets come from the

@@ -195,6 +195,16 @@ pub enum FetchError {
         /// The limit that was exceeded.
         timeout: Duration,
     },
+    /// A stop signal came while waiting for the fetch.
+    #[error(
+        "fetching branch {branch:?} from fleet repository {url} was stopped by a signal; nothing was changed"
+    )]
+    Stopped {
+        /// The repository URL.
+        url: String,
+        /// The branch being fetched.
+        branch: String,
+    },
     /// The server sent more than `max_pack_bytes`.
     #[error(
         "fetching branch {branch:?} from fleet repository {url} was stopped: the server sent more than {limit} bytes; nothing was kept. If the repository really is that large, raise `max_pack_size` in agent.yaml; otherwise someone pushed something huge: remove it from the branch's history"
@@ -276,6 +286,10 @@ impl FetchError {
                 url: f(url),
                 branch,
                 timeout,
+            },
+            Stopped { url, branch } => Stopped {
+                url: f(url),
+                branch,
             },
             TooLarge { url, branch, limit } => TooLarge {
                 url: f(url),
@@ -441,7 +455,13 @@ pub fn start_fetch(spec: &RepoSpec, dest: &Path, options: &FetchOptions) -> Pend
 
 impl PendingFetch {
     /// The fetch's outcome, within its time limit (counted from [`start_fetch`]).
-    pub fn wait(mut self) -> Result<Fetched, FetchError> {
+    pub fn wait(self) -> Result<Fetched, FetchError> {
+        self.wait_or_stop(&AtomicBool::new(false))
+    }
+
+    /// Like [`wait`](Self::wait), but gives up (asking the worker to stop) as soon as `stop`
+    /// is set: a pass told to stop does not sit out a slow server.
+    pub fn wait_or_stop(mut self, stop: &AtomicBool) -> Result<Fetched, FetchError> {
         let shown = redact_url(&self.spec.url);
         let (url, secret) = (self.spec.url.clone(), self.secret.clone());
         let scrub = |err: FetchError| {
@@ -458,10 +478,10 @@ impl PendingFetch {
         if let Some(done) = self.done.take() {
             return done.map_err(scrub);
         }
-        self.wait_worker().map_err(scrub)
+        self.wait_worker(stop).map_err(scrub)
     }
 
-    fn wait_worker(&mut self) -> Result<Fetched, FetchError> {
+    fn wait_worker(&mut self, stop: &AtomicBool) -> Result<Fetched, FetchError> {
         let Some((result, worker)) = self.running.take() else {
             return Err(FetchError::Transfer {
                 url: self.spec.url.clone(),
@@ -476,8 +496,24 @@ impl PendingFetch {
             timeout: options.timeout,
         };
         use std::sync::mpsc::RecvTimeoutError;
-        let left = options.timeout.saturating_sub(self.started.elapsed());
-        let outcome = match result.recv_timeout(left) {
+        // Wait in short slices, to notice a stop signal.
+        let first = loop {
+            let left = options.timeout.saturating_sub(self.started.elapsed());
+            match result.recv_timeout(left.min(Duration::from_millis(100))) {
+                Err(RecvTimeoutError::Timeout) if !left.is_zero() => {
+                    if stop.load(Ordering::SeqCst) {
+                        self.interrupt.store(true, Ordering::SeqCst);
+                        // The worker winds down on its own; nobody waits for it.
+                        return Err(FetchError::Stopped {
+                            url: spec.url.clone(),
+                            branch: spec.branch.clone(),
+                        });
+                    }
+                }
+                other => break other,
+            }
+        };
+        let outcome = match first {
             Ok(outcome) => outcome,
             Err(RecvTimeoutError::Timeout) => {
                 self.interrupt.store(true, Ordering::SeqCst);

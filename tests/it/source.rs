@@ -222,6 +222,51 @@ fn a_pack_over_the_limit_is_stopped() {
     source::fetch(&spec(&url), &dest).expect("within the default limit");
 }
 
+/// A pass told to stop (SIGTERM, as systemd stops the unit) while its fetch waits on a server
+/// that never answers stops at once, not after the fetch's 10-minute limit; nothing changed.
+#[test]
+fn a_stop_signal_ends_a_pass_waiting_on_its_fetch() {
+    let tmp = crate::harness::tempdir();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let holder = std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(held);
+    });
+    let host = crate::harness::HostDir::new(tmp.path(), "ws-01", &[]);
+    let (public, _) = crate::harness::keypair(&tmp.path().join("keys"), "ops");
+    let cfg = host.agent_yaml(&format!("git://127.0.0.1:{port}/fleet"), &public, "");
+    let child = crate::harness::fleetctl()
+        .arg("reconcile")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let start = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("was stopped by a signal"), "{err}");
+    let status = std::fs::read_to_string(host.state_dir.join("status.json")).expect("status");
+    assert!(status.contains("\"failure\": \"stopped\""), "{status}");
+    drop(holder);
+}
+
 #[test]
 fn smart_http() {
     let fx = Fixture::new();
