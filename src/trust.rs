@@ -29,6 +29,7 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use minisign::{PublicKey, SignatureBox};
 
+use crate::escape::quoted;
 use crate::manifest::FleetSpec;
 use crate::source::{self, ReadError};
 
@@ -79,13 +80,14 @@ impl Statement {
                 .ok_or_else(|| format!("the statement ends before `{key}`"))?;
             let line = line
                 .strip_suffix('\n')
-                .ok_or_else(|| format!("line `{line}` does not end in a newline"))?;
+                .ok_or_else(|| format!("line `{}` does not end in a newline", quoted(line, 80)))?;
             if key == HEADER {
                 return if line == HEADER {
                     Ok(String::new())
                 } else {
                     Err(format!(
-                        "the statement must start with `{HEADER}`, found `{line}`"
+                        "the statement must start with `{HEADER}`, found `{}`",
+                        quoted(line, 80)
                     ))
                 };
             }
@@ -93,7 +95,7 @@ impl Statement {
                 .and_then(|v| v.strip_prefix(' '))
                 .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
                 .map(str::to_owned)
-                .ok_or_else(|| format!("expected `{key} <value>`, found `{line}`"))
+                .ok_or_else(|| format!("expected `{key} <value>`, found `{}`", quoted(line, 80)))
         };
         field(HEADER)?;
         let fleet = field("fleet")?;
@@ -118,9 +120,14 @@ impl Statement {
             tree,
             sequence: sequence
                 .parse()
-                .map_err(|_| format!("sequence `{sequence}` is not a number"))?,
+                .map_err(|_| format!("sequence `{}` is not a number", quoted(&sequence, 40)))?,
             expires: DateTime::parse_from_rfc3339(&expires)
-                .map_err(|e| format!("expires `{expires}` is not an RFC 3339 time ({e})"))?
+                .map_err(|e| {
+                    format!(
+                        "expires `{}` is not an RFC 3339 time ({e})",
+                        quoted(&expires, 40)
+                    )
+                })?
                 .with_timezone(&Utc),
         };
         if statement.to_text() != text {

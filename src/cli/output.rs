@@ -44,15 +44,23 @@ pub fn print_error(e: &anyhow::Error) {
 
 /// `error: …` and one `caused by: …` line per cause that says something the lines before did
 /// not (a message that already quotes its source, or a transparent wrapper, is not repeated).
+/// Every line is [`terminal_safe`] (the line breaks of a multi-line error kept): errors quote
+/// untrusted text (a note, a manifest value).
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = format!("error: {e}\n");
+    let lines = |text: &str| -> String {
+        text.split('\n')
+            .map(terminal_safe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut out = format!("error: {}\n", lines(&e.to_string()));
     let mut said = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
         if text.is_empty() || said.contains(&text) {
             continue;
         }
-        out.push_str(&format!("  caused by: {text}\n"));
+        out.push_str(&format!("  caused by: {}\n", lines(&text)));
         said.push_str(&text);
     }
     out
@@ -94,30 +102,7 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `text` safe to print on a terminal or into a CI log: control characters (escape sequences,
-/// carriage returns, newlines, NUL) and the bidirectional overrides and isolates that reorder
-/// what a reader sees are shown as `\u{..}`. Every string that comes from a manifest, a
-/// package, a repository database, a git note or a scriptlet goes through this before it is
-/// printed as text; JSON output needs nothing (serde escapes control characters).
-pub fn terminal_safe(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if is_unsafe_char(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Whether `c` must not reach a terminal or a rendered document raw: a control character, or a
-/// bidirectional override/isolate (U+202A–U+202E, U+2066–U+2069).
-pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || ('\u{202a}'..='\u{202e}').contains(&c)
-        || ('\u{2066}'..='\u{2069}').contains(&c)
-}
+pub use crate::escape::{is_unsafe_char, terminal_safe};
 
 #[cfg(test)]
 mod tests {

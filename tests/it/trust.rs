@@ -667,6 +667,81 @@ fn tampered_note() {
     );
 }
 
+/// A junk note whose first line carries terminal escape sequences: the refusal reaches
+/// stderr, status.json and `fleetctl status` escaped, never as raw control characters.
+#[test]
+fn escape_sequences_in_a_junk_note_never_reach_the_terminal() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let c = w.commit_set("add extra", &["app", "extra"]);
+    w.put_note(
+        &c,
+        "pacfleet-statement 1\x1b[2J\x1b]0;owned\x07\rlooks fine\n",
+    );
+    let err = assert_refused(&host, &cfg, &["signature note on commit", "is corrupt"]);
+    for (what, text) in [
+        ("reconcile", err),
+        (
+            "status",
+            run(fleetctl().args(["status", "--config"]).arg(&cfg)).1,
+        ),
+        (
+            "status --waybar",
+            run(fleetctl()
+                .args(["status", "--waybar", "--config"])
+                .arg(&cfg))
+            .1,
+        ),
+    ] {
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07') && !text.contains('\r'),
+            "{what}: raw control characters in {text:?}"
+        );
+    }
+}
+
+/// More commits since the applied state than a pass walks before verifying anything: refused
+/// with a message that says so and what to do, nothing applied.
+#[test]
+fn too_many_unsigned_commits_are_refused_with_a_report() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    // 10,001 empty commits on main, made at once with git fast-import.
+    let head = w.fleet.head();
+    let mut stream = String::new();
+    for i in 0..=pacfleet::trust::MAX_WALK {
+        stream.push_str(&format!(
+            "commit refs/heads/main\ncommitter Pusher <p@example.com> 1700000000 +0000\ndata 4\nc{:03}\n{}\n",
+            i % 1000,
+            if i == 0 { format!("from {head}\n") } else { String::new() }
+        ));
+    }
+    let mut child = std::process::Command::new("git")
+        .args(["fast-import", "--quiet", "--force"])
+        .current_dir(&w.fleet.dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git fast-import");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stream.as_bytes())
+        .expect("feed fast-import");
+    assert!(child.wait().expect("wait").success());
+    assert_refused(
+        &host,
+        &cfg,
+        &[
+            "commits since",
+            "more than the 10000 a pass reads before verifying anything",
+        ],
+    );
+}
+
 #[test]
 fn corrupt_note() {
     let w = world();
