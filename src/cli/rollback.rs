@@ -19,7 +19,7 @@
 use anyhow::bail;
 
 use super::RollbackArgs;
-use super::set_latest::{Edits, WorkTree, check_fleet, finish};
+use super::set_latest::{Edits, Sign, WorkTree, check_fleet, finish};
 use crate::capture::{self, Summary};
 use crate::diff::{self, Filter, FleetDiff};
 use crate::manifest::{Fleet, Generation, Name};
@@ -83,7 +83,10 @@ pub(super) fn run(args: RollbackArgs) -> anyhow::Result<u8> {
         &commit,
         &branch,
         args.key.as_deref(),
-        None,
+        Sign {
+            above: 0,
+            offline: args.offline,
+        },
         remote.as_deref(),
     )?;
     println!(

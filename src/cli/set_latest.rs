@@ -31,7 +31,7 @@ use crate::resolve::{self, Resolved};
 use crate::source;
 use crate::state::StateDir;
 use crate::system::{HostPaths, Mode, System};
-use crate::trust::{self, NOTES_REF};
+use crate::trust::NOTES_REF;
 
 pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     Name::new(&args.pool).map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
@@ -183,13 +183,17 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     }
     println!("  wrote {gen_file}, set `generation: {number}` in {pool_file}");
     println!("  committed {} on {branch}", short(&commit));
-    let sequence = trust::highest_sequence(&wt.root)?.max(applied.sequence) + 1;
+    // `sign` fetches the remote's notes and goes above the highest there and here; above the
+    // host's applied sequence too.
     finish(
         &wt,
         &commit,
         &branch,
         args.key.as_deref(),
-        Some(sequence),
+        Sign {
+            above: applied.sequence,
+            offline: args.offline,
+        },
         remote.as_deref(),
     )?;
     Ok(0)
@@ -439,6 +443,14 @@ impl Edits {
     }
 }
 
+/// How [`finish`] signs: the new statement's sequence is above `above` (and above every one
+/// in the notes, here and on the remote, as `fleetctl sign` does); `offline` as its flag.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sign {
+    pub(super) above: u64,
+    pub(super) offline: bool,
+}
+
 /// Signs `commit` with `key` through `fleetctl sign` (same key handling and password prompt,
 /// same report), then pushes to `remote` if given; without a key, says how to sign.
 pub(super) fn finish(
@@ -446,7 +458,7 @@ pub(super) fn finish(
     commit: &str,
     branch: &str,
     key: Option<&Path>,
-    sequence: Option<u64>,
+    how: Sign,
     remote: Option<&str>,
 ) -> anyhow::Result<()> {
     match key {
@@ -465,8 +477,10 @@ pub(super) fn finish(
                 key: key.to_owned(),
                 repo: wt.root.clone(),
                 expires_in: std::time::Duration::from_secs(30 * 24 * 3600),
-                sequence,
+                sequence: None,
                 renew: false,
+                offline: how.offline,
+                above: how.above,
             })
             .context(
                 "the commit is made but not signed; sign it with `fleetctl sign HEAD --key KEY`",
@@ -657,7 +671,7 @@ impl WorkTree {
 
     /// Before anything is written for `--push`: the remote exists, its branch has nothing this
     /// one lacks, and its signature notes are fetched (so the new statement's sequence number
-    /// follows the highest published one). Returns the remote.
+    /// follows the highest published one; see `notes_sync`). Returns the remote.
     pub(super) fn prepare_push(&self, branch: &str) -> anyhow::Result<String> {
         let remote = self.remote_of(branch);
         if self.git(&["remote", "get-url", &remote]).is_err() {
@@ -683,12 +697,9 @@ impl WorkTree {
                 );
             }
         }
-        if has(NOTES_REF) {
-            self.git(&["fetch", "-q", &remote, &format!("{NOTES_REF}:{NOTES_REF}")])
-                .with_context(|| format!(
-                    "--push: the signature notes on {remote} and here have diverged; fetch them (`git fetch {remote} +{NOTES_REF}:{NOTES_REF}` drops local unpublished signatures) and try again"
-                ))?;
-        }
+        // The notes: fetched and fast-forwarded as `fleetctl sign` does, refused when they
+        // diverged, before anything is written.
+        super::notes_sync::sync(&self.root, false)?;
         Ok(remote)
     }
 

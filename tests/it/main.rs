@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod props;
 mod reconcile;
+mod sign_remote;
 mod snapshot;
 mod source;
 mod status;
