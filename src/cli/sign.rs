@@ -1,4 +1,4 @@
-//! `fleetctl sign [REV] --key K [--repo PATH] [--expires-in DURATION] [--sequence N] [--renew]`:
+//! `fleetctl sign [REV] --key K [--repo PATH] [--expires-in DURATION] [--sequence N] [--renew] [--offline]`:
 //! writes (or extends) REV's signature statement under refs/notes/pacfleet. A commit with a
 //! valid statement by other keys gets this key's signature appended (threshold signing);
 //! otherwise a new statement is made with the next sequence number. `--renew` on the branch
