@@ -239,7 +239,7 @@ fn next_number(wt: &WorkTree, pool: &str) -> anyhow::Result<u32> {
 fn applied_state(cfg: &AgentConfig) -> anyhow::Result<crate::state::AppliedState> {
     let none = || {
         anyhow::anyhow!(
-            "host {} has not applied any fleet state yet ({} has no state.json): run `fleetctl reconcile` on it first, so the capture is based on a signed state it runs",
+            "host {} has not applied any fleet state yet ({} has no state.json): run `fleetctl reconcile` on it first, so the capture is based on a signed state it runs. If reconcile fails because its pool is pinned to a generation this host cannot reach (a pinned version found nowhere, a sha256 mismatch: pins from another machine or an example), unpin the pool (remove `generation:` from its file), sign and push, reconcile the host, then capture",
             cfg.hostname,
             cfg.state_dir.display()
         )
