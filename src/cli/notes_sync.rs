@@ -28,12 +28,22 @@ pub const REMOTE_NOTES: &str = "refs/pacfleet/remote-notes";
 pub(super) enum Synced {
     /// No remote to fetch from (warned).
     NoRemote,
-    /// `--offline`: not fetched (warned).
-    Offline,
+    /// `--offline`: not fetched from this remote (warned).
+    Offline(String),
     /// Fetched from the remote; it has no notes yet.
     RemoteEmpty(String),
     /// Fetched from the remote; the local notes contain the remote's now.
     Current(String),
+}
+
+impl Synced {
+    /// The remote, when there is one.
+    pub(super) fn remote(&self) -> Option<&str> {
+        match self {
+            Synced::RemoteEmpty(r) | Synced::Current(r) | Synced::Offline(r) => Some(r),
+            Synced::NoRemote => None,
+        }
+    }
 }
 
 /// Fetches the remote's notes and brings the local notes ref up to them (see the module
@@ -51,7 +61,7 @@ pub(super) fn sync(repo: &Path, offline: bool) -> anyhow::Result<Synced> {
         eprintln!(
             "warning: --offline: the signature notes were not fetched from `{remote}`; the sequence number comes from the local notes only, and if {remote} has higher ones hosts refuse this statement and the push of the notes is rejected"
         );
-        return Ok(Synced::Offline);
+        return Ok(Synced::Offline(remote));
     }
     let refused = |detail: String| {
         anyhow::anyhow!(

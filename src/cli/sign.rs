@@ -3,7 +3,9 @@
 //! valid statement by other keys gets this key's signature appended (threshold signing);
 //! otherwise a new statement is made with the next sequence number. `--renew` on the branch
 //! tip (or plain `sign` once its statement expired) renews the fleet's signed state before
-//! hosts call it stale. Exit 0, or 2 on error.
+//! hosts call it stale. First the remote's notes are fetched and the local ones fast-forwarded
+//! to them (`notes_sync`; refused when they diverged or the fetch fails, unless `--offline`),
+//! so the sequence continues the published one. Exit 0, or 2 on error.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,7 +32,7 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     // The commit first (a typo fails before the network), then the remote's notes, so that
     // what the commit carries and the next sequence number are current.
     let commit = source::rev_parse(&args.repo, &args.rev)?;
-    notes_sync::sync(&args.repo, args.offline)?;
+    let synced = notes_sync::sync(&args.repo, args.offline)?;
     let tree = source::commit_tree(&args.repo, &commit)?;
     let note = source::read_note(&args.repo, &commit)?;
     let had_note = note.is_some();
@@ -119,7 +121,10 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     if let Some(w) = rotation_warning(&args.repo, &commit, &sk) {
         eprintln!("warning: {w}");
     }
-    println!("Publish it: git push origin refs/notes/pacfleet");
+    println!(
+        "Publish it: git push {} refs/notes/pacfleet",
+        synced.remote().unwrap_or("origin")
+    );
     Ok(0)
 }
 
