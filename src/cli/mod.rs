@@ -256,6 +256,9 @@ struct SignArgs {
     /// A new statement's sequence is above this too (set-latest: the host's applied one).
     #[arg(skip)]
     above: u64,
+    /// The notes were fetched already (set-latest and rollback, before they commit).
+    #[arg(skip)]
+    synced: bool,
 }
 
 #[derive(Debug, Args)]

@@ -53,11 +53,7 @@ pub(super) fn run(args: RollbackArgs) -> anyhow::Result<u8> {
         .filter(|(p, _)| p.as_str() == pool)
         .map(|(_, n)| *n)
         .collect();
-    let remote = if args.push {
-        Some(wt.prepare_push(&branch)?)
-    } else {
-        None
-    };
+    let remote = wt.prepare(&branch, args.push, args.key.is_some(), args.offline)?;
 
     let (commit, target) = match args.to {
         Some(n) => to_generation(&wt, &before, pool, &pool_file, current, &numbers, n)?,
@@ -83,10 +79,7 @@ pub(super) fn run(args: RollbackArgs) -> anyhow::Result<u8> {
         &commit,
         &branch,
         args.key.as_deref(),
-        Sign {
-            above: 0,
-            offline: args.offline,
-        },
+        Sign { above: 0 },
         remote.as_deref(),
     )?;
     println!(

@@ -66,11 +66,7 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     // 2. The operator's work tree: clean, up to date, and asking of the host what it runs.
     wt.ensure_clean()?;
     let branch = wt.branch()?;
-    let remote = if args.push {
-        Some(wt.prepare_push(&branch)?)
-    } else {
-        None
-    };
+    let remote = wt.prepare(&branch, args.push, args.key.is_some(), args.offline)?;
     let head = wt.head()?;
     let at_head = based_on_applied(&wt, &applied.commit, &head, &host, pool, &resolved_applied)?;
 
@@ -192,7 +188,6 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
         args.key.as_deref(),
         Sign {
             above: applied.sequence,
-            offline: args.offline,
         },
         remote.as_deref(),
     )?;
@@ -444,11 +439,11 @@ impl Edits {
 }
 
 /// How [`finish`] signs: the new statement's sequence is above `above` (and above every one
-/// in the notes, here and on the remote, as `fleetctl sign` does); `offline` as its flag.
+/// in the notes, here and on the remote, as `fleetctl sign` does). The notes were fetched by
+/// [`WorkTree::prepare`], before anything was written.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Sign {
     pub(super) above: u64,
-    pub(super) offline: bool,
 }
 
 /// Signs `commit` with `key` through `fleetctl sign` (same key handling and password prompt,
@@ -479,8 +474,9 @@ pub(super) fn finish(
                 expires_in: std::time::Duration::from_secs(30 * 24 * 3600),
                 sequence: None,
                 renew: false,
-                offline: how.offline,
+                offline: false,
                 above: how.above,
+                synced: true,
             })
             .context(
                 "the commit is made but not signed; sign it with `fleetctl sign HEAD --key KEY`",
@@ -667,6 +663,26 @@ impl WorkTree {
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty() && r != ".")
             .unwrap_or_else(|| "origin".to_owned())
+    }
+
+    /// Before anything is written: for `--push`, [`WorkTree::prepare_push`] (returns the
+    /// remote); else, when the commit will be signed, the remote's notes fetched as `fleetctl
+    /// sign` does (`offline` as its flag), so that a fetch that fails or notes that diverged
+    /// refuse before a commit is made, not after.
+    pub(super) fn prepare(
+        &self,
+        branch: &str,
+        push: bool,
+        sign: bool,
+        offline: bool,
+    ) -> anyhow::Result<Option<String>> {
+        if push {
+            return self.prepare_push(branch).map(Some);
+        }
+        if sign {
+            super::notes_sync::sync(&self.root, offline)?;
+        }
+        Ok(None)
     }
 
     /// Before anything is written for `--push`: the remote exists, its branch has nothing this

@@ -32,7 +32,11 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     // The commit first (a typo fails before the network), then the remote's notes, so that
     // what the commit carries and the next sequence number are current.
     let commit = source::rev_parse(&args.repo, &args.rev)?;
-    let synced = notes_sync::sync(&args.repo, args.offline)?;
+    let synced = if args.synced {
+        None
+    } else {
+        Some(notes_sync::sync(&args.repo, args.offline)?)
+    };
     let tree = source::commit_tree(&args.repo, &commit)?;
     let note = source::read_note(&args.repo, &commit)?;
     let had_note = note.is_some();
@@ -123,7 +127,10 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     }
     println!(
         "Publish it: git push {} refs/notes/pacfleet",
-        synced.remote().unwrap_or("origin")
+        synced
+            .as_ref()
+            .and_then(notes_sync::Synced::remote)
+            .unwrap_or("origin")
     );
     Ok(0)
 }

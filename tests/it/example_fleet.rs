@@ -110,6 +110,39 @@ fn a_copy_bootstraps_a_fresh_host_of_each_pool() {
                 .args(["reconcile", "--ignore-window", "--config"])
                 .arg(&cfg));
             assert_eq!(code, 0, "pinned:\n{out}\n{err}");
+            rollback_signs_with_the_remote_notes_or_offline(&repo);
         }
     }
+}
+
+/// The README's last step, with a remote that cannot be reached: `rollback --key` refuses
+/// before it commits anything (the notes cannot be fetched), and with `--offline` reverts the
+/// first capture (the pool floats again) and signs with a warning.
+fn rollback_signs_with_the_remote_notes_or_offline(repo: &FleetRepo) {
+    let gone = repo.dir.with_file_name("gone.git");
+    repo.git(&["remote", "add", "origin", &gone.display().to_string()]);
+    let head = repo.head();
+    let rollback = |extra: &[&str]| {
+        run(fleetctl()
+            .args(["rollback", "--pool", "build-servers", "--repo"])
+            .arg(&repo.dir)
+            .arg("--key")
+            .arg(&repo.secret_key)
+            .args(extra)
+            .env_remove("PACFLEET_KEY_PASSWORD"))
+    };
+    let (code, out, err) = rollback(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("cannot fetch the signature notes") && err.contains("--offline"),
+        "{err}"
+    );
+    assert_eq!(repo.head(), head, "nothing committed");
+    let (code, out, err) = rollback(&["--offline"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("warning: --offline"), "{err}");
+    let pool = fs::read_to_string(repo.dir.join("pools/build-servers.yaml")).unwrap();
+    assert!(!pool.contains("\ngeneration:"), "{pool}");
+    assert_ne!(repo.head(), head);
+    repo.git(&["notes", "--ref=pacfleet", "show", "HEAD"]);
 }
