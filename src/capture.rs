@@ -827,13 +827,23 @@ mod tests {
 
     #[test]
     fn pool_edit_replaces_the_generation_line_in_place() {
-        let text = example("pools/build-servers.yaml");
+        // build-servers ships floating: set-latest's first capture inserts the line, the next
+        // one replaces it.
+        let floating = example("pools/build-servers.yaml");
+        let text = set_pool_generation("pools/build-servers.yaml", &floating, 2).unwrap();
+        assert_eq!(
+            text,
+            floating.replace("\nprune: true\n", "\ngeneration: 2\nprune: true\n")
+        );
         let edited = set_pool_generation("pools/build-servers.yaml", &text, 3).unwrap();
         assert_eq!(
             edited,
             text.replace("\ngeneration: 2\n", "\ngeneration: 3\n")
         );
-        assert!(edited.starts_with("# CI builders. Pinned:"), "{edited}");
+        assert!(
+            edited.starts_with("# CI builders. Shipped floating"),
+            "{edited}"
+        );
         assert_eq!(pool_generation(&edited), Ok(Some(3)));
         // Its trailing comment and spacing stay.
         let t = "kind: Pool\nname: p\nhosts: [a]\ngeneration:   7   # the good one\nprune: true\n";

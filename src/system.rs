@@ -145,7 +145,7 @@ pub enum SystemError {
     },
     /// A package file's checksum differs from the pin.
     #[error(
-        "package `{name}` {version} from {source_desc} has sha256 {actual}, but the generation pins {expected}; refusing it. Someone changed the package file or the pin is wrong: check the archive/cache, or capture the generation again"
+        "package `{name}` {version} from {source_desc} has sha256 {actual}, but the generation pins {expected}; refusing it. Someone changed the package file, or the pin is wrong: check the archive and the cache. If the generation was not captured from this fleet's hosts (copied from an example, written for other machines), remove `generation:` from the pool so it floats, sign, reconcile, and capture the pool's first real generation on a host with `fleetctl set-latest`; a host that has applied a state can capture a new generation directly"
     )]
     ChecksumMismatch {
         /// Package name.

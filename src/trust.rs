@@ -986,10 +986,16 @@ pub fn load_secret_key(
 
 /// The highest sequence number of any statement under refs/notes/pacfleet (0 if none).
 pub fn highest_sequence(repo: &Path) -> Result<u64, ReadError> {
-    if source::rev_parse(repo, NOTES_REF).is_err() {
+    highest_sequence_in(repo, NOTES_REF)
+}
+
+/// The highest sequence number of any statement in the notes tree at `notes_ref` (0 if the
+/// ref does not exist).
+pub fn highest_sequence_in(repo: &Path, notes_ref: &str) -> Result<u64, ReadError> {
+    if source::rev_parse(repo, notes_ref).is_err() {
         return Ok(0);
     }
-    Ok(source::read_tree(repo, NOTES_REF, |_| true)?
+    Ok(source::read_tree(repo, notes_ref, |_| true)?
         .iter()
         .filter_map(|(_, bytes)| Note::parse(bytes).ok())
         .map(|n| n.statement.sequence)

@@ -44,7 +44,7 @@ const ADDITIONS: &[Addition] = &[
     },
 ];
 /// The pinned pool of step 3.
-const PINNED_POOL: &str = "build-servers";
+const PINNED_POOL: &str = embedded::PINNED_POOL;
 /// Step 3 holds this package back at this older version (only the archive has it).
 const DOWNGRADE: (&str, &str) = ("git", "2.47.1-1");
 
@@ -113,7 +113,9 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
     let repo = FleetRepo::init(&dir.join("fleet")).context(setup)?;
     let ops = Operator::generate(dir).context(setup)?;
     let archive_url = format!("file://{}", built.archive.display());
-    let files = edits::copy(embedded::EXAMPLE_FLEET, &fleet, &archive_url, &built)
+    let demo_files = embedded::demo_files().context(setup)?;
+    let demo_files: Vec<(&str, &str)> = demo_files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let files = edits::copy(&demo_files, &fleet, &archive_url, &built)
         .with_context(|| format!("{setup}: copying example-fleet"))?;
     let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (&**p, &**t)).collect();
     repo.write(&files).context(setup)?;
@@ -134,10 +136,11 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
         &ops,
         &format!(
             "acme fleet, copied from example-fleet\n\n\
-             Two changes so that it works in the demo's sandbox: fleet.yaml's `archive:` is the\n\
-             sandbox's file:// archive (whose snapshots of {} are the sandbox's\n\
-             repositories), and the sha256 pins in generations/ are those of the synthetic\n\
-             packages.",
+             Three changes so that it works in the demo's sandbox: fleet.yaml's `archive:` is\n\
+             the sandbox's file:// archive (whose snapshots of {} are the sandbox's\n\
+             repositories), the sha256 pins in generations/ are those of the synthetic\n\
+             packages, and {PINNED_POOL} (shipped floating) is pinned to its last example\n\
+             generation, as `fleetctl set-latest` would pin it.",
             days.join(", ")
         ),
     )

@@ -7,6 +7,7 @@ mod demo;
 mod diff;
 mod history;
 mod keygen;
+mod notes_sync;
 pub mod output;
 mod plan;
 mod reconcile;
@@ -248,6 +249,16 @@ struct SignArgs {
     /// instead of adding this key's signature to it.
     #[arg(long)]
     renew: bool,
+    /// Do not fetch the remote's signature notes first (warns: the sequence number then comes
+    /// from the local notes only).
+    #[arg(long)]
+    offline: bool,
+    /// A new statement's sequence is above this too (set-latest: the host's applied one).
+    #[arg(skip)]
+    above: u64,
+    /// The notes were fetched already (set-latest and rollback, before they commit).
+    #[arg(skip)]
+    synced: bool,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +297,9 @@ struct SetLatestArgs {
     /// Push the branch and refs/notes/pacfleet to the branch's remote (atomically).
     #[arg(long)]
     push: bool,
+    /// When signing, do not fetch the remote's signature notes first (warns; not with --push).
+    #[arg(long, conflicts_with = "push")]
+    offline: bool,
     /// The commit's first line (default: `POOL: generation N captured from HOST (changes)`).
     #[arg(long, short = 'm')]
     message: Option<String>,
@@ -309,6 +323,9 @@ struct RollbackArgs {
     /// Push the branch and refs/notes/pacfleet to the branch's remote (atomically).
     #[arg(long)]
     push: bool,
+    /// When signing, do not fetch the remote's signature notes first (warns; not with --push).
+    #[arg(long, conflicts_with = "push")]
+    offline: bool,
 }
 
 /// Runs `fleetctl` with the process's arguments. A reader that stops reading (`fleetctl

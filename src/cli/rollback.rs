@@ -19,7 +19,7 @@
 use anyhow::bail;
 
 use super::RollbackArgs;
-use super::set_latest::{Edits, WorkTree, check_fleet, finish};
+use super::set_latest::{Edits, Sign, WorkTree, check_fleet, finish};
 use crate::capture::{self, Summary};
 use crate::diff::{self, Filter, FleetDiff};
 use crate::manifest::{Fleet, Generation, Name};
@@ -53,11 +53,7 @@ pub(super) fn run(args: RollbackArgs) -> anyhow::Result<u8> {
         .filter(|(p, _)| p.as_str() == pool)
         .map(|(_, n)| *n)
         .collect();
-    let remote = if args.push {
-        Some(wt.prepare_push(&branch)?)
-    } else {
-        None
-    };
+    let remote = wt.prepare(&branch, args.push, args.key.is_some(), args.offline)?;
 
     let (commit, target) = match args.to {
         Some(n) => to_generation(&wt, &before, pool, &pool_file, current, &numbers, n)?,
@@ -83,7 +79,7 @@ pub(super) fn run(args: RollbackArgs) -> anyhow::Result<u8> {
         &commit,
         &branch,
         args.key.as_deref(),
-        None,
+        Sign { above: 0 },
         remote.as_deref(),
     )?;
     println!(

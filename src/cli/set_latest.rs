@@ -31,7 +31,7 @@ use crate::resolve::{self, Resolved};
 use crate::source;
 use crate::state::StateDir;
 use crate::system::{HostPaths, Mode, System};
-use crate::trust::{self, NOTES_REF};
+use crate::trust::NOTES_REF;
 
 pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     Name::new(&args.pool).map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
@@ -66,11 +66,7 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     // 2. The operator's work tree: clean, up to date, and asking of the host what it runs.
     wt.ensure_clean()?;
     let branch = wt.branch()?;
-    let remote = if args.push {
-        Some(wt.prepare_push(&branch)?)
-    } else {
-        None
-    };
+    let remote = wt.prepare(&branch, args.push, args.key.is_some(), args.offline)?;
     let head = wt.head()?;
     let at_head = based_on_applied(&wt, &applied.commit, &head, &host, pool, &resolved_applied)?;
 
@@ -183,13 +179,16 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     }
     println!("  wrote {gen_file}, set `generation: {number}` in {pool_file}");
     println!("  committed {} on {branch}", short(&commit));
-    let sequence = trust::highest_sequence(&wt.root)?.max(applied.sequence) + 1;
+    // `sign` fetches the remote's notes and goes above the highest there and here; above the
+    // host's applied sequence too.
     finish(
         &wt,
         &commit,
         &branch,
         args.key.as_deref(),
-        Some(sequence),
+        Sign {
+            above: applied.sequence,
+        },
         remote.as_deref(),
     )?;
     Ok(0)
@@ -235,7 +234,7 @@ fn next_number(wt: &WorkTree, pool: &str) -> anyhow::Result<u32> {
 fn applied_state(cfg: &AgentConfig) -> anyhow::Result<crate::state::AppliedState> {
     let none = || {
         anyhow::anyhow!(
-            "host {} has not applied any fleet state yet ({} has no state.json): run `fleetctl reconcile` on it first, so the capture is based on a signed state it runs",
+            "host {} has not applied any fleet state yet ({} has no state.json): run `fleetctl reconcile` on it first, so the capture is based on a signed state it runs. If reconcile fails because its pool is pinned to a generation this host cannot reach (a pinned version found nowhere, a sha256 mismatch: pins from another machine or an example), unpin the pool (remove `generation:` from its file), sign and push, reconcile the host, then capture",
             cfg.hostname,
             cfg.state_dir.display()
         )
@@ -439,6 +438,14 @@ impl Edits {
     }
 }
 
+/// How [`finish`] signs: the new statement's sequence is above `above` (and above every one
+/// in the notes, here and on the remote, as `fleetctl sign` does). The notes were fetched by
+/// [`WorkTree::prepare`], before anything was written.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sign {
+    pub(super) above: u64,
+}
+
 /// Signs `commit` with `key` through `fleetctl sign` (same key handling and password prompt,
 /// same report), then pushes to `remote` if given; without a key, says how to sign.
 pub(super) fn finish(
@@ -446,7 +453,7 @@ pub(super) fn finish(
     commit: &str,
     branch: &str,
     key: Option<&Path>,
-    sequence: Option<u64>,
+    how: Sign,
     remote: Option<&str>,
 ) -> anyhow::Result<()> {
     match key {
@@ -465,8 +472,11 @@ pub(super) fn finish(
                 key: key.to_owned(),
                 repo: wt.root.clone(),
                 expires_in: std::time::Duration::from_secs(30 * 24 * 3600),
-                sequence,
+                sequence: None,
                 renew: false,
+                offline: false,
+                above: how.above,
+                synced: true,
             })
             .context(
                 "the commit is made but not signed; sign it with `fleetctl sign HEAD --key KEY`",
@@ -655,9 +665,29 @@ impl WorkTree {
             .unwrap_or_else(|| "origin".to_owned())
     }
 
+    /// Before anything is written: for `--push`, [`WorkTree::prepare_push`] (returns the
+    /// remote); else, when the commit will be signed, the remote's notes fetched as `fleetctl
+    /// sign` does (`offline` as its flag), so that a fetch that fails or notes that diverged
+    /// refuse before a commit is made, not after.
+    pub(super) fn prepare(
+        &self,
+        branch: &str,
+        push: bool,
+        sign: bool,
+        offline: bool,
+    ) -> anyhow::Result<Option<String>> {
+        if push {
+            return self.prepare_push(branch).map(Some);
+        }
+        if sign {
+            super::notes_sync::sync(&self.root, offline)?;
+        }
+        Ok(None)
+    }
+
     /// Before anything is written for `--push`: the remote exists, its branch has nothing this
     /// one lacks, and its signature notes are fetched (so the new statement's sequence number
-    /// follows the highest published one). Returns the remote.
+    /// follows the highest published one; see `notes_sync`). Returns the remote.
     pub(super) fn prepare_push(&self, branch: &str) -> anyhow::Result<String> {
         let remote = self.remote_of(branch);
         if self.git(&["remote", "get-url", &remote]).is_err() {
@@ -683,12 +713,9 @@ impl WorkTree {
                 );
             }
         }
-        if has(NOTES_REF) {
-            self.git(&["fetch", "-q", &remote, &format!("{NOTES_REF}:{NOTES_REF}")])
-                .with_context(|| format!(
-                    "--push: the signature notes on {remote} and here have diverged; fetch them (`git fetch {remote} +{NOTES_REF}:{NOTES_REF}` drops local unpublished signatures) and try again"
-                ))?;
-        }
+        // The notes: fetched and fast-forwarded as `fleetctl sign` does, refused when they
+        // diverged, before anything is written.
+        super::notes_sync::sync(&self.root, false)?;
         Ok(remote)
     }
 

@@ -1,9 +1,11 @@
-//! `fleetctl sign [REV] --key K [--repo PATH] [--expires-in DURATION] [--sequence N] [--renew]`:
+//! `fleetctl sign [REV] --key K [--repo PATH] [--expires-in DURATION] [--sequence N] [--renew] [--offline]`:
 //! writes (or extends) REV's signature statement under refs/notes/pacfleet. A commit with a
 //! valid statement by other keys gets this key's signature appended (threshold signing);
 //! otherwise a new statement is made with the next sequence number. `--renew` on the branch
 //! tip (or plain `sign` once its statement expired) renews the fleet's signed state before
-//! hosts call it stale. Exit 0, or 2 on error.
+//! hosts call it stale. First the remote's notes are fetched and the local ones fast-forwarded
+//! to them (`notes_sync`; refused when they diverged or the fetch fails, unless `--offline`),
+//! so the sequence continues the published one. Exit 0, or 2 on error.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +15,7 @@ use chrono::{SecondsFormat, Utc};
 
 use super::SignArgs;
 use super::keygen::{PASSWORD_ENV, can_prompt, env_password};
+use super::notes_sync;
 use crate::manifest::FleetSpec;
 use crate::reconcile::short;
 use crate::source;
@@ -26,8 +29,14 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
         .ok()
         .filter(|d| *d <= chrono::Duration::days(3650))
         .ok_or_else(|| anyhow::anyhow!("--expires-in must be at most 10 years"))?;
-    // Cheap checks first: the commit and what it already carries.
+    // The commit first (a typo fails before the network), then the remote's notes, so that
+    // what the commit carries and the next sequence number are current.
     let commit = source::rev_parse(&args.repo, &args.rev)?;
+    let synced = if args.synced {
+        None
+    } else {
+        Some(notes_sync::sync(&args.repo, args.offline)?)
+    };
     let tree = source::commit_tree(&args.repo, &commit)?;
     let note = source::read_note(&args.repo, &commit)?;
     let had_note = note.is_some();
@@ -43,11 +52,25 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
             n.statement.sequence
         );
     }
-    let highest = trust::highest_sequence(&args.repo)?;
+    // The fetched remote notes count too (the local ones contain them after a sync; an
+    // --offline signature still never goes below a previous fetch).
+    let highest = trust::highest_sequence(&args.repo)?.max(trust::highest_sequence_in(
+        &args.repo,
+        notes_sync::REMOTE_NOTES,
+    )?);
+    let sequence = match args.sequence {
+        Some(s) => s,
+        None => highest.max(args.above).checked_add(1).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the notes already hold sequence {}; pass --sequence",
+                u64::MAX
+            )
+        })?,
+    };
 
     let sk = secret_key(&args.key)?;
     let opts = SignOptions {
-        sequence: args.sequence,
+        sequence: Some(sequence),
         expires: Utc::now() + expires_in,
         renew: args.renew,
     };
@@ -102,7 +125,13 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     if let Some(w) = rotation_warning(&args.repo, &commit, &sk) {
         eprintln!("warning: {w}");
     }
-    println!("Publish it: git push origin refs/notes/pacfleet");
+    println!(
+        "Publish it: git push {} refs/notes/pacfleet",
+        synced
+            .as_ref()
+            .and_then(notes_sync::Synced::remote)
+            .unwrap_or("origin")
+    );
     Ok(0)
 }
 

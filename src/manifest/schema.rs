@@ -547,6 +547,25 @@ fn example_fleet_resolves_as_its_readme_says() {
     let ws01 = resolve(&fleet, "ws-01").unwrap().unwrap();
     assert!(ws01.explicit.contains_key("thunderbird") && !ws01.explicit.contains_key("nvidia"));
 
+    // build-servers ships floating, so that a copy of the fleet bootstraps real builders.
+    let build = resolve(&fleet, "build-01").unwrap().unwrap();
+    assert_eq!(build.generation, None);
+    assert_eq!(build.snapshot, None);
+
+    // Pinned to its example generation 2, as `fleetctl set-latest` would pin it, every package a
+    // builder asks for is locked.
+    let root = example_root();
+    let pool_file = "pools/build-servers.yaml";
+    let files = FleetFiles::from_blobs(walk_files(&root).into_iter().map(|p| {
+        let text = std::fs::read_to_string(root.join(&p)).unwrap();
+        let text = if p == pool_file {
+            crate::capture::set_pool_generation(pool_file, &text, 2).unwrap()
+        } else {
+            text
+        };
+        (p, text.into_bytes())
+    }));
+    let fleet = Fleet::from_files(&files).unwrap_or_else(|e| panic!("{e}"));
     let build = resolve(&fleet, "build-01").unwrap().unwrap();
     assert_eq!(build.generation, Some(2));
     assert_eq!(build.snapshot.as_deref(), Some("2025-03-01"));

@@ -210,7 +210,8 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("host srv-02 has not applied any fleet state yet")
-            && err.contains("fleetctl reconcile"),
+            && err.contains("fleetctl reconcile")
+            && err.contains("unpin the pool (remove `generation:`"),
         "{err}"
     );
     w.fleet.write(&[("notes.txt", "draft\n")]);

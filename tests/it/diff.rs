@@ -60,6 +60,14 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Pins the copy of example-fleet at `dir` to build-servers generation `n` (set-latest's edit).
+fn pin_example(dir: &Path, n: u32) {
+    let file = "pools/build-servers.yaml";
+    let text = fs::read_to_string(dir.join(file)).expect("read pool");
+    let pinned = pacfleet::capture::set_pool_generation(file, &text, n).expect("pin pool");
+    fs::write(dir.join(file), pinned).expect("write pool");
+}
+
 /// The example fleet's history, one tag per step.
 struct History {
     _tmp: crate::harness::TempDir,
@@ -121,6 +129,9 @@ fn history() -> History {
     let tmp = tempdir();
     let repo = FleetRepo::new(tmp.path());
     copy_dir(&example_fleet(), &repo.dir);
+    // example-fleet ships build-servers floating; the story starts from it pinned to its
+    // example generation 2, as `fleetctl set-latest` would have left it.
+    pin_example(&repo.dir, 2);
     let mut h = History {
         _tmp: tmp,
         repo,

@@ -33,12 +33,45 @@ pub(super) const EXAMPLE_FLEET: &[(&str, &str)] = embed!(
     "pools/workstations.yaml",
 );
 
-/// The embedded fleet, parsed and checked.
+/// The pool example-fleet ships floating and the demo pins to its highest example generation
+/// (the sandbox's sha256 pins fit it, which real hosts' would not).
+pub(super) const PINNED_POOL: &str = "build-servers";
+
+/// example-fleet's files as the demo starts from them: [`PINNED_POOL`] pinned to its
+/// highest-numbered generation file, as `fleetctl set-latest` would have pinned it.
+pub(super) fn demo_files() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let dir = format!("generations/{PINNED_POOL}/");
+    let highest = EXAMPLE_FLEET
+        .iter()
+        .filter_map(|(p, _)| {
+            p.strip_prefix(&dir)?
+                .strip_suffix(".yaml")?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .with_context(|| format!("example-fleet has no {dir}*.yaml (a bug)"))?;
+    let pool_file = format!("pools/{PINNED_POOL}.yaml");
+    EXAMPLE_FLEET
+        .iter()
+        .map(|(path, text)| {
+            if *path == pool_file && crate::capture::pool_generation(text) == Ok(None) {
+                let pinned = crate::capture::set_pool_generation(path, text, highest)
+                    .with_context(|| format!("pinning {path} for the demo (a bug)"))?;
+                Ok((*path, pinned))
+            } else {
+                Ok((*path, (*text).to_owned()))
+            }
+        })
+        .collect()
+}
+
+/// The embedded fleet as the demo starts from it ([`demo_files`]), parsed and checked.
 pub(super) fn fleet() -> anyhow::Result<Fleet> {
     let files = FleetFiles::from_blobs(
-        EXAMPLE_FLEET
-            .iter()
-            .map(|(path, text)| ((*path).to_owned(), text.as_bytes().to_vec())),
+        demo_files()?
+            .into_iter()
+            .map(|(path, text)| (path.to_owned(), text.into_bytes())),
     );
     Fleet::from_files(&files).context("the example fleet built into fleetctl is invalid (a bug)")
 }
