@@ -150,7 +150,8 @@ pub(super) fn check(
     let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
     for host in hosts.values() {
         if let Some(key) = &host.spec.key
-            && let Err(e) = crate::trust::parse_key(host.spec.name.as_str(), key)
+            && let Err(e) =
+                crate::trust::parse_key(&format!("the `key:` of host {}", host.spec.name), key)
         {
             ctx.at(
                 &host.file,
