@@ -102,7 +102,7 @@ pub enum EnrollError {
     Fetch {
         url: String,
         #[source]
-        source: PassError,
+        source: Box<PassError>,
     },
     /// Nothing on the branch is signed by the given keys.
     #[error(
@@ -294,7 +294,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
         },
         other => EnrollError::Fetch {
             url: crate::source::redact_url(&cfg.repo),
-            source: other,
+            source: Box::new(other),
         },
     })?;
     // 5. The host key pair (kept when there), then agent.yaml.
