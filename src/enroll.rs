@@ -72,6 +72,11 @@ pub enum EnrollError {
     /// A `--key` file is not a usable public key.
     #[error("--key: {0}")]
     Key(#[from] KeyError),
+    /// No key was given.
+    #[error(
+        "no trusted key given: a host applies only states signed by keys it trusts; pass the fleet's public key(s) with --key PUB"
+    )]
+    NoKeys,
     /// A path given cannot be made absolute.
     #[error("cannot make {} absolute: {source}", path.display())]
     Path {
@@ -84,6 +89,11 @@ pub enum EnrollError {
         "the machine's hostname could not be read from /proc/sys/kernel/hostname or /etc/hostname; pass --hostname NAME"
     )]
     NoHostname,
+    /// The hostname cannot name a Host manifest.
+    #[error(
+        "hostname {hostname:?} cannot name the host's manifest hosts/{hostname}.yaml: {detail}; pass --hostname NAME"
+    )]
+    Hostname { hostname: String, detail: String },
     /// The agent.yaml these arguments make does not load.
     #[error("the arguments do not make a valid agent.yaml: {0}")]
     Config(#[source] ConfigError),
@@ -253,6 +263,9 @@ fn differing_fields(existing: &str, path: &Path, new: &AgentConfig) -> Vec<Strin
 /// Enrolls this host: see the module documentation for the order and the guarantees.
 pub fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     // 1. The keys, each named in its error.
+    if opts.keys.is_empty() {
+        return Err(EnrollError::NoKeys);
+    }
     for k in &opts.keys {
         trust::load_key(k)?;
     }
@@ -261,6 +274,10 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
         Some(h) => h.clone(),
         None => crate::agent::config::machine_hostname().ok_or(EnrollError::NoHostname)?,
     };
+    crate::manifest::Name::new(&hostname).map_err(|detail| EnrollError::Hostname {
+        hostname: hostname.clone(),
+        detail,
+    })?;
     let config_path = absolute(&opts.config)?;
     let text = render_config(opts, &hostname)?;
     let cfg = AgentConfig::from_yaml(&text, &config_path).map_err(EnrollError::Config)?;
@@ -415,4 +432,80 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), EnrollError> {
         .open(path)
         .map_err(err)?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path) -> EnrollOptions {
+        EnrollOptions {
+            config: dir.join("agent.yaml"),
+            repo: "https://git.example.com/ops/fleet.git".to_owned(),
+            branch: None,
+            keys: vec![dir.join("ops.pub")],
+            fleet: Some("acme".to_owned()),
+            hostname: Some("ws-01".to_owned()),
+            root: None,
+            dbpath: None,
+            pacman_conf: Some(PathBuf::from("pacman.conf")),
+            state_dir: None,
+            force: false,
+        }
+    }
+
+    #[test]
+    fn rendered_config_loads_with_absolute_paths_and_only_given_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        let text = render_config(&o, "ws-01").unwrap();
+        assert!(!text.contains("root:"), "{text}");
+        assert!(!text.contains("state_dir:"), "{text}");
+        let cfg = AgentConfig::from_yaml(&text, &o.config).unwrap();
+        assert_eq!(cfg.repo, o.repo);
+        assert_eq!(cfg.branch, "main");
+        assert_eq!(cfg.fleet.as_deref(), Some("acme"));
+        assert_eq!(cfg.trusted_keys, o.keys);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(cfg.pacman_conf, cwd.join("pacman.conf"));
+        assert_eq!(cfg.host_key, dir.path().join("host.key"));
+        // The same arguments make the same bytes.
+        assert_eq!(render_config(&o, "ws-01").unwrap(), text);
+    }
+
+    #[test]
+    fn differing_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        let new = AgentConfig::from_yaml(&render_config(&o, "ws-01").unwrap(), &o.config).unwrap();
+        let mut other = o.clone();
+        other.fleet = None;
+        other.branch = Some("prod".to_owned());
+        let old = render_config(&other, "ws-01").unwrap();
+        assert_eq!(
+            differing_fields(&old, &o.config, &new),
+            ["`branch`", "`fleet`"]
+        );
+        let d = differing_fields("repo: [", &o.config, &new);
+        assert!(d[0].contains("does not load"), "{d:?}");
+    }
+
+    #[test]
+    fn a_hostname_that_cannot_name_a_manifest_is_refused_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.keys.clear();
+        assert!(matches!(enroll(&o), Err(EnrollError::NoKeys)));
+        let mut o = opts(dir.path());
+        std::fs::write(
+            &o.keys[0],
+            "untrusted comment: x\nRWQBTTOawjnZLWS4od8ccmnUY2QTMiFi+MtjgqO6J+11zKG641ipcqR5\n",
+        )
+        .unwrap();
+        o.hostname = Some("WS 01".to_owned());
+        let e = enroll(&o).unwrap_err();
+        assert!(matches!(e, EnrollError::Hostname { .. }), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(!o.config.exists());
+    }
 }
