@@ -10,6 +10,7 @@ pub mod archive;
 pub mod capture;
 pub mod cli;
 pub mod diff;
+pub mod enroll;
 pub mod escape;
 pub mod manifest;
 pub mod metrics;

@@ -550,6 +550,43 @@ fn write_anchor(cfg: &AgentConfig, anchor: &Anchor) -> Result<(), PassError> {
     Ok(())
 }
 
+/// What [`check_trust`] found: the commit a pass of `cfg` would apply and who signed it.
+#[derive(Debug, Clone)]
+pub struct TrustCheck {
+    /// The branch tip fetched.
+    pub tip: String,
+    /// The newest acceptable commit (the pass's target).
+    pub commit: String,
+    /// The fleet its statement names.
+    pub fleet: String,
+    /// The names of the trusted keys that signed it.
+    pub signers: Vec<String>,
+    /// When its statement expires.
+    pub expires: chrono::DateTime<chrono::Utc>,
+}
+
+/// The first two steps of a pass, alone: fetch `cfg.repo` into the state directory's mirror
+/// (opened as a pass opens it) and choose the target under the same trust rules. Nothing
+/// else is read or written (no lock, no status, no history). For `fleetctl enroll`, which
+/// checks a new host's configuration before writing it.
+pub fn check_trust(cfg: &AgentConfig) -> Result<TrustCheck, PassError> {
+    let state = StateDir::open_private(&cfg.state_dir)?;
+    let spec = RepoSpec {
+        url: cfg.repo.clone(),
+        branch: cfg.branch.clone(),
+    };
+    let repo = repo_dir(cfg);
+    let fetched = source::fetch(&spec, &repo)?;
+    let trusted = verify(cfg, &state, &repo, &fetched.commit)?;
+    Ok(TrustCheck {
+        tip: fetched.commit,
+        commit: trusted.commit,
+        fleet: trusted.anchor.fleet,
+        signers: trusted.signers,
+        expires: trusted.expires,
+    })
+}
+
 /// Chooses the target commit under the trust rules.
 fn verify(
     cfg: &AgentConfig,

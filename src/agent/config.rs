@@ -28,6 +28,8 @@ pub const DEFAULT_DBPATH_IN_ROOT: &str = "var/lib/pacman";
 pub const DEFAULT_PACMAN_CONF: &str = "/etc/pacman.conf";
 /// Default `state_dir:`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pacfleet";
+/// `host_key:` defaults to this file beside agent.yaml.
+pub const DEFAULT_HOST_KEY_NAME: &str = "host.key";
 /// Default `threshold:`.
 pub const DEFAULT_THRESHOLD: usize = 1;
 /// Default `interval:` (5m).
@@ -52,6 +54,7 @@ pub const FIELDS: &[&str] = &[
     "keyring_packages",
     "fleet",
     "max_pack_size",
+    "host_key",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -99,6 +102,11 @@ pub struct AgentConfig {
     /// The largest pack a fetch of the fleet repository accepts, in bytes (`max_pack_size:
     /// 256MiB` by default): the repository's content is untrusted until verified.
     pub max_pack_bytes: u64,
+    /// The host's own minisign secret key (`host_key:`, default `host.key` beside agent.yaml;
+    /// its public key is the same path with `.pub` for the extension, `host.pub`, as `fleetctl
+    /// enroll` writes them). It is for signed status reports, a later feature: no pass reads
+    /// or uses it yet.
+    pub host_key: PathBuf,
 }
 
 /// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
@@ -193,6 +201,7 @@ struct RawConfig {
     keyring_packages: Option<Vec<String>>,
     fleet: Option<String>,
     max_pack_size: Option<serde_yaml::Value>,
+    host_key: Option<String>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -409,6 +418,7 @@ impl AgentConfig {
                 .collect(),
             fleet: None,
             max_pack_bytes: crate::source::DEFAULT_MAX_PACK_BYTES,
+            host_key: Path::new(DEFAULT_CONFIG_PATH).with_file_name(DEFAULT_HOST_KEY_NAME),
         }
     }
 
@@ -572,6 +582,8 @@ impl AgentConfig {
                 Some(v) => check_size("max_pack_size", v)?,
                 None => crate::source::DEFAULT_MAX_PACK_BYTES,
             },
+            host_key: path_of("host_key", raw.host_key)?
+                .unwrap_or_else(|| base.join(DEFAULT_HOST_KEY_NAME)),
         })
     }
 
@@ -654,6 +666,7 @@ mod tests {
         assert_eq!(c.textfile, None);
         let mut expected = AgentConfig::new("https://git.example.com/ops/fleet.git", "ws-01");
         expected.source = c.source.clone();
+        expected.host_key = c.source.with_file_name("host.key");
         assert_eq!(c, expected);
     }
 
@@ -673,7 +686,8 @@ mod tests {
              pacman_conf: /mnt/pacman.conf\nstate_dir: /mnt/state\n\
              trusted_keys: [/k/a.pub, /k/b.pub]\nthreshold: 2\ninterval: 1h30m\n\
              lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n\
-             keyring_packages: [acme-keyring]\nfleet: acme\nmax_pack_size: 64MiB\n",
+             keyring_packages: [acme-keyring]\nfleet: acme\nmax_pack_size: 64MiB\n\
+             host_key: /k/host.key\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -694,6 +708,7 @@ mod tests {
         assert_eq!(c.keyring_packages, ["archlinux-keyring", "acme-keyring"]);
         assert_eq!(c.fleet.as_deref(), Some("acme"));
         assert_eq!(c.max_pack_bytes, 64 << 20);
+        assert_eq!(c.host_key, PathBuf::from("/k/host.key"));
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();

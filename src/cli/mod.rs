@@ -5,6 +5,7 @@
 mod agent;
 mod demo;
 mod diff;
+mod enroll;
 mod history;
 mod keygen;
 mod notes_sync;
@@ -76,6 +77,10 @@ enum Command {
     Sign(SignArgs),
     /// Check a commit's signature statement against public keys, as a host would.
     Verify(VerifyArgs),
+    /// On a new host: write a checked agent.yaml and the host's key pair, after checking that
+    /// the repository is reachable and its branch signed by the given keys; prints the
+    /// `hosts/<hostname>.yaml` to commit. Exit 0, 2 error, 3 not signed by the given keys.
+    Enroll(EnrollArgs),
 }
 
 /// `--config` for commands that read agent.yaml.
@@ -262,6 +267,44 @@ struct SignArgs {
 }
 
 #[derive(Debug, Args)]
+struct EnrollArgs {
+    /// The fleet repository: a git URL, or a local path.
+    #[arg(long, value_name = "URL")]
+    repo: String,
+    /// A trusted public key file (`.pub`) for `trusted_keys:`; repeat for several keys.
+    #[arg(long, short = 'k', value_name = "PUB", required = true)]
+    key: Vec<PathBuf>,
+    /// The branch to follow.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// The fleet this host belongs to (`fleet:`).
+    #[arg(long, value_name = "NAME")]
+    fleet: Option<String>,
+    /// The agent configuration to write.
+    #[arg(long, short = 'c', env = "PACFLEET_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The host's name in the fleet (default: the machine's hostname).
+    #[arg(long, value_name = "H")]
+    hostname: Option<String>,
+    /// `root:` for agent.yaml.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// `dbpath:` for agent.yaml.
+    #[arg(long)]
+    dbpath: Option<PathBuf>,
+    /// `pacman_conf:` for agent.yaml.
+    #[arg(long)]
+    pacman_conf: Option<PathBuf>,
+    /// `state_dir:` for agent.yaml (default /var/lib/pacfleet); the repository is fetched into
+    /// its mirror.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Replace a different existing agent.yaml (the host key is never replaced).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
 struct VerifyArgs {
     /// The commit to verify.
     #[arg(default_value = "HEAD")]
@@ -366,6 +409,7 @@ fn run() -> ExitCode {
         Command::Keygen(a) => keygen::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Enroll(a) => enroll::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -79,6 +79,9 @@ pub fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
 
 /// The exit code for an error: 3 for trust refusals, 2 for everything else (DESIGN.md §3).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(e) = e.downcast_ref::<crate::enroll::EnrollError>() {
+        return e.exit_code();
+    }
     match e.downcast_ref::<PassError>() {
         Some(p) => p.exit_code(),
         None => 2,

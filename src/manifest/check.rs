@@ -148,6 +148,18 @@ pub(super) fn check(
     let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
     let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
     let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
+    for host in hosts.values() {
+        if let Some(key) = &host.spec.key
+            && let Err(e) =
+                crate::trust::parse_key(&format!("the `key:` of host {}", host.spec.name), key)
+        {
+            ctx.at(
+                &host.file,
+                &[Seg::Key("key")],
+                format!("{e}; paste the base64 line of the host's host.pub (`fleetctl enroll` prints it)"),
+            );
+        }
+    }
 
     // Package set references and include cycles.
     for set in sets.values() {

@@ -384,6 +384,11 @@ pub struct Host {
     /// Packages removed from this host's desired set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<Name>,
+    /// The host's minisign public key (the base64 line of its `host.pub`, which `fleetctl
+    /// enroll` prints), for signed status reports, a later feature: nothing verifies with it
+    /// yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A manifest together with the file it came from.

@@ -661,12 +661,14 @@ fn maximal_fleet() -> Vec<(String, String)> {
         ),
         (
             "hosts/web-01.yaml",
-            "kind: Host\n\
-             name: web-01\n\
-             labels: {role: web, rack: r2}\n\
-             packages: [strace, {name: iptables, repo: core}]\n\
-             exclude: [htop]\n"
-                .to_owned(),
+            format!(
+                "kind: Host\n\
+                 name: web-01\n\
+                 labels: {{role: web, rack: r2}}\n\
+                 packages: [strace, {{name: iptables, repo: core}}]\n\
+                 exclude: [htop]\n\
+                 key: {KEY}\n"
+            ),
         ),
     ]
     .into_iter()

@@ -1,0 +1,74 @@
+//! `fleetctl enroll --repo URL --key PUB… [--fleet NAME] [--config F] [--hostname H]
+//! [--force]`: parses the arguments, calls [`crate::enroll::enroll`] and prints what was done,
+//! the `hosts/<hostname>.yaml` to commit and the next steps. Exit 0 enrolled, 2 error, 3 the
+//! repository's target is not signed by the given keys.
+
+use super::EnrollArgs;
+use super::output::terminal_safe;
+use crate::enroll::{self, EnrollOptions};
+
+pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
+    let opts = EnrollOptions {
+        config: args.config,
+        repo: args.repo,
+        branch: Some(args.branch),
+        keys: args.key,
+        fleet: args.fleet,
+        hostname: args.hostname,
+        root: args.root,
+        dbpath: args.dbpath,
+        pacman_conf: args.pacman_conf,
+        state_dir: args.state_dir,
+        force: args.force,
+    };
+    let done = enroll::enroll(&opts)?;
+    let cfg = &done.config;
+    let t = &done.trust;
+    println!(
+        "fleet `{}` at {} on branch {}: signed by {} (expires {})",
+        terminal_safe(&t.fleet),
+        &t.commit[..t.commit.len().min(12)],
+        terminal_safe(&cfg.branch),
+        t.signers.join(", "),
+        t.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    println!(
+        "  {}  {}",
+        cfg.source.display(),
+        if done.config_written {
+            "written"
+        } else {
+            "unchanged"
+        }
+    );
+    println!(
+        "  {}  host secret key, {} (NOT password-protected: the agent signs its reports with it unattended)",
+        cfg.host_key.display(),
+        if done.host_key_created {
+            "created"
+        } else {
+            "kept"
+        }
+    );
+    println!("  {}  host public key", done.host_pub.display());
+    println!();
+    println!(
+        "Commit this as hosts/{}.yaml in the fleet repository (and sign it):",
+        terminal_safe(&cfg.hostname)
+    );
+    println!();
+    print!("{}", terminal_safe_lines(&done.host_manifest));
+    println!();
+    println!("Then, on this host:");
+    println!(
+        "  fleetctl plan --config {}    # what the first pass would do",
+        cfg.source.display()
+    );
+    println!("  systemctl enable --now pacfleet-reconcile.timer");
+    Ok(0)
+}
+
+/// `text` line by line through [`terminal_safe`], keeping the newlines.
+fn terminal_safe_lines(text: &str) -> String {
+    text.lines().map(|l| terminal_safe(l) + "\n").collect()
+}
