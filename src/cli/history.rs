@@ -2,6 +2,7 @@
 
 use super::HistoryArgs;
 use crate::agent::AgentConfig;
+use crate::escape::terminal_safe;
 use crate::reconcile::short;
 use crate::state::StateDir;
 
@@ -9,8 +10,12 @@ pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;
     let state = StateDir::open(&cfg.state_dir)?;
     let history = state.read_history_prefix()?;
+    let skip = args
+        .limit
+        .map_or(0, |n| history.entries.len().saturating_sub(n));
+    let entries = &history.entries[skip..];
     if args.json {
-        for e in &history.entries {
+        for e in entries {
             println!("{}", serde_json::to_string(e)?);
         }
     } else if history.entries.is_empty() && history.corrupt.is_none() {
@@ -19,17 +24,24 @@ pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
             state.history_path().display()
         );
     } else {
-        for e in &history.entries {
+        for e in entries {
             let generation = e
                 .generation
                 .map(|g| format!(" generation {g}"))
                 .unwrap_or_default();
             let when = e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let outcome = serde_json::to_value(e.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let commit = if e.commit.is_empty() {
+                "(no target)"
+            } else {
+                short(&e.commit)
+            };
             println!(
-                "{when}  {}  pool {}{generation}  {:?}  {} change{}  {:.1}s",
-                short(&e.commit),
+                "{when}  {commit}  pool {}{generation}  {outcome}  {} change{}  {:.1}s",
                 e.pool,
-                e.outcome,
                 e.changes.len(),
                 if e.changes.len() == 1 { "" } else { "s" },
                 e.duration_ms as f64 / 1000.0
@@ -43,8 +55,20 @@ pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
                     c.new.as_deref().unwrap_or("-")
                 );
             }
+            for h in &e.held {
+                println!("    held: {}", terminal_safe(&h.to_string()));
+            }
+            for a in &e.notices.answers {
+                println!("    policy: {}", terminal_safe(a));
+            }
+            for w in &e.notices.warnings {
+                println!("    warning: {}", terminal_safe(w));
+            }
+            for f in e.notices.pacnew.iter().chain(&e.notices.pacsave) {
+                println!("    config: {}", terminal_safe(f));
+            }
             if let Some(err) = &e.error {
-                println!("    error: {err}");
+                println!("    error: {}", terminal_safe(err));
             }
         }
     }

@@ -198,6 +198,9 @@ struct HistoryArgs {
     /// Print JSON lines, one changeset per line.
     #[arg(long)]
     json: bool,
+    /// Show only the newest N changesets.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -229,3 +229,41 @@ fn reconcile_without_root_says_to_run_it_as_root() {
     assert!(!err.contains("Permission denied"), "{err}");
     assert!(host.installed().is_empty());
 }
+
+/// `history --limit N` shows the newest N changesets; outcomes read as the contract names them.
+#[test]
+fn history_limit_shows_the_newest() {
+    let tmp = tempdir();
+    let (fleet, _host, cfg) = world(tmp.path(), "ws-01", POOL);
+    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (_, other_secret) = keypair(&tmp.path().join("other"), "other");
+    let c = fleet.commit_unsigned(
+        "by someone else",
+        &[(
+            "packages/extra.yaml",
+            "kind: PackageSet\nname: extra\npackages: []\n",
+        )],
+    );
+    fleet.sign_with(&c, &other_secret);
+    let (code, _, _) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    assert_eq!(code, 3);
+    let (code, all, _) = run(fleetctl().args(["history", "--config"]).arg(&cfg));
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        all.contains("  applied  ") && all.contains("  refused  "),
+        "{all}"
+    );
+    let (code, last, _) = run(fleetctl()
+        .args(["history", "--limit", "1", "--config"])
+        .arg(&cfg));
+    assert_eq!(code, 0, "{last}");
+    assert!(
+        last.contains("  refused  ") && !last.contains("  applied  "),
+        "{last}"
+    );
+    let (_, json, _) = run(fleetctl()
+        .args(["history", "--json", "--limit", "1", "--config"])
+        .arg(&cfg));
+    assert_eq!(json.lines().count(), 1, "{json}");
+}

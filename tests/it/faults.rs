@@ -457,7 +457,7 @@ fn assert_recovered(host: &HostDir, cfg: &Path, killed: u32, added: &str, before
     let (code, out, _) = run(fleetctl().arg("history").arg("--config").arg(cfg));
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("Interrupted") && out.contains("Applied"),
+        out.contains("  interrupted  ") && out.contains("  applied  "),
         "{out}"
     );
 
