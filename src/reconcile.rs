@@ -408,9 +408,37 @@ fn prepare_root(cfg: &AgentConfig, bootstrap: bool) -> Result<(), PassError> {
         cfg.root.display(),
         cfg.dbpath.display()
     );
+    // pacman-conf refuses a DBPath, CacheDir, HookDir or GPGDir that does not exist: read the
+    // directories from pacman.conf itself, check the keyring before anything is created, then
+    // create the rest, then read the configuration as a pass does.
+    let dirs = crate::system::conf_dirs(&cfg.pacman_conf, &cfg.root)?;
+    let has_keyring = ["pubring.gpg", "pubring.kbx"]
+        .iter()
+        .any(|f| dirs.gpg.join(f).is_file());
+    if !has_keyring {
+        // Whether signatures are required is pacman-conf's to say, once it can run; a root
+        // without a keyring cannot check any, so it is refused unless the file says Never.
+        let never = std::fs::read_to_string(&cfg.pacman_conf)
+            .map(|t| {
+                t.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim().replace(' ', ""))
+                    .any(|l| l == "SigLevel=Never")
+            })
+            .unwrap_or(false);
+        if !never {
+            return Err(SystemError::NoKeyring {
+                gpgdir: dirs.gpg.display().to_string(),
+            }
+            .into());
+        }
+    }
     std::fs::create_dir_all(&local).map_err(|e| io_error("cannot create", &local, e))?;
     // The local database schema libalpm 16 writes; it accepts an empty database with it.
     crate::state::write_atomic(&local.join("ALPM_DB_VERSION"), b"9\n")?;
+    // What pacman.conf names and pacstrap would create: the cache dirs and hook dirs.
+    for dir in dirs.cache.iter().chain(&dirs.hook) {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+    }
     Ok(())
 }
 

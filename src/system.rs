@@ -55,6 +55,14 @@ pub enum SystemError {
         /// What pacman-conf said.
         detail: String,
     },
+    /// `--bootstrap` of a root whose keyring does not exist, while packages must be signed.
+    #[error(
+        "cannot provision this root: its keyring (GPGDir {gpgdir}) does not exist, and pacman.conf requires package signatures. Make it first, as for pacstrap: `pacman-key --gpgdir {gpgdir} --init && pacman-key --gpgdir {gpgdir} --populate`, or point GPGDir at the build machine's keyring; nothing was created"
+    )]
+    NoKeyring {
+        /// The GPGDir.
+        gpgdir: String,
+    },
     /// The root has no package database: not an installed system.
     #[error(
         "no package database at {dbpath} (root {root}): this root is not an installed system. To provision an empty root (an image or chroot being built), run `fleetctl reconcile --bootstrap`; otherwise check `root:` and `dbpath:` in agent.yaml"
@@ -436,6 +444,59 @@ impl std::fmt::Debug for System {
             .field("mode", &self.mode)
             .finish()
     }
+}
+
+/// The directories pacman.conf names (the `[options]` lines `CacheDir`, `HookDir`, `GPGDir`),
+/// read from the file itself rather than through `pacman-conf`, which refuses any of them that
+/// does not exist yet: what `reconcile --bootstrap` creates (or checks) before it can read the
+/// configuration. Unset ones are pacman's defaults under `root`. `Include`d files are not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfDirs {
+    /// `CacheDir` values.
+    pub cache: Vec<PathBuf>,
+    /// `HookDir` values.
+    pub hook: Vec<PathBuf>,
+    /// `GPGDir`.
+    pub gpg: PathBuf,
+}
+
+/// See [`ConfDirs`].
+pub fn conf_dirs(pacman_conf: &Path, root: &Path) -> Result<ConfDirs, SystemError> {
+    let text = std::fs::read_to_string(pacman_conf).map_err(|e| SystemError::Config {
+        path: pacman_conf.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let mut dirs = ConfDirs::default();
+    let mut gpg = None;
+    let mut in_options = false;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_options = section == "options";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !in_options {
+            continue;
+        }
+        let value = PathBuf::from(value.trim());
+        match key.trim() {
+            "CacheDir" => dirs.cache.push(value),
+            "HookDir" => dirs.hook.push(value),
+            "GPGDir" => gpg = Some(value),
+            _ => {}
+        }
+    }
+    if dirs.cache.is_empty() {
+        dirs.cache.push(root.join("var/cache/pacman/pkg"));
+    }
+    if dirs.hook.is_empty() {
+        dirs.hook.push(root.join("etc/pacman.d/hooks"));
+    }
+    dirs.gpg = gpg.unwrap_or_else(|| root.join("etc/pacman.d/gnupg"));
+    Ok(dirs)
 }
 
 /// The host's effective pacman configuration: pacman.conf read by `pacman-conf` (Includes

@@ -766,3 +766,25 @@ fn pacnew_and_pacsave_files_are_in_history_and_status() {
         "{entry}"
     );
 }
+
+/// A directory host in one step: `--bootstrap` of a root that has nothing but its keyring
+/// (no dbpath, no cache dir, no hook dir) provisions it in one pass; without the keyring it
+/// refuses, naming GPGDir and the pacman-key commands, and creates nothing.
+#[test]
+fn bootstrap_makes_what_pacman_conf_names_and_needs_a_keyring() {
+    let w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
+    let (host, cfg) = w.host("ws-01");
+    fs::remove_dir_all(host.root.join("var")).expect("remove var");
+    fs::remove_dir_all(host.base.join("hooks")).expect("remove hooks");
+    let keyring = host.base.join("keyring-aside");
+    fs::rename(&host.gpgdir, &keyring).expect("move the keyring aside");
+    let (code, out, err) = reconcile(&cfg, &["--bootstrap"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("its keyring (GPGDir"), "{err}");
+    assert!(err.contains("pacman-key --gpgdir"), "{err}");
+    assert!(!host.root.join("var").exists(), "nothing created");
+    fs::rename(&keyring, &host.gpgdir).expect("put the keyring back");
+    ok(reconcile(&cfg, &["--bootstrap"]));
+    assert_eq!(names(&host), ["tool"]);
+    assert!(host.cache_dir.is_dir() && host.base.join("hooks").is_dir());
+}
