@@ -948,8 +948,13 @@ fn pass(
     }
     if !trusted.waiting.is_empty() {
         tracing::info!(
-            "{} newer commit(s) wait for a signature (newest {})",
+            "{} newer commit{} for a signature (newest {})",
             trusted.waiting.len(),
+            if trusted.waiting.len() == 1 {
+                " waits"
+            } else {
+                "s wait"
+            },
             short(trusted.waiting.last().map_or("", String::as_str))
         );
     }

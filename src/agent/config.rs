@@ -622,6 +622,10 @@ impl AgentConfig {
         if message.starts_with("missing field `repo`") || empty_document {
             return ConfigError::MissingRepo { path };
         }
+        // serde's Rust type names mean nothing to someone editing YAML.
+        let message = message
+            .replace("expected usize", "expected a whole number, e.g. 2")
+            .replace("expected u64", "expected a whole number");
         ConfigError::Parse {
             path,
             line,
@@ -954,7 +958,7 @@ mod tests {
             (
                 "repo: /f\nhostname: h\nthreshold: -1\n",
                 3,
-                "expected usize",
+                "expected a whole number, e.g. 2",
             ),
             ("repo: /f\nhostname: h\n  bad: indent\n", 3, ""),
             ("repo: /f\nrepo: /g\n", 2, "given twice"),

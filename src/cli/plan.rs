@@ -61,8 +61,9 @@ pub(super) fn print_report(r: &PassReport) {
     );
     if !r.waiting.is_empty() {
         println!(
-            "waiting for a signature: {} newer commit(s), newest {}",
+            "waiting for a signature: {} newer commit{}, newest {}",
             r.waiting.len(),
+            if r.waiting.len() == 1 { "" } else { "s" },
             short(r.waiting.last().map_or("", String::as_str))
         );
     }

@@ -84,12 +84,12 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     println!(
         "  expires   {} ({})",
         st.expires.to_rfc3339_opts(SecondsFormat::Secs, true),
-        humantime::format_duration(std::time::Duration::from_secs(
+        rough(
             (st.expires - Utc::now())
                 .num_seconds()
                 .max(0)
                 .unsigned_abs()
-        ))
+        )
     );
     println!(
         "  {}",
@@ -125,14 +125,28 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     if let Some(w) = rotation_warning(&args.repo, &commit, &sk) {
         eprintln!("warning: {w}");
     }
-    println!(
-        "Publish it: git push {} refs/notes/pacfleet",
-        synced
-            .as_ref()
-            .and_then(notes_sync::Synced::remote)
-            .unwrap_or("origin")
-    );
+    // set-latest and rollback say themselves whether they pushed.
+    if !args.synced {
+        println!(
+            "Publish it: git push {} refs/notes/pacfleet",
+            synced
+                .as_ref()
+                .and_then(notes_sync::Synced::remote)
+                .unwrap_or("origin")
+        );
+    }
     Ok(0)
+}
+
+/// A duration for people: `in 30 days`, `in 12 hours`, `in 5 minutes` (rounded to the nearest
+/// unit; a statement signed for 30 days says 30 days, not `29days 23h 59m 59s`).
+fn rough(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 86_400 => ((s + 43_200) / 86_400, "day"),
+        s if s >= 3_600 => ((s + 1_800) / 3_600, "hour"),
+        s => ((s + 30) / 60, "minute"),
+    };
+    format!("in {n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Reads the secret key: unencrypted as is; encrypted with the password from

@@ -923,7 +923,7 @@ fn unsigned_newer_commits_wait() {
     let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
-        out.contains("waiting for a signature: 1 newer commit(s)"),
+        out.contains("waiting for a signature: 1 newer commit,"),
         "{out}"
     );
     let out = reconcile_ok(&cfg);
@@ -1371,10 +1371,7 @@ fn sign_options_and_errors() {
         out.contains("sequence  2") && out.contains("replaced the existing statement"),
         "{out}"
     );
-    assert!(
-        out.contains("(6days 23h") || out.contains("(7days"),
-        "{out}"
-    );
+    assert!(out.contains("(in 7 days)"), "{out}");
     let expires = w
         .note("HEAD")
         .lines()
