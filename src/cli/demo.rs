@@ -12,6 +12,7 @@
 
 mod edits;
 mod embedded;
+mod packager;
 mod sandbox;
 mod universe;
 
@@ -104,8 +105,10 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
     let fleet = embedded::fleet()?;
     let universe = Universe::plan(&fleet, ADDITIONS, DOWNGRADE).context(setup)?;
     universe.check_locks(&fleet, &[]).context(setup)?;
+    let packager = packager::Packager::generate(dir)
+        .with_context(|| format!("{setup}: making the packager's signing key"))?;
     let built = universe
-        .build(dir)
+        .build(dir, &packager)
         .with_context(|| format!("{setup}: building the synthetic packages"))?;
     let days = built
         .publish_snapshots(&fleet)
@@ -124,6 +127,10 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
     for name in HOSTS {
         let host = sandbox::make_host(dir, name, &built.repos, &repo.dir, &ops.public)
             .with_context(|| format!("{setup}: host {name}"))?;
+        let gpgdir = dir.join("hosts").join(name).join("gnupg");
+        packager
+            .keyring(&gpgdir, &host.config.pacman_conf)
+            .with_context(|| format!("{setup}: the keyring of host {name}"))?;
         hosts.push(host);
     }
 
@@ -290,6 +297,9 @@ fn intro(universe: &Universe, fleet: &Fleet, hosts: &[Host]) -> anyhow::Result<(
         universe.packages.len(),
         repos.join(" and "),
         universe.archived_count()
+    );
+    println!(
+        "  signed    by a packager key made in the sandbox; each host's keyring (pacman-key) trusts it, SigLevel = Required DatabaseOptional"
     );
     println!(
         "  fleet     a git copy of example-fleet; its `archive:` and sha256 pins are the sandbox's"

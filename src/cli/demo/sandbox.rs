@@ -269,7 +269,8 @@ pub(super) struct Host {
 
 /// Creates host `name` under `<sandbox>/hosts/` with one `[repo]` section per repository:
 /// a root with an empty local database, a cache, pacman.conf (every path inside the host
-/// directory, signatures off, no sandboxing, the host's own empty hook directory), a state
+/// directory, Arch's signature levels — the keyring in `gnupg/` is made by
+/// `Packager::keyring` —, no sandboxing, the host's own empty hook directory), a state
 /// directory and agent.yaml (relative paths, fetching `fleet` as a local path).
 pub(super) fn make_host(
     sandbox: &Path,
@@ -308,8 +309,8 @@ pub(super) fn make_host(
          GPGDir = {base}/gnupg/\n\
          HookDir = {base}/hooks/\n\
          Architecture = auto\n\
-         SigLevel = Never\n\
-         LocalFileSigLevel = Never\n\
+         SigLevel = Required DatabaseOptional\n\
+         LocalFileSigLevel = Optional\n\
          DisableSandbox\n",
         root = root.display(),
         dbpath = dbpath.display(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use super::packager::Packager;
 use crate::manifest::{Fleet, PackageRef};
 use crate::resolve;
 use crate::synth::{self, SynthPackage};
@@ -355,7 +356,7 @@ impl Universe {
 
     /// Builds every package: the repositories' versions into `<dir>/repos/<repo>/` with their
     /// databases, older versions into the archive at `<dir>/archive`.
-    pub fn build(&self, dir: &Path) -> anyhow::Result<Built> {
+    pub fn build(&self, dir: &Path, packager: &Packager) -> anyhow::Result<Built> {
         let archive = dir.join("archive");
         let mut built = Built {
             repos: BTreeMap::new(),
@@ -381,6 +382,7 @@ impl Universe {
             let pkg = synth(&p.version);
             let file = synth::build_package(&pkg, &built.repos[&p.repo])
                 .with_context(|| format!("building package {name} {}", p.version))?;
+            packager.sign(&file)?;
             built
                 .files
                 .insert((name.clone(), p.version.clone()), file.clone());
@@ -391,6 +393,7 @@ impl Universe {
                 let parent = dest.parent().unwrap_or(&archive);
                 let file = synth::build_package(&pkg, parent)
                     .with_context(|| format!("building package {name} {old} for the archive"))?;
+                packager.sign(&file)?;
                 built.files.insert((name.clone(), old.clone()), file);
             }
         }
