@@ -415,22 +415,13 @@ fn prepare_root(cfg: &AgentConfig, bootstrap: bool) -> Result<(), PassError> {
     let has_keyring = ["pubring.gpg", "pubring.kbx"]
         .iter()
         .any(|f| dirs.gpg.join(f).is_file());
-    if !has_keyring {
-        // Whether signatures are required is pacman-conf's to say, once it can run; a root
-        // without a keyring cannot check any, so it is refused unless the file says Never.
-        let never = std::fs::read_to_string(&cfg.pacman_conf)
-            .map(|t| {
-                t.lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim().replace(' ', ""))
-                    .any(|l| l == "SigLevel=Never")
-            })
-            .unwrap_or(false);
-        if !never {
-            return Err(SystemError::NoKeyring {
-                gpgdir: dirs.gpg.display().to_string(),
-            }
-            .into());
+    let checks_packages = crate::system::merge_sig_level(alpm::SigLevel::NONE, &dirs.sig_level)
+        .contains(alpm::SigLevel::PACKAGE);
+    if checks_packages && !has_keyring {
+        return Err(SystemError::NoKeyring {
+            gpgdir: dirs.gpg.display().to_string(),
         }
+        .into());
     }
     std::fs::create_dir_all(&local).map_err(|e| io_error("cannot create", &local, e))?;
     // The local database schema libalpm 16 writes; it accepts an empty database with it.

@@ -57,7 +57,7 @@ pub enum SystemError {
     },
     /// `--bootstrap` of a root whose keyring does not exist, while packages must be signed.
     #[error(
-        "cannot provision this root: its keyring (GPGDir {gpgdir}) does not exist, and pacman.conf requires package signatures. Make it first, as for pacstrap: `pacman-key --gpgdir {gpgdir} --init && pacman-key --gpgdir {gpgdir} --populate`, or point GPGDir at the build machine's keyring; nothing was created"
+        "cannot provision this root: its keyring (GPGDir {gpgdir}) does not exist, and its pacman.conf checks package signatures. Make it first, as for pacstrap: `pacman-key --gpgdir {gpgdir} --init && pacman-key --gpgdir {gpgdir} --populate`, or point GPGDir at the build machine's keyring; nothing was created"
     )]
     NoKeyring {
         /// The GPGDir.
@@ -446,7 +446,8 @@ impl std::fmt::Debug for System {
     }
 }
 
-/// The directories pacman.conf names (the `[options]` lines `CacheDir`, `HookDir`, `GPGDir`),
+/// The directories pacman.conf names (the `[options]` lines `CacheDir`, `HookDir`, `GPGDir`)
+/// and its `SigLevel`,
 /// read from the file itself rather than through `pacman-conf`, which refuses any of them that
 /// does not exist yet: what `reconcile --bootstrap` creates (or checks) before it can read the
 /// configuration. Unset ones are pacman's defaults under `root`. `Include`d files are not read.
@@ -458,6 +459,8 @@ pub struct ConfDirs {
     pub hook: Vec<PathBuf>,
     /// `GPGDir`.
     pub gpg: PathBuf,
+    /// The words of `SigLevel` (pacman's default, `Optional`, when there is none).
+    pub sig_level: Vec<String>,
 }
 
 /// See [`ConfDirs`].
@@ -486,6 +489,12 @@ pub fn conf_dirs(pacman_conf: &Path, root: &Path) -> Result<ConfDirs, SystemErro
             "CacheDir" => dirs.cache.push(value),
             "HookDir" => dirs.hook.push(value),
             "GPGDir" => gpg = Some(value),
+            "SigLevel" => dirs.sig_level.extend(
+                value
+                    .to_string_lossy()
+                    .split_whitespace()
+                    .map(str::to_owned),
+            ),
             _ => {}
         }
     }
@@ -496,6 +505,9 @@ pub fn conf_dirs(pacman_conf: &Path, root: &Path) -> Result<ConfDirs, SystemErro
         dirs.hook.push(root.join("etc/pacman.d/hooks"));
     }
     dirs.gpg = gpg.unwrap_or_else(|| root.join("etc/pacman.d/gnupg"));
+    if dirs.sig_level.is_empty() {
+        dirs.sig_level.push("Optional".to_owned());
+    }
     Ok(dirs)
 }
 
@@ -609,11 +621,6 @@ impl System {
     /// Every answer policy gave so far on this handle, in words, and forgets them.
     pub fn take_answers(&mut self) -> Vec<String> {
         std::mem::take(&mut self.answers.borrow_mut().said)
-    }
-
-    /// Package files libalpm reported corrupt (and deleted) since the last call.
-    pub fn take_corrupted(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.answers.borrow_mut().corrupted)
     }
 
     /// The underlying handle (for `apply`).
@@ -775,6 +782,7 @@ impl System {
                 a.refused.clear();
                 a.ignored.clear();
                 a.missing_keys.clear();
+                a.corrupted.clear();
             }
             self.held.clear();
             self.init_transaction()?;
