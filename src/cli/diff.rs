@@ -565,13 +565,7 @@ fn text_rows(
             (esc(&old), esc(&new))
         })
         .collect();
-    let nw = rows
-        .iter()
-        .map(|r| r.name.chars().count())
-        .max()
-        .unwrap_or(0);
-    let ow = cells.iter().map(|c| c.0.chars().count()).max().unwrap_or(0);
-    let vw = cells.iter().map(|c| c.1.chars().count()).max().unwrap_or(0);
+    let (nw, ow, vw) = widths(rows.iter().map(|r| r.name.as_str()), &cells);
     for (r, (old, new)) in rows.iter().zip(&cells) {
         let (sym, colour) = symbol(r.change);
         let mut line = format!("  {} {:<nw$}", p.colour(sym, colour), r.name);
@@ -599,6 +593,19 @@ fn text_rows(
             }
         }
     }
+}
+
+/// Column widths (in characters) of aligned rows: the names, the old cells, the new cells.
+fn widths<'a>(
+    names: impl Iterator<Item = &'a str>,
+    cells: &[(String, String)],
+) -> (usize, usize, usize) {
+    let max = |it: &mut dyn Iterator<Item = usize>| it.max().unwrap_or(0);
+    (
+        max(&mut names.map(|n| n.chars().count())),
+        max(&mut cells.iter().map(|c| c.0.chars().count())),
+        max(&mut cells.iter().map(|c| c.1.chars().count())),
+    )
 }
 
 /// `(old, new)` cells of a snapshot row.
@@ -635,14 +642,7 @@ fn text_snapshot(out: &mut String, s: &SnapshotVersions, p: &Paint) {
         let _ = writeln!(out, "    every package has the same version on both dates");
     }
     let cells: Vec<(String, String)> = s.packages.iter().map(snapshot_cells).collect();
-    let nw = s
-        .packages
-        .iter()
-        .map(|r| r.name.chars().count())
-        .max()
-        .unwrap_or(0);
-    let ow = cells.iter().map(|c| c.0.chars().count()).max().unwrap_or(0);
-    let vw = cells.iter().map(|c| c.1.chars().count()).max().unwrap_or(0);
+    let (nw, ow, vw) = widths(s.packages.iter().map(|r| r.name.as_str()), &cells);
     for (r, (old, new)) in s.packages.iter().zip(&cells) {
         let (sym, colour) = symbol(r.change);
         let line = format!(
