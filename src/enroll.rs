@@ -43,6 +43,10 @@ pub struct EnrollOptions {
     pub pacman_conf: Option<PathBuf>,
     /// `state_dir:`, written only when given.
     pub state_dir: Option<PathBuf>,
+    /// `ssh_key:`, written only when given.
+    pub ssh_key: Option<PathBuf>,
+    /// `ssh_known_hosts:`, written only when given.
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Replace a different existing agent.yaml.
     pub force: bool,
 }
@@ -197,6 +201,8 @@ pub fn render_config(opts: &EnrollOptions, hostname: &str) -> Result<String, Enr
         ("dbpath", &opts.dbpath),
         ("pacman_conf", &opts.pacman_conf),
         ("state_dir", &opts.state_dir),
+        ("ssh_key", &opts.ssh_key),
+        ("ssh_known_hosts", &opts.ssh_known_hosts),
     ] {
         if let Some(p) = value {
             put(field, path_value(p)?);
@@ -236,6 +242,11 @@ fn field_values(c: &AgentConfig) -> Vec<(&'static str, String)> {
         ("keyring_packages", format!("{:?}", c.keyring_packages)),
         ("fleet", format!("{:?}", c.fleet)),
         ("host_key", format!("{:?}", c.host_key)),
+        ("ssh_key", format!("{:?}", c.ssh.as_ref().map(|s| &s.key))),
+        (
+            "ssh_known_hosts",
+            format!("{:?}", c.ssh.as_ref().map(|s| &s.known_hosts)),
+        ),
     ]
 }
 
@@ -450,6 +461,8 @@ mod tests {
             dbpath: None,
             pacman_conf: Some(PathBuf::from("pacman.conf")),
             state_dir: None,
+            ssh_key: None,
+            ssh_known_hosts: None,
             force: false,
         }
     }

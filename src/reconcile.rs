@@ -584,6 +584,15 @@ pub struct TrustCheck {
     pub expires: chrono::DateTime<chrono::Utc>,
 }
 
+/// How a host fetches its fleet repository: agent.yaml's pack limit and ssh identity.
+fn fetch_options(cfg: &AgentConfig) -> source::FetchOptions {
+    source::FetchOptions {
+        max_pack_bytes: cfg.max_pack_bytes,
+        ssh: cfg.ssh.clone(),
+        ..source::FetchOptions::default()
+    }
+}
+
 /// The first two steps of a pass, alone: fetch `cfg.repo` into the state directory's mirror
 /// (opened as a pass opens it) and choose the target under the same trust rules. Nothing
 /// else is read or written (no lock, no status, no history). For `fleetctl enroll`, which
@@ -595,7 +604,7 @@ pub fn check_trust(cfg: &AgentConfig) -> Result<TrustCheck, PassError> {
         branch: cfg.branch.clone(),
     };
     let repo = repo_dir(cfg);
-    let fetched = source::fetch(&spec, &repo)?;
+    let fetched = source::fetch_with(&spec, &repo, &fetch_options(cfg))?;
     let trusted = verify(cfg, &state, &repo, &fetched.commit)?;
     Ok(TrustCheck {
         tip: fetched.commit,
@@ -906,14 +915,7 @@ fn pass(
     // While the fetch waits on the network: pacman's configuration (a subprocess) and, for a
     // pass that may apply, the package databases read through libalpm (no lock taken, nothing
     // written; dropped unused when the pass turns out held, or the database changed meanwhile).
-    let pending = source::start_fetch(
-        &spec,
-        &repo,
-        &source::FetchOptions {
-            max_pack_bytes: cfg.max_pack_bytes,
-            ..source::FetchOptions::default()
-        },
-    );
+    let pending = source::start_fetch(&spec, &repo, &fetch_options(cfg));
     let pacman_conf = crate::system::read_conf(&host_paths(cfg));
     let mut early = match (&pacman_conf, opts.apply) {
         (Ok(conf), true) => open_early(cfg, state, conf),

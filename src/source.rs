@@ -24,6 +24,9 @@
 //! directory, bare or non-bare repository), `file://`, `git://`, `http(s)://`, `ssh://` or
 //! scp-like `user@host:path`. Local paths and `file://` spawn `git-upload-pack` and `ssh`
 //! spawns `ssh`, exactly like `git fetch` does, so these need the respective programs on `PATH`.
+//! With [`FetchOptions::ssh`] (agent.yaml `ssh_key:`), ssh is run with that identity and
+//! known_hosts file only, in batch mode with strict host key checking ([`SshIdentity`]), so it
+//! works where `~/.ssh` is out of reach (the systemd units set `ProtectHome=yes`).
 //! `git://` and `http(s)://` are implemented natively. Configuration such as `http.proxy`
 //! or `url.<base>.insteadOf` is read from the usual system and global git configuration.
 //! A password in the URL (`https://user:token@host/…`) is redacted from error messages.
@@ -94,6 +97,41 @@ pub struct FetchOptions {
     /// repository was written by whoever can push, before anything is verified. Default
     /// 256 MiB (a fleet repository of YAML is a few MiB even after years).
     pub max_pack_bytes: u64,
+    /// For `ssh://` and scp-like URLs: the identity and known_hosts file ssh must use. `None`:
+    /// ssh as configured for the user running fleetctl (`~/.ssh`, `ssh_config`).
+    pub ssh: Option<SshIdentity>,
+}
+
+/// The ssh identity a host fetches with (agent.yaml `ssh_key:` and `ssh_known_hosts:`).
+///
+/// ssh runs as `ssh -i KEY -o IdentitiesOnly=yes -o IdentityAgent=none -o
+/// UserKnownHostsFile=KNOWN_HOSTS -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes
+/// -o BatchMode=yes` followed by gix's own arguments ([`SshIdentity::command`]): nothing in
+/// `~/.ssh` is read or written, an unknown or changed server key is refused rather than
+/// accepted, and a missing key fails instead of prompting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshIdentity {
+    /// The private key (`ssh_key:`).
+    pub key: PathBuf,
+    /// The known_hosts file holding the server's host key (`ssh_known_hosts:`).
+    pub known_hosts: PathBuf,
+}
+
+impl SshIdentity {
+    /// The ssh command line, as a `/bin/sh` command that gix completes with `"$@"` (the way
+    /// git runs `GIT_SSH_COMMAND`); both paths are single-quoted, so any path is safe.
+    pub fn command(&self) -> String {
+        format!(
+            "ssh -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            shell_quote(&self.key),
+            shell_quote(&self.known_hosts)
+        )
+    }
+}
+
+/// `p` in single quotes for `/bin/sh`, with every `'` written as `'\''`.
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.to_string_lossy().replace('\'', r"'\''"))
 }
 
 /// The default of [`FetchOptions::max_pack_bytes`].
@@ -105,6 +143,7 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(20),
             max_pack_bytes: DEFAULT_MAX_PACK_BYTES,
+            ssh: None,
         }
     }
 }
@@ -1119,6 +1158,9 @@ fn connect<'remote, 'repo>(
     if url.scheme == gix::url::Scheme::Git {
         return connect_git_daemon(remote, options);
     }
+    if let (gix::url::Scheme::Ssh, Some(identity)) = (&url.scheme, &options.ssh) {
+        return connect_ssh(remote, identity);
+    }
     let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|err| error_chain(&err))?;
@@ -1176,6 +1218,40 @@ fn connect_git_daemon<'remote, 'repo>(
         gix::protocol::transport::client::git::ConnectMode::Daemon,
         false,
     );
+    Ok(remote.to_connection_with_transport(Box::new(transport)))
+}
+
+/// An ssh connection with [`SshIdentity`]'s command line instead of the repository's
+/// `core.sshCommand` (gix's own ssh transport, the program kind fixed to OpenSSH so no probe
+/// runs first).
+fn connect_ssh<'remote, 'repo>(
+    remote: &'remote gix::Remote<'repo>,
+    identity: &SshIdentity,
+) -> Result<Connection<'remote, 'repo>, String> {
+    use gix::protocol::transport::client::blocking_io::ssh;
+    if !identity.key.is_file() {
+        return Err(format!(
+            "ssh_key {} does not exist; make the host's deploy key with `ssh-keygen -t ed25519 -N '' -f {}` and add its .pub to the repository's deploy keys",
+            identity.key.display(),
+            identity.key.display()
+        ));
+    }
+    if !identity.known_hosts.is_file() {
+        return Err(format!(
+            "ssh_known_hosts {} does not exist; add the server's host key to it (`ssh-keyscan HOST >> {}`, then compare the fingerprint with the server's)",
+            identity.known_hosts.display(),
+            identity.known_hosts.display()
+        ));
+    }
+    let (url, version) = remote
+        .sanitized_url_and_version(Direction::Fetch)
+        .map_err(|err| error_chain(&err))?;
+    let options = ssh::connect::Options {
+        command: Some(identity.command().into()),
+        disallow_shell: false,
+        kind: Some(ssh::ProgramKind::Ssh),
+    };
+    let transport = ssh::connect(url, version, options, false).map_err(|err| err.to_string())?;
     Ok(remote.to_connection_with_transport(Box::new(transport)))
 }
 
@@ -1294,7 +1370,21 @@ fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectI
 /// into fan-out directories (`ab/cdef…`, `ab/cd/ef…`).
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{SshIdentity, redact_url};
+
+    #[test]
+    fn ssh_command_quotes_its_paths_for_the_shell() {
+        let id = SshIdentity {
+            key: "/etc/pacfleet/ssh/id_ed25519".into(),
+            known_hosts: "/etc/pacfleet/it's here/known_hosts".into(),
+        };
+        assert_eq!(
+            id.command(),
+            "ssh -i '/etc/pacfleet/ssh/id_ed25519' -o IdentitiesOnly=yes -o IdentityAgent=none \
+             -o UserKnownHostsFile='/etc/pacfleet/it'\\''s here/known_hosts' \
+             -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes"
+        );
+    }
 
     #[test]
     fn userinfo_is_redacted_where_it_can_be_a_secret() {

@@ -55,6 +55,8 @@ pub const FIELDS: &[&str] = &[
     "fleet",
     "max_pack_size",
     "host_key",
+    "ssh_key",
+    "ssh_known_hosts",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -107,6 +109,10 @@ pub struct AgentConfig {
     /// enroll` writes them). It is for signed status reports, a later feature: no pass reads
     /// or uses it yet.
     pub host_key: PathBuf,
+    /// For a repository reached over ssh: the private key and known_hosts file ssh must use
+    /// (`ssh_key:`, `ssh_known_hosts:`, default `known_hosts` beside the key), so fetching
+    /// works under the units' `ProtectHome=yes`. `None`: ssh as configured for root.
+    pub ssh: Option<crate::source::SshIdentity>,
 }
 
 /// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
@@ -202,6 +208,8 @@ struct RawConfig {
     fleet: Option<String>,
     max_pack_size: Option<serde_yaml::Value>,
     host_key: Option<String>,
+    ssh_key: Option<String>,
+    ssh_known_hosts: Option<String>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -419,6 +427,7 @@ impl AgentConfig {
             fleet: None,
             max_pack_bytes: crate::source::DEFAULT_MAX_PACK_BYTES,
             host_key: Path::new(DEFAULT_CONFIG_PATH).with_file_name(DEFAULT_HOST_KEY_NAME),
+            ssh: None,
         }
     }
 
@@ -562,6 +571,11 @@ impl AgentConfig {
             }
             None => None,
         };
+        let ssh = Self::check_ssh(
+            &repo,
+            path_of("ssh_key", raw.ssh_key)?,
+            path_of("ssh_known_hosts", raw.ssh_known_hosts)?,
+        )?;
         Ok(AgentConfig {
             source: path.to_path_buf(),
             repo,
@@ -584,7 +598,41 @@ impl AgentConfig {
             },
             host_key: path_of("host_key", raw.host_key)?
                 .unwrap_or_else(|| base.join(DEFAULT_HOST_KEY_NAME)),
+            ssh,
         })
+    }
+
+    /// `ssh_key:` and `ssh_known_hosts:`: only for a repository reached over ssh (elsewhere
+    /// they would do nothing), and the known_hosts file only with a key.
+    fn check_ssh(
+        repo: &str,
+        key: Option<PathBuf>,
+        known_hosts: Option<PathBuf>,
+    ) -> Result<Option<crate::source::SshIdentity>, (&'static str, String)> {
+        let Some(key) = key else {
+            return match known_hosts {
+                Some(_) => Err((
+                    "ssh_known_hosts",
+                    "is used only with `ssh_key:`; add `ssh_key: /etc/pacfleet/ssh/id_ed25519` or remove it".to_owned(),
+                )),
+                None => Ok(None),
+            };
+        };
+        let over_ssh = repo.starts_with("ssh://")
+            || repo.starts_with("git+ssh://")
+            || repo.starts_with("ssh+git://")
+            || (!repo.contains("://") && !repo_is_local_path(repo));
+        if !over_ssh {
+            return Err((
+                "ssh_key",
+                format!(
+                    "applies to a repository reached over ssh, but `repo:` is {}; use an ssh:// (or user@host:path) URL, or remove `ssh_key`",
+                    crate::source::redact_url(repo)
+                ),
+            ));
+        }
+        let known_hosts = known_hosts.unwrap_or_else(|| key.with_file_name("known_hosts"));
+        Ok(Some(crate::source::SshIdentity { key, known_hosts }))
     }
 
     fn classify(e: serde_yaml::Error, text: &str, path: &Path) -> ConfigError {
@@ -684,18 +732,28 @@ mod tests {
     }
 
     #[test]
+    fn ssh_known_hosts_defaults_beside_the_key_and_scp_urls_count_as_ssh() {
+        let (_d, r) = load("repo: git@git.example.com:ops/fleet.git\nssh_key: /k/ssh/id\n");
+        assert_eq!(
+            r.unwrap().ssh.unwrap().known_hosts,
+            PathBuf::from("/k/ssh/known_hosts")
+        );
+    }
+
+    #[test]
     fn every_field_parses() {
         let (d, r) = load(
-            "repo: /srv/fleet\nbranch: prod\nhostname: ws-01\nroot: /mnt\ndbpath: /mnt/db\n\
+            "repo: ssh://git@git.example.com/ops/fleet.git\nbranch: prod\nhostname: ws-01\nroot: /mnt\ndbpath: /mnt/db\n\
              pacman_conf: /mnt/pacman.conf\nstate_dir: /mnt/state\n\
              trusted_keys: [/k/a.pub, /k/b.pub]\nthreshold: 2\ninterval: 1h30m\n\
              lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n\
              keyring_packages: [acme-keyring]\nfleet: acme\nmax_pack_size: 64MiB\n\
-             host_key: /k/host.key\n",
+             host_key: /k/host.key\nssh_key: /k/ssh/id_ed25519\n\
+             ssh_known_hosts: /k/ssh/hosts\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
-        assert_eq!(c.repo, "/srv/fleet");
+        assert_eq!(c.repo, "ssh://git@git.example.com/ops/fleet.git");
         assert_eq!(c.branch, "prod");
         assert_eq!(c.root, PathBuf::from("/mnt"));
         assert_eq!(c.dbpath, PathBuf::from("/mnt/db"));
@@ -713,6 +771,13 @@ mod tests {
         assert_eq!(c.fleet.as_deref(), Some("acme"));
         assert_eq!(c.max_pack_bytes, 64 << 20);
         assert_eq!(c.host_key, PathBuf::from("/k/host.key"));
+        assert_eq!(
+            c.ssh,
+            Some(crate::source::SshIdentity {
+                key: "/k/ssh/id_ed25519".into(),
+                known_hosts: "/k/ssh/hosts".into()
+            })
+        );
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();

@@ -1,6 +1,7 @@
 //! `fleetctl enroll --repo URL --key PUB… [--fleet NAME] [--config F] [--hostname H]
-//! [--force]`: parses the arguments, calls [`crate::enroll::enroll`] and prints what was done,
-//! the `hosts/<hostname>.yaml` to commit and the next steps. Exit 0 enrolled, 2 error, 3 the
+//! [--ssh-key KEY] [--no-plan] [--force]`: parses the arguments, calls [`crate::enroll::enroll`]
+//! and prints what was done, the `hosts/<hostname>.yaml` to commit, the first pass's plan and
+//! the next steps. Exit 0 enrolled, 2 error, 3 the
 //! repository's target is not signed by the given keys.
 
 use super::EnrollArgs;
@@ -19,6 +20,8 @@ pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
         dbpath: args.dbpath,
         pacman_conf: args.pacman_conf,
         state_dir: args.state_dir,
+        ssh_key: args.ssh_key,
+        ssh_known_hosts: args.ssh_known_hosts,
         force: args.force,
     };
     let done = enroll::enroll(&opts)?;
@@ -59,9 +62,25 @@ pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
     println!();
     print!("{}", terminal_safe_lines(&done.host_manifest));
     println!();
+    if !args.no_plan {
+        // What the first pass would do, as `fleetctl plan` shows it. Enrolling succeeded
+        // either way: a plan that cannot be made yet (the host's manifest not committed, an
+        // empty root to bootstrap) is shown as the reason.
+        println!("The first pass, as the fleet stands now:");
+        println!();
+        match crate::reconcile::run(cfg, crate::reconcile::PassOptions::default()) {
+            Ok(report) => super::plan::print_report(&report),
+            Err(e) => {
+                let text = super::output::error_text(&anyhow::Error::new(e));
+                let text = text.strip_prefix("error: ").unwrap_or(&text);
+                print!("  cannot plan yet: {text}");
+            }
+        }
+        println!();
+    }
     println!("Then, on this host:");
     println!(
-        "  fleetctl plan --config {}    # what the first pass would do",
+        "  fleetctl plan --config {}    # what the next pass would do",
         cfg.source.display()
     );
     println!("  systemctl enable --now pacfleet-reconcile.timer");

@@ -302,6 +302,16 @@ struct EnrollArgs {
     /// its mirror.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// `ssh_key:` for agent.yaml: the deploy key ssh uses for an ssh:// repository (needed
+    /// under the systemd units, which hide /root).
+    #[arg(long, value_name = "KEY")]
+    ssh_key: Option<PathBuf>,
+    /// `ssh_known_hosts:` for agent.yaml (default: known_hosts beside the ssh key).
+    #[arg(long, value_name = "FILE")]
+    ssh_known_hosts: Option<PathBuf>,
+    /// Do not print the first pass's plan after enrolling.
+    #[arg(long)]
+    no_plan: bool,
     /// Replace a different existing agent.yaml (the host key is never replaced).
     #[arg(long)]
     force: bool,

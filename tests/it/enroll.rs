@@ -140,7 +140,29 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
         "{out}"
     );
     assert!(out.contains("fleetctl plan"), "{out}");
+    // The first pass's plan, as `fleetctl plan` prints it: app and its dependency.
+    assert!(
+        out.contains("The first pass, as the fleet stands now:"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("install") && l.contains(" app ")),
+        "{out}"
+    );
+    assert!(out.contains("host ws-01 · pool"), "{out}");
     let manifest = host_manifest(&out);
+    // The README's fifty-host loop cuts the manifest out of the output with sed.
+    let mut sed = Command::new("sed")
+        .args(["-n", "/^kind: Host$/,/^key: /p"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sed");
+    use std::io::Write as _;
+    sed.stdin.take().unwrap().write_all(out.as_bytes()).unwrap();
+    let cut = sed.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&cut.stdout), manifest);
     assert_eq!(
         manifest,
         format!("kind: Host\nname: ws-01\nkey: {}\n", public.to_base64())

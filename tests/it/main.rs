@@ -20,6 +20,7 @@ mod reconcile;
 mod sign_remote;
 mod snapshot;
 mod source;
+mod ssh;
 mod status;
 mod synth;
 mod system;
