@@ -172,7 +172,8 @@ fn yaml_scalar(s: &str) -> String {
 }
 
 /// The generation as YAML: `header` lines as `# ` comments, then the fields in the order of
-/// DESIGN.md §1, then one `name: {version: …, sha256: …}` line per package, sorted by name.
+/// docs/contract.md §1.5, then one `name: {version: …, sha256: …}` line per package, sorted by
+/// name.
 pub fn render_generation(g: &Generation, header: &[String]) -> String {
     let mut out = String::new();
     for line in header {
@@ -498,16 +499,16 @@ pub fn pool_generation(text: &str) -> Result<Option<u32>, String> {
     }
 }
 
-/// Top-level keys that come after `generation:` in DESIGN.md §1's order: a missing
+/// Top-level keys that come after `generation:` in the order of docs/contract.md §1.3: a missing
 /// `generation:` line goes before the first of them (and before its comment lines).
 const AFTER_GENERATION: [&str; 3] = ["prune", "window", "paused"];
 
 /// Points the pool file `text` (named `file` in errors) at generation `number` by editing its
-/// top-level `generation:` line in place — the value only, keeping its spacing and trailing
-/// comment — or, without one, inserting `generation: N` where DESIGN.md §1 puts it (before
-/// `prune:`, `window:` or `paused:` and their leading comments, else at the end). Every other
-/// byte is kept. The result is checked: it must parse to the same mapping with only
-/// `generation` changed, else the edit is refused (edit such files by hand).
+/// top-level `generation:` line in place — the value only, keeping its spacing and trailing comment
+/// — or, without one, inserting `generation: N` where docs/contract.md §1.3 puts it (before
+/// `prune:`, `window:` or `paused:` and their leading comments, else at the end). Every other byte
+/// is kept. The result is checked: it must parse to the same mapping with only `generation`
+/// changed, else the edit is refused (edit such files by hand).
 pub fn set_pool_generation(file: &str, text: &str, number: u32) -> Result<String, CaptureError> {
     let fail = |detail: String| CaptureError::PoolEdit {
         file: file.to_owned(),

@@ -1,5 +1,5 @@
-//! What changes between two revisions of a fleet, per pool and per host: the data behind
-//! `fleetctl diff` (DESIGN.md §3). Pure: two checked [`Fleet`]s in, a [`FleetDiff`] out; reading
+//! What changes between two revisions of a fleet, per pool and per host: the data behind `fleetctl
+//! diff` (docs/contract.md §3). Pure: two checked [`Fleet`]s in, a [`FleetDiff`] out; reading
 //! revisions and rendering text, markdown or JSON is the command's business (src/cli/diff.rs).
 //!
 //! Per pool, the pool's own desired state (its sets with includes, its `packages`, minus every

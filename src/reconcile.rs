@@ -257,7 +257,7 @@ pub enum PassError {
 }
 
 impl PassError {
-    /// The exit code DESIGN.md §3 gives this failure: 3 for trust refusals, 2 otherwise.
+    /// The exit code docs/contract.md §3 gives this failure: 3 for trust refusals, 2 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             PassError::Refused(_) => 3,
@@ -930,7 +930,7 @@ fn pass(
         short(&fetched.commit),
         if fetched.updated { "new" } else { "unchanged" }
     );
-    // 2. Verify: the newest commit a threshold of trusted keys signed (DESIGN.md §4).
+    // 2. Verify: the newest commit a threshold of trusted keys signed (docs/contract.md §4.2).
     let trusted = verify(cfg, state, &repo, &fetched.commit)?;
     phase("verify");
     stop_point()?;

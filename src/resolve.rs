@@ -2,8 +2,8 @@
 //! the desired explicit packages (with who asked for each), the pins of the pool's generation,
 //! and the pool's policy (prune, window, paused). Pure: plain data in, plain data out.
 //!
-//! The rules are DESIGN.md §1: a host is in exactly one pool; desired = the pool's sets (with
-//! includes) + pool packages + host packages, minus every exclude (from any of those).
+//! The rules are docs/contract.md §1.7: a host is in exactly one pool; desired = the pool's sets
+//! (with includes) + pool packages + host packages, minus every exclude (from any of those).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Trust: which fleet state a host may apply (DESIGN.md §4). A state is a commit carrying a
+//! Trust: which fleet state a host may apply (docs/contract.md §4). A state is a commit carrying a
 //! signature statement as a git note under `refs/notes/pacfleet`: a canonical text naming the
 //! fleet, the commit, its tree, a sequence number and an expiry, followed by one or more
 //! minisign signatures over exactly that text.

@@ -1,4 +1,4 @@
-//! The host's agent configuration: `/etc/pacfleet/agent.yaml` (DESIGN.md §2).
+//! The host's agent configuration: `/etc/pacfleet/agent.yaml` (docs/contract.md §2).
 //!
 //! Every command that runs on a host (`plan`, `reconcile`, `agent`, `status`, `history`,
 //! `set-latest`) starts with [`AgentConfig::load`]. Loading parses the file strictly (unknown
@@ -37,7 +37,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default `lock_timeout:` (60s).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every field `agent.yaml` accepts, in the order DESIGN.md §2 documents them.
+/// Every field `agent.yaml` accepts, in the order docs/contract.md §2 documents them.
 pub const FIELDS: &[&str] = &[
     "repo",
     "branch",

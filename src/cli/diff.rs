@@ -1,5 +1,5 @@
-//! `fleetctl diff [--repo PATH] [RANGE] [--pool P] [--host H] [--format text|markdown|json]`:
-//! per pool and host, what changes between two revisions of a fleet repository (DESIGN.md §3).
+//! `fleetctl diff [--repo PATH] [RANGE] [--pool P] [--host H] [--format text|markdown|json]`: per
+//! pool and host, what changes between two revisions of a fleet repository (docs/contract.md §3).
 //!
 //! Reads both sides (a commit through `source::read_tree`, or the work tree as `validate` sees
 //! it), checks each as a whole fleet — a side that does not validate is an error that lists its

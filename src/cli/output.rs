@@ -77,7 +77,7 @@ pub fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
     text.contains("Broken pipe") || text.contains("os error 32")
 }
 
-/// The exit code for an error: 3 for trust refusals, 2 for everything else (DESIGN.md §3).
+/// The exit code for an error: 3 for trust refusals, 2 for everything else (docs/contract.md §3).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(e) = e.downcast_ref::<crate::enroll::EnrollError>() {
         return e.exit_code();

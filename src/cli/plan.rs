@@ -18,7 +18,7 @@ pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
     if let Some(refused) = &report.refused {
         eprintln!("error: refused: {}", super::output::terminal_safe(refused));
     }
-    // DESIGN §3: 3 when the trust rules refused a newer commit.
+    // docs/contract.md §3: 3 when the trust rules refused a newer commit.
     Ok(if report.refused.is_some() {
         3
     } else if report.changeset.settled() {

@@ -1,5 +1,5 @@
-//! The fleet repository: the five manifest kinds of DESIGN.md §1 as typed Rust, and loading a
-//! whole fleet (from a directory or from files read out of a git tree) with every problem
+//! The fleet repository: the five manifest kinds of docs/contract.md §1 as typed Rust, and loading
+//! a whole fleet (from a directory or from files read out of a git tree) with every problem
 //! reported at once as `file:line:column: message`.
 //!
 //! Owns: the manifest types (`FleetSpec`, `Pool`, `PackageSet`, `Generation`, `Host`), names,

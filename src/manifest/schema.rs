@@ -481,7 +481,7 @@ fn example_fleet_manifests_validate_against_the_schemas() {
             // only CI configuration may sit elsewhere.
             if is_yaml && !path.starts_with(".github/") {
                 problems.push(format!(
-                    "example-fleet/{path} is not at a manifest path (DESIGN.md §1)"
+                    "example-fleet/{path} is not at a manifest path (docs/contract.md §1.1)"
                 ));
             }
             continue;

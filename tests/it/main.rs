@@ -11,6 +11,7 @@ mod capture;
 mod cli;
 mod demo;
 mod diff;
+mod docs;
 mod enroll;
 mod example_fleet;
 mod faults;

@@ -1,8 +1,8 @@
-//! Trust end to end (DESIGN.md §4): every refusal rule through `fleetctl reconcile` (exit 3,
-//! the rule named, the host's packages and `state.json` untouched, `status.json` and
-//! `history.jsonl` saying refused), the happy paths (threshold signing, unsigned commits that
-//! wait, key rotation, git:// and http:// transports carrying the notes), `fleetctl keygen`,
-//! `sign` and `verify`, and interoperability with the reference `minisign` tool.
+//! Trust end to end (docs/contract.md §4.3): every refusal rule through `fleetctl reconcile` (exit
+//! 3, the rule named, the host's packages and `state.json` untouched, `status.json` and
+//! `history.jsonl` saying refused), the happy paths (threshold signing, unsigned commits that wait,
+//! key rotation, git:// and http:// transports carrying the notes), `fleetctl keygen`, `sign` and
+//! `verify`, and interoperability with the reference `minisign` tool.
 
 use std::collections::BTreeMap;
 use std::fs;
