@@ -23,8 +23,8 @@
 #                     end unless --keep); reused when it already holds a world
 #   --world DIR       a world generated beforehand (by bench_world); nothing is generated
 #   --out DIR         results (default target/bench-results/<date>)
-#   --fleetctl BIN    the fleetctl to measure (default: built here with --release)
-#   --gen BIN         the bench_world generator (default: built here with --release)
+#   --fleetctl BIN    the fleetctl to measure (default: built here with --profile dist)
+#   --gen BIN         the bench_world generator (default: built here with --profile dist)
 #   --hosts LIST      host counts for scale (default 1000,10000,100000; smoke 60)
 #   --installed N     packages on the host (default 1500; smoke 30)
 #   --apply N         packages to install and remove (default 200; smoke 10)
@@ -109,10 +109,10 @@ fi
 # --- binaries ---------------------------------------------------------------------------------
 if [ -z "$fleetctl" ] || { [ -z "$gen" ] && [ -z "$world" ]; }; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/bench}
-  log "building fleetctl and bench_world (release) in $CARGO_TARGET_DIR"
-  (cd "$top" && cargo build --release --quiet --bin fleetctl --example bench_world)
-  : "${fleetctl:=$CARGO_TARGET_DIR/release/fleetctl}"
-  : "${gen:=$CARGO_TARGET_DIR/release/examples/bench_world}"
+  log "building fleetctl and bench_world (profile dist) in $CARGO_TARGET_DIR"
+  (cd "$top" && cargo build --profile dist --quiet --bin fleetctl --example bench_world)
+  : "${fleetctl:=$CARGO_TARGET_DIR/dist/fleetctl}"
+  : "${gen:=$CARGO_TARGET_DIR/dist/examples/bench_world}"
 fi
 fleetctl=$(realpath "$fleetctl")
 [ -x "$fleetctl" ] || die "$fleetctl is not executable"

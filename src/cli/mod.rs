@@ -3,6 +3,7 @@
 //! cheaply first, then build the costly objects (git, libalpm) once.
 
 mod agent;
+mod completions;
 mod demo;
 mod diff;
 mod enroll;
@@ -81,6 +82,23 @@ enum Command {
     /// the repository is reachable and its branch signed by the given keys; prints the
     /// `hosts/<hostname>.yaml` to commit. Exit 0, 2 error, 3 not signed by the given keys.
     Enroll(EnrollArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Write man pages (fleetctl.1 and fleetctl-COMMAND.1) into a directory, for packaging.
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+struct ManpagesArgs {
+    /// The directory to write the pages into (created if missing).
+    dir: PathBuf,
 }
 
 /// `--config` for commands that read agent.yaml.
@@ -423,6 +441,8 @@ fn run() -> ExitCode {
         Command::Sign(a) => sign::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Enroll(a) => enroll::run(a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Manpages(a) => completions::manpages(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
