@@ -16,8 +16,8 @@ use crate::plan::{self, Action, Changeset};
 use crate::resolve::{self, ResolveError, Resolved};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
 use crate::state::{
-    AppliedState, ConvergedInputs, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir,
-    StateError, TransactionMarker,
+    AppliedState, ConvergedInputs, FailureReason, HistoryEntry, HistoryOutcome, PassOutcome,
+    PassStatus, StateDir, StateError, TransactionMarker,
 };
 use crate::system::{HostPaths, Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
@@ -266,24 +266,24 @@ impl PassError {
         }
     }
 
-    /// A short stable label for metrics and status (`fetch`, `invalid`, `refused`, …).
-    pub fn label(&self) -> &'static str {
+    /// Why the pass failed, for status and metrics (`fetch`, `invalid`, `refused`, …).
+    pub fn reason(&self) -> FailureReason {
         match self {
-            PassError::State(_) | PassError::Anchor { .. } => "state",
-            PassError::Fetch(FetchError::Stopped { .. }) => "stopped",
-            PassError::Fetch(_) => "fetch",
-            PassError::Read(_) => "read",
-            PassError::Invalid { .. } => "invalid",
-            PassError::Resolve(_) | PassError::Window(_) => "resolve",
+            PassError::State(_) | PassError::Anchor { .. } => FailureReason::State,
+            PassError::Fetch(FetchError::Stopped { .. }) => FailureReason::Stopped,
+            PassError::Fetch(_) => FailureReason::Fetch,
+            PassError::Read(_) => FailureReason::Read,
+            PassError::Invalid { .. } => FailureReason::Invalid,
+            PassError::Resolve(_) | PassError::Window(_) => FailureReason::Resolve,
             PassError::System(SystemError::Locked { .. })
-            | PassError::TransactionRunning { .. } => "locked",
-            PassError::IncompleteDatabase { .. } => "system",
-            PassError::System(_) => "system",
-            PassError::Apply(_) => "apply",
-            PassError::Refused(_) => "refused",
-            PassError::Key(_) | PassError::NoTrustedKeys { .. } => "config",
-            PassError::Stopped => "stopped",
-            PassError::AfterKeyring { source, .. } => source.label(),
+            | PassError::TransactionRunning { .. } => FailureReason::Locked,
+            PassError::IncompleteDatabase { .. } => FailureReason::System,
+            PassError::System(_) => FailureReason::System,
+            PassError::Apply(_) => FailureReason::Apply,
+            PassError::Refused(_) => FailureReason::Refused,
+            PassError::Key(_) | PassError::NoTrustedKeys { .. } => FailureReason::Config,
+            PassError::Stopped => FailureReason::Stopped,
+            PassError::AfterKeyring { source, .. } => source.reason(),
         }
     }
 
@@ -461,7 +461,7 @@ fn pass_status(
         Err(e) => {
             status.outcome = e.outcome();
             status.message = Some(e.to_string());
-            status.failure = Some(e.label().to_owned());
+            status.failure = Some(e.reason());
         }
         Ok(r) => {
             status.target_commit = Some(r.commit.clone());
@@ -510,7 +510,7 @@ fn pass_status(
             if let Some(refused) = &r.refused {
                 status.outcome = PassOutcome::Refused;
                 status.message = Some(refused.clone());
-                status.failure = Some("refused".to_owned());
+                status.failure = Some(FailureReason::Refused);
             }
         }
     }
