@@ -143,11 +143,12 @@ pub enum EnrollError {
 }
 
 impl EnrollError {
-    /// The exit code: 3 when the repository's target is not signed by the given keys, else 2.
-    pub fn exit_code(&self) -> u8 {
+    /// The exit status: refused when the repository's target is not signed by the given
+    /// keys, else an error.
+    pub fn exit(&self) -> crate::reconcile::Exit {
         match self {
-            EnrollError::Refused { .. } => 3,
-            _ => 2,
+            EnrollError::Refused { .. } => crate::reconcile::Exit::Refused,
+            _ => crate::reconcile::Exit::Error,
         }
     }
 }
@@ -505,7 +506,7 @@ mod tests {
         o.hostname = Some("WS 01".to_owned());
         let e = enroll(&o).unwrap_err();
         assert!(matches!(e, EnrollError::Hostname { .. }), "{e}");
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit(), crate::reconcile::Exit::Error);
         assert!(!o.config.exists());
     }
 }

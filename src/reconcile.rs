@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentConfig;
 use crate::apply::{self, ApplyError, Notices};
@@ -45,7 +45,7 @@ pub struct PassOptions {
 }
 
 /// Where the pool's window stands at the time of the pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum WindowState {
     /// The pool has no window (or the pass did not get as far as the pool).
@@ -64,7 +64,7 @@ pub enum WindowState {
 }
 
 /// Why changes were not applied although there are some.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Hold {
     /// The pool is paused.
@@ -97,7 +97,7 @@ impl std::fmt::Display for Hold {
 }
 
 /// How a pass ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Verdict {
     /// No pool selects this host: nothing is done.
@@ -118,8 +118,62 @@ pub enum Verdict {
     },
 }
 
-/// The whole story of one pass.
-#[derive(Debug, Clone, Serialize)]
+impl Verdict {
+    /// The outcome `status.json` records for this verdict (a refused newer commit aside:
+    /// [`PassReport::outcome`]).
+    pub fn outcome(&self) -> PassOutcome {
+        match self {
+            Verdict::NotInFleet => PassOutcome::NotInFleet,
+            Verdict::Converged => PassOutcome::Converged,
+            Verdict::Applied => PassOutcome::Applied,
+            Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
+            Verdict::Held => PassOutcome::Held,
+            Verdict::Pending { .. } => PassOutcome::Pending,
+        }
+    }
+
+    /// Whether the pass left the host as the fleet wants it: [`PassOutcome::settled`].
+    pub fn settled(&self) -> bool {
+        self.outcome().settled()
+    }
+}
+
+/// fleetctl's exit codes (DESIGN.md §3, README.md "Commands and exit codes"). A pass's
+/// report ([`PassReport::exit`]) and error ([`PassError::exit`]) become one here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done (`reconcile`: converged, applied, or held back by a window or pause, which the
+    /// output says; `plan`: converged).
+    Success = 0,
+    /// `plan`: changes are due.
+    Changes = 1,
+    /// An error: nothing was changed, or the error says what was.
+    Error = 2,
+    /// The trust rules refused the fleet state (or a newer commit of it).
+    Refused = 3,
+}
+
+impl Exit {
+    /// The process's exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The exit status a process's exit code stands for, if it is one of fleetctl's.
+    pub fn from_code(code: i32) -> Option<Exit> {
+        match code {
+            0 => Some(Exit::Success),
+            1 => Some(Exit::Changes),
+            2 => Some(Exit::Error),
+            3 => Some(Exit::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// The whole story of one pass: what `plan --json` and `reconcile --json` print, and what the
+/// agent reads back from its child passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassReport {
     /// This host's name.
     pub host: String,
@@ -155,12 +209,39 @@ pub struct PassReport {
     /// Events of the commit (pacnew, pacsave, scriptlets, policy answers).
     pub notices: Notices,
     /// Wall time of the pass.
-    #[serde(serialize_with = "ser_millis")]
+    #[serde(serialize_with = "ser_millis", deserialize_with = "de_millis")]
     pub duration: Duration,
+}
+
+impl PassReport {
+    /// The outcome `status.json` records: the verdict's, or refused when a newer commit was.
+    pub fn outcome(&self) -> PassOutcome {
+        if self.refused.is_some() {
+            PassOutcome::Refused
+        } else {
+            self.verdict.outcome()
+        }
+    }
+
+    /// The exit status of the command that ran this pass: `reconcile` (`opts.apply`) or
+    /// `plan`, which also tells whether changes are due.
+    pub fn exit(&self, opts: PassOptions) -> Exit {
+        if self.outcome() == PassOutcome::Refused {
+            Exit::Refused
+        } else if opts.apply || self.changeset.settled() {
+            Exit::Success
+        } else {
+            Exit::Changes
+        }
+    }
 }
 
 fn ser_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u128(d.as_millis())
+}
+
+fn de_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 /// A pass failed.
@@ -257,12 +338,12 @@ pub enum PassError {
 }
 
 impl PassError {
-    /// The exit code DESIGN.md §3 gives this failure: 3 for trust refusals, 2 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            PassError::Refused(_) => 3,
-            PassError::AfterKeyring { source, .. } => source.exit_code(),
-            _ => 2,
+    /// The exit status DESIGN.md §3 gives this failure: refused for trust refusals, an
+    /// error otherwise.
+    pub fn exit(&self) -> Exit {
+        match self.outcome() {
+            PassOutcome::Refused => Exit::Refused,
+            _ => Exit::Error,
         }
     }
 
@@ -467,14 +548,7 @@ fn pass_status(
             status.target_commit = Some(r.commit.clone());
             status.signed_until = Some(r.signed_until);
             status.waiting_for_signature = r.waiting.len();
-            status.outcome = match &r.verdict {
-                Verdict::NotInFleet => PassOutcome::NotInFleet,
-                Verdict::Converged => PassOutcome::Converged,
-                Verdict::Applied => PassOutcome::Applied,
-                Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
-                Verdict::Held => PassOutcome::Held,
-                Verdict::Pending { .. } => PassOutcome::Pending,
-            };
+            status.outcome = r.verdict.outcome();
             status.held = r.changeset.held.iter().map(|h| h.to_string()).collect();
             status.warnings = r.notices.warnings.clone();
             status.config_files = r
@@ -1502,4 +1576,104 @@ fn next_inventory(before: &BTreeSet<String>, changes: &Changeset) -> BTreeSet<St
 /// The first 12 hex digits of a commit id.
 pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(verdict: Verdict) -> PassReport {
+        PassReport {
+            host: "ws-01".into(),
+            commit: "a".repeat(40),
+            fetched_new: true,
+            signers: vec!["ops".into()],
+            sequence: 7,
+            waiting: vec!["b".repeat(40)],
+            refused: None,
+            signed_until: "2026-12-23T09:00:00Z".parse().unwrap(),
+            drift: vec!["install tool".into()],
+            pool: Some("desktops".into()),
+            generation: Some(3),
+            window_open_until: None,
+            window: WindowState::Closed {
+                next: Some("2026-12-01T02:00:00+01:00".into()),
+            },
+            verdict,
+            changeset: Changeset {
+                changes: vec![plan::Change {
+                    action: Action::Install,
+                    name: "tool".into(),
+                    old: None,
+                    new: Some("1.0-1".into()),
+                    reason: Some(plan::Reason::Explicit),
+                    why: vec!["desired".into()],
+                    download_size: 10,
+                    size_delta: 20,
+                    source: Some("repo core".into()),
+                    replaces: Vec::new(),
+                }],
+                ..Changeset::default()
+            },
+            notices: Notices::default(),
+            duration: Duration::from_millis(1234),
+        }
+    }
+
+    #[test]
+    fn the_report_reads_back_as_printed() {
+        for verdict in [
+            Verdict::Pending {
+                hold: Hold::Window {
+                    next: Some("2026-12-01T02:00:00+01:00".into()),
+                },
+            },
+            Verdict::Pending { hold: Hold::Paused },
+            Verdict::AppliedWithWarnings,
+            Verdict::NotInFleet,
+        ] {
+            let r = report(verdict);
+            let json = serde_json::to_string_pretty(&r).unwrap();
+            assert!(json.contains("\"duration\": 1234"), "{json}");
+            let back: PassReport = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn exit_statuses() {
+        let plan = PassOptions::default();
+        let reconcile = PassOptions {
+            apply: true,
+            ..PassOptions::default()
+        };
+        let pending = report(Verdict::Pending {
+            hold: Hold::PlanOnly,
+        });
+        assert_eq!(pending.exit(plan), Exit::Changes);
+        assert_eq!(pending.exit(reconcile), Exit::Success);
+        let converged = PassReport {
+            changeset: Changeset::default(),
+            ..report(Verdict::Converged)
+        };
+        assert_eq!(converged.exit(plan), Exit::Success);
+        let refused = PassReport {
+            refused: Some("commit c is not signed".into()),
+            ..converged
+        };
+        assert_eq!(refused.outcome(), PassOutcome::Refused);
+        assert_eq!(refused.exit(plan), Exit::Refused);
+        assert_eq!(refused.exit(reconcile), Exit::Refused);
+        assert_eq!(PassError::Stopped.exit(), Exit::Error);
+        let after_keyring = PassError::AfterKeyring {
+            keyring: "upgrade archlinux-keyring".into(),
+            source: Box::new(PassError::Refused(Refusal::Unsigned { commit: "c".into() })),
+        };
+        assert_eq!(after_keyring.exit(), Exit::Refused);
+        assert_eq!(after_keyring.reason(), FailureReason::Refused);
+        for e in [Exit::Success, Exit::Changes, Exit::Error, Exit::Refused] {
+            assert_eq!(Exit::from_code(i32::from(e.code())), Some(e));
+        }
+        assert_eq!(Exit::from_code(101), None);
+    }
 }

@@ -12,6 +12,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::VerifyArgs;
+use crate::reconcile::Exit;
 use crate::source;
 use crate::trust::{self, Key, Note, Refusal, Statement};
 
@@ -174,10 +175,10 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         }
     }
     match result {
-        Ok(_) => Ok(0),
+        Ok(_) => Ok(Exit::Success.code()),
         Err(r) => {
             eprintln!("error: refused: {r}");
-            Ok(3)
+            Ok(Exit::Refused.code())
         }
     }
 }
