@@ -23,7 +23,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use config::{AgentConfig, ConfigError, machine_hostname, parse_duration, repo_is_local_path};
+pub use config::{
+    AgentConfig, ConfigError, DurationError, machine_hostname, parse_duration, repo_is_local_path,
+};
 
 use crate::reconcile::{self, Exit, PassReport, Verdict};
 use crate::state::StateDir;
@@ -34,9 +36,21 @@ pub enum AgentError {
     /// agent.yaml is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Signals, runtime or file watches could not be set up.
+    /// The async runtime could not be built.
     #[error("cannot start the agent: {0}")]
-    Setup(String),
+    Runtime(#[source] std::io::Error),
+    /// A signal handler could not be installed.
+    #[error("cannot start the agent: signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    /// A file watch could not be set up.
+    #[error("cannot start the agent: watching {}: {source}", path.display())]
+    Watch {
+        /// The watched path.
+        path: PathBuf,
+        /// notify's reason.
+        #[source]
+        source: notify::Error,
+    },
 }
 
 /// Why the loop woke up.
@@ -54,7 +68,7 @@ pub fn run(config_path: &Path) -> Result<(), AgentError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        .map_err(AgentError::Runtime)?;
     rt.block_on(main_loop(config_path.to_owned(), cfg))
 }
 
@@ -79,9 +93,14 @@ fn watch(cfg: &AgentConfig, tx: &mpsc::UnboundedSender<Trigger>) -> Result<Watch
                     let _ = tx.send(trigger);
                 }
             })
-            .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
-            w.watch(&path, mode)
-                .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
+            .map_err(|source| AgentError::Watch {
+                path: path.clone(),
+                source,
+            })?;
+            w.watch(&path, mode).map_err(|source| AgentError::Watch {
+                path: path.clone(),
+                source,
+            })?;
             tracing::info!(
                 "watching {} for {}",
                 path.display(),
@@ -117,7 +136,7 @@ fn watch(cfg: &AgentConfig, tx: &mpsc::UnboundedSender<Trigger>) -> Result<Watch
 }
 
 async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), AgentError> {
-    let sig = |kind| signal(kind).map_err(|e| AgentError::Setup(format!("signal handler: {e}")));
+    let sig = |kind| signal(kind).map_err(AgentError::Signal);
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
