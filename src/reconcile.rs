@@ -326,14 +326,41 @@ pub enum PassError {
         source: Box<PassError>,
     },
     /// The anchor file could not be read or written.
-    #[error("cannot {action} {path}: {detail}")]
-    Anchor {
-        /// What we did.
-        action: &'static str,
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+}
+
+/// The anchor file ([`anchor_path`]) could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// Reading it failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
         /// The anchor file.
         path: String,
-        /// Why it failed.
-        detail: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It does not parse.
+    #[error(
+        "cannot parse {path}: {source}; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host"
+    )]
+    Parse {
+        /// The anchor file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The anchor does not encode.
+    #[error("cannot encode {path}: {source}")]
+    Encode {
+        /// The anchor file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -350,7 +377,7 @@ impl PassError {
     /// Why the pass failed, for status and metrics (`fetch`, `invalid`, `refused`, …).
     pub fn reason(&self) -> FailureReason {
         match self {
-            PassError::State(_) | PassError::Anchor { .. } => FailureReason::State,
+            PassError::State(_) | PassError::Anchor(_) => FailureReason::State,
             PassError::Fetch(FetchError::Stopped { .. }) => FailureReason::Stopped,
             PassError::Fetch(_) => FailureReason::Fetch,
             PassError::Read(_) => FailureReason::Read,
@@ -618,26 +645,29 @@ pub fn anchor_path(cfg: &AgentConfig) -> PathBuf {
 
 fn read_anchor(cfg: &AgentConfig) -> Result<Option<Anchor>, PassError> {
     let path = anchor_path(cfg);
-    let err = |action, detail: String| PassError::Anchor {
-        action,
-        path: path.display().to_string(),
-        detail,
-    };
+    let shown = path.display().to_string();
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            err("parse", format!("{e}; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host"))
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| {
+            AnchorError::Parse {
+                path: shown,
+                source,
+            }
+            .into()
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err("read", e.to_string())),
+        Err(source) => Err(AnchorError::Read {
+            path: shown,
+            source,
+        }
+        .into()),
     }
 }
 
 fn write_anchor(cfg: &AgentConfig, anchor: &Anchor) -> Result<(), PassError> {
     let path = anchor_path(cfg);
-    let json = serde_json::to_vec_pretty(anchor).map_err(|e| PassError::Anchor {
-        action: "encode",
+    let json = serde_json::to_vec_pretty(anchor).map_err(|source| AnchorError::Encode {
         path: path.display().to_string(),
-        detail: e.to_string(),
+        source,
     })?;
     crate::state::write_atomic(&path, &json)?;
     Ok(())
