@@ -41,7 +41,7 @@ pub enum CaptureError {
     },
     /// The pool name is invalid.
     #[error("invalid pool name: {0}")]
-    BadPool(String),
+    BadPool(#[source] crate::manifest::NameError),
     /// The pool file could not be edited safely in place.
     #[error(
         "cannot set `generation: {number}` in {file} by editing it in place ({detail}); edit the file by hand"
@@ -113,15 +113,15 @@ pub fn build_generation(
     previous: Option<&Generation>,
 ) -> Result<Generation, CaptureError> {
     let pool = Name::new(&prov.pool).map_err(CaptureError::BadPool)?;
-    let host = Name::new(&prov.host).map_err(|detail| CaptureError::BadName {
+    let host = Name::new(&prov.host).map_err(|e| CaptureError::BadName {
         name: prov.host.clone(),
-        detail: format!("the hostname is not a valid fleet name: {detail}"),
+        detail: format!("the hostname is not a valid fleet name: {e}"),
     })?;
     let mut packages = BTreeMap::new();
     for (name, inst) in installed {
-        let key = Name::new(name).map_err(|detail| CaptureError::BadName {
+        let key = Name::new(name).map_err(|e| CaptureError::BadName {
             name: name.clone(),
-            detail,
+            detail: e.to_string(),
         })?;
         let sha256 = sums.get(name).cloned().or_else(|| {
             previous

@@ -95,9 +95,13 @@ pub enum EnrollError {
     NoHostname,
     /// The hostname cannot name a Host manifest.
     #[error(
-        "hostname {hostname:?} cannot name the host's manifest hosts/{hostname}.yaml: {detail}; pass --hostname NAME"
+        "hostname {hostname:?} cannot name the host's manifest hosts/{hostname}.yaml: {source}; pass --hostname NAME"
     )]
-    Hostname { hostname: String, detail: String },
+    Hostname {
+        hostname: String,
+        #[source]
+        source: crate::manifest::NameError,
+    },
     /// The agent.yaml these arguments make does not load.
     #[error("the arguments do not make a valid agent.yaml: {0}")]
     Config(#[source] ConfigError),
@@ -147,11 +151,12 @@ pub enum EnrollError {
 }
 
 impl EnrollError {
-    /// The exit code: 3 when the repository's target is not signed by the given keys, else 2.
-    pub fn exit_code(&self) -> u8 {
+    /// The exit status: refused when the repository's target is not signed by the given
+    /// keys, else an error.
+    pub fn exit(&self) -> crate::reconcile::Exit {
         match self {
-            EnrollError::Refused { .. } => 3,
-            _ => 2,
+            EnrollError::Refused { .. } => crate::reconcile::Exit::Refused,
+            _ => crate::reconcile::Exit::Error,
         }
     }
 }
@@ -285,9 +290,9 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
         Some(h) => h.clone(),
         None => crate::agent::config::machine_hostname().ok_or(EnrollError::NoHostname)?,
     };
-    crate::manifest::Name::new(&hostname).map_err(|detail| EnrollError::Hostname {
+    crate::manifest::Name::new(&hostname).map_err(|source| EnrollError::Hostname {
         hostname: hostname.clone(),
-        detail,
+        source,
     })?;
     let config_path = absolute(&opts.config)?;
     let text = render_config(opts, &hostname)?;
@@ -517,8 +522,17 @@ mod tests {
         .unwrap();
         o.hostname = Some("WS 01".to_owned());
         let e = enroll(&o).unwrap_err();
-        assert!(matches!(e, EnrollError::Hostname { .. }), "{e}");
-        assert_eq!(e.exit_code(), 2);
+        assert!(
+            matches!(
+                e,
+                EnrollError::Hostname {
+                    source: crate::manifest::NameError::BadChar { c: 'W', .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.exit(), crate::reconcile::Exit::Error);
         assert!(!o.config.exists());
     }
 }

@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{self, AppliedState, PassOutcome, PassStatus, StateDir, StateError};
+use crate::state::{
+    self, AppliedState, FailureReason, PassOutcome, PassStatus, StateDir, StateError,
+};
 
 /// The counters file in the state directory.
 pub const COUNTERS_FILE: &str = "counters.json";
@@ -35,25 +37,9 @@ pub const COUNTERS_FILE: &str = "counters.json";
 /// The on-disk format of `counters.json` this pacfleet reads and writes.
 pub const COUNTERS_FORMAT: u64 = 1;
 
-/// Every pass outcome, as the `outcome` label spells it. All are exported (at 0 until they
-/// happen), so rates work from the first pass.
-pub const OUTCOMES: &[&str] = &[
-    "converged",
-    "applied",
-    "applied-with-warnings",
-    "held",
-    "not-in-fleet",
-    "pending",
-    "failed",
-    "refused",
-];
-
-/// The failure reasons a pass reports (`PassStatus::failure`, from `PassError::label`), exported
-/// at 0 until they happen. A reason not listed here is still counted once it occurs.
-pub const REASONS: &[&str] = &[
-    "fetch", "read", "invalid", "resolve", "system", "locked", "apply", "state", "config",
-    "refused", "stopped",
-];
+// Every pass outcome (`PassOutcome::ALL`) and every failure reason (`FailureReason::ALL`) is
+// exported, at 0 until it happens, so rates work from the first pass. A reason `counters.json`
+// holds that is not one of them (`unknown`) is still exported once it occurs.
 
 /// Counters kept across passes in `state_dir/counters.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,20 +90,6 @@ pub enum MetricsError {
     },
 }
 
-/// The label `outcome` has for a pass outcome.
-pub fn outcome_label(outcome: PassOutcome) -> &'static str {
-    match outcome {
-        PassOutcome::Converged => "converged",
-        PassOutcome::Applied => "applied",
-        PassOutcome::Pending => "pending",
-        PassOutcome::Failed => "failed",
-        PassOutcome::Refused => "refused",
-        PassOutcome::AppliedWithWarnings => "applied-with-warnings",
-        PassOutcome::Held => "held",
-        PassOutcome::NotInFleet => "not-in-fleet",
-    }
-}
-
 fn counters_path(state: &StateDir) -> PathBuf {
     state.path().join(COUNTERS_FILE)
 }
@@ -161,36 +133,26 @@ impl Counters {
         self.format = COUNTERS_FORMAT;
         *self
             .passes
-            .entry(outcome_label(status.outcome).to_owned())
+            .entry(status.outcome.as_str().to_owned())
             .or_default() += 1;
-        match status.outcome {
-            PassOutcome::Failed | PassOutcome::Refused => {
-                let reason = status.failure.clone().unwrap_or_else(|| {
-                    if status.outcome == PassOutcome::Refused {
-                        "refused".to_owned()
-                    } else {
-                        "unknown".to_owned()
-                    }
-                });
-                *self.failures.entry(reason).or_default() += 1;
+        if status.outcome.succeeded() {
+            self.last_success = Some(status.at);
+            if matches!(
+                status.outcome,
+                PassOutcome::Converged | PassOutcome::Applied
+            ) {
+                self.last_converged = Some(status.at);
             }
-            PassOutcome::Converged
-            | PassOutcome::Applied
-            | PassOutcome::AppliedWithWarnings
-            | PassOutcome::Held
-            | PassOutcome::NotInFleet
-            | PassOutcome::Pending => {
-                self.last_success = Some(status.at);
-                if matches!(
-                    status.outcome,
-                    PassOutcome::Converged | PassOutcome::Applied
-                ) {
-                    self.last_converged = Some(status.at);
-                }
-                if status.outcome.applied() {
-                    self.applied_changesets += 1;
-                }
+            if status.outcome.applied() {
+                self.applied_changesets += 1;
             }
+        } else {
+            let reason = match status.failure {
+                Some(r) => r.as_str(),
+                None if status.outcome == PassOutcome::Refused => FailureReason::Refused.as_str(),
+                None => "unknown",
+            };
+            *self.failures.entry(reason.to_owned()).or_default() += 1;
         }
     }
 }
@@ -342,12 +304,11 @@ pub fn render(
         "gauge",
         "Outcome of the last pass: 1 for the outcome it had, 0 for the others.",
     );
-    let last = outcome_label(status.outcome);
-    for outcome in OUTCOMES {
+    for outcome in PassOutcome::ALL {
         x.sample(
             "pacfleet_last_outcome",
-            &[("outcome", outcome)],
-            u8::from(*outcome == last),
+            &[("outcome", outcome.as_str())],
+            u8::from(outcome == status.outcome),
         );
     }
     x.gauge(
@@ -427,19 +388,24 @@ pub fn render(
         "counter",
         "Reconcile passes by outcome.",
     );
-    let mut outcomes: BTreeMap<&str, u64> = OUTCOMES.iter().map(|o| (*o, 0)).collect();
+    let mut outcomes: BTreeMap<&str, u64> =
+        PassOutcome::ALL.iter().map(|o| (o.as_str(), 0)).collect();
     for (k, v) in &counters.passes {
         outcomes.insert(k, *v);
     }
     for (outcome, n) in outcomes {
         x.sample("pacfleet_passes_total", &[("outcome", outcome)], n);
     }
+    let names: Vec<&str> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
     x.family(
         "pacfleet_failures_total",
         "counter",
-        "Failed and refused passes by reason (fetch, read, invalid, resolve, system, locked, apply, state, config, refused).",
+        &format!(
+            "Failed and refused passes by reason ({}).",
+            names.join(", ")
+        ),
     );
-    let mut reasons: BTreeMap<&str, u64> = REASONS.iter().map(|r| (*r, 0)).collect();
+    let mut reasons: BTreeMap<&str, u64> = names.iter().map(|r| (*r, 0)).collect();
     for (k, v) in &counters.failures {
         reasons.insert(k, *v);
     }
@@ -468,7 +434,7 @@ pub fn render(
 mod tests {
     use super::*;
 
-    fn status(outcome: PassOutcome, failure: Option<&str>) -> PassStatus {
+    fn status(outcome: PassOutcome, failure: Option<FailureReason>) -> PassStatus {
         PassStatus {
             at: DateTime::parse_from_rfc3339("2026-11-20T09:00:00Z")
                 .unwrap()
@@ -482,7 +448,7 @@ mod tests {
             drift: vec!["install tool".to_owned()],
             waiting_for_signature: 0,
             duration_ms: 1234,
-            failure: failure.map(str::to_owned),
+            failure,
             last_success: None,
             held: Vec::new(),
             warnings: Vec::new(),
@@ -494,8 +460,8 @@ mod tests {
     fn counts_outcomes_reasons_and_successes() {
         let mut c = Counters::default();
         c.count(&status(PassOutcome::Applied, None));
-        c.count(&status(PassOutcome::Failed, Some("fetch")));
-        c.count(&status(PassOutcome::Failed, Some("fetch")));
+        c.count(&status(PassOutcome::Failed, Some(FailureReason::Fetch)));
+        c.count(&status(PassOutcome::Failed, Some(FailureReason::Fetch)));
         c.count(&status(PassOutcome::Refused, None));
         assert_eq!(c.passes["applied"], 1);
         assert_eq!(c.passes["failed"], 2);
@@ -531,6 +497,51 @@ mod tests {
         assert!(text.contains("pacfleet_failures_total{reason=\"apply\"} 0\n"));
         assert!(text.contains("pacfleet_last_outcome{outcome=\"pending\"} 1\n"));
         assert!(!text.contains("pacfleet_last_converged_timestamp_seconds"));
+    }
+
+    /// The backticked words of README.md's metrics table row for `metric`.
+    fn readme_labels(metric: &str) -> Vec<String> {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}")))
+            .unwrap_or_else(|| panic!("README.md has no row for {metric}"));
+        let list = row.rsplit('|').nth(1).unwrap().split(':').nth(1).unwrap();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn readme_lists_every_failure_reason_and_outcome() {
+        let reasons: Vec<&str> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(readme_labels("pacfleet_failures_total"), reasons);
+        let outcomes: Vec<&str> = PassOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(readme_labels("pacfleet_passes_total"), outcomes);
+    }
+
+    #[test]
+    fn every_reason_and_outcome_is_exported_at_zero() {
+        let text = render(
+            None,
+            &status(PassOutcome::Converged, None),
+            &Counters::default(),
+            Utc::now(),
+        );
+        for r in FailureReason::ALL {
+            assert!(
+                text.contains(&format!("pacfleet_failures_total{{reason=\"{r}\"}} 0\n")),
+                "{r}"
+            );
+        }
+        for o in PassOutcome::ALL {
+            assert!(
+                text.contains(&format!("pacfleet_passes_total{{outcome=\"{o}\"}} 0\n")),
+                "{o}"
+            );
+        }
     }
 
     #[test]

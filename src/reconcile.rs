@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentConfig;
 use crate::apply::{self, ApplyError, Notices};
@@ -16,8 +16,8 @@ use crate::plan::{self, Action, Changeset};
 use crate::resolve::{self, ResolveError, Resolved};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
 use crate::state::{
-    AppliedState, ConvergedInputs, HistoryEntry, HistoryOutcome, PassOutcome, PassStatus, StateDir,
-    StateError, TransactionMarker,
+    AppliedState, ConvergedInputs, FailureReason, HistoryEntry, HistoryOutcome, PassOutcome,
+    PassStatus, StateDir, StateError, TransactionMarker,
 };
 use crate::system::{HostPaths, Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
@@ -45,7 +45,7 @@ pub struct PassOptions {
 }
 
 /// Where the pool's window stands at the time of the pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum WindowState {
     /// The pool has no window (or the pass did not get as far as the pool).
@@ -64,7 +64,7 @@ pub enum WindowState {
 }
 
 /// Why changes were not applied although there are some.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Hold {
     /// The pool is paused.
@@ -97,7 +97,7 @@ impl std::fmt::Display for Hold {
 }
 
 /// How a pass ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Verdict {
     /// No pool selects this host: nothing is done.
@@ -118,8 +118,62 @@ pub enum Verdict {
     },
 }
 
-/// The whole story of one pass.
-#[derive(Debug, Clone, Serialize)]
+impl Verdict {
+    /// The outcome `status.json` records for this verdict (a refused newer commit aside:
+    /// [`PassReport::outcome`]).
+    pub fn outcome(&self) -> PassOutcome {
+        match self {
+            Verdict::NotInFleet => PassOutcome::NotInFleet,
+            Verdict::Converged => PassOutcome::Converged,
+            Verdict::Applied => PassOutcome::Applied,
+            Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
+            Verdict::Held => PassOutcome::Held,
+            Verdict::Pending { .. } => PassOutcome::Pending,
+        }
+    }
+
+    /// Whether the pass left the host as the fleet wants it: [`PassOutcome::settled`].
+    pub fn settled(&self) -> bool {
+        self.outcome().settled()
+    }
+}
+
+/// fleetctl's exit codes (docs/contract.md §3). A pass's
+/// report ([`PassReport::exit`]) and error ([`PassError::exit`]) become one here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done (`reconcile`: converged, applied, or held back by a window or pause, which the
+    /// output says; `plan`: converged).
+    Success = 0,
+    /// `plan`: changes are due.
+    Changes = 1,
+    /// An error: nothing was changed, or the error says what was.
+    Error = 2,
+    /// The trust rules refused the fleet state (or a newer commit of it).
+    Refused = 3,
+}
+
+impl Exit {
+    /// The process's exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The exit status a process's exit code stands for, if it is one of fleetctl's.
+    pub fn from_code(code: i32) -> Option<Exit> {
+        match code {
+            0 => Some(Exit::Success),
+            1 => Some(Exit::Changes),
+            2 => Some(Exit::Error),
+            3 => Some(Exit::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// The whole story of one pass: what `plan --json` and `reconcile --json` print, and what the
+/// agent reads back from its child passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassReport {
     /// This host's name.
     pub host: String,
@@ -155,12 +209,39 @@ pub struct PassReport {
     /// Events of the commit (pacnew, pacsave, scriptlets, policy answers).
     pub notices: Notices,
     /// Wall time of the pass.
-    #[serde(serialize_with = "ser_millis")]
+    #[serde(serialize_with = "ser_millis", deserialize_with = "de_millis")]
     pub duration: Duration,
+}
+
+impl PassReport {
+    /// The outcome `status.json` records: the verdict's, or refused when a newer commit was.
+    pub fn outcome(&self) -> PassOutcome {
+        if self.refused.is_some() {
+            PassOutcome::Refused
+        } else {
+            self.verdict.outcome()
+        }
+    }
+
+    /// The exit status of the command that ran this pass: `reconcile` (`opts.apply`) or
+    /// `plan`, which also tells whether changes are due.
+    pub fn exit(&self, opts: PassOptions) -> Exit {
+        if self.outcome() == PassOutcome::Refused {
+            Exit::Refused
+        } else if opts.apply || self.changeset.settled() {
+            Exit::Success
+        } else {
+            Exit::Changes
+        }
+    }
 }
 
 fn ser_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u128(d.as_millis())
+}
+
+fn de_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 /// A pass failed.
@@ -245,45 +326,72 @@ pub enum PassError {
         source: Box<PassError>,
     },
     /// The anchor file could not be read or written.
-    #[error("cannot {action} {path}: {detail}")]
-    Anchor {
-        /// What we did.
-        action: &'static str,
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+}
+
+/// The anchor file ([`anchor_path`]) could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// Reading it failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
         /// The anchor file.
         path: String,
-        /// Why it failed.
-        detail: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It does not parse.
+    #[error(
+        "cannot parse {path}: {source}; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host"
+    )]
+    Parse {
+        /// The anchor file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The anchor does not encode.
+    #[error("cannot encode {path}: {source}")]
+    Encode {
+        /// The anchor file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
 impl PassError {
-    /// The exit code docs/contract.md §3 gives this failure: 3 for trust refusals, 2 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            PassError::Refused(_) => 3,
-            PassError::AfterKeyring { source, .. } => source.exit_code(),
-            _ => 2,
+    /// The exit status docs/contract.md §3 gives this failure: refused for trust refusals, an
+    /// error otherwise.
+    pub fn exit(&self) -> Exit {
+        match self.outcome() {
+            PassOutcome::Refused => Exit::Refused,
+            _ => Exit::Error,
         }
     }
 
-    /// A short stable label for metrics and status (`fetch`, `invalid`, `refused`, …).
-    pub fn label(&self) -> &'static str {
+    /// Why the pass failed, for status and metrics (`fetch`, `invalid`, `refused`, …).
+    pub fn reason(&self) -> FailureReason {
         match self {
-            PassError::State(_) | PassError::Anchor { .. } => "state",
-            PassError::Fetch(FetchError::Stopped { .. }) => "stopped",
-            PassError::Fetch(_) => "fetch",
-            PassError::Read(_) => "read",
-            PassError::Invalid { .. } => "invalid",
-            PassError::Resolve(_) | PassError::Window(_) => "resolve",
+            PassError::State(_) | PassError::Anchor(_) => FailureReason::State,
+            PassError::Fetch(FetchError::Stopped { .. }) => FailureReason::Stopped,
+            PassError::Fetch(_) => FailureReason::Fetch,
+            PassError::Read(_) => FailureReason::Read,
+            PassError::Invalid { .. } => FailureReason::Invalid,
+            PassError::Resolve(_) | PassError::Window(_) => FailureReason::Resolve,
             PassError::System(SystemError::Locked { .. })
-            | PassError::TransactionRunning { .. } => "locked",
-            PassError::IncompleteDatabase { .. } => "system",
-            PassError::System(_) => "system",
-            PassError::Apply(_) => "apply",
-            PassError::Refused(_) => "refused",
-            PassError::Key(_) | PassError::NoTrustedKeys { .. } => "config",
-            PassError::Stopped => "stopped",
-            PassError::AfterKeyring { source, .. } => source.label(),
+            | PassError::TransactionRunning { .. } => FailureReason::Locked,
+            PassError::IncompleteDatabase { .. } => FailureReason::System,
+            PassError::System(_) => FailureReason::System,
+            PassError::Apply(_) => FailureReason::Apply,
+            PassError::Refused(_) => FailureReason::Refused,
+            PassError::Key(_) | PassError::NoTrustedKeys { .. } => FailureReason::Config,
+            PassError::Stopped => FailureReason::Stopped,
+            PassError::AfterKeyring { source, .. } => source.reason(),
         }
     }
 
@@ -461,20 +569,13 @@ fn pass_status(
         Err(e) => {
             status.outcome = e.outcome();
             status.message = Some(e.to_string());
-            status.failure = Some(e.label().to_owned());
+            status.failure = Some(e.reason());
         }
         Ok(r) => {
             status.target_commit = Some(r.commit.clone());
             status.signed_until = Some(r.signed_until);
             status.waiting_for_signature = r.waiting.len();
-            status.outcome = match &r.verdict {
-                Verdict::NotInFleet => PassOutcome::NotInFleet,
-                Verdict::Converged => PassOutcome::Converged,
-                Verdict::Applied => PassOutcome::Applied,
-                Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
-                Verdict::Held => PassOutcome::Held,
-                Verdict::Pending { .. } => PassOutcome::Pending,
-            };
+            status.outcome = r.verdict.outcome();
             status.held = r.changeset.held.iter().map(|h| h.to_string()).collect();
             status.warnings = r.notices.warnings.clone();
             status.config_files = r
@@ -510,7 +611,7 @@ fn pass_status(
             if let Some(refused) = &r.refused {
                 status.outcome = PassOutcome::Refused;
                 status.message = Some(refused.clone());
-                status.failure = Some("refused".to_owned());
+                status.failure = Some(FailureReason::Refused);
             }
         }
     }
@@ -544,26 +645,29 @@ pub fn anchor_path(cfg: &AgentConfig) -> PathBuf {
 
 fn read_anchor(cfg: &AgentConfig) -> Result<Option<Anchor>, PassError> {
     let path = anchor_path(cfg);
-    let err = |action, detail: String| PassError::Anchor {
-        action,
-        path: path.display().to_string(),
-        detail,
-    };
+    let shown = path.display().to_string();
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            err("parse", format!("{e}; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host"))
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| {
+            AnchorError::Parse {
+                path: shown,
+                source,
+            }
+            .into()
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err("read", e.to_string())),
+        Err(source) => Err(AnchorError::Read {
+            path: shown,
+            source,
+        }
+        .into()),
     }
 }
 
 fn write_anchor(cfg: &AgentConfig, anchor: &Anchor) -> Result<(), PassError> {
     let path = anchor_path(cfg);
-    let json = serde_json::to_vec_pretty(anchor).map_err(|e| PassError::Anchor {
-        action: "encode",
+    let json = serde_json::to_vec_pretty(anchor).map_err(|source| AnchorError::Encode {
         path: path.display().to_string(),
-        detail: e.to_string(),
+        source,
     })?;
     crate::state::write_atomic(&path, &json)?;
     Ok(())
@@ -1504,4 +1608,104 @@ fn next_inventory(before: &BTreeSet<String>, changes: &Changeset) -> BTreeSet<St
 /// The first 12 hex digits of a commit id.
 pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(verdict: Verdict) -> PassReport {
+        PassReport {
+            host: "ws-01".into(),
+            commit: "a".repeat(40),
+            fetched_new: true,
+            signers: vec!["ops".into()],
+            sequence: 7,
+            waiting: vec!["b".repeat(40)],
+            refused: None,
+            signed_until: "2026-12-23T09:00:00Z".parse().unwrap(),
+            drift: vec!["install tool".into()],
+            pool: Some("desktops".into()),
+            generation: Some(3),
+            window_open_until: None,
+            window: WindowState::Closed {
+                next: Some("2026-12-01T02:00:00+01:00".into()),
+            },
+            verdict,
+            changeset: Changeset {
+                changes: vec![plan::Change {
+                    action: Action::Install,
+                    name: "tool".into(),
+                    old: None,
+                    new: Some("1.0-1".into()),
+                    reason: Some(plan::Reason::Explicit),
+                    why: vec!["desired".into()],
+                    download_size: 10,
+                    size_delta: 20,
+                    source: Some("repo core".into()),
+                    replaces: Vec::new(),
+                }],
+                ..Changeset::default()
+            },
+            notices: Notices::default(),
+            duration: Duration::from_millis(1234),
+        }
+    }
+
+    #[test]
+    fn the_report_reads_back_as_printed() {
+        for verdict in [
+            Verdict::Pending {
+                hold: Hold::Window {
+                    next: Some("2026-12-01T02:00:00+01:00".into()),
+                },
+            },
+            Verdict::Pending { hold: Hold::Paused },
+            Verdict::AppliedWithWarnings,
+            Verdict::NotInFleet,
+        ] {
+            let r = report(verdict);
+            let json = serde_json::to_string_pretty(&r).unwrap();
+            assert!(json.contains("\"duration\": 1234"), "{json}");
+            let back: PassReport = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn exit_statuses() {
+        let plan = PassOptions::default();
+        let reconcile = PassOptions {
+            apply: true,
+            ..PassOptions::default()
+        };
+        let pending = report(Verdict::Pending {
+            hold: Hold::PlanOnly,
+        });
+        assert_eq!(pending.exit(plan), Exit::Changes);
+        assert_eq!(pending.exit(reconcile), Exit::Success);
+        let converged = PassReport {
+            changeset: Changeset::default(),
+            ..report(Verdict::Converged)
+        };
+        assert_eq!(converged.exit(plan), Exit::Success);
+        let refused = PassReport {
+            refused: Some("commit c is not signed".into()),
+            ..converged
+        };
+        assert_eq!(refused.outcome(), PassOutcome::Refused);
+        assert_eq!(refused.exit(plan), Exit::Refused);
+        assert_eq!(refused.exit(reconcile), Exit::Refused);
+        assert_eq!(PassError::Stopped.exit(), Exit::Error);
+        let after_keyring = PassError::AfterKeyring {
+            keyring: "upgrade archlinux-keyring".into(),
+            source: Box::new(PassError::Refused(Refusal::Unsigned { commit: "c".into() })),
+        };
+        assert_eq!(after_keyring.exit(), Exit::Refused);
+        assert_eq!(after_keyring.reason(), FailureReason::Refused);
+        for e in [Exit::Success, Exit::Changes, Exit::Error, Exit::Refused] {
+            assert_eq!(Exit::from_code(i32::from(e.code())), Some(e));
+        }
+        assert_eq!(Exit::from_code(101), None);
+    }
 }

@@ -137,10 +137,50 @@ pub enum PassOutcome {
 }
 
 impl PassOutcome {
-    /// Whether the pass did its job (for `last_success` and `pacfleet_up`): everything but a
-    /// failure or a refusal.
+    /// Every outcome, in the order the metrics list them.
+    pub const ALL: [PassOutcome; 8] = [
+        PassOutcome::Converged,
+        PassOutcome::Applied,
+        PassOutcome::AppliedWithWarnings,
+        PassOutcome::Held,
+        PassOutcome::NotInFleet,
+        PassOutcome::Pending,
+        PassOutcome::Failed,
+        PassOutcome::Refused,
+    ];
+
+    /// The outcome as `status.json` and the metrics' `outcome` label spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassOutcome::Converged => "converged",
+            PassOutcome::Applied => "applied",
+            PassOutcome::Failed => "failed",
+            PassOutcome::Refused => "refused",
+            PassOutcome::Pending => "pending",
+            PassOutcome::AppliedWithWarnings => "applied-with-warnings",
+            PassOutcome::Held => "held",
+            PassOutcome::NotInFleet => "not-in-fleet",
+        }
+    }
+
+    /// Whether the pass did its job (for `last_success`, `pacfleet_up` and `status`):
+    /// everything but a failure or a refusal. The one place this rule is written.
     pub fn succeeded(self) -> bool {
         !matches!(self, PassOutcome::Failed | PassOutcome::Refused)
+    }
+
+    /// Whether the pass left the host as the fleet wants it (or the fleet does not want it
+    /// at all), as far as a pass can: what IgnorePkg holds stays held until the host's admin
+    /// lets go. Changes found after such a pass are drift (the agent's drift watch).
+    pub fn settled(self) -> bool {
+        matches!(
+            self,
+            PassOutcome::Converged
+                | PassOutcome::Applied
+                | PassOutcome::AppliedWithWarnings
+                | PassOutcome::Held
+                | PassOutcome::NotInFleet
+        )
     }
 
     /// Whether the pass changed packages.
@@ -149,6 +189,82 @@ impl PassOutcome {
             self,
             PassOutcome::Applied | PassOutcome::AppliedWithWarnings
         )
+    }
+}
+
+impl std::fmt::Display for PassOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a pass failed or was refused: the short stable label of `status.json`'s `failure`, the
+/// metrics' `reason` label and `fleetctl status`. An interface dashboards and alerts depend
+/// on (README.md, "Status, waybar and Prometheus", lists [`FailureReason::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureReason {
+    /// Fetching the fleet repository failed.
+    Fetch,
+    /// Reading the fetched commit failed.
+    Read,
+    /// The target commit's manifests are invalid.
+    Invalid,
+    /// The host could not be resolved (two pools match it) or its window evaluated.
+    Resolve,
+    /// libalpm (planning, the package database) failed.
+    System,
+    /// pacman's lock, or a running transaction of another pass, kept the pass out.
+    Locked,
+    /// The package transaction failed.
+    Apply,
+    /// The state directory or the anchor file could not be used.
+    State,
+    /// agent.yaml's trust configuration is unusable (no or unreadable `trusted_keys`).
+    Config,
+    /// The trust rules refused the fleet state.
+    Refused,
+    /// A stop signal ended the pass before its transaction.
+    Stopped,
+}
+
+impl FailureReason {
+    /// Every reason, in the order the metrics and README.md list them.
+    pub const ALL: [FailureReason; 11] = [
+        FailureReason::Fetch,
+        FailureReason::Read,
+        FailureReason::Invalid,
+        FailureReason::Resolve,
+        FailureReason::System,
+        FailureReason::Locked,
+        FailureReason::Apply,
+        FailureReason::State,
+        FailureReason::Config,
+        FailureReason::Refused,
+        FailureReason::Stopped,
+    ];
+
+    /// The label, as `status.json` and the metrics spell it (serde writes the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Fetch => "fetch",
+            FailureReason::Read => "read",
+            FailureReason::Invalid => "invalid",
+            FailureReason::Resolve => "resolve",
+            FailureReason::System => "system",
+            FailureReason::Locked => "locked",
+            FailureReason::Apply => "apply",
+            FailureReason::State => "state",
+            FailureReason::Config => "config",
+            FailureReason::Refused => "refused",
+            FailureReason::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -186,7 +302,7 @@ pub struct PassStatus {
     /// `resolve`, `system`, `apply`, `locked`, `state`, `refused`, …); `None` unless failed or
     /// refused.
     #[serde(default)]
-    pub failure: Option<String>,
+    pub failure: Option<FailureReason>,
     /// When a pass last ended converged, applied or pending; kept by failed and refused passes,
     /// so it says since when this host has been stale.
     #[serde(default)]
@@ -1000,6 +1116,22 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(s.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn labels_are_what_serde_writes_and_all_lists_each_once() {
+        for r in FailureReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            let back: FailureReason = serde_json::from_value(r.as_str().into()).unwrap();
+            assert_eq!(back, r);
+        }
+        let distinct: BTreeSet<_> = FailureReason::ALL.iter().collect();
+        assert_eq!(distinct.len(), FailureReason::ALL.len());
+        for o in PassOutcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        let distinct: BTreeSet<_> = PassOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(distinct.len(), PassOutcome::ALL.len());
     }
 
     #[test]

@@ -224,11 +224,11 @@ pub enum CommitError {
     /// or on disk (owned by another package, or by none).
     #[error(
         "file conflicts, nothing was changed: {}. Move the files on disk away, or stop desiring one of two packages that own the same file (`exclude:` in the manifests)",
-        conflicts.join("; ")
+        conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
     FileConflicts {
-        /// One line per file, naming both owners.
-        conflicts: Vec<String>,
+        /// libalpm's list: one entry per file, with both owners.
+        conflicts: Vec<FileConflict>,
     },
     /// Package files failed their integrity or signature check.
     #[error("{problem}: {}; nothing was changed. {fix}", files.join(", "))]
@@ -246,6 +246,47 @@ pub enum CommitError {
     /// Anything else libalpm reported.
     #[error("{0}")]
     Alpm(#[source] alpm::Error),
+}
+
+/// A file a transaction would write that exists already: libalpm's `alpm_fileconflict_t`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConflict {
+    /// The file, shown relative to the host's root (`/usr/bin/tool`) when it is under it.
+    pub file: String,
+    /// The package of the transaction that installs it.
+    pub target: String,
+    /// What has the file already.
+    pub with: ConflictWith,
+}
+
+/// Who else has a conflicting file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConflictWith {
+    /// Another package of the same transaction installs it too.
+    Target(String),
+    /// It exists on disk, owned by this installed package.
+    Owner(String),
+    /// It exists on disk and belongs to no package.
+    Unowned,
+}
+
+impl std::fmt::Display for FileConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let FileConflict { file, target, with } = self;
+        match with {
+            ConflictWith::Target(other) => {
+                write!(f, "{file} exists in both '{target}' and '{other}'")
+            }
+            ConflictWith::Owner(other) => write!(
+                f,
+                "{file} exists on disk, owned by '{other}' ('{target}' installs it)"
+            ),
+            ConflictWith::Unowned => write!(
+                f,
+                "{file} exists on disk and belongs to no package ('{target}' installs it)"
+            ),
+        }
+    }
 }
 
 /// libalpm's log line to `tracing` (the level mapped, pinned downgrades not warned about).
@@ -1749,20 +1790,19 @@ impl System {
                             text((*raw).ctarget),
                         )
                     };
-                    let file = shown(&file);
-                    conflicts.push(
+                    let with =
                         if kind == alpm_sys::_alpm_fileconflicttype_t::ALPM_FILECONFLICT_TARGET {
-                            format!("{file} exists in both '{target}' and '{other}'")
+                            ConflictWith::Target(other)
                         } else if other.is_empty() {
-                            format!(
-                                "{file} exists on disk and belongs to no package ('{target}' installs it)"
-                            )
+                            ConflictWith::Unowned
                         } else {
-                            format!(
-                                "{file} exists on disk, owned by '{other}' ('{target}' installs it)"
-                            )
-                        },
-                    );
+                            ConflictWith::Owner(other)
+                        };
+                    conflicts.push(FileConflict {
+                        file: shown(&file),
+                        target,
+                        with,
+                    });
                 }
                 Err(CommitError::FileConflicts { conflicts })
             }
@@ -2299,6 +2339,29 @@ fn md5_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_conflicts_say_who_has_the_file() {
+        let c = |with| FileConflict {
+            file: "/usr/bin/tool".into(),
+            target: "tool".into(),
+            with,
+        };
+        let e = CommitError::FileConflicts {
+            conflicts: vec![
+                c(ConflictWith::Target("tool-git".into())),
+                c(ConflictWith::Owner("oldtool".into())),
+                c(ConflictWith::Unowned),
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "file conflicts, nothing was changed: /usr/bin/tool exists in both 'tool' and 'tool-git'; \
+             /usr/bin/tool exists on disk, owned by 'oldtool' ('tool' installs it); \
+             /usr/bin/tool exists on disk and belongs to no package ('tool' installs it). \
+             Move the files on disk away, or stop desiring one of two packages that own the same file (`exclude:` in the manifests)"
+        );
+    }
 
     #[test]
     fn package_file_names() {

@@ -72,30 +72,32 @@ impl Statement {
     }
 
     /// Parses the canonical text exactly (no other spacing, order or fields).
-    pub fn parse(text: &str) -> Result<Statement, String> {
+    pub fn parse(text: &str) -> Result<Statement, NoteError> {
         let mut lines = text.split_inclusive('\n');
-        let mut field = |key: &str| -> Result<String, String> {
-            let line = lines
-                .next()
-                .ok_or_else(|| format!("the statement ends before `{key}`"))?;
+        let mut field = |key: &'static str| -> Result<String, NoteError> {
+            let line = lines.next().ok_or(NoteError::EndsBefore { key })?;
             let line = line
                 .strip_suffix('\n')
-                .ok_or_else(|| format!("line `{}` does not end in a newline", quoted(line, 80)))?;
+                .ok_or_else(|| NoteError::NoNewline {
+                    line: quoted(line, 80),
+                })?;
             if key == HEADER {
                 return if line == HEADER {
                     Ok(String::new())
                 } else {
-                    Err(format!(
-                        "the statement must start with `{HEADER}`, found `{}`",
-                        quoted(line, 80)
-                    ))
+                    Err(NoteError::Header {
+                        found: quoted(line, 80),
+                    })
                 };
             }
             line.strip_prefix(key)
                 .and_then(|v| v.strip_prefix(' '))
                 .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
                 .map(str::to_owned)
-                .ok_or_else(|| format!("expected `{key} <value>`, found `{}`", quoted(line, 80)))
+                .ok_or_else(|| NoteError::Field {
+                    key,
+                    found: quoted(line, 80),
+                })
         };
         field(HEADER)?;
         let fleet = field("fleet")?;
@@ -104,7 +106,7 @@ impl Statement {
         let sequence = field("sequence")?;
         let expires = field("expires")?;
         if lines.next().is_some() {
-            return Err("unexpected text after `expires`".into());
+            return Err(NoteError::TrailingText);
         }
         let hex = |v: &str| {
             v.len() == 40
@@ -112,29 +114,101 @@ impl Statement {
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         };
         if !hex(&commit) || !hex(&tree) {
-            return Err("commit and tree must be 40 lowercase hex digits".into());
+            return Err(NoteError::NotHex);
         }
         let statement = Statement {
             fleet,
             commit,
             tree,
-            sequence: sequence
-                .parse()
-                .map_err(|_| format!("sequence `{}` is not a number", quoted(&sequence, 40)))?,
+            sequence: sequence.parse().map_err(|_| NoteError::Sequence {
+                found: quoted(&sequence, 40),
+            })?,
             expires: DateTime::parse_from_rfc3339(&expires)
-                .map_err(|e| {
-                    format!(
-                        "expires `{}` is not an RFC 3339 time ({e})",
-                        quoted(&expires, 40)
-                    )
+                .map_err(|source| NoteError::Expires {
+                    found: quoted(&expires, 40),
+                    source,
                 })?
                 .with_timezone(&Utc),
         };
         if statement.to_text() != text {
-            return Err("the statement is not in canonical form".into());
+            return Err(NoteError::NotCanonical);
         }
         Ok(statement)
     }
+}
+
+/// Why a signature note (or its statement) does not parse: the detail of [`Refusal::Corrupt`].
+/// Quoted note text is shortened and escaped ([`quoted`]): notes are untrusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// The statement stops before one of its fields.
+    #[error("the statement ends before `{key}`")]
+    EndsBefore {
+        /// The missing field (or the header line).
+        key: &'static str,
+    },
+    /// The last line has no `\n`.
+    #[error("line `{line}` does not end in a newline")]
+    NoNewline {
+        /// The line.
+        line: String,
+    },
+    /// The first line is not the statement header.
+    #[error("the statement must start with `{HEADER}`, found `{found}`")]
+    Header {
+        /// The first line.
+        found: String,
+    },
+    /// A line is not `key value` for the field due there.
+    #[error("expected `{key} <value>`, found `{found}`")]
+    Field {
+        /// The field due.
+        key: &'static str,
+        /// The line found.
+        found: String,
+    },
+    /// More lines after `expires`.
+    #[error("unexpected text after `expires`")]
+    TrailingText,
+    /// `commit` or `tree` is not a full lowercase object id.
+    #[error("commit and tree must be 40 lowercase hex digits")]
+    NotHex,
+    /// `sequence` is not an unsigned number.
+    #[error("sequence `{found}` is not a number")]
+    Sequence {
+        /// The value.
+        found: String,
+    },
+    /// `expires` is not a time.
+    #[error("expires `{found}` is not an RFC 3339 time ({source})")]
+    Expires {
+        /// The value.
+        found: String,
+        /// chrono's reason.
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// Every field parses, but the text is not exactly what [`Statement::to_text`] writes
+    /// (one text per statement: `+7`, `07`, another time zone).
+    #[error("the statement is not in canonical form")]
+    NotCanonical,
+    /// The note is larger than any statement.
+    #[error("the note is {size} bytes; statements over 64 KiB are refused{}", if *.unread { " (it was not read)" } else { "" })]
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// Whether it was refused by its size alone, before it was read.
+        unread: bool,
+    },
+    /// The note is not text.
+    #[error("the note is not UTF-8 text")]
+    NotUtf8,
+    /// A signature block is not a minisign signature.
+    #[error("a signature does not parse: {detail}")]
+    Signature {
+        /// minisign's reason (its error type is neither `Clone` nor `Eq`, as refusals are).
+        detail: String,
+    },
 }
 
 /// A statement and its signatures, as stored in a note.
@@ -162,15 +236,14 @@ impl std::fmt::Debug for Note {
 
 impl Note {
     /// Parses a note: the statement, then blank-line-separated minisign signatures.
-    pub fn parse(bytes: &[u8]) -> Result<Note, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Note, NoteError> {
         if bytes.len() > MAX_NOTE_BYTES {
-            return Err(format!(
-                "the note is {} bytes; statements over 64 KiB are refused",
-                bytes.len()
-            ));
+            return Err(NoteError::TooLarge {
+                size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+                unread: false,
+            });
         }
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| "the note is not UTF-8 text".to_owned())?;
+        let text = std::str::from_utf8(bytes).map_err(|_| NoteError::NotUtf8)?;
         let (statement_text, rest) = match text.find("\n\n") {
             Some(i) => (text[..=i].to_owned(), &text[i + 2..]),
             None => (text.to_owned(), ""),
@@ -178,8 +251,9 @@ impl Note {
         let statement = Statement::parse(&statement_text)?;
         let mut signatures = Vec::new();
         for block in rest.split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
-            let sig = SignatureBox::from_string(block)
-                .map_err(|e| format!("a signature does not parse: {e}"))?;
+            let sig = SignatureBox::from_string(block).map_err(|e| NoteError::Signature {
+                detail: e.to_string(),
+            })?;
             signatures.push(sig);
         }
         Ok(Note {
@@ -322,7 +396,7 @@ pub enum Refusal {
         /// The commit.
         commit: String,
         /// What is wrong.
-        detail: String,
+        detail: NoteError,
     },
     /// A legacy (non-prehashed) minisign signature.
     #[error(
@@ -715,9 +789,7 @@ pub fn select(
             Err(source::ReadError::NoteTooLarge { size, .. }) => {
                 selection.refused = Some(Refusal::Corrupt {
                     commit,
-                    detail: format!(
-                        "the note is {size} bytes; statements over 64 KiB are refused (it was not read)"
-                    ),
+                    detail: NoteError::TooLarge { size, unread: true },
                 });
                 continue;
             }
@@ -759,8 +831,11 @@ pub fn select(
         };
         let spec = match fleet_spec(repo, &commit) {
             Ok(s) => s,
-            Err(detail) => {
-                selection.refused = Some(Refusal::NoFleet { commit, detail });
+            Err(e) => {
+                selection.refused = Some(Refusal::NoFleet {
+                    commit,
+                    detail: e.to_string(),
+                });
                 continue;
             }
         };
@@ -904,13 +979,14 @@ pub enum SignError {
     },
     /// The commit's fleet.yaml is missing or invalid.
     #[error(
-        "cannot sign {commit}: {detail}; a signed state names its fleet, so fleet.yaml must be valid"
+        "cannot sign {commit}: {source}; a signed state names its fleet, so fleet.yaml must be valid"
     )]
     NoFleet {
         /// The commit.
         commit: String,
         /// Why.
-        detail: String,
+        #[source]
+        source: FleetSpecError,
     },
     /// This key already signed the current statement.
     #[error(
@@ -1014,9 +1090,9 @@ pub fn sign_commit(
 ) -> Result<Signed, SignError> {
     let commit = source::rev_parse(repo, rev)?;
     let tree = source::commit_tree(repo, &commit)?;
-    let spec = fleet_spec(repo, &commit).map_err(|detail| SignError::NoFleet {
+    let spec = fleet_spec(repo, &commit).map_err(|source| SignError::NoFleet {
         commit: commit.clone(),
-        detail,
+        source,
     })?;
     let pk = PublicKey::from_secret_key(sk).map_err(|e| SignError::Other {
         context: "deriving the public key".into(),
@@ -1136,15 +1212,25 @@ fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
     Ok(())
 }
 
+/// Why a commit's fleet.yaml cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetSpecError {
+    /// The commit's tree could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The commit has no fleet.yaml.
+    #[error("fleet.yaml is missing")]
+    Missing,
+    /// fleet.yaml is not a valid Fleet manifest.
+    #[error("fleet.yaml: {0}")]
+    Invalid(#[source] serde_yaml::Error),
+}
+
 /// `commit`'s fleet.yaml (the fleet's name and keys), or why it cannot be read.
-pub fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, String> {
-    let files =
-        source::read_tree(repo, commit, |p| p == "fleet.yaml").map_err(|e| e.to_string())?;
-    let (_, bytes) = files
-        .into_iter()
-        .next()
-        .ok_or_else(|| "fleet.yaml is missing".to_owned())?;
-    serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))
+pub fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, FleetSpecError> {
+    let files = source::read_tree(repo, commit, |p| p == "fleet.yaml")?;
+    let (_, bytes) = files.into_iter().next().ok_or(FleetSpecError::Missing)?;
+    serde_yaml::from_slice(&bytes).map_err(FleetSpecError::Invalid)
 }
 
 #[cfg(test)]
@@ -1216,16 +1302,51 @@ mod tests {
         let text = st.to_text();
         assert!(text.starts_with("pacfleet-statement 1\nfleet acme\ncommit aaaa"));
         assert_eq!(Statement::parse(&text), Ok(st));
-        assert!(Statement::parse(&text.replace("sequence 7", "sequence  7")).is_err());
-        assert!(
+        assert_eq!(
+            Statement::parse(&text.replace("sequence 7", "sequence  7")),
+            Err(NoteError::Field {
+                key: "sequence",
+                found: "sequence  7".into()
+            })
+        );
+        assert_eq!(
             Statement::parse(&text.replace(
                 "expires 2026-12-23T09:00:00Z",
                 "expires 2026-12-23T10:00:00+01:00"
-            ))
-            .is_err()
+            )),
+            Err(NoteError::NotCanonical)
         );
-        assert!(Statement::parse(&format!("{text}extra 1\n")).is_err());
-        assert!(Statement::parse(&text.replace("fleet", "fleeet")).is_err());
+        assert_eq!(
+            Statement::parse(&format!("{text}extra 1\n")),
+            Err(NoteError::TrailingText)
+        );
+        assert_eq!(
+            Statement::parse(&text.replace("\nfleet ", "\nfleeet ")),
+            Err(NoteError::Field {
+                key: "fleet",
+                found: "fleeet acme".into()
+            })
+        );
+        assert_eq!(
+            Statement::parse(&text.replace("pacfleet-statement 1", "pacfleet-statement 2")),
+            Err(NoteError::Header {
+                found: "pacfleet-statement 2".into()
+            })
+        );
+        assert_eq!(
+            Statement::parse(text.trim_end()),
+            Err(NoteError::NoNewline {
+                line: "expires 2026-12-23T09:00:00Z".into()
+            })
+        );
+        assert_eq!(
+            Statement::parse(&text.replace("sequence 7", "sequence x")),
+            Err(NoteError::Sequence { found: "x".into() })
+        );
+        assert!(matches!(
+            Statement::parse(&text.replace("2026-12-23T09:00:00Z", "soon")),
+            Err(NoteError::Expires { found, .. }) if found == "soon"
+        ));
     }
 
     #[test]
@@ -1319,16 +1440,38 @@ mod tests {
         // Corrupt.
         assert!(matches!(
             check(b"garbage", &keys, 1),
-            Err(Refusal::Corrupt { .. })
+            Err(Refusal::Corrupt {
+                detail: NoteError::NoNewline { .. },
+                ..
+            })
         ));
         let bad_sig = format!("{}\nuntrusted comment: x\nnot base64\n", st.to_text());
         assert!(matches!(
             check(bad_sig.as_bytes(), &keys, 1),
-            Err(Refusal::Corrupt { .. })
+            Err(Refusal::Corrupt {
+                detail: NoteError::Signature { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(&[0xff, 0xfe], &keys, 1),
+            Err(Refusal::Corrupt {
+                detail: NoteError::NotUtf8,
+                ..
+            })
         ));
         let huge = vec![b'a'; MAX_NOTE_BYTES + 1];
         match check(&huge, &keys, 1) {
-            Err(Refusal::Corrupt { detail, .. }) => assert!(detail.contains("64 KiB"), "{detail}"),
+            Err(Refusal::Corrupt { detail, .. }) => {
+                assert_eq!(
+                    detail,
+                    NoteError::TooLarge {
+                        size: MAX_NOTE_BYTES as u64 + 1,
+                        unread: false
+                    }
+                );
+                assert!(detail.to_string().contains("64 KiB"), "{detail}");
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -66,7 +66,7 @@ pub struct WindowError {
 /// Parses a window's duration and checks it against [`MAX_DURATION`]; the error says what is
 /// wrong (for `validate`'s message and [`WindowError`]).
 pub fn parse_duration(text: &str) -> Result<chrono::TimeDelta, DurationError> {
-    let d = humantime::parse_duration(text).map_err(|e| DurationError::Parse(e.to_string()))?;
+    let d = humantime::parse_duration(text).map_err(DurationError::Parse)?;
     if d > MAX_DURATION {
         return Err(DurationError::TooLong);
     }
@@ -75,10 +75,11 @@ pub fn parse_duration(text: &str) -> Result<chrono::TimeDelta, DurationError> {
 }
 
 /// Why a window's duration is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DurationError {
+    /// It does not parse (humantime's reason).
     #[error("{0}")]
-    Parse(String),
+    Parse(#[source] humantime::DurationError),
     #[error(
         "longer than 7 days, the longest window pacfleet allows; write at most 7d (e.g. 4h), or remove `window:` for no window"
     )]

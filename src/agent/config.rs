@@ -273,7 +273,7 @@ fn check_duration(
     v: serde_yaml::Value,
 ) -> Result<Duration, (&'static str, String)> {
     match v {
-        serde_yaml::Value::String(s) => parse_duration(&s).map_err(|e| (field, e)),
+        serde_yaml::Value::String(s) => parse_duration(&s).map_err(|e| (field, e.to_string())),
         serde_yaml::Value::Number(n) => Err((
             field,
             format!("duration {n} has no unit; write e.g. `{n}s` or `{n}m`"),
@@ -330,10 +330,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A duration of agent.yaml that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {text:?} ({source}); write a number with a unit, e.g. 30s, 5m, 1h30m")]
+pub struct DurationError {
+    /// The text as written.
+    pub text: String,
+    /// humantime's reason.
+    #[source]
+    pub source: humantime::DurationError,
+}
+
 /// Parse a duration such as `30s`, `5m`, `1h`, `1h30m` or `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("invalid duration {s:?} ({e}); write a number with a unit, e.g. 30s, 5m, 1h30m")
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|source| DurationError {
+        text: s.to_owned(),
+        source,
     })
 }
 
@@ -557,7 +569,7 @@ impl AgentConfig {
             .collect();
         for name in raw.keyring_packages.unwrap_or_default() {
             if let Err(e) = crate::manifest::Name::new(&name) {
-                return Err(("keyring_packages", e));
+                return Err(("keyring_packages", e.to_string()));
             }
             if !keyring_packages.contains(&name) {
                 keyring_packages.push(name);
@@ -566,7 +578,7 @@ impl AgentConfig {
         let fleet = match raw.fleet {
             Some(f) => {
                 let f = check_string("fleet", f)?;
-                crate::manifest::Name::new(&f).map_err(|e| ("fleet", e))?;
+                crate::manifest::Name::new(&f).map_err(|e| ("fleet", e.to_string()))?;
                 Some(f)
             }
             None => None,
@@ -800,8 +812,14 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
+        assert!(matches!(
+            parse_duration("5 parsecs"),
+            Err(DurationError { text, source: humantime::DurationError::UnknownUnit { .. } }) if text == "5 parsecs"
+        ));
+        assert_eq!(
+            parse_duration("").map_err(|e| e.source),
+            Err(humantime::DurationError::Empty)
+        );
     }
 
     #[test]

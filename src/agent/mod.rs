@@ -23,12 +23,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use config::{AgentConfig, ConfigError, machine_hostname, parse_duration, repo_is_local_path};
+pub use config::{
+    AgentConfig, ConfigError, DurationError, machine_hostname, parse_duration, repo_is_local_path,
+};
 
-use serde::Deserialize;
-
-use crate::reconcile;
-use crate::state::{PassOutcome, StateDir};
+use crate::reconcile::{self, Exit, PassReport, Verdict};
+use crate::state::StateDir;
 
 /// The agent could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +36,21 @@ pub enum AgentError {
     /// agent.yaml is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Signals, runtime or file watches could not be set up.
+    /// The async runtime could not be built.
     #[error("cannot start the agent: {0}")]
-    Setup(String),
+    Runtime(#[source] std::io::Error),
+    /// A signal handler could not be installed.
+    #[error("cannot start the agent: signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    /// A file watch could not be set up.
+    #[error("cannot start the agent: watching {}: {source}", path.display())]
+    Watch {
+        /// The watched path.
+        path: PathBuf,
+        /// notify's reason.
+        #[source]
+        source: notify::Error,
+    },
 }
 
 /// Why the loop woke up.
@@ -56,7 +68,7 @@ pub fn run(config_path: &Path) -> Result<(), AgentError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        .map_err(AgentError::Runtime)?;
     rt.block_on(main_loop(config_path.to_owned(), cfg))
 }
 
@@ -81,9 +93,14 @@ fn watch(cfg: &AgentConfig, tx: &mpsc::UnboundedSender<Trigger>) -> Result<Watch
                     let _ = tx.send(trigger);
                 }
             })
-            .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
-            w.watch(&path, mode)
-                .map_err(|e| AgentError::Setup(format!("watching {}: {e}", path.display())))?;
+            .map_err(|source| AgentError::Watch {
+                path: path.clone(),
+                source,
+            })?;
+            w.watch(&path, mode).map_err(|source| AgentError::Watch {
+                path: path.clone(),
+                source,
+            })?;
             tracing::info!(
                 "watching {} for {}",
                 path.display(),
@@ -119,7 +136,7 @@ fn watch(cfg: &AgentConfig, tx: &mpsc::UnboundedSender<Trigger>) -> Result<Watch
 }
 
 async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), AgentError> {
-    let sig = |kind| signal(kind).map_err(|e| AgentError::Setup(format!("signal handler: {e}")));
+    let sig = |kind| signal(kind).map_err(AgentError::Signal);
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
@@ -186,7 +203,7 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                 let settled = StateDir::open(&cfg.state_dir).ok().and_then(|s| {
                     let applied = s.load_applied().ok().flatten()?;
                     let status = s.load_status().ok().flatten()?;
-                    matches!(status.outcome, PassOutcome::Converged | PassOutcome::Applied | PassOutcome::AppliedWithWarnings | PassOutcome::Held | PassOutcome::NotInFleet).then_some(applied.commit)
+                    status.outcome.settled().then_some(applied.commit)
                 });
                 match pass(&config_path, false).await {
                     Ok(report) if settled.as_deref() != Some(report.commit.as_str()) => {
@@ -225,42 +242,10 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
     Ok(())
 }
 
-/// What the agent reads of a pass report (`reconcile --json` / `plan --json`).
-#[derive(Debug, Deserialize)]
-struct PassSummary {
-    commit: String,
-    #[serde(default)]
-    drift: Vec<String>,
-    verdict: VerdictSummary,
-    changeset: ChangesetSummary,
-}
-
-#[derive(Debug, Deserialize)]
-struct VerdictSummary {
-    /// `not-in-fleet`, `converged`, `applied`, `applied-with-warnings`, `held` or `pending`.
-    outcome: String,
-}
-
-impl VerdictSummary {
-    /// The pass left the host as the fleet wants it (or the fleet does not want it at all),
-    /// as far as a pass can: what IgnorePkg holds stays held until the host's admin lets go.
-    fn settled(&self) -> bool {
-        matches!(
-            self.outcome.as_str(),
-            "applied" | "applied-with-warnings" | "converged" | "held" | "not-in-fleet"
-        )
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct ChangesetSummary {
-    changes: Vec<serde::de::IgnoredAny>,
-}
-
 /// Runs one pass in a child process: `fleetctl reconcile` (`apply`) or `fleetctl plan` with
 /// this agent's config and `--json`. The child logs and reports its errors on the agent's
 /// stderr (the journal); a stop signal waits for it to finish. Err: why there is no report.
-async fn pass(config: &Path, apply: bool) -> Result<PassSummary, String> {
+async fn pass(config: &Path, apply: bool) -> Result<PassReport, String> {
     // The running executable itself, even when a pass has just upgraded pacfleet and the path
     // now names another file (or none): passes stay the agent's version until it restarts.
     let exe = Path::new("/proc/self/exe");
@@ -282,8 +267,8 @@ async fn pass(config: &Path, apply: bool) -> Result<PassSummary, String> {
     // reconcile: 0, or 3 when a newer commit was refused (the report says which); plan: 0, or
     // 1 when changes are pending. Anything else printed its error already.
     let reported = matches!(
-        (apply, output.status.code()),
-        (true, Some(0 | 3)) | (false, Some(0 | 1))
+        (apply, output.status.code().and_then(Exit::from_code)),
+        (true, Some(Exit::Success | Exit::Refused)) | (false, Some(Exit::Success | Exit::Changes))
     );
     if !reported {
         return Err(format!(
@@ -291,13 +276,17 @@ async fn pass(config: &Path, apply: bool) -> Result<PassSummary, String> {
             output.status
         ));
     }
-    let report: PassSummary = serde_json::from_slice(&output.stdout)
+    let report: PassReport = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("cannot read the report of `fleetctl {command}`: {e}"))?;
     if apply {
-        let what = match report.verdict.outcome.as_str() {
-            "not-in-fleet" => "not in the fleet".to_owned(),
-            "converged" => "converged".to_owned(),
-            outcome => format!("{outcome}, {} changes", report.changeset.changes.len()),
+        let what = match report.verdict {
+            Verdict::NotInFleet => "not in the fleet".to_owned(),
+            Verdict::Converged => "converged".to_owned(),
+            _ => format!(
+                "{}, {} changes",
+                report.verdict.outcome(),
+                report.changeset.changes.len()
+            ),
         };
         tracing::info!("pass at {}: {what}", reconcile::short(&report.commit));
     }

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use crate::reconcile::PassError;
+use crate::reconcile::{Exit, PassError};
 
 /// Logs go to the journal (with priorities) when systemd runs us with stderr connected to it
 /// (`JOURNAL_STREAM`), else to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
@@ -79,13 +79,14 @@ pub fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
 
 /// The exit code for an error: 3 for trust refusals, 2 for everything else (docs/contract.md §3).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if let Some(e) = e.downcast_ref::<crate::enroll::EnrollError>() {
-        return e.exit_code();
-    }
-    match e.downcast_ref::<PassError>() {
-        Some(p) => p.exit_code(),
-        None => 2,
-    }
+    let exit = if let Some(e) = e.downcast_ref::<crate::enroll::EnrollError>() {
+        e.exit()
+    } else if let Some(p) = e.downcast_ref::<PassError>() {
+        p.exit()
+    } else {
+        Exit::Error
+    };
+    exit.code()
 }
 
 /// Bytes for humans (`12.3 MiB`).

@@ -9,7 +9,8 @@ use crate::reconcile::{self, PassOptions, PassReport, Verdict, WindowState, shor
 
 pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;
-    let report = reconcile::run(&cfg, PassOptions::default())?;
+    let opts = PassOptions::default();
+    let report = reconcile::run(&cfg, opts)?;
     if args.json {
         super::output::json(&report)?;
     } else {
@@ -19,13 +20,7 @@ pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
         eprintln!("error: refused: {}", super::output::terminal_safe(refused));
     }
     // docs/contract.md §3: 3 when the trust rules refused a newer commit.
-    Ok(if report.refused.is_some() {
-        3
-    } else if report.changeset.settled() {
-        0
-    } else {
-        1
-    })
+    Ok(report.exit(opts).code())
 }
 
 /// The human form of a pass report: header, one aligned line per change, totals, notices.

@@ -43,7 +43,6 @@ pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     }
     if let Some(refused) = &report.refused {
         eprintln!("error: refused: {}", super::output::terminal_safe(refused));
-        return Ok(3);
     }
-    Ok(0)
+    Ok(report.exit(opts).code())
 }

@@ -20,7 +20,7 @@ use super::StatusArgs;
 use crate::agent::AgentConfig;
 use crate::metrics::{self, MetricsError};
 use crate::reconcile::short;
-use crate::state::{AppliedState, PassOutcome, PassStatus, StateDir, StateError};
+use crate::state::{AppliedState, FailureReason, PassOutcome, PassStatus, StateDir, StateError};
 
 /// A signed state that expires within this many days is reported as stale ahead of time, so
 /// someone signs the fleet again before hosts start refusing it.
@@ -77,7 +77,7 @@ struct LastPass {
     at: DateTime<Utc>,
     outcome: PassOutcome,
     message: Option<String>,
-    failure: Option<String>,
+    failure: Option<FailureReason>,
     target_commit: Option<String>,
     duration_ms: u64,
     /// Packages IgnorePkg/IgnoreGroup hold back.
@@ -230,7 +230,7 @@ fn build(
     };
     let last_error = status
         .as_ref()
-        .filter(|s| matches!(s.outcome, PassOutcome::Failed | PassOutcome::Refused))
+        .filter(|s| !s.outcome.succeeded())
         .and_then(|s| s.message.clone());
     let summary = summary(class, status.as_ref(), signed_until, &problems, now);
     View {
@@ -380,7 +380,7 @@ fn human(v: &View, now: DateTime<Utc>) -> String {
     let state = match (&v.last_pass, v.class) {
         (Some(p), Class::Failed) => format!(
             "failed ({}), see error below",
-            p.failure.as_deref().unwrap_or("unknown")
+            p.failure.map_or("unknown", |r| r.as_str())
         ),
         (Some(_), Class::Refused) => "refused by the trust rules, see error below".to_owned(),
         _ => v.summary.clone(),
@@ -425,7 +425,7 @@ fn human(v: &View, now: DateTime<Utc>) -> String {
             "last pass",
             format!(
                 "{}{target}, {}, took {:.1}s",
-                metrics::outcome_label(p.outcome),
+                p.outcome.as_str(),
                 when(p.at, now),
                 p.duration_ms as f64 / 1000.0
             ),

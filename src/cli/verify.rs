@@ -12,6 +12,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::VerifyArgs;
+use crate::reconcile::Exit;
 use crate::source;
 use crate::trust::{self, Key, Note, Refusal, Statement};
 
@@ -82,17 +83,17 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let result = match (&note, &fleet) {
         (None, _) if too_large.is_some() => Err(Refusal::Corrupt {
             commit: commit.clone(),
-            detail: format!(
-                "the note is {} bytes; statements over 64 KiB are refused (it was not read)",
-                too_large.unwrap_or_default()
-            ),
+            detail: trust::NoteError::TooLarge {
+                size: too_large.unwrap_or_default(),
+                unread: true,
+            },
         }),
         (None, _) => Err(Refusal::Unsigned {
             commit: commit.clone(),
         }),
         (Some(_), Err(detail)) => Err(Refusal::NoFleet {
             commit: commit.clone(),
-            detail: detail.clone(),
+            detail: detail.to_string(),
         }),
         (Some(bytes), Ok(name)) => trust::verify_note(
             bytes,
@@ -174,16 +175,16 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         }
     }
     match result {
-        Ok(_) => Ok(0),
+        Ok(_) => Ok(Exit::Success.code()),
         Err(r) => {
             eprintln!("error: refused: {r}");
-            Ok(3)
+            Ok(Exit::Refused.code())
         }
     }
 }
 
 /// The fleet name in `commit`'s fleet.yaml.
-fn fleet_name(repo: &Path, commit: &str) -> Result<String, String> {
+fn fleet_name(repo: &Path, commit: &str) -> Result<String, trust::FleetSpecError> {
     crate::trust::fleet_spec(repo, commit).map(|spec| spec.name.to_string())
 }
 

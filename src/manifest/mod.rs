@@ -83,29 +83,58 @@ pub struct Name(
     String,
 );
 
+/// Why a string is not a [`Name`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The empty string.
+    #[error("a name must not be empty")]
+    Empty,
+    /// Over 255 bytes.
+    #[error("name `{head}…` is longer than 255 characters")]
+    TooLong {
+        /// Its first 32 characters.
+        head: String,
+    },
+    /// Starts with `-` or `.`.
+    #[error("invalid name `{name}`: names must not start with `-` or `.`")]
+    BadStart {
+        /// The name.
+        name: String,
+    },
+    /// A character outside `a-z0-9@._+-`.
+    #[error(
+        "invalid name `{name}`: character {c:?} is not allowed; names use only a-z, 0-9 and @._+-"
+    )]
+    BadChar {
+        /// The name.
+        name: String,
+        /// The first character not allowed.
+        c: char,
+    },
+}
+
 impl Name {
     /// Checks `s` against the naming rule; the error says what is wrong.
-    pub fn new(s: &str) -> Result<Name, String> {
+    pub fn new(s: &str) -> Result<Name, NameError> {
         if s.is_empty() {
-            return Err("a name must not be empty".into());
+            return Err(NameError::Empty);
         }
         if s.len() > 255 {
             // The first 32 characters (not bytes: a byte index may fall inside a character).
             let head: String = s.chars().take(32).collect();
-            return Err(format!("name `{head}…` is longer than 255 characters"));
+            return Err(NameError::TooLong { head });
         }
         if s.starts_with('-') || s.starts_with('.') {
-            return Err(format!(
-                "invalid name `{s}`: names must not start with `-` or `.`"
-            ));
+            return Err(NameError::BadStart { name: s.to_owned() });
         }
         if let Some(c) = s
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "@._+-".contains(*c)))
         {
-            return Err(format!(
-                "invalid name `{s}`: character {c:?} is not allowed; names use only a-z, 0-9 and @._+-"
-            ));
+            return Err(NameError::BadChar {
+                name: s.to_owned(),
+                c,
+            });
         }
         Ok(Name(s.to_owned()))
     }

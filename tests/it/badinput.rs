@@ -689,7 +689,10 @@ fn signature_note_garbage_is_refused_by_the_parser() {
     for (label, bytes, expect) in cases {
         match Note::parse(&bytes) {
             Ok(n) => panic!("{label}: accepted {n:?}"),
-            Err(e) => assert!(e.contains(expect), "{label}: expected {expect:?} in {e:?}"),
+            Err(e) => assert!(
+                e.to_string().contains(expect),
+                "{label}: expected {expect:?} in {e:?}"
+            ),
         }
     }
 }

@@ -1195,6 +1195,29 @@ fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
     assert!(host.installed().contains_key("tool"));
 }
 
+/// A damaged anchor (beside the package database) is an error that names it, says what it is
+/// for and what to do, and keeps serde's reason; it is never rewritten.
+#[test]
+fn corrupt_anchor_is_a_clear_error_and_is_not_reset() {
+    let w = world(&[]);
+    let (host, cfg) = w.host("ws-01");
+    reconcile_ok(&cfg);
+    let path = host.dbpath.join("pacfleet.anchor");
+    fs::write(&path, "{\"commit\": ").unwrap();
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "error: cannot parse {}: EOF while parsing a value at line 1 column 11; it records the last applied fleet state: restore it or delete it at the console to re-enroll this host\n",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("caused by"), "the reason is said once: {err}");
+    assert_eq!(fs::read(&path).unwrap(), b"{\"commit\": ", "never reset");
+    assert_eq!(status(&host)["failure"], "state");
+}
+
 #[test]
 fn corrupt_history_line_shows_the_valid_prefix_and_passes_go_on() {
     let w = world(&[]);
