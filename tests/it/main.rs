@@ -8,6 +8,7 @@ mod arch;
 mod badinput;
 mod bench_smoke;
 mod capture;
+mod ci_workflow;
 mod cli;
 mod demo;
 mod diff;
