@@ -174,6 +174,18 @@ impl PkgRepo {
         paths
     }
 
+    /// Copies a package file built elsewhere (by makepkg) into the repository, signs it with
+    /// the default test packager, makes it the entry of package `name` and rewrites the
+    /// database. Returns the copy.
+    pub fn add_file(&mut self, name: &str, file: &Path) -> PathBuf {
+        let copy = self.dir.join(file.file_name().expect("a package file name"));
+        fs::copy(file, &copy).expect("copy package into repo");
+        Packager::default_key().sign(&copy);
+        self.packages.insert(name.to_owned(), copy.clone());
+        self.write_db();
+        copy
+    }
+
     /// Drops package `name` from the database (its file stays on disk).
     pub fn remove(&mut self, name: &str) {
         self.packages.remove(name);

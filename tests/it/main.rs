@@ -17,6 +17,7 @@ mod enroll;
 mod example_fleet;
 mod faults;
 mod harness;
+mod package;
 mod props;
 mod reconcile;
 mod sign_remote;

@@ -17,6 +17,7 @@ macro_rules! embed {
 
 /// Every file of example-fleet/: (path relative to it, `/`-separated; contents).
 pub(super) const EXAMPLE_FLEET: &[(&str, &str)] = embed!(
+    ".github/fleet-ci.sh",
     ".github/workflows/fleet.yaml",
     "README.md",
     "fleet.yaml",
