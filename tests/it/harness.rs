@@ -178,7 +178,9 @@ impl PkgRepo {
     /// the default test packager, makes it the entry of package `name` and rewrites the
     /// database. Returns the copy.
     pub fn add_file(&mut self, name: &str, file: &Path) -> PathBuf {
-        let copy = self.dir.join(file.file_name().expect("a package file name"));
+        let copy = self
+            .dir
+            .join(file.file_name().expect("a package file name"));
         fs::copy(file, &copy).expect("copy package into repo");
         Packager::default_key().sign(&copy);
         self.packages.insert(name.to_owned(), copy.clone());

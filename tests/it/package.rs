@@ -2,8 +2,9 @@
 //! (scripts/package.sh, once per test run, with the `release` profile: the packaging is under
 //! test here, not fat LTO), signed into a private repository, and installed into a test root
 //! by the real pacman at `SigLevel = Required`. Then what the README's first run does, with the
-//! installed fleetctl: enroll, first reconcile. And the soname guard: a pacman whose libalpm
-//! has another soname is refused by pacman itself, and by a pass, while pacfleet needs the old.
+//! installed fleetctl: enroll, first reconcile. And the libalpm guard: the next pacman release
+//! (another libalpm soname) is refused by pacman itself, and by a pass, while pacfleet needs
+//! this one.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,15 +16,22 @@ use pacfleet::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, stdout_ok, tempdir};
 
-/// The soname the test toolchain's libalpm has (pkg-config, as the PKGBUILD reads it).
-fn alpm_soname() -> String {
-    let out = Command::new("pkg-config")
-        .args(["--modversion", "libalpm"])
+/// The test toolchain's pacman version, `major.minor` (what the PKGBUILD pins the package to).
+fn pacman_minor() -> (u32, u32) {
+    let out = Command::new(crate::harness::toolchain_bin("pacman"))
+        .arg("--version")
         .output()
-        .expect("run pkg-config");
-    let version = stdout_ok("pkg-config --modversion libalpm", &out);
-    let major = version.trim().split('.').next().unwrap_or_default().to_owned();
-    format!("libalpm.so.{major}")
+        .expect("run pacman --version");
+    let text = stdout_ok("pacman --version", &out);
+    let version = text
+        .split("Pacman v")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("a version in pacman --version");
+    let mut parts = version
+        .split('.')
+        .map(|p| p.parse::<u32>().expect("a number"));
+    (parts.next().unwrap(), parts.next().unwrap())
 }
 
 /// scripts/package.sh's package, built once per test run into `<target>/pkg-test`.
@@ -49,15 +57,16 @@ fn built_package() -> &'static Path {
     })
 }
 
-/// What the package needs, as an Arch system has it: `pacman` providing the libalpm soname,
-/// and the rest of its depends.
-fn base_packages(soname: &str) -> Vec<SynthPackage> {
+/// What the package needs, as an Arch system has it: the toolchain's `pacman` (providing its
+/// libalpm soname, as Arch's does) and the rest of its depends.
+fn base_packages() -> Vec<SynthPackage> {
+    let (major, minor) = pacman_minor();
     vec![
         SynthPackage::new("glibc", "2.42-1"),
         SynthPackage::new("gcc-libs", "15.2.1-1"),
         SynthPackage::new("git", "2.52.0-1"),
         SynthPackage::new("openssh", "10.2p1-1"),
-        SynthPackage::new("pacman", "7.1.0-1").provides(format!("lib:{soname}")),
+        SynthPackage::new("pacman", format!("{major}.{minor}.0-1")).provides("lib:libalpm.so.16"),
     ]
 }
 
@@ -72,10 +81,10 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
     let package = built_package();
-    let soname = alpm_soname();
+    let (major, minor) = pacman_minor();
     let tmp = tempdir();
     let mut core = PkgRepo::new(tmp.path(), "core");
-    core.add(&base_packages(&soname));
+    core.add(&base_packages());
     core.add(&[SynthPackage::new("app", "1.0-1")]);
     // The operator's private repository, where the fleet gets pacfleet from.
     let mut acme = PkgRepo::new(tmp.path(), "acme");
@@ -85,13 +94,17 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
     // Installed as README's Install says: from the private repository, signatures required.
     host.pacman_ok(&["-Sy", "pacfleet"]);
     let installed = host.installed();
-    assert_eq!(installed.get("pacfleet").map(String::as_str), Some("0.1.0-1"));
+    assert_eq!(
+        installed.get("pacfleet").map(String::as_str),
+        Some("0.1.0-1")
+    );
     assert!(installed.contains_key("pacman"), "{installed:?}");
     let info = host.pacman_ok(&["-Qi", "pacfleet"]);
+    let pin = format!("pacman>={major}.{minor}  pacman<{major}.{}", minor + 1);
     assert!(
         info.lines()
-            .any(|l| l.starts_with("Depends On") && l.contains(&format!("lib:{soname}"))),
-        "the soname dependency:\n{info}"
+            .any(|l| l.starts_with("Depends On") && l.contains(&pin)),
+        "the pacman release it was built against ({pin}):\n{info}"
     );
     let r = &host.root;
     let bin = r.join("usr/bin/fleetctl");
@@ -101,7 +114,11 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
         "pacfleet-reconcile.timer",
         "pacfleet-agent.service",
     ] {
-        let shipped = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(unit));
+        let shipped = fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("systemd")
+                .join(unit),
+        );
         assert_eq!(
             fs::read(r.join("usr/lib/systemd/system").join(unit)).ok(),
             shipped.ok(),
@@ -119,8 +136,12 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
     ] {
         assert!(r.join(f).is_file(), "{f} is not in the package");
     }
-    let bash = fs::read_to_string(r.join("usr/share/bash-completion/completions/fleetctl")).unwrap();
-    assert!(bash.contains("enroll") && bash.contains("reconcile"), "{bash}");
+    let bash =
+        fs::read_to_string(r.join("usr/share/bash-completion/completions/fleetctl")).unwrap();
+    assert!(
+        bash.contains("enroll") && bash.contains("reconcile"),
+        "{bash}"
+    );
     assert_eq!(mode(&r.join("etc/pacfleet")), 0o755);
     assert_eq!(mode(&r.join("etc/pacfleet/keys")), 0o755);
     assert_eq!(mode(&r.join("etc/pacfleet/ssh")), 0o700);
@@ -129,7 +150,10 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
     // the README's first run: enroll this host, then its first pass.
     let (code, out, err) = run(Command::new(&bin).arg("--version"));
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(out.trim(), format!("fleetctl {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.trim(),
+        format!("fleetctl {}", env!("CARGO_PKG_VERSION"))
+    );
     let fleet = FleetRepo::new(tmp.path());
     fleet.commit(
         "initial fleet",
@@ -168,7 +192,8 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
         .env("LC_ALL", "C"));
     assert_eq!(code, 0, "enroll:\n{out}\n{err}");
     assert!(
-        out.lines().any(|l| l.contains("install") && l.contains(" app ")),
+        out.lines()
+            .any(|l| l.contains("install") && l.contains(" app ")),
         "enroll prints the first pass's plan:\n{out}"
     );
     let (code, out, err) = run(Command::new(&bin)
@@ -185,21 +210,19 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
 #[test]
 fn a_pacman_with_another_libalpm_soname_is_refused_while_pacfleet_needs_this_one() {
     let package = built_package();
-    let soname = alpm_soname();
+    let (major, minor) = pacman_minor();
     let tmp = tempdir();
     let mut core = PkgRepo::new(tmp.path(), "core");
-    core.add(&base_packages(&soname));
+    core.add(&base_packages());
     let mut acme = PkgRepo::new(tmp.path(), "acme");
     acme.add_file("pacfleet", package);
     let host = HostDir::new(tmp.path(), "ws-01", &[&core, &acme]);
     host.pacman_ok(&["-Sy", "pacfleet"]);
 
-    // The next pacman links a libalpm with another soname.
-    let next = format!(
-        "lib:libalpm.so.{}",
-        soname.trim_start_matches("libalpm.so.").parse::<u32>().unwrap() + 1
-    );
-    core.add(&[SynthPackage::new("pacman", "7.2.0-1").provides(next)]);
+    // The next pacman release links a libalpm with another soname.
+    let next = format!("{major}.{}.0-1", minor + 1);
+    core.add(&[SynthPackage::new("pacman", next).provides("lib:libalpm.so.17")]);
+    let pin = format!("pacman<{major}.{}", minor + 1);
 
     // pacman -Syu by hand: refused by pacman itself, naming pacfleet's dependency.
     let out = host.pacman(&["-Syu"]);
@@ -210,10 +233,10 @@ fn a_pacman_with_another_libalpm_soname_is_refused_while_pacfleet_needs_this_one
     );
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains(&format!("breaks dependency 'lib:{soname}' required by pacfleet")),
+        text.contains(&format!("breaks dependency '{pin}' required by pacfleet")),
         "{text}"
     );
-    assert_eq!(host.installed()["pacman"], "7.1.0-1");
+    assert_eq!(host.installed()["pacman"], format!("{major}.{minor}.0-1"));
 
     // A floating pool's pass (the same -Syu, through libalpm): refused too, nothing changed,
     // and the error names the package that holds it back.
@@ -240,6 +263,6 @@ fn a_pacman_with_another_libalpm_soname_is_refused_while_pacfleet_needs_this_one
     let before = host.local_db_snapshot();
     let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
     assert_eq!(code, 2, "{out}\n{err}");
-    assert!(err.contains("pacfleet") && err.contains(&soname), "{err}");
+    assert!(err.contains("pacfleet") && err.contains(&pin), "{err}");
     assert_eq!(host.local_db_snapshot(), before, "nothing was changed");
 }
