@@ -12,7 +12,7 @@ log() { printf 'deps.sh: %s\n' "$*" >&2; }
 # packages, busybox-static for a /bin/sh inside test roots (HostDir::with_shell), openssh for
 # fetching over ssh against a real sshd on loopback (tests/it/ssh.rs), jq and curl for the example
 # fleet's CI script run against a fake GitHub API (tests/it/ci_workflow.rs).
-debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd gnupg zstd busybox-static openssh-client openssh-server jq curl)
+debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd gnupg zstd busybox-static openssh-client openssh-server jq curl fakeroot binutils)
 
 if [ -r /etc/debian_version ]; then
   missing=()
@@ -34,4 +34,12 @@ elif [ -r /etc/arch-release ]; then
   done
   # HostDir::with_shell copies /bin/busybox into test roots: it must be statically linked.
   [ -x /bin/busybox ] || { log "missing /bin/busybox (statically linked): pacman -S --needed busybox"; exit 2; }
+fi
+
+# Rust: pacfleet is edition 2024 (rust-version in Cargo.toml). Debian's rustc is too old.
+need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml")
+have=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
+if [ -z "$have" ] || [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+  log "Rust ${need} or newer is needed (found: ${have:-none}): install it with rustup (rustup.rs: \`rustup toolchain install stable\`), or on Arch: pacman -S rust"
+  exit 2
 fi
