@@ -470,6 +470,18 @@ pub enum StateError {
         detail: String,
     },
 
+    /// The state dir is root's (a host's, as it should be) and fleetctl runs as another user.
+    #[error(
+        "the state directory {} belongs to root and fleetctl runs as uid {uid}: run this command as root (sudo); a host's state is read and written only by root",
+        dir.display()
+    )]
+    NotRoot {
+        /// The state dir.
+        dir: PathBuf,
+        /// The user fleetctl runs as.
+        uid: u32,
+    },
+
     #[error("{} is corrupt ({detail}); {WHAT_TO_DO}", path.display())]
     Corrupt { path: PathBuf, detail: String },
 
@@ -565,6 +577,12 @@ pub fn check_private_dir(dir: &Path) -> Result<(), StateError> {
     };
     let real = std::fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
     let meta = std::fs::metadata(&real).map_err(io_err("inspect", &real))?;
+    if meta.uid() == 0 && me != 0 {
+        return Err(StateError::NotRoot {
+            dir: dir.to_path_buf(),
+            uid: me,
+        });
+    }
     if meta.uid() != me {
         return Err(insecure(
             &real,

@@ -194,12 +194,9 @@ fn plan_shows_the_window_and_exits_3_on_a_refusal() {
     assert_eq!(report["window"]["state"], "closed", "{report}");
 }
 
-#[test]
-fn reconcile_without_root_says_to_run_it_as_root() {
-    let tmp = tempdir();
-    let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
-    // `nobody` must be able to load libalpm: where scripts/libalpm.sh built it (under root's
-    // home) it cannot, so give it a world-readable copy of the library directory.
+/// A copy of the toolchain's libalpm that `nobody` can load (where scripts/libalpm.sh built it,
+/// under root's home, it cannot).
+fn libalpm_for_nobody() -> tempfile::TempDir {
     let libs = tempfile::Builder::new()
         .prefix("pacfleet-libs-")
         .tempdir_in("/tmp")
@@ -216,18 +213,46 @@ fn reconcile_without_root_says_to_run_it_as_root() {
             }
         }
     }
-    let (code, out, err) = run(std::process::Command::new("setpriv")
+    libs
+}
+
+/// `fleetctl ARGS…` as `nobody`.
+fn as_nobody(libs: &Path, args: &[&str], cfg: &Path) -> (i32, String, String) {
+    run(std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_fleetctl"))
-        .arg("reconcile")
+        .args(args)
         .arg("--config")
-        .arg(&cfg)
-        .env("LD_LIBRARY_PATH", libs.path())
-        .env("LC_ALL", "C"));
+        .arg(cfg)
+        .env("LD_LIBRARY_PATH", libs)
+        .env("LC_ALL", "C"))
+}
+
+#[test]
+fn reconcile_without_root_says_to_run_it_as_root() {
+    let tmp = tempdir();
+    let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
+    let libs = libalpm_for_nobody();
+    let (code, out, err) = as_nobody(libs.path(), &["reconcile"], &cfg);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("run it as root"), "{err}");
     assert!(!err.contains("Permission denied"), "{err}");
     assert!(host.installed().is_empty());
+}
+
+#[test]
+fn plan_without_root_says_to_run_it_as_root_and_never_to_delete_the_mirror() {
+    let tmp = tempdir();
+    let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
+    // The host's first pass made the state directory and the mirror, as root.
+    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    assert!(code == 0 || code == 1, "{out}\n{err}");
+    let libs = libalpm_for_nobody();
+    let (code, out, err) = as_nobody(libs.path(), &["plan"], &cfg);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("as root"), "{err}");
+    assert!(!err.contains("delete") && !err.contains("remove"), "{err}");
+    assert!(host.state_dir.join("fleet.git").is_dir());
 }
 
 /// `history --limit N` shows the newest N changesets; outcomes read as the contract names them.
