@@ -9,9 +9,9 @@
 #               1. fleetctl is already on PATH (a container image of your own): use it;
 #               2. PACFLEET_PACMAN_SERVER is set: the pacfleet package from that pacman
 #                  repository, as [pacfleet] in pacman.conf, signed by the key in the file
-#                  PACFLEET_PACMAN_KEY (its package depends on the libalpm soname it links);
+#                  PACFLEET_PACMAN_KEY (the package depends on the pacman release whose libalpm it links);
 #               3. PACFLEET_GIT and PACFLEET_REV are set: cargo install of that commit, into
-#                  ~/.cargo/bin (the workflow caches it), without the release profile's LTO;
+#                  ~/.cargo/bin (the workflow caches it), with LTO off;
 #             else it fails, naming these settings.
 #   validate  fleetctl validate .
 #   diff      fleetctl diff "origin/$GITHUB_BASE_REF...HEAD" --format markdown, what the pull
@@ -122,8 +122,9 @@ install_from_source() {
   else
     [ ! -e "$bin/fleetctl" ] || log "$bin/fleetctl does not run here: building it again"
     pacman -S --noconfirm --needed rust base-devel cmake jq
-    # The release profile's fat LTO and one codegen unit make a smaller, faster agent; CI only
-    # runs validate and diff, and a cache miss should not pay for them.
+    # LTO off and 16 codegen units whatever the revision's release profile says (older pacfleet
+    # revisions had fat LTO there): CI only runs validate and diff, and a cache miss should
+    # not pay for a smaller, faster agent.
     CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
       cargo install --locked --force --git "$PACFLEET_GIT" --rev "$PACFLEET_REV" pacfleet
   fi
