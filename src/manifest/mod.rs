@@ -19,7 +19,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::cli::output::terminal_safe;
+use crate::escape::terminal_safe;
 pub use check::check_version;
 pub use load::{FleetFiles, Link, SourceFile, is_manifest_dir, is_manifest_path};
 
