@@ -69,7 +69,7 @@ pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
         println!("The first pass, as the fleet stands now:");
         println!();
         match crate::reconcile::run(cfg, crate::reconcile::PassOptions::default()) {
-            Ok(report) => super::plan::print_report(&report),
+            Ok(report) => super::report::print_report(&report),
             Err(e) => {
                 let text = super::output::error_text(&anyhow::Error::new(e));
                 let text = text.strip_prefix("error: ").unwrap_or(&text);

@@ -13,6 +13,7 @@ mod notes_sync;
 pub mod output;
 mod plan;
 mod reconcile;
+mod report;
 mod resolve;
 mod rollback;
 mod set_latest;

@@ -32,7 +32,7 @@ pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     if args.json {
         super::output::json(&report)?;
     } else {
-        super::plan::print_report(&report);
+        super::report::print_report(&report);
     }
     if report.verdict == reconcile::Verdict::NotInFleet {
         eprintln!(
