@@ -12,6 +12,7 @@ pub mod cli;
 pub mod diff;
 pub mod enroll;
 pub mod escape;
+pub mod fleet_read;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;

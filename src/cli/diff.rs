@@ -1,16 +1,14 @@
 //! `fleetctl diff [--repo PATH] [RANGE] [--pool P] [--host H] [--format text|markdown|json]`: per
 //! pool and host, what changes between two revisions of a fleet repository (docs/contract.md §3).
 //!
-//! Reads both sides (a commit through `source::read_tree`, or the work tree as `validate` sees
-//! it), checks each as a whole fleet — a side that does not validate is an error that lists its
-//! problems, never an empty diff — compares them with `crate::diff`, and renders the result.
-//! Exit 0 no change, 1 changes, 2 error.
+//! Parses the range, reads both sides (a commit, a merge base, or the work tree as `validate`
+//! sees it) through `crate::fleet_read`, refuses a side that does not validate — an error that
+//! lists its problems, never an empty diff — compares them with `crate::diff`, and renders the
+//! result. Exit 0 no change, 1 changes, 2 error.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, anyhow, bail};
+use anyhow::bail;
 use clap::builder::styling::{AnsiColor, Style};
 use serde::Serialize;
 
@@ -19,23 +17,16 @@ use crate::diff::{
     self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
     PackageCounts, PoolDiff, PoolStatus, Setting, SnapshotRow, SnapshotVersions,
 };
-use crate::manifest::{Fleet, FleetFiles, is_manifest_dir, is_manifest_path};
-use crate::source;
+use crate::fleet_read::{FleetRepo, Rev};
+use crate::manifest::Fleet;
 
 /// Package lists longer than this are folded into a `<details>` section in markdown.
 const FOLD_AFTER: usize = 15;
 
 pub(super) fn run(args: DiffArgs) -> anyhow::Result<u8> {
     let (from, to) = parse_range(args.range.as_deref())?;
-    let repo = RepoAt::open(&args.repo)?;
-    // The two sides are independent: read and check them side by side.
-    let (old, new) = std::thread::scope(|scope| {
-        let old = scope.spawn(|| repo.load(&from));
-        let new = repo.load(&to);
-        (old.join(), new)
-    });
-    let old = old.map_err(|_| anyhow::anyhow!("reading the old side panicked (a bug)"))??;
-    let new = new?;
+    let repo = FleetRepo::open(&args.repo)?;
+    let (old, new) = repo.load_both(&from, &to)?;
 
     let mut problems = String::new();
     for side in [&old, &new] {
@@ -163,17 +154,6 @@ struct Report<'a> {
 // ---------------------------------------------------------------------------------------------
 // Revisions.
 
-/// One side of the comparison, as given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Rev {
-    /// A revision git understands (`HEAD`, `origin/main`, `v1^`, an id).
-    Commit(String),
-    /// The merge base of two revisions (`A...B`).
-    MergeBase(String, String),
-    /// The work tree, as `fleetctl validate` reads it.
-    WorkTree,
-}
-
 /// `A..B`, `A...B`, `A`, or nothing, as `git diff` reads them.
 fn parse_range(range: Option<&str>) -> anyhow::Result<(Rev, Rev)> {
     let side = |s: &str| if s.is_empty() { "HEAD" } else { s }.to_owned();
@@ -198,135 +178,6 @@ fn parse_range(range: Option<&str>) -> anyhow::Result<(Rev, Rev)> {
         return Ok((Rev::Commit(side(a)), Rev::Commit(side(b))));
     }
     Ok((Rev::Commit(range.to_owned()), Rev::WorkTree))
-}
-
-/// The git repository holding the fleet, and where in it the fleet is.
-struct RepoAt {
-    /// The fleet directory as given (the work tree side reads it).
-    dir: PathBuf,
-    /// What `source` opens: the work tree root, or the git dir of a bare repository.
-    root: PathBuf,
-    /// The fleet's directory relative to the work tree root, `/`-separated, `""` at the root.
-    prefix: String,
-    bare: bool,
-}
-
-/// One side, read and checked.
-struct Side {
-    label: String,
-    commit: Option<String>,
-    fleet: Result<Fleet, crate::manifest::Diagnostics>,
-}
-
-impl RepoAt {
-    fn open(dir: &Path) -> anyhow::Result<RepoAt> {
-        let repo = gix::discover(dir).map_err(|e| {
-            anyhow!(
-                "{} is not in a git repository ({e}); `fleetctl diff` compares revisions of a fleet repository: run it in a clone, or pass --repo",
-                dir.display()
-            )
-        })?;
-        let Some(workdir) = repo.workdir() else {
-            return Ok(RepoAt {
-                dir: dir.to_owned(),
-                root: repo.git_dir().to_owned(),
-                prefix: String::new(),
-                bare: true,
-            });
-        };
-        let canon = |p: &Path| {
-            p.canonicalize()
-                .with_context(|| format!("reading {}", p.display()))
-        };
-        let (here, top) = (canon(dir)?, canon(workdir)?);
-        let prefix = here
-            .strip_prefix(&top)
-            .map(|rel| {
-                rel.components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-            .unwrap_or_default();
-        Ok(RepoAt {
-            dir: dir.to_owned(),
-            root: workdir.to_owned(),
-            prefix,
-            bare: false,
-        })
-    }
-
-    fn commit(&self, rev: &str) -> anyhow::Result<String> {
-        source::rev_parse(&self.root, rev).with_context(|| {
-            format!("cannot read revision `{rev}`; check it with `git rev-parse {rev}` (a remote branch needs `git fetch` first)")
-        })
-    }
-
-    fn load(&self, rev: &Rev) -> anyhow::Result<Side> {
-        let (label, commit) = match rev {
-            Rev::WorkTree => {
-                if self.bare {
-                    bail!(
-                        "{} is a bare repository: there is no work tree to compare with; give a range such as `main~1..main`",
-                        self.root.display()
-                    );
-                }
-                let files = FleetFiles::from_dir(&self.dir)?;
-                return Ok(Side {
-                    label: "work tree".into(),
-                    commit: None,
-                    fleet: Fleet::from_files(&files),
-                });
-            }
-            Rev::Commit(r) => (r.clone(), self.commit(r)?),
-            Rev::MergeBase(a, b) => {
-                let (ia, ib) = (self.commit(a)?, self.commit(b)?);
-                (
-                    format!("merge-base {a} {b}"),
-                    self.merge_base(&ia, &ib, a, b)?,
-                )
-            }
-        };
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let (blobs, links) = source::read_tree_with_links(
-            &self.root,
-            &commit,
-            |p| {
-                p.strip_prefix(prefix.as_str())
-                    .is_some_and(is_manifest_path)
-            },
-            |p| {
-                p.strip_prefix(prefix.as_str())
-                    .is_some_and(|p| is_manifest_path(p) || is_manifest_dir(p))
-            },
-        )
-        .with_context(|| format!("reading the manifests of {label}"))?;
-        let strip = |(p, b): (String, Vec<u8>)| (p[prefix.len()..].to_owned(), b);
-        let files =
-            FleetFiles::from_tree(blobs.into_iter().map(strip), links.into_iter().map(strip));
-        Ok(Side {
-            label,
-            commit: Some(commit),
-            fleet: Fleet::from_files(&files),
-        })
-    }
-
-    fn merge_base(&self, a: &str, b: &str, an: &str, bn: &str) -> anyhow::Result<String> {
-        let repo =
-            gix::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
-        let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes());
-        let base = repo
-            .merge_base(id(a)?, id(b)?)
-            .with_context(|| format!("finding the merge base of {an} and {bn}"))?;
-        match base {
-            Some(base) => Ok(base.to_string()),
-            None => bail!("{an} and {bn} have no common ancestor; compare them with `{an}..{bn}`"),
-        }
-    }
 }
 
 fn short(id: &str) -> &str {
