@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
+
 use anyhow::bail;
 use clap::builder::styling::{AnsiColor, Style};
 use serde::Serialize;
