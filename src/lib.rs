@@ -3,6 +3,9 @@
 //! The library core; `fleetctl` (src/main.rs, src/cli/) is a thin shell around it.
 //! Pure logic (`manifest` parsing, `resolve`, `plan`) works on plain data; I/O sits at the
 //! edges (`source` for git, `system`/`apply` for libalpm, `state` for the host's records).
+//! The operator's workflows are library flows too — `set_latest`, `rollback` (over the
+//! `worktree` driver), `signing` (over `trust` and `notes_sync`), `fleet_read` for `diff` —
+//! each with its own error type, returning what the CLI prints. Nothing here uses `cli`.
 
 pub mod agent;
 pub mod apply;
@@ -15,9 +18,13 @@ pub mod escape;
 pub mod fleet_read;
 pub mod manifest;
 pub mod metrics;
+pub mod notes_sync;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;
+pub mod rollback;
+pub mod set_latest;
+pub mod signing;
 pub mod snapshot;
 pub mod source;
 pub mod state;
@@ -26,3 +33,4 @@ pub mod synth;
 pub mod system;
 pub mod trust;
 pub mod window;
+pub mod worktree;

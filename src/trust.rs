@@ -1010,6 +1010,14 @@ pub enum SignError {
     },
 }
 
+/// How long a new statement stays valid unless its signer says otherwise: `fleetctl sign`'s
+/// `--expires-in` default ([`DEFAULT_EXPIRY_ARG`]), and what set-latest and rollback sign
+/// with. Hosts call the fleet stale once it passed; sign the tip again before.
+pub const DEFAULT_EXPIRY: chrono::Duration = chrono::Duration::days(30);
+
+/// [`DEFAULT_EXPIRY`] as `--expires-in` reads it (a test in `cli` checks they agree).
+pub const DEFAULT_EXPIRY_ARG: &str = "30d";
+
 /// Options for `sign`.
 #[derive(Debug, Clone)]
 pub struct SignOptions {

@@ -5,33 +5,15 @@
 //! Exit 0, or 2 on error (nothing is overwritten).
 
 use std::fs::OpenOptions;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 use super::KeygenArgs;
+use super::signing::{PASSWORD_ENV, can_prompt, env_password};
 use crate::trust::Key;
-
-/// Where a secret key's password comes from when there is no terminal to ask on.
-pub(super) const PASSWORD_ENV: &str = "PACFLEET_KEY_PASSWORD";
-
-/// The password from `PACFLEET_KEY_PASSWORD`, if it is set.
-pub(super) fn env_password() -> anyhow::Result<Option<String>> {
-    match std::env::var_os(PASSWORD_ENV) {
-        None => Ok(None),
-        Some(v) => v
-            .into_string()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("{PASSWORD_ENV} is not valid UTF-8")),
-    }
-}
-
-/// Whether a password may be asked for: the user is at a terminal.
-pub(super) fn can_prompt() -> bool {
-    std::io::stdin().is_terminal()
-}
 
 pub(super) fn run(args: KeygenArgs) -> anyhow::Result<u8> {
     let (public, secret) = paths(&args.out)?;

@@ -9,7 +9,6 @@ mod diff;
 mod enroll;
 mod history;
 mod keygen;
-mod notes_sync;
 pub mod output;
 mod plan;
 mod reconcile;
@@ -18,6 +17,7 @@ mod resolve;
 mod rollback;
 mod set_latest;
 mod sign;
+mod signing;
 mod status;
 mod validate;
 mod verify;
@@ -266,7 +266,7 @@ struct SignArgs {
     repo: PathBuf,
     /// How long the signed state stays valid (e.g. `30d`, `12h`); sign the tip again before
     /// then, or hosts report the fleet as stale.
-    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::trust::DEFAULT_EXPIRY_ARG, value_parser = humantime::parse_duration)]
     expires_in: std::time::Duration,
     /// The statement's sequence number (default: the highest in the notes + 1). Only for a
     /// new statement.
@@ -280,12 +280,6 @@ struct SignArgs {
     /// from the local notes only).
     #[arg(long)]
     offline: bool,
-    /// A new statement's sequence is above this too (set-latest: the host's applied one).
-    #[arg(skip)]
-    above: u64,
-    /// The notes were fetched already (set-latest and rollback, before they commit).
-    #[arg(skip)]
-    synced: bool,
 }
 
 #[derive(Debug, Args)]
