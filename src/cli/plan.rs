@@ -3,7 +3,7 @@
 
 use super::PlanArgs;
 use super::output::{bytes, delta, terminal_safe};
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 use crate::plan::Action;
 use crate::reconcile::{self, PassOptions, PassReport, Verdict, WindowState, short};
 

@@ -23,10 +23,10 @@ use anyhow::{Context, bail};
 use chrono::{SecondsFormat, Utc};
 
 use super::{SetLatestArgs, SignArgs};
-use crate::agent::AgentConfig;
 use crate::capture::{self, Provenance, ShaSource};
+use crate::config::AgentConfig;
 use crate::manifest::{Fleet, FleetFiles, Generation, Name, is_manifest_dir, is_manifest_path};
-use crate::reconcile::{repo_dir, short};
+use crate::reconcile::short;
 use crate::resolve::{self, Resolved};
 use crate::source;
 use crate::state::StateDir;
@@ -42,7 +42,7 @@ pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
 
     // 1. What the host runs: its applied state, and its pool at that commit.
     let applied = applied_state(&cfg)?;
-    let at_applied = fleet_at_either(&[repo_dir(&cfg), wt.root.clone()], &applied.commit)
+    let at_applied = fleet_at_either(&[cfg.mirror_dir(), wt.root.clone()], &applied.commit)
         .with_context(|| {
             format!(
                 "cannot read the fleet at commit {}, which host {host} applied",

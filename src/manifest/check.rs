@@ -1,6 +1,8 @@
 //! Checks across files: unique names, references that resolve, include cycles, generations
-//! that match their paths and cover what their pool asks for, windows that parse, and no host
-//! claimed by two pools. Each problem becomes a located diagnostic with what to do.
+//! that match their paths, keys and windows that parse. Each problem becomes a located
+//! diagnostic with what to do. The rules that need resolution (no host claimed by two pools,
+//! snapshots that agree, pinned pools that cover what they ask for) are `resolve`'s
+//! ([`crate::resolve::check_fleet`]); `crate::validate` runs both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -8,7 +10,6 @@ use std::str::FromStr;
 use super::load::Parsed;
 use super::locate::{Seg, locate};
 use super::{Diagnostic, Doc, Fleet, FleetFiles, Name};
-use crate::resolve;
 
 struct Ctx<'a> {
     files: &'a FleetFiles,
@@ -125,7 +126,7 @@ pub(super) fn check(
     if let Some(f) = &fleet {
         let mut seen = BTreeSet::new();
         for (i, k) in f.spec.keys.iter().enumerate() {
-            if let Err(e) = crate::trust::parse_key(k.name.as_str(), &k.key) {
+            if let Err(e) = crate::keys::parse_key(k.name.as_str(), &k.key) {
                 ctx.at(
                     &f.file,
                     &[Seg::Key("keys"), Seg::Index(i), Seg::Key("key")],
@@ -151,7 +152,7 @@ pub(super) fn check(
     for host in hosts.values() {
         if let Some(key) = &host.spec.key
             && let Err(e) =
-                crate::trust::parse_key(&format!("the `key:` of host {}", host.spec.name), key)
+                crate::keys::parse_key(&format!("the `key:` of host {}", host.spec.name), key)
         {
             ctx.at(
                 &host.file,
@@ -313,9 +314,9 @@ pub(super) fn check(
                     ),
                 );
             }
-            match crate::window::parse_duration(&w.duration) {
+            match super::parse_window_duration(&w.duration) {
                 Ok(_) => {}
-                Err(crate::window::DurationError::Parse(e)) => ctx.at(
+                Err(super::WindowDurationError::Parse(e)) => ctx.at(
                     &pool.file,
                     &[Seg::Key("window"), Seg::Key("duration")],
                     format!(
@@ -323,7 +324,7 @@ pub(super) fn check(
                         w.duration
                     ),
                 ),
-                Err(e @ crate::window::DurationError::TooLong) => ctx.at(
+                Err(e @ super::WindowDurationError::TooLong) => ctx.at(
                     &pool.file,
                     &[Seg::Key("window"), Seg::Key("duration")],
                     format!("window.duration `{}` is {e}", w.duration),
@@ -354,137 +355,6 @@ pub(super) fn check(
         hosts,
         pool_index: Default::default(),
     };
-
-    // Hosts claimed by two pools: every Host manifest, and every literal hostname in a pool.
-    let mut candidates: Vec<(String, String, Option<usize>)> = fleet
-        .hosts
-        .values()
-        .map(|h| (h.spec.name.to_string(), h.file.clone(), None))
-        .collect();
-    for pool in fleet.pools.values() {
-        for (i, g) in pool.spec.hosts.iter().enumerate() {
-            if !g.contains(['*', '?', '[', '{']) && !fleet.hosts.contains_key(g.as_str()) {
-                candidates.push((g.clone(), pool.file.clone(), Some(i)));
-            }
-        }
-    }
-    let mut reported = BTreeSet::new();
-    for (host, file, idx) in candidates {
-        let matching = resolve::matching_pools(&fleet, &host);
-        if matching.len() > 1 && reported.insert(host.clone()) {
-            let err = resolve::ResolveError::TwoPools {
-                host,
-                pools: matching,
-            };
-            match idx {
-                None => ctx.at(&file, &[Seg::Key("name")], err.to_string()),
-                Some(i) => ctx.at(&file, &[Seg::Key("hosts"), Seg::Index(i)], err.to_string()),
-            }
-        }
-    }
-
-    // Snapshots: a pinned pool's is its generation's, so the pool may repeat it but not
-    // contradict it; and whichever is in effect needs the fleet's archive.
-    for pool in fleet.pools.values() {
-        let p = &pool.spec;
-        let generation = p
-            .generation
-            .and_then(|n| fleet.generations.get(&(p.name.clone(), n)));
-        if let (Some(own), Some(g)) = (&p.snapshot, generation)
-            && g.spec.snapshot.as_ref() != Some(own)
-        {
-            let theirs = match &g.spec.snapshot {
-                Some(d) => format!("says `snapshot: {d}`"),
-                None => "has no `snapshot:`".to_owned(),
-            };
-            ctx.at(
-                &pool.file,
-                &[Seg::Key("snapshot")],
-                format!(
-                    "pool `{}` says `snapshot: {own}`, but its generation {} ({}) {theirs}; a pinned pool takes its repositories from its generation's snapshot: make the two equal, or remove `snapshot:` from {}",
-                    p.name, g.spec.number, g.file, pool.file
-                ),
-            );
-        }
-        if fleet.fleet.spec.archive.is_none()
-            && let Some(date) = resolve::snapshot(&fleet, p)
-        {
-            let e = crate::snapshot::SnapshotError::NoArchive {
-                date: date.to_owned(),
-            };
-            match generation {
-                Some(g) => ctx.at(
-                    &g.file,
-                    &[Seg::Key("snapshot")],
-                    format!("{e} (pool `{}` is pinned to this generation)", p.name),
-                ),
-                None => ctx.at(&pool.file, &[Seg::Key("snapshot")], e.to_string()),
-            }
-        }
-    }
-
-    // Pinned pools: every desired package must be in the lock.
-    let mut pinned = BTreeMap::new();
-    for pool in fleet.pools.values() {
-        let Some(n) = pool.spec.generation else {
-            continue;
-        };
-        let Some(generation) = fleet.generations.get(&(pool.spec.name.clone(), n)) else {
-            continue;
-        };
-        let (wanted, _) = resolve::desired(&fleet, &pool.spec, None);
-        for (name, d) in &wanted {
-            if !generation.spec.packages.contains_key(name.as_str()) {
-                let who: Vec<String> = d.origins.iter().map(|o| o.to_string()).collect();
-                ctx.at(
-                    &pool.file,
-                    &[Seg::Key("generation")],
-                    format!(
-                        "package `{name}` (asked for by {}) is not pinned in generation {n} ({}); add it to that generation (`fleetctl set-latest` captures one) or stop asking for it",
-                        who.join(", "),
-                        generation.file
-                    ),
-                );
-            }
-        }
-        pinned.insert(pool.spec.name.clone(), (pool, n, generation, wanted));
-    }
-    // ... and so must every package a Host manifest adds in a pinned pool.
-    for host in fleet.hosts.values() {
-        if host.spec.packages.is_empty() {
-            continue;
-        }
-        for selecting in fleet.pools_selecting(host.spec.name.as_str()) {
-            let Some((pool, n, generation, wanted)) = pinned.get(&selecting.spec.name) else {
-                continue;
-            };
-            // Only the packages the host names can differ from the pool's.
-            let named = host
-                .spec
-                .packages
-                .iter()
-                .map(|r| r.name().as_str())
-                .collect();
-            let (with_host, _) =
-                resolve::desired_only(&fleet, &pool.spec, Some(&host.spec), Some(&named));
-            for (i, r) in host.spec.packages.iter().enumerate() {
-                let name = r.name().as_str();
-                if with_host.contains_key(name)
-                    && !wanted.contains_key(name)
-                    && !generation.spec.packages.contains_key(name)
-                {
-                    ctx.at(
-                        &host.file,
-                        &[Seg::Key("packages"), Seg::Index(i)],
-                        format!(
-                            "package `{name}` is not pinned in generation {n} of pool `{}` ({}); pinned pools install only what their generation locks: add it there or remove it here",
-                            pool.spec.name, generation.file
-                        ),
-                    );
-                }
-            }
-        }
-    }
 
     Some(fleet)
 }

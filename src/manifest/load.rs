@@ -55,7 +55,7 @@ impl Link {
         }
         Link {
             path,
-            target: Some(crate::cli::output::terminal_safe(&shown)),
+            target: Some(crate::escape::terminal_safe(&shown)),
         }
     }
 
