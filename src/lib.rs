@@ -17,6 +17,7 @@ pub mod keys;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;
+pub mod progress;
 pub mod reconcile;
 pub mod resolve;
 pub mod snapshot;

@@ -12,6 +12,7 @@ mod keygen;
 mod notes_sync;
 pub mod output;
 mod plan;
+mod progress;
 mod reconcile;
 mod resolve;
 mod rollback;
@@ -425,6 +426,9 @@ fn run() -> ExitCode {
         _ => "warn",
     };
     output::init_logging(cli.verbose, cli.quiet, default_level);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        crate::progress::set_reporter(std::sync::Arc::new(progress::Bars::default()));
+    }
     let result = match cli.command {
         Command::Validate(a) => validate::run(a),
         Command::Resolve(a) => resolve::run(a),

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "escape",
             "keys",
+            "progress",
             "snapshot",
             "sync_source",
             "source",
