@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use super::load::Parsed;
 use super::locate::{Seg, locate};
-use super::{Diagnostic, Doc, Fleet, FleetFiles, Name};
+use super::{
+    Diagnostic, Doc, Fleet, FleetFiles, FleetSpec, Generation, Host, Name, PackageSet, Pool,
+};
 
 struct Ctx<'a> {
     files: &'a FleetFiles,
@@ -110,8 +112,29 @@ pub(super) fn check(
             message: "missing fleet.yaml: every fleet repository has exactly one, e.g. `kind: Fleet` and `name: acme`".into(),
         });
     }
-    if let Some(f) = &fleet
-        && let Some(a) = &f.spec.archive
+    if let Some(f) = &fleet {
+        check_fleet_file(&mut ctx, f);
+    }
+    let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
+    let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
+    let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
+    check_host_keys(&mut ctx, &hosts);
+    check_sets(&mut ctx, &sets);
+    let generations = check_generations(&mut ctx, generations, &pools);
+    check_pools(&mut ctx, &pools, &sets, &generations);
+    Some(Fleet {
+        fleet: fleet?,
+        pools,
+        sets,
+        generations,
+        hosts,
+        pool_index: Default::default(),
+    })
+}
+
+/// fleet.yaml: the archive is a URL; every key parses and is listed once.
+fn check_fleet_file(ctx: &mut Ctx<'_>, f: &Doc<FleetSpec>) {
+    if let Some(a) = &f.spec.archive
         && !["file://", "https://", "http://"]
             .iter()
             .any(|s| a.starts_with(s))
@@ -123,7 +146,7 @@ pub(super) fn check(
         );
     }
 
-    if let Some(f) = &fleet {
+    {
         let mut seen = BTreeSet::new();
         for (i, k) in f.spec.keys.iter().enumerate() {
             if let Err(e) = crate::keys::parse_key(k.name.as_str(), &k.key) {
@@ -145,10 +168,10 @@ pub(super) fn check(
             }
         }
     }
+}
 
-    let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
-    let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
-    let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
+/// Host manifests: a `key:` is a minisign public key.
+fn check_host_keys(ctx: &mut Ctx<'_>, hosts: &BTreeMap<Name, Doc<Host>>) {
     for host in hosts.values() {
         if let Some(key) = &host.spec.key
             && let Err(e) =
@@ -161,8 +184,10 @@ pub(super) fn check(
             );
         }
     }
+}
 
-    // Package set references and include cycles.
+/// Package sets: includes name sets that exist, and form no cycle.
+fn check_sets(ctx: &mut Ctx<'_>, sets: &BTreeMap<Name, Doc<PackageSet>>) {
     for set in sets.values() {
         for (i, inc) in set.spec.include.iter().enumerate() {
             if !sets.contains_key(inc) {
@@ -175,7 +200,7 @@ pub(super) fn check(
             }
         }
     }
-    for cycle in include_cycles(&sets) {
+    for cycle in include_cycles(sets) {
         let first = &sets[&cycle[0]];
         let idx = first
             .spec
@@ -193,8 +218,15 @@ pub(super) fn check(
             ),
         );
     }
+}
 
-    // Generations: path, pool, number.
+/// Generations: path, pool and number agree; snapshot dates, versions and sha256s are well
+/// formed. Returns the ones that can be indexed by (pool, number).
+fn check_generations(
+    ctx: &mut Ctx<'_>,
+    generations: Vec<Doc<Generation>>,
+    pools: &BTreeMap<Name, Doc<Pool>>,
+) -> BTreeMap<(Name, u32), Doc<Generation>> {
     let mut gens = BTreeMap::new();
     for g in generations {
         let dir_pool = g.file.split('/').nth(1).unwrap_or_default().to_owned();
@@ -278,7 +310,17 @@ pub(super) fn check(
         }
     }
 
-    // Pools: set references, generation, window, globs.
+    gens
+}
+
+/// Pools: set references, the pinned generation exists, the window and snapshot parse, the
+/// host globs are globs.
+fn check_pools(
+    ctx: &mut Ctx<'_>,
+    pools: &BTreeMap<Name, Doc<Pool>>,
+    sets: &BTreeMap<Name, Doc<PackageSet>>,
+    gens: &BTreeMap<(Name, u32), Doc<Generation>>,
+) {
     for pool in pools.values() {
         let p = &pool.spec;
         for (i, s) in p.package_sets.iter().enumerate() {
@@ -346,17 +388,6 @@ pub(super) fn check(
             }
         }
     }
-
-    let fleet = Fleet {
-        fleet: fleet?,
-        pools,
-        sets,
-        generations: gens,
-        hosts,
-        pool_index: Default::default(),
-    };
-
-    Some(fleet)
 }
 
 /// Checks that `v` is a pacman version, `[epoch:]pkgver-pkgrel`, as makepkg allows it: the
