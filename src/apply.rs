@@ -1,11 +1,11 @@
 //! Applying: committing one prepared libalpm transaction under pacman's lock (its questions
-//! are answered by `system`'s policy), showing progress (bars on a terminal, log lines
-//! otherwise), collecting .pacnew/.pacsave, scriptlet output and the failures of scriptlets and
+//! are answered by `system`'s policy), reporting progress to the process's
+//! [`crate::progress::Reporter`] (bars on a terminal, drawn by the binary; log lines otherwise),
+//! collecting .pacnew/.pacsave, scriptlet output and the failures of scriptlets and
 //! hooks that do not stop the transaction (warnings), and setting install reasons afterwards.
 //! Waiting for a lock held by someone else is bounded and never deletes it.
 
 use std::cell::RefCell;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -75,59 +75,26 @@ pub fn wait_for_lock(lockfile: &Path, timeout: Duration) -> Result<(), SystemErr
 /// Installs the callbacks that answer questions, report events and show progress.
 pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
     let alpm = sys.alpm();
-    let terminal = std::io::stderr().is_terminal();
     set_event_cb(sys, notices);
     alpm.set_log_cb((), |level: alpm::LogLevel, msg: &str, _: &mut ()| {
         crate::system::log_line(level, msg);
         on_log(level, msg);
     });
-    alpm.set_progress_cb(
-        ProgressState {
-            bar: None,
-            terminal,
-            logged: None,
-        },
-        on_progress,
-    );
-    alpm.set_dl_cb(
-        Downloads {
-            terminal,
-            bars: indicatif::MultiProgress::new(),
-            active: Default::default(),
-        },
-        on_download,
-    );
+    alpm.set_progress_cb((), on_progress);
+    alpm.set_dl_cb((), on_download);
 }
 
-/// Download bars on a terminal, one per file.
-struct Downloads {
-    terminal: bool,
-    bars: indicatif::MultiProgress,
-    active: std::collections::HashMap<String, indicatif::ProgressBar>,
-}
-
-fn on_download(file: &str, ev: alpm::AnyDownloadEvent, st: &mut Downloads) {
+fn on_download(file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()) {
     use alpm::DownloadEvent;
+    let reporter = crate::progress::reporter();
     match ev.event() {
-        DownloadEvent::Progress(p) if st.terminal => {
-            let bar = st.active.entry(file.to_owned()).or_insert_with(|| {
-                let bar = indicatif::ProgressBar::new(u64::try_from(p.total).unwrap_or(0))
-                    .with_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{msg:48} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                bar.set_message(file.to_owned());
-                st.bars.add(bar)
-            });
-            bar.set_length(u64::try_from(p.total).unwrap_or(0));
-            bar.set_position(u64::try_from(p.downloaded).unwrap_or(0));
-        }
+        DownloadEvent::Progress(p) => reporter.download(
+            file,
+            u64::try_from(p.downloaded).unwrap_or(0),
+            u64::try_from(p.total).unwrap_or(0),
+        ),
         DownloadEvent::Completed(c) => {
-            if let Some(bar) = st.active.remove(file) {
-                bar.finish_and_clear();
-            }
+            reporter.download_done(file);
             match c.result {
                 alpm::DownloadResult::Failed => tracing::warn!("download of {file} failed"),
                 alpm::DownloadResult::UpToDate => tracing::debug!("{file} is up to date"),
@@ -141,23 +108,13 @@ fn on_download(file: &str, ev: alpm::AnyDownloadEvent, st: &mut Downloads) {
     }
 }
 
-/// What the progress callback remembers between calls.
-struct ProgressState {
-    /// The bar on a terminal.
-    bar: Option<indicatif::ProgressBar>,
-    /// Whether stderr is a terminal (bars) or not (one log line per package).
-    terminal: bool,
-    /// The last step logged, so each package is logged once (libalpm reports 100% repeatedly).
-    logged: Option<(Progress, String, usize)>,
-}
-
 fn on_progress(
     kind: Progress,
     pkg: &str,
     percent: i32,
     howmany: usize,
     current: usize,
-    st: &mut ProgressState,
+    _: &mut (),
 ) {
     let verb = match kind {
         Progress::AddStart => "installing",
@@ -171,30 +128,13 @@ fn on_progress(
         Progress::LoadStart => "loading package files",
         Progress::KeyringStart => "checking keys",
     };
-    if st.terminal {
-        let bar = st.bar.get_or_insert_with(|| {
-            indicatif::ProgressBar::new(100).with_style(
-                indicatif::ProgressStyle::with_template("{msg:48} [{bar:30}] {percent:>3}%")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            )
-        });
-        bar.set_message(format!("({current}/{howmany}) {verb} {pkg}"));
-        bar.set_position(u64::try_from(percent.clamp(0, 100)).unwrap_or(0));
-        if percent >= 100 && current == howmany {
-            bar.finish_and_clear();
-            st.bar = None;
-        }
-        return;
-    }
-    let step = (kind, pkg.to_owned(), current);
-    if percent >= 100 && st.logged.as_ref() != Some(&step) {
-        if pkg.is_empty() {
-            tracing::debug!("{verb}: done");
-        } else {
-            tracing::info!("({current}/{howmany}) {verb} {pkg}");
-        }
-        st.logged = Some(step);
-    }
+    crate::progress::reporter().step(crate::progress::Step {
+        verb,
+        package: pkg,
+        percent: u8::try_from(percent.clamp(0, 100)).unwrap_or(100),
+        current,
+        total: howmany,
+    });
 }
 
 thread_local! {

@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::agent::config::{AgentConfig, ConfigError, DEFAULT_BRANCH};
+use crate::config::{AgentConfig, ConfigError, DEFAULT_BRANCH};
 use crate::reconcile::{self, PassError, TrustCheck};
 use crate::trust::{self, KeyError};
 
@@ -184,7 +184,7 @@ pub fn render_config(opts: &EnrollOptions, hostname: &str) -> Result<String, Enr
     let mut put = |k: &str, v: Value| {
         map.insert(Value::String(k.to_owned()), v);
     };
-    let repo = if crate::agent::config::repo_is_local_path(&opts.repo) {
+    let repo = if crate::config::repo_is_local_path(&opts.repo) {
         absolute(Path::new(&opts.repo))?
             .to_string_lossy()
             .into_owned()
@@ -288,7 +288,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     // 2. agent.yaml, checked by the parser every pass uses.
     let hostname = match &opts.hostname {
         Some(h) => h.clone(),
-        None => crate::agent::config::machine_hostname().ok_or(EnrollError::NoHostname)?,
+        None => crate::config::machine_hostname().ok_or(EnrollError::NoHostname)?,
     };
     crate::manifest::Name::new(&hostname).map_err(|source| EnrollError::Hostname {
         hostname: hostname.clone(),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::AgentConfig;
 use crate::apply::{self, ApplyError, Notices};
+use crate::config::AgentConfig;
 use crate::manifest::{Diagnostics, Fleet, FleetFiles, is_manifest_dir, is_manifest_path};
 use crate::plan::{self, Action, Changeset};
 use crate::resolve::{self, ResolveError, Resolved};
@@ -19,7 +19,7 @@ use crate::state::{
     AppliedState, ConvergedInputs, FailureReason, HistoryEntry, HistoryOutcome, PassOutcome,
     PassStatus, StateDir, StateError, TransactionMarker,
 };
-use crate::system::{HostPaths, Mode, Policy, System, SystemError};
+use crate::system::{Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
 use crate::window::{self, Gate};
 
@@ -404,20 +404,6 @@ impl PassError {
     }
 }
 
-/// The pieces of a host's config a pass needs, resolved once.
-fn host_paths(cfg: &AgentConfig) -> HostPaths {
-    HostPaths {
-        root: cfg.root.clone(),
-        dbpath: cfg.dbpath.clone(),
-        pacman_conf: cfg.pacman_conf.clone(),
-    }
-}
-
-/// Where the fetched fleet repository lives (bare, no work tree).
-pub fn repo_dir(cfg: &AgentConfig) -> PathBuf {
-    cfg.state_dir.join("fleet.git")
-}
-
 /// Runs one pass. `plan` passes take no lock and write nothing but the fetched repository;
 /// `reconcile` passes take pacfleet's pass lock and pacman's lock, and record status and history.
 pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError> {
@@ -637,14 +623,8 @@ struct Trusted {
     refused: Option<Refusal>,
 }
 
-/// Where the host remembers, beside its package database, the last state it applied; it
-/// outlives a deleted or restored state directory, which is how those are noticed.
-pub fn anchor_path(cfg: &AgentConfig) -> PathBuf {
-    cfg.dbpath.join("pacfleet.anchor")
-}
-
 fn read_anchor(cfg: &AgentConfig) -> Result<Option<Anchor>, PassError> {
-    let path = anchor_path(cfg);
+    let path = cfg.anchor_path();
     let shown = path.display().to_string();
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| {
@@ -664,7 +644,7 @@ fn read_anchor(cfg: &AgentConfig) -> Result<Option<Anchor>, PassError> {
 }
 
 fn write_anchor(cfg: &AgentConfig, anchor: &Anchor) -> Result<(), PassError> {
-    let path = anchor_path(cfg);
+    let path = cfg.anchor_path();
     let json = serde_json::to_vec_pretty(anchor).map_err(|source| AnchorError::Encode {
         path: path.display().to_string(),
         source,
@@ -707,7 +687,7 @@ pub fn check_trust(cfg: &AgentConfig) -> Result<TrustCheck, PassError> {
         url: cfg.repo.clone(),
         branch: cfg.branch.clone(),
     };
-    let repo = repo_dir(cfg);
+    let repo = cfg.mirror_dir();
     let fetched = source::fetch_with(&spec, &repo, &fetch_options(cfg))?;
     let trusted = verify(cfg, &state, &repo, &fetched.commit)?;
     Ok(TrustCheck {
@@ -738,7 +718,7 @@ fn verify(
         .collect::<Result<Vec<_>, _>>()?;
     let applied = state.load_applied()?.map(|a| a.anchor());
     let remembered = read_anchor(cfg)?;
-    let anchor_file = anchor_path(cfg).display().to_string();
+    let anchor_file = cfg.anchor_path().display().to_string();
     match (&applied, &remembered) {
         (None, Some(r)) => {
             return Err(Refusal::StateLost {
@@ -1013,14 +993,14 @@ fn pass(
         url: cfg.repo.clone(),
         branch: cfg.branch.clone(),
     };
-    let repo = repo_dir(cfg);
+    let repo = cfg.mirror_dir();
     // Where the time of a pass goes, for `RUST_LOG=pacfleet=debug` (BENCHMARKS.md).
     let phase = |name: &str| tracing::debug!("pass phase done: {name} at {:?}", start.elapsed());
     // While the fetch waits on the network: pacman's configuration (a subprocess) and, for a
     // pass that may apply, the package databases read through libalpm (no lock taken, nothing
     // written; dropped unused when the pass turns out held, or the database changed meanwhile).
     let pending = source::start_fetch(&spec, &repo, &fetch_options(cfg));
-    let pacman_conf = crate::system::read_conf(&host_paths(cfg));
+    let pacman_conf = crate::system::read_conf(&cfg.host_paths());
     let mut early = match (&pacman_conf, opts.apply) {
         (Ok(conf), true) => open_early(cfg, state, conf),
         _ => None,
@@ -1132,7 +1112,7 @@ fn pass(
 
     // 6. Plan against the real system; apply if allowed.
     let mut inventory = state.load_inventory()?;
-    let paths = host_paths(cfg);
+    let paths = cfg.host_paths();
     // `pacman-conf` fails on a DBPath that does not exist: say what is wrong with the root.
     prepare_root(cfg, false)?;
     let pacman_conf = pacman_conf?;
@@ -1421,7 +1401,7 @@ fn open_early(cfg: &AgentConfig, state: &StateDir, conf: &pacmanconf::Config) ->
     if !local.incomplete.is_empty() {
         return None;
     }
-    let sys = System::open_with(&host_paths(cfg), Mode::Apply, conf.clone()).ok()?;
+    let sys = System::open_with(&cfg.host_paths(), Mode::Apply, conf.clone()).ok()?;
     let installed = sys.installed();
     sys.load_sync_databases();
     Some(Early {

@@ -245,6 +245,152 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
     }))
 }
 
+/// The fleet-wide rules that need resolution, for `validate` (every host of the fleet; a host's
+/// own pass resolves only itself): no host is claimed by two pools; a pinned pool's snapshot
+/// agrees with its generation's, and a snapshot in effect has the fleet's archive; a pinned
+/// pool's generation pins every package its pool asks for, and every package a Host manifest
+/// adds. Each problem is pushed to `diags`, located in `files`.
+pub fn check_fleet(
+    fleet: &Fleet,
+    files: &crate::manifest::FleetFiles,
+    diags: &mut Vec<crate::manifest::Diagnostic>,
+) {
+    use crate::manifest::Seg;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut at = |file: &str, path: &[Seg<'_>], message: String| {
+        diags.push(crate::manifest::diagnostic_at(files, file, path, message));
+    };
+    // Hosts claimed by two pools: every Host manifest, and every literal hostname in a pool.
+    let mut candidates: Vec<(String, String, Option<usize>)> = fleet
+        .hosts
+        .values()
+        .map(|h| (h.spec.name.to_string(), h.file.clone(), None))
+        .collect();
+    for pool in fleet.pools.values() {
+        for (i, g) in pool.spec.hosts.iter().enumerate() {
+            if !g.contains(['*', '?', '[', '{']) && !fleet.hosts.contains_key(g.as_str()) {
+                candidates.push((g.clone(), pool.file.clone(), Some(i)));
+            }
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for (host, file, idx) in candidates {
+        let matching = matching_pools(fleet, &host);
+        if matching.len() > 1 && reported.insert(host.clone()) {
+            let err = ResolveError::TwoPools {
+                host,
+                pools: matching,
+            };
+            match idx {
+                None => at(&file, &[Seg::Key("name")], err.to_string()),
+                Some(i) => at(&file, &[Seg::Key("hosts"), Seg::Index(i)], err.to_string()),
+            }
+        }
+    }
+
+    // Snapshots: a pinned pool's is its generation's, so the pool may repeat it but not
+    // contradict it; and whichever is in effect needs the fleet's archive.
+    for pool in fleet.pools.values() {
+        let p = &pool.spec;
+        let generation = p
+            .generation
+            .and_then(|n| fleet.generations.get(&(p.name.clone(), n)));
+        if let (Some(own), Some(g)) = (&p.snapshot, generation)
+            && g.spec.snapshot.as_ref() != Some(own)
+        {
+            let theirs = match &g.spec.snapshot {
+                Some(d) => format!("says `snapshot: {d}`"),
+                None => "has no `snapshot:`".to_owned(),
+            };
+            at(
+                &pool.file,
+                &[Seg::Key("snapshot")],
+                format!(
+                    "pool `{}` says `snapshot: {own}`, but its generation {} ({}) {theirs}; a pinned pool takes its repositories from its generation's snapshot: make the two equal, or remove `snapshot:` from {}",
+                    p.name, g.spec.number, g.file, pool.file
+                ),
+            );
+        }
+        if fleet.fleet.spec.archive.is_none()
+            && let Some(date) = snapshot(fleet, p)
+        {
+            let e = crate::snapshot::SnapshotError::NoArchive {
+                date: date.to_owned(),
+            };
+            match generation {
+                Some(g) => at(
+                    &g.file,
+                    &[Seg::Key("snapshot")],
+                    format!("{e} (pool `{}` is pinned to this generation)", p.name),
+                ),
+                None => at(&pool.file, &[Seg::Key("snapshot")], e.to_string()),
+            }
+        }
+    }
+
+    // Pinned pools: every desired package must be in the lock.
+    let mut pinned = BTreeMap::new();
+    for pool in fleet.pools.values() {
+        let Some(n) = pool.spec.generation else {
+            continue;
+        };
+        let Some(generation) = fleet.generations.get(&(pool.spec.name.clone(), n)) else {
+            continue;
+        };
+        let (wanted, _) = desired(fleet, &pool.spec, None);
+        for (name, d) in &wanted {
+            if !generation.spec.packages.contains_key(name.as_str()) {
+                let who: Vec<String> = d.origins.iter().map(|o| o.to_string()).collect();
+                at(
+                    &pool.file,
+                    &[Seg::Key("generation")],
+                    format!(
+                        "package `{name}` (asked for by {}) is not pinned in generation {n} ({}); add it to that generation (`fleetctl set-latest` captures one) or stop asking for it",
+                        who.join(", "),
+                        generation.file
+                    ),
+                );
+            }
+        }
+        pinned.insert(pool.spec.name.clone(), (pool, n, generation, wanted));
+    }
+    // ... and so must every package a Host manifest adds in a pinned pool.
+    for host in fleet.hosts.values() {
+        if host.spec.packages.is_empty() {
+            continue;
+        }
+        for selecting in fleet.pools_selecting(host.spec.name.as_str()) {
+            let Some((pool, n, generation, wanted)) = pinned.get(&selecting.spec.name) else {
+                continue;
+            };
+            // Only the packages the host names can differ from the pool's.
+            let named = host
+                .spec
+                .packages
+                .iter()
+                .map(|r| r.name().as_str())
+                .collect();
+            let (with_host, _) = desired_only(fleet, &pool.spec, Some(&host.spec), Some(&named));
+            for (i, r) in host.spec.packages.iter().enumerate() {
+                let name = r.name().as_str();
+                if with_host.contains_key(name)
+                    && !wanted.contains_key(name)
+                    && !generation.spec.packages.contains_key(name)
+                {
+                    at(
+                        &host.file,
+                        &[Seg::Key("packages"), Seg::Index(i)],
+                        format!(
+                            "package `{name}` is not pinned in generation {n} of pool `{}` ({}); pinned pools install only what their generation locks: add it there or remove it here",
+                            pool.spec.name, generation.file
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,11 @@ use std::collections::BTreeSet;
 
 use chrono::{SecondsFormat, Utc};
 
-use crate::agent::AgentConfig;
 use crate::capture::{self, CaptureError, Provenance, ShaSource, Summary};
+use crate::config::AgentConfig;
 use crate::fleet_read::{FleetReadError, fleet_at, fleet_at_either};
 use crate::manifest::{Fleet, Generation, LoadError, Name};
-use crate::reconcile::{repo_dir, short};
+use crate::reconcile::short;
 use crate::resolve::{self, ResolveError, Resolved};
 use crate::source::{self, ReadError};
 use crate::state::{AppliedState, StateDir, StateError};
@@ -306,13 +306,11 @@ pub fn capture(
 
     // 1. What the host runs: its applied state, and its pool at that commit.
     let applied = applied_state(cfg)?;
-    let at_applied =
-        fleet_at_either(&[repo_dir(cfg), wt.root.clone()], &applied.commit).map_err(|source| {
-            SetLatestError::AppliedFleet {
-                commit: applied.commit.clone(),
-                host: host.clone(),
-                source: Box::new(source),
-            }
+    let at_applied = fleet_at_either(&[cfg.mirror_dir(), wt.root.clone()], &applied.commit)
+        .map_err(|source| SetLatestError::AppliedFleet {
+            commit: applied.commit.clone(),
+            host: host.clone(),
+            source: Box::new(source),
         })?;
     let resolved_applied = match resolve::resolve(&at_applied, &host)? {
         None => {

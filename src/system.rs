@@ -22,16 +22,7 @@ use alpm::{Alpm, AnyQuestion, PackageReason, Question, SigLevel, TransFlag};
 use crate::plan::{Action, Change, Changeset, Held, Installed, Intent, Reason, Target};
 use crate::resolve::Resolved;
 
-/// Where the host's package system lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPaths {
-    /// Target root (`/`, or a directory for a chroot, image or test host).
-    pub root: PathBuf,
-    /// The pacman database directory.
-    pub dbpath: PathBuf,
-    /// The pacman.conf with repositories, cache dirs and signature levels.
-    pub pacman_conf: PathBuf,
-}
+pub use crate::config::HostPaths;
 
 /// How a handle will be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,11 +34,11 @@ pub enum Gate<Tz: TimeZone> {
     },
 }
 
-/// The longest window pacfleet accepts: a week. A window longer than the time between its
-/// starts is simply always open, and anything longer than a week is a typo or a way to say
-/// "no window" (leave `window:` out for that). `validate` refuses longer windows; [`gate`]
-/// refuses them too, so a host never computes with them.
-pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+// The duration rule is the manifest's (validate checks it there); the gate uses the same.
+pub use crate::manifest::{
+    MAX_WINDOW_DURATION as MAX_DURATION, WindowDurationError as DurationError,
+    parse_window_duration as parse_duration,
+};
 
 /// How much earlier than the earliest start that could matter the starts are walked, so a start
 /// repeated by a DST change (or moved by any offset change, at most a few hours in every time
@@ -61,29 +61,6 @@ pub struct WindowError {
     what: &'static str,
     value: String,
     detail: String,
-}
-
-/// Parses a window's duration and checks it against [`MAX_DURATION`]; the error says what is
-/// wrong (for `validate`'s message and [`WindowError`]).
-pub fn parse_duration(text: &str) -> Result<chrono::TimeDelta, DurationError> {
-    let d = humantime::parse_duration(text).map_err(DurationError::Parse)?;
-    if d > MAX_DURATION {
-        return Err(DurationError::TooLong);
-    }
-    // At most a week: always representable.
-    chrono::TimeDelta::from_std(d).map_err(|_| DurationError::TooLong)
-}
-
-/// Why a window's duration is refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DurationError {
-    /// It does not parse (humantime's reason).
-    #[error("{0}")]
-    Parse(#[source] humantime::DurationError),
-    #[error(
-        "longer than 7 days, the longest window pacfleet allows; write at most 7d (e.g. 4h), or remove `window:` for no window"
-    )]
-    TooLong,
 }
 
 /// Evaluates `window` at `now`. Total: every input gives a [`Gate`] or a [`WindowError`],

@@ -10,9 +10,6 @@
 //! the pass ends, so the agent idles at its own small size all day (BENCHMARKS.md), and a crash
 //! inside a pass cannot take the agent down.
 //!
-//! Also owns `agent.yaml` (`config`).
-
-pub mod config;
 mod schedule;
 
 use std::path::{Path, PathBuf};
@@ -23,9 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use config::{
-    AgentConfig, ConfigError, DurationError, machine_hostname, parse_duration, repo_is_local_path,
-};
+use crate::config::{AgentConfig, ConfigError, repo_is_local_path};
 
 use crate::reconcile::{self, Exit, PassReport, Verdict};
 use crate::state::StateDir;

@@ -1,7 +1,7 @@
 //! `fleetctl history`: the changesets this host applied (or tried to), oldest first.
 
 use super::HistoryArgs;
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 use crate::escape::terminal_safe;
 use crate::reconcile::short;
 use crate::state::StateDir;

@@ -11,6 +11,7 @@ mod history;
 mod keygen;
 pub mod output;
 mod plan;
+mod progress;
 mod reconcile;
 mod report;
 mod resolve;
@@ -420,6 +421,9 @@ fn run() -> ExitCode {
         _ => "warn",
     };
     output::init_logging(cli.verbose, cli.quiet, default_level);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        crate::progress::set_reporter(std::sync::Arc::new(progress::Bars::default()));
+    }
     let result = match cli.command {
         Command::Validate(a) => validate::run(a),
         Command::Resolve(a) => resolve::run(a),

@@ -3,7 +3,7 @@
 
 use super::PlanArgs;
 use super::report::print_report;
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 use crate::reconcile::{self, PassOptions};
 
 pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {

@@ -2,7 +2,7 @@
 //! pause, which the output says), 2 error, 3 refused by the trust rules.
 
 use super::ReconcileArgs;
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 use crate::reconcile::{self, PassOptions};
 
 pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {

@@ -9,8 +9,8 @@
 
 use super::SetLatestArgs;
 use super::signing::{finish, warn};
-use crate::agent::AgentConfig;
 use crate::capture;
+use crate::config::AgentConfig;
 use crate::manifest::Name;
 use crate::reconcile::short;
 use crate::set_latest::{self, SetLatest};

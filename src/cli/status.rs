@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::StatusArgs;
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 use crate::metrics::{self, MetricsError};
 use crate::reconcile::short;
 use crate::state::{AppliedState, FailureReason, PassOutcome, PassStatus, StateDir, StateError};

@@ -1,14 +1,17 @@
 //! Checks across files: unique names, references that resolve, include cycles, generations
-//! that match their paths and cover what their pool asks for, windows that parse, and no host
-//! claimed by two pools. Each problem becomes a located diagnostic with what to do.
+//! that match their paths, keys and windows that parse. Each problem becomes a located
+//! diagnostic with what to do. The rules that need resolution (no host claimed by two pools,
+//! snapshots that agree, pinned pools that cover what they ask for) are `resolve`'s
+//! ([`crate::resolve::check_fleet`]); `crate::validate` runs both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use super::load::Parsed;
 use super::locate::{Seg, locate};
-use super::{Diagnostic, Doc, Fleet, FleetFiles, Name};
-use crate::resolve;
+use super::{
+    Diagnostic, Doc, Fleet, FleetFiles, FleetSpec, Generation, Host, Name, PackageSet, Pool,
+};
 
 struct Ctx<'a> {
     files: &'a FleetFiles,
@@ -109,8 +112,29 @@ pub(super) fn check(
             message: "missing fleet.yaml: every fleet repository has exactly one, e.g. `kind: Fleet` and `name: acme`".into(),
         });
     }
-    if let Some(f) = &fleet
-        && let Some(a) = &f.spec.archive
+    if let Some(f) = &fleet {
+        check_fleet_file(&mut ctx, f);
+    }
+    let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
+    let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
+    let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
+    check_host_keys(&mut ctx, &hosts);
+    check_sets(&mut ctx, &sets);
+    let generations = check_generations(&mut ctx, generations, &pools);
+    check_pools(&mut ctx, &pools, &sets, &generations);
+    Some(Fleet {
+        fleet: fleet?,
+        pools,
+        sets,
+        generations,
+        hosts,
+        pool_index: Default::default(),
+    })
+}
+
+/// fleet.yaml: the archive is a URL; every key parses and is listed once.
+fn check_fleet_file(ctx: &mut Ctx<'_>, f: &Doc<FleetSpec>) {
+    if let Some(a) = &f.spec.archive
         && !["file://", "https://", "http://"]
             .iter()
             .any(|s| a.starts_with(s))
@@ -122,10 +146,10 @@ pub(super) fn check(
         );
     }
 
-    if let Some(f) = &fleet {
+    {
         let mut seen = BTreeSet::new();
         for (i, k) in f.spec.keys.iter().enumerate() {
-            if let Err(e) = crate::trust::parse_key(k.name.as_str(), &k.key) {
+            if let Err(e) = crate::keys::parse_key(k.name.as_str(), &k.key) {
                 ctx.at(
                     &f.file,
                     &[Seg::Key("keys"), Seg::Index(i), Seg::Key("key")],
@@ -144,14 +168,14 @@ pub(super) fn check(
             }
         }
     }
+}
 
-    let pools = index(&mut ctx, pools, "pool", "pools", |p| &p.name);
-    let sets = index(&mut ctx, sets, "package set", "packages", |s| &s.name);
-    let hosts = index(&mut ctx, hosts, "host", "hosts", |h| &h.name);
+/// Host manifests: a `key:` is a minisign public key.
+fn check_host_keys(ctx: &mut Ctx<'_>, hosts: &BTreeMap<Name, Doc<Host>>) {
     for host in hosts.values() {
         if let Some(key) = &host.spec.key
             && let Err(e) =
-                crate::trust::parse_key(&format!("the `key:` of host {}", host.spec.name), key)
+                crate::keys::parse_key(&format!("the `key:` of host {}", host.spec.name), key)
         {
             ctx.at(
                 &host.file,
@@ -160,8 +184,10 @@ pub(super) fn check(
             );
         }
     }
+}
 
-    // Package set references and include cycles.
+/// Package sets: includes name sets that exist, and form no cycle.
+fn check_sets(ctx: &mut Ctx<'_>, sets: &BTreeMap<Name, Doc<PackageSet>>) {
     for set in sets.values() {
         for (i, inc) in set.spec.include.iter().enumerate() {
             if !sets.contains_key(inc) {
@@ -174,7 +200,7 @@ pub(super) fn check(
             }
         }
     }
-    for cycle in include_cycles(&sets) {
+    for cycle in include_cycles(sets) {
         let first = &sets[&cycle[0]];
         let idx = first
             .spec
@@ -192,8 +218,15 @@ pub(super) fn check(
             ),
         );
     }
+}
 
-    // Generations: path, pool, number.
+/// Generations: path, pool and number agree; snapshot dates, versions and sha256s are well
+/// formed. Returns the ones that can be indexed by (pool, number).
+fn check_generations(
+    ctx: &mut Ctx<'_>,
+    generations: Vec<Doc<Generation>>,
+    pools: &BTreeMap<Name, Doc<Pool>>,
+) -> BTreeMap<(Name, u32), Doc<Generation>> {
     let mut gens = BTreeMap::new();
     for g in generations {
         let dir_pool = g.file.split('/').nth(1).unwrap_or_default().to_owned();
@@ -277,7 +310,17 @@ pub(super) fn check(
         }
     }
 
-    // Pools: set references, generation, window, globs.
+    gens
+}
+
+/// Pools: set references, the pinned generation exists, the window and snapshot parse, the
+/// host globs are globs.
+fn check_pools(
+    ctx: &mut Ctx<'_>,
+    pools: &BTreeMap<Name, Doc<Pool>>,
+    sets: &BTreeMap<Name, Doc<PackageSet>>,
+    gens: &BTreeMap<(Name, u32), Doc<Generation>>,
+) {
     for pool in pools.values() {
         let p = &pool.spec;
         for (i, s) in p.package_sets.iter().enumerate() {
@@ -313,9 +356,9 @@ pub(super) fn check(
                     ),
                 );
             }
-            match crate::window::parse_duration(&w.duration) {
+            match super::parse_window_duration(&w.duration) {
                 Ok(_) => {}
-                Err(crate::window::DurationError::Parse(e)) => ctx.at(
+                Err(super::WindowDurationError::Parse(e)) => ctx.at(
                     &pool.file,
                     &[Seg::Key("window"), Seg::Key("duration")],
                     format!(
@@ -323,7 +366,7 @@ pub(super) fn check(
                         w.duration
                     ),
                 ),
-                Err(e @ crate::window::DurationError::TooLong) => ctx.at(
+                Err(e @ super::WindowDurationError::TooLong) => ctx.at(
                     &pool.file,
                     &[Seg::Key("window"), Seg::Key("duration")],
                     format!("window.duration `{}` is {e}", w.duration),
@@ -345,148 +388,6 @@ pub(super) fn check(
             }
         }
     }
-
-    let fleet = Fleet {
-        fleet: fleet?,
-        pools,
-        sets,
-        generations: gens,
-        hosts,
-        pool_index: Default::default(),
-    };
-
-    // Hosts claimed by two pools: every Host manifest, and every literal hostname in a pool.
-    let mut candidates: Vec<(String, String, Option<usize>)> = fleet
-        .hosts
-        .values()
-        .map(|h| (h.spec.name.to_string(), h.file.clone(), None))
-        .collect();
-    for pool in fleet.pools.values() {
-        for (i, g) in pool.spec.hosts.iter().enumerate() {
-            if !g.contains(['*', '?', '[', '{']) && !fleet.hosts.contains_key(g.as_str()) {
-                candidates.push((g.clone(), pool.file.clone(), Some(i)));
-            }
-        }
-    }
-    let mut reported = BTreeSet::new();
-    for (host, file, idx) in candidates {
-        let matching = resolve::matching_pools(&fleet, &host);
-        if matching.len() > 1 && reported.insert(host.clone()) {
-            let err = resolve::ResolveError::TwoPools {
-                host,
-                pools: matching,
-            };
-            match idx {
-                None => ctx.at(&file, &[Seg::Key("name")], err.to_string()),
-                Some(i) => ctx.at(&file, &[Seg::Key("hosts"), Seg::Index(i)], err.to_string()),
-            }
-        }
-    }
-
-    // Snapshots: a pinned pool's is its generation's, so the pool may repeat it but not
-    // contradict it; and whichever is in effect needs the fleet's archive.
-    for pool in fleet.pools.values() {
-        let p = &pool.spec;
-        let generation = p
-            .generation
-            .and_then(|n| fleet.generations.get(&(p.name.clone(), n)));
-        if let (Some(own), Some(g)) = (&p.snapshot, generation)
-            && g.spec.snapshot.as_ref() != Some(own)
-        {
-            let theirs = match &g.spec.snapshot {
-                Some(d) => format!("says `snapshot: {d}`"),
-                None => "has no `snapshot:`".to_owned(),
-            };
-            ctx.at(
-                &pool.file,
-                &[Seg::Key("snapshot")],
-                format!(
-                    "pool `{}` says `snapshot: {own}`, but its generation {} ({}) {theirs}; a pinned pool takes its repositories from its generation's snapshot: make the two equal, or remove `snapshot:` from {}",
-                    p.name, g.spec.number, g.file, pool.file
-                ),
-            );
-        }
-        if fleet.fleet.spec.archive.is_none()
-            && let Some(date) = resolve::snapshot(&fleet, p)
-        {
-            let e = crate::snapshot::SnapshotError::NoArchive {
-                date: date.to_owned(),
-            };
-            match generation {
-                Some(g) => ctx.at(
-                    &g.file,
-                    &[Seg::Key("snapshot")],
-                    format!("{e} (pool `{}` is pinned to this generation)", p.name),
-                ),
-                None => ctx.at(&pool.file, &[Seg::Key("snapshot")], e.to_string()),
-            }
-        }
-    }
-
-    // Pinned pools: every desired package must be in the lock.
-    let mut pinned = BTreeMap::new();
-    for pool in fleet.pools.values() {
-        let Some(n) = pool.spec.generation else {
-            continue;
-        };
-        let Some(generation) = fleet.generations.get(&(pool.spec.name.clone(), n)) else {
-            continue;
-        };
-        let (wanted, _) = resolve::desired(&fleet, &pool.spec, None);
-        for (name, d) in &wanted {
-            if !generation.spec.packages.contains_key(name.as_str()) {
-                let who: Vec<String> = d.origins.iter().map(|o| o.to_string()).collect();
-                ctx.at(
-                    &pool.file,
-                    &[Seg::Key("generation")],
-                    format!(
-                        "package `{name}` (asked for by {}) is not pinned in generation {n} ({}); add it to that generation (`fleetctl set-latest` captures one) or stop asking for it",
-                        who.join(", "),
-                        generation.file
-                    ),
-                );
-            }
-        }
-        pinned.insert(pool.spec.name.clone(), (pool, n, generation, wanted));
-    }
-    // ... and so must every package a Host manifest adds in a pinned pool.
-    for host in fleet.hosts.values() {
-        if host.spec.packages.is_empty() {
-            continue;
-        }
-        for selecting in fleet.pools_selecting(host.spec.name.as_str()) {
-            let Some((pool, n, generation, wanted)) = pinned.get(&selecting.spec.name) else {
-                continue;
-            };
-            // Only the packages the host names can differ from the pool's.
-            let named = host
-                .spec
-                .packages
-                .iter()
-                .map(|r| r.name().as_str())
-                .collect();
-            let (with_host, _) =
-                resolve::desired_only(&fleet, &pool.spec, Some(&host.spec), Some(&named));
-            for (i, r) in host.spec.packages.iter().enumerate() {
-                let name = r.name().as_str();
-                if with_host.contains_key(name)
-                    && !wanted.contains_key(name)
-                    && !generation.spec.packages.contains_key(name)
-                {
-                    ctx.at(
-                        &host.file,
-                        &[Seg::Key("packages"), Seg::Index(i)],
-                        format!(
-                            "package `{name}` is not pinned in generation {n} of pool `{}` ({}); pinned pools install only what their generation locks: add it there or remove it here",
-                            pool.spec.name, generation.file
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
-    Some(fleet)
 }
 
 /// Checks that `v` is a pacman version, `[epoch:]pkgver-pkgrel`, as makepkg allows it: the

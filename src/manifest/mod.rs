@@ -14,7 +14,6 @@ mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -22,6 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::escape::terminal_safe;
 pub use check::check_version;
 pub use load::{FleetFiles, Link, SourceFile, is_manifest_dir, is_manifest_path};
+pub use locate::Seg;
 
 /// One problem in one manifest file, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -291,6 +291,35 @@ pub struct Window {
     pub duration: String,
 }
 
+/// The longest window pacfleet accepts: a week. A window longer than the time between its
+/// starts is simply always open, and anything longer than a week is a typo or a way to say
+/// "no window" (leave `window:` out for that). `validate` refuses longer windows; the window gate
+/// (`crate::window::gate`) refuses them too, so a host never computes with them.
+pub const MAX_WINDOW_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a window's duration and checks it against [`MAX_WINDOW_DURATION`]; the error says what is
+/// wrong (for `validate`'s message and the window gate's error).
+pub fn parse_window_duration(text: &str) -> Result<chrono::TimeDelta, WindowDurationError> {
+    let d = humantime::parse_duration(text).map_err(WindowDurationError::Parse)?;
+    if d > MAX_WINDOW_DURATION {
+        return Err(WindowDurationError::TooLong);
+    }
+    // At most a week: always representable.
+    chrono::TimeDelta::from_std(d).map_err(|_| WindowDurationError::TooLong)
+}
+
+/// Why a window's duration is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WindowDurationError {
+    /// It does not parse (humantime's reason).
+    #[error("{0}")]
+    Parse(#[source] humantime::DurationError),
+    #[error(
+        "longer than 7 days, the longest window pacfleet allows; write at most 7d (e.g. 4h), or remove `window:` for no window"
+    )]
+    TooLong,
+}
+
 /// `pools/<name>.yaml`: which hosts, which package sets, which generation, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -506,23 +535,32 @@ impl PartialEq for PoolIndexCell {
     }
 }
 
-impl Fleet {
-    /// Loads and checks every manifest in `files`, reporting every problem at once.
-    pub fn from_files(files: &FleetFiles) -> Result<Fleet, Diagnostics> {
-        let (parsed, mut diags) = load::parse_all(files);
-        let fleet = check::check(parsed, files, &mut diags);
-        diags.sort();
-        diags.dedup();
-        match fleet {
-            Some(f) if diags.is_empty() => Ok(f),
-            _ => Err(Diagnostics(diags)),
-        }
+/// A diagnostic for `file` at the YAML `path` in it (line and column found in `files`).
+pub fn diagnostic_at(
+    files: &FleetFiles,
+    file: &str,
+    path: &[Seg<'_>],
+    message: String,
+) -> Diagnostic {
+    let (line, column) = files.text(file).map_or((0, 0), |t| locate::locate(t, path));
+    Diagnostic {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
     }
+}
 
-    /// Reads a fleet work tree (the directory holding `fleet.yaml`) and checks it.
-    pub fn from_dir(root: &Path) -> Result<Fleet, LoadError> {
-        let files = FleetFiles::from_dir(root)?;
-        Fleet::from_files(&files).map_err(LoadError::Invalid)
+impl Fleet {
+    /// Parses every manifest in `files` and checks the manifest rules (each file, references,
+    /// include cycles, generation paths, keys, windows), reporting every problem at once;
+    /// `diags` gets them, and the fleet is returned when it could be assembled at all. The
+    /// checked load, with the rules that need resolution too, is `Fleet::from_files`
+    /// (`crate::validate`).
+    pub fn parse(files: &FleetFiles, diags: &mut Vec<Diagnostic>) -> Option<Fleet> {
+        let (parsed, parse_diags) = load::parse_all(files);
+        diags.extend(parse_diags);
+        check::check(parsed, files, diags)
     }
 
     /// The fleet's name.

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pacfleet::agent::AgentConfig;
+use pacfleet::config::AgentConfig;
 use pacfleet::manifest::Fleet;
 
 use crate::harness::{fleetctl, run, stdout_ok, tempdir, toolchain_bin};

@@ -1,5 +1,5 @@
 //! The contract lives in the repository: `docs/contract.md` documents every manifest field (as
-//! the generated JSON Schemas list them), every `agent.yaml` field (`agent::config::FIELDS`, which
+//! the generated JSON Schemas list them), every `agent.yaml` field (`config::FIELDS`, which
 //! the config's unit tests keep equal to what the parser accepts) and every command and flag
 //! (the clap definitions), and nothing more; and no tracked file points at a file outside the
 //! repository.
@@ -90,9 +90,9 @@ fn docs_every_agent_yaml_field_is_documented_in_order() {
     let rows = field_rows(&section(&doc, "## 2."));
     assert_eq!(
         rows,
-        pacfleet::agent::config::FIELDS,
+        pacfleet::config::FIELDS,
         "docs/contract.md §2 must have one row per agent.yaml field, in the order of \
-         agent::config::FIELDS"
+         config::FIELDS"
     );
 }
 

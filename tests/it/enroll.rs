@@ -129,7 +129,7 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     assert_eq!(mode(w.config.parent().unwrap()), 0o700);
     assert_eq!(mode(&w.host_key()), 0o600);
     assert_eq!(mode(&w.host_pub()), 0o644);
-    let cfg = pacfleet::agent::config::AgentConfig::load(&w.config).expect("agent.yaml loads");
+    let cfg = pacfleet::config::AgentConfig::load(&w.config).expect("agent.yaml loads");
     assert_eq!(cfg.trusted_keys, vec![w.fleet.public_key.clone()]);
     assert_eq!(cfg.host_key, w.host_key());
     assert_eq!(cfg.hostname, "ws-01");

@@ -901,7 +901,9 @@ impl Squeeze {
                 dir: dir.to_owned(),
             });
         }
-        eprintln!("faults: neither tmpfs nor chattr +i is available; skipping the disk-full test");
+        crate::harness::skip(
+            "faults: neither tmpfs nor chattr +i is available for the disk-full tests",
+        );
         None
     }
 

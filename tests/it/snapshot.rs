@@ -359,7 +359,7 @@ fn sync_version(host: &HostDir, name: &str) -> String {
 #[test]
 fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
     if !crate::harness::is_root() {
-        eprintln!("skipped: needs root");
+        crate::harness::skip("needs root");
         return;
     }
     let w = world();
@@ -505,7 +505,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
 #[test]
 fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
     if !crate::harness::is_root() {
-        eprintln!("skipped: needs root");
+        crate::harness::skip("needs root");
         return;
     }
     let w = world();

@@ -277,7 +277,7 @@ fn smart_http() {
         &["clone", "--bare", "-q", &path_str(&work), &path_str(&bare)],
     );
     let Some(server) = HttpServer::start(&fx, &fx.path("srv")) else {
-        eprintln!("SKIPPED smart_http: python3 is not available");
+        crate::harness::skip("smart_http: python3 is not available");
         return;
     };
     let url = format!("http://127.0.0.1:{}/fleet.git", server.port);

@@ -1013,7 +1013,7 @@ fn signed_state_over_smart_http() {
     w.fleet
         .git(&["init", "-q", "--bare", &bare.display().to_string()]);
     let Some(server) = HttpServer::start(&fx, &srv) else {
-        eprintln!("SKIPPED signed_state_over_smart_http: python3 is not available");
+        crate::harness::skip("signed_state_over_smart_http: python3 is not available");
         return;
     };
     let url = format!("http://127.0.0.1:{}/fleet.git", server.port);
@@ -1105,7 +1105,7 @@ fn verify_reports_statement_and_signers() {
 #[test]
 fn minisign_interop() {
     let Some(minisign) = minisign_bin() else {
-        eprintln!("SKIPPED minisign_interop: the reference minisign tool is not installed");
+        crate::harness::skip("minisign_interop: the reference minisign tool is not installed");
         return;
     };
     let w = world();
@@ -1411,7 +1411,7 @@ fn sign_options_and_errors() {
 #[test]
 fn passwords_asked_on_a_terminal() {
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED passwords_asked_on_a_terminal: util-linux `script` is not installed");
+        crate::harness::skip("passwords_asked_on_a_terminal: util-linux `script` is not installed");
         return;
     }
     let w = world();

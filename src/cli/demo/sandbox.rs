@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 use crate::trust;
 
 const NEED_GIT: &str = "the demo needs git: install it (pacman -S git / apt install git)";

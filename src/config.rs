@@ -8,7 +8,9 @@
 //! `agent.yaml` with `root: root` and `repo: ../fleet`.
 //!
 //! The result is a plain value with every default applied: callers never see an `Option` for a
-//! setting that has a default.
+//! setting that has a default. The paths a host derives from it — libalpm's ([`HostPaths`]),
+//! the fleet repository's mirror and the anchor beside the package database — are its methods.
+//! Below every module that runs on a host (the pass, the agent, enroll).
 
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -113,6 +115,17 @@ pub struct AgentConfig {
     /// (`ssh_key:`, `ssh_known_hosts:`, default `known_hosts` beside the key), so fetching
     /// works under the units' `ProtectHome=yes`. `None`: ssh as configured for root.
     pub ssh: Option<crate::source::SshIdentity>,
+}
+
+/// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// Target root (`/`, or a directory for a chroot, image or test host).
+    pub root: PathBuf,
+    /// The pacman database directory.
+    pub dbpath: PathBuf,
+    /// The pacman.conf with repositories, cache dirs and signature levels.
+    pub pacman_conf: PathBuf,
 }
 
 /// Why `agent.yaml` could not be loaded. Every message names the file and says what to do.
@@ -441,6 +454,27 @@ impl AgentConfig {
             host_key: Path::new(DEFAULT_CONFIG_PATH).with_file_name(DEFAULT_HOST_KEY_NAME),
             ssh: None,
         }
+    }
+
+    /// The host's package system: root, dbpath and pacman.conf.
+    pub fn host_paths(&self) -> HostPaths {
+        HostPaths {
+            root: self.root.clone(),
+            dbpath: self.dbpath.clone(),
+            pacman_conf: self.pacman_conf.clone(),
+        }
+    }
+
+    /// Where the fetched fleet repository lives: `state_dir/fleet.git` (bare, no work tree).
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.state_dir.join("fleet.git")
+    }
+
+    /// Where the host remembers, beside its package database, the last state it applied
+    /// (`dbpath/pacfleet.anchor`); it outlives a deleted or restored state directory, which is
+    /// how those are noticed.
+    pub fn anchor_path(&self) -> PathBuf {
+        self.dbpath.join("pacfleet.anchor")
     }
 
     /// Read and check `path` (normally `/etc/pacfleet/agent.yaml`, or `--config`).
