@@ -33,6 +33,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     // One pass, then what runs passes.
     ("pass", &["reconcile"]),
     ("agent", &["agent", "enroll"]),
+    // The operator's workflows in a fleet repository: reading a fleet out of git, the work
+    // tree, the signature notes, signing, set-latest, rollback.
+    (
+        "operator",
+        &[
+            "fleet_read",
+            "notes_sync",
+            "worktree",
+            "signing",
+            "set_latest",
+            "rollback",
+        ],
+    ),
     // The command line, on top.
     ("cli", &["cli"]),
 ];
