@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Fleet, Host, PackageRef, Pin, Pool, Window};
 
@@ -39,18 +39,36 @@ impl Serialize for Origin {
     }
 }
 
+/// Reads back what [`Serialize`] wrote (`set base`, `pool web`, `host ws-01`): a resolution a
+/// host keeps for its next passes (`state::ConvergedInputs`).
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.split_once(' ') {
+            Some(("set", name)) => Ok(Origin::Set(name.to_owned())),
+            Some(("pool", name)) => Ok(Origin::Pool(name.to_owned())),
+            Some(("host", name)) => Ok(Origin::Host(name.to_owned())),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not `set NAME`, `pool NAME` or `host NAME`"
+            ))),
+        }
+    }
+}
+
 /// One desired explicit package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Desired {
     /// Everyone who asked for it.
     pub origins: BTreeSet<Origin>,
     /// The sync repository it must come from, when a `{name, repo}` entry said so.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
 }
 
 /// What one host should have.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resolved {
     /// The hostname resolved for.
     pub host: String,
@@ -66,7 +84,7 @@ pub struct Resolved {
     pub generation: Option<u32>,
     /// The archive date the host's repositories come from ([`snapshot`]: the generation's
     /// for a pinned pool, the pool's own for a floating one); `None`: the host's mirrors.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
     /// Every pinned version (the whole lock, dependencies included); empty when floating.
     pub pins: BTreeMap<String, Pin>,

@@ -1,6 +1,8 @@
 //! Checks across files: unique names, references that resolve, include cycles, generations
 //! that match their paths and cover what their pool asks for, windows that parse, and no host
-//! claimed by two pools. Each problem becomes a located diagnostic with what to do.
+//! claimed by two pools. Each problem becomes a located diagnostic with what to do. For one
+//! host's part of a fleet ([`Scope::Host`]) the checks that need files not read are left to
+//! `validate`: other pools' sets and generations, other hosts claimed by two pools.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -85,10 +87,43 @@ fn index<T>(
     out
 }
 
+/// What was read of the fleet.
+pub(super) enum Scope<'a> {
+    /// Every manifest.
+    Full,
+    /// What host `name` needs: fleet.yaml, every pool, its own Host manifest, and the sets
+    /// and generations of `pools` (the pools that select it).
+    Host {
+        /// The hostname.
+        name: &'a str,
+        /// The pools whose sets (with includes) and generation were read.
+        pools: BTreeSet<Name>,
+    },
+}
+
+impl Scope<'_> {
+    /// Whether the sets and generation of `pool` were read.
+    fn has_pool(&self, pool: &Name) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Host { pools, .. } => pools.contains(pool),
+        }
+    }
+
+    /// Whether a host called `host` is this read's concern.
+    fn has_host(&self, host: &str) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Host { name, .. } => *name == host,
+        }
+    }
+}
+
 pub(super) fn check(
     parsed: Parsed,
     files: &FleetFiles,
     diags: &mut Vec<Diagnostic>,
+    scope: &Scope<'_>,
 ) -> Option<Fleet> {
     let mut ctx = Ctx { files, diags };
     let Parsed {
@@ -280,8 +315,9 @@ pub(super) fn check(
     // Pools: set references, generation, window, globs.
     for pool in pools.values() {
         let p = &pool.spec;
+        let read = scope.has_pool(&p.name);
         for (i, s) in p.package_sets.iter().enumerate() {
-            if !sets.contains_key(s) {
+            if read && !sets.contains_key(s) {
                 let hint = suggest(s.as_str(), sets.keys());
                 ctx.at(
                     &pool.file,
@@ -291,6 +327,7 @@ pub(super) fn check(
             }
         }
         if let Some(n) = p.generation
+            && read
             && !gens.contains_key(&(p.name.clone(), n))
         {
             ctx.at(
@@ -369,7 +406,10 @@ pub(super) fn check(
         }
     }
     let mut reported = BTreeSet::new();
-    for (host, file, idx) in candidates {
+    for (host, file, idx) in candidates
+        .into_iter()
+        .filter(|(host, _, _)| scope.has_host(host))
+    {
         let matching = resolve::matching_pools(&fleet, &host);
         if matching.len() > 1 && reported.insert(host.clone()) {
             let err = resolve::ResolveError::TwoPools {
