@@ -980,6 +980,7 @@ fn pass(
         .and_then(|c| c.resolved.as_ref())
         .and_then(|r| r.reuse(&trusted.tree, &cfg.hostname))
         .cloned();
+    let resolution_reused = reused.is_some();
     let resolved = match reused {
         Some(r) => {
             tracing::debug!("the last converged pass resolved this host at this tree: reused");
@@ -1216,11 +1217,18 @@ fn pass(
             sys.release();
         }
         let recovered = interrupted.is_some();
-        if let (Some(key), true, false) = (inputs_key, report.changeset.settled(), unchanged_inputs)
+        // Recorded after a full plan that found nothing, and after a skipped one that read
+        // the manifests of a new tree (same plan inputs: a commit that changed nothing this
+        // host reads), so that the next pass reuses the resolution at this tree.
+        if let (Some(key), true) = (inputs_key, report.changeset.settled())
+            && (!unchanged_inputs || !resolution_reused)
         {
             let inputs = ConvergedInputs {
                 key,
-                planned_at: chrono::Utc::now(),
+                planned_at: match &converged {
+                    Some(c) if unchanged_inputs => c.planned_at,
+                    _ => chrono::Utc::now(),
+                },
                 resolved: Some(ResolvedAt {
                     tree: trusted.tree.clone(),
                     hostname: cfg.hostname.clone(),

@@ -836,8 +836,18 @@ pub struct Repo {
 impl Repo {
     /// Opens the repository at `path` (bare, a `.git` directory, or a work tree).
     pub fn open(path: &Path) -> Result<Repo, ReadError> {
+        let mut repo = open(path)?;
+        // Catching up asks of every commit its tree, its fleet.yaml and its note, through the
+        // same notes and history objects, stored as deltas of one another in the pack:
+        // decoded objects and delta bases are kept, not decoded again for every question.
+        repo.object_cache_size_if_unset(4 * 1024 * 1024);
+        repo.objects.set_pack_cache(|| {
+            Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(
+                8 * 1024 * 1024,
+            ))
+        });
         Ok(Repo {
-            repo: open(path)?,
+            repo,
             path: path.to_owned(),
         })
     }
@@ -901,7 +911,11 @@ impl Repo {
     /// tree, found by looking up each component (no walk of the tree); `None` when there is
     /// none, or it is a symbolic link, a directory or a submodule (as [`read_tree`] skips them).
     pub fn file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, ReadError> {
-        let tree = self.tree_of(commit)?;
+        self.file_in_tree(self.tree_of(commit)?, path)
+    }
+
+    /// [`Repo::file`] of the tree `tree`.
+    pub fn file_in_tree(&self, tree: ObjectId, path: &str) -> Result<Option<Vec<u8>>, ReadError> {
         match self.tree_files(tree).lookup(path)? {
             Entry::File(bytes) => Ok(Some(bytes)),
             Entry::Missing | Entry::Link { .. } => Ok(None),
@@ -1549,9 +1563,15 @@ fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectI
         rev: rev.to_owned(),
         detail: error_chain(&err),
     };
-    let id = r
-        .rev_parse_single(rev.as_bytes().as_bstr())
-        .map_err(unknown)?;
+    // A full id (what a pass asks about, thousands of times when catching up) names its object
+    // as `rev_parse` would take it, without a prefix search that checks the pack directory
+    // on disk each time.
+    let id = match ObjectId::from_hex(rev.as_bytes()) {
+        Ok(id) if rev.len() == 40 => gix::prelude::ObjectIdExt::attach(id, r),
+        _ => r
+            .rev_parse_single(rev.as_bytes().as_bstr())
+            .map_err(unknown)?,
+    };
     let object = id.object().map_err(unknown)?;
     let kind = object.kind;
     match object.peel_tags_to_end() {

@@ -758,7 +758,10 @@ pub fn select(
                 continue;
             }
         };
-        let spec = match fleet_spec_in(&r, &commit) {
+        let spec = match gix::ObjectId::from_hex(tree.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|t| fleet_spec_in(&r, t))
+        {
             Ok(s) => s,
             Err(detail) => {
                 selection.refused = Some(Refusal::NoFleet { commit, detail });
@@ -996,9 +999,9 @@ pub fn highest_sequence(repo: &Path) -> Result<u64, ReadError> {
 /// Reading every note costs time in the length of the history, so the answer is remembered
 /// per notes tree in the git directory (`pacfleet-sequences`: `<tree id> <highest>` lines, the
 /// last few trees). For a tree not remembered, the blobs that differ from a remembered tree
-/// are read (a sign adds one note; a fetch adds the remote's new ones): the highest is the
-/// remembered one or a new note's, unless a note that changed or went away held the
-/// remembered highest, and then every note is read again. A missing or damaged file only
+/// are read (a sign adds or replaces one note; a fetch adds the remote's new ones): the
+/// highest is the remembered one or a new note's, unless a note that changed or went away
+/// held the remembered highest and no new one reaches it, and then every note is read again. A missing or damaged file only
 /// costs that full read.
 pub fn highest_sequence_in(repo: &Path, notes_ref: &str) -> Result<u64, ReadError> {
     if source::rev_parse(repo, notes_ref).is_err() {
@@ -1032,18 +1035,21 @@ pub fn highest_sequence_in(repo: &Path, notes_ref: &str) -> Result<u64, ReadErro
         let Ok((gone, came)) = r.changed_blobs(old, tree) else {
             continue; // no longer in the repository
         };
-        let mut lost_highest = false;
-        for (_, id) in gone {
-            lost_highest |= sequence(id)? >= Some(*old_highest);
-        }
-        if lost_highest {
-            continue;
-        }
-        let mut h = *old_highest;
+        // Every note left alone holds at most the remembered highest.
+        let mut came_highest = None;
         for (_, id) in came {
-            h = h.max(sequence(id)?.unwrap_or(0));
+            came_highest = came_highest.max(sequence(id)?);
         }
-        highest = Some(h);
+        if came_highest < Some(*old_highest) {
+            let mut lost_highest = false;
+            for (_, id) in gone {
+                lost_highest |= sequence(id)? >= Some(*old_highest);
+            }
+            if lost_highest {
+                continue; // what holds the highest now is not known
+            }
+        }
+        highest = Some(came_highest.map_or(*old_highest, |c| c.max(*old_highest)));
         break;
     }
     let highest = match highest {
@@ -1206,16 +1212,17 @@ fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
 
 /// `commit`'s fleet.yaml (the fleet's name and keys), or why it cannot be read.
 pub fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, String> {
-    fleet_spec_in(
-        &source::Repo::open(repo).map_err(|e| e.to_string())?,
-        commit,
-    )
+    let repo = source::Repo::open(repo).map_err(|e| e.to_string())?;
+    let tree = repo.commit_tree(commit).map_err(|e| e.to_string())?;
+    let tree = gix::ObjectId::from_hex(tree.as_bytes()).map_err(|e| e.to_string())?;
+    fleet_spec_in(&repo, tree)
 }
 
-/// [`fleet_spec`] in an open repository: fleet.yaml by its path, not a walk of the tree.
-fn fleet_spec_in(repo: &source::Repo, commit: &str) -> Result<FleetSpec, String> {
+/// The fleet.yaml of the tree `tree` in an open repository, found by its path (not a walk of
+/// the tree, which holds every Host manifest).
+fn fleet_spec_in(repo: &source::Repo, tree: gix::ObjectId) -> Result<FleetSpec, String> {
     let bytes = repo
-        .file(commit, "fleet.yaml")
+        .file_in_tree(tree, "fleet.yaml")
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "fleet.yaml is missing".to_owned())?;
     serde_yaml::from_slice(&bytes).map_err(|e| format!("fleet.yaml: {e}"))

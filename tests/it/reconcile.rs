@@ -584,6 +584,13 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
         skipped && reused,
         "the tree the last converged pass resolved at"
     );
+    // A commit that changes nothing this host reads: its manifests are read once, the plan is
+    // skipped, and the next pass reuses the resolution at the new tree.
+    w.fleet.commit("docs", &[("README.md", "the fleet\n")]);
+    let (_, skipped, reused) = pass(&[]);
+    assert!(skipped && !reused, "a new tree, the same plan inputs");
+    let (_, skipped, reused) = pass(&[]);
+    assert!(skipped && reused, "and then reused");
 
     // A damaged record costs a full plan, nothing else.
     let record = host.state_dir.join("converged.json");
