@@ -1,12 +1,14 @@
 //! The fleet repository: the five manifest kinds of docs/contract.md §1 as typed Rust, and loading
 //! a whole fleet (from a directory or from files read out of a git tree) with every problem
-//! reported at once as `file:line:column: message`.
+//! reported at once as `file:line:column: message` — or only the part one host needs
+//! ([`Fleet::for_host`], from exact paths a [`FleetSource`] reads).
 //!
 //! Owns: the manifest types (`FleetSpec`, `Pool`, `PackageSet`, `Generation`, `Host`), names,
-//! the `Fleet` (all manifests of one revision, checked), and `Diagnostic`s. It does no
-//! resolution (see `resolve`) and no git (see `source`).
+//! the `Fleet` (all manifests of one revision, checked, or a host's part of them), and
+//! `Diagnostic`s. It does no resolution (see `resolve`) and no git (see `source`).
 
 mod check;
+mod host;
 mod load;
 mod locate;
 #[cfg(test)]
@@ -19,7 +21,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cli::output::terminal_safe;
+pub use check::Scope;
 pub use check::check_version;
+pub use host::{Entry, FleetSource, HostRead};
 pub use load::{FleetFiles, Link, SourceFile, is_manifest_dir, is_manifest_path};
 pub use locate::Seg;
 
@@ -460,7 +464,9 @@ pub struct Doc<T> {
 
 /// Every manifest of one revision of a fleet repository, checked: names are unique, every
 /// reference resolves, includes have no cycles, generations match their paths and cover what
-/// their pool asks for, and no Host manifest is matched by two pools.
+/// their pool asks for, and no Host manifest is matched by two pools. [`Fleet::for_host`]
+/// holds only what one host needs (every pool, that host's manifest, its pools' sets and
+/// generations), checked as far as those files go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fleet {
     /// `fleet.yaml`.
@@ -560,7 +566,7 @@ impl Fleet {
     pub fn parse(files: &FleetFiles, diags: &mut Vec<Diagnostic>) -> Option<Fleet> {
         let (parsed, parse_diags) = load::parse_all(files);
         diags.extend(parse_diags);
-        check::check(parsed, files, diags)
+        check::check(parsed, files, diags, &Scope::Full)
     }
 
     /// The fleet's name.
@@ -578,24 +584,40 @@ impl Fleet {
             .0
             .get_or_init(|| PoolIndex::new(&self.pools));
         let labels = self.hosts.get(hostname).map(|h| &h.spec.labels);
-        let mut names: std::collections::BTreeSet<&Name> = index
-            .globs
-            .matches(hostname)
-            .into_iter()
-            .map(|i| &index.owner[i])
-            .collect();
-        names.extend(index.by_labels_only.iter());
-        names
-            .into_iter()
+        select(&self.pools, index, hostname, labels)
+            .iter()
             .filter_map(|name| self.pools.get(name))
-            .filter(|pool| {
+            .collect()
+    }
+}
+
+/// The names of the pools of `pools` that select `hostname`, whose Host manifest has `labels`
+/// (`None`: it has none), in name order (see [`Fleet::pools_selecting`]).
+fn select(
+    pools: &BTreeMap<Name, Doc<Pool>>,
+    index: &PoolIndex,
+    hostname: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Vec<Name> {
+    let mut names: std::collections::BTreeSet<&Name> = index
+        .globs
+        .matches(hostname)
+        .into_iter()
+        .map(|i| &index.owner[i])
+        .collect();
+    names.extend(index.by_labels_only.iter());
+    names
+        .into_iter()
+        .filter(|name| {
+            pools.get(*name).is_some_and(|pool| {
                 pool.spec.labels.is_empty()
                     || labels.is_some_and(|have| {
                         pool.spec.labels.iter().all(|(k, v)| have.get(k) == Some(v))
                     })
             })
-            .collect()
-    }
+        })
+        .cloned()
+        .collect()
 }
 
 /// Test fixture: `list` plus a `fleet.yaml` naming the fleet `acme` (unless `list` has one).
