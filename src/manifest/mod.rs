@@ -17,7 +17,6 @@ mod schema;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cli::output::terminal_safe;
@@ -76,13 +75,17 @@ impl fmt::Display for Diagnostics {
 
 /// An Arch package-name-safe name: `[a-z0-9@._+-]`, not starting with `-` or `.`.
 /// Pool, package set and host names follow the same rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(transparent)]
-#[schemars(transparent)]
+#[cfg_attr(test, schemars(transparent))]
 pub struct Name(
-    #[schemars(
-        regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"),
-        length(min = 1, max = 255)
+    #[cfg_attr(
+        test,
+        schemars(
+            regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"),
+            length(min = 1, max = 255)
+        )
     )]
     String,
 );
@@ -171,7 +174,8 @@ impl<'de> Deserialize<'de> for Name {
 macro_rules! kind_tag {
     ($ty:ident, $variant:ident) => {
         #[doc = concat!("The `kind: ", stringify!($variant), "` tag.")]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(test, derive(schemars::JsonSchema))]
         pub enum $ty {
             #[doc = concat!("`", stringify!($variant), "`")]
             $variant,
@@ -185,7 +189,8 @@ kind_tag!(GenerationKind, Generation);
 kind_tag!(HostKind, Host);
 
 /// `fleet.yaml`: the fleet as a whole. Exactly one per repository.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FleetSpec {
     /// Always `Fleet`.
@@ -196,7 +201,7 @@ pub struct FleetSpec {
     /// Arch Linux Archive (`packages/<first letter>/<name>/<file>`,
     /// `repos/YYYY/MM/DD/<repo>/os/<arch>`); https:// or file://.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(https?|file)://"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^(https?|file)://")))]
     pub archive: Option<String>,
     /// Keys allowed to sign this fleet's states. A change to this list takes effect on a host
     /// only once a commit carrying it is signed by the keys the host already trusts.
@@ -205,21 +210,23 @@ pub struct FleetSpec {
 }
 
 /// A signing key listed in fleet.yaml.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FleetKey {
     /// Who holds it (shown in `verify` output and refusals).
     pub name: Name,
     /// The minisign public key: the base64 line of its `.pub` file (`RW…`).
-    #[schemars(regex(pattern = r"^RW[A-Za-z0-9+/=]{54}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^RW[A-Za-z0-9+/=]{54}$")))]
     pub key: String,
 }
 
 /// A package named by a set, pool or host: a bare name, or `{name, repo}` to say which sync
 /// repository it must come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(untagged)]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
 pub enum PackageRef {
     /// `firefox`
     Name(Name),
@@ -285,7 +292,8 @@ impl<'de> Deserialize<'de> for PackageRef {
 
 /// When a pool's hosts may apply changes: a cron expression for the start (six fields, with
 /// seconds, as the `cron` crate reads it; the host's local time) and how long it stays open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// Start times, e.g. `"0 0 2 * * Sat"` (sec min hour day-of-month month day-of-week).
@@ -325,7 +333,8 @@ pub enum WindowDurationError {
 }
 
 /// `pools/<name>.yaml`: which hosts, which package sets, which generation, when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Always `Pool`.
@@ -357,7 +366,7 @@ pub struct Pool {
     /// `archive:` in fleet.yaml. With `generation:`, the generation's `snapshot:` is the one
     /// that counts and this must equal it (or be left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")))]
     pub snapshot: Option<String>,
     /// Remove packages pacfleet installed that are no longer desired.
     #[serde(default)]
@@ -371,7 +380,8 @@ pub struct Pool {
 }
 
 /// `packages/<name>.yaml`: a named list of packages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PackageSet {
     /// Always `PackageSet`.
@@ -390,20 +400,22 @@ pub struct PackageSet {
 }
 
 /// One pinned package of a generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pin {
     /// Full version, `[epoch:]pkgver-pkgrel`.
-    #[schemars(regex(pattern = "-"))]
+    #[cfg_attr(test, schemars(regex(pattern = "-")))]
     pub version: String,
     /// sha256 of the package file, when known (lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub sha256: Option<String>,
 }
 
 /// `generations/<pool>/<number>.yaml`: an exact snapshot of package versions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Generation {
     /// Always `Generation`.
@@ -416,7 +428,7 @@ pub struct Generation {
     /// generation: hosts take the fleet archive's repositories of that day instead of their
     /// mirrors (needs `archive:` in fleet.yaml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")))]
     pub snapshot: Option<String>,
     /// Host this generation was captured from by `set-latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,7 +442,8 @@ pub struct Generation {
 }
 
 /// `hosts/<hostname>.yaml`: per-host labels and additions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     /// Always `Host`.
