@@ -14,10 +14,15 @@
 #   scale  `fleetctl validate` and `fleetctl diff a..b` on generated fleets of 1k/10k/100k hosts,
 #          200 pools, 5,000 packages in 100 sets, 2 generations per pool; b touches 10 sets.
 #   agent  resident memory of `fleetctl agent` over --passes passes (interval --interval).
+#   pass   a host's `fleetctl reconcile` on signed scale fleets of --pass-hosts hosts (fleet
+#          repository on `git daemon`): nothing new, the first pass after a change (a..b),
+#          a new host's first pass, catching up --chain signed commits; each against `git fetch`
+#          of the same refs and objects into a bare mirror. And `fleetctl sign` after --chain
+#          signed commits.
 #
 # Options:
 #   --smoke           toy sizes, each command run once, no hyperfine needed (CI)
-#   --only LIST       benchmarks to run (default: noop,apply,scale,agent)
+#   --only LIST       benchmarks to run (default: noop,apply,scale,pass,agent)
 #   --runs N          timed runs per command (default: noop 30, apply 10, scale 3 to 10)
 #   --work DIR        where the worlds live (default: a new temporary directory, removed at the
 #                     end unless --keep); reused when it already holds a world
@@ -30,6 +35,9 @@
 #   --apply N         packages to install and remove (default 200; smoke 10)
 #   --passes N        agent passes (default 100; smoke 3)
 #   --interval D      agent interval (default 1s; smoke 300ms)
+#   --pass-hosts LIST host counts for pass (default 1000,10000,100000; smoke 60)
+#   --chain LIST      signed commits to catch up, one per --pass-hosts entry (default
+#                     5000,1000,200; smoke 5)
 #   --keep            keep the work directory
 #
 # Needs: root (pacman transactions), git (with git daemon), pacman 7 (scripts/libalpm.sh puts
@@ -41,7 +49,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/.." && pwd)
 
 smoke=0
-only=noop,apply,scale,agent
+only=noop,apply,scale,pass,agent
 runs=
 work=
 world=
@@ -53,6 +61,8 @@ installed=
 apply_n=
 passes=
 interval=
+pass_hosts=
+chain=
 keep=0
 
 die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
@@ -73,6 +83,8 @@ while [ $# -gt 0 ]; do
     --apply) apply_n=$2; shift ;;
     --passes) passes=$2; shift ;;
     --interval) interval=$2; shift ;;
+    --pass-hosts) pass_hosts=$2; shift ;;
+    --chain) chain=$2; shift ;;
     --keep) keep=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -82,11 +94,13 @@ done
 
 if [ "$smoke" = 1 ]; then
   : "${hosts:=60}" "${installed:=30}" "${apply_n:=10}" "${passes:=3}" "${interval:=300ms}"
+  : "${pass_hosts:=60}" "${chain:=5}"
   scale_opts="--pools 6 --packages 300 --sets 10 --touch 2"
   files_opt="--files 3"
   flush=true # no `sync` between runs: nothing is timed
 else
   : "${hosts:=1000,10000,100000}" "${installed:=1500}" "${apply_n:=200}" "${passes:=100}" "${interval:=1s}"
+  : "${pass_hosts:=1000,10000,100000}" "${chain:=5000,1000,200}"
   scale_opts=""
   files_opt=""
   flush=sync # before a timed run, so that writing back the restored copy does not overlap it
@@ -133,10 +147,12 @@ fi
 mkdir -p "$out"; out=$(realpath "$out")
 summary=$out/summary.md
 daemon_pid=
+pass_daemon_pid=
 agent_pid=
 cleanup() {
   if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; fi
   if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; fi
+  if [ -n "$pass_daemon_pid" ]; then kill "$pass_daemon_pid" 2>/dev/null || true; fi
   for d in "${cleanup_dirs[@]}"; do rm -rf "$d"; done
 }
 trap cleanup EXIT
@@ -384,6 +400,101 @@ if want scale; then
   done
   [ "$has_diff" = 1 ] || echo "(this fleetctl has no \`diff\` command: only validate is measured)" >>"$summary"
   measure scale "--warmup 1 --min-runs 3 --max-runs 10"
+fi
+
+# --- pass -------------------------------------------------------------------------------------
+if want pass; then
+  IFS=, read -r -a pass_ns <<<"$pass_hosts"
+  IFS=, read -r -a chains <<<"$chain"
+  for i in "${!pass_ns[@]}"; do
+    n=${pass_ns[$i]} k=${chains[$i]:-${chains[-1]}}
+    pw=$work/pass-$n
+    if [ ! -d "$pw/fleet/.git" ]; then
+      [ -n "$world" ] && die "$world has no pass-$n/"
+      log "generating a signed fleet of $n hosts with a chain of $k signed commits"
+      # shellcheck disable=SC2086
+      "$gen" fleet --dir "$pw/fleet" --hosts "$n" --sign "$pw/keys" --chain "$k" $scale_opts >>"$out/generate.log"
+    fi
+  done
+  # The fleets over git:// on loopback, from their own daemon (base path: the work dir).
+  for _ in 1 2 3 4 5 6 7 8; do
+    pport=$(( 20000 + (RANDOM % 20000) ))
+    git daemon --reuseaddr --listen=127.0.0.1 --port="$pport" --base-path="$work" --export-all \
+      --informative-errors "$work" >"$out/git-daemon-pass.log" 2>&1 &
+    pass_daemon_pid=$!
+    for _ in $(seq 50); do
+      git ls-remote "git://127.0.0.1:$pport/pass-${pass_ns[0]}/fleet" >/dev/null 2>&1 && break 2
+      kill -0 "$pass_daemon_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$pass_daemon_pid" 2>/dev/null || true; pass_daemon_pid=
+  done
+  [ -n "$pass_daemon_pid" ] || die "git daemon did not start (see $out/git-daemon-pass.log)"
+  for i in "${!pass_ns[@]}"; do
+    n=${pass_ns[$i]} k=${chains[$i]:-${chains[-1]}}
+    pw=$work/pass-$n
+    purl="git://127.0.0.1:$pport/pass-$n/fleet"
+    hd=$pw/host fl=$pw/floor
+    rm -rf "$hd" "$pw/snap" "$fl"
+    mkdir -p "$hd/root/var/lib/pacman/local" "$hd/root/var/lib/pacman/sync" "$hd/root/var/cache/pacman/pkg" \
+      "$hd/root/var/log" "$hd/gnupg" "$hd/hooks" "$hd/state" "$pw/conf" "$pw/snap" "$fl"
+    echo 9 >"$hd/root/var/lib/pacman/local/ALPM_DB_VERSION"
+    printf '[options]\nRootDir = %s\nDBPath = %s/\nCacheDir = %s/\nLogFile = %s\nGPGDir = %s/\nHookDir = %s/\nArchitecture = auto\nSigLevel = Never\nDisableSandbox\n' \
+      "$hd/root" "$hd/root/var/lib/pacman" "$hd/root/var/cache/pacman/pkg" "$hd/root/var/log/pacman.log" "$hd/gnupg" "$hd/hooks" >"$hd/pacman.conf"
+    for b in rev-a main chain; do
+      cat >"$pw/conf/$b.yaml" <<EOF
+repo: $purl
+branch: $b
+hostname: bench-01
+root: $hd/root
+dbpath: $hd/root/var/lib/pacman
+pacman_conf: $hd/pacman.conf
+state_dir: $hd/state
+trusted_keys: [$pw/keys/ops.pub]
+lock_timeout: 5s
+EOF
+    done
+    pass_ok() { # CONFIG: a pass that converges
+      "$fleetctl" reconcile --config "$1" --json >"$out/pass.check.json" 2>"$out/pass.check.err" \
+        || { cat "$out/pass.check.err" >&2; die "reconcile --config $1 failed"; }
+      grep -q '"outcome": *"converged"' "$out/pass.check.json" || die "reconcile --config $1 did not converge: $(cat "$out/pass.check.json")"
+    }
+    cp -a "$hd" "$pw/snap/new"
+    pass_ok "$pw/conf/rev-a.yaml"; cp -a "$hd" "$pw/snap/at-a"
+    pass_ok "$pw/conf/main.yaml"; cp -a "$hd" "$pw/snap/at-b"
+    pass_ok "$pw/conf/main.yaml" # and again: the no-op pass
+    notes="+refs/notes/pacfleet:refs/notes/pacfleet"
+    git init -q --bare "$fl/new"
+    git --git-dir="$fl/new" config gc.auto 0
+    cp -a "$fl/new" "$fl/at-a"; git --git-dir="$fl/at-a" fetch -q "$purl" +refs/heads/rev-a:refs/remotes/origin/rev-a "$notes"
+    cp -a "$fl/at-a" "$fl/at-b"; git --git-dir="$fl/at-b" fetch -q "$purl" +refs/heads/main:refs/remotes/origin/main "$notes"
+    cp -a "$fl/at-b" "$fl/m"
+    fetch_main="git --git-dir=$fl/m fetch -q $purl +refs/heads/main:refs/remotes/origin/main $notes"
+    fetch_chain="git --git-dir=$fl/m fetch -q $purl +refs/heads/chain:refs/remotes/origin/chain $notes"
+    host_from() { echo "rm -rf $hd && cp -a $pw/snap/$1 $hd"; }
+    floor_from() { echo "rm -rf $fl/m && cp -a $fl/$1 $fl/m"; }
+    reconcile_="$fleetctl reconcile --config"
+    queue "no-op pass ($n hosts)" "$(host_from at-b)" "$reconcile_ $pw/conf/main.yaml"
+    queue "git fetch, nothing new ($n hosts)" "$(floor_from at-b)" "$fetch_main"
+    queue "pass after a change, a..b ($n hosts)" "$(host_from at-a)" "$reconcile_ $pw/conf/main.yaml"
+    queue "git fetch a..b ($n hosts)" "$(floor_from at-a)" "$fetch_main"
+    queue "new host's first pass ($n hosts)" "$(host_from new)" "$reconcile_ $pw/conf/main.yaml"
+    queue "git fetch into an empty mirror ($n hosts)" "$(floor_from new)" "$fetch_main"
+    if [ "$k" -gt 0 ]; then
+      # Correctness: the chain's tip is taken.
+      eval "$(host_from at-b)"
+      pass_ok "$pw/conf/chain.yaml"
+      grep -q "\"commit\": *\"$(git -C "$pw/fleet" rev-parse chain)\"" "$out/pass.check.json" \
+        || die "catching up did not reach the chain's tip: $(cat "$out/pass.check.json")"
+      queue "catch up $k signed commits ($n hosts)" "$(host_from at-b)" "$reconcile_ $pw/conf/chain.yaml"
+      queue "git fetch of those $k commits ($n hosts)" "$(floor_from at-b)" "$fetch_chain"
+      queue "fleetctl sign --renew, $((k + 2)) notes ($n hosts)" "" \
+        "$fleetctl sign --repo $pw/fleet --key $pw/keys/ops.key --renew chain >/dev/null 2>&1"
+    fi
+    measure "pass-$n" "--warmup 1 --min-runs 5 --max-runs 20"
+    eval "$(host_from at-b)"
+  done
+  kill "$pass_daemon_pid" 2>/dev/null || true; pass_daemon_pid=
 fi
 
 # --- agent ------------------------------------------------------------------------------------

@@ -98,6 +98,16 @@ pub struct ScaleFleet {
     /// Sets the second revision changes.
     #[arg(long, default_value_t = 10)]
     pub touch: usize,
+    /// Also a host for `fleetctl reconcile` to play: pool `bench` (hosts `bench-*`, floating,
+    /// nothing to install) and `hosts/bench-01.yaml`; and a minisign key pair `ops.pub`/`ops.key`
+    /// in this directory that signs `a` (sequence 1) and `b` (sequence 2). For the host-pass
+    /// benchmarks.
+    #[arg(long)]
+    pub sign: Option<PathBuf>,
+    /// With `--sign`: a branch `chain` of this many more commits after `b`, each changing
+    /// `pools/pool001.yaml` (a comment) and signed (sequences 3, 4, …), for catching up.
+    #[arg(long, default_value_t = 0)]
+    pub chain: usize,
 }
 
 fn main() -> ExitCode {
@@ -343,6 +353,18 @@ pub fn scale_fleet(f: &ScaleFleet) -> Result<()> {
     out.write(&dir, true)?;
     let b = commit(&dir, &format!("touch {} sets", f.touch))?;
     git(&dir, &["tag", "b", &b])?;
+    if let Some(keys) = &f.sign {
+        let (_public, secret) = keypair(keys, "ops")?;
+        let sk = pacfleet::trust::load_secret_key(&secret, None)?;
+        sign_chain(&dir, "scale", &[a.clone(), b.clone()], 1, &sk)?;
+        git(&dir, &["branch", "rev-a", &a])?;
+        if f.chain > 0 {
+            let tips = chain(&dir, &b, f.chain)?;
+            sign_chain(&dir, "scale", &tips, 3, &sk)?;
+        }
+    } else {
+        ensure!(f.chain == 0, "--chain needs --sign");
+    }
     // Packed, as any clone and any repository `git gc --auto` has run in is: `diff` reads
     // the trees of both revisions, and tens of thousands of loose objects would measure the
     // file system instead.
@@ -458,6 +480,16 @@ impl<'a> ScaleContent<'a> {
             "fleet.yaml".into(),
             "kind: Fleet\nname: scale\narchive: https://archive.example.invalid\n".into(),
         )];
+        if f.sign.is_some() && !touched {
+            files.push((
+                "pools/bench.yaml".into(),
+                "kind: Pool\nname: bench\nhosts: [\"bench-*\"]\n".into(),
+            ));
+            files.push((
+                format!("hosts/{HOSTNAME}.yaml"),
+                format!("kind: Host\nname: {HOSTNAME}\nlabels: {{rack: r0}}\n"),
+            ));
+        }
         for s in 0..f.sets {
             let include: Vec<String> = self.includes[s]
                 .iter()
@@ -514,6 +546,110 @@ impl<'a> ScaleContent<'a> {
         }
         write_files(dir, &files)
     }
+}
+
+/// `count` commits on a new branch `chain` after `base`, each appending a comment to
+/// `pools/pool001.yaml`, written by `git fast-import` (one pack, seconds for thousands).
+/// Returns their ids, oldest first.
+fn chain(dir: &Path, base: &str, count: usize) -> Result<Vec<String>> {
+    let pool = git(dir, &["show", &format!("{base}:pools/pool001.yaml")])? + "\n";
+    let mut stream = String::new();
+    let mut text = pool;
+    for i in 0..count {
+        let _ = writeln!(text, "# change {i}");
+        let message = format!("chain commit {i}\n");
+        let _ = write!(
+            stream,
+            "commit refs/heads/chain\ncommitter Bench Operator <bench@example.invalid> {} +0000\ndata {}\n{message}",
+            1_795_165_200 + i,
+            message.len()
+        );
+        if i == 0 {
+            let _ = writeln!(stream, "from {base}");
+        }
+        let _ = write!(
+            stream,
+            "M 100644 inline pools/pool001.yaml\ndata {}\n{text}\n",
+            text.len()
+        );
+    }
+    fast_import(dir, &stream)?;
+    let ids = git(dir, &["rev-list", "--reverse", &format!("{base}..chain")])?;
+    let ids: Vec<String> = ids.lines().map(str::to_owned).collect();
+    ensure!(
+        ids.len() == count,
+        "fast-import wrote {} commits",
+        ids.len()
+    );
+    Ok(ids)
+}
+
+/// Signs `commits` with `sk`, sequences `first`, `first + 1`, …, in one notes commit written by
+/// `git fast-import` (as `fleetctl sign` would, one by one, for this fleet).
+fn sign_chain(
+    dir: &Path,
+    fleet: &str,
+    commits: &[String],
+    first: u64,
+    sk: &minisign::SecretKey,
+) -> Result<()> {
+    use pacfleet::trust::{Note, Statement};
+    let pk = minisign::PublicKey::from_secret_key(sk)?;
+    let expires = chrono::Utc::now() + chrono::Duration::days(365);
+    let has_notes = git(dir, &["rev-parse", "-q", "--verify", "refs/notes/pacfleet"]).is_ok();
+    let message = "bench: sign\n";
+    let mut stream = format!(
+        "commit refs/notes/pacfleet\ncommitter Bench Operator <bench@example.invalid> 1795165200 +0000\ndata {}\n{message}",
+        message.len()
+    );
+    if has_notes {
+        stream.push_str("from refs/notes/pacfleet^0\n");
+    }
+    for (i, commit) in commits.iter().enumerate() {
+        let tree = git(dir, &["rev-parse", &format!("{commit}^{{tree}}")])?;
+        let statement = Statement {
+            fleet: fleet.to_owned(),
+            commit: commit.clone(),
+            tree,
+            sequence: first + i as u64,
+            expires,
+        };
+        let text = statement.to_text();
+        let sig = minisign::sign(
+            Some(&pk),
+            sk,
+            std::io::Cursor::new(text.as_bytes()),
+            Some("bench"),
+            None,
+        )?;
+        let note = Note {
+            text,
+            statement,
+            signatures: vec![sig],
+        }
+        .render();
+        let _ = write!(stream, "N inline {commit}\ndata {}\n{note}\n", note.len());
+    }
+    fast_import(dir, &stream)
+}
+
+fn fast_import(dir: &Path, stream: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running git fast-import")?;
+    child
+        .stdin
+        .take()
+        .context("git fast-import's stdin")?
+        .write_all(stream.as_bytes())?;
+    ensure!(child.wait()?.success(), "git fast-import failed");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

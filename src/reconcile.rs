@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, ApplyError, Notices};
 use crate::config::AgentConfig;
-use crate::manifest::{Diagnostics, Fleet, FleetFiles, is_manifest_dir, is_manifest_path};
+use crate::manifest::Diagnostics;
 use crate::plan::{self, Action, Changeset};
 use crate::resolve::{self, ResolveError, Resolved};
 use crate::source::{self, FetchError, ReadError, RepoSpec};
 use crate::state::{
     AppliedState, ConvergedInputs, FailureReason, HistoryEntry, HistoryOutcome, PassOutcome,
-    PassStatus, StateDir, StateError, TransactionMarker,
+    PassStatus, ResolvedAt, StateDir, StateError, TransactionMarker,
 };
 use crate::system::{Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
@@ -1038,19 +1038,6 @@ fn pass(
 
     let settled = settled_on(state, &commit);
 
-    // 3. Manifests of the target.
-    let (blobs, links) = source::read_tree_with_links(&repo, &commit, is_manifest_path, |p| {
-        is_manifest_path(p) || is_manifest_dir(p)
-    })?;
-    let files = FleetFiles::from_tree(blobs, links);
-    let fleet = Fleet::from_files(&files).map_err(|diags| PassError::Invalid {
-        commit: commit.clone(),
-        diags,
-    })?;
-    phase("manifests");
-    stop_point()?;
-
-    // 4. Resolve.
     let mut report = PassReport {
         host: cfg.hostname.clone(),
         commit: commit.clone(),
@@ -1070,14 +1057,41 @@ fn pass(
         notices: Notices::default(),
         duration: Duration::ZERO,
     };
-    let Some(resolved) = resolve::resolve(&fleet, &cfg.hostname)? else {
-        tracing::info!(
-            "host {} is in no pool of fleet {}: nothing to do",
-            cfg.hostname,
-            fleet.name()
-        );
-        report.duration = start.elapsed();
-        return Ok(report);
+    // 3. Manifests of the target: what this host needs of them, by exact path (other hosts'
+    // files are `validate`'s), unless the last converged pass resolved this host at this very
+    // tree already.
+    let converged = state.load_converged();
+    let reused = converged
+        .as_ref()
+        .and_then(|c| c.resolved.as_ref())
+        .and_then(|r| r.reuse(&trusted.tree, &cfg.hostname))
+        .cloned();
+    let resolution_reused = reused.is_some();
+    let resolved = match reused {
+        Some(r) => {
+            tracing::debug!("the last converged pass resolved this host at this tree: reused");
+            r
+        }
+        None => {
+            let fleet = crate::validate::fleet_for_host(&repo, &trusted.tree, &cfg.hostname)?
+                .map_err(|diags| PassError::Invalid {
+                    commit: commit.clone(),
+                    diags,
+                })?;
+            phase("manifests");
+            stop_point()?;
+            // 4. Resolve.
+            let Some(r) = resolve::resolve(&fleet, &cfg.hostname)? else {
+                tracing::info!(
+                    "host {} is in no pool of fleet {}: nothing to do",
+                    cfg.hostname,
+                    fleet.name()
+                );
+                report.duration = start.elapsed();
+                return Ok(report);
+            };
+            r
+        }
     };
     report.pool = Some(resolved.pool.clone());
     report.generation = resolved.generation;
@@ -1158,7 +1172,7 @@ fn pass(
         };
         let unchanged_inputs = !opts.full_plan
             && inputs_key.is_some()
-            && state.load_converged().map(|c| c.key) == inputs_key;
+            && converged.as_ref().map(|c| &c.key) == inputs_key.as_ref();
         let mut planned = None;
         if unchanged_inputs {
             tracing::debug!("nothing the plan reads changed since the last full plan: converged");
@@ -1287,11 +1301,24 @@ fn pass(
             sys.release();
         }
         let recovered = interrupted.is_some();
-        if let (Some(key), true, false) = (inputs_key, report.changeset.settled(), unchanged_inputs)
+        // Recorded after a full plan that found nothing, and after a skipped one that read
+        // the manifests of a new tree (same plan inputs: a commit that changed nothing this
+        // host reads), so that the next pass reuses the resolution at this tree.
+        if let (Some(key), true) = (inputs_key, report.changeset.settled())
+            && (!unchanged_inputs || !resolution_reused)
         {
             let inputs = ConvergedInputs {
                 key,
-                planned_at: chrono::Utc::now(),
+                planned_at: match &converged {
+                    Some(c) if unchanged_inputs => c.planned_at,
+                    _ => chrono::Utc::now(),
+                },
+                resolved: Some(ResolvedAt {
+                    tree: trusted.tree.clone(),
+                    hostname: cfg.hostname.clone(),
+                    pacfleet: env!("CARGO_PKG_VERSION").to_owned(),
+                    resolved: resolved.clone(),
+                }),
             };
             if let Err(e) = state.save_converged(&inputs) {
                 // Only costs the next pass a full plan.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Fleet, Host, PackageRef, Pin, Pool, Window};
 
@@ -39,18 +39,36 @@ impl Serialize for Origin {
     }
 }
 
+/// Reads back what [`Serialize`] wrote (`set base`, `pool web`, `host ws-01`): a resolution a
+/// host keeps for its next passes (`state::ConvergedInputs`).
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.split_once(' ') {
+            Some(("set", name)) => Ok(Origin::Set(name.to_owned())),
+            Some(("pool", name)) => Ok(Origin::Pool(name.to_owned())),
+            Some(("host", name)) => Ok(Origin::Host(name.to_owned())),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not `set NAME`, `pool NAME` or `host NAME`"
+            ))),
+        }
+    }
+}
+
 /// One desired explicit package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Desired {
     /// Everyone who asked for it.
     pub origins: BTreeSet<Origin>,
     /// The sync repository it must come from, when a `{name, repo}` entry said so.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
 }
 
 /// What one host should have.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resolved {
     /// The hostname resolved for.
     pub host: String,
@@ -66,7 +84,7 @@ pub struct Resolved {
     pub generation: Option<u32>,
     /// The archive date the host's repositories come from ([`snapshot`]: the generation's
     /// for a pinned pool, the pool's own for a floating one); `None`: the host's mirrors.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
     /// Every pinned version (the whole lock, dependencies included); empty when floating.
     pub pins: BTreeMap<String, Pin>,
@@ -249,11 +267,13 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
 /// own pass resolves only itself): no host is claimed by two pools; a pinned pool's snapshot
 /// agrees with its generation's, and a snapshot in effect has the fleet's archive; a pinned
 /// pool's generation pins every package its pool asks for, and every package a Host manifest
-/// adds. Each problem is pushed to `diags`, located in `files`.
+/// adds. Each problem is pushed to `diags`, located in `files`. For one host's read
+/// (`Scope::Host`) only that host can be claimed by two pools here.
 pub fn check_fleet(
     fleet: &Fleet,
     files: &crate::manifest::FleetFiles,
     diags: &mut Vec<crate::manifest::Diagnostic>,
+    scope: &crate::manifest::Scope,
 ) {
     use crate::manifest::Seg;
     use std::collections::{BTreeMap, BTreeSet};
@@ -274,7 +294,10 @@ pub fn check_fleet(
         }
     }
     let mut reported = BTreeSet::new();
-    for (host, file, idx) in candidates {
+    for (host, file, idx) in candidates
+        .into_iter()
+        .filter(|(host, _, _)| scope.has_host(host))
+    {
         let matching = matching_pools(fleet, &host);
         if matching.len() > 1 && reported.insert(host.clone()) {
             let err = ResolveError::TwoPools {

@@ -244,8 +244,7 @@ fn key_names(
 /// The fleet.yaml `keys:` at `rev`, if it lists any and they parse.
 fn fleet_keys_at(repo: &Path, rev: &str) -> Option<Vec<trust::Key>> {
     let commit = source::rev_parse(repo, rev).ok()?;
-    let files = source::read_tree(repo, &commit, |p| p == "fleet.yaml").ok()?;
-    let (_, bytes) = files.into_iter().next()?;
+    let bytes = source::read_file(repo, &commit, "fleet.yaml").ok()??;
     let spec: FleetSpec = serde_yaml::from_slice(&bytes).ok()?;
     trust::fleet_keys(&spec).ok().flatten()
 }

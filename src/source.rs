@@ -1,9 +1,11 @@
 //! The fleet repository as a host sees it, through `gix`.
 //!
 //! A host keeps a private **bare** mirror of the fleet repository (no work tree, ever) and
-//! [`fetch`]es into it. Manifests are then read straight out of git objects ([`read_tree`]),
-//! history questions are answered from the mirror ([`is_ancestor`], [`commits_between`]), and
-//! signature notes are looked up under `refs/notes/pacfleet` ([`read_note`]).
+//! [`fetch`]es into it. Manifests are then read straight out of git objects: all of them
+//! ([`read_tree`], for `validate`-like readers) or, on a host, only what it needs, by exact
+//! path (`crate::validate::fleet_for_host`, through [`Repo::tree_files`]); history questions are answered from the mirror ([`is_ancestor`],
+//! [`commits_between`]), and signature notes are looked up under `refs/notes/pacfleet`
+//! ([`read_note`]). A pass asking many of these opens the repository once ([`Repo`]).
 //!
 //! # Layout of the mirror
 //!
@@ -47,6 +49,8 @@ use std::time::Duration;
 use gix::bstr::ByteSlice;
 use gix::hash::ObjectId;
 use gix::remote::Direction;
+
+use crate::manifest::Entry;
 
 /// The remote name used in the mirror's remote-tracking refs (`refs/remotes/origin/<branch>`).
 pub const REMOTE_NAME: &str = "origin";
@@ -831,18 +835,7 @@ pub fn read_tree_with_links(
 /// `false` after a force push that dropped `ancestor` from the branch, or for unrelated
 /// histories.
 pub fn is_ancestor(repo: &Path, ancestor: &str, descendant: &str) -> Result<bool, ReadError> {
-    let r = open(repo)?;
-    let a = resolve_commit(&r, repo, ancestor)?;
-    let d = resolve_commit(&r, repo, descendant)?;
-    if a == d {
-        return Ok(true);
-    }
-    let base = r.merge_base(a, d).map_err(|err| ReadError::Object {
-        repo: repo.to_owned(),
-        what: format!("history between {a} and {d}"),
-        detail: error_chain(&err),
-    })?;
-    Ok(base.is_some_and(|base| base.detach() == a))
+    Repo::open(repo)?.is_ancestor(ancestor, descendant)
 }
 
 /// Commits reachable from `tip` but not from `stop` (all of history when `stop` is `None`),
@@ -855,24 +848,7 @@ pub fn commits_between(
     stop: Option<&str>,
     tip: &str,
 ) -> Result<Vec<String>, ReadError> {
-    let r = open(repo)?;
-    let tip_id = resolve_commit(&r, repo, tip)?;
-    let stop_id = stop.map(|s| resolve_commit(&r, repo, s)).transpose()?;
-    let walk_err = |err: gix::Error| ReadError::Object {
-        repo: repo.to_owned(),
-        what: format!("history of {tip_id}"),
-        detail: error_chain(&err),
-    };
-    let walk = r
-        .rev_walk([tip_id])
-        .with_hidden(stop_id)
-        .all()
-        .map_err(walk_err)?;
-    let mut out = Vec::new();
-    for info in walk {
-        out.push(info.map_err(walk_err)?.id.to_string());
-    }
-    Ok(out)
+    Repo::open(repo)?.commits_between(stop, tip)
 }
 
 /// The largest signature note read: a statement and a handful of signatures fit in far less.
@@ -882,114 +858,413 @@ pub const MAX_NOTE_BYTES: usize = 64 * 1024;
 /// if any. Handles flat and fanned-out (`ab/cdef…`) note trees. A note over
 /// [`MAX_NOTE_BYTES`] is [`ReadError::NoteTooLarge`], without reading it.
 pub fn read_note(repo: &Path, commit: &str) -> Result<Option<Vec<u8>>, ReadError> {
-    let notes = NoteIndex::open(repo)?;
-    let id = resolve_commit(&notes.repo, repo, commit)?;
-    notes.note(&id.to_string())
+    let r = Repo::open(repo)?;
+    let id = resolve_commit(&r.repo, repo, commit)?;
+    r.notes()?.note(&id.to_string())
 }
 
-/// Every note under `refs/notes/pacfleet`, indexed once (flat and fanned-out trees): a pass
-/// looks up the commits it walks without opening the repository or scanning the notes tree
-/// for each.
-pub struct NoteIndex {
+/// A repository opened once for many questions: a pass's verification asks several of every
+/// commit since the one it applied, and opening a repository (which loads its pack indexes)
+/// for each made catching up cost more than fetching. The free functions of this module open
+/// one for a single question.
+pub struct Repo {
     repo: gix::Repository,
     path: PathBuf,
-    /// Commit id (hex) → note blob.
-    notes: std::collections::HashMap<String, ObjectId>,
 }
 
-impl NoteIndex {
-    /// Opens `repo` and reads its notes tree.
-    pub fn open(path: &Path) -> Result<NoteIndex, ReadError> {
-        let repo = open(path)?;
-        let object_err = |what: &str, err: gix::Error| ReadError::Object {
-            repo: path.to_owned(),
-            what: what.to_owned(),
-            detail: error_chain(&err),
-        };
-        let mut notes = std::collections::HashMap::new();
-        if let Some(mut reference) = repo
-            .try_find_reference(NOTES_REF)
-            .map_err(|err| object_err(NOTES_REF, err))?
-        {
-            let tree = reference
-                .peel_to_commit()
-                .and_then(|c| c.tree_id().map(|t| t.detach()))
-                .map_err(|err| object_err(&format!("tree of {NOTES_REF}"), err))?;
-            index_notes(&repo, tree, String::new(), &mut notes)
-                .map_err(|err| object_err(&format!("notes tree of {NOTES_REF}"), err))?;
-        }
-        Ok(NoteIndex {
+impl Repo {
+    /// Opens the repository at `path` (bare, a `.git` directory, or a work tree).
+    pub fn open(path: &Path) -> Result<Repo, ReadError> {
+        let mut repo = open(path)?;
+        // Catching up asks of every commit its tree, its fleet.yaml and its note, through the
+        // same notes and history objects, stored as deltas of one another in the pack:
+        // decoded objects and delta bases are kept, not decoded again for every question.
+        repo.object_cache_size_if_unset(4 * 1024 * 1024);
+        repo.objects.set_pack_cache(|| {
+            Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(
+                8 * 1024 * 1024,
+            ))
+        });
+        Ok(Repo {
             repo,
             path: path.to_owned(),
-            notes,
         })
     }
 
+    fn object_err(&self, what: String) -> impl Fn(gix::Error) -> ReadError + '_ {
+        move |err| ReadError::Object {
+            repo: self.path.clone(),
+            what: what.clone(),
+            detail: error_chain(&err),
+        }
+    }
+
+    /// See [`is_ancestor`].
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, ReadError> {
+        let a = resolve_commit(&self.repo, &self.path, ancestor)?;
+        let d = resolve_commit(&self.repo, &self.path, descendant)?;
+        if a == d {
+            return Ok(true);
+        }
+        let base = self
+            .repo
+            .merge_base(a, d)
+            .map_err(self.object_err(format!("history between {a} and {d}")))?;
+        Ok(base.is_some_and(|base| base.detach() == a))
+    }
+
+    /// See [`commits_between`].
+    pub fn commits_between(&self, stop: Option<&str>, tip: &str) -> Result<Vec<String>, ReadError> {
+        let tip_id = resolve_commit(&self.repo, &self.path, tip)?;
+        let stop_id = stop
+            .map(|s| resolve_commit(&self.repo, &self.path, s))
+            .transpose()?;
+        let walk_err = self.object_err(format!("history of {tip_id}"));
+        let walk = self
+            .repo
+            .rev_walk([tip_id])
+            .with_hidden(stop_id)
+            .all()
+            .map_err(&walk_err)?;
+        let mut out = Vec::new();
+        for info in walk {
+            out.push(info.map_err(&walk_err)?.id.to_string());
+        }
+        Ok(out)
+    }
+
+    /// See [`commit_tree`].
+    pub fn commit_tree(&self, commit: &str) -> Result<String, ReadError> {
+        Ok(self.tree_of(commit)?.to_string())
+    }
+
+    fn tree_of(&self, commit: &str) -> Result<ObjectId, ReadError> {
+        let id = resolve_commit(&self.repo, &self.path, commit)?;
+        self.repo
+            .find_commit(id)
+            .and_then(|c| c.tree_id().map(|t| t.detach()))
+            .map_err(self.object_err(format!("commit {id}")))
+    }
+
+    /// The regular file at exactly `path` (`/`-separated, e.g. `fleet.yaml`) in `commit`'s
+    /// tree, found by looking up each component (no walk of the tree); `None` when there is
+    /// none, or it is a symbolic link, a directory or a submodule (as [`read_tree`] skips them).
+    pub fn file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        self.file_in_tree(self.tree_of(commit)?, path)
+    }
+
+    /// [`Repo::file`] of the tree `tree`.
+    pub fn file_in_tree(&self, tree: ObjectId, path: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        match self.tree_files(tree).lookup(path)? {
+            Entry::File(bytes) => Ok(Some(bytes)),
+            Entry::Missing | Entry::Link { .. } => Ok(None),
+        }
+    }
+
+    /// Exact-path reads of the tree `tree`, each directory decoded once.
+    pub fn tree_files(&self, tree: ObjectId) -> TreeFiles<'_> {
+        TreeFiles {
+            repo: self,
+            root: tree,
+            dirs: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The signature notes under `refs/notes/pacfleet` (none when the ref does not exist).
+    pub fn notes(&self) -> Result<Notes<'_>, ReadError> {
+        let tree = match self
+            .repo
+            .try_find_reference(NOTES_REF)
+            .map_err(self.object_err(NOTES_REF.to_owned()))?
+        {
+            Some(mut reference) => Some(
+                reference
+                    .peel_to_commit()
+                    .and_then(|c| c.tree_id().map(|t| t.detach()))
+                    .map_err(self.object_err(format!("tree of {NOTES_REF}")))?,
+            ),
+            None => None,
+        };
+        Ok(Notes { repo: self, tree })
+    }
+}
+
+/// Exact-path reads of one tree ([`Repo::tree_files`]): each lookup descends component by
+/// component, and every directory read on the way is kept, so that looking up two names in a
+/// directory of 100,000 entries decodes it once.
+pub struct TreeFiles<'r> {
+    repo: &'r Repo,
+    root: ObjectId,
+    /// Directory path (`""` for the root) → its tree, or what stood in its place.
+    dirs: std::collections::HashMap<String, Result<gix::Tree<'r>, Entry>>,
+}
+
+impl<'r> TreeFiles<'r> {
+    /// Reads directory `dir` (`""`: the root) into `dirs`, with its parents: its tree, or what
+    /// stands in place of it (a link on the way, or nothing).
+    fn ensure(&mut self, dir: &str) -> Result<(), ReadError> {
+        if self.dirs.contains_key(dir) {
+            return Ok(());
+        }
+        let value = if dir.is_empty() {
+            Ok(self.tree(self.root, "the root directory")?)
+        } else {
+            let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+            self.ensure(parent)?;
+            match &self.dirs[parent] {
+                Err(other) => Err(other.clone()),
+                Ok(tree) => match tree.find_entry(name).map(|e| (e.mode(), e.object_id())) {
+                    Some((mode, id)) if mode.is_tree() => Ok(self.tree(id, dir)?),
+                    Some((mode, id)) if mode.is_link() => Err(Entry::Link {
+                        at: dir.to_owned(),
+                        target: self.blob(id, dir)?,
+                    }),
+                    _ => Err(Entry::Missing),
+                },
+            }
+        };
+        self.dirs.insert(dir.to_owned(), value);
+        Ok(())
+    }
+
+    fn tree(&self, id: ObjectId, dir: &str) -> Result<gix::Tree<'r>, ReadError> {
+        self.repo
+            .repo
+            .find_tree(id)
+            .map_err(self.repo.object_err(format!("directory {dir}")))
+    }
+
+    fn blob(&self, id: ObjectId, path: &str) -> Result<Vec<u8>, ReadError> {
+        let mut blob = self
+            .repo
+            .repo
+            .find_blob(id)
+            .map_err(self.repo.object_err(format!("file {path}")))?;
+        Ok(blob.take_data())
+    }
+
+    /// What is at `path`.
+    pub fn lookup(&mut self, path: &str) -> Result<Entry, ReadError> {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        self.ensure(parent)?;
+        let entry = match &self.dirs[parent] {
+            Ok(tree) => tree.find_entry(name).map(|e| (e.mode(), e.object_id())),
+            Err(other) => return Ok(other.clone()),
+        };
+        Ok(match entry {
+            Some((mode, id)) if mode.is_blob() => Entry::File(self.blob(id, path)?),
+            Some((mode, id)) if mode.is_link() => Entry::Link {
+                at: path.to_owned(),
+                target: self.blob(id, path)?,
+            },
+            _ => Entry::Missing,
+        })
+    }
+
+    /// The names of the entries of directory `dir`, or what stands in place of it.
+    pub fn list(&mut self, dir: &str) -> Result<Result<Vec<String>, Entry>, ReadError> {
+        self.ensure(dir)?;
+        Ok(match &self.dirs[dir] {
+            Ok(tree) => Ok(tree
+                .iter()
+                .filter_map(Result::ok)
+                .filter_map(|e| std::str::from_utf8(e.filename()).ok().map(str::to_owned))
+                .collect()),
+            Err(other) => Err(other.clone()),
+        })
+    }
+}
+
+impl crate::manifest::FleetSource for TreeFiles<'_> {
+    type Error = ReadError;
+
+    fn read(&mut self, path: &str) -> Result<Entry, ReadError> {
+        self.lookup(path)
+    }
+
+    fn list(&mut self, dir: &str) -> Result<Result<Vec<String>, Entry>, ReadError> {
+        TreeFiles::list(self, dir)
+    }
+}
+
+impl Repo {
+    /// The git directory (`.git` of a work tree, or the bare repository itself).
+    pub fn git_dir(&self) -> &Path {
+        self.repo.git_dir()
+    }
+
+    /// The tree of the commit `reference` points to; `None` when the reference does not exist.
+    pub fn ref_tree(&self, reference: &str) -> Result<Option<ObjectId>, ReadError> {
+        match self
+            .repo
+            .try_find_reference(reference)
+            .map_err(self.object_err(reference.to_owned()))?
+        {
+            Some(mut r) => Ok(Some(
+                r.peel_to_commit()
+                    .and_then(|c| c.tree_id().map(|t| t.detach()))
+                    .map_err(self.object_err(format!("tree of {reference}")))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes of the blob `id`.
+    pub fn blob(&self, id: ObjectId) -> Result<Vec<u8>, ReadError> {
+        let mut blob = self
+            .repo
+            .find_blob(id)
+            .map_err(self.object_err(format!("blob {id}")))?;
+        Ok(blob.take_data())
+    }
+
+    /// Every blob under the tree `tree`, recursively, as (path, blob id).
+    pub fn blobs(&self, tree: ObjectId) -> Result<Vec<(String, ObjectId)>, ReadError> {
+        let (mut gone, mut came) = (Vec::new(), Vec::new());
+        self.compare(None, Some(tree), String::new(), &mut gone, &mut came)?;
+        Ok(came)
+    }
+
+    /// How the blobs under tree `new` differ from those under tree `old`: (path, id) of the
+    /// blobs only `old` has, or has with other contents, and of those only `new` has. Equal
+    /// subtrees are skipped unread, so two notes trees that differ by one note cost a few
+    /// tree reads whatever their size.
+    #[allow(clippy::type_complexity)]
+    pub fn changed_blobs(
+        &self,
+        old: ObjectId,
+        new: ObjectId,
+    ) -> Result<(Vec<(String, ObjectId)>, Vec<(String, ObjectId)>), ReadError> {
+        let (mut gone, mut came) = (Vec::new(), Vec::new());
+        self.compare(Some(old), Some(new), String::new(), &mut gone, &mut came)?;
+        Ok((gone, came))
+    }
+
+    fn compare(
+        &self,
+        old: Option<ObjectId>,
+        new: Option<ObjectId>,
+        prefix: String,
+        gone: &mut Vec<(String, ObjectId)>,
+        came: &mut Vec<(String, ObjectId)>,
+    ) -> Result<(), ReadError> {
+        if old == new {
+            return Ok(());
+        }
+        type Entries = std::collections::BTreeMap<Vec<u8>, (gix::objs::tree::EntryMode, ObjectId)>;
+        let entries = |id: Option<ObjectId>| -> Result<Entries, ReadError> {
+            let Some(id) = id else {
+                return Ok(Entries::new());
+            };
+            let tree = self
+                .repo
+                .find_tree(id)
+                .map_err(self.object_err(format!("tree {id}")))?;
+            Ok(tree
+                .iter()
+                .filter_map(Result::ok)
+                .map(|e| (e.filename().to_vec(), (e.mode(), e.object_id())))
+                .collect())
+        };
+        let (a, b) = (entries(old)?, entries(new)?);
+        let names: std::collections::BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
+        for name in names {
+            let (x, y) = (a.get(name), b.get(name));
+            if x == y {
+                continue;
+            }
+            let path = format!("{prefix}{}", String::from_utf8_lossy(name));
+            let tree_of = |e: Option<&(gix::objs::tree::EntryMode, ObjectId)>| {
+                e.filter(|(m, _)| m.is_tree()).map(|(_, id)| *id)
+            };
+            // Depth is bounded by the nesting of the trees the repository holds.
+            self.compare(tree_of(x), tree_of(y), format!("{path}/"), gone, came)?;
+            let blob_of = |e: Option<&(gix::objs::tree::EntryMode, ObjectId)>| {
+                e.filter(|(m, _)| m.is_blob()).map(|(_, id)| *id)
+            };
+            if let Some(id) = blob_of(x) {
+                gone.push((path.clone(), id));
+            }
+            if let Some(id) = blob_of(y) {
+                came.push((path, id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The signature notes of a repository ([`Repo::notes`]), looked up by commit as git does:
+/// the note of `abcd…` is the blob `abcd…` of the notes tree, or `cd…` under its directory
+/// `ab/` (fan-out), and so on. Nothing is indexed up front: a pass asks for the few commits
+/// since the one it applied, whatever the length of the history.
+pub struct Notes<'r> {
+    repo: &'r Repo,
+    tree: Option<ObjectId>,
+}
+
+impl Notes<'_> {
     /// The note on `commit` (a full hex id), if any. A note over [`MAX_NOTE_BYTES`] is
     /// [`ReadError::NoteTooLarge`], without reading it: anyone who can push writes notes.
     pub fn note(&self, commit: &str) -> Result<Option<Vec<u8>>, ReadError> {
-        let Some(blob) = self.notes.get(commit).copied() else {
+        let Some(blob) = self.find(commit)? else {
             return Ok(None);
         };
-        let object_err = |err: gix::Error| ReadError::Object {
-            repo: self.path.clone(),
-            what: format!("note for {commit}"),
-            detail: error_chain(&err),
-        };
-        let size = self.repo.find_header(blob).map_err(object_err)?.size();
+        let r = &self.repo.repo;
+        let object_err = self.repo.object_err(format!("note for {commit}"));
+        let size = r.find_header(blob).map_err(&object_err)?.size();
         if size > MAX_NOTE_BYTES as u64 {
             return Err(ReadError::NoteTooLarge {
                 commit: commit.to_owned(),
                 size,
             });
         }
-        let mut blob = self.repo.find_blob(blob).map_err(object_err)?;
+        let mut blob = r.find_blob(blob).map_err(&object_err)?;
         Ok(Some(blob.take_data()))
     }
-}
 
-/// Adds every note blob under `tree` to `out`, keyed by the commit id its path spells
-/// (`prefix` + the path: `ab/cdef…` fan-out or flat). Names that are not hex are ignored.
-fn index_notes(
-    r: &gix::Repository,
-    tree: ObjectId,
-    prefix: String,
-    out: &mut std::collections::HashMap<String, ObjectId>,
-) -> Result<(), gix::Error> {
-    let tree = r.find_tree(tree)?;
-    for entry in tree.iter() {
-        let entry = entry?;
-        let Ok(name) = std::str::from_utf8(entry.filename()) else {
-            continue;
+    /// The note blob of `commit`: at each level the whole remaining id names the blob, or its
+    /// next two digits a fan-out directory (the depth is bounded by the id's length).
+    fn find(&self, commit: &str) -> Result<Option<ObjectId>, ReadError> {
+        let Some(mut tree) = self.tree else {
+            return Ok(None);
         };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
+        if commit.is_empty() || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
         }
-        let path = format!("{prefix}{name}");
-        // Fan-out depth is bounded by the id's length.
-        if entry.mode().is_tree() && path.len() < 40 {
-            index_notes(r, entry.object_id(), path, out)?;
-        } else if entry.mode().is_blob() && path.len() == 40 {
-            out.insert(path, entry.object_id());
+        let r = &self.repo.repo;
+        let mut rest = commit;
+        loop {
+            let t = r
+                .find_tree(tree)
+                .map_err(self.repo.object_err(format!("notes tree of {NOTES_REF}")))?;
+            if let Some(e) = t.find_entry(rest)
+                && e.mode().is_blob()
+            {
+                return Ok(Some(e.object_id()));
+            }
+            if rest.len() <= 2 {
+                return Ok(None);
+            }
+            match t.find_entry(&rest[..2]) {
+                Some(e) if e.mode().is_tree() => {
+                    tree = e.object_id();
+                    rest = &rest[2..];
+                }
+                _ => return Ok(None),
+            }
         }
     }
-    Ok(())
 }
 
 /// The tree id (hex) of `commit`.
 pub fn commit_tree(repo: &Path, commit: &str) -> Result<String, ReadError> {
-    let r = open(repo)?;
-    let id = resolve_commit(&r, repo, commit)?;
-    let object_err = |err: gix::Error| ReadError::Object {
-        repo: repo.to_owned(),
-        what: format!("commit {id}"),
-        detail: error_chain(&err),
-    };
-    let tree = r
-        .find_commit(id)
-        .and_then(|c| c.tree_id().map(|t| t.detach()))
-        .map_err(object_err)?;
-    Ok(tree.to_string())
+    Repo::open(repo)?.commit_tree(commit)
+}
+
+/// The regular file at exactly `path` of `commit` (see [`Repo::file`]): one lookup per path
+/// component, not a walk of the tree.
+pub fn read_file(repo: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, ReadError> {
+    Repo::open(repo)?.file(commit, path)
 }
 
 /// Resolve `rev` (e.g. `HEAD`, `main`, `origin/main`, a full or abbreviated hex id, `v1^{}`)
@@ -1346,9 +1621,15 @@ fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectI
         rev: rev.to_owned(),
         detail: error_chain(&err),
     };
-    let id = r
-        .rev_parse_single(rev.as_bytes().as_bstr())
-        .map_err(unknown)?;
+    // A full id (what a pass asks about, thousands of times when catching up) names its object
+    // as `rev_parse` would take it, without a prefix search that checks the pack directory
+    // on disk each time.
+    let id = match ObjectId::from_hex(rev.as_bytes()) {
+        Ok(id) if rev.len() == 40 => gix::prelude::ObjectIdExt::attach(id, r),
+        _ => r
+            .rev_parse_single(rev.as_bytes().as_bstr())
+            .map_err(unknown)?,
+    };
     let object = id.object().map_err(unknown)?;
     let kind = object.kind;
     match object.peel_tags_to_end() {
@@ -1366,8 +1647,6 @@ fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectI
     }
 }
 
-/// Find the note blob for the commit with hex id `hex` in the notes tree `tree`, descending
-/// into fan-out directories (`ab/cdef…`, `ab/cd/ef…`).
 #[cfg(test)]
 mod tests {
     use super::{SshIdentity, redact_url};

@@ -11,6 +11,7 @@
 //! | `history.jsonl` | [`HistoryEntry`] per pass that changed or tried to change something | appended, one line, fsynced |
 //! | `pass.lock` | flock held by the running pass; contains its pid | [`StateDir::lock_pass`] |
 //! | `transaction.json` | [`TransactionMarker`]: the transaction being committed, by which process, under which lock | before a commit; removed once its outcome is recorded |
+//! | `converged.json` | [`ConvergedInputs`]: what the last converged full plan read (a digest) and the host's resolution at its tree, reused while those are unchanged | atomically, after a full plan that found nothing to do; removed before a transaction |
 //!
 //! The state directory must be the running user's (root on a host) and writable by nobody
 //! else, and its parent writable only by that user or root (or sticky, as `/tmp`):
@@ -59,15 +60,45 @@ pub const CONVERGED_FILE: &str = "converged.json";
 const WHAT_TO_DO: &str = "inspect or move it aside; pacfleet will not guess";
 
 /// What the last converged pass planned against: a digest of every input of the plan (see
-/// `reconcile`). A pass whose inputs digest the same has nothing to do and skips planning.
-/// Derived data: losing or damaging the file costs one full plan, never a wrong one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `reconcile`), and the resolution of the host it planned for. A pass whose inputs digest the
+/// same has nothing to do and skips planning; a pass whose target tree and hostname are the
+/// resolution's reads no manifest and resolves nothing. Derived data: losing or damaging the
+/// file costs one full read and plan, never a wrong one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConvergedInputs {
     /// sha256 of the plan's inputs, lowercase hex.
     pub key: String,
     /// When a full plan last found nothing to do with these inputs.
     pub planned_at: DateTime<Utc>,
+    /// The host's resolution those inputs include.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedAt>,
+}
+
+/// A host's resolution at one tree of the fleet repository: it follows from the tree's
+/// manifests, the hostname and the rules of this pacfleet alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedAt {
+    /// The tree id (hex) the manifests were read from.
+    pub tree: String,
+    /// The hostname resolved for.
+    pub hostname: String,
+    /// The pacfleet version that resolved it (another may resolve differently).
+    pub pacfleet: String,
+    /// What it resolved to.
+    pub resolved: crate::resolve::Resolved,
+}
+
+impl ResolvedAt {
+    /// The resolution, if it was made at `tree` for `hostname` by this pacfleet.
+    pub fn reuse(&self, tree: &str, hostname: &str) -> Option<&crate::resolve::Resolved> {
+        (self.tree == tree
+            && self.hostname == hostname
+            && self.pacfleet == env!("CARGO_PKG_VERSION"))
+        .then_some(&self.resolved)
+    }
 }
 
 /// The last state this host applied. Stored in `state.json`.

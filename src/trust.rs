@@ -649,8 +649,10 @@ pub fn select(
     threshold: usize,
     now: DateTime<Utc>,
 ) -> Result<Selection, SelectError> {
+    // One open repository for the whole walk: every commit since the anchor is asked about.
+    let r = source::Repo::open(repo)?;
     if let Some(a) = anchor
-        && !source::is_ancestor(repo, &a.commit, tip)?
+        && !r.is_ancestor(&a.commit, tip)?
     {
         return Err(Refusal::NotDescendant {
             tip: tip.to_owned(),
@@ -667,7 +669,7 @@ pub fn select(
     };
     let mut in_force: Option<Vec<(String, String)>> = anchor.and_then(|a| a.keys.clone());
     let mut floor = anchor.map(|a| a.sequence);
-    let mut commits = source::commits_between(repo, anchor.map(|a| a.commit.as_str()), tip)?;
+    let mut commits = r.commits_between(anchor.map(|a| a.commit.as_str()), tip)?;
     // Newest first here. A fresh host looks at the newest MAX_WALK commits of the history; a
     // host with an applied state must see every commit since it.
     if anchor.is_none() {
@@ -689,8 +691,7 @@ pub fn select(
         }
         .into());
     }
-    // One open repository and one reading of the notes tree for the whole walk.
-    let notes = source::NoteIndex::open(repo)?;
+    let notes = r.notes()?;
     for commit in commits {
         let note = match notes.note(&commit) {
             Ok(Some(note)) => note,
@@ -708,7 +709,7 @@ pub fn select(
             Err(e) => return Err(e.into()),
         };
         if let Some(base) = &line_base
-            && !source::is_ancestor(repo, base, &commit)?
+            && !r.is_ancestor(base, &commit)?
         {
             selection.refused = Some(Refusal::OffLine {
                 commit,
@@ -716,7 +717,7 @@ pub fn select(
             });
             continue;
         }
-        let tree = source::commit_tree(repo, &commit)?;
+        let tree = r.commit_tree(&commit)?;
         // The host's `fleet:` (agent.yaml), else the fleet it applied before, else (a fresh
         // host without `fleet:`) the one the statement names: checked against fleet.yaml once
         // the signatures verified. Nothing else of the commit is read before that.
@@ -741,7 +742,10 @@ pub fn select(
                 continue;
             }
         };
-        let spec = match fleet_spec(repo, &commit) {
+        let spec = match gix::ObjectId::from_hex(tree.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|t| fleet_spec_in(&r, t).map_err(|e| e.to_string()))
+        {
             Ok(s) => s,
             Err(e) => {
                 selection.refused = Some(Refusal::NoFleet {
@@ -987,17 +991,96 @@ pub fn highest_sequence(repo: &Path) -> Result<u64, ReadError> {
 
 /// The highest sequence number of any statement in the notes tree at `notes_ref` (0 if the
 /// ref does not exist).
+///
+/// Reading every note costs time in the length of the history, so the answer is remembered
+/// per notes tree in the git directory (`pacfleet-sequences`: `<tree id> <highest>` lines, the
+/// last few trees). For a tree not remembered, the blobs that differ from a remembered tree
+/// are read (a sign adds or replaces one note; a fetch adds the remote's new ones): the
+/// highest is the remembered one or a new note's, unless a note that changed or went away
+/// held the remembered highest and no new one reaches it, and then every note is read again. A missing or damaged file only
+/// costs that full read.
 pub fn highest_sequence_in(repo: &Path, notes_ref: &str) -> Result<u64, ReadError> {
     if source::rev_parse(repo, notes_ref).is_err() {
         return Ok(0);
     }
-    Ok(source::read_tree(repo, notes_ref, |_| true)?
-        .iter()
-        .filter_map(|(_, bytes)| Note::parse(bytes).ok())
-        .map(|n| n.statement.sequence)
-        .max()
-        .unwrap_or(0))
+    let r = source::Repo::open(repo)?;
+    let Some(tree) = r.ref_tree(notes_ref)? else {
+        return Ok(0);
+    };
+    let cache_path = r.git_dir().join(SEQUENCE_CACHE);
+    let mut known: Vec<(String, u64)> = std::fs::read_to_string(&cache_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (t, n) = l.split_once(' ')?;
+            Some((t.to_owned(), n.parse().ok()?))
+        })
+        .collect();
+    let tree_hex = tree.to_string();
+    if let Some((_, n)) = known.iter().find(|(t, _)| *t == tree_hex) {
+        return Ok(*n);
+    }
+    let sequence = |id| -> Result<Option<u64>, ReadError> {
+        Ok(Note::parse(&r.blob(id)?).ok().map(|n| n.statement.sequence))
+    };
+    let mut highest = None;
+    for (old, old_highest) in &known {
+        let Ok(old) = gix::ObjectId::from_hex(old.as_bytes()) else {
+            continue;
+        };
+        let Ok((gone, came)) = r.changed_blobs(old, tree) else {
+            continue; // no longer in the repository
+        };
+        // Every note left alone holds at most the remembered highest.
+        let mut came_highest = None;
+        for (_, id) in came {
+            came_highest = came_highest.max(sequence(id)?);
+        }
+        if came_highest < Some(*old_highest) {
+            let mut lost_highest = false;
+            for (_, id) in gone {
+                lost_highest |= sequence(id)? >= Some(*old_highest);
+            }
+            if lost_highest {
+                continue; // what holds the highest now is not known
+            }
+        }
+        highest = Some(came_highest.map_or(*old_highest, |c| c.max(*old_highest)));
+        break;
+    }
+    let highest = match highest {
+        Some(h) => h,
+        None => {
+            let mut h = 0;
+            for (_, id) in r.blobs(tree)? {
+                h = h.max(sequence(id)?.unwrap_or(0));
+            }
+            h
+        }
+    };
+    known.insert(0, (tree_hex, highest));
+    known.truncate(4);
+    let text: String = known.iter().map(|(t, n)| format!("{t} {n}\n")).collect();
+    // A hint, rebuilt from the notes when lost: replaced whole (never half-written), no fsync.
+    let written = cache_path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no directory"))
+        .and_then(tempfile::NamedTempFile::new_in)
+        .and_then(|mut tmp| {
+            std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+            tmp.persist(&cache_path).map(drop).map_err(|e| e.error)
+        });
+    if let Err(e) = written {
+        tracing::debug!(
+            "cannot remember the highest sequence in {}: {e}",
+            cache_path.display()
+        );
+    }
+    Ok(highest)
 }
+
+/// Where [`highest_sequence_in`] remembers its answers, in the git directory.
+const SEQUENCE_CACHE: &str = "pacfleet-sequences";
 
 /// Signs `rev` in the repository at `repo`: writes (or extends) its statement note under
 /// refs/notes/pacfleet. A valid statement by other keys gets this key's signature appended
@@ -1148,8 +1231,24 @@ pub enum FleetSpecError {
 
 /// `commit`'s fleet.yaml (the fleet's name and keys), or why it cannot be read.
 pub fn fleet_spec(repo: &Path, commit: &str) -> Result<FleetSpec, FleetSpecError> {
-    let files = source::read_tree(repo, commit, |p| p == "fleet.yaml")?;
-    let (_, bytes) = files.into_iter().next().ok_or(FleetSpecError::Missing)?;
+    let path = repo;
+    let repo = source::Repo::open(path)?;
+    let tree = repo.commit_tree(commit)?;
+    let tree =
+        gix::ObjectId::from_hex(tree.as_bytes()).map_err(|e| ReadError::UnknownRevision {
+            repo: path.to_owned(),
+            rev: commit.to_owned(),
+            detail: e.to_string(),
+        })?;
+    fleet_spec_in(&repo, tree)
+}
+
+/// The fleet.yaml of the tree `tree` in an open repository, found by its path (not a walk of
+/// the tree, which holds every Host manifest).
+fn fleet_spec_in(repo: &source::Repo, tree: gix::ObjectId) -> Result<FleetSpec, FleetSpecError> {
+    let bytes = repo
+        .file_in_tree(tree, "fleet.yaml")?
+        .ok_or(FleetSpecError::Missing)?;
     serde_yaml::from_slice(&bytes).map_err(FleetSpecError::Invalid)
 }
 

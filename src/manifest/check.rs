@@ -2,7 +2,9 @@
 //! that match their paths, keys and windows that parse. Each problem becomes a located
 //! diagnostic with what to do. The rules that need resolution (no host claimed by two pools,
 //! snapshots that agree, pinned pools that cover what they ask for) are `resolve`'s
-//! ([`crate::resolve::check_fleet`]); `crate::validate` runs both.
+//! ([`crate::resolve::check_fleet`]); `crate::validate` runs both. For one host's part of a
+//! fleet ([`Scope::Host`]) the checks that need files not read are left to `validate` in CI:
+//! other pools' sets and generations, other hosts claimed by two pools.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -88,10 +90,44 @@ fn index<T>(
     out
 }
 
+/// What was read of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every manifest.
+    Full,
+    /// What host `name` needs: fleet.yaml, every pool, its own Host manifest, and the sets
+    /// and generations of `pools` (the pools that select it).
+    Host {
+        /// The hostname.
+        name: String,
+        /// The pools whose sets (with includes) and generation were read.
+        pools: BTreeSet<Name>,
+    },
+}
+
+impl Scope {
+    /// Whether the sets and generation of `pool` were read.
+    pub fn has_pool(&self, pool: &Name) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Host { pools, .. } => pools.contains(pool),
+        }
+    }
+
+    /// Whether a host called `host` is this read's concern.
+    pub fn has_host(&self, host: &str) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Host { name, .. } => name == host,
+        }
+    }
+}
+
 pub(super) fn check(
     parsed: Parsed,
     files: &FleetFiles,
     diags: &mut Vec<Diagnostic>,
+    scope: &Scope,
 ) -> Option<Fleet> {
     let mut ctx = Ctx { files, diags };
     let Parsed {
@@ -121,7 +157,7 @@ pub(super) fn check(
     check_host_keys(&mut ctx, &hosts);
     check_sets(&mut ctx, &sets);
     let generations = check_generations(&mut ctx, generations, &pools);
-    check_pools(&mut ctx, &pools, &sets, &generations);
+    check_pools(&mut ctx, &pools, &sets, &generations, scope);
     Some(Fleet {
         fleet: fleet?,
         pools,
@@ -320,11 +356,13 @@ fn check_pools(
     pools: &BTreeMap<Name, Doc<Pool>>,
     sets: &BTreeMap<Name, Doc<PackageSet>>,
     gens: &BTreeMap<(Name, u32), Doc<Generation>>,
+    scope: &Scope,
 ) {
     for pool in pools.values() {
         let p = &pool.spec;
+        let read = scope.has_pool(&p.name);
         for (i, s) in p.package_sets.iter().enumerate() {
-            if !sets.contains_key(s) {
+            if read && !sets.contains_key(s) {
                 let hint = suggest(s.as_str(), sets.keys());
                 ctx.at(
                     &pool.file,
@@ -334,6 +372,7 @@ fn check_pools(
             }
         }
         if let Some(n) = p.generation
+            && read
             && !gens.contains_key(&(p.name.clone(), n))
         {
             ctx.at(

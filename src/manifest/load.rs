@@ -260,6 +260,27 @@ pub(super) struct Parsed {
     pub fleet_file_present: bool,
 }
 
+impl Parsed {
+    /// Adds `other`'s manifests (of other files) to these.
+    pub fn extend(&mut self, other: Parsed) {
+        self.fleet.extend(other.fleet);
+        self.pools.extend(other.pools);
+        self.sets.extend(other.sets);
+        self.generations.extend(other.generations);
+        self.hosts.extend(other.hosts);
+        self.fleet_file_present |= other.fleet_file_present;
+    }
+
+    /// Puts every kind in path order, as [`parse_all`] leaves them.
+    pub fn sort(&mut self) {
+        self.fleet.sort_by(|a, b| a.file.cmp(&b.file));
+        self.pools.sort_by(|a, b| a.file.cmp(&b.file));
+        self.sets.sort_by(|a, b| a.file.cmp(&b.file));
+        self.generations.sort_by(|a, b| a.file.cmp(&b.file));
+        self.hosts.sort_by(|a, b| a.file.cmp(&b.file));
+    }
+}
+
 /// Parses every file into its kind; files that fail are reported and left out.
 pub(super) fn parse_all(files: &FleetFiles) -> (Parsed, Vec<Diagnostic>) {
     let mut parsed = Parsed::default();

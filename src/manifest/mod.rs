@@ -1,12 +1,14 @@
 //! The fleet repository: the five manifest kinds of docs/contract.md §1 as typed Rust, and loading
 //! a whole fleet (from a directory or from files read out of a git tree) with every problem
-//! reported at once as `file:line:column: message`.
+//! reported at once as `file:line:column: message` — or only the part one host needs
+//! ([`Fleet::for_host`], from exact paths a [`FleetSource`] reads).
 //!
 //! Owns: the manifest types (`FleetSpec`, `Pool`, `PackageSet`, `Generation`, `Host`), names,
-//! the `Fleet` (all manifests of one revision, checked), and `Diagnostic`s. It does no
-//! resolution (see `resolve`) and no git (see `source`).
+//! the `Fleet` (all manifests of one revision, checked, or a host's part of them), and
+//! `Diagnostic`s. It does no resolution (see `resolve`) and no git (see `source`).
 
 mod check;
+mod host;
 mod load;
 mod locate;
 #[cfg(test)]
@@ -15,11 +17,12 @@ mod schema;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::escape::terminal_safe;
+pub use check::Scope;
 pub use check::check_version;
+pub use host::{Entry, FleetSource, HostRead};
 pub use load::{FleetFiles, Link, SourceFile, is_manifest_dir, is_manifest_path};
 pub use locate::Seg;
 
@@ -72,13 +75,17 @@ impl fmt::Display for Diagnostics {
 
 /// An Arch package-name-safe name: `[a-z0-9@._+-]`, not starting with `-` or `.`.
 /// Pool, package set and host names follow the same rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(transparent)]
-#[schemars(transparent)]
+#[cfg_attr(test, schemars(transparent))]
 pub struct Name(
-    #[schemars(
-        regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"),
-        length(min = 1, max = 255)
+    #[cfg_attr(
+        test,
+        schemars(
+            regex(pattern = r"^[a-z0-9@_+][a-z0-9@._+-]*$"),
+            length(min = 1, max = 255)
+        )
     )]
     String,
 );
@@ -167,7 +174,8 @@ impl<'de> Deserialize<'de> for Name {
 macro_rules! kind_tag {
     ($ty:ident, $variant:ident) => {
         #[doc = concat!("The `kind: ", stringify!($variant), "` tag.")]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(test, derive(schemars::JsonSchema))]
         pub enum $ty {
             #[doc = concat!("`", stringify!($variant), "`")]
             $variant,
@@ -181,7 +189,8 @@ kind_tag!(GenerationKind, Generation);
 kind_tag!(HostKind, Host);
 
 /// `fleet.yaml`: the fleet as a whole. Exactly one per repository.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FleetSpec {
     /// Always `Fleet`.
@@ -192,7 +201,7 @@ pub struct FleetSpec {
     /// Arch Linux Archive (`packages/<first letter>/<name>/<file>`,
     /// `repos/YYYY/MM/DD/<repo>/os/<arch>`); https:// or file://.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(https?|file)://"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^(https?|file)://")))]
     pub archive: Option<String>,
     /// Keys allowed to sign this fleet's states. A change to this list takes effect on a host
     /// only once a commit carrying it is signed by the keys the host already trusts.
@@ -201,21 +210,23 @@ pub struct FleetSpec {
 }
 
 /// A signing key listed in fleet.yaml.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FleetKey {
     /// Who holds it (shown in `verify` output and refusals).
     pub name: Name,
     /// The minisign public key: the base64 line of its `.pub` file (`RW…`).
-    #[schemars(regex(pattern = r"^RW[A-Za-z0-9+/=]{54}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^RW[A-Za-z0-9+/=]{54}$")))]
     pub key: String,
 }
 
 /// A package named by a set, pool or host: a bare name, or `{name, repo}` to say which sync
 /// repository it must come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(untagged)]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(test, schemars(deny_unknown_fields))]
 pub enum PackageRef {
     /// `firefox`
     Name(Name),
@@ -281,7 +292,8 @@ impl<'de> Deserialize<'de> for PackageRef {
 
 /// When a pool's hosts may apply changes: a cron expression for the start (six fields, with
 /// seconds, as the `cron` crate reads it; the host's local time) and how long it stays open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// Start times, e.g. `"0 0 2 * * Sat"` (sec min hour day-of-month month day-of-week).
@@ -321,7 +333,8 @@ pub enum WindowDurationError {
 }
 
 /// `pools/<name>.yaml`: which hosts, which package sets, which generation, when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Always `Pool`.
@@ -353,7 +366,7 @@ pub struct Pool {
     /// `archive:` in fleet.yaml. With `generation:`, the generation's `snapshot:` is the one
     /// that counts and this must equal it (or be left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")))]
     pub snapshot: Option<String>,
     /// Remove packages pacfleet installed that are no longer desired.
     #[serde(default)]
@@ -367,7 +380,8 @@ pub struct Pool {
 }
 
 /// `packages/<name>.yaml`: a named list of packages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PackageSet {
     /// Always `PackageSet`.
@@ -386,20 +400,22 @@ pub struct PackageSet {
 }
 
 /// One pinned package of a generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pin {
     /// Full version, `[epoch:]pkgver-pkgrel`.
-    #[schemars(regex(pattern = "-"))]
+    #[cfg_attr(test, schemars(regex(pattern = "-")))]
     pub version: String,
     /// sha256 of the package file, when known (lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub sha256: Option<String>,
 }
 
 /// `generations/<pool>/<number>.yaml`: an exact snapshot of package versions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Generation {
     /// Always `Generation`.
@@ -412,7 +428,7 @@ pub struct Generation {
     /// generation: hosts take the fleet archive's repositories of that day instead of their
     /// mirrors (needs `archive:` in fleet.yaml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    #[cfg_attr(test, schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")))]
     pub snapshot: Option<String>,
     /// Host this generation was captured from by `set-latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -426,7 +442,8 @@ pub struct Generation {
 }
 
 /// `hosts/<hostname>.yaml`: per-host labels and additions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     /// Always `Host`.
@@ -460,7 +477,9 @@ pub struct Doc<T> {
 
 /// Every manifest of one revision of a fleet repository, checked: names are unique, every
 /// reference resolves, includes have no cycles, generations match their paths and cover what
-/// their pool asks for, and no Host manifest is matched by two pools.
+/// their pool asks for, and no Host manifest is matched by two pools. [`Fleet::for_host`]
+/// holds only what one host needs (every pool, that host's manifest, its pools' sets and
+/// generations), checked as far as those files go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fleet {
     /// `fleet.yaml`.
@@ -560,7 +579,7 @@ impl Fleet {
     pub fn parse(files: &FleetFiles, diags: &mut Vec<Diagnostic>) -> Option<Fleet> {
         let (parsed, parse_diags) = load::parse_all(files);
         diags.extend(parse_diags);
-        check::check(parsed, files, diags)
+        check::check(parsed, files, diags, &Scope::Full)
     }
 
     /// The fleet's name.
@@ -578,24 +597,40 @@ impl Fleet {
             .0
             .get_or_init(|| PoolIndex::new(&self.pools));
         let labels = self.hosts.get(hostname).map(|h| &h.spec.labels);
-        let mut names: std::collections::BTreeSet<&Name> = index
-            .globs
-            .matches(hostname)
-            .into_iter()
-            .map(|i| &index.owner[i])
-            .collect();
-        names.extend(index.by_labels_only.iter());
-        names
-            .into_iter()
+        select(&self.pools, index, hostname, labels)
+            .iter()
             .filter_map(|name| self.pools.get(name))
-            .filter(|pool| {
+            .collect()
+    }
+}
+
+/// The names of the pools of `pools` that select `hostname`, whose Host manifest has `labels`
+/// (`None`: it has none), in name order (see [`Fleet::pools_selecting`]).
+fn select(
+    pools: &BTreeMap<Name, Doc<Pool>>,
+    index: &PoolIndex,
+    hostname: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Vec<Name> {
+    let mut names: std::collections::BTreeSet<&Name> = index
+        .globs
+        .matches(hostname)
+        .into_iter()
+        .map(|i| &index.owner[i])
+        .collect();
+    names.extend(index.by_labels_only.iter());
+    names
+        .into_iter()
+        .filter(|name| {
+            pools.get(*name).is_some_and(|pool| {
                 pool.spec.labels.is_empty()
                     || labels.is_some_and(|have| {
                         pool.spec.labels.iter().all(|(k, v)| have.get(k) == Some(v))
                     })
             })
-            .collect()
-    }
+        })
+        .cloned()
+        .collect()
 }
 
 /// Test fixture: `list` plus a `fleet.yaml` naming the fleet `acme` (unless `list` has one).

@@ -54,6 +54,28 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
         "2",
     ])
     .expect("generate the scale fleet");
+    let pass = world.join("pass-60");
+    bench_world::run([
+        "bench_world",
+        "fleet",
+        "--dir",
+        arg(&pass.join("fleet")),
+        "--hosts",
+        "60",
+        "--pools",
+        "6",
+        "--packages",
+        "300",
+        "--sets",
+        "10",
+        "--touch",
+        "2",
+        "--sign",
+        arg(&pass.join("keys")),
+        "--chain",
+        "5",
+    ])
+    .expect("generate the signed fleet");
 
     // The generated worlds are what the benchmarks claim.
     let repo = host.join("repo/bench");
@@ -91,7 +113,13 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
         output.status
     );
     let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
-    for section in ["### noop", "### apply", "### scale", "### agent"] {
+    for section in [
+        "### noop",
+        "### apply",
+        "### scale",
+        "### pass-60",
+        "### agent",
+    ] {
         assert!(summary.contains(section), "no {section} in:\n{summary}");
     }
     for command in [
@@ -102,6 +130,11 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
         "`pacman -Rs (remove)`: exit 0",
         "`validate (60 hosts)`: exit 0",
         "`diff a..b (60 hosts)`: exit 1",
+        "`no-op pass (60 hosts)`: exit 0",
+        "`pass after a change, a..b (60 hosts)`: exit 0",
+        "`new host's first pass (60 hosts)`: exit 0",
+        "`catch up 5 signed commits (60 hosts)`: exit 0",
+        "`fleetctl sign --renew, 7 notes (60 hosts)`: exit 0",
     ] {
         assert!(summary.contains(command), "no {command:?} in:\n{summary}");
     }

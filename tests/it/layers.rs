@@ -19,12 +19,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "progress",
             "snapshot",
             "sync_source",
-            "source",
             "synth",
         ],
     ),
-    // The fleet repository's manifests and the host's agent.yaml, as plain data.
-    ("data", &["manifest", "config"]),
+    // The fleet repository's manifests, read out of git by exact path or whole (`source`),
+    // and the host's agent.yaml.
+    ("data", &["manifest", "source", "config"]),
     // Pure rules on that data.
     ("rules", &["trust", "window", "resolve"]),
     ("planning", &["plan", "diff", "archive", "validate"]),

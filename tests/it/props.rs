@@ -689,3 +689,150 @@ proptest! {
         prop_assert_eq!(note.render(), s.to_text());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A host's read of the fleet (`Fleet::for_host`) against the whole fleet's
+
+/// A random fleet of several pools (globs or labels, pinned or floating), sets with includes,
+/// generations and Host manifests; `broken` replaces one file with a broken one.
+#[derive(Debug, Clone)]
+struct GenWide {
+    files: Vec<(String, String)>,
+    broken: Option<(usize, u8)>,
+}
+
+fn gen_wide() -> impl Strategy<Value = GenWide> {
+    let idx = |n: usize, max: usize| prop::collection::vec(0..n, 0..max);
+    let pool = (
+        idx(GLOBS.len(), 2),
+        prop::option::of(0..2usize),
+        idx(SETS, 3),
+        idx(PACKAGES, 2),
+        prop::option::of(1..3u32),
+    );
+    let host = (
+        0..HOSTS.len(),
+        prop::option::of(0..2usize),
+        idx(PACKAGES, 3),
+        idx(PACKAGES, 2),
+    );
+    (
+        prop::collection::vec((idx(PACKAGES, 4), idx(SETS, 2), idx(PACKAGES, 2)), SETS),
+        prop::collection::vec(pool, 1..4),
+        prop::collection::vec(host, 0..5),
+        prop::option::of((any::<usize>(), 0..4u8)),
+    )
+        .prop_map(|(sets, pools, hosts, broken)| {
+            let mut files = vec![(
+                "fleet.yaml".to_owned(),
+                "kind: Fleet\nname: acme\n".to_owned(),
+            )];
+            for (i, (packages, includes, excludes)) in sets.iter().enumerate() {
+                files.push((
+                    format!("packages/s{i}.yaml"),
+                    format!(
+                        "kind: PackageSet\nname: s{i}\npackages: {}\ninclude: {}\nexclude: {}\n",
+                        list(packages.iter().map(|p| pkg(*p))),
+                        list(includes.iter().filter(|j| **j > i).map(|j| format!("s{j}"))),
+                        list(excludes.iter().map(|p| pkg(*p))),
+                    ),
+                ));
+            }
+            for (i, (globs, label, sets, packages, generation)) in pools.iter().enumerate() {
+                let mut text = format!(
+                    "kind: Pool\nname: p{i}\nhosts: {}\npackage_sets: {}\npackages: {}\n",
+                    list(globs.iter().map(|g| format!("\"{}\"", GLOBS[*g]))),
+                    list(sets.iter().map(|j| format!("s{j}"))),
+                    list(packages.iter().map(|p| pkg(*p))),
+                );
+                if let Some(l) = label {
+                    text.push_str(&format!("labels: {{rack: r{l}}}\n"));
+                }
+                if let Some(g) = generation {
+                    text.push_str(&format!("generation: {g}\n"));
+                    // Every package pinned, in each generation up to the pool's.
+                    for n in 1..=*g {
+                        let pins: Vec<String> = (0..PACKAGES)
+                            .map(|p| format!("{}: {{version: {n}.0-1}}", pkg(p)))
+                            .collect();
+                        files.push((
+                            format!("generations/p{i}/{n}.yaml"),
+                            format!(
+                                "kind: Generation\npool: p{i}\nnumber: {n}\npackages: {{{}}}\n",
+                                pins.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                files.push((format!("pools/p{i}.yaml"), text));
+            }
+            for (name, label, packages, excludes) in &hosts {
+                let name = HOSTS[*name];
+                let mut text = format!(
+                    "kind: Host\nname: {name}\npackages: {}\nexclude: {}\n",
+                    list(packages.iter().map(|p| pkg(*p))),
+                    list(excludes.iter().map(|p| pkg(*p))),
+                );
+                if let Some(l) = label {
+                    text.push_str(&format!("labels: {{rack: r{l}}}\n"));
+                }
+                files.push((format!("hosts/{name}.yaml"), text));
+            }
+            files.sort();
+            files.dedup_by(|a, b| a.0 == b.0);
+            GenWide { files, broken }
+        })
+}
+
+impl GenWide {
+    fn fleet_files(&self) -> FleetFiles {
+        let mut files = self.files.clone();
+        if let Some((which, how)) = self.broken {
+            let i = which % files.len();
+            files[i].1 = match how {
+                0 => format!("{}unknown: 1\n", files[i].1),
+                1 => "kind: Pool\n".to_owned(),
+                2 => files[i].1.replace("name: ", "name: X"),
+                _ => String::new(),
+            };
+        }
+        FleetFiles::from_blobs(files.into_iter().map(|(p, t)| (p, t.into_bytes())))
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// A host reads only what it needs, and resolves exactly as against the whole fleet
+    /// whenever the whole fleet is valid; what it refuses, the whole fleet refuses too. And the
+    /// resolution a host keeps between passes reads back equal.
+    #[test]
+    fn a_hosts_read_resolves_as_the_whole_fleet(f in gen_wide()) {
+        let files = f.fleet_files();
+        let full = Fleet::from_files(&files);
+        for host in HOSTS.iter().chain(&["nobody"]) {
+            let partial = match Fleet::for_host(&mut files.clone(), host) {
+                Ok(p) => p,
+                Err(never) => match never {},
+            };
+            match (&full, &partial) {
+                (Ok(full), Ok(partial)) => {
+                    let (a, b) = (resolve::resolve(full, host), resolve::resolve(partial, host));
+                    prop_assert_eq!(&a, &b, "{}", host);
+                    if let Ok(Some(r)) = a {
+                        let json = serde_json::to_string(&r).unwrap();
+                        let back: Resolved = serde_json::from_str(&json).unwrap();
+                        prop_assert_eq!(back, r);
+                    }
+                }
+                (Ok(_), Err(d)) => prop_assert!(false, "{} refused a valid fleet: {}", host, d),
+                (Err(_), Ok(_)) => {} // another host's problem: validate's
+                (Err(full), Err(partial)) => {
+                    for d in &partial.0 {
+                        prop_assert!(full.0.contains(d), "{}: {} not in the whole fleet's {}", host, d, full);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -341,6 +341,49 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
 }
 
 #[test]
+fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
+    let w = world();
+    let (host, cfg) = w.host("ws-01");
+    w.fleet.commit(
+        "ws-01 adds extra; srv-09's manifest is broken",
+        &[
+            (
+                "hosts/ws-01.yaml",
+                "kind: Host\nname: ws-01\npackages: [extra]\n",
+            ),
+            (
+                "hosts/srv-09.yaml",
+                "kind: Host\nname: srv-09\npakages: [x]\n",
+            ),
+        ],
+    );
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(host.explicit().contains("extra"), "{out}");
+    // CI's validate reads every file and reports it; the broken host itself refuses.
+    let broken = "hosts/srv-09.yaml:3:1: unknown field `pakages`";
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains(broken), "{err}");
+    let (srv, srv_cfg) = w.host("srv-09");
+    let (code, out, err) = reconcile(&srv_cfg);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(broken) && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(srv.installed().is_empty());
+    // A pool file is every host's: broken, it refuses ws-01 too.
+    w.fleet.commit(
+        "a broken pool",
+        &[("pools/db.yaml", "kind: Pool\nname: db\nprune: maybe\n")],
+    );
+    let (code, out, err) = reconcile(&cfg);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("pools/db.yaml:3:8: prune"), "{err}");
+}
+
+#[test]
 fn validate_reports_every_problem_with_locations() {
     let w = world();
     w.fleet.write(&[
@@ -458,6 +501,7 @@ fn one_pass_per_root_even_with_another_state_dir() {
 #[test]
 fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     const SKIPPED: &str = "nothing the plan reads changed";
+    const REUSED: &str = "resolved this host at this tree: reused";
     let mut w = world();
     let (host, cfg) = w.host("ws-01");
     let pass = |extra: &[&str]| {
@@ -468,7 +512,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
             .arg(&cfg)
             .args(extra));
         assert_eq!(code, 0, "{out}\n{err}");
-        (out, err.contains(SKIPPED))
+        (out, err.contains(SKIPPED), err.contains(REUSED))
     };
     // After a pass that changed the host: one full plan that finds nothing and records its
     // inputs, then a pass that skips planning.
@@ -479,7 +523,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     // Applies, then plans in full and records, then skips.
     assert!(!pass(&[]).1);
     assert!(!pass(&[]).1);
-    let (out, skipped) = pass(&[]);
+    let (out, skipped, _) = pass(&[]);
     assert!(skipped, "{out}");
     assert!(out.contains("converged"), "{out}");
     assert!(!pass(&["--full-plan"]).1, "--full-plan plans in full");
@@ -512,7 +556,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     assert_eq!(host.installed()["tool"], "1.1-1", "ignored");
     // Held is never converged, so nothing is recorded to skip by: every pass plans in full
     // and says what is held.
-    let (out, skipped) = pass(&[]);
+    let (out, skipped, _) = pass(&[]);
     assert!(!skipped, "{out}");
     assert!(
         out.contains("held: tool 1.1-1 -> 1.2-1 held by IgnorePkg"),
@@ -531,9 +575,22 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
             "kind: PackageSet\nname: base\npackages: [app, tool, extra]\n",
         )],
     );
-    assert!(!pass(&[]).1);
+    let (_, skipped, reused) = pass(&[]);
+    assert!(!skipped && !reused, "a new tree: its manifests are read");
     assert!(host.installed().contains_key("extra"));
-    settles();
+    assert!(!pass(&[]).2, "after an apply nothing is reused");
+    let (_, skipped, reused) = pass(&[]);
+    assert!(
+        skipped && reused,
+        "the tree the last converged pass resolved at"
+    );
+    // A commit that changes nothing this host reads: its manifests are read once, the plan is
+    // skipped, and the next pass reuses the resolution at the new tree.
+    w.fleet.commit("docs", &[("README.md", "the fleet\n")]);
+    let (_, skipped, reused) = pass(&[]);
+    assert!(skipped && !reused, "a new tree, the same plan inputs");
+    let (_, skipped, reused) = pass(&[]);
+    assert!(skipped && reused, "and then reused");
 
     // A damaged record costs a full plan, nothing else.
     let record = host.state_dir.join("converged.json");

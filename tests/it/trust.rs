@@ -1551,3 +1551,42 @@ fn a_huge_sequence_in_the_notes_does_not_crash_sign() {
         assert!(err.contains("--sequence"), "{err}");
     }
 }
+
+#[test]
+fn the_next_sequence_is_the_highest_notes_hold_remembered_or_not() {
+    let tmp = tempdir();
+    let fleet = FleetRepo::new(tmp.path());
+    fleet.commit("one", &[("fleet.yaml", "kind: Fleet\nname: acme\n")]);
+    let highest = || pacfleet::trust::highest_sequence(&fleet.dir).expect("highest sequence");
+    let cache = fleet.dir.join(".git/pacfleet-sequences");
+    for i in 2..=4 {
+        fleet.commit(&format!("commit {i}"), &[("README", &format!("{i}\n"))]);
+        assert_eq!(highest(), i, "each sign takes the next");
+    }
+    assert!(cache.exists(), "remembered in the git directory");
+    // A note removed that held the highest: every note is read again.
+    let tip = fleet.head();
+    fleet.git(&["notes", "--ref=pacfleet", "remove", &tip]);
+    assert_eq!(highest(), 3);
+    // A note rewritten with a higher sequence by another tool.
+    let text = fleet.git(&["notes", "--ref=pacfleet", "show", "HEAD~1"]);
+    let higher = text.replace("sequence 3\n", "sequence 9\n");
+    assert_ne!(text, higher);
+    fleet.git(&[
+        "notes",
+        "--ref=pacfleet",
+        "add",
+        "-f",
+        "-m",
+        &higher,
+        "HEAD~1",
+    ]);
+    assert_eq!(highest(), 9);
+    // A damaged memory costs a full read, never a wrong answer.
+    std::fs::write(
+        &cache,
+        "garbage\n0000000000000000000000000000000000000000 99\n",
+    )
+    .unwrap();
+    assert_eq!(highest(), 9);
+}
