@@ -36,7 +36,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
-use pacfleet::synth::{self, SynthPackage};
+use pacfleet_support::synth::{self, SynthPackage};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,40 +1,5 @@
-//! pacfleet: GitOps for fleets of Arch Linux machines.
-//!
-//! The library core; `fleetctl` (src/main.rs, src/cli/) is a thin shell around it.
-//! Pure logic (`manifest` parsing, `resolve`, `plan`) works on plain data; I/O sits at the
-//! edges (`source` for git, `system`/`apply` for libalpm, `state` for the host's records).
-//! The operator's workflows are library flows too — `set_latest`, `rollback` (over the
-//! `worktree` driver), `signing` (over `trust` and `notes_sync`), `fleet_read` for `diff` —
-//! each with its own error type, returning what the CLI prints. Nothing here uses `cli`.
+//! fleetctl: the command line on top of the pacfleet library (`crates/pacfleet`). Parse →
+//! call → print: clap definitions, one file per subcommand, the output formats and progress
+//! bars. A library target too, so the integration tests can read the clap definitions.
 
-pub mod agent;
-pub mod apply;
-pub mod archive;
-pub mod capture;
 pub mod cli;
-pub mod config;
-pub mod diff;
-pub mod enroll;
-pub mod escape;
-pub mod fleet_read;
-pub mod keys;
-pub mod manifest;
-pub mod metrics;
-pub mod notes_sync;
-pub mod plan;
-pub mod progress;
-pub mod reconcile;
-pub mod resolve;
-pub mod rollback;
-pub mod set_latest;
-pub mod signing;
-pub mod snapshot;
-pub mod source;
-pub mod state;
-pub mod sync_source;
-pub mod synth;
-pub mod system;
-pub mod trust;
-pub mod validate;
-pub mod window;
-pub mod worktree;

@@ -1,6 +1,5 @@
-//! `fleetctl`: the thin command-line shell around the pacfleet library. Parsing, settings and
-//! output live in `pacfleet::cli`; this only hands over the process's arguments and exit code.
+//! `fleetctl`: hands the process's arguments and exit code to [`fleetctl::cli::main`].
 
 fn main() -> std::process::ExitCode {
-    pacfleet::cli::main()
+    fleetctl::cli::main()
 }

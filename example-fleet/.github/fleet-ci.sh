@@ -126,7 +126,7 @@ install_from_source() {
     # revisions had fat LTO there): CI only runs validate and diff, and a cache miss should
     # not pay for a smaller, faster agent.
     CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-      cargo install --locked --force --git "$PACFLEET_GIT" --rev "$PACFLEET_REV" pacfleet
+      cargo install --locked --force --git "$PACFLEET_GIT" --rev "$PACFLEET_REV" --bin fleetctl
   fi
   echo "$bin" >>"$GITHUB_PATH"
 }

@@ -23,9 +23,9 @@ use anyhow::Context as _;
 use self::sandbox::{FleetRepo, Host, Operator, Sandbox};
 use self::universe::{Addition, Built, Universe};
 use super::DemoArgs;
-use crate::manifest::Fleet;
-use crate::plan::{Action, Change, Reason};
-use crate::reconcile::{self, PassOptions, PassReport, Verdict, short};
+use pacfleet::manifest::Fleet;
+use pacfleet::plan::{Action, Change, Reason};
+use pacfleet::reconcile::{self, PassOptions, PassReport, Verdict, short};
 
 /// The demo's hosts: two workstations (floating) and a build server (pinned).
 const HOSTS: &[&str] = &["ws-01", "ws-02", "build-01"];
@@ -275,7 +275,7 @@ fn intro(universe: &Universe, fleet: &Fleet, hosts: &[Host]) -> anyhow::Result<(
         .collect();
     let mut pools: Vec<(String, Vec<&str>)> = Vec::new();
     for h in hosts {
-        let label = match crate::resolve::resolve(fleet, &h.name)? {
+        let label = match pacfleet::resolve::resolve(fleet, &h.name)? {
             Some(r) => pool_label(&r.pool, r.generation),
             None => "not in the fleet".to_owned(),
         };

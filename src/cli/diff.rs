@@ -2,8 +2,8 @@
 //! pool and host, what changes between two revisions of a fleet repository (docs/contract.md §3).
 //!
 //! Parses the range, reads both sides (a commit, a merge base, or the work tree as `validate`
-//! sees it) through `crate::fleet_read`, refuses a side that does not validate — an error that
-//! lists its problems, never an empty diff — compares them with `crate::diff`, and renders the
+//! sees it) through `pacfleet::fleet_read`, refuses a side that does not validate — an error that
+//! lists its problems, never an empty diff — compares them with `pacfleet::diff`, and renders the
 //! result. Exit 0 no change, 1 changes, 2 error.
 
 use std::fmt::Write as _;
@@ -14,12 +14,12 @@ use clap::builder::styling::{AnsiColor, Style};
 use serde::Serialize;
 
 use super::{DiffArgs, DiffFormat};
-use crate::diff::{
+use pacfleet::diff::{
     self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
     PackageCounts, PoolDiff, PoolStatus, Setting, SnapshotRow, SnapshotVersions,
 };
-use crate::fleet_read::{FleetRepo, Rev};
-use crate::manifest::Fleet;
+use pacfleet::fleet_read::{FleetRepo, Rev};
+use pacfleet::manifest::Fleet;
 
 /// Package lists longer than this are folded into a `<details>` section in markdown.
 const FOLD_AFTER: usize = 15;
@@ -78,7 +78,8 @@ pub(super) fn run(args: DiffArgs) -> anyhow::Result<u8> {
         }
     }
 
-    if crate::snapshot::repo_server(Some("https://a"), "2025-01-01", "core", &args.arch).is_err() {
+    if pacfleet::snapshot::repo_server(Some("https://a"), "2025-01-01", "core", &args.arch).is_err()
+    {
         bail!(
             "--arch {}: not an architecture name; give one such as x86_64 or aarch64",
             args.arch
@@ -123,7 +124,7 @@ fn snapshot_versions(
     let bump = diff::snapshot_bump(old, new, pool)?;
     let names = bump.desired.keys().cloned().collect();
     let read = |(date, archive): &(String, Option<String>)| match archive {
-        Some(archive) => crate::archive::read(archive, date, &bump.repos, arch, &names),
+        Some(archive) => pacfleet::archive::read(archive, date, &bump.repos, arch, &names),
         None => Err("the fleet has no `archive:`".to_owned()),
     };
     let (a, b) = (read(&bump.old), read(&bump.new));

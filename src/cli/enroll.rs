@@ -1,12 +1,12 @@
 //! `fleetctl enroll --repo URL --key PUB… [--fleet NAME] [--config F] [--hostname H]
-//! [--ssh-key KEY] [--no-plan] [--force]`: parses the arguments, calls [`crate::enroll::enroll`]
+//! [--ssh-key KEY] [--no-plan] [--force]`: parses the arguments, calls [`pacfleet::enroll::enroll`]
 //! and prints what was done, the `hosts/<hostname>.yaml` to commit, the first pass's plan and
 //! the next steps. Exit 0 enrolled, 2 error, 3 the
 //! repository's target is not signed by the given keys.
 
 use super::EnrollArgs;
 use super::output::terminal_safe;
-use crate::enroll::{self, EnrollOptions};
+use pacfleet::enroll::{self, EnrollOptions};
 
 pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
     let opts = EnrollOptions {
@@ -68,7 +68,7 @@ pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
         // empty root to bootstrap) is shown as the reason.
         println!("The first pass, as the fleet stands now:");
         println!();
-        match crate::reconcile::run(cfg, crate::reconcile::PassOptions::default()) {
+        match pacfleet::reconcile::run(cfg, pacfleet::reconcile::PassOptions::default()) {
             Ok(report) => super::report::print_report(&report),
             Err(e) => {
                 let text = super::output::error_text(&anyhow::Error::new(e));

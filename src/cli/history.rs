@@ -1,10 +1,10 @@
 //! `fleetctl history`: the changesets this host applied (or tried to), oldest first.
 
 use super::HistoryArgs;
-use crate::config::AgentConfig;
-use crate::escape::terminal_safe;
-use crate::reconcile::short;
-use crate::state::StateDir;
+use pacfleet::config::AgentConfig;
+use pacfleet::escape::terminal_safe;
+use pacfleet::reconcile::short;
+use pacfleet::state::StateDir;
 
 pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;

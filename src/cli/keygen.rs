@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 use super::KeygenArgs;
 use super::signing::{PASSWORD_ENV, can_prompt, env_password};
-use crate::trust::Key;
+use pacfleet::trust::Key;
 
 pub(super) fn run(args: KeygenArgs) -> anyhow::Result<u8> {
     let (public, secret) = paths(&args.out)?;

@@ -267,7 +267,7 @@ struct SignArgs {
     repo: PathBuf,
     /// How long the signed state stays valid (e.g. `30d`, `12h`); sign the tip again before
     /// then, or hosts report the fleet as stale.
-    #[arg(long, value_name = "DURATION", default_value = crate::trust::DEFAULT_EXPIRY_ARG, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = pacfleet::trust::DEFAULT_EXPIRY_ARG, value_parser = humantime::parse_duration)]
     expires_in: std::time::Duration,
     /// The statement's sequence number (default: the highest in the notes + 1). Only for a
     /// new statement.
@@ -422,7 +422,7 @@ fn run() -> ExitCode {
     };
     output::init_logging(cli.verbose, cli.quiet, default_level);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        crate::progress::set_reporter(std::sync::Arc::new(progress::Bars::default()));
+        pacfleet::progress::set_reporter(std::sync::Arc::new(progress::Bars::default()));
     }
     let result = match cli.command {
         Command::Validate(a) => validate::run(a),

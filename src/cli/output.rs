@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use crate::reconcile::{Exit, PassError};
+use pacfleet::reconcile::{Exit, PassError};
 
 /// Logs go to the journal (with priorities) when systemd runs us with stderr connected to it
 /// (`JOURNAL_STREAM`), else to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
@@ -79,7 +79,7 @@ pub fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
 
 /// The exit code for an error: 3 for trust refusals, 2 for everything else (docs/contract.md §3).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    let exit = if let Some(e) = e.downcast_ref::<crate::enroll::EnrollError>() {
+    let exit = if let Some(e) = e.downcast_ref::<pacfleet::enroll::EnrollError>() {
         e.exit()
     } else if let Some(p) = e.downcast_ref::<PassError>() {
         p.exit()
@@ -106,7 +106,7 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use crate::escape::{is_unsafe_char, terminal_safe};
+pub use pacfleet::escape::{is_unsafe_char, terminal_safe};
 
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,8 @@
 
 use super::PlanArgs;
 use super::report::print_report;
-use crate::config::AgentConfig;
-use crate::reconcile::{self, PassOptions};
+use pacfleet::config::AgentConfig;
+use pacfleet::reconcile::{self, PassOptions};
 
 pub(super) fn run(args: PlanArgs) -> anyhow::Result<u8> {
     let cfg = AgentConfig::load(&args.config.config)?;

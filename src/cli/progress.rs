@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::progress::{Reporter, Step};
+use pacfleet::progress::{Reporter, Step};
 
 /// Bars on stderr.
 #[derive(Default)]

@@ -2,11 +2,11 @@
 //! pause, which the output says), 2 error, 3 refused by the trust rules.
 
 use super::ReconcileArgs;
-use crate::config::AgentConfig;
-use crate::reconcile::{self, PassOptions};
+use pacfleet::config::AgentConfig;
+use pacfleet::reconcile::{self, PassOptions};
 
 pub(super) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
-    if crate::state::euid() != 0 {
+    if pacfleet::state::euid() != 0 {
         anyhow::bail!(
             "fleetctl reconcile changes this host's packages and records its state, as pacman does: run it as root (sudo fleetctl reconcile …); `fleetctl plan` and `fleetctl status` need no root"
         );

@@ -2,8 +2,8 @@
 //! header, one aligned line per change, totals, notices.
 
 use super::output::{bytes, delta, terminal_safe};
-use crate::plan::Action;
-use crate::reconcile::{PassReport, Verdict, WindowState, short};
+use pacfleet::plan::Action;
+use pacfleet::reconcile::{PassReport, Verdict, WindowState, short};
 
 /// The human form of a pass report: header, one aligned line per change, totals, notices.
 pub(super) fn print_report(r: &PassReport) {
@@ -77,8 +77,8 @@ pub(super) fn print_report(r: &PassReport) {
         .unwrap_or(0);
     for c in &cs.changes {
         let reason = match c.reason {
-            Some(crate::plan::Reason::Explicit) => "explicit",
-            Some(crate::plan::Reason::Dependency) => "dep",
+            Some(pacfleet::plan::Reason::Explicit) => "explicit",
+            Some(pacfleet::plan::Reason::Dependency) => "dep",
             None => "",
         };
         let sizes = match c.action {

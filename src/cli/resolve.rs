@@ -1,8 +1,8 @@
 //! `fleetctl resolve --host NAME [PATH]`: the desired state of one host.
 
 use super::ResolveArgs;
-use crate::manifest::Fleet;
-use crate::resolve;
+use pacfleet::manifest::Fleet;
+use pacfleet::resolve;
 
 pub(super) fn run(args: ResolveArgs) -> anyhow::Result<u8> {
     let fleet = Fleet::from_dir(&args.path)?;
@@ -35,7 +35,7 @@ pub(super) fn run(args: ResolveArgs) -> anyhow::Result<u8> {
     }
     if let Some(date) = &r.snapshot {
         // Validation guarantees the archive; say so plainly if a caller bypassed it.
-        let servers = crate::snapshot::server(r.archive.as_deref(), date)
+        let servers = pacfleet::snapshot::server(r.archive.as_deref(), date)
             .unwrap_or_else(|e| format!("unusable: {e}"));
         println!("snapshot  {date}: every repository from {servers}");
     }

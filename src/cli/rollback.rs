@@ -3,15 +3,15 @@
 //! number (`--key`), push (`--push`), and print what the change means for the hosts. Exit 0,
 //! or 2 with a message that says what to do.
 //!
-//! The flow and its refusals are `crate::rollback`'s; signing and pushing are the ending it
+//! The flow and its refusals are `pacfleet::rollback`'s; signing and pushing are the ending it
 //! shares with set-latest (`cli/signing.rs`). This file parses, calls and prints.
 
 use super::RollbackArgs;
 use super::signing::{finish, warn};
-use crate::diff::{self, FleetDiff};
-use crate::manifest::Name;
-use crate::reconcile::short;
-use crate::rollback::{self, Rollback, pinning};
+use pacfleet::diff::{self, FleetDiff};
+use pacfleet::manifest::Name;
+use pacfleet::reconcile::short;
+use pacfleet::rollback::{self, Rollback, pinning};
 
 pub(super) fn run(args: RollbackArgs) -> anyhow::Result<u8> {
     let pool = Name::new(&args.pool).map_err(|e| anyhow::anyhow!("--pool: {e}"))?;

@@ -4,16 +4,16 @@
 //! commit that in the operator's fleet work tree; sign it with `--key`, push it with `--push`,
 //! or leave the commit for review. Exit 0, or 2 with a message that says what to do.
 //!
-//! The flow and its refusals are `crate::set_latest`'s; signing and pushing are the ending
+//! The flow and its refusals are `pacfleet::set_latest`'s; signing and pushing are the ending
 //! it shares with rollback (`cli/signing.rs`). This file parses, calls and prints.
 
 use super::SetLatestArgs;
 use super::signing::{finish, warn};
-use crate::capture;
-use crate::config::AgentConfig;
-use crate::manifest::Name;
-use crate::reconcile::short;
-use crate::set_latest::{self, SetLatest};
+use pacfleet::capture;
+use pacfleet::config::AgentConfig;
+use pacfleet::manifest::Name;
+use pacfleet::reconcile::short;
+use pacfleet::set_latest::{self, SetLatest};
 
 pub(super) fn run(args: SetLatestArgs) -> anyhow::Result<u8> {
     let pool = Name::new(&args.pool).map_err(|e| anyhow::anyhow!("--pool: {e}"))?;

@@ -5,16 +5,16 @@
 //! tip (or plain `sign` once its statement expired) renews the fleet's signed state before
 //! hosts call it stale. First the remote's notes are fetched and the local ones fast-forwarded
 //! to them (`notes_sync`; refused when they diverged or the fetch fails, unless `--offline`),
-//! so the sequence continues the published one. The signing itself is `crate::signing`'s; the
+//! so the sequence continues the published one. The signing itself is `pacfleet::signing`'s; the
 //! key's password and the report are `cli/signing.rs`'s. Exit 0, or 2 on error.
 
 use anyhow::bail;
 
 use super::SignArgs;
 use super::signing::{key_loader, print_signed, warn_synced};
-use crate::notes_sync;
-use crate::signing::{self, SignRequest};
-use crate::source;
+use pacfleet::notes_sync;
+use pacfleet::signing::{self, SignRequest};
+use pacfleet::source;
 
 pub(super) fn run(args: SignArgs) -> anyhow::Result<u8> {
     if args.expires_in.is_zero() {

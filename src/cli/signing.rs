@@ -1,7 +1,7 @@
 //! What the commands that sign share (sign, keygen, set-latest, rollback): the secret key's
 //! password (from `PACFLEET_KEY_PASSWORD` or asked on the terminal), the printed report of a
 //! signature, and set-latest's and rollback's ending — sign the new commit through
-//! `crate::signing`, push it through `crate::worktree`, and say what was (not) done.
+//! `pacfleet::signing`, push it through `pacfleet::worktree`, and say what was (not) done.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -9,11 +9,11 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use chrono::{SecondsFormat, Utc};
 
-use crate::notes_sync::Synced;
-use crate::reconcile::short;
-use crate::signing::{self, KeyError, SignReport};
-use crate::trust::{self, NOTES_REF};
-use crate::worktree::WorkTree;
+use pacfleet::notes_sync::Synced;
+use pacfleet::reconcile::short;
+use pacfleet::signing::{self, KeyError, SignReport};
+use pacfleet::trust::{self, NOTES_REF};
+use pacfleet::worktree::WorkTree;
 
 /// Where a secret key's password comes from when there is no terminal to ask on.
 pub(super) const PASSWORD_ENV: &str = "PACFLEET_KEY_PASSWORD";
@@ -70,7 +70,7 @@ pub(super) fn secret_key(path: &Path) -> anyhow::Result<minisign::SecretKey> {
     }
 }
 
-/// [`secret_key`] as `crate::signing` asks for it.
+/// [`secret_key`] as `pacfleet::signing` asks for it.
 pub(super) fn key_loader(path: &Path) -> impl FnOnce() -> Result<minisign::SecretKey, KeyError> {
     move || secret_key(path).map_err(Into::into)
 }

@@ -17,10 +17,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::StatusArgs;
-use crate::config::AgentConfig;
-use crate::metrics::{self, MetricsError};
-use crate::reconcile::short;
-use crate::state::{AppliedState, FailureReason, PassOutcome, PassStatus, StateDir, StateError};
+use pacfleet::config::AgentConfig;
+use pacfleet::metrics::{self, MetricsError};
+use pacfleet::reconcile::short;
+use pacfleet::state::{AppliedState, FailureReason, PassOutcome, PassStatus, StateDir, StateError};
 
 /// A signed state that expires within this many days is reported as stale ahead of time, so
 /// someone signs the fleet again before hosts start refusing it.

@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use super::ValidateArgs;
-use crate::manifest::{Fleet, FleetFiles};
+use pacfleet::manifest::{Fleet, FleetFiles};
 
 pub(super) fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     let files = FleetFiles::from_dir(&args.path)?;

@@ -12,9 +12,9 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::VerifyArgs;
-use crate::reconcile::Exit;
-use crate::source;
-use crate::trust::{self, Key, Note, Refusal, Statement};
+use pacfleet::reconcile::Exit;
+use pacfleet::source;
+use pacfleet::trust::{self, Key, Note, Refusal, Statement};
 
 /// One signature in the note.
 #[derive(Debug, Serialize)]
@@ -185,7 +185,7 @@ pub(super) fn run(args: VerifyArgs) -> anyhow::Result<u8> {
 
 /// The fleet name in `commit`'s fleet.yaml.
 fn fleet_name(repo: &Path, commit: &str) -> Result<String, trust::FleetSpecError> {
-    crate::trust::fleet_spec(repo, commit).map(|spec| spec.name.to_string())
+    pacfleet::trust::fleet_spec(repo, commit).map(|spec| spec.name.to_string())
 }
 
 /// minisign's key id of a signature, as its tools print it.

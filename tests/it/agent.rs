@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, tempdir};
 

@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{
     FleetRepo, HostDir, Packager, PkgRepo, archive_package, archive_package_unsigned, fleetctl,
@@ -488,7 +488,7 @@ fn a_package_file_swapped_after_its_check_installs_nothing_of_it() {
         &rogue_dir,
         &SynthPackage::new("app", "1.0-1").file("usr/share/app/WHO", "rogue\n"),
     );
-    let sha = pacfleet::synth::sha256_file(&genuine).expect("sha");
+    let sha = pacfleet_support::synth::sha256_file(&genuine).expect("sha");
     let inside = |p: &Path| Path::new("/").join(p.strip_prefix(&host.root).expect("in root"));
     fs::write(
         host.base.join("hooks/swap.hook"),
@@ -517,8 +517,8 @@ fn a_package_file_swapped_after_its_check_installs_nothing_of_it() {
     );
     ok(reconcile(&cfg, &[]));
     assert_eq!(
-        pacfleet::synth::sha256_file(&genuine).expect("sha"),
-        pacfleet::synth::sha256_file(&rogue).expect("sha"),
+        pacfleet_support::synth::sha256_file(&genuine).expect("sha"),
+        pacfleet_support::synth::sha256_file(&rogue).expect("sha"),
         "the hook swapped the archive's file"
     );
     assert_eq!(

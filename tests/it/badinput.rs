@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pacfleet::synth::SynthPackage;
 use pacfleet::trust::{Note, Statement};
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, run, tempdir};
 

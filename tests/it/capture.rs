@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pacfleet::manifest::Generation;
-use pacfleet::synth::{self, SynthPackage};
+use pacfleet_support::synth::{self, SynthPackage};
 
 use crate::harness::{
     FleetRepo, HostDir, PkgRepo, TempDir, archive_package, fleetctl, run, stdout_ok, tempdir,

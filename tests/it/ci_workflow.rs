@@ -822,7 +822,7 @@ fn ci_workflow_install_builds_from_source_once_per_cache_key() {
             "pacman -Q pacman".to_owned(),
             "pacman -S --noconfirm --needed rust base-devel cmake jq".to_owned(),
             format!(
-                "cargo install --locked --force --git {git} --rev {rev} pacfleet LTO=off CGU=16"
+                "cargo install --locked --force --git {git} --rev {rev} --bin fleetctl LTO=off CGU=16"
             ),
         ]
     );

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, keypair, run, tempdir};
 

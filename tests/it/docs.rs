@@ -154,7 +154,7 @@ fn docs_every_command_and_flag_is_documented() {
         .filter(|l| l.starts_with("| `fleetctl "))
         .filter_map(|l| l.split('`').nth(1))
         .collect();
-    let cli = pacfleet::cli::Cli::command();
+    let cli = fleetctl::cli::Cli::command();
     let mut problems = Vec::new();
     for arg in cli.get_arguments() {
         if let Some(long) = arg.get_long()

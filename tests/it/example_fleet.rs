@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
 

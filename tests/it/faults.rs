@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{
     FleetRepo, GitDaemon, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir,
@@ -1065,7 +1065,7 @@ fn full_state_dir_never_leaves_an_unrecorded_install() {
 fn assert_checksum_refused(w: &World, host: &HostDir, cfg: &Path, served: &Path, pinned_sha: &str) {
     let db_before = host.local_db_snapshot();
     let state_before = kept_state(host);
-    let served_sha = pacfleet::synth::sha256_file(served).unwrap();
+    let served_sha = pacfleet_support::synth::sha256_file(served).unwrap();
     assert_ne!(served_sha, pinned_sha);
     w.fleet.commit(
         "ws: pin generation 1",
@@ -1108,12 +1108,12 @@ fn app_1_0() -> SynthPackage {
 
 /// Another build of app 1.0-1 (same name and version, other contents): what the pin names.
 fn pinned_build(w: &World) -> String {
-    let other = pacfleet::synth::build_package(
+    let other = pacfleet_support::synth::build_package(
         &app_1_0().file("usr/share/app/extra", "x"),
         &w.tmp.path().join("other"),
     )
     .unwrap();
-    pacfleet::synth::sha256_file(&other).unwrap()
+    pacfleet_support::synth::sha256_file(&other).unwrap()
 }
 
 #[test]
@@ -1121,7 +1121,7 @@ fn checksum_mismatch_from_the_cache_is_refused() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
     reconcile_ok(&cfg);
-    let served = pacfleet::synth::build_package(&app_1_0(), &host.cache_dir).unwrap();
+    let served = pacfleet_support::synth::build_package(&app_1_0(), &host.cache_dir).unwrap();
     assert_checksum_refused(&w, &host, &cfg, &served, &pinned_build(&w));
 }
 

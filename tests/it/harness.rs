@@ -25,7 +25,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pacfleet::synth::{self, SynthPackage};
+use pacfleet_support::synth::{self, SynthPackage};
 
 pub mod packager;
 pub use packager::Packager;

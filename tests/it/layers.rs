@@ -1,8 +1,9 @@
-//! The library's dependencies point one way. Every top-level module of `src/` has a layer
-//! below; a module may use modules of its own layer or lower ones, never higher, and the module
-//! graph has no cycle. Read from the source (`crate::x` paths outside comments and test code),
-//! so a new `use` that points the wrong way fails here with the edge and what to do. A new
-//! module must be given its layer in `LAYERS`.
+//! The library's dependencies point one way. Every top-level module of `crates/pacfleet/src/`
+//! has a layer below; a module may use modules of its own layer or lower ones, never higher,
+//! and the module graph has no cycle. Read from the source (`crate::x` paths outside comments
+//! and test code), so a new `use` that points the wrong way fails here with the edge and what to
+//! do. A new module must be given its layer in `LAYERS`. The command line is another crate on
+//! top (`fleetctl`, src/cli), and the library depends on no command-line crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -13,14 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Leaves: no pacfleet module below them.
     (
         "leaves",
-        &[
-            "escape",
-            "keys",
-            "progress",
-            "snapshot",
-            "sync_source",
-            "synth",
-        ],
+        &["escape", "keys", "progress", "snapshot", "sync_source"],
     ),
     // The fleet repository's manifests, read out of git by exact path or whole (`source`),
     // and the host's agent.yaml.
@@ -46,8 +40,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "rollback",
         ],
     ),
-    // The command line, on top.
-    ("cli", &["cli"]),
 ];
 
 /// The text of `file` without comment lines and without test code (from the first
@@ -104,7 +96,7 @@ fn source_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// Top-level module → the top-level modules it uses.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/pacfleet/src");
     let mut files = Vec::new();
     source_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -170,7 +162,9 @@ fn every_module_has_a_layer_and_uses_only_its_own_or_lower_ones() {
     for (_, mods) in LAYERS {
         for m in *mods {
             if !graph.contains_key(*m) {
-                problems.push(format!("LAYERS names {m}, which is no module of src/"));
+                problems.push(format!(
+                    "LAYERS names {m}, which is no module of crates/pacfleet/src/"
+                ));
             }
         }
     }
@@ -210,5 +204,33 @@ fn the_module_graph_has_no_cycle() {
         if let Some(cycle) = visit(m, &graph, &mut Vec::new(), &mut done) {
             panic!("module cycle: {}", cycle.join(" -> "));
         }
+    }
+}
+
+#[test]
+fn the_library_depends_on_no_command_line_crate() {
+    let toml = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/pacfleet/Cargo.toml"),
+    )
+    .expect("read crates/pacfleet/Cargo.toml");
+    let normal = toml
+        .split("[dev-dependencies]")
+        .next()
+        .expect("the text before dev-dependencies");
+    for forbidden in [
+        "clap",
+        "anyhow",
+        "indicatif",
+        "tracing-subscriber",
+        "tracing-journald",
+        "schemars",
+        "pacfleet-support",
+    ] {
+        assert!(
+            !normal
+                .lines()
+                .any(|l| l.trim_start().starts_with(forbidden)),
+            "crates/pacfleet depends on {forbidden}: that belongs to the fleetctl crate (or the tests)"
+        );
     }
 }

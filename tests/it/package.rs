@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, stdout_ok, tempdir};
 

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir};
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 use serde_json::Value;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};

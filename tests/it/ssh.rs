@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 /// `ssh-keygen -t ed25519 -N '' -f PATH -C COMMENT`.
 fn keygen(path: &Path, comment: &str) {

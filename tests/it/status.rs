@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 use serde_json::Value;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, keypair, run, tempdir};

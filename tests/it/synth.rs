@@ -1,4 +1,4 @@
-//! `pacfleet::synth` checked against the real tools: packages and repositories it writes must
+//! `pacfleet_support::synth` checked against the real tools: packages and repositories it writes must
 //! install with pacman and read exactly like repo-add's.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pacfleet::synth::{self, SynthError, SynthPackage};
+use pacfleet_support::synth::{self, SynthError, SynthPackage};
 
 use crate::harness::{
     HostDir, Packager, PkgRepo, archive_package, stdout_ok, tempdir, toolchain_bin,

@@ -11,8 +11,8 @@ use pacfleet::apply::{self, ApplyError, Notices};
 use pacfleet::manifest::Pin;
 use pacfleet::plan::{self, Action, Change, Changeset, Reason};
 use pacfleet::resolve::{Desired, Origin, Resolved};
-use pacfleet::synth::{self, SynthPackage};
 use pacfleet::system::{HostPaths, Mode, System, SystemError};
+use pacfleet_support::synth::{self, SynthPackage};
 
 use crate::harness::{
     HostDir, PkgRepo, TempDir, archive_package, file_url, pin_gpgme_to_keyring_template, tempdir,
@@ -79,7 +79,7 @@ fn require_commit() {
         Err(format!(
             "committing a libalpm transaction {how} in a child process: {}\n\
              (a panic inside a libalpm callback cannot unwind through C: see the callbacks in \
-             src/apply.rs, e.g. alpm 5.0.2's misaligned `alpm_event_t` read)\n\
+             crates/pacfleet/src/apply.rs, e.g. alpm 5.0.2's misaligned `alpm_event_t` read)\n\
              --- stdout\n{stdout}\n--- stderr\n{stderr}",
             panic_line.join(" ")
         ))

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pacfleet::synth::SynthPackage;
+use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::GitDaemon;
 use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, keypair, run, tempdir};

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, bail};
 
 use super::universe::Built;
-use crate::manifest::{Fleet, Generation};
+use pacfleet::manifest::{Fleet, Generation};
 
 /// The copy of example-fleet for the sandbox: (path, contents). `fleet.yaml`'s `archive:`
 /// becomes `archive_url`; every `sha256:` pin in `generations/` becomes the hash of the

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 
-use crate::manifest::{Fleet, FleetFiles};
+use pacfleet::manifest::{Fleet, FleetFiles};
 
 macro_rules! embed {
     ($($path:literal),* $(,)?) => {
@@ -56,8 +56,8 @@ pub(super) fn demo_files() -> anyhow::Result<Vec<(&'static str, String)>> {
     EXAMPLE_FLEET
         .iter()
         .map(|(path, text)| {
-            if *path == pool_file && crate::capture::pool_generation(text) == Ok(None) {
-                let pinned = crate::capture::set_pool_generation(path, text, highest)
+            if *path == pool_file && pacfleet::capture::pool_generation(text) == Ok(None) {
+                let pinned = pacfleet::capture::set_pool_generation(path, text, highest)
                     .with_context(|| format!("pinning {path} for the demo (a bug)"))?;
                 Ok((*path, pinned))
             } else {

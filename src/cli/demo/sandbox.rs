@@ -16,8 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::config::AgentConfig;
-use crate::trust;
+use pacfleet::config::AgentConfig;
+use pacfleet::trust;
 
 const NEED_GIT: &str = "the demo needs git: install it (pacman -S git / apt install git)";
 

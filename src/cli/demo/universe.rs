@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use super::packager::Packager;
-use crate::manifest::{Fleet, PackageRef};
-use crate::resolve;
-use crate::synth::{self, SynthPackage};
+use pacfleet::manifest::{Fleet, PackageRef};
+use pacfleet::resolve;
+use pacfleet_support::synth::{self, SynthPackage};
 
 /// Versions for the names no generation pins (the desks' packages): plausible ones, so the
 /// story reads like a real fleet. Names missing here get `1.0-1`.
@@ -107,9 +107,9 @@ impl Built {
             )
             .map(str::to_owned)
             .collect();
-        let arch = crate::snapshot::handle_arch(["auto"]);
+        let arch = pacfleet::snapshot::handle_arch(["auto"]);
         for day in &days {
-            crate::snapshot::check_date(day)?;
+            pacfleet::snapshot::check_date(day)?;
             for (repo, dir) in &self.repos {
                 let at = self
                     .archive

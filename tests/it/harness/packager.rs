@@ -9,7 +9,7 @@
 //! made changes. Delete the directory to start afresh.
 //!
 //! Signatures are reproducible: ed25519 signatures are deterministic and gpg is told to date
-//! them at [`pacfleet::synth::BUILD_DATE`] (the key is dated before it), so a package built
+//! them at [`pacfleet_support::synth::BUILD_DATE`] (the key is dated before it), so a package built
 //! twice gets the same `.sig` from the same key.
 //!
 //! Signing needs a gpg-agent: the default packager's runs from its cached home and keeps
@@ -30,7 +30,7 @@ pub const STAMP: &str = "v1";
 /// Creation date of every test key (before [`SIGNATURE_TIME`]).
 const KEY_CREATION: &str = "20231101T000000";
 
-/// The date every signature carries: [`pacfleet::synth::BUILD_DATE`] (2023-11-14T22:13:20Z),
+/// The date every signature carries: [`pacfleet_support::synth::BUILD_DATE`] (2023-11-14T22:13:20Z),
 /// frozen (`!`), so that signatures are reproducible.
 const SIGNATURE_TIME: &str = "20231114T221320!";
 
@@ -97,7 +97,7 @@ impl Packager {
     /// Writes the detached binary signature `<path>.sig` (as `makepkg --sign` and
     /// `gpg --detach-sign --no-armor` do), replacing any, and returns its path.
     pub fn sign(&self, path: &Path) -> PathBuf {
-        let sig = pacfleet::synth::signature_path(path);
+        let sig = pacfleet_support::synth::signature_path(path);
         let out = gpg(&self.home)
             .args([
                 "--no-auto-check-trustdb",

@@ -501,7 +501,7 @@ mod tests {
 
     /// The backticked words of README.md's metrics table row for `metric`.
     fn readme_labels(metric: &str) -> Vec<String> {
-        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
         let row = readme
             .lines()
             .find(|l| l.starts_with(&format!("| `{metric}")))

@@ -93,8 +93,9 @@ fn round_trip<T: DeserializeOwned + Serialize>(yaml: &str) -> Result<Value, Stri
     serde_json::to_value(&spec).map_err(|e| e.to_string())
 }
 
+/// The repository's root (this crate is crates/pacfleet): schemas/ and example-fleet/.
 fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 fn schema_path(k: &Kind) -> PathBuf {

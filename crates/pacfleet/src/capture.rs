@@ -820,7 +820,7 @@ mod tests {
     }
 
     fn example(path: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        let p = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .join("example-fleet")
             .join(path);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
