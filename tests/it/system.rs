@@ -1242,3 +1242,26 @@ fn installed_dependency_graph_agrees_with_libalpm() {
     let d: BTreeSet<&str> = ours["d"].missing.iter().map(String::as_str).collect();
     assert_eq!(d, BTreeSet::from(["gone", "libv"]));
 }
+
+/// The transaction guard: a prepared Apply transaction holds pacman's lock; whatever path
+/// drops the handle (an error returning early, here simply the end of the scope) releases the
+/// transaction and the lock — `System`'s own Drop does, and libalpm's handle release beneath it
+/// would too — and a second transaction can start.
+#[test]
+fn dropping_a_prepared_handle_releases_pacmans_lock() {
+    let w = World::new(&[libfoo("1.1-1"), app("1.1-1")]);
+    let lock = w.host.dbpath.join("db.lck");
+    {
+        let mut sys = System::open(&host_paths(&w.host), Mode::Apply).expect("open");
+        sys.refresh().expect("refresh");
+        let resolved = floating(&["app"]);
+        let intent = plan::intent(&resolved, &sys.installed(), &inv(&[]));
+        let changes = sys.prepare(&intent, &resolved).expect("prepare");
+        assert!(!changes.is_empty());
+        assert!(lock.exists(), "a prepared Apply transaction holds the lock");
+    }
+    assert!(!lock.exists(), "dropping the handle released the lock");
+    let (changes, _) = reconcile_ok(&w.host, &floating(&["app"]), &inv(&[]));
+    assert!(!changes.is_empty(), "a new transaction starts and commits");
+    assert!(!lock.exists());
+}

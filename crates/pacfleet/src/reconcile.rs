@@ -1072,27 +1072,15 @@ fn pass(
             tracing::debug!("the last converged pass resolved this host at this tree: reused");
             r
         }
-        None => {
-            let fleet = crate::validate::fleet_for_host(&repo, &trusted.tree, &cfg.hostname)?
-                .map_err(|diags| PassError::Invalid {
-                    commit: commit.clone(),
-                    diags,
-                })?;
-            phase("manifests");
-            stop_point()?;
-            // 4. Resolve.
-            let Some(r) = resolve::resolve(&fleet, &cfg.hostname)? else {
-                tracing::info!(
-                    "host {} is in no pool of fleet {}: nothing to do",
-                    cfg.hostname,
-                    fleet.name()
-                );
+        None => match resolve_host(cfg, &repo, &trusted)? {
+            Some(r) => r,
+            None => {
                 report.duration = start.elapsed();
                 return Ok(report);
-            };
-            r
-        }
+            }
+        },
     };
+    phase("manifests and resolution");
     report.pool = Some(resolved.pool.clone());
     report.generation = resolved.generation;
 
@@ -1101,28 +1089,8 @@ fn pass(
     if let Gate::Open { until: Some(u) } = &gate {
         report.window_open_until = Some(u.to_rfc3339());
     }
-    report.window = match &gate {
-        Gate::Open { until: Some(u) } => WindowState::Open {
-            until: u.to_rfc3339(),
-        },
-        Gate::Open { until: None } => WindowState::None,
-        Gate::Closed { next } => WindowState::Closed {
-            next: next.as_ref().map(|n| n.to_rfc3339()),
-        },
-    };
-    let hold = if !opts.apply {
-        Some(Hold::PlanOnly)
-    } else if resolved.paused {
-        Some(Hold::Paused)
-    } else if let (Gate::Closed { next }, false) = (&gate, opts.ignore_window) {
-        Some(Hold::Window {
-            next: next.as_ref().map(|n| n.to_rfc3339()),
-        })
-    } else if opts.dry_run {
-        Some(Hold::DryRun)
-    } else {
-        None
-    };
+    report.window = window_state(&gate);
+    let hold = hold_for(opts, &resolved, &gate);
 
     // 6. Plan against the real system; apply if allowed.
     let mut inventory = state.load_inventory()?;
@@ -1131,22 +1099,7 @@ fn pass(
     prepare_root(cfg, false)?;
     let pacman_conf = pacman_conf?;
     if hold.is_some() {
-        // A transaction pacfleet recorded is recovered by the next reconcile; anything else
-        // half-written is reported, never called converged.
-        let local = crate::system::scan_local(&cfg.dbpath)?;
-        if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
-            return Err(incomplete_database(cfg, &local.incomplete));
-        }
-        let mut sys = System::open_with(&paths, Mode::Plan, pacman_conf)?;
-        sys.set_policy(policy(&inventory));
-        if let Some(date) = &resolved.snapshot {
-            sys.use_snapshot(resolved.archive.as_deref(), date)?;
-        }
-        sys.refresh()?;
-        let intent = plan::intent(&resolved, &sys.installed(), &inventory);
-        report.changeset = sys.prepare(&intent, &resolved)?;
-        note_keyring_first(&mut report.changeset, &cfg.keyring_packages);
-        sys.release();
+        report.changeset = plan_held(cfg, state, &resolved, &inventory, pacman_conf)?;
     } else {
         let interrupted = recover_interrupted(cfg, state)?;
         let (mut sys, preloaded) = match early.take() {
@@ -1228,16 +1181,9 @@ fn pass(
         if let Some(i) = &interrupted {
             state.append_history(&interrupted_entry(i))?;
         }
-        if !report.changeset.is_empty() {
-            if STOP.load(std::sync::atomic::Ordering::SeqCst) {
-                sys.release();
-                return Err(PassError::Stopped);
-            }
-            tracing::info!("applying: {}", report.changeset.summary());
-            if let Err(e) = state.clear_converged() {
-                sys.release();
-                return Err(e.into());
-            }
+        if report.changeset.is_empty() {
+            sys.release();
+        } else {
             let tx = Tx {
                 state,
                 commit: &commit,
@@ -1245,60 +1191,14 @@ fn pass(
                 signers: &trusted.signers,
                 start,
             };
-            let keyring = keyring_targets(&report.changeset, &cfg.keyring_packages, &resolved);
-            if !keyring.is_empty() && keyring.len() < report.changeset.changes.len() {
-                // Keyring first, in a transaction of its own: packages signed by a key only the
-                // new keyring has verify in the second.
-                sys.release();
-                let names: Vec<&str> = keyring.iter().map(|t| t.name.as_str()).collect();
-                tracing::info!("upgrading the keyring first: {}", names.join(", "));
-                let first = sys.prepare(
-                    &plan::Intent {
-                        targets: keyring,
-                        ..plan::Intent::default()
-                    },
-                    &resolved,
-                )?;
-                let notices = tx.commit(&mut sys, &first)?;
-                inventory = next_inventory(&inventory, &first);
-                state.save_inventory(&inventory)?;
-                report.notices.extend(notices);
-                let rest = (|| -> Result<(Changeset, Notices), PassError> {
-                    sys.set_policy(policy(&inventory));
-                    let installed = sys.installed();
-                    let intent = plan::intent(&resolved, &installed, &inventory);
-                    let rest = sys.prepare(&intent, &resolved)?;
-                    let notices = if rest.is_empty() {
-                        sys.release();
-                        Notices::default()
-                    } else {
-                        tx.commit(&mut sys, &rest)?
-                    };
-                    Ok((rest, notices))
-                })();
-                let (rest, notices) = rest.map_err(|e| PassError::AfterKeyring {
-                    keyring: first.summary_with_versions(),
-                    source: Box::new(e),
-                })?;
-                report.changeset = merge_changesets(first, rest);
-                report.notices.extend(notices);
-            } else {
-                let notices = match tx.commit(&mut sys, &report.changeset) {
-                    Err(PassError::Apply(e)) if e.corrupt_files() && planned.is_some() => {
-                        // libalpm deleted the corrupt files: plan again, which downloads
-                        // them anew, and commit once more.
-                        tracing::warn!("{e}; downloading the corrupt package files again");
-                        let intent = planned.take().unwrap_or_default();
-                        sys.set_policy(policy(&inventory));
-                        report.changeset = sys.prepare(&intent, &resolved)?;
-                        tx.commit(&mut sys, &report.changeset)?
-                    }
-                    other => other?,
-                };
-                report.notices.extend(notices);
-            }
-        } else {
-            sys.release();
+            commit_changes(
+                cfg,
+                &tx,
+                &mut sys,
+                &mut report,
+                &mut inventory,
+                &mut planned,
+            )?;
         }
         let recovered = interrupted.is_some();
         // Recorded after a full plan that found nothing, and after a skipped one that read
@@ -1326,43 +1226,25 @@ fn pass(
             }
         }
         let inventory = next_inventory(&inventory, &report.changeset);
-        // Record only what changed: a converged pass on the state already recorded (a newer
-        // commit refused, or unsigned commits waiting) leaves state.json and the anchor as
-        // they are, so `applied_at` stays the time it was applied.
-        let previous = state.load_applied()?;
-        let unchanged = report.changeset.is_empty()
-            && !recovered
-            && previous.as_ref().is_some_and(|p| {
-                p.commit == commit
-                    && p.sequence == trusted.anchor.sequence
-                    && p.keys == trusted.anchor.keys
-                    && p.signers == trusted.signers
-                    && p.generation == resolved.generation
-                    && p.pool == resolved.pool
-            })
-            && read_anchor(cfg)?.as_ref() == Some(&trusted.anchor);
-        if !unchanged {
-            let applied = AppliedState {
-                commit: commit.clone(),
-                tree: trusted.tree.clone(),
-                sequence: trusted.anchor.sequence,
-                generation: resolved.generation,
-                pool: resolved.pool.clone(),
-                applied_at: chrono::Utc::now(),
-                fleet: resolved.fleet.clone(),
-                signers: trusted.signers.clone(),
-                keys: trusted.anchor.keys.clone(),
-                accepted_by: trusted.anchor.accepted_by.clone(),
-            };
-            state.record_applied(&applied, &inventory)?;
-            write_anchor(cfg, &trusted.anchor)?;
-        }
-        // The outcome is recorded: the transaction (this pass's, or the dead one's) is over.
-        if !report.changeset.is_empty() || recovered {
-            state.end_transaction()?;
-        }
+        record(
+            cfg,
+            state,
+            &trusted,
+            &resolved,
+            &inventory,
+            &report.changeset,
+            recovered,
+        )?;
         phase("record");
     }
+    finish(&mut report, hold, settled);
+    report.duration = start.elapsed();
+    Ok(report)
+}
+
+/// The end of a pass: drift (changes on a host that had converged on this very commit) and
+/// the verdict.
+fn finish(report: &mut PassReport, hold: Option<Hold>, settled: bool) {
     if settled && !report.changeset.is_empty() {
         report.drift = report
             .changeset
@@ -1385,8 +1267,217 @@ fn pass(
     for h in &report.changeset.held {
         tracing::warn!("held back by this host: {h}");
     }
-    report.duration = start.elapsed();
-    Ok(report)
+}
+
+/// Steps 3 and 4 of a pass: what this host needs of the manifests at the trusted commit, read
+/// by exact path (other hosts' files are `validate`'s), and this host resolved against them;
+/// `None` when no pool selects it.
+fn resolve_host(
+    cfg: &AgentConfig,
+    repo: &std::path::Path,
+    trusted: &Trusted,
+) -> Result<Option<Resolved>, PassError> {
+    let fleet =
+        crate::validate::fleet_for_host(repo, &trusted.tree, &cfg.hostname)?.map_err(|diags| {
+            PassError::Invalid {
+                commit: trusted.commit.clone(),
+                diags,
+            }
+        })?;
+    stop_point()?;
+    let resolved = resolve::resolve(&fleet, &cfg.hostname)?;
+    if resolved.is_none() {
+        tracing::info!(
+            "host {} is in no pool of fleet {}: nothing to do",
+            cfg.hostname,
+            fleet.name()
+        );
+    }
+    Ok(resolved)
+}
+
+/// Commits a prepared changeset: the keyring packages first in a transaction of their own when
+/// there are others too (then the rest planned and committed in the same pass), or all at once
+/// (a corrupt package file downloaded again and committed once more). Every transaction goes
+/// through [`Tx::commit`] (marker, history). On an error the caller's `?` drops `sys`, which
+/// releases the transaction and pacman's lock.
+fn commit_changes(
+    cfg: &AgentConfig,
+    tx: &Tx<'_>,
+    sys: &mut System,
+    report: &mut PassReport,
+    inventory: &mut BTreeSet<String>,
+    planned: &mut Option<plan::Intent>,
+) -> Result<(), PassError> {
+    let resolved = tx.resolved;
+    if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(PassError::Stopped);
+    }
+    tracing::info!("applying: {}", report.changeset.summary());
+    tx.state.clear_converged()?;
+    let keyring = keyring_targets(&report.changeset, &cfg.keyring_packages, resolved);
+    if !keyring.is_empty() && keyring.len() < report.changeset.changes.len() {
+        // Keyring first, in a transaction of its own: packages signed by a key only the
+        // new keyring has verify in the second.
+        sys.release();
+        let names: Vec<&str> = keyring.iter().map(|t| t.name.as_str()).collect();
+        tracing::info!("upgrading the keyring first: {}", names.join(", "));
+        let first = sys.prepare(
+            &plan::Intent {
+                targets: keyring,
+                ..plan::Intent::default()
+            },
+            resolved,
+        )?;
+        let notices = tx.commit(sys, &first)?;
+        *inventory = next_inventory(inventory, &first);
+        tx.state.save_inventory(inventory)?;
+        report.notices.extend(notices);
+        let rest = (|| -> Result<(Changeset, Notices), PassError> {
+            sys.set_policy(policy(inventory));
+            let installed = sys.installed();
+            let intent = plan::intent(resolved, &installed, inventory);
+            let rest = sys.prepare(&intent, resolved)?;
+            let notices = if rest.is_empty() {
+                sys.release();
+                Notices::default()
+            } else {
+                tx.commit(sys, &rest)?
+            };
+            Ok((rest, notices))
+        })();
+        let (rest, notices) = rest.map_err(|e| PassError::AfterKeyring {
+            keyring: first.summary_with_versions(),
+            source: Box::new(e),
+        })?;
+        report.changeset = merge_changesets(first, rest);
+        report.notices.extend(notices);
+    } else {
+        let notices = match tx.commit(sys, &report.changeset) {
+            Err(PassError::Apply(e)) if e.corrupt_files() && planned.is_some() => {
+                // libalpm deleted the corrupt files: plan again, which downloads
+                // them anew, and commit once more.
+                tracing::warn!("{e}; downloading the corrupt package files again");
+                let intent = planned.take().unwrap_or_default();
+                sys.set_policy(policy(inventory));
+                report.changeset = sys.prepare(&intent, resolved)?;
+                tx.commit(sys, &report.changeset)?
+            }
+            other => other?,
+        };
+        report.notices.extend(notices);
+    }
+    Ok(())
+}
+
+/// Where the pool's window stands, as the report says it.
+fn window_state<Tz: chrono::TimeZone>(gate: &Gate<Tz>) -> WindowState {
+    match gate {
+        Gate::Open { until: Some(u) } => WindowState::Open {
+            until: u.to_rfc3339(),
+        },
+        Gate::Open { until: None } => WindowState::None,
+        Gate::Closed { next } => WindowState::Closed {
+            next: next.as_ref().map(|n| n.to_rfc3339()),
+        },
+    }
+}
+
+/// Why this pass may not apply, if it may not: plan only, the pool paused, its window
+/// closed (unless ignored), a dry run.
+fn hold_for<Tz: chrono::TimeZone>(
+    opts: PassOptions,
+    resolved: &Resolved,
+    gate: &Gate<Tz>,
+) -> Option<Hold> {
+    if !opts.apply {
+        Some(Hold::PlanOnly)
+    } else if resolved.paused {
+        Some(Hold::Paused)
+    } else if let (Gate::Closed { next }, false) = (gate, opts.ignore_window) {
+        Some(Hold::Window {
+            next: next.as_ref().map(|n| n.to_rfc3339()),
+        })
+    } else if opts.dry_run {
+        Some(Hold::DryRun)
+    } else {
+        None
+    }
+}
+
+/// A held pass's plan: against a private copy of the sync databases, no lock, nothing
+/// written. A transaction pacfleet recorded is recovered by the next reconcile; anything else
+/// half-written is reported, never called converged.
+fn plan_held(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    resolved: &Resolved,
+    inventory: &BTreeSet<String>,
+    pacman_conf: pacmanconf::Config,
+) -> Result<Changeset, PassError> {
+    let local = crate::system::scan_local(&cfg.dbpath)?;
+    if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
+        return Err(incomplete_database(cfg, &local.incomplete));
+    }
+    let mut sys = System::open_with(&cfg.host_paths(), Mode::Plan, pacman_conf)?;
+    sys.set_policy(policy(inventory));
+    if let Some(date) = &resolved.snapshot {
+        sys.use_snapshot(resolved.archive.as_deref(), date)?;
+    }
+    sys.refresh()?;
+    let intent = plan::intent(resolved, &sys.installed(), inventory);
+    let mut changeset = sys.prepare(&intent, resolved)?;
+    note_keyring_first(&mut changeset, &cfg.keyring_packages);
+    Ok(changeset)
+}
+
+/// Records an applying pass's outcome: state.json, the inventory and the anchor — only what
+/// changed: a converged pass on the state already recorded (a newer commit refused, or
+/// unsigned commits waiting) leaves state.json and the anchor as they are, so `applied_at`
+/// stays the time it was applied — then ends the transaction marker (this pass's, or the
+/// recovered one's).
+fn record(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    trusted: &Trusted,
+    resolved: &Resolved,
+    inventory: &BTreeSet<String>,
+    changeset: &Changeset,
+    recovered: bool,
+) -> Result<(), PassError> {
+    let commit = &trusted.commit;
+    let previous = state.load_applied()?;
+    let unchanged = changeset.is_empty()
+        && !recovered
+        && previous.as_ref().is_some_and(|p| {
+            &p.commit == commit
+                && p.sequence == trusted.anchor.sequence
+                && p.keys == trusted.anchor.keys
+                && p.signers == trusted.signers
+                && p.generation == resolved.generation
+                && p.pool == resolved.pool
+        })
+        && read_anchor(cfg)?.as_ref() == Some(&trusted.anchor);
+    if !unchanged {
+        let applied = AppliedState {
+            commit: commit.clone(),
+            tree: trusted.tree.clone(),
+            sequence: trusted.anchor.sequence,
+            generation: resolved.generation,
+            pool: resolved.pool.clone(),
+            applied_at: chrono::Utc::now(),
+            fleet: resolved.fleet.clone(),
+            signers: trusted.signers.clone(),
+            keys: trusted.anchor.keys.clone(),
+            accepted_by: trusted.anchor.accepted_by.clone(),
+        };
+        state.record_applied(&applied, inventory)?;
+        write_anchor(cfg, &trusted.anchor)?;
+    }
+    if !changeset.is_empty() || recovered {
+        state.end_transaction()?;
+    }
+    Ok(())
 }
 
 /// Whether the last pass converged on `commit` (so changes now are drift, not new state).

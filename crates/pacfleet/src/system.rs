@@ -398,6 +398,16 @@ pub struct System {
     private: Option<tempfile::TempDir>,
     /// Private copy → the file it was copied from (what plans and history show).
     copied_from: BTreeMap<PathBuf, PathBuf>,
+    /// Whether a libalpm transaction is initialized (in `Mode::Apply`, holding pacman's lock):
+    /// [`System::release`] ends it, and so does dropping the `System`, on every path — an
+    /// error that returns early never leaves the transaction, or the lock, behind.
+    in_transaction: bool,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Where a package file that pacfleet loads itself came from, which decides how its
@@ -642,6 +652,7 @@ impl System {
             held: Vec::new(),
             private: None,
             copied_from: BTreeMap::new(),
+            in_transaction: false,
         })
     }
 
@@ -822,6 +833,7 @@ impl System {
             let extra = match result {
                 Ok(extra) => extra,
                 Err(e) => {
+                    // Released now rather than when the handle goes: the caller may go on.
                     self.release();
                     return Err(e);
                 }
@@ -990,21 +1002,28 @@ impl System {
             Mode::Plan => TransFlag::NO_LOCK,
             Mode::Apply => TransFlag::NONE,
         };
-        self.alpm.trans_init(flags).map_err(|e| match e {
-            alpm::Error::HandleLock => SystemError::Locked {
-                lockfile: self.lockfile().display().to_string(),
-                waited_secs: 0,
-                holder: lock_holder(),
-            },
-            e => SystemError::Alpm {
-                context: "starting a transaction".into(),
-                source: e,
-            },
-        })
+        self.alpm
+            .trans_init(flags)
+            .map(|()| self.in_transaction = true)
+            .map_err(|e| match e {
+                alpm::Error::HandleLock => SystemError::Locked {
+                    lockfile: self.lockfile().display().to_string(),
+                    waited_secs: 0,
+                    holder: lock_holder(),
+                },
+                e => SystemError::Alpm {
+                    context: "starting a transaction".into(),
+                    source: e,
+                },
+            })
     }
 
-    /// Releases the transaction (and pacman's lock in `Mode::Apply`).
+    /// Releases the transaction (and pacman's lock in `Mode::Apply`), if one is initialized;
+    /// dropping the `System` does the same.
     pub fn release(&mut self) {
+        if !std::mem::take(&mut self.in_transaction) {
+            return;
+        }
         if let Err(e) = self.alpm.trans_release() {
             tracing::debug!("releasing the transaction: {e}");
         }
