@@ -160,14 +160,15 @@ impl FleetRepo {
     /// The repository that holds the fleet directory `dir` (a work tree, a directory inside
     /// one, or a bare repository).
     pub fn open(dir: &Path) -> Result<FleetRepo, FleetReadError> {
-        let repo = gix::discover(dir).map_err(|e| FleetReadError::NotARepository {
-            dir: dir.to_owned(),
-            detail: e.to_string(),
-        })?;
-        let Some(workdir) = repo.workdir() else {
+        let (git_dir, workdir) =
+            source::discover(dir).map_err(|detail| FleetReadError::NotARepository {
+                dir: dir.to_owned(),
+                detail,
+            })?;
+        let Some(workdir) = workdir else {
             return Ok(FleetRepo {
                 dir: dir.to_owned(),
-                root: repo.git_dir().to_owned(),
+                root: git_dir,
                 prefix: String::new(),
                 bare: true,
             });
@@ -179,7 +180,7 @@ impl FleetRepo {
                     source,
                 })
         };
-        let (here, top) = (canon(dir)?, canon(workdir)?);
+        let (here, top) = (canon(dir)?, canon(&workdir)?);
         let prefix = here
             .strip_prefix(&top)
             .map(|rel| {
@@ -191,7 +192,7 @@ impl FleetRepo {
             .unwrap_or_default();
         Ok(FleetRepo {
             dir: dir.to_owned(),
-            root: workdir.to_owned(),
+            root: workdir,
             prefix,
             bare: false,
         })
@@ -272,25 +273,19 @@ impl FleetRepo {
     }
 
     fn merge_base(&self, a: &str, b: &str, an: &str, bn: &str) -> Result<String, FleetReadError> {
-        let repo = gix::open(&self.root).map_err(|source| FleetReadError::Open {
-            root: self.root.clone(),
-            source: Box::new(source),
+        let base = source::merge_base(&self.root, a, b).map_err(|e| match e {
+            source::MergeBaseError::Open(root, source) => FleetReadError::Open { root, source },
+            source::MergeBaseError::Id(e) => FleetReadError::Id(e),
+            source::MergeBaseError::Compute(source) => FleetReadError::MergeBase {
+                a: an.to_owned(),
+                b: bn.to_owned(),
+                source,
+            },
         })?;
-        let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes());
-        let base = repo
-            .merge_base(id(a)?, id(b)?)
-            .map_err(|source| FleetReadError::MergeBase {
-                a: an.to_owned(),
-                b: bn.to_owned(),
-                source: Box::new(source),
-            })?;
-        match base {
-            Some(base) => Ok(base.to_string()),
-            None => Err(FleetReadError::NoMergeBase {
-                a: an.to_owned(),
-                b: bn.to_owned(),
-            }),
-        }
+        base.ok_or_else(|| FleetReadError::NoMergeBase {
+            a: an.to_owned(),
+            b: bn.to_owned(),
+        })
     }
 }
 

@@ -1647,6 +1647,42 @@ fn resolve_commit(r: &gix::Repository, repo: &Path, rev: &str) -> Result<ObjectI
     }
 }
 
+/// The repository that holds `dir` (a work tree, a directory inside one, or a bare
+/// repository), found as git finds it, walking up: its git directory and its work tree
+/// (`None` for a bare repository). `Err` says what gix said.
+pub fn discover(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), String> {
+    let repo = gix::discover(dir).map_err(|e| e.to_string())?;
+    Ok((
+        repo.git_dir().to_owned(),
+        repo.workdir().map(Path::to_path_buf),
+    ))
+}
+
+/// Why [`merge_base`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeBaseError {
+    /// The repository could not be opened.
+    #[error("opening {}", .0.display())]
+    Open(PathBuf, #[source] Box<gix::Error>),
+    /// A commit id is not an id.
+    #[error(transparent)]
+    Id(#[from] gix::Error),
+    /// gix could not compute it.
+    #[error("finding the merge base")]
+    Compute(#[source] Box<gix::Error>),
+}
+
+/// The best common ancestor of commits `a` and `b` (full hex ids) in the repository at
+/// `repo`; `None` when they have none.
+pub fn merge_base(repo: &Path, a: &str, b: &str) -> Result<Option<String>, MergeBaseError> {
+    let r = gix::open(repo).map_err(|e| MergeBaseError::Open(repo.to_owned(), Box::new(e)))?;
+    let id = |hex: &str| ObjectId::from_hex(hex.as_bytes());
+    let base = r
+        .merge_base(id(a)?, id(b)?)
+        .map_err(|e| MergeBaseError::Compute(Box::new(e)))?;
+    Ok(base.map(|b| b.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{SshIdentity, redact_url};
