@@ -5,7 +5,7 @@
 //!
 //! 1. It updates `counters.json` in the state directory ([`Counters`]): passes by outcome,
 //!    failures by reason, applied changesets, the time of the last successful pass. Written
-//!    atomically with [`crate::state::write_atomic`]; a damaged file is an error naming it, never
+//!    atomically with [`crate::state::write_report`]; a damaged file is an error naming it, never
 //!    reset behind the operator's back (delete it to start the counters from zero; Prometheus
 //!    handles counter resets).
 //! 2. If agent.yaml sets `textfile:`, it writes that file in the format of node_exporter's
@@ -123,7 +123,7 @@ pub fn load_counters(state: &StateDir) -> Result<Counters, MetricsError> {
 fn save_counters(state: &StateDir, counters: &Counters) -> Result<(), MetricsError> {
     let mut bytes = serde_json::to_vec_pretty(counters).expect("counters serialize to JSON");
     bytes.push(b'\n');
-    state::write_atomic(&counters_path(state), &bytes)?;
+    state::write_report(&counters_path(state), &bytes, 0o644)?;
     Ok(())
 }
 
@@ -196,9 +196,9 @@ pub fn write_textfile(
     now: DateTime<Utc>,
 ) -> Result<(), MetricsError> {
     let text = render(applied, status, counters, now);
-    // The same atomic write as every state file: `.NAME.XXXXXX.tmp` (hidden and not `*.prom`,
-    // so the collector never reads a partial file), mode 0644, fsync, rename, fsync the dir.
-    crate::state::write_atomic_mode(path, text.as_bytes(), 0o644).map_err(|e| match e {
+    // A report's atomic write: `.NAME.XXXXXX.tmp` (hidden and not `*.prom`, so the collector
+    // never reads a partial file), mode 0644, fsync, rename.
+    crate::state::write_report(path, text.as_bytes(), 0o644).map_err(|e| match e {
         StateError::Io {
             action,
             path,

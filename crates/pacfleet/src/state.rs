@@ -25,6 +25,10 @@
 //!
 //! Every whole-file write goes through [`write_atomic`] (temp file in the same directory, fsync,
 //! rename, fsync the directory), so a crash leaves either the old or the new file, never a mix.
+//! Reports rewritten by every pass — `status.json`, the metrics counters and the textfile —
+//! go through [`write_report`]: the same, without the directory's fsync, so a crash may keep
+//! the previous report (never a torn one: the data is on disk before the rename), which the
+//! next pass replaces; a no-op pass saves three fsyncs by it.
 //! A file that exists but cannot be read back is an error that names it and says what to do;
 //! pacfleet never resets state silently, because a lost `state.json` would drop the sequence
 //! number that protects against replayed states, and a lost inventory would change what `prune`
@@ -660,6 +664,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 
 /// [`write_atomic`] with the file's permission bits set to `mode` before it replaces `path`.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    let dir = replace_with(path, bytes, mode)?;
+    sync_dir(dir)
+}
+
+/// A report every pass rewrites (see the module docs): [`write_atomic_mode`] without the
+/// directory's fsync. After a crash the file is the old report or the new one, whole.
+pub fn write_report(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    replace_with(path, bytes, mode).map(drop)
+}
+
+/// Writes `bytes` to a fresh temporary file beside `path` (mode `mode`, fsynced) and renames it
+/// over `path`; returns the directory, for the caller to fsync when the rename must be durable.
+fn replace_with<'p>(path: &'p Path, bytes: &[u8], mode: u32) -> Result<&'p Path, StateError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -693,7 +710,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Sta
         .map_err(io_err("write", tmp.path()))?;
     tmp.persist(path)
         .map_err(|e| io_err("replace", path)(e.error))?;
-    sync_dir(dir)
+    Ok(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
@@ -953,7 +970,7 @@ impl StateDir {
     }
 
     pub fn save_status(&self, status: &PassStatus) -> Result<(), StateError> {
-        write_atomic(&self.status_path(), &to_versioned_json(status))
+        write_report(&self.status_path(), &to_versioned_json(status), 0o644)
     }
 
     /// Append one entry to `history.jsonl`: opened with O_APPEND, written as one line, fsynced.
