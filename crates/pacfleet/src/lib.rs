@@ -27,6 +27,7 @@ pub mod progress;
 pub mod reconcile;
 pub mod resolve;
 pub mod rollback;
+pub mod rollout;
 pub mod set_latest;
 pub mod signing;
 pub mod snapshot;
