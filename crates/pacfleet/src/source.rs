@@ -1683,6 +1683,45 @@ pub fn merge_base(repo: &Path, a: &str, b: &str) -> Result<Option<String>, Merge
     Ok(base.map(|b| b.to_string()))
 }
 
+/// Why [`write_note`] failed: which step, and what gix said.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {detail}")]
+pub struct NoteWriteError {
+    /// The step: opening the repository or the notes, parsing the id, writing the note.
+    pub context: String,
+    /// gix's reason.
+    pub detail: String,
+}
+
+/// Replaces the note on `commit` (full hex id) under `notes_ref` with `data`, as one notes
+/// commit (gix's notes editing; the committer comes from the git config).
+pub fn write_note(
+    repo: &Path,
+    notes_ref: &str,
+    commit: &str,
+    data: &[u8],
+) -> Result<(), NoteWriteError> {
+    let other = |context: &str, e: &dyn std::fmt::Display| NoteWriteError {
+        context: context.into(),
+        detail: e.to_string(),
+    };
+    let r = gix::open(repo).map_err(|e| other(&format!("opening {}", repo.display()), &e))?;
+    let id =
+        ObjectId::from_hex(commit.as_bytes()).map_err(|e| other("parsing the commit id", &e))?;
+    let mut notes = r
+        .notes()
+        .and_then(|n| n.with_refs([notes_ref]))
+        .map_err(|e| other("opening the notes", &e))?
+        .with_commit_message(format!("pacfleet: sign {commit}"));
+    notes.replace(notes_ref, id, data).map_err(|e| {
+        other(
+            &format!("writing the note for {commit} (is user.name/user.email set in git config? the notes commit needs a committer)"),
+            &e,
+        )
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::{SshIdentity, redact_url};

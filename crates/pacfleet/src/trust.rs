@@ -1192,27 +1192,12 @@ pub fn sign_commit(
     })
 }
 
-/// Replaces the note on `commit` under refs/notes/pacfleet (gix's notes editing).
+/// Replaces the note on `commit` under refs/notes/pacfleet ([`source::write_note`]).
 fn write_note(repo: &Path, commit: &str, data: &[u8]) -> Result<(), SignError> {
-    let other = |context: &str, e: &dyn std::fmt::Display| SignError::Other {
-        context: context.into(),
-        detail: e.to_string(),
-    };
-    let r = gix::open(repo).map_err(|e| other(&format!("opening {}", repo.display()), &e))?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes())
-        .map_err(|e| other("parsing the commit id", &e))?;
-    let mut notes = r
-        .notes()
-        .and_then(|n| n.with_refs([NOTES_REF]))
-        .map_err(|e| other("opening the notes", &e))?
-        .with_commit_message(format!("pacfleet: sign {commit}"));
-    notes.replace(NOTES_REF, id, data).map_err(|e| {
-        other(
-            &format!("writing the note for {commit} (is user.name/user.email set in git config? the notes commit needs a committer)"),
-            &e,
-        )
-    })?;
-    Ok(())
+    source::write_note(repo, NOTES_REF, commit, data).map_err(|e| SignError::Other {
+        context: e.context,
+        detail: e.detail,
+    })
 }
 
 /// Why a commit's fleet.yaml cannot be read.
