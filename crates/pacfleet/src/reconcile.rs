@@ -1138,40 +1138,14 @@ fn pass(
             phase("read local database");
             let mut intent = plan::intent(&resolved, &installed, &inventory);
             if let Some(i) = &interrupted {
-                // What the dead pass installed is pacfleet's; what it was installing is asked for
-                // again, its half-extracted files allowed to be replaced.
-                for c in &i.marker.changes {
-                    match c.action {
-                        Action::Install => {
-                            inventory.insert(c.name.clone());
-                        }
-                        Action::Remove if !installed.contains_key(&c.name) => {
-                            inventory.remove(&c.name);
-                        }
-                        _ => {}
-                    }
-                }
-                for (name, _, _) in &i.unfinished {
-                    if !installed.contains_key(name)
-                        && !intent.targets.iter().any(|t| &t.name == name)
-                    {
-                        let pin = resolved.pins.get(name);
-                        intent.targets.push(plan::Target {
-                            name: name.clone(),
-                            version: pin.map(|p| p.version.clone()),
-                            repo: None,
-                            sha256: pin.and_then(|p| p.sha256.clone()),
-                            explicit: resolved.explicit.contains_key(name),
-                        });
-                    }
-                }
-                let allowed = sys.allow_overwrite(&i.unfinished)?;
-                if !allowed.is_empty() {
-                    tracing::info!(
-                        "files the interrupted transaction left may be overwritten: {}",
-                        allowed.join(", ")
-                    );
-                }
+                resume_interrupted(
+                    i,
+                    &mut sys,
+                    &resolved,
+                    &installed,
+                    &mut intent,
+                    &mut inventory,
+                )?;
             }
             sys.set_policy(policy(&inventory));
             report.changeset = sys.prepare(&intent, &resolved)?;
@@ -1201,29 +1175,18 @@ fn pass(
             )?;
         }
         let recovered = interrupted.is_some();
-        // Recorded after a full plan that found nothing, and after a skipped one that read
-        // the manifests of a new tree (same plan inputs: a commit that changed nothing this
-        // host reads), so that the next pass reuses the resolution at this tree.
         if let (Some(key), true) = (inputs_key, report.changeset.settled())
             && (!unchanged_inputs || !resolution_reused)
         {
-            let inputs = ConvergedInputs {
+            remember_converged(
+                cfg,
+                state,
                 key,
-                planned_at: match &converged {
-                    Some(c) if unchanged_inputs => c.planned_at,
-                    _ => chrono::Utc::now(),
-                },
-                resolved: Some(ResolvedAt {
-                    tree: trusted.tree.clone(),
-                    hostname: cfg.hostname.clone(),
-                    pacfleet: env!("CARGO_PKG_VERSION").to_owned(),
-                    resolved: resolved.clone(),
-                }),
-            };
-            if let Err(e) = state.save_converged(&inputs) {
-                // Only costs the next pass a full plan.
-                tracing::warn!("cannot record the converged plan's inputs: {e}");
-            }
+                &converged,
+                unchanged_inputs,
+                &trusted,
+                &resolved,
+            );
         }
         let inventory = next_inventory(&inventory, &report.changeset);
         record(
@@ -1240,6 +1203,81 @@ fn pass(
     finish(&mut report, hold, settled);
     report.duration = start.elapsed();
     Ok(report)
+}
+
+/// Plans around a transaction a dead pass left: what it installed is pacfleet's (the
+/// inventory), what it was installing is asked for again, and the files its half-extracted
+/// packages left may be replaced.
+fn resume_interrupted(
+    i: &Interrupted,
+    sys: &mut System,
+    resolved: &Resolved,
+    installed: &std::collections::BTreeMap<String, plan::Installed>,
+    intent: &mut plan::Intent,
+    inventory: &mut BTreeSet<String>,
+) -> Result<(), PassError> {
+    for c in &i.marker.changes {
+        match c.action {
+            Action::Install => {
+                inventory.insert(c.name.clone());
+            }
+            Action::Remove if !installed.contains_key(&c.name) => {
+                inventory.remove(&c.name);
+            }
+            _ => {}
+        }
+    }
+    for (name, _, _) in &i.unfinished {
+        if !installed.contains_key(name) && !intent.targets.iter().any(|t| &t.name == name) {
+            let pin = resolved.pins.get(name);
+            intent.targets.push(plan::Target {
+                name: name.clone(),
+                version: pin.map(|p| p.version.clone()),
+                repo: None,
+                sha256: pin.and_then(|p| p.sha256.clone()),
+                explicit: resolved.explicit.contains_key(name),
+            });
+        }
+    }
+    let allowed = sys.allow_overwrite(&i.unfinished)?;
+    if !allowed.is_empty() {
+        tracing::info!(
+            "files the interrupted transaction left may be overwritten: {}",
+            allowed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Records the inputs of a plan that found nothing to do (and this host's resolution at the
+/// tree), after a full plan and after a skipped one that read the manifests of a new tree (same
+/// plan inputs: a commit that changed nothing this host reads), so that the next pass can skip
+/// both. Losing it only costs the next pass a full plan.
+fn remember_converged(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    key: String,
+    converged: &Option<ConvergedInputs>,
+    unchanged_inputs: bool,
+    trusted: &Trusted,
+    resolved: &Resolved,
+) {
+    let inputs = ConvergedInputs {
+        key,
+        planned_at: match converged {
+            Some(c) if unchanged_inputs => c.planned_at,
+            _ => chrono::Utc::now(),
+        },
+        resolved: Some(ResolvedAt {
+            tree: trusted.tree.clone(),
+            hostname: cfg.hostname.clone(),
+            pacfleet: env!("CARGO_PKG_VERSION").to_owned(),
+            resolved: resolved.clone(),
+        }),
+    };
+    if let Err(e) = state.save_converged(&inputs) {
+        tracing::warn!("cannot record the converged plan's inputs: {e}");
+    }
 }
 
 /// The end of a pass: drift (changes on a host that had converged on this very commit) and
