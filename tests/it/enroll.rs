@@ -11,7 +11,9 @@ use std::process::Command;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, keypair, run, tempdir};
+use crate::harness::{
+    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, tempdir,
+};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
@@ -169,12 +171,12 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     );
 
     // The agent.yaml works as it is.
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&w.config));
+    let (code, out, err) = TestCommand::plan(&w.config).run().parts();
     assert!(
         code == 0 || code == 1,
         "plan: {code}\nstdout:\n{out}\nstderr:\n{err}"
     );
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&w.config));
+    let (code, out, err) = TestCommand::reconcile(&w.config).run().parts();
     assert_eq!(code, 0, "reconcile\nstdout:\n{out}\nstderr:\n{err}");
     let installed = w.host.installed();
     assert!(installed.contains_key("app"), "{installed:?}");

@@ -27,7 +27,9 @@ use std::process::{Command, Output};
 
 use pacfleet_support::synth::{self, SynthPackage};
 
+pub mod command;
 pub mod packager;
+pub use command::TestCommand;
 pub use packager::Packager;
 pub use tempfile::TempDir;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TestCommand, fleetctl, run, tempdir};
 use pacfleet_support::synth::SynthPackage;
 
 /// `ssh-keygen -t ed25519 -N '' -f PATH -C COMMENT`.
@@ -170,12 +170,11 @@ impl World {
     /// `~/.ssh` of the passwd entry, not `$HOME`; `IdentitiesOnly` and the known_hosts options
     /// are what keep it to the configured files).
     fn plan(&self, cfg: &Path) -> (i32, String, String) {
-        run(fleetctl()
-            .arg("plan")
-            .arg("--config")
-            .arg(cfg)
+        TestCommand::plan(cfg)
             .env("HOME", &self.home)
-            .env_remove("SSH_AUTH_SOCK"))
+            .env_remove("SSH_AUTH_SOCK")
+            .run()
+            .parts()
     }
 }
 

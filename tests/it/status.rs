@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use pacfleet_support::synth::SynthPackage;
 use serde_json::Value;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, keypair, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TestCommand, fleetctl, keypair, run, tempdir};
 
 struct World {
     tmp: tempfile::TempDir,
@@ -70,7 +70,7 @@ impl World {
     }
 
     fn reconcile(&self) -> (i32, String, String) {
-        run(fleetctl().arg("reconcile").arg("--config").arg(self.cfg()))
+        TestCommand::reconcile(self.cfg()).run().parts()
     }
 
     fn status(&self, flag: Option<&str>) -> String {
