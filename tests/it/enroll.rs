@@ -12,7 +12,7 @@ use std::process::Command;
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{
-    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, tempdir,
+    FleetRepo, HostDir, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
 };
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
@@ -33,11 +33,13 @@ struct World {
 
 fn world(signed: bool) -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.0-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "1.0-1"),
-    ]);
+    let repo = shared_repo(
+        "core",
+        &[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+        ],
+    );
     let fleet = FleetRepo::new(tmp.path());
     let files = [
         ("fleet.yaml", FLEET),
@@ -49,7 +51,7 @@ fn world(signed: bool) -> World {
     } else {
         fleet.commit_unsigned("initial fleet", &files);
     }
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
     let config = host.base.join("etc/pacfleet/agent.yaml");
     World {
         tmp,

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{
-    FleetRepo, GitDaemon, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, run, tempdir,
+    FleetRepo, GitDaemon, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, run,
+    shared_repo, tempdir,
 };
 
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
@@ -45,21 +46,20 @@ fn set(packages: &[&str]) -> String {
 /// `base` = [app]) and a temporary directory for hosts.
 struct World {
     tmp: tempfile::TempDir,
-    repo: PkgRepo,
+    repo: &'static PkgRepo,
     archive: PathBuf,
     fleet: FleetRepo,
 }
 
 fn world(extra: &[SynthPackage]) -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
     let mut pkgs = vec![
         SynthPackage::new("app", "1.1-1").depends("libfoo"),
         SynthPackage::new("libfoo", "2.0-1"),
         SynthPackage::new("tool", "1.0-1"),
     ];
     pkgs.extend(extra.iter().cloned());
-    repo.add(&pkgs);
+    let repo = shared_repo("core", &pkgs);
     let archive = tmp.path().join("archive");
     fs::create_dir_all(&archive).unwrap();
     let fleet = FleetRepo::new(tmp.path());
@@ -88,7 +88,7 @@ fn world(extra: &[SynthPackage]) -> World {
 impl World {
     /// A host `name` that fetches the fleet from its work tree (lock_timeout 1s).
     fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+        let host = HostDir::new(self.tmp.path(), name, &[self.repo]);
         let cfg = host.agent_yaml(
             &self.fleet.dir.display().to_string(),
             &self.fleet.public_key,

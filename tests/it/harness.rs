@@ -240,6 +240,66 @@ impl PkgRepo {
     }
 }
 
+/// A read-only repository `name` holding `pkgs` (signed by the default test packager), built
+/// once per test process and shared by every test that asks for the same name and packages:
+/// for the tests that only read their repository (hosts install from it), so each does not
+/// rebuild and re-sign the same packages. It lives in
+/// `<CARGO_TARGET_TMPDIR>/pacfleet-shared-repos/<pid>/`; directories of test processes that
+/// are gone are removed when the first one is made. A test that adds to, removes from or
+/// writes into its repository makes its own [`PkgRepo::new`].
+pub fn shared_repo(name: &str, pkgs: &[SynthPackage]) -> &'static PkgRepo {
+    use std::sync::{Mutex, OnceLock};
+    type Entry = (String, Vec<SynthPackage>, &'static OnceLock<PkgRepo>);
+    static REPOS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let (index, cell) = {
+        let mut repos = REPOS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match repos
+            .iter()
+            .position(|(n, p, _)| n == name && p.as_slice() == pkgs)
+        {
+            Some(i) => (i, repos[i].2),
+            None => {
+                let cell: &'static OnceLock<PkgRepo> = Box::leak(Box::new(OnceLock::new()));
+                repos.push((name.to_owned(), pkgs.to_vec(), cell));
+                (repos.len() - 1, cell)
+            }
+        }
+    };
+    cell.get_or_init(|| {
+        let mut repo = PkgRepo::new_in(&shared_repos_dir().join(format!("{index}-{name}")), name);
+        repo.add(pkgs);
+        repo
+    })
+}
+
+/// This process's directory of [`shared_repo`]s (made empty on first use, removing those of
+/// test processes that have exited).
+fn shared_repos_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let parent = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("pacfleet-shared-repos");
+        fs::create_dir_all(&parent).expect("create shared repos dir");
+        for entry in fs::read_dir(&parent)
+            .expect("read shared repos dir")
+            .flatten()
+        {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(&pid).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create shared repos dir");
+        dir
+    })
+}
+
 /// Builds `pkg` straight into the Arch Linux Archive layout under `archive_root`, signed by
 /// the default test packager (`<file>.sig` beside it, as the archive keeps them), and returns
 /// the package file's path.

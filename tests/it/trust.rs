@@ -13,7 +13,7 @@ use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::GitDaemon;
 use crate::harness::{
-    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, tempdir,
+    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
 };
 use crate::source::git_fixtures::{Fixture, HttpServer};
 
@@ -31,7 +31,7 @@ fn set(packages: &[&str]) -> String {
 /// installs `app`, and hosts made on demand.
 struct World {
     tmp: TempDir,
-    repo: PkgRepo,
+    repo: &'static PkgRepo,
     fleet: FleetRepo,
     first: String,
 }
@@ -42,13 +42,15 @@ fn world() -> World {
 
 fn world_with(signed: bool) -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.0-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "1.0-1"),
-        SynthPackage::new("tool", "1.0-1"),
-        SynthPackage::new("extra", "1.0-1"),
-    ]);
+    let repo = shared_repo(
+        "core",
+        &[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+            SynthPackage::new("tool", "1.0-1"),
+            SynthPackage::new("extra", "1.0-1"),
+        ],
+    );
     let fleet = FleetRepo::new(tmp.path());
     let files = [
         ("fleet.yaml", FLEET.to_owned()),
@@ -77,7 +79,7 @@ impl World {
 
     /// A host trusting `keys` with `threshold`.
     fn host_trusting(&self, name: &str, keys: &[&Path], threshold: usize) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+        let host = HostDir::new(self.tmp.path(), name, &[self.repo]);
         let cfg = host.agent_yaml(
             &self.fleet.dir.display().to_string(),
             keys[0],
@@ -955,7 +957,7 @@ fn refused_newer_commit_while_an_older_one_is_applied() {
 /// it is signed and the notes pushed, it applies; each time the notes arrive with the branch.
 fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
     let (host, cfg) = {
-        let host = HostDir::new(w.tmp.path(), "ws-01", &[&w.repo]);
+        let host = HostDir::new(w.tmp.path(), "ws-01", &[w.repo]);
         let cfg = host.agent_yaml(url, &w.fleet.public_key, "lock_timeout: 1s\n");
         (host, cfg)
     };
