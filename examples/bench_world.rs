@@ -36,6 +36,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
+use pacfleet_support::host::{HostLayout, PacmanConf, SigLevel};
 use pacfleet_support::synth::{self, SynthPackage};
 
 #[derive(Debug, Parser)]
@@ -290,25 +291,12 @@ fn pool_yaml(name: &str, sets: &[String]) -> String {
     )
 }
 
-/// A host directory like the integration tests' `HostDir`: `root/` with an empty local
-/// database, `pacman.conf` for it (repository `bench` as `file://`), `gnupg/`, `hooks/` and
-/// `state/`.
+/// A host directory like the integration tests' `HostDir` (`pacfleet_support::host`'s layout,
+/// keyring in `gnupg/`): `root/` with an empty local database, `pacman.conf` for it
+/// (repository `bench` as `file://`), `gnupg/`, `hooks/` and `state/`.
 fn host_dir(base: &Path, name: &str, repo_dir: &Path) -> Result<()> {
-    let root = base.join("root");
-    let dbpath = root.join("var/lib/pacman");
-    for d in [
-        dbpath.join("local"),
-        dbpath.join("sync"),
-        root.join("var/cache/pacman/pkg"),
-        root.join("var/log"),
-        root.join("etc"),
-        base.join("gnupg"),
-        base.join("hooks"),
-        base.join("state"),
-    ] {
-        fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    fs::write(dbpath.join("local/ALPM_DB_VERSION"), "9\n")?;
+    let layout = HostLayout::new(base);
+    layout.create()?;
     // Unlike the integration tests' hosts (Arch's `SigLevel = Required DatabaseOptional`, signed
     // packages), the bench world checks no signatures and its packages are unsigned. Signing
     // would be cheap (one gpg process per package, at most 5.5 ms: under 10 s for the 1,700
@@ -316,17 +304,12 @@ fn host_dir(base: &Path, name: &str, repo_dir: &Path) -> Result<()> {
     // 11 ms per package (`pacman -S` of 300 packages: 3.6 s checked, 0.29 s not), the same for
     // pacman and fleetctl, and would bury the overhead of pacfleet's own that BENCHMARKS.md
     // measures. BENCHMARKS.md compares fleetctl with pacman under this same SigLevel.
-    let conf = format!(
-        "# bench host {name}\n[options]\nRootDir = {root}\nDBPath = {db}/\nCacheDir = {root}/var/cache/pacman/pkg/\n\
-         LogFile = {root}/var/log/pacman.log\nGPGDir = {base}/gnupg/\nHookDir = {base}/hooks/\n\
-         Architecture = auto\nSigLevel = Never\nLocalFileSigLevel = Never\nDisableSandbox\nDisableDownloadTimeout\n\
-         \n[bench]\nServer = file://{repo}\n",
-        root = root.display(),
-        db = dbpath.display(),
-        base = base.display(),
-        repo = repo_dir.display(),
-    );
-    fs::write(base.join("pacman.conf"), conf)?;
+    layout.write_pacman_conf(&PacmanConf {
+        title: format!("bench host {name}"),
+        siglevel: SigLevel::Never { why: None },
+        disable_download_timeout: true,
+        repos: vec![("bench".to_owned(), format!("file://{}", repo_dir.display()))],
+    })?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, tempdir};
+use crate::harness::{FleetRepo, HostDir, fleetctl, shared_repo, tempdir};
 
 struct Agent {
     child: Child,
@@ -86,13 +86,15 @@ fn eventually(secs: u64, what: &str, agent: &Agent, mut cond: impl FnMut() -> bo
 
 fn setup(pool_extra: &str, interval: &str) -> (tempfile::TempDir, FleetRepo, HostDir, PathBuf) {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.0-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "1.0-1"),
-        SynthPackage::new("tool", "1.0-1"),
-        SynthPackage::new("byhand", "1.0-1"),
-    ]);
+    let repo = shared_repo(
+        "core",
+        &[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+            SynthPackage::new("tool", "1.0-1"),
+            SynthPackage::new("byhand", "1.0-1"),
+        ],
+    );
     let fleet = FleetRepo::new(tmp.path());
     fleet.commit(
         "initial",
@@ -105,7 +107,7 @@ fn setup(pool_extra: &str, interval: &str) -> (tempfile::TempDir, FleetRepo, Hos
             ),
         ],
     );
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
     let textfile = host.base.join("pacfleet.prom");
     let cfg = host.agent_yaml(
         &fleet.dir.display().to_string(),

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{
-    FleetRepo, HostDir, Packager, PkgRepo, archive_package, archive_package_unsigned, fleetctl,
-    run, tempdir,
+    FleetRepo, HostDir, Packager, PkgRepo, TestCommand, archive_package, archive_package_unsigned,
+    fleetctl, run, tempdir,
 };
 
 /// One fleet (pool `ws` for hosts `ws-*`, set `base`), one signed repository `core`, an
@@ -92,23 +92,6 @@ impl World {
     }
 }
 
-fn reconcile(cfg: &Path, extra: &[&str]) -> (i32, String, String) {
-    run(fleetctl()
-        .arg("reconcile")
-        .arg("--config")
-        .arg(cfg)
-        .args(extra))
-}
-
-fn plan(cfg: &Path) -> (i32, String, String) {
-    run(fleetctl().arg("plan").arg("--config").arg(cfg))
-}
-
-fn ok(r: (i32, String, String)) -> String {
-    assert_eq!(r.0, 0, "{}\n{}", r.1, r.2);
-    r.1
-}
-
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).expect("read json")).expect("parse json")
 }
@@ -146,7 +129,7 @@ fn names(host: &HostDir) -> Vec<String> {
 fn a_renamed_package_is_taken_keeping_its_reason_and_inventory() {
     let mut w = world(&[SynthPackage::new("oldfoo", "1.0-1")], &["oldfoo"]);
     let (host, cfg) = w.host("ws-01");
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(names(&host), ["oldfoo"]);
 
     w.repo.remove("oldfoo");
@@ -154,13 +137,13 @@ fn a_renamed_package_is_taken_keeping_its_reason_and_inventory() {
         .replaces("oldfoo")
         .conflicts("oldfoo")
         .provides("oldfoo")]);
-    let (code, out, err) = plan(&cfg);
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         out.contains("policy: `oldfoo` replaced by `newfoo`"),
         "{out}"
     );
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("replaces oldfoo"), "{out}");
     assert_eq!(names(&host), ["newfoo"]);
     assert!(host.explicit().contains("newfoo"), "the reason is kept");
@@ -173,7 +156,10 @@ fn a_renamed_package_is_taken_keeping_its_reason_and_inventory() {
         "{last}"
     );
     // No churn: the desired name is provided by what replaced it.
-    let out = ok(reconcile(&cfg, &["--full-plan"]));
+    let out = TestCommand::reconcile(&cfg)
+        .args(["--full-plan"])
+        .ok()
+        .stdout;
     assert!(out.contains("converged"), "{out}");
 }
 
@@ -192,7 +178,7 @@ fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
         .add(&[SynthPackage::new("rival", "1.0-1").conflicts("byhand")]);
     let (host, cfg) = w.host("ws-01");
     host.pacman_ok(&["-Sy", "byhand"]);
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(names(&host), ["byhand", "old"]);
 
     // pacfleet's own `old`, no longer desired (and kept: prune is off), conflicts with the
@@ -209,7 +195,7 @@ fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
             ),
         ],
     );
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(
         out.contains("`old` removed: it conflicts with `new`, and pacfleet installed it"),
         "{out}"
@@ -220,7 +206,7 @@ fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
     w.fleet
         .commit("rival", &[("packages/base.yaml", &base(&["new", "rival"]))]);
     let before = host.local_db_snapshot();
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains("`rival` conflicts with installed `byhand`, which was installed by hand"),
@@ -245,23 +231,23 @@ fn the_provider_the_generation_names_is_installed() {
     );
     w.pin(&[("app", "1.0-1"), ("jre-b", "1.0-1")]);
     let (fresh, fresh_cfg) = w.host("ws-01");
-    let (code, out, _) = plan(&fresh_cfg);
+    let (code, out, _) = TestCommand::plan(&fresh_cfg).run().parts();
     assert_eq!(code, 1);
     assert!(
         out.contains("`java-runtime` provided by `jre-b` (named by the pool's generation"),
         "{out}"
     );
-    ok(reconcile(&fresh_cfg, &[]));
+    TestCommand::reconcile(&fresh_cfg).ok();
     assert_eq!(names(&fresh), ["app", "jre-b"]);
 
     // A host that got jre-a before: not converged; the lock's provider goes in, jre-a (which
     // pacfleet did not install) stays.
     let (old, old_cfg) = w.host("ws-02");
     old.pacman_ok(&["-Sy", "app", "jre-a"]);
-    let (code, out, err) = plan(&old_cfg);
+    let (code, out, err) = TestCommand::plan(&old_cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("jre-b"), "{out}");
-    ok(reconcile(&old_cfg, &[]));
+    TestCommand::reconcile(&old_cfg).ok();
     assert!(
         old.installed().contains_key("jre-b"),
         "{:?}",
@@ -281,7 +267,7 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
         &["tool"],
     );
     let (host, cfg) = w.host("ws-01");
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     let conf = fs::read_to_string(&host.conf).expect("pacman.conf");
     fs::write(
         &host.conf,
@@ -293,13 +279,13 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
         .commit("app", &[("packages/base.yaml", &base(&["tool", "app"]))]);
     w.pin(&[("tool", "1.0-1"), ("app", "1.0-1")]);
 
-    let (code, out, _) = plan(&cfg);
+    let (code, out, _) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("held: tool 1.1-1 -> 1.0-1 held by IgnorePkg"),
         "{out}"
     );
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(
         out.contains("held: tool 1.1-1 -> 1.0-1 held by IgnorePkg"),
         "{out}"
@@ -310,7 +296,7 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
     assert_eq!(entry["held"][0]["name"], "tool", "{entry}");
 
     // Nothing else to do: held, not converged, in status, status --json, waybar and metrics.
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(
         out.contains("not converged: 1 package(s) held back"),
         "{out}"
@@ -320,11 +306,7 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
         .args(["status", "--waybar", "--config"])
         .arg(&cfg));
     assert!(waybar.contains("\"class\":\"held\""), "{waybar}");
-    let (code, out, _) = run(fleetctl()
-        .arg("reconcile")
-        .arg("--json")
-        .arg("--config")
-        .arg(&cfg));
+    let (code, out, _) = TestCommand::reconcile(&cfg).arg("--json").run().parts();
     assert_eq!(code, 0);
     let report: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(report["verdict"]["outcome"], "held", "{report}");
@@ -349,7 +331,7 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
             ("pools/ws.yaml", &format!("{POOL}generation: 2\n")),
         ],
     );
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("IgnorePkg"), "{err}");
     assert!(!host.installed().contains_key("needy"));
@@ -367,7 +349,7 @@ fn a_failed_scriptlet_makes_the_pass_applied_with_warnings() {
     );
     let (host, cfg) = w.host("ws-01");
     let host = host.with_shell();
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(
         out.contains(
             "warning: scriptlet post_install of `svc` failed; it printed: creating the svc user"
@@ -405,7 +387,7 @@ fn file_conflicts_name_every_file_and_both_owners() {
         &["one", "two"],
     );
     let (host, cfg) = w.host("ws-01");
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains("/usr/share/x exists in both 'one' and 'two'")
@@ -417,7 +399,7 @@ fn file_conflicts_name_every_file_and_both_owners() {
     w.fleet
         .commit("three", &[("packages/base.yaml", &base(&["three"]))]);
     fs::write(host.path("etc/three.conf"), "by hand\n").expect("write");
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains(
@@ -442,7 +424,7 @@ fn archive_files_are_verified_at_the_remote_file_signature_level() {
     let (host, cfg) = w.host("ws-01");
     archive_package_unsigned(&w.archive, &SynthPackage::new("app", "1.0-1"));
     w.pin(&[("app", "1.0-1")]);
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("package `app` 1.0-1 from"), "{err}");
     assert!(err.contains("RemoteFileSigLevel = Required"), "{err}");
@@ -453,7 +435,7 @@ fn archive_files_are_verified_at_the_remote_file_signature_level() {
     let rogue = Packager::new(w.tmp.path(), "rogue");
     let file = archive_package_unsigned(&w.archive, &SynthPackage::new("app", "1.0-1"));
     rogue.sign(&file);
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     let short = &rogue.fingerprint()[rogue.fingerprint().len() - 16..];
     assert!(
@@ -465,7 +447,7 @@ fn archive_files_are_verified_at_the_remote_file_signature_level() {
 
     // Signed by the packager the host trusts.
     archive_package(&w.archive, &SynthPackage::new("app", "1.0-1"));
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(host.installed()["app"], "1.0-1");
 }
 
@@ -515,7 +497,7 @@ fn a_package_file_swapped_after_its_check_installs_nothing_of_it() {
             ("pools/ws.yaml", &format!("{POOL}generation: 1\n")),
         ],
     );
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(
         pacfleet_support::synth::sha256_file(&genuine).expect("sha"),
         pacfleet_support::synth::sha256_file(&rogue).expect("sha"),
@@ -572,17 +554,17 @@ fn the_keyring_goes_first_so_packages_signed_by_a_new_key_verify() {
         "etc/pacman.d/gnupg/*",
         "archlinux-keyring",
     ]);
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
 
     // The mirror publishes keyring 2 and a tool signed by the new packager.
     repo.add(&[keyring2]);
     repo.add_signed_by(&new_packager, &[SynthPackage::new("tool", "1.1-1")]);
-    let (_, out, _) = plan(&cfg);
+    let (_, out, _) = TestCommand::plan(&cfg).run().parts();
     assert!(
         out.contains("keyring first: archlinux-keyring is applied in a transaction of its own"),
         "{out}"
     );
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("tool"), "{out}");
     assert_eq!(host.installed()["archlinux-keyring"], "2-1");
     assert_eq!(host.installed()["tool"], "1.1-1");
@@ -612,7 +594,7 @@ fn a_corrupt_cache_file_is_discarded_and_fetched_again() {
         b"not a package at all, but the right name",
     )
     .expect("write");
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert_eq!(host.installed()["tool"], "1.0-1", "{out}");
     let all = history(&host);
     assert!(
@@ -638,7 +620,7 @@ fn a_key_not_in_the_keyring_is_never_imported() {
     w.fleet
         .commit("app", &[("packages/base.yaml", &base(&["tool", "app"]))]);
     let (host, cfg) = w.host("ws-01");
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     let text = format!("{out}\n{err}");
     let short = &rogue.fingerprint()[rogue.fingerprint().len() - 16..];
@@ -657,16 +639,16 @@ fn a_key_not_in_the_keyring_is_never_imported() {
 fn plan_sees_updates_published_since_the_last_refresh() {
     let mut w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
     let (host, cfg) = w.host("ws-01");
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
-    let (code, out, err) = plan(&cfg);
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("1.0-1 -> 1.1-1"), "{out}");
     // Still: a second plan, after the first refreshed only its private copy.
-    let (code, out, _) = plan(&cfg);
+    let (code, out, _) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}");
     assert_eq!(host.installed()["tool"], "1.0-1");
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(host.installed()["tool"], "1.1-1");
 }
 
@@ -683,7 +665,10 @@ fn an_empty_root_is_provisioned_only_with_bootstrap() {
     );
     let (host, cfg) = w.host("ws-01");
     fs::remove_dir_all(&host.dbpath).expect("remove the db");
-    for r in [reconcile(&cfg, &[]), plan(&cfg)] {
+    for r in [
+        TestCommand::reconcile(&cfg).run().parts(),
+        TestCommand::plan(&cfg).run().parts(),
+    ] {
         let (code, out, err) = r;
         assert_eq!(code, 2, "{out}\n{err}");
         assert!(err.contains("is not an installed system"), "{err}");
@@ -693,7 +678,7 @@ fn an_empty_root_is_provisioned_only_with_bootstrap() {
     assert!(!host.dbpath.exists(), "nothing created without --bootstrap");
     assert_eq!(status(&host)["outcome"], "failed");
 
-    ok(reconcile(&cfg, &["--bootstrap"]));
+    TestCommand::reconcile(&cfg).args(["--bootstrap"]).ok();
     assert_eq!(names(&host), ["archlinux-keyring", "base"]);
     let h = history(&host);
     let firsts: Vec<&str> = h
@@ -702,7 +687,7 @@ fn an_empty_root_is_provisioned_only_with_bootstrap() {
         .map(|e| e["changes"][0]["name"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(firsts, ["archlinux-keyring", "base"], "{h:?}");
-    let out = ok(reconcile(&cfg, &[]));
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("converged"), "{out}");
 }
 
@@ -712,7 +697,7 @@ fn a_pinned_version_found_nowhere_names_who_asked_for_it() {
     let w = world(&[SynthPackage::new("app", "1.1-1")], &["app"]);
     w.pin(&[("app", "0.9-1")]);
     let (host, cfg) = w.host("ws-01");
-    let (code, out, err) = reconcile(&cfg, &[]);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains("package `app` is pinned to version 0.9-1 (asked for by set base"),
@@ -731,10 +716,10 @@ fn pacnew_and_pacsave_files_are_in_history_and_status() {
     };
     let mut w = world(&[conf("1.0-1")], &["cfg"]);
     let (host, cfg) = w.host("ws-01");
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     fs::write(host.path("etc/cfg.conf"), "edited by the admin\n").expect("edit");
     w.repo.add(&[conf("1.1-1")]);
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert!(host.path("etc/cfg.conf.pacnew").is_file());
     let st = status(&host);
     assert!(
@@ -756,7 +741,7 @@ fn pacnew_and_pacsave_files_are_in_history_and_status() {
     // Removed (no longer desired, prune on) with the admin's edit: kept as .pacsave.
     w.fleet
         .commit("drop cfg", &[("packages/base.yaml", &base(&[]))]);
-    ok(reconcile(&cfg, &[]));
+    TestCommand::reconcile(&cfg).ok();
     assert!(host.path("etc/cfg.conf.pacsave").is_file());
     let entry = history(&host).pop().expect("history");
     assert!(
@@ -778,13 +763,16 @@ fn bootstrap_makes_what_pacman_conf_names_and_needs_a_keyring() {
     fs::remove_dir_all(host.base.join("hooks")).expect("remove hooks");
     let keyring = host.base.join("keyring-aside");
     fs::rename(&host.gpgdir, &keyring).expect("move the keyring aside");
-    let (code, out, err) = reconcile(&cfg, &["--bootstrap"]);
+    let (code, out, err) = TestCommand::reconcile(&cfg)
+        .args(["--bootstrap"])
+        .run()
+        .parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("its keyring (GPGDir"), "{err}");
     assert!(err.contains("pacman-key --gpgdir"), "{err}");
     assert!(!host.root.join("var").exists(), "nothing created");
     fs::rename(&keyring, &host.gpgdir).expect("put the keyring back");
-    ok(reconcile(&cfg, &["--bootstrap"]));
+    TestCommand::reconcile(&cfg).args(["--bootstrap"]).ok();
     assert_eq!(names(&host), ["tool"]);
     assert!(host.cache_dir.is_dir() && host.base.join("hooks").is_dir());
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pacfleet::trust::{Note, Statement};
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, run, tempdir};
 
 /// A fleet work tree: `fleet.yaml`, `pools/ws.yaml` (host ws-01, set base) and
 /// `packages/base.yaml` ([app]), with `files` written over or beside them.
@@ -261,7 +261,7 @@ fn package_names_with_shell_metacharacters_are_rejected() {
     let (_tmp, fleet, host, cfg) = converged_host(&[SynthPackage::new("app", "1.0-1")]);
     let before = host.local_db_snapshot();
     fleet.commit("evil", &[("packages/base.yaml", &format!("kind: PackageSet\nname: base\npackages: [app, \"$(touch {c})\", \"foo;rm -rf /\"]\n"))]);
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains("is invalid; nothing was changed") && err.contains("invalid name"),
@@ -508,7 +508,7 @@ fn agent_config_errors_name_the_file_and_field() {
     ];
     for (text, expect) in cases {
         fs::write(&cfg, text).unwrap();
-        let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+        let (code, out, err) = TestCommand::plan(&cfg).run().parts();
         let shown = String::from_utf8_lossy(text);
         assert_eq!(code, 2, "{shown:?}: {out}\n{err}");
         for e in *expect {
@@ -529,7 +529,7 @@ fn agent_config_errors_name_the_file_and_field() {
     huge.resize(10 << 20, b'x');
     fs::write(&cfg, &huge).unwrap();
     let started = Instant::now();
-    let (code, _, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    let (code, _, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 2);
     assert!(
         err.contains("unknown field `repoo`"),
@@ -585,7 +585,7 @@ fn trusted_key_errors_are_clear_and_nothing_is_applied() {
     ];
     for (key, expect) in cases {
         let cfg = host.agent_yaml(&fleet.dir.display().to_string(), &key, "");
-        let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{out}\n{err}");
         for e in expect {
             assert!(err.contains(&e), "expected {e:?} in:\n{err}");
@@ -600,7 +600,7 @@ fn trusted_key_errors_are_clear_and_nothing_is_applied() {
         .map(|l| format!("{l}\n"))
         .collect();
     fs::write(&cfg, without).unwrap();
-    let (code, _, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("lists no `trusted_keys`"), "{err}");
     assert_eq!(host.local_db_snapshot(), before);
@@ -741,7 +741,7 @@ fn binary_and_oversized_notes_are_refused_by_hosts() {
             err.contains(expect) || out.contains(expect),
             "{label}: expected {expect:?} in:\n{out}\n{err}"
         );
-        let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 3, "{label}: {out}\n{err}");
         assert!(
             err.contains(&commit) && err.contains(expect),
@@ -783,10 +783,7 @@ fn converged_host(pkgs: &[SynthPackage]) -> (TempDir, FleetRepo, HostDir, PathBu
         &fleet.public_key,
         "lock_timeout: 1s\n",
     );
-    assert_eq!(
-        run(fleetctl().arg("reconcile").arg("--config").arg(&cfg)).0,
-        0
-    );
+    assert_eq!(TestCommand::reconcile(&cfg).run().parts().0, 0);
     (tmp, fleet, host, cfg)
 }
 

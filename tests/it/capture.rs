@@ -13,7 +13,8 @@ use pacfleet::manifest::Generation;
 use pacfleet_support::synth::{self, SynthPackage};
 
 use crate::harness::{
-    FleetRepo, HostDir, PkgRepo, TempDir, archive_package, fleetctl, run, stdout_ok, tempdir,
+    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, archive_package, fleetctl, run, stdout_ok,
+    tempdir,
 };
 
 const POOL_SRV: &str = "# Servers. Pinned: the canary is upgraded by hand first, then captured.\nkind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\ngeneration: 1   # moved by set-latest and rollback\n# prune what pacfleet installed\nprune: true\n";
@@ -161,13 +162,8 @@ impl World {
     }
 }
 
-fn reconcile(cfg: &Path) -> (i32, String, String) {
-    run(fleetctl().arg("reconcile").arg("--config").arg(cfg))
-}
-
 fn converge(cfg: &Path) {
-    let (code, out, err) = reconcile(cfg);
-    assert_eq!(code, 0, "{out}\n{err}");
+    TestCommand::reconcile(cfg).ok();
 }
 
 fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -352,7 +348,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
     let mut expected = captured.clone();
     expected.remove("byhand");
     assert_eq!(other.installed(), expected);
-    let (code, out, err) = reconcile(&canary_cfg);
+    let (code, out, err) = TestCommand::reconcile(&canary_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(canary.installed(), captured);
     // Captured again with nothing new: refused, nothing written.

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, keypair, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TestCommand, fleetctl, keypair, run, tempdir};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n";
@@ -97,7 +97,7 @@ fn an_error_is_said_once() {
         .collect::<Vec<_>>()
         .join("\n");
     fs::write(&cfg, text + "\n").expect("write");
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 3, "{out}\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with(' ')).collect();
     let error = lines
@@ -139,7 +139,7 @@ fn a_host_in_no_pool_is_not_shown_as_healthy() {
     let textfile = tmp.path().join("pacfleet.prom");
     let text = fs::read_to_string(&cfg).expect("agent.yaml");
     fs::write(&cfg, format!("{text}textfile: {}\n", textfile.display())).expect("write");
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         err.contains("warning: no pool of the fleet selects host wss-01"),
@@ -166,7 +166,7 @@ fn plan_shows_the_window_and_exits_3_on_a_refusal() {
     let tmp = tempdir();
     let pool = format!("{POOL}window: {{cron: \"0 0 3 1 1 *\", duration: 1h}}\n");
     let (fleet, _host, cfg) = world(tmp.path(), "ws-01", &pool);
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("window: closed; opens "), "{out}");
     assert!(!out.contains("no window"), "{out}");
@@ -180,7 +180,7 @@ fn plan_shows_the_window_and_exits_3_on_a_refusal() {
         )],
     );
     fleet.sign_with(&c, &other_secret);
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(
         out.contains("window: closed"),
@@ -245,7 +245,7 @@ fn plan_without_root_says_to_run_it_as_root_and_never_to_delete_the_mirror() {
     let tmp = tempdir();
     let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
     // The host's first pass made the state directory and the mirror, as root.
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert!(code == 0 || code == 1, "{out}\n{err}");
     let libs = libalpm_for_nobody();
     let (code, out, err) = as_nobody(libs.path(), &["plan"], &cfg);
@@ -260,7 +260,7 @@ fn plan_without_root_says_to_run_it_as_root_and_never_to_delete_the_mirror() {
 fn history_limit_shows_the_newest() {
     let tmp = tempdir();
     let (fleet, _host, cfg) = world(tmp.path(), "ws-01", POOL);
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     let (_, other_secret) = keypair(&tmp.path().join("other"), "other");
     let c = fleet.commit_unsigned(
@@ -271,7 +271,7 @@ fn history_limit_shows_the_newest() {
         )],
     );
     fleet.sign_with(&c, &other_secret);
-    let (code, _, _) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, _, _) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 3);
     let (code, all, _) = run(fleetctl().args(["history", "--config"]).arg(&cfg));
     assert_eq!(code, 0, "{all}");

@@ -11,7 +11,9 @@ use std::process::Command;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, keypair, run, tempdir};
+use crate::harness::{
+    FleetRepo, HostDir, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
+};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
@@ -31,11 +33,13 @@ struct World {
 
 fn world(signed: bool) -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.0-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "1.0-1"),
-    ]);
+    let repo = shared_repo(
+        "core",
+        &[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+        ],
+    );
     let fleet = FleetRepo::new(tmp.path());
     let files = [
         ("fleet.yaml", FLEET),
@@ -47,7 +51,7 @@ fn world(signed: bool) -> World {
     } else {
         fleet.commit_unsigned("initial fleet", &files);
     }
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
     let config = host.base.join("etc/pacfleet/agent.yaml");
     World {
         tmp,
@@ -169,12 +173,12 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     );
 
     // The agent.yaml works as it is.
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&w.config));
+    let (code, out, err) = TestCommand::plan(&w.config).run().parts();
     assert!(
         code == 0 || code == 1,
         "plan: {code}\nstdout:\n{out}\nstderr:\n{err}"
     );
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&w.config));
+    let (code, out, err) = TestCommand::reconcile(&w.config).run().parts();
     assert_eq!(code, 0, "reconcile\nstdout:\n{out}\nstderr:\n{err}");
     let installed = w.host.installed();
     assert!(installed.contains_key("app"), "{installed:?}");

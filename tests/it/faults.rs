@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{
-    FleetRepo, GitDaemon, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir,
+    FleetRepo, GitDaemon, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, run,
+    shared_repo, tempdir,
 };
 
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
@@ -45,21 +46,20 @@ fn set(packages: &[&str]) -> String {
 /// `base` = [app]) and a temporary directory for hosts.
 struct World {
     tmp: tempfile::TempDir,
-    repo: PkgRepo,
+    repo: &'static PkgRepo,
     archive: PathBuf,
     fleet: FleetRepo,
 }
 
 fn world(extra: &[SynthPackage]) -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
     let mut pkgs = vec![
         SynthPackage::new("app", "1.1-1").depends("libfoo"),
         SynthPackage::new("libfoo", "2.0-1"),
         SynthPackage::new("tool", "1.0-1"),
     ];
     pkgs.extend(extra.iter().cloned());
-    repo.add(&pkgs);
+    let repo = shared_repo("core", &pkgs);
     let archive = tmp.path().join("archive");
     fs::create_dir_all(&archive).unwrap();
     let fleet = FleetRepo::new(tmp.path());
@@ -88,7 +88,7 @@ fn world(extra: &[SynthPackage]) -> World {
 impl World {
     /// A host `name` that fetches the fleet from its work tree (lock_timeout 1s).
     fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+        let host = HostDir::new(self.tmp.path(), name, &[self.repo]);
         let cfg = host.agent_yaml(
             &self.fleet.dir.display().to_string(),
             &self.fleet.public_key,
@@ -110,16 +110,6 @@ impl World {
         }
         path
     }
-}
-
-fn reconcile(cfg: &Path) -> (i32, String, String) {
-    run(fleetctl().arg("reconcile").arg("--config").arg(cfg))
-}
-
-fn reconcile_ok(cfg: &Path) -> String {
-    let (code, out, err) = reconcile(cfg);
-    assert_eq!(code, 0, "reconcile failed:\n{out}\n{err}");
-    out
 }
 
 fn status(host: &HostDir) -> serde_json::Value {
@@ -410,7 +400,7 @@ fn assert_recovered(host: &HostDir, cfg: &Path, killed: u32, added: &str, before
     let m: serde_json::Value = serde_json::from_str(&text).expect("transaction.json is JSON");
     assert_eq!(m["pid"], killed, "{text}");
 
-    let (code, out, err) = reconcile(cfg);
+    let (code, out, err) = TestCommand::reconcile(cfg).run().parts();
     assert_eq!(code, 0, "the next pass recovers:\n{out}\n{err}");
     assert!(
         err.contains("interrupted") && err.contains(&format!("pid {killed}")),
@@ -462,7 +452,7 @@ fn assert_recovered(host: &HostDir, cfg: &Path, killed: u32, added: &str, before
     );
 
     // And the host is converged: another pass has nothing to do.
-    let out = reconcile_ok(cfg);
+    let out = TestCommand::reconcile(cfg).ok().stdout;
     assert!(out.contains("converged: nothing to do"), "{out}");
 }
 
@@ -470,7 +460,7 @@ fn assert_recovered(host: &HostDir, cfg: &Path, killed: u32, added: &str, before
 fn kill_between_download_and_commit_is_recovered() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let before = history(&host).len();
     let state_before = kept_state(&host);
     let db_before = host.local_db_snapshot();
@@ -489,7 +479,7 @@ fn kill_between_download_and_commit_is_recovered() {
 fn kill_during_extraction_is_recovered() {
     let w = world(&[big()]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let before = history(&host).len();
     let state_before = kept_state(&host);
 
@@ -514,12 +504,12 @@ fn kill_during_extraction_is_recovered() {
 fn half_installed_package_is_never_called_converged() {
     let w = world(&[big()]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     kill_during_extraction(&w, &host, &cfg);
     // The operator deletes the lock and the marker (or a pacfleet without the marker ran).
     fs::remove_file(host.dbpath.join("db.lck")).unwrap();
     let _ = fs::remove_file(marker(&host));
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert!(
         !out.contains("converged"),
         "a host with an incomplete database entry is not converged:\n{out}\n{err}"
@@ -537,7 +527,7 @@ fn half_installed_package_is_never_called_converged() {
 fn recovery_touches_only_a_lock_proven_to_be_its_own() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     kill_between_download_and_commit(&w, &host, &cfg);
     fs::remove_file(host.base.join("hooks/stall.hook")).unwrap();
     let lock = host.dbpath.join("db.lck");
@@ -560,7 +550,7 @@ fn recovery_touches_only_a_lock_proven_to_be_its_own() {
     alive["pid"] = me.into();
     alive["start_time"] = start_time.into();
     fs::write(marker(&host), alive.to_string()).unwrap();
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(&format!("pid {me}")) && err.contains("still running"),
@@ -573,7 +563,7 @@ fn recovery_touches_only_a_lock_proven_to_be_its_own() {
     fs::write(marker(&host), original.to_string()).unwrap();
     fs::remove_file(&lock).unwrap();
     fs::write(&lock, "").unwrap();
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("locked") && err.contains("never deletes it"),
@@ -583,7 +573,7 @@ fn recovery_touches_only_a_lock_proven_to_be_its_own() {
 
     // 3. Without the lock, the dead pass is recorded and the next pass converges.
     fs::remove_file(&lock).unwrap();
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert!(history(&host).iter().any(|h| h["outcome"] == "interrupted"));
     assert!(host.installed().contains_key("tool"));
     assert_db_clean(&host);
@@ -606,7 +596,7 @@ fn assert_fetch_fails_and_recovers(
     let state_before = kept_state(host);
     let history_before = history(host).len();
     let started = Instant::now();
-    let (code, out, err) = reconcile(bad);
+    let (code, out, err) = TestCommand::reconcile(bad).run().parts();
     let took = started.elapsed();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
@@ -631,7 +621,7 @@ fn assert_fetch_fails_and_recovers(
         assert!(message.contains(e), "expected {e:?} in status.json: {st}");
     }
     // With the repository back, the host converges on what was committed meanwhile.
-    let out = reconcile_ok(good);
+    let out = TestCommand::reconcile(good).ok().stdout;
     assert!(out.contains("install") && out.contains("tool"), "{out}");
     assert!(host.installed().contains_key("tool"));
     assert_eq!(status(host)["outcome"], "applied");
@@ -642,7 +632,7 @@ fn assert_fetch_fails_and_recovers(
 fn dns_failure_keeps_the_last_good_state() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
-    reconcile_ok(&good);
+    TestCommand::reconcile(&good).ok();
     w.fleet.commit(
         "base: add tool",
         &[("packages/base.yaml", &set(&["app", "tool"]))],
@@ -656,7 +646,7 @@ fn dns_failure_keeps_the_last_good_state() {
 fn refused_connection_keeps_the_last_good_state() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
-    reconcile_ok(&good);
+    TestCommand::reconcile(&good).ok();
     w.fleet.commit(
         "base: add tool",
         &[("packages/base.yaml", &set(&["app", "tool"]))],
@@ -756,7 +746,7 @@ fn fetch_cut_off_half_way_keeps_the_last_good_state() {
         &format!("git://127.0.0.1:{}/fleet.git", daemon.port),
         "good.yaml",
     );
-    reconcile_ok(&good);
+    TestCommand::reconcile(&good).ok();
 
     // A new commit carrying ~1 MiB of incompressible data, so the pack is large and the cut
     // lands in the middle of it.
@@ -817,11 +807,11 @@ fn fetch_cut_off_half_way_keeps_the_last_good_state() {
 fn status_says_since_when_the_host_is_stale() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
-    reconcile_ok(&good);
+    TestCommand::reconcile(&good).ok();
     let good_at = status(&host)["at"].as_str().unwrap().to_owned();
     let bad = w.config(&host, "git://nonexistent.invalid/fleet", "bad.yaml");
     for _ in 0..2 {
-        let (code, _, err) = reconcile(&bad);
+        let (code, _, err) = TestCommand::reconcile(&bad).run().parts();
         assert_eq!(code, 2, "{err}");
         let st = status(&host);
         assert_eq!(st["last_success"].as_str(), Some(good_at.as_str()), "{st}");
@@ -833,7 +823,7 @@ fn status_says_since_when_the_host_is_stale() {
             "{st}"
         );
     }
-    reconcile_ok(&good);
+    TestCommand::reconcile(&good).ok();
     let st = status(&host);
     assert_eq!(st["last_success"], st["at"], "{st}");
 }
@@ -933,12 +923,12 @@ impl Drop for Squeeze {
 /// only the mirror), so a pass gets as far as recording what it did.
 fn host_with_pending_tool(w: &World) -> (HostDir, PathBuf) {
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     w.fleet.commit(
         "base: add tool",
         &[("packages/base.yaml", &set(&["app", "tool"]))],
     );
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     (host, cfg)
 }
@@ -959,7 +949,7 @@ fn full_state_dir_is_a_clear_error_and_keeps_the_state() {
         let Some(squeeze) = Squeeze::fill(&host.state_dir, spare_pages) else {
             return;
         };
-        let (code, out, err) = reconcile(&cfg);
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{out}\n{err}");
         let expect = match squeeze {
             Squeeze::Tmpfs { .. } => "No space left on device",
@@ -994,7 +984,7 @@ fn full_state_dir_is_a_clear_error_and_keeps_the_state() {
         assert_db_clean(&host);
 
         squeeze.relieve();
-        reconcile_ok(&cfg);
+        TestCommand::reconcile(&cfg).ok();
         assert!(host.installed().contains_key("tool"));
         // "converged" when the failed pass had already committed its transaction (today, with a
         // page free, recording fails only after the commit: see the next test).
@@ -1018,7 +1008,7 @@ fn full_state_dir_never_leaves_an_unrecorded_install() {
     let Some(squeeze) = Squeeze::fill(&host.state_dir, 1) else {
         return;
     };
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("transaction.json"), "{err}");
     assert_eq!(
@@ -1027,7 +1017,7 @@ fn full_state_dir_never_leaves_an_unrecorded_install() {
         "nothing installed that could not be recorded"
     );
     squeeze.relieve();
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let inventory = fs::read_to_string(host.state_dir.join("inventory.json")).unwrap();
     assert!(inventory.contains("\"tool\""), "{inventory}");
     drop(squeeze);
@@ -1039,10 +1029,10 @@ fn full_state_dir_never_leaves_an_unrecorded_install() {
     let Some(squeeze) = Squeeze::fill(&host.state_dir, 2) else {
         return;
     };
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     squeeze.relieve();
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     let inventory = fs::read_to_string(host.state_dir.join("inventory.json")).unwrap();
     assert!(
@@ -1077,7 +1067,7 @@ fn assert_checksum_refused(w: &World, host: &HostDir, cfg: &Path, served: &Path,
             ),
         ],
     );
-    let (code, out, err) = reconcile(cfg);
+    let (code, out, err) = TestCommand::reconcile(cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     for part in [
         "package `app` 1.0-1",
@@ -1120,7 +1110,7 @@ fn pinned_build(w: &World) -> String {
 fn checksum_mismatch_from_the_cache_is_refused() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let served = pacfleet_support::synth::build_package(&app_1_0(), &host.cache_dir).unwrap();
     assert_checksum_refused(&w, &host, &cfg, &served, &pinned_build(&w));
 }
@@ -1129,7 +1119,7 @@ fn checksum_mismatch_from_the_cache_is_refused() {
 fn checksum_mismatch_from_the_archive_is_refused() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let served = archive_package(&w.archive, &app_1_0());
     assert_checksum_refused(&w, &host, &cfg, &served, &pinned_build(&w));
     // The file was read in place from the archive, never copied into the cache.
@@ -1148,7 +1138,7 @@ fn checksum_mismatch_from_the_archive_is_refused() {
 fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     w.fleet.commit(
         "base: add tool",
         &[("packages/base.yaml", &set(&["app", "tool"]))],
@@ -1178,7 +1168,7 @@ fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
     ];
     for (bad, expect) in cases {
         fs::write(&path, &bad).unwrap();
-        let (code, out, err) = reconcile(&cfg);
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{expect}: {out}\n{err}");
         assert!(
             err.contains("state.json") && err.contains(expect),
@@ -1193,7 +1183,7 @@ fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
         assert_eq!(status(&host)["failure"], "state");
     }
     fs::write(&path, &good).unwrap();
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert!(host.installed().contains_key("tool"));
 }
 
@@ -1203,10 +1193,10 @@ fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
 fn corrupt_anchor_is_a_clear_error_and_is_not_reset() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let path = host.dbpath.join("pacfleet.anchor");
     fs::write(&path, "{\"commit\": ").unwrap();
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains(&format!(
@@ -1224,7 +1214,7 @@ fn corrupt_anchor_is_a_clear_error_and_is_not_reset() {
 fn corrupt_history_line_shows_the_valid_prefix_and_passes_go_on() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let path = host.state_dir.join("history.jsonl");
     // A torn append (no newline), as a crash in the middle of a write leaves it.
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
@@ -1249,7 +1239,7 @@ fn corrupt_history_line_shows_the_valid_prefix_and_passes_go_on() {
         "base: add tool",
         &[("packages/base.yaml", &set(&["app", "tool"]))],
     );
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let text = fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(
@@ -1275,7 +1265,7 @@ fn missing_state_dir_on_a_fresh_host_is_created() {
     fs::remove_dir_all(&host.state_dir).unwrap();
     // Without an anchor this is a fresh host: the state dir is created (0711: others may read
     // status.json by name, not list the directory) and used; its files hold nothing secret.
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let mode = fs::metadata(&host.state_dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o711);
     for f in [
@@ -1295,7 +1285,7 @@ fn missing_state_dir_on_a_fresh_host_is_created() {
     fs::remove_dir_all(&host.state_dir).unwrap();
     fs::write(&host.state_dir, "not a directory").unwrap();
     let db_before = host.local_db_snapshot();
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("exists but is not a directory") && err.contains("state_dir"),
@@ -1335,7 +1325,7 @@ fn state_dir_others_can_change_is_refused_and_nothing_is_written() {
     use std::os::unix::fs::PermissionsExt;
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     w.fleet.commit(
         "base: add tool",
         &[("packages/base.yaml", &set(&["app", "tool"]))],
@@ -1372,7 +1362,7 @@ fn state_dir_others_can_change_is_refused_and_nothing_is_written() {
     for (label, break_it, fix_it, expect) in &cases {
         let before = dir_contents(&host.state_dir);
         break_it();
-        let (code, out, err) = reconcile(&cfg);
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{label}: {out}\n{err}");
         assert!(
             err.contains("refusing the state directory") && err.contains(expect.as_str()),
@@ -1391,7 +1381,7 @@ fn state_dir_others_can_change_is_refused_and_nothing_is_written() {
         assert_eq!(kept_state(&host), kept, "{label}");
         fix_it();
     }
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert!(host.installed().contains_key("tool"));
 }
 
@@ -1402,13 +1392,13 @@ fn state_dir_others_can_change_is_refused_and_nothing_is_written() {
 fn symlinks_in_the_state_dir_are_never_followed() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let canary = w.tmp.path().join("canary");
     fs::write(&canary, "precious\n").unwrap();
     let lock = host.state_dir.join("pass.lock");
     fs::remove_file(&lock).ok();
     std::os::unix::fs::symlink(&canary, &lock).unwrap();
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains(&format!("{} is a symbolic link", lock.display())) && err.contains("rm "),
@@ -1420,7 +1410,7 @@ fn symlinks_in_the_state_dir_are_never_followed() {
     let status_path = host.state_dir.join("status.json");
     fs::remove_file(&status_path).unwrap();
     std::os::unix::fs::symlink(&canary, &status_path).unwrap();
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(fs::read_to_string(&canary).unwrap(), "precious\n");
     assert!(!fs::symlink_metadata(&status_path).unwrap().is_symlink());
     assert_eq!(status(&host)["outcome"], "converged");
@@ -1433,7 +1423,7 @@ fn symlinks_in_the_state_dir_are_never_followed() {
 fn transaction_marker_naming_paths_outside_the_database_is_refused() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     // A process that is surely gone.
     let mut dead = Command::new("true").spawn().unwrap();
     let pid = dead.id();
@@ -1463,7 +1453,7 @@ fn transaction_marker_naming_paths_outside_the_database_is_refused() {
         };
         state.begin_transaction(&marker).unwrap();
         let db_before = host.local_db_snapshot();
-        let (code, out, err) = reconcile(&cfg);
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{name} {version}: {out}\n{err}");
         assert!(
             err.contains("transaction.json is corrupt")
@@ -1482,5 +1472,5 @@ fn transaction_marker_naming_paths_outside_the_database_is_refused() {
         fs::remove_file(state.transaction_path()).unwrap();
         fs::remove_dir_all(&victim).unwrap();
     }
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
 }

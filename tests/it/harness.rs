@@ -25,9 +25,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pacfleet_support::host::{HostLayout, PacmanConf, SigLevel};
 use pacfleet_support::synth::{self, SynthPackage};
 
+pub mod command;
 pub mod packager;
+pub use command::TestCommand;
 pub use packager::Packager;
 pub use tempfile::TempDir;
 
@@ -237,6 +240,66 @@ impl PkgRepo {
     }
 }
 
+/// A read-only repository `name` holding `pkgs` (signed by the default test packager), built
+/// once per test process and shared by every test that asks for the same name and packages:
+/// for the tests that only read their repository (hosts install from it), so each does not
+/// rebuild and re-sign the same packages. It lives in
+/// `<CARGO_TARGET_TMPDIR>/pacfleet-shared-repos/<pid>/`; directories of test processes that
+/// are gone are removed when the first one is made. A test that adds to, removes from or
+/// writes into its repository makes its own [`PkgRepo::new`].
+pub fn shared_repo(name: &str, pkgs: &[SynthPackage]) -> &'static PkgRepo {
+    use std::sync::{Mutex, OnceLock};
+    type Entry = (String, Vec<SynthPackage>, &'static OnceLock<PkgRepo>);
+    static REPOS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let (index, cell) = {
+        let mut repos = REPOS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match repos
+            .iter()
+            .position(|(n, p, _)| n == name && p.as_slice() == pkgs)
+        {
+            Some(i) => (i, repos[i].2),
+            None => {
+                let cell: &'static OnceLock<PkgRepo> = Box::leak(Box::new(OnceLock::new()));
+                repos.push((name.to_owned(), pkgs.to_vec(), cell));
+                (repos.len() - 1, cell)
+            }
+        }
+    };
+    cell.get_or_init(|| {
+        let mut repo = PkgRepo::new_in(&shared_repos_dir().join(format!("{index}-{name}")), name);
+        repo.add(pkgs);
+        repo
+    })
+}
+
+/// This process's directory of [`shared_repo`]s (made empty on first use, removing those of
+/// test processes that have exited).
+fn shared_repos_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let parent = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("pacfleet-shared-repos");
+        fs::create_dir_all(&parent).expect("create shared repos dir");
+        for entry in fs::read_dir(&parent)
+            .expect("read shared repos dir")
+            .flatten()
+        {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(&pid).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create shared repos dir");
+        dir
+    })
+}
+
 /// Builds `pkg` straight into the Arch Linux Archive layout under `archive_root`, signed by
 /// the default test packager (`<file>.sig` beside it, as the archive keeps them), and returns
 /// the package file's path.
@@ -267,10 +330,9 @@ pub fn pin_gpgme_to_keyring_template() {
     static PINNED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     PINNED.get_or_init(|| {
         let tmp = tempdir();
-        let root = tmp.path().join("root");
-        let dbpath = root.join("var/lib/pacman");
-        fs::create_dir_all(dbpath.join("local")).expect("create db dir");
-        fs::write(dbpath.join("local/ALPM_DB_VERSION"), "9\n").expect("write db version");
+        let layout = HostLayout::new(tmp.path());
+        layout.create().expect("create host dirs");
+        let (root, dbpath) = (layout.root, layout.dbpath);
         let pkg = synth::build_package(&SynthPackage::new("gpgme-pin", "1-1"), tmp.path())
             .expect("build package");
         Packager::default_key().sign(&pkg);
@@ -294,7 +356,7 @@ pub fn pin_gpgme_to_keyring_template() {
 
 /// A simulated host: a directory `base` holding the target root, a pacman.conf and a state dir.
 ///
-/// Layout: `base/root/` (RootDir, with `var/lib/pacman/` as DBPath holding an empty local
+/// Layout ([`HostLayout`], with the keyring in the root): `base/root/` (RootDir, with `var/lib/pacman/` as DBPath holding an empty local
 /// database, `var/cache/pacman/pkg/`, `var/log/`, `etc/pacman.d/gnupg/` as GPGDir: the
 /// keyring, trusting the default test packager), `base/pacman.conf` (Arch's signature
 /// defaults), `base/hooks/` (HookDir, so the machine's own hooks never run) and `base/state/`.
@@ -321,40 +383,28 @@ pub struct HostDir {
     siglevel_never: RefCell<Option<String>>,
     /// The repositories pacman.conf lists, as `(name, url)`.
     repos: RefCell<Vec<(String, String)>>,
+    /// The layout the paths above come from (`pacfleet_support::host`).
+    layout: HostLayout,
 }
 
 impl HostDir {
     /// Creates host `hostname` under `tmp/hosts/` with one `[repo]` section per repo, in order.
     pub fn new(tmp: &Path, hostname: &str, repos: &[&PkgRepo]) -> Self {
-        let base = tmp.join("hosts").join(hostname);
-        let root = base.join("root");
-        let dbpath = root.join("var/lib/pacman");
-        let cache_dir = root.join("var/cache/pacman/pkg");
+        let layout = HostLayout::new(&tmp.join("hosts").join(hostname)).keyring_in_root();
+        layout.create().expect("create host dirs");
         let host = Self {
             hostname: hostname.to_owned(),
-            conf: base.join("pacman.conf"),
-            state_dir: base.join("state"),
-            gpgdir: root.join("etc/pacman.d/gnupg"),
-            base,
-            root,
-            dbpath,
-            cache_dir,
+            conf: layout.conf.clone(),
+            state_dir: layout.state_dir.clone(),
+            gpgdir: layout.gpgdir.clone(),
+            base: layout.base.clone(),
+            root: layout.root.clone(),
+            dbpath: layout.dbpath.clone(),
+            cache_dir: layout.cache_dir.clone(),
+            layout,
             siglevel_never: RefCell::new(None),
             repos: RefCell::new(Vec::new()),
         };
-        for dir in [
-            host.dbpath.join("local"),
-            host.dbpath.join("sync"),
-            host.cache_dir.clone(),
-            host.root.join("var/log"),
-            host.root.join("etc/pacman.d"),
-            host.base.join("hooks"),
-            host.state_dir.clone(),
-        ] {
-            fs::create_dir_all(&dir).expect("create host dir");
-        }
-        // An empty local database of the current schema version; libalpm accepts it as is.
-        fs::write(host.dbpath.join("local/ALPM_DB_VERSION"), "9\n").expect("write db version");
         // The keyring pacman-key made (once per cache; see `packager`), trusting the packager.
         packager::copy_gnupg_home(packager::keyring_template(), &host.gpgdir);
         host.set_repos(repos);
@@ -425,41 +475,20 @@ impl HostDir {
     }
 
     fn write_conf(&self) {
-        let siglevel = match &*self.siglevel_never.borrow() {
-            None => "SigLevel = Required DatabaseOptional\n\
-                     LocalFileSigLevel = Optional\n"
-                .to_owned(),
-            Some(why) => format!(
-                "# Signatures are not checked on this host: {}\n\
-                 SigLevel = Never\n\
-                 LocalFileSigLevel = Never\n",
-                why.replace('\n', " ")
-            ),
+        let conf = PacmanConf {
+            title: format!("Test host {}", self.hostname),
+            siglevel: match &*self.siglevel_never.borrow() {
+                None => SigLevel::Arch,
+                Some(why) => SigLevel::Never {
+                    why: Some(why.clone()),
+                },
+            },
+            disable_download_timeout: true,
+            repos: self.repos.borrow().clone(),
         };
-        let mut conf = format!(
-            "# Test host {hostname}\n\
-             [options]\n\
-             RootDir = {root}\n\
-             DBPath = {dbpath}/\n\
-             CacheDir = {cache}/\n\
-             LogFile = {root}/var/log/pacman.log\n\
-             GPGDir = {gpgdir}/\n\
-             HookDir = {base}/hooks/\n\
-             Architecture = auto\n\
-             {siglevel}\
-             DisableSandbox\n\
-             DisableDownloadTimeout\n",
-            hostname = self.hostname,
-            root = self.root.display(),
-            dbpath = self.dbpath.display(),
-            cache = self.cache_dir.display(),
-            gpgdir = self.gpgdir.display(),
-            base = self.base.display(),
-        );
-        for (name, url) in &*self.repos.borrow() {
-            conf.push_str(&format!("\n[{name}]\nServer = {url}\n"));
-        }
-        fs::write(&self.conf, conf).expect("write pacman.conf");
+        self.layout
+            .write_pacman_conf(&conf)
+            .expect("write pacman.conf");
     }
 
     /// Runs the real pacman on this host: `pacman --config <conf> --root <root> --dbpath

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, stdout_ok, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, TestCommand, run, stdout_ok, tempdir};
 
 /// The test toolchain's pacman version, `major.minor` (what the PKGBUILD pins the package to).
 fn pacman_minor() -> (u32, u32) {
@@ -261,7 +261,7 @@ fn a_pacman_with_another_libalpm_soname_is_refused_while_pacfleet_needs_this_one
         "lock_timeout: 1s\n",
     );
     let before = host.local_db_snapshot();
-    let (code, out, err) = run(fleetctl().arg("reconcile").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("pacfleet") && err.contains(&pin), "{err}");
     assert_eq!(host.local_db_snapshot(), before, "nothing was changed");

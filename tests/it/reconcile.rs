@@ -2,11 +2,12 @@
 //! several hosts as directories, reconciled through the real libalpm.
 
 use std::fs;
-use std::path::Path;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, archive_package, fleetctl, run, tempdir};
+use crate::harness::{
+    FleetRepo, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, run, tempdir,
+};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
 
@@ -77,14 +78,6 @@ impl World {
     }
 }
 
-fn reconcile(cfg: &Path) -> (i32, String, String) {
-    run(fleetctl().arg("reconcile").arg("--config").arg(cfg))
-}
-
-fn plan(cfg: &Path) -> (i32, String, String) {
-    run(fleetctl().arg("plan").arg("--config").arg(cfg))
-}
-
 fn versions(host: &HostDir) -> Vec<String> {
     host.installed()
         .into_iter()
@@ -103,7 +96,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
     ws1.pacman_ok(&["-Sy", "byhand"]);
 
     // Plan first: shows the install, changes nothing, exit 1 (changes pending).
-    let (code, out, err) = plan(&ws1_cfg);
+    let (code, out, err) = TestCommand::plan(&ws1_cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         out.contains("install") && out.contains("app") && out.contains("dependency of app"),
@@ -113,7 +106,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
 
     // Install from nothing, on three hosts.
     for cfg in [&ws1_cfg, &ws2_cfg, &srv_cfg] {
-        let (code, out, err) = reconcile(cfg);
+        let (code, out, err) = TestCommand::reconcile(cfg).run().parts();
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(
             out.contains("2 install") || out.contains("3 install"),
@@ -125,10 +118,10 @@ fn install_change_prune_pin_revert_and_idempotence() {
     assert_eq!(ws2.dependencies(), ["libfoo"].map(String::from).into());
 
     // Idempotence: a second pass does nothing and says so.
-    let (code, out, _) = reconcile(&ws1_cfg);
+    let (code, out, _) = TestCommand::reconcile(&ws1_cfg).run().parts();
     assert_eq!(code, 0);
     assert!(out.contains("converged: nothing to do"), "{out}");
-    let (code, out, _) = plan(&ws2_cfg);
+    let (code, out, _) = TestCommand::plan(&ws2_cfg).run().parts();
     assert_eq!(code, 0, "{out}");
 
     // A commit adds a package to the set: it arrives with its dependency.
@@ -139,7 +132,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
             "kind: PackageSet\nname: base\npackages: [app, tool, extra]\n",
         )],
     );
-    let (code, out, err) = reconcile(&ws1_cfg);
+    let (code, out, err) = TestCommand::reconcile(&ws1_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
         versions(&ws1),
@@ -162,7 +155,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
             "kind: PackageSet\nname: base\npackages: [app]\n",
         )],
     );
-    let (code, out, err) = reconcile(&ws1_cfg);
+    let (code, out, err) = TestCommand::reconcile(&ws1_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("remove"), "{out}");
     assert_eq!(
@@ -179,7 +172,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
             ("pools/srv.yaml", "kind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\nprune: true\ngeneration: 1\n"),
         ],
     );
-    let (code, out, err) = reconcile(&srv_cfg);
+    let (code, out, err) = TestCommand::reconcile(&srv_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("downgrade"), "{out}");
     assert_eq!(versions(&srv), ["app 1.0-1", "libfoo 1.0-1"]);
@@ -189,12 +182,12 @@ fn install_change_prune_pin_revert_and_idempotence() {
         "the pinned dependency stays a dependency"
     );
     // ws is floating and unaffected by srv's pin.
-    let (code, _, _) = plan(&ws1_cfg);
+    let (code, _, _) = TestCommand::plan(&ws1_cfg).run().parts();
     assert_eq!(code, 0);
 
     // Revert the pin: back to the repo's versions.
     w.fleet.revert(&pin);
-    let (code, out, err) = reconcile(&srv_cfg);
+    let (code, out, err) = TestCommand::reconcile(&srv_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("upgrade"), "{out}");
     assert_eq!(versions(&srv), ["app 1.1-1", "libfoo 2.0-1"]);
@@ -223,7 +216,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
 fn bad_commits_leave_hosts_untouched() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    assert_eq!(reconcile(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
     let before = host.local_db_snapshot();
 
     let cases: &[(&str, &str, &str)] = &[
@@ -255,7 +248,7 @@ fn bad_commits_leave_hosts_untouched() {
     ];
     for (file, text, expect) in cases {
         w.fleet.commit(&format!("bad: {expect}"), &[(file, text)]);
-        let (code, out, err) = reconcile(&cfg);
+        let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{expect}: {out}\n{err}");
         assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
         assert!(
@@ -273,7 +266,7 @@ fn bad_commits_leave_hosts_untouched() {
         w.fleet.git(&["reset", "-q", "--hard", "HEAD~1"]);
     }
     // Back on a good commit, the host converges again.
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("converged"), "{out}");
     let status = fs::read_to_string(host.state_dir.join("status.json")).unwrap();
@@ -284,7 +277,7 @@ fn bad_commits_leave_hosts_untouched() {
 fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    assert_eq!(reconcile(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
     let before = host.local_db_snapshot();
 
     // Unreachable repository (a closed port on loopback).
@@ -293,7 +286,7 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
         &w.fleet.public_key,
         "lock_timeout: 1s\n",
     );
-    let (code, _, err) = reconcile(&bad);
+    let (code, _, err) = TestCommand::reconcile(&bad).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("127.0.0.1:9"), "{err}");
     assert_eq!(host.local_db_snapshot(), before);
@@ -314,7 +307,7 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
     let lock = host.dbpath.join("db.lck");
     fs::write(&lock, "").unwrap();
     let started = std::time::Instant::now();
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("locked") && err.contains("never deletes it"),
@@ -327,7 +320,7 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
 
     // A corrupt state file: a clear error, and nothing reset behind the operator's back.
     fs::write(host.state_dir.join("inventory.json"), "{ not json").unwrap();
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("inventory.json") && err.contains("corrupt"),
@@ -357,7 +350,7 @@ fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
             ),
         ],
     );
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(host.explicit().contains("extra"), "{out}");
     // CI's validate reads every file and reports it; the broken host itself refuses.
@@ -366,7 +359,7 @@ fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains(broken), "{err}");
     let (srv, srv_cfg) = w.host("srv-09");
-    let (code, out, err) = reconcile(&srv_cfg);
+    let (code, out, err) = TestCommand::reconcile(&srv_cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         err.contains(broken) && err.contains("nothing was changed"),
@@ -378,7 +371,7 @@ fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
         "a broken pool",
         &[("pools/db.yaml", "kind: Pool\nname: db\nprune: maybe\n")],
     );
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("pools/db.yaml:3:8: prune"), "{err}");
 }
@@ -433,11 +426,11 @@ fn a_dependency_dropped_by_an_upgrade_is_pruned_in_the_same_pass() {
         SynthPackage::new("tool", "1.0-1").depends("libold"),
         SynthPackage::new("libold", "1.0-1"),
     ]);
-    assert_eq!(reconcile(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
     assert!(host.installed().contains_key("libold"));
     // The repository's new tool no longer needs libold: one pass upgrades and prunes.
     w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
         host.installed().get("tool").map(String::as_str),
@@ -451,25 +444,25 @@ fn a_dependency_dropped_by_an_upgrade_is_pruned_in_the_same_pass() {
 fn broken_dependencies_are_repaired_without_churn() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    assert_eq!(reconcile(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
 
     // A dependency removed by hand with -Rdd: the host is broken; a pass installs it again.
     host.pacman_ok(&["-Rdd", "libfoo"]);
-    let (code, out, _) = plan(&cfg);
+    let (code, out, _) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("install") && out.contains("libfoo"), "{out}");
-    assert_eq!(reconcile(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
     assert!(host.installed().contains_key("libfoo"));
     assert!(host.dependencies().contains("libfoo"));
 
     // A desired package removed by hand with -Rdd: reinstalled, and its dependency (which
     // pacfleet installed and which is no longer required) is kept, not removed and reinstalled.
     host.pacman_ok(&["-Rdd", "app"]);
-    let (code, out, _) = plan(&cfg);
+    let (code, out, _) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("app") && !out.contains("remove"), "{out}");
-    assert_eq!(reconcile(&cfg).0, 0);
-    assert_eq!(plan(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
+    TestCommand::plan(&cfg).ok();
 }
 
 #[test]
@@ -485,14 +478,14 @@ fn one_pass_per_root_even_with_another_state_dir() {
         .open(host.dbpath.join("pacfleet.lock"))
         .unwrap();
     held.try_lock().unwrap();
-    let (code, _, err) = reconcile(&cfg);
+    let (code, _, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("another fleetctl pass") && err.contains("pacfleet.lock"),
         "{err}"
     );
     held.unlock().unwrap();
-    assert_eq!(reconcile(&cfg).0, 0);
+    TestCommand::reconcile(&cfg).ok();
 }
 
 /// A pass whose inputs are those of the last pass that planned and found nothing to do skips
@@ -597,5 +590,9 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     fs::write(&record, "{ not json").expect("damage converged.json");
     assert!(!pass(&[]).1);
     assert!(pass(&[]).1);
-    assert_eq!(plan(&cfg).0, 0, "and the full plan agrees: nothing to do");
+    assert_eq!(
+        TestCommand::plan(&cfg).run().code,
+        0,
+        "and the full plan agrees: nothing to do"
+    );
 }

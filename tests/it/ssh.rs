@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, TestCommand, fleetctl, run, shared_repo, tempdir};
 use pacfleet_support::synth::SynthPackage;
 
 /// `ssh-keygen -t ed25519 -N '' -f PATH -C COMMENT`.
@@ -119,8 +119,7 @@ struct World {
 
 fn world() -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[SynthPackage::new("app", "1.0-1")]);
+    let repo = shared_repo("core", &[SynthPackage::new("app", "1.0-1")]);
     let fleet = FleetRepo::new(tmp.path());
     fleet.commit(
         "initial fleet",
@@ -145,7 +144,7 @@ fn world() -> World {
     fs::write(ssh_dir.join("known_hosts"), &sshd.known_hosts_line).unwrap();
     let home = tmp.path().join("home");
     fs::create_dir_all(&home).unwrap();
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
     World {
         tmp,
         sshd,
@@ -170,12 +169,11 @@ impl World {
     /// `~/.ssh` of the passwd entry, not `$HOME`; `IdentitiesOnly` and the known_hosts options
     /// are what keep it to the configured files).
     fn plan(&self, cfg: &Path) -> (i32, String, String) {
-        run(fleetctl()
-            .arg("plan")
-            .arg("--config")
-            .arg(cfg)
+        TestCommand::plan(cfg)
             .env("HOME", &self.home)
-            .env_remove("SSH_AUTH_SOCK"))
+            .env_remove("SSH_AUTH_SOCK")
+            .run()
+            .parts()
     }
 }
 

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use pacfleet_support::synth::SynthPackage;
 use serde_json::Value;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, keypair, run, tempdir};
+use crate::harness::{
+    FleetRepo, HostDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
+};
 
 struct World {
     tmp: tempfile::TempDir,
@@ -23,12 +25,14 @@ const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base
 
 fn world() -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.0-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "1.0-1"),
-        SynthPackage::new("tool", "1.0-1"),
-    ]);
+    let repo = shared_repo(
+        "core",
+        &[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+            SynthPackage::new("tool", "1.0-1"),
+        ],
+    );
     let fleet = FleetRepo::new(tmp.path());
     fleet.commit(
         "initial fleet",
@@ -41,7 +45,7 @@ fn world() -> World {
             ("pools/ws.yaml", POOL),
         ],
     );
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
     let metrics_dir = tmp.path().join("node-exporter");
     fs::create_dir_all(&metrics_dir).unwrap();
     let textfile = metrics_dir.join("pacfleet.prom");
@@ -70,7 +74,7 @@ impl World {
     }
 
     fn reconcile(&self) -> (i32, String, String) {
-        run(fleetctl().arg("reconcile").arg("--config").arg(self.cfg()))
+        TestCommand::reconcile(self.cfg()).run().parts()
     }
 
     fn status(&self, flag: Option<&str>) -> String {

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::GitDaemon;
-use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, fleetctl, keypair, run, tempdir};
+use crate::harness::{
+    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
+};
 use crate::source::git_fixtures::{Fixture, HttpServer};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
@@ -29,7 +31,7 @@ fn set(packages: &[&str]) -> String {
 /// installs `app`, and hosts made on demand.
 struct World {
     tmp: TempDir,
-    repo: PkgRepo,
+    repo: &'static PkgRepo,
     fleet: FleetRepo,
     first: String,
 }
@@ -40,13 +42,15 @@ fn world() -> World {
 
 fn world_with(signed: bool) -> World {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.0-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "1.0-1"),
-        SynthPackage::new("tool", "1.0-1"),
-        SynthPackage::new("extra", "1.0-1"),
-    ]);
+    let repo = shared_repo(
+        "core",
+        &[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+            SynthPackage::new("tool", "1.0-1"),
+            SynthPackage::new("extra", "1.0-1"),
+        ],
+    );
     let fleet = FleetRepo::new(tmp.path());
     let files = [
         ("fleet.yaml", FLEET.to_owned()),
@@ -75,7 +79,7 @@ impl World {
 
     /// A host trusting `keys` with `threshold`.
     fn host_trusting(&self, name: &str, keys: &[&Path], threshold: usize) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+        let host = HostDir::new(self.tmp.path(), name, &[self.repo]);
         let cfg = host.agent_yaml(
             &self.fleet.dir.display().to_string(),
             keys[0],
@@ -186,19 +190,6 @@ fn fleet_yaml(name: &str, keys: &[(&str, &Path)]) -> String {
     s
 }
 
-fn reconcile(cfg: &Path) -> (i32, String, String) {
-    run(fleetctl().arg("reconcile").arg("--config").arg(cfg))
-}
-
-fn reconcile_ok(cfg: &Path) -> String {
-    let (code, out, err) = reconcile(cfg);
-    assert_eq!(
-        code, 0,
-        "reconcile failed\n--- stdout\n{out}\n--- stderr\n{err}"
-    );
-    out
-}
-
 fn packages(host: &HostDir) -> Vec<String> {
     host.installed().into_keys().collect()
 }
@@ -233,7 +224,7 @@ fn assert_refused(host: &HostDir, cfg: &Path, expect: &[&str]) -> String {
     let db: BTreeMap<PathBuf, Vec<u8>> = host.local_db_snapshot();
     let state = state_json(host);
     let entries = history(host).len();
-    let (code, out, err) = reconcile(cfg);
+    let (code, out, err) = TestCommand::reconcile(cfg).run().parts();
     assert_eq!(
         code, 3,
         "expected a refusal ({expect:?})\n--- stdout\n{out}\n--- stderr\n{err}"
@@ -361,7 +352,7 @@ fn unsigned_fresh_host_applies_nothing() {
 fn untrusted_key() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let (mallory_pub, mallory_key) = w.key("mallory");
     let c = w.commit_set("mallory adds extra", &["app", "extra"]);
     w.fleet.sign_with(&c, &mallory_key);
@@ -392,7 +383,7 @@ fn threshold_world() -> (World, HostDir, PathBuf, PathBuf) {
     let (second_pub, second_key) = w.key("second");
     w.fleet.sign_with(&w.first, &second_key);
     let (host, cfg) = w.host_trusting("ws-01", &[&w.fleet.public_key, &second_pub], 2);
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("ops") && out.contains("second"), "{out}");
     (w, host, cfg, second_key)
 }
@@ -433,7 +424,7 @@ fn same_key_signing_twice_counts_once() {
 fn statement_for_another_commit() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("reuses the first commit's note", &["app", "extra"]);
     w.put_note(&c, &w.note(&w.first));
     assert_refused(
@@ -447,7 +438,7 @@ fn statement_for_another_commit() {
 fn statement_for_another_tree() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("statement names the old tree", &["app", "extra"]);
     let old_tree = w.tree(&w.first);
     let st = statement("acme", &c, &old_tree, 9);
@@ -463,7 +454,7 @@ fn statement_for_another_tree() {
 fn statement_for_another_fleet() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     // A statement for fleet `other`, crafted by hand and signed by the trusted key with the
     // reference minisign tool (or the library when it is not installed).
     let c = w.commit_set("statement for another fleet", &["app", "extra"]);
@@ -495,7 +486,7 @@ fn a_fresh_host_with_fleet_set_refuses_another_fleet() {
     let err = assert_refused(&host, &cfg, &["is for fleet `acme`, not `other`"]);
     assert!(packages(&host).is_empty(), "{err}");
     fs::write(&cfg, format!("{text}fleet: acme\n")).expect("write agent.yaml");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert!(!packages(&host).is_empty());
     fs::write(&cfg, format!("{text}fleet: other\n")).expect("write agent.yaml");
     assert_refused(
@@ -509,7 +500,7 @@ fn a_fresh_host_with_fleet_set_refuses_another_fleet() {
 fn expired_newer_statement_is_stale() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("signed long ago", &["app", "extra"]);
     let sk = pacfleet::trust::load_secret_key(&w.fleet.secret_key, None).unwrap();
     let opts = pacfleet::trust::SignOptions {
@@ -526,7 +517,7 @@ fn expired_newer_statement_is_stale() {
 fn expired_applied_statement_is_stale() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     // Nothing newer; the applied commit's statement is renewed into one that has expired
     // (as a frozen mirror would serve once the real one ran out).
     let sk = pacfleet::trust::load_secret_key(&w.fleet.secret_key, None).unwrap();
@@ -540,7 +531,7 @@ fn expired_applied_statement_is_stale() {
     // Signing the tip again (the routine renewal) makes the host converge again.
     let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &["--renew"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("converged"), "{out}");
 }
 
@@ -552,7 +543,7 @@ fn lower_sequence_is_a_rollback() {
     let (code, out, err) = w.sign_cli(&a, &w.fleet.secret_key, &["--sequence", "5"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("sequence  5"), "{out}");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), a);
     let b = w.commit_set("sequence 3", &["app", "tool", "extra"]);
     let (code, out, err) = w.sign_cli(&b, &w.fleet.secret_key, &["--sequence", "3"]);
@@ -571,7 +562,7 @@ fn force_pushed_history() {
     let (host, cfg) = w.host("ws-01");
     let a = w.commit_set("add tool", &["app", "tool"]);
     w.fleet.sign(&a);
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), a);
     w.fleet.git(&["reset", "-q", "--hard", "HEAD~1"]);
     let b = w.commit_set("rewritten: add extra", &["app", "extra"]);
@@ -596,7 +587,7 @@ fn a_signed_side_commit_merged_in_unsigned_is_refused() {
     let (host, cfg) = w.host("ws-01");
     let a = w.commit_set("add tool", &["app", "tool"]);
     w.fleet.sign(&a);
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), a);
     w.fleet.git(&["checkout", "-q", "-b", "side", "HEAD~1"]);
     let side = w.commit_set("side: add extra", &["app", "extra"]);
@@ -626,7 +617,7 @@ fn a_signed_side_commit_merged_in_unsigned_is_refused() {
     // A reviewed, signed commit on the line goes in as usual.
     let next = w.commit_set("add tool2", &["app", "tool"]);
     w.fleet.sign(&next);
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), next);
     assert!(!packages(&host).contains(&"extra".to_owned()));
 }
@@ -638,7 +629,7 @@ fn a_signed_side_commit_merged_in_unsigned_is_refused() {
 fn a_commit_is_not_parsed_before_its_statement_verifies() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w
         .fleet
         .commit_unsigned("hostile", &[("fleet.yaml", "kind: [Fleet\nname: [[[[\n")]);
@@ -651,7 +642,7 @@ fn a_commit_is_not_parsed_before_its_statement_verifies() {
 fn tampered_note() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("add extra", &["app", "extra"]);
     w.fleet.sign(&c);
     let note = w.note(&c);
@@ -673,7 +664,7 @@ fn tampered_note() {
 fn escape_sequences_in_a_junk_note_never_reach_the_terminal() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("add extra", &["app", "extra"]);
     w.put_note(
         &c,
@@ -707,7 +698,7 @@ fn escape_sequences_in_a_junk_note_never_reach_the_terminal() {
 fn too_many_unsigned_commits_are_refused_with_a_report() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     // 10,001 empty commits on main, made at once with git fast-import.
     let head = w.fleet.head();
     let mut stream = String::new();
@@ -746,7 +737,7 @@ fn too_many_unsigned_commits_are_refused_with_a_report() {
 fn corrupt_note() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("add extra", &["app", "extra"]);
     w.put_note(&c, "garbage\n");
     assert_refused(&host, &cfg, &["signature note on commit", "is corrupt"]);
@@ -756,7 +747,7 @@ fn corrupt_note() {
 fn deleted_state_dir_is_noticed() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     fs::remove_dir_all(&host.state_dir).unwrap();
     let anchor = host.dbpath.join("pacfleet.anchor");
     assert!(anchor.exists());
@@ -775,11 +766,11 @@ fn deleted_state_dir_is_noticed() {
 fn state_restored_from_an_old_copy_is_noticed() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let old = state_json(&host).unwrap();
     let c = w.commit_set("add tool", &["app", "tool"]);
     w.fleet.sign(&c);
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     fs::write(host.state_dir.join("state.json"), &old).unwrap();
     assert_refused(
         &host,
@@ -799,7 +790,7 @@ fn rotated_out_and_self_signed_keys() {
     let (c_pub, c_key) = w.key("carol");
     let (d_pub, d_key) = w.key("dave");
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
 
     // A (the host's root key) adds B; B hands over to C; C drops everyone else.
     let c1 = w.fleet.commit(
@@ -809,7 +800,7 @@ fn rotated_out_and_self_signed_keys() {
             &fleet_yaml("acme", &[("alice", &a), ("bob", &b_pub)]),
         )],
     );
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), c1);
     let c2 = w.fleet.commit_unsigned(
         "keys: bob, carol",
@@ -819,7 +810,7 @@ fn rotated_out_and_self_signed_keys() {
         )],
     );
     w.fleet.sign_with(&c2, &b_key);
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by bob"), "{out}");
     assert_eq!(applied_commit(&host), c2);
     let c3 = w.fleet.commit_unsigned(
@@ -827,7 +818,7 @@ fn rotated_out_and_self_signed_keys() {
         &[("fleet.yaml", &fleet_yaml("acme", &[("carol", &c_pub)]))],
     );
     w.fleet.sign_with(&c3, &c_key);
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by carol"), "{out}");
     assert_eq!(applied_commit(&host), c3);
 
@@ -865,7 +856,7 @@ fn rotated_out_and_self_signed_keys() {
     // Carol signing the tip accepts both commits after her last one (c4 stays refused, c5's
     // change is carried by the tip).
     w.fleet.sign_with(&c5, &c_key);
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by carol"), "{out}");
     assert_eq!(applied_commit(&host), c5);
     assert!(packages(&host).contains(&"extra".to_owned()));
@@ -886,7 +877,7 @@ fn threshold_two_with_a_second_signer() {
         "{out}"
     );
     // One signature is not enough yet: the host stays where it is and says why.
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(err.contains("needs 2"), "{err}");
     assert!(!packages(&host).contains(&"extra".to_owned()));
@@ -905,7 +896,7 @@ fn threshold_two_with_a_second_signer() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already signed"), "{err}");
 
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("signed: sequence 2 by"), "{out}");
     assert!(out.contains("ops") && out.contains("second"), "{out}");
     assert_eq!(applied_commit(&host), c);
@@ -918,15 +909,15 @@ fn threshold_two_with_a_second_signer() {
 fn unsigned_newer_commits_wait() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.commit_set("not signed yet", &["app", "extra"]);
-    let (code, out, err) = run(fleetctl().arg("plan").arg("--config").arg(&cfg));
+    let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("waiting for a signature: 1 newer commit,"),
         "{out}"
     );
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("waiting for a signature"), "{out}");
     assert!(out.contains(&c[..12]), "{out}");
     assert!(!packages(&host).contains(&"extra".to_owned()));
@@ -936,7 +927,7 @@ fn unsigned_newer_commits_wait() {
 
     let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(!out.contains("waiting for a signature"), "{out}");
     assert_eq!(applied_commit(&host), c);
     assert!(packages(&host).contains(&"extra".to_owned()));
@@ -949,7 +940,7 @@ fn refused_newer_commit_while_an_older_one_is_applied() {
     let c = w.commit_set("mallory adds extra", &["app", "extra"]);
     w.fleet.sign_with(&c, &mallory_key);
     let (host, cfg) = w.host("ws-01");
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(err.contains("does not trust"), "{err}");
     // The older, validly signed commit was applied; the refused one was not.
@@ -966,12 +957,12 @@ fn refused_newer_commit_while_an_older_one_is_applied() {
 /// it is signed and the notes pushed, it applies; each time the notes arrive with the branch.
 fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
     let (host, cfg) = {
-        let host = HostDir::new(w.tmp.path(), "ws-01", &[&w.repo]);
+        let host = HostDir::new(w.tmp.path(), "ws-01", &[w.repo]);
         let cfg = host.agent_yaml(url, &w.fleet.public_key, "lock_timeout: 1s\n");
         (host, cfg)
     };
     publish();
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("signed: sequence 1 by ops"), "{out}");
     assert_eq!(packages(&host), ["app", "libfoo"]);
     let mirror = host.state_dir.join("fleet.git");
@@ -982,14 +973,14 @@ fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
 
     let c = w.commit_set("add extra", &["app", "extra"]);
     publish();
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("waiting for a signature"), "{out}");
     assert_eq!(packages(&host), ["app", "libfoo"]);
 
     let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     publish();
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("signed: sequence 2 by ops"), "{out}");
     assert_eq!(packages(&host), ["app", "extra", "libfoo"]);
     assert!(pacfleet::source::read_note(&mirror, &c).unwrap().is_some());
@@ -1241,7 +1232,7 @@ fn keygen_unencrypted_and_overwrite() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("signer ({id})")), "{out}");
     let (host, cfg) = w.host_trusting("ws-01", &[&public], 1);
-    let out = reconcile_ok(&cfg);
+    let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by signer"), "{out}");
     assert_eq!(applied_commit(&host), c);
 
@@ -1477,14 +1468,14 @@ fn handover_signed_by_the_outgoing_key_stays_applied() {
     let w = world();
     let (b_pub, _) = w.key("bob");
     let (host, cfg) = w.host("ws-01");
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     let c = w.fleet.commit(
         "hand over from ops to bob",
         &[("fleet.yaml", &fleet_yaml("acme", &[("bob", &b_pub)]))],
     );
-    reconcile_ok(&cfg);
+    TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), c);
-    let (code, out, err) = reconcile(&cfg);
+    let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(
         code, 0,
         "the applied hand-over commit is refused on the next pass\n--- stdout\n{out}\n--- stderr\n{err}"

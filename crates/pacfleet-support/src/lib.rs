@@ -1,6 +1,7 @@
 //! pacfleet-support: what pacfleet's demo, tests and benchmarks build their worlds from —
 //! synthetic pacman packages, sync databases and archive layouts ([`synth`]), checked
-//! against `repo-add` by the tests. Not part of the host agent: `fleetctl` depends on it only
+//! against `repo-add` by the tests, and the directory layout of a simulated host ([`host`]). Not part of the host agent: `fleetctl` depends on it only
 //! for `fleetctl demo` (its default `demo` feature).
 
+pub mod host;
 pub mod synth;

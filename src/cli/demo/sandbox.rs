@@ -18,6 +18,7 @@ use anyhow::{Context as _, bail};
 
 use pacfleet::config::AgentConfig;
 use pacfleet::trust;
+use pacfleet_support::host::{HostLayout, PacmanConf, SigLevel};
 
 const NEED_GIT: &str = "the demo needs git: install it (pacman -S git / apt install git)";
 
@@ -267,9 +268,9 @@ pub(super) struct Host {
     pub config: AgentConfig,
 }
 
-/// Creates host `name` under `<sandbox>/hosts/` with one `[repo]` section per repository:
-/// a root with an empty local database, a cache, pacman.conf (every path inside the host
-/// directory, Arch's signature levels — the keyring in `gnupg/` is made by
+/// Creates host `name` under `<sandbox>/hosts/` with one `[repo]` section per repository
+/// (the layout of `pacfleet_support::host`, keyring in `gnupg/`): a root with an empty local
+/// database, a cache, pacman.conf (every path inside the host directory, Arch's signature levels — the keyring in `gnupg/` is made by
 /// `Packager::keyring` —, no sandboxing, the host's own empty hook directory), a state
 /// directory and agent.yaml (relative paths, fetching `fleet` as a local path).
 pub(super) fn make_host(
@@ -279,48 +280,21 @@ pub(super) fn make_host(
     fleet: &Path,
     trusted_key: &Path,
 ) -> anyhow::Result<Host> {
-    let base = sandbox.join("hosts").join(name);
-    let root = base.join("root");
-    let dbpath = root.join("var/lib/pacman");
-    let cache = root.join("var/cache/pacman/pkg");
-    for dir in [
-        dbpath.join("local"),
-        dbpath.join("sync"),
-        cache.clone(),
-        root.join("var/log"),
-        root.join("etc"),
-        base.join("gnupg"),
-        base.join("hooks"),
-        base.join("state"),
-    ] {
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let layout = HostLayout::new(&sandbox.join("hosts").join(name));
+    layout.create()?;
+    layout.write_pacman_conf(&PacmanConf {
+        title: format!("pacman.conf of demo host {name}: every path is inside the sandbox."),
+        siglevel: SigLevel::Arch,
+        disable_download_timeout: false,
+        repos: repos
+            .iter()
+            .map(|(repo, dir)| (repo.clone(), format!("file://{}", dir.display())))
+            .collect(),
+    })?;
+    let base = &layout.base;
     let write = |path: PathBuf, text: String| {
         fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     };
-    write(dbpath.join("local/ALPM_DB_VERSION"), "9\n".to_owned())?;
-    let mut conf = format!(
-        "# pacman.conf of demo host {name}: every path is inside the sandbox.\n\
-         [options]\n\
-         RootDir = {root}\n\
-         DBPath = {dbpath}/\n\
-         CacheDir = {cache}/\n\
-         LogFile = {root}/var/log/pacman.log\n\
-         GPGDir = {base}/gnupg/\n\
-         HookDir = {base}/hooks/\n\
-         Architecture = auto\n\
-         SigLevel = Required DatabaseOptional\n\
-         LocalFileSigLevel = Optional\n\
-         DisableSandbox\n",
-        root = root.display(),
-        dbpath = dbpath.display(),
-        cache = cache.display(),
-        base = base.display(),
-    );
-    for (repo, dir) in repos {
-        conf.push_str(&format!("\n[{repo}]\nServer = file://{}\n", dir.display()));
-    }
-    write(base.join("pacman.conf"), conf)?;
     let agent = format!(
         "# agent.yaml of demo host {name}; relative paths are relative to this file.\n\
          repo: {fleet}\n\
