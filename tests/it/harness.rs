@@ -29,6 +29,7 @@ use pacfleet_support::host::{HostLayout, PacmanConf, SigLevel};
 use pacfleet_support::synth::{self, SynthPackage};
 
 pub mod command;
+pub mod git_fixtures;
 pub mod packager;
 pub use command::TestCommand;
 pub use packager::Packager;

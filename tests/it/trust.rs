@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::GitDaemon;
+use crate::harness::git_fixtures::{Fixture, HttpServer};
 use crate::harness::{
     FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
 };
-use crate::source::git_fixtures::{Fixture, HttpServer};
 
 const FLEET: &str = "kind: Fleet\nname: acme\n";
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
