@@ -162,71 +162,71 @@ import http.server, os, subprocess, sys
 ROOT = sys.argv[1]
 
 class Handler(http.server.BaseHTTPRequestHandler):
-protocol_version = "HTTP/1.0"
+    protocol_version = "HTTP/1.0"
 
-def log_message(self, *args):
-    pass
+    def log_message(self, *args):
+        pass
 
-def do_GET(self):
-    self.cgi()
+    def do_GET(self):
+        self.cgi()
 
-def do_POST(self):
-    self.cgi()
+    def do_POST(self):
+        self.cgi()
 
-def read_body(self):
-    if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-        chunks = []
-        while True:
-            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-            if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-    length = int(self.headers.get("Content-Length") or 0)
-    return self.rfile.read(length) if length else b""
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
-def cgi(self):
-    path, _, query = self.path.partition("?")
-    body = self.read_body()
-    env = dict(os.environ)
-    env.update({
-        "GIT_PROJECT_ROOT": ROOT,
-        "GIT_HTTP_EXPORT_ALL": "1",
-        "GATEWAY_INTERFACE": "CGI/1.1",
-        "SERVER_PROTOCOL": "HTTP/1.0",
-        "REQUEST_METHOD": self.command,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-        "CONTENT_LENGTH": str(len(body)),
-        "REMOTE_ADDR": "127.0.0.1",
-    })
-    for name in ("Git-Protocol", "Content-Encoding"):
-        value = self.headers.get(name)
-        if value:
-            env["HTTP_" + name.upper().replace("-", "_")] = value
-    out = subprocess.run(["git", "http-backend"], input=body, env=env,
-                         stdout=subprocess.PIPE).stdout
-    head, sep, rest = out.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, rest = out.partition(b"\n\n")
-    status, reason, headers = 200, "OK", []
-    for line in head.decode("latin-1").splitlines():
-        key, _, value = line.partition(":")
-        value = value.strip()
-        if key.lower() == "status":
-            status, _, reason = value.partition(" ")
-            status = int(status)
-        elif key:
-            headers.append((key, value))
-    self.send_response(status, reason)
-    for key, value in headers:
-        self.send_header(key, value)
-    self.send_header("Content-Length", str(len(rest)))
-    self.end_headers()
-    self.wfile.write(rest)
+    def cgi(self):
+        path, _, query = self.path.partition("?")
+        body = self.read_body()
+        env = dict(os.environ)
+        env.update({
+            "GIT_PROJECT_ROOT": ROOT,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.0",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_ADDR": "127.0.0.1",
+        })
+        for name in ("Git-Protocol", "Content-Encoding"):
+            value = self.headers.get(name)
+            if value:
+                env["HTTP_" + name.upper().replace("-", "_")] = value
+        out = subprocess.run(["git", "http-backend"], input=body, env=env,
+                             stdout=subprocess.PIPE).stdout
+        head, sep, rest = out.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, rest = out.partition(b"\n\n")
+        status, reason, headers = 200, "OK", []
+        for line in head.decode("latin-1").splitlines():
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if key.lower() == "status":
+                status, _, reason = value.partition(" ")
+                status = int(status)
+            elif key:
+                headers.append((key, value))
+        self.send_response(status, reason)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        self.wfile.write(rest)
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 print(server.server_address[1], flush=True)
