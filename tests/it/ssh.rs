@@ -157,6 +157,12 @@ fn world() -> World {
 }
 
 impl World {
+    /// agent.yaml for the host, fetching over ssh, with `extra` fields.
+    fn config(&self, extra: &str) -> PathBuf {
+        self.host
+            .agent_yaml(&self.url(), &self.fleet.public_key, extra)
+    }
+
     fn url(&self) -> String {
         format!(
             "ssh://root@127.0.0.1:{}{}",
@@ -181,11 +187,7 @@ impl World {
 fn fetches_with_the_configured_key_and_known_hosts_only() {
     let w = world();
     let key = w.ssh_dir.join("id_ed25519");
-    let cfg = w.host.agent_yaml(
-        &w.url(),
-        &w.fleet.public_key,
-        &format!("ssh_key: {}\n", key.display()),
-    );
+    let cfg = w.config(&format!("ssh_key: {}\n", key.display()));
     let (code, out, err) = w.plan(&cfg);
     assert_eq!(code, 1, "the plan installs app:\n{out}\n{err}");
     assert!(
@@ -231,15 +233,11 @@ fn a_server_key_not_in_known_hosts_is_refused() {
     let known = w.tmp.path().join("wrong_known_hosts");
     let wrong = format!("[127.0.0.1]:{} {kind} {key}\n", w.sshd.port);
     fs::write(&known, &wrong).unwrap();
-    let cfg = w.host.agent_yaml(
-        &w.url(),
-        &w.fleet.public_key,
-        &format!(
-            "ssh_key: {}\nssh_known_hosts: {}\n",
-            w.ssh_dir.join("id_ed25519").display(),
-            known.display()
-        ),
-    );
+    let cfg = w.config(&format!(
+        "ssh_key: {}\nssh_known_hosts: {}\n",
+        w.ssh_dir.join("id_ed25519").display(),
+        known.display()
+    ));
     let (code, out, err) = w.plan(&cfg);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
@@ -270,25 +268,17 @@ fn a_server_key_not_in_known_hosts_is_refused() {
 fn a_missing_key_or_known_hosts_file_says_how_to_make_it() {
     let w = world();
     let missing = w.ssh_dir.join("nope");
-    let cfg = w.host.agent_yaml(
-        &w.url(),
-        &w.fleet.public_key,
-        &format!("ssh_key: {}\n", missing.display()),
-    );
+    let cfg = w.config(&format!("ssh_key: {}\n", missing.display()));
     let (code, out, err) = w.plan(&cfg);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("ssh-keygen -t ed25519"), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
 
-    let cfg = w.host.agent_yaml(
-        &w.url(),
-        &w.fleet.public_key,
-        &format!(
-            "ssh_key: {}\nssh_known_hosts: {}\n",
-            w.ssh_dir.join("id_ed25519").display(),
-            missing.display()
-        ),
-    );
+    let cfg = w.config(&format!(
+        "ssh_key: {}\nssh_known_hosts: {}\n",
+        w.ssh_dir.join("id_ed25519").display(),
+        missing.display()
+    ));
     let (code, out, err) = w.plan(&cfg);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("ssh-keyscan"), "{err}");
@@ -308,11 +298,7 @@ fn ssh_fields_that_would_do_nothing_are_refused() {
         err.contains("`ssh_key`") && err.contains("reached over ssh"),
         "{err}"
     );
-    let cfg = w.host.agent_yaml(
-        &w.url(),
-        &w.fleet.public_key,
-        "ssh_known_hosts: /etc/pacfleet/ssh/known_hosts\n",
-    );
+    let cfg = w.config("ssh_known_hosts: /etc/pacfleet/ssh/known_hosts\n");
     let (code, out, err) = w.plan(&cfg);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("only with `ssh_key:`"), "{err}");
