@@ -200,6 +200,8 @@ fn fetches_with_the_configured_key_and_known_hosts_only() {
         "nothing is written into HOME"
     );
     // ssh's own ~/.ssh (from the passwd entry) did not learn this server either.
+    // SAFETY: getpwuid returns a pointer to a static passwd entry (checked for null), read at
+    // once in this thread before anything else could call getpw* again.
     let pw_home = unsafe {
         let pw = libc::getpwuid(libc::getuid());
         assert!(!pw.is_null());
