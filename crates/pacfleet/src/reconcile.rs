@@ -1094,7 +1094,6 @@ fn pass(
 
     // 6. Plan against the real system; apply if allowed.
     let mut inventory = state.load_inventory()?;
-    let paths = cfg.host_paths();
     // `pacman-conf` fails on a DBPath that does not exist: say what is wrong with the root.
     prepare_root(cfg, false)?;
     let pacman_conf = pacman_conf?;
@@ -1102,19 +1101,12 @@ fn pass(
         report.changeset = plan_held(cfg, state, &resolved, &inventory, pacman_conf)?;
     } else {
         let interrupted = recover_interrupted(cfg, state)?;
-        let (mut sys, preloaded) = match early.take() {
-            Some(e) if interrupted.is_none() => (e.sys, Some((e.installed, e.fingerprint))),
-            _ => (System::open_with(&paths, Mode::Apply, pacman_conf)?, None),
-        };
-        if let Some(date) = &resolved.snapshot {
-            sys.use_snapshot(resolved.archive.as_deref(), date)?;
-        }
-        apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
-        // After the wait: a pacman at work leaves half-written entries for a moment.
-        let local = crate::system::scan_local(&cfg.dbpath)?;
-        if !local.incomplete.is_empty() {
-            return Err(incomplete_database(cfg, &local.incomplete));
-        }
+        let (mut sys, preloaded, local) = open_for_apply(
+            cfg,
+            &resolved,
+            early.take().filter(|_| interrupted.is_none()),
+            pacman_conf,
+        )?;
         phase("open, lock wait, local database scan");
         sys.refresh()?;
         phase("refresh");
@@ -1203,6 +1195,38 @@ fn pass(
     finish(&mut report, hold, settled);
     report.duration = start.elapsed();
     Ok(report)
+}
+
+/// The local database as `open_early` read it beside the fetch, and the scan fingerprint it had.
+type Preloaded = (std::collections::BTreeMap<String, plan::Installed>, String);
+
+/// The package system of an applying pass: the one opened beside the fetch when the usual
+/// order allows (`early`, with the local database it read then), else a new one; the pool's
+/// snapshot applied; pacman's lock waited for (bounded); then the local database scanned, a
+/// half-written entry refused. Returns the handle, what `early` read, and the scan.
+fn open_for_apply(
+    cfg: &AgentConfig,
+    resolved: &Resolved,
+    early: Option<Early>,
+    pacman_conf: pacmanconf::Config,
+) -> Result<(System, Option<Preloaded>, crate::system::LocalScan), PassError> {
+    let (mut sys, preloaded) = match early {
+        Some(e) => (e.sys, Some((e.installed, e.fingerprint))),
+        None => (
+            System::open_with(&cfg.host_paths(), Mode::Apply, pacman_conf)?,
+            None,
+        ),
+    };
+    if let Some(date) = &resolved.snapshot {
+        sys.use_snapshot(resolved.archive.as_deref(), date)?;
+    }
+    apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
+    // After the wait: a pacman at work leaves half-written entries for a moment.
+    let local = crate::system::scan_local(&cfg.dbpath)?;
+    if !local.incomplete.is_empty() {
+        return Err(incomplete_database(cfg, &local.incomplete));
+    }
+    Ok((sys, preloaded, local))
 }
 
 /// Plans around a transaction a dead pass left: what it installed is pacfleet's (the
