@@ -439,7 +439,7 @@ if want pass; then
     mkdir -p "$hd/root/var/lib/pacman/local" "$hd/root/var/lib/pacman/sync" "$hd/root/var/cache/pacman/pkg" \
       "$hd/root/var/log" "$hd/gnupg" "$hd/hooks" "$hd/state" "$pw/conf" "$pw/snap" "$fl"
     echo 9 >"$hd/root/var/lib/pacman/local/ALPM_DB_VERSION"
-    printf '[options]\nRootDir = %s\nDBPath = %s/\nCacheDir = %s/\nLogFile = %s\nGPGDir = %s/\nHookDir = %s/\nArchitecture = auto\nSigLevel = Never\nDisableSandbox\n' \
+    printf '[options]\nRootDir = %s\nDBPath = %s/\nCacheDir = %s/\nLogFile = %s\nGPGDir = %s/\nHookDir = %s/\nArchitecture = auto\n# Signatures are not checked on this host: it has no repositories and installs nothing (the pass benchmark measures fetch, verify and resolution), so it has no keyring\nSigLevel = Never\nDisableSandbox\n' \
       "$hd/root" "$hd/root/var/lib/pacman" "$hd/root/var/cache/pacman/pkg" "$hd/root/var/log/pacman.log" "$hd/gnupg" "$hd/hooks" >"$hd/pacman.conf"
     for b in rev-a main chain; do
       cat >"$pw/conf/$b.yaml" <<EOF

@@ -480,9 +480,7 @@ impl HostDir {
             title: format!("Test host {}", self.hostname),
             siglevel: match &*self.siglevel_never.borrow() {
                 None => SigLevel::Arch,
-                Some(why) => SigLevel::Never {
-                    why: Some(why.clone()),
-                },
+                Some(why) => SigLevel::Never { why: why.clone() },
             },
             disable_download_timeout: true,
             repos: self.repos.borrow().clone(),

@@ -51,9 +51,9 @@ pub struct HostLayout {
 pub enum SigLevel {
     /// Arch's defaults: `SigLevel = Required DatabaseOptional`, `LocalFileSigLevel = Optional`.
     Arch,
-    /// `SigLevel = Never`, `LocalFileSigLevel = Never`; `why`, when given, is written above
-    /// them as a comment.
-    Never { why: Option<String> },
+    /// `SigLevel = Never`, `LocalFileSigLevel = Never`, for a host that cannot have signatures;
+    /// `why` is required and written above them as a comment, so the file says it too.
+    Never { why: String },
 }
 
 /// What a host's pacman.conf says besides the layout's paths.
@@ -145,13 +145,11 @@ impl HostLayout {
             SigLevel::Arch => text
                 .push_str("SigLevel = Required DatabaseOptional\nLocalFileSigLevel = Optional\n"),
             SigLevel::Never { why } => {
-                if let Some(why) = why {
-                    let _ = writeln!(
-                        text,
-                        "# Signatures are not checked on this host: {}",
-                        why.replace('\n', " ")
-                    );
-                }
+                let _ = writeln!(
+                    text,
+                    "# Signatures are not checked on this host: {}",
+                    why.replace('\n', " ")
+                );
                 text.push_str("SigLevel = Never\nLocalFileSigLevel = Never\n");
             }
         }
@@ -203,7 +201,7 @@ mod tests {
         let text = host.pacman_conf(&PacmanConf {
             title: "Test host h".into(),
             siglevel: SigLevel::Never {
-                why: Some("no\nkeys".into()),
+                why: "no\nkeys".into(),
             },
             disable_download_timeout: true,
             repos: vec![("core".into(), "file:///r".into())],
