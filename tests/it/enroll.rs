@@ -66,21 +66,7 @@ impl World {
     fn enroll_with(&self, repo: &str, key: &Path, extra: &[&str]) -> (i32, String, String) {
         let mut cmd: Command = fleetctl();
         cmd.arg("enroll")
-            .arg("--repo")
-            .arg(repo)
-            .arg("--key")
-            .arg(key)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--hostname", "ws-01"])
-            .arg("--root")
-            .arg(&self.host.root)
-            .arg("--dbpath")
-            .arg(&self.host.dbpath)
-            .arg("--pacman-conf")
-            .arg(&self.host.conf)
-            .arg("--state-dir")
-            .arg(&self.host.state_dir)
+            .args(self.host.enroll_args(repo, key, &self.config))
             .args(extra);
         run(&mut cmd)
     }

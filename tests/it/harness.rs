@@ -733,6 +733,26 @@ impl HostDir {
         path
     }
 
+    /// The arguments of `fleetctl enroll` for this host: `--repo repo --key key --config config
+    /// --hostname <its name>` and its root, dbpath, pacman.conf and state dir.
+    pub fn enroll_args(&self, repo: &str, key: &Path, config: &Path) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        for (flag, value) in [
+            ("--repo", Path::new(repo)),
+            ("--key", key),
+            ("--config", config),
+            ("--hostname", Path::new(&self.hostname)),
+            ("--root", &self.root),
+            ("--dbpath", &self.dbpath),
+            ("--pacman-conf", &self.conf),
+            ("--state-dir", &self.state_dir),
+        ] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        args
+    }
+
     /// Every file under the host's local database, with contents, to show it is unchanged.
     pub fn local_db_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {

@@ -172,23 +172,8 @@ fn the_package_installs_with_pacman_and_its_fleetctl_enrolls_and_reconciles() {
     let config = host.base.join("etc-pacfleet/agent.yaml");
     let (code, out, err) = run(Command::new(&bin)
         .arg("enroll")
-        .arg("--repo")
-        .arg(&fleet.dir)
-        .arg("--key")
-        .arg(&fleet.public_key)
-        .arg("--fleet")
-        .arg("acme")
-        .arg("--config")
-        .arg(&config)
-        .args(["--hostname", "ws-01"])
-        .arg("--root")
-        .arg(&host.root)
-        .arg("--dbpath")
-        .arg(&host.dbpath)
-        .arg("--pacman-conf")
-        .arg(&host.conf)
-        .arg("--state-dir")
-        .arg(&host.state_dir)
+        .args(host.enroll_args(&fleet.dir.display().to_string(), &fleet.public_key, &config))
+        .args(["--fleet", "acme"])
         .env("LC_ALL", "C"));
     assert_eq!(code, 0, "enroll:\n{out}\n{err}");
     assert!(
