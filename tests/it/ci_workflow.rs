@@ -33,28 +33,12 @@ use std::thread::JoinHandle;
 use serde_json::{Value, json};
 
 use crate::harness::{FleetRepo, Packager, TempDir, fleetctl, run, tempdir};
+use crate::harness::{copy_dir, example_fleet};
 
 const MARKER: &str = "<!-- pacfleet-diff -->";
 const REPO: &str = "acme/fleet";
 const PR: u64 = 7;
 const TOKEN: &str = "ghs_test-token";
-
-fn example_fleet() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-fleet")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for entry in fs::read_dir(from).expect("read example-fleet") {
-        let entry = entry.expect("entry");
-        let dest = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), dest).expect("copy");
-        }
-    }
-}
 
 fn example_file(path: &str) -> String {
     fs::read_to_string(example_fleet().join(path)).expect("read an example-fleet file")

@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{FleetRepo, fleetctl, run, tempdir};
-
-fn example_fleet() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-fleet")
-}
+use crate::harness::{copy_dir, example_fleet};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/golden/diff")
@@ -45,19 +42,6 @@ fn golden(name: &str, actual: &str) {
         "output differs from {}; if the change is intended, rerun with PACFLEET_UPDATE_GOLDEN=1 and review the golden diff",
         path.display()
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for entry in fs::read_dir(from).expect("read example-fleet") {
-        let entry = entry.expect("entry");
-        let dest = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), dest).expect("copy");
-        }
-    }
 }
 
 /// Pins the copy of example-fleet at `dir` to build-servers generation `n` (set-latest's edit).

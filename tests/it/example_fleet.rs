@@ -4,28 +4,11 @@
 //! and set-latest cannot capture from a host that never applied a state.
 
 use std::fs;
-use std::path::Path;
 
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
-
-fn example_fleet() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-fleet")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for entry in fs::read_dir(from).expect("read example-fleet") {
-        let entry = entry.expect("entry");
-        let dest = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), dest).expect("copy");
-        }
-    }
-}
+use crate::harness::{copy_dir, example_fleet};
 
 #[test]
 fn example_fleet_validates_as_shipped() {

@@ -68,6 +68,25 @@ pub fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
+/// The repository's `example-fleet/`.
+pub fn example_fleet() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-fleet")
+}
+
+/// Copies the directory tree `from` into `to` (regular files and directories).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read a directory to copy") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self")
