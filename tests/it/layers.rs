@@ -20,7 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // and the host's agent.yaml.
     ("data", &["manifest", "source", "config"]),
     // Pure rules on that data.
-    ("rules", &["trust", "window", "resolve", "rollout"]),
+    ("rules", &["trust", "window", "resolve", "rollout", "report"]),
     ("planning", &["plan", "diff", "archive", "validate"]),
     // I/O at the edges: libalpm, state files, metrics.
     ("edges", &["system", "state", "apply", "capture", "metrics"]),

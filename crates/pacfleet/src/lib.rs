@@ -25,6 +25,7 @@ pub mod notes_sync;
 pub mod plan;
 pub mod progress;
 pub mod reconcile;
+pub mod report;
 pub mod resolve;
 pub mod rollback;
 pub mod rollout;
