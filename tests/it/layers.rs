@@ -20,7 +20,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     // and the host's agent.yaml.
     ("data", &["manifest", "source", "config"]),
     // Pure rules on that data.
-    ("rules", &["trust", "window", "resolve", "rollout", "report"]),
+    (
+        "rules",
+        &["trust", "window", "resolve", "rollout", "report"],
+    ),
     ("planning", &["plan", "diff", "archive", "validate"]),
     // I/O at the edges: libalpm, state files, metrics.
     ("edges", &["system", "state", "apply", "capture", "metrics"]),

@@ -402,6 +402,7 @@ fn gen_host(pinned: bool) -> impl Strategy<Value = GenHost> {
                 window: None,
                 paused: false,
                 archive: None,
+                gates: Default::default(),
             };
             GenHost {
                 resolved,

@@ -186,6 +186,7 @@ fn floating(explicit: &[&str]) -> Resolved {
         window: None,
         paused: false,
         archive: None,
+        gates: Default::default(),
     }
 }
 

@@ -539,6 +539,7 @@ mod tests {
             window: None,
             paused: false,
             archive: None,
+            gates: Default::default(),
         }
     }
 

@@ -97,6 +97,24 @@ pub struct Resolved {
     /// The fleet's archive: where exact old versions and the snapshot's repositories come
     /// from.
     pub archive: Option<String>,
+    /// The pool's rollout and health check, and the labels its waves select this host by.
+    #[serde(default)]
+    pub gates: Gates,
+}
+
+/// What stands between a resolved change and this host, beyond the window: the pool's waves
+/// and its health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gates {
+    /// The pool's `rollout:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::manifest::RolloutSpec>,
+    /// The pool's `health:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::manifest::HealthSpec>,
+    /// This host's labels (its Host manifest's), which waves may select on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Resolution failed.
@@ -260,6 +278,11 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
         window: pool.window.clone(),
         paused: pool.paused,
         archive: fleet.fleet.spec.archive.clone(),
+        gates: Gates {
+            rollout: pool.rollout.clone(),
+            health: pool.health.clone(),
+            labels: host.map(|h| h.labels.clone()).unwrap_or_default(),
+        },
     }))
 }
 

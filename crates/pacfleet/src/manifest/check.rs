@@ -426,6 +426,151 @@ fn check_pools(
                 );
             }
         }
+        if let Some(r) = &p.rollout {
+            check_rollout(ctx, &pool.file, r);
+        }
+        if let Some(h) = &p.health {
+            check_health(ctx, &pool.file, h);
+        }
+    }
+}
+
+/// A pool's `rollout:`: waves with unique names that select hosts, globs that parse, percents
+/// that only grow, durations that parse.
+fn check_rollout(ctx: &mut Ctx<'_>, file: &str, r: &super::RolloutSpec) {
+    let at = |ctx: &mut Ctx<'_>, path: &[Seg<'_>], message: String| {
+        let mut full = vec![Seg::Key("rollout")];
+        full.extend_from_slice(path);
+        ctx.at(file, &full, message);
+    };
+    if r.waves.is_empty() {
+        at(
+            ctx,
+            &[Seg::Key("waves")],
+            "`rollout.waves` is empty; list at least one wave, e.g. `- {name: all, percent: 100}`, or remove `rollout:`".to_owned(),
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut last_percent: Option<(&str, u8)> = None;
+    for (i, w) in r.waves.iter().enumerate() {
+        if !names.insert(w.name.as_str()) {
+            at(
+                ctx,
+                &[Seg::Key("waves"), Seg::Index(i), Seg::Key("name")],
+                format!(
+                    "wave name `{}` is used twice; give every wave its own name",
+                    w.name
+                ),
+            );
+        }
+        if w.hosts.is_empty() && w.labels.is_empty() && w.percent.is_none() {
+            at(
+                ctx,
+                &[Seg::Key("waves"), Seg::Index(i)],
+                format!(
+                    "wave `{}` selects no host; give it `hosts:`, `labels:` or `percent:`",
+                    w.name
+                ),
+            );
+        }
+        for (j, g) in w.hosts.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(g) {
+                at(
+                    ctx,
+                    &[
+                        Seg::Key("waves"),
+                        Seg::Index(i),
+                        Seg::Key("hosts"),
+                        Seg::Index(j),
+                    ],
+                    format!("host glob `{g}` is invalid ({e}); use *, ? and [abc] patterns"),
+                );
+            }
+        }
+        if let Some(pc) = w.percent {
+            if !(1..=100).contains(&pc) {
+                at(
+                    ctx,
+                    &[Seg::Key("waves"), Seg::Index(i), Seg::Key("percent")],
+                    format!(
+                        "wave `{}` has percent {pc}; write 1 to 100 (the share of the pool reached by the end of this wave)",
+                        w.name
+                    ),
+                );
+            } else if let Some((k, before)) = last_percent
+                && pc < before
+            {
+                at(
+                    ctx,
+                    &[Seg::Key("waves"), Seg::Index(i), Seg::Key("percent")],
+                    format!(
+                        "wave `{}` has percent {pc}, less than wave `{k}`'s {before}; percents are cumulative, so each wave's must be at least the one before",
+                        w.name
+                    ),
+                );
+            }
+            last_percent = Some((w.name.as_str(), pc));
+        }
+        if let Some(soak) = &w.soak
+            && let Err(e) = super::parse_rollout_duration(soak)
+        {
+            at(
+                ctx,
+                &[Seg::Key("waves"), Seg::Index(i), Seg::Key("soak")],
+                format!("wave `{}` soak {e}", w.name),
+            );
+        }
+    }
+    if let Some(stale) = &r.stale_after {
+        match super::parse_rollout_duration(stale) {
+            Err(e) => at(
+                ctx,
+                &[Seg::Key("stale_after")],
+                format!("`rollout.stale_after` {e}"),
+            ),
+            Ok(d) if d.is_zero() => at(
+                ctx,
+                &[Seg::Key("stale_after")],
+                "`rollout.stale_after` is 0: every host would be stale at once; write e.g. 3d"
+                    .to_owned(),
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A pool's `health:`: commands that are there, a timeout that parses.
+fn check_health(ctx: &mut Ctx<'_>, file: &str, h: &super::HealthSpec) {
+    if h.commands.is_empty() {
+        ctx.at(
+            file,
+            &[Seg::Key("health"), Seg::Key("commands")],
+            "`health.commands` is empty; list the checks, e.g. [\"systemctl is-system-running --wait\"], or remove `health:`".to_owned(),
+        );
+    }
+    for (i, c) in h.commands.iter().enumerate() {
+        if c.trim().is_empty() || c.contains('\0') {
+            ctx.at(
+                file,
+                &[Seg::Key("health"), Seg::Key("commands"), Seg::Index(i)],
+                "health command is empty (or holds a NUL byte); write a shell command, or remove the entry".to_owned(),
+            );
+        }
+    }
+    if let Some(t) = &h.timeout {
+        match super::parse_rollout_duration(t) {
+            Err(e) => ctx.at(
+                file,
+                &[Seg::Key("health"), Seg::Key("timeout")],
+                format!("`health.timeout` {e}"),
+            ),
+            Ok(d) if d.is_zero() => ctx.at(
+                file,
+                &[Seg::Key("health"), Seg::Key("timeout")],
+                "`health.timeout` is 0: no command could finish; write e.g. 5m".to_owned(),
+            ),
+            Ok(_) => {}
+        }
     }
 }
 
@@ -885,6 +1030,38 @@ mod tests {
             d[0].contains("(generations/srv/1.yaml) has no `snapshot:`"),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn rollouts_and_health_checks_are_checked() {
+        let joined = diags(&[
+            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
+            (
+                "pools/srv.yaml",
+                "kind: Pool\nname: srv\nhosts: [srv-*]\nrollout:\n  waves:\n    - {name: canary, hosts: [\"srv-[\"]}\n    - {name: canary, percent: 50, soak: soon}\n    - {name: rest, percent: 10}\n    - {name: none}\n  stale_after: 0s\nhealth:\n  commands: [\"\"]\n  timeout: 100d\n",
+            ),
+        ])
+        .join("\n");
+        for want in [
+            "pools/srv.yaml:6:30: host glob `srv-[` is invalid",
+            "pools/srv.yaml:7:14: wave name `canary` is used twice",
+            "pools/srv.yaml:7:41: wave `canary` soak `soon` does not parse",
+            "pools/srv.yaml:8:29: wave `rest` has percent 10, less than wave `canary`'s 50",
+            "pools/srv.yaml:9:7: wave `none` selects no host",
+            "pools/srv.yaml:10:16: `rollout.stale_after` is 0",
+            "pools/srv.yaml:12:14: health command is empty",
+            "pools/srv.yaml:13:12: `health.timeout` `100d` is longer than 90 days",
+        ] {
+            assert!(joined.contains(want), "{want} missing in:\n{joined}");
+        }
+        let ok = diags(&[
+            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
+            (
+                "pools/srv.yaml",
+                "kind: Pool\nname: srv\nhosts: [srv-*]\nrollout:\n  waves:\n    - {name: canary, hosts: [srv-1]}\n    - {name: early, percent: 10, soak: 2h}\n    - {name: rest, percent: 100, soak: 1d}\n  failure_budget: 1\n  stale_after: 3d\nhealth: {commands: [\"true\"], timeout: 5m, rollback: true}\n",
+            ),
+        ]);
+        assert!(ok.is_empty(), "{ok:?}");
     }
 
     #[test]

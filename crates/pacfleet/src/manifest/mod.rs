@@ -377,6 +377,119 @@ pub struct Pool {
     /// Hosts plan and report but apply nothing.
     #[serde(default)]
     pub paused: bool,
+    /// How a change reaches the pool's hosts: in waves, each waiting for the earlier ones
+    /// (docs/contract.md §1.3, "Rollouts"); absent: every host applies on its own next pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+    /// Commands that must succeed after a pass applied changes; absent: no check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+}
+
+/// A pool's `rollout:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The waves, in order; a host is in the first wave that selects it by `hosts:` or
+    /// `labels:`, else in the first whose `percent` covers its bucket, else in the last.
+    pub waves: Vec<WaveSpec>,
+    /// Hosts of the pool that may report failure on a change before the rollout halts.
+    #[serde(default)]
+    pub failure_budget: u32,
+    /// A host silent this long (e.g. `3d`) neither counts nor blocks a wave; default 3 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<String>,
+}
+
+/// One wave of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WaveSpec {
+    /// The wave's name (`canary`, `early`, `rest`).
+    pub name: Name,
+    /// Hostname globs that put a host in this wave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Labels that put a host in this wave (every one must match the Host manifest's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The share of the pool this wave reaches, cumulative over the waves (1–100): a
+    /// deterministic hash of (fleet, pool, hostname) decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1, max = 100)))]
+    pub percent: Option<u8>,
+    /// How long after the previous wave is done this one may start (e.g. `2h`); default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
+}
+
+/// A pool's `health:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// Shell commands (`sh -c`), run in order after a pass applied changes; any one failing
+    /// or outliving `timeout` fails the host.
+    pub commands: Vec<String>,
+    /// How long all the commands together may take (e.g. `5m`); default 5 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// On failure, return to the package versions the host had before the pass.
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+/// `stale_after:` when a rollout leaves it out.
+pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+/// `health.timeout:` when left out.
+pub const DEFAULT_HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// The longest `soak`, `stale_after` or health `timeout` pacfleet accepts: 90 days.
+pub const MAX_ROLLOUT_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// Parses a rollout or health duration (`2h`, `3d`, `0s`), at most [`MAX_ROLLOUT_DURATION`].
+pub fn parse_rollout_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` does not parse ({e}); write e.g. 30m, 2h or 3d"))?;
+    if d > MAX_ROLLOUT_DURATION {
+        return Err(format!(
+            "`{text}` is longer than 90 days, the longest pacfleet allows"
+        ));
+    }
+    Ok(d)
+}
+
+impl RolloutSpec {
+    /// `stale_after`, parsed (checked by `validate`; a bad one falls back to the default).
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+            .as_deref()
+            .and_then(|t| parse_rollout_duration(t).ok())
+            .unwrap_or(DEFAULT_STALE_AFTER)
+    }
+}
+
+impl WaveSpec {
+    /// `soak`, parsed (checked by `validate`; a bad one counts as none).
+    pub fn soak(&self) -> std::time::Duration {
+        self.soak
+            .as_deref()
+            .and_then(|t| parse_rollout_duration(t).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl HealthSpec {
+    /// `timeout`, parsed (checked by `validate`; a bad one falls back to the default).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_deref()
+            .and_then(|t| parse_rollout_duration(t).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_HEALTH_TIMEOUT)
+    }
 }
 
 /// `packages/<name>.yaml`: a named list of packages.

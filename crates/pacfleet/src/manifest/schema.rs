@@ -624,7 +624,14 @@ fn maximal_fleet() -> Vec<(String, String)> {
              snapshot: 2025-03-01\n\
              prune: true\n\
              window: {cron: \"0 0 2 * * Sat\", duration: 4h}\n\
-             paused: false\n"
+             paused: false\n\
+             rollout:\n\
+             \x20 waves:\n\
+             \x20   - {name: canary, hosts: [web-canary], labels: {tier: canary}}\n\
+             \x20   - {name: rest, percent: 100, soak: 2h}\n\
+             \x20 failure_budget: 1\n\
+             \x20 stale_after: 3d\n\
+             health: {commands: [\"systemctl is-system-running --wait\"], timeout: 5m, rollback: true}\n"
                 .to_owned(),
         ),
         (
@@ -843,7 +850,8 @@ fn invalid_documents_are_rejected_by_both() {
         ),
         // Unknown fields, at the top and nested.
         m("fleet.yaml", "archive:", "archvie:"),
-        m("pools/web.yaml", "hosts:", "host:"),
+        m("pools/web.yaml", "hosts: [\"web-*\"", "host: [\"web-*\""),
+        m("pools/web.yaml", "rollback: true", "rolback: true"),
         m("pools/web.yaml", "duration: 4h", "length: 4h"),
         m("packages/base.yaml", "exclude:", "excludes:"),
         m("generations/web/1.yaml", "nginx: {version:", "nginx: {ver:"),
@@ -895,6 +903,10 @@ fn invalid_documents_are_rejected_by_both() {
         m("pools/web.yaml", "prune: true", "prune: \"true\""),
         m("pools/web.yaml", "generation: 1", "generation: one"),
         m("pools/web.yaml", "generation: 1", "generation: -1"),
+        m("pools/web.yaml", "percent: 100", "percent: 101"),
+        m("pools/web.yaml", "percent: 100", "percent: 0"),
+        m("pools/web.yaml", "failure_budget: 1", "failure_budget: -1"),
+        m("pools/web.yaml", "rollback: true", "rollback: yes please"),
         m(
             "pools/web.yaml",
             "window: {cron: \"0 0 2 * * Sat\", duration: 4h}",
@@ -967,6 +979,10 @@ fn known_differences_between_schema_and_loader() {
         m("pools/web.yaml", "\"0 0 2 * * Sat\"", "\"every saturday\""),
         m("pools/web.yaml", "\"web-*\"", "\"web-[\""),
         m("pools/web.yaml", "generation: 1", "generation: 4294967296"),
+        m("pools/web.yaml", "soak: 2h", "soak: soon"),
+        m("pools/web.yaml", "stale_after: 3d", "stale_after: 0s"),
+        m("pools/web.yaml", "timeout: 5m", "timeout: 100d"),
+        m("pools/web.yaml", "name: rest", "name: canary"),
         // Calendar days, and agreement between files.
         m(
             "pools/web.yaml",
