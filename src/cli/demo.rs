@@ -360,6 +360,10 @@ fn print_host(r: &PassReport, width: usize, archive: &Path) {
         Verdict::Converged => format!("converged, nothing to do ({took})"),
         Verdict::Pending { hold } => format!("{} held back: {hold}", cs.summary()),
         Verdict::Held => format!("{} package(s) held back by IgnorePkg", cs.held.len()),
+        Verdict::Unhealthy { rolled_back } => format!(
+            "applied; the health check failed{}",
+            if *rolled_back { ", rolled back" } else { "" }
+        ),
         Verdict::Applied | Verdict::AppliedWithWarnings => {
             let counts: Vec<String> = [
                 (Action::Install, "installed"),

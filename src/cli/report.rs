@@ -117,7 +117,23 @@ pub(super) fn print_report(r: &PassReport) {
         Verdict::AppliedWithWarnings => {
             println!("applied with warnings in {:.1}s", r.duration.as_secs_f64())
         }
+        Verdict::Unhealthy { rolled_back } => {
+            let failure = r.health.as_ref().and_then(|h| h.failure.as_deref());
+            println!(
+                "applied, then the health check failed: {}",
+                terminal_safe(failure.unwrap_or("no detail"))
+            );
+            if let (true, Some(back)) = (rolled_back, &r.rolled_back) {
+                println!(
+                    "rolled back to the packages this host had before: {}",
+                    back.summary_with_versions()
+                );
+            }
+        }
         _ => {}
+    }
+    if let Some(w) = &r.wave {
+        println!("rollout: wave {} ({} of {})", w.name, w.index + 1, w.of);
     }
     for a in &r.notices.answers {
         println!("policy: {}", terminal_safe(a));

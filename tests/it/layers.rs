@@ -26,7 +26,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("planning", &["plan", "diff", "archive", "validate"]),
     // I/O at the edges: libalpm, state files, metrics.
-    ("edges", &["system", "state", "apply", "capture", "metrics", "health"]),
+    (
+        "edges",
+        &["system", "state", "apply", "capture", "metrics", "health"],
+    ),
     // One pass, then what runs passes.
     ("pass", &["reconcile"]),
     ("agent", &["agent", "enroll"]),

@@ -17,6 +17,7 @@ mod enroll;
 mod example_fleet;
 mod faults;
 mod harness;
+mod health;
 mod layers;
 mod package;
 mod props;

@@ -72,8 +72,14 @@ fn run_one(
         .map_err(|e| format!("`{shown}` could not start: {e}"))?;
     // Read both pipes on threads, bounded, so a chatty command cannot block on a full pipe.
     let readers: Vec<_> = [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -169,13 +175,26 @@ mod tests {
             ),
             &subject(),
         );
-        assert_eq!(h, Health { passed: true, failure: None });
+        assert_eq!(
+            h,
+            Health {
+                passed: true,
+                failure: None
+            }
+        );
     }
 
     #[test]
     fn the_first_failure_ends_the_check_with_what_it_said() {
         let h = check(
-            &spec(&["echo fine", "echo broken >&2; exit 3", "touch /nonexistent/x"], "10s"),
+            &spec(
+                &[
+                    "echo fine",
+                    "echo broken >&2; exit 3",
+                    "touch /nonexistent/x",
+                ],
+                "10s",
+            ),
             &subject(),
         );
         assert!(!h.passed);
@@ -189,13 +208,19 @@ mod tests {
         let h = check(&spec(&["sleep 30 & sleep 30"], "300ms"), &subject());
         assert!(started.elapsed() < Duration::from_secs(10));
         let f = h.failure.expect("failure");
-        assert!(f.contains("still running when the health timeout (300ms)"), "{f}");
+        assert!(
+            f.contains("still running when the health timeout (300ms)"),
+            "{f}"
+        );
     }
 
     #[test]
     fn output_is_bounded_and_escaped() {
         let h = check(
-            &spec(&["printf '\\033[31mred'; head -c 100000 /dev/zero | tr '\\0' x; exit 1"], "10s"),
+            &spec(
+                &["printf '\\033[31mred'; head -c 100000 /dev/zero | tr '\\0' x; exit 1"],
+                "10s",
+            ),
             &subject(),
         );
         let f = h.failure.expect("failure");

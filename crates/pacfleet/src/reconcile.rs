@@ -78,6 +78,27 @@ pub enum Hold {
     DryRun,
     /// `plan`: nothing is ever applied.
     PlanOnly,
+    /// The host's rollout wave waits for an earlier wave, or for its soak time.
+    Wave {
+        /// The host's wave (its name).
+        wave: String,
+        /// What it waits for.
+        waits: String,
+    },
+    /// The rollout halted: more hosts failed the change than the pool's `failure_budget`.
+    Halted {
+        /// The hosts that reported failure.
+        failed: Vec<String>,
+        /// The budget.
+        budget: u32,
+    },
+    /// This host applied the change before and its health check failed: not again.
+    FailedBefore {
+        /// The change (its rollout id).
+        change: String,
+        /// What the health check said then.
+        failure: String,
+    },
 }
 
 impl std::fmt::Display for Hold {
@@ -92,6 +113,18 @@ impl std::fmt::Display for Hold {
             }
             Hold::DryRun => f.write_str("dry run: nothing applied"),
             Hold::PlanOnly => f.write_str("plan only"),
+            Hold::Wave { wave, waits } => write!(f, "pending (wave {wave} waits for {waits})"),
+            Hold::Halted { failed, budget } => write!(
+                f,
+                "rollout halted: {} host(s) failed this change ({}), more than the pool's failure_budget of {budget}; a new change (a fix, or `fleetctl rollback`) restarts it",
+                failed.len(),
+                failed.join(", ")
+            ),
+            Hold::FailedBefore { change, failure } => write!(
+                f,
+                "not retried: this host applied change {} before and its health check failed ({failure}); a new change (a fix, or `fleetctl rollback`) is needed",
+                short(change)
+            ),
         }
     }
 }
@@ -116,6 +149,12 @@ pub enum Verdict {
         /// Why.
         hold: Hold,
     },
+    /// The changeset was applied and the pool's health check failed (`health` says how);
+    /// with `rollback: true` the host went back to the packages it had (`rolled_back`).
+    Unhealthy {
+        /// Whether the host is back on the packages it had before the pass.
+        rolled_back: bool,
+    },
 }
 
 impl Verdict {
@@ -129,6 +168,7 @@ impl Verdict {
             Verdict::AppliedWithWarnings => PassOutcome::AppliedWithWarnings,
             Verdict::Held => PassOutcome::Held,
             Verdict::Pending { .. } => PassOutcome::Pending,
+            Verdict::Unhealthy { .. } => PassOutcome::Failed,
         }
     }
 
@@ -208,9 +248,33 @@ pub struct PassReport {
     pub changeset: Changeset,
     /// Events of the commit (pacnew, pacsave, scriptlets, policy answers).
     pub notices: Notices,
+    /// The pool's current change, its rollout id: the commit that made the pool's desired
+    /// state what it is at the target (with `rollout:` or `health:` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    /// This host's wave in the pool's rollout (with `rollout:` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<WaveInfo>,
+    /// The health check after applying (with `health:`, when the pass applied changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::report::Health>,
+    /// What the rollback after a failed health check did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<Changeset>,
     /// Wall time of the pass.
     #[serde(serialize_with = "ser_millis", deserialize_with = "de_millis")]
     pub duration: Duration,
+}
+
+/// A host's place in its pool's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveInfo {
+    /// The wave's index, from 0.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// How many waves the rollout has.
+    pub of: usize,
 }
 
 impl PassReport {
@@ -228,6 +292,8 @@ impl PassReport {
     pub fn exit(&self, opts: PassOptions) -> Exit {
         if self.outcome() == PassOutcome::Refused {
             Exit::Refused
+        } else if matches!(self.verdict, Verdict::Unhealthy { .. }) {
+            Exit::Error
         } else if opts.apply || self.changeset.settled() {
             Exit::Success
         } else {
@@ -582,8 +648,23 @@ fn pass_status(
                     r.changeset.held.len()
                 )),
                 Verdict::AppliedWithWarnings => Some(r.notices.warnings.join("; ")),
+                Verdict::Unhealthy { rolled_back } => Some(format!(
+                    "the health check failed after applying: {}{}",
+                    r.health
+                        .as_ref()
+                        .and_then(|h| h.failure.as_deref())
+                        .unwrap_or("no detail"),
+                    if *rolled_back {
+                        "; rolled back to the packages this host had before"
+                    } else {
+                        ""
+                    }
+                )),
                 _ => None,
             };
+            if let Verdict::Unhealthy { .. } = r.verdict {
+                status.failure = Some(FailureReason::Health);
+            }
             if let Verdict::Pending {
                 hold: Hold::Window { next },
             } = &r.verdict
@@ -1055,6 +1136,10 @@ fn pass(
         verdict: Verdict::NotInFleet,
         changeset: Changeset::default(),
         notices: Notices::default(),
+        change: None,
+        wave: None,
+        health: None,
+        rolled_back: None,
         duration: Duration::ZERO,
     };
     // 3. Manifests of the target: what this host needs of them, by exact path (other hosts'
@@ -1097,104 +1182,333 @@ fn pass(
     // `pacman-conf` fails on a DBPath that does not exist: say what is wrong with the root.
     prepare_root(cfg, false)?;
     let pacman_conf = pacman_conf?;
-    if hold.is_some() {
-        report.changeset = plan_held(cfg, state, &resolved, &inventory, pacman_conf)?;
-    } else {
-        let interrupted = recover_interrupted(cfg, state)?;
-        let (mut sys, preloaded, local) = open_for_apply(
-            cfg,
-            &resolved,
-            early.take().filter(|_| interrupted.is_none()),
-            pacman_conf,
-        )?;
-        phase("open, lock wait, local database scan");
-        sys.refresh()?;
-        phase("refresh");
-        // Nothing the plan reads changed since a full plan found nothing to do: skip it.
-        let inputs_key = match &interrupted {
-            None => Some(plan_inputs_key(&resolved, &inventory, &local, &sys)?),
-            Some(_) => None,
-        };
-        let unchanged_inputs = !opts.full_plan
-            && inputs_key.is_some()
-            && converged.as_ref().map(|c| &c.key) == inputs_key.as_ref();
-        let mut planned = None;
-        if unchanged_inputs {
-            tracing::debug!("nothing the plan reads changed since the last full plan: converged");
-        } else {
-            // Read beside the fetch, unless the local database changed since.
-            let installed = match preloaded {
-                Some((installed, fingerprint)) if fingerprint == local.fingerprint => installed,
-                _ => sys.installed(),
-            };
-            phase("read local database");
-            let mut intent = plan::intent(&resolved, &installed, &inventory);
-            if let Some(i) = &interrupted {
-                resume_interrupted(
-                    i,
-                    &mut sys,
-                    &resolved,
-                    &installed,
-                    &mut intent,
-                    &mut inventory,
-                )?;
-            }
-            sys.set_policy(policy(&inventory));
-            report.changeset = sys.prepare(&intent, &resolved)?;
-            planned = Some(intent);
-            phase("prepare");
+    let mut rollout = state.load_rollout();
+    let change = name_change(&repo, &trusted, &resolved, &mut rollout);
+    report.change = change.clone();
+    let ctx = PassContext {
+        cfg,
+        opts,
+        state,
+        start,
+        trusted: &trusted,
+        resolved: &resolved,
+        converged: &converged,
+        resolution_reused,
+        change: change.as_deref(),
+        failed_before: rollout
+            .failed
+            .as_ref()
+            .filter(|f| Some(&f.change) == change.as_ref()),
+    };
+    let hold = match hold {
+        Some(h) => {
+            report.changeset = plan_held(cfg, state, &resolved, &inventory, pacman_conf)?;
+            Some(h)
         }
-        if let Some(i) = &interrupted {
-            state.append_history(&interrupted_entry(i))?;
-        }
-        if report.changeset.is_empty() {
-            sys.release();
-        } else {
-            let tx = Tx {
-                state,
-                commit: &commit,
-                resolved: &resolved,
-                signers: &trusted.signers,
-                start,
-            };
-            commit_changes(
-                cfg,
-                &tx,
-                &mut sys,
-                &mut report,
-                &mut inventory,
-                &mut planned,
-            )?;
-        }
-        let recovered = interrupted.is_some();
-        if let (Some(key), true) = (inputs_key, report.changeset.settled())
-            && (!unchanged_inputs || !resolution_reused)
-        {
-            remember_converged(
-                cfg,
-                state,
-                key,
-                &converged,
-                unchanged_inputs,
-                &trusted,
-                &resolved,
-            );
-        }
-        let inventory = next_inventory(&inventory, &report.changeset);
-        record(
-            cfg,
-            state,
-            &trusted,
-            &resolved,
-            &inventory,
-            &report.changeset,
-            recovered,
-        )?;
-        phase("record");
+        None => apply_now(&ctx, early.take(), pacman_conf, &mut report, &mut inventory)?,
+    };
+    phase("record");
+    if let Some(f) = &report.health
+        && !f.passed
+        && let Some(change) = &change
+    {
+        rollout.failed = Some(crate::state::FailedChange {
+            change: change.clone(),
+            commit: commit.clone(),
+            at: chrono::Utc::now(),
+            failure: f.failure.clone().unwrap_or_default(),
+            rolled_back: report.rolled_back.is_some(),
+        });
+    }
+    if opts.apply
+        && !opts.dry_run
+        && let Err(e) = state.save_rollout(&rollout)
+    {
+        tracing::warn!("cannot record rollout.json: {e}");
     }
     finish(&mut report, hold, settled);
     report.duration = start.elapsed();
     Ok(report)
+}
+
+/// What the steps of an applying pass share.
+struct PassContext<'a> {
+    cfg: &'a AgentConfig,
+    opts: PassOptions,
+    state: &'a StateDir,
+    start: Instant,
+    trusted: &'a Trusted,
+    resolved: &'a Resolved,
+    converged: &'a Option<ConvergedInputs>,
+    resolution_reused: bool,
+    /// The pool's current change, with `rollout:` or `health:`.
+    change: Option<&'a str>,
+    /// This host's failed health check on that very change, if any.
+    failed_before: Option<&'a crate::state::FailedChange>,
+}
+
+/// How many commits back a pass looks for the commit that made its pool's change.
+const CHANGE_WALK_LIMIT: usize = 10_000;
+
+/// The pool's current change (its rollout id), for a pool with `rollout:` or `health:`: the
+/// commit that made the pool's files what they are at the target. Remembered in `rollout.json`
+/// so that the next pass walks only the commits since. `None` when it cannot be read (the pass
+/// goes on without rollout gates, and says so).
+fn name_change(
+    repo: &std::path::Path,
+    trusted: &Trusted,
+    resolved: &Resolved,
+    record: &mut crate::state::RolloutRecord,
+) -> Option<String> {
+    let gates = &resolved.gates;
+    if gates.rollout.is_none() && gates.health.is_none() {
+        return None;
+    }
+    let known = record
+        .named
+        .as_ref()
+        .map(|(at, origin)| (at.as_str(), origin.as_str()));
+    let named = source::Repo::open(repo)
+        .and_then(|r| r.change_origin(&trusted.commit, &gates.files, known, CHANGE_WALK_LIMIT));
+    match named {
+        Ok(origin) => {
+            record.named = Some((trusted.commit.clone(), origin.clone()));
+            Some(origin)
+        }
+        Err(e) => {
+            tracing::warn!("cannot name the pool's current change: {e}");
+            None
+        }
+    }
+}
+
+/// What a pass planned, and whether it could skip planning.
+struct Planned {
+    /// The digest of the plan's inputs (none after recovering an interrupted transaction).
+    inputs_key: Option<String>,
+    /// Nothing the plan reads changed since the last full plan found nothing to do.
+    unchanged_inputs: bool,
+    /// The intent the changeset was prepared from (none when planning was skipped).
+    intent: Option<plan::Intent>,
+}
+
+/// An applying pass once nothing holds it: open the package system, refresh, plan (or skip
+/// planning when nothing it reads changed), apply, check health, record. Returns the hold that
+/// kept the changes back after all (the rollout, or a change this host failed before).
+fn apply_now(
+    ctx: &PassContext<'_>,
+    early: Option<Early>,
+    pacman_conf: pacmanconf::Config,
+    report: &mut PassReport,
+    inventory: &mut BTreeSet<String>,
+) -> Result<Option<Hold>, PassError> {
+    let (cfg, state, resolved) = (ctx.cfg, ctx.state, ctx.resolved);
+    let phase =
+        |name: &str| tracing::debug!("pass phase done: {name} at {:?}", ctx.start.elapsed());
+    let interrupted = recover_interrupted(cfg, state)?;
+    let (mut sys, preloaded, local) = open_for_apply(
+        cfg,
+        resolved,
+        early.filter(|_| interrupted.is_none()),
+        pacman_conf,
+    )?;
+    phase("open, lock wait, local database scan");
+    sys.refresh()?;
+    phase("refresh");
+    let mut planned = plan_or_skip(
+        ctx,
+        &mut sys,
+        preloaded,
+        &local,
+        interrupted.as_ref(),
+        report,
+        inventory,
+    )?;
+    if let Some(i) = &interrupted {
+        state.append_history(&interrupted_entry(i))?;
+    }
+    let mut hold = None;
+    if !report.changeset.is_empty()
+        && let Some(f) = ctx.failed_before
+    {
+        hold = Some(Hold::FailedBefore {
+            change: f.change.clone(),
+            failure: f.failure.clone(),
+        });
+    }
+    if report.changeset.is_empty() || hold.is_some() {
+        sys.release();
+    } else {
+        let tx = Tx {
+            state,
+            commit: &ctx.trusted.commit,
+            resolved,
+            signers: &ctx.trusted.signers,
+            start: ctx.start,
+            rolling_back: false,
+        };
+        commit_changes(cfg, &tx, &mut sys, report, inventory, &mut planned.intent)?;
+        *inventory = next_inventory(inventory, &report.changeset);
+        if let Some(spec) = &resolved.gates.health {
+            check_health(ctx, &tx, spec, &mut sys, report, inventory)?;
+        }
+    }
+    let recovered = interrupted.is_some();
+    if let (Some(key), true) = (planned.inputs_key, report.changeset.settled())
+        && (!planned.unchanged_inputs || !ctx.resolution_reused)
+    {
+        remember_converged(
+            cfg,
+            state,
+            key,
+            ctx.converged,
+            planned.unchanged_inputs,
+            ctx.trusted,
+            resolved,
+        );
+    }
+    if report.health.as_ref().is_some_and(|h| !h.passed) {
+        // Not the new state: what is installed now is recorded, the applied state stays.
+        state.save_inventory(inventory)?;
+        state.end_transaction()?;
+    } else if hold.is_none() {
+        record(
+            cfg,
+            state,
+            ctx.trusted,
+            resolved,
+            inventory,
+            &report.changeset,
+            recovered,
+        )?;
+    }
+    Ok(hold)
+}
+
+/// Plans against the package databases, unless nothing the plan reads changed since a full
+/// plan found nothing to do: then the pass is converged without asking libalpm.
+fn plan_or_skip(
+    ctx: &PassContext<'_>,
+    sys: &mut System,
+    preloaded: Option<Preloaded>,
+    local: &crate::system::LocalScan,
+    interrupted: Option<&Interrupted>,
+    report: &mut PassReport,
+    inventory: &mut BTreeSet<String>,
+) -> Result<Planned, PassError> {
+    let resolved = ctx.resolved;
+    let inputs_key = match interrupted {
+        None => Some(plan_inputs_key(resolved, inventory, local, sys)?),
+        Some(_) => None,
+    };
+    let unchanged_inputs = !ctx.opts.full_plan
+        && inputs_key.is_some()
+        && ctx.converged.as_ref().map(|c| &c.key) == inputs_key.as_ref();
+    if unchanged_inputs {
+        tracing::debug!("nothing the plan reads changed since the last full plan: converged");
+        return Ok(Planned {
+            inputs_key,
+            unchanged_inputs,
+            intent: None,
+        });
+    }
+    // Read beside the fetch, unless the local database changed since.
+    let installed = match preloaded {
+        Some((installed, fingerprint)) if fingerprint == local.fingerprint => installed,
+        _ => sys.installed(),
+    };
+    let mut intent = plan::intent(resolved, &installed, inventory);
+    if let Some(i) = interrupted {
+        resume_interrupted(i, sys, resolved, &installed, &mut intent, inventory)?;
+    }
+    sys.set_policy(policy(inventory));
+    report.changeset = sys.prepare(&intent, resolved)?;
+    tracing::debug!("pass phase done: prepare at {:?}", ctx.start.elapsed());
+    Ok(Planned {
+        inputs_key,
+        unchanged_inputs,
+        intent: Some(intent),
+    })
+}
+
+/// After applying: the pool's health commands; on failure with `rollback: true`, the packages
+/// the host had before the pass, exactly, in a transaction of their own (from the cache, else
+/// the archive), recorded in history as the rollback of the change.
+fn check_health(
+    ctx: &PassContext<'_>,
+    tx: &Tx<'_>,
+    spec: &crate::manifest::HealthSpec,
+    sys: &mut System,
+    report: &mut PassReport,
+    inventory: &mut BTreeSet<String>,
+) -> Result<(), PassError> {
+    let health = crate::health::check(
+        spec,
+        &crate::health::Subject {
+            root: &ctx.cfg.root,
+            host: &ctx.cfg.hostname,
+            pool: &ctx.resolved.pool,
+            commit: &ctx.trusted.commit,
+        },
+    );
+    let passed = health.passed;
+    report.health = Some(health);
+    if passed || !spec.rollback {
+        return Ok(());
+    }
+    let intent = reverse_intent(&report.changeset, ctx.resolved);
+    let mut back_to = ctx.resolved.clone();
+    // The versions the host had are the lock now: nothing may move past them.
+    for t in &intent.targets {
+        if let Some(v) = &t.version {
+            back_to.pins.insert(
+                t.name.clone(),
+                crate::manifest::Pin {
+                    version: v.clone(),
+                    sha256: None,
+                },
+            );
+        }
+    }
+    tracing::warn!(
+        "health check failed: rolling back to the packages this host had before the pass"
+    );
+    sys.set_policy(policy(inventory));
+    let back = sys.prepare(&intent, &back_to)?;
+    if !back.is_empty() {
+        let rtx = Tx {
+            resolved: &back_to,
+            rolling_back: true,
+            ..*tx
+        };
+        let notices = rtx.commit(sys, &back)?;
+        report.notices.extend(notices);
+        *inventory = next_inventory(inventory, &back);
+    } else {
+        sys.release();
+    }
+    report.rolled_back = Some(back);
+    Ok(())
+}
+
+/// The intent that undoes an applied changeset: what it installed removed, what it upgraded,
+/// downgraded or removed put back at the version it had.
+fn reverse_intent(applied: &Changeset, resolved: &Resolved) -> plan::Intent {
+    let mut intent = plan::Intent::default();
+    for c in &applied.changes {
+        match (&c.old, &c.new) {
+            (None, Some(_)) => intent.remove.push(c.name.clone()),
+            (Some(old), _) if c.new.as_ref() != Some(old) => intent.targets.push(plan::Target {
+                name: c.name.clone(),
+                version: Some(old.clone()),
+                repo: None,
+                sha256: None,
+                explicit: resolved.explicit.contains_key(&c.name),
+            }),
+            _ => {}
+        }
+    }
+    intent
 }
 
 /// The local database as `open_early` read it beside the fetch, and the scan fingerprint it had.
@@ -1320,6 +1634,9 @@ fn finish(report: &mut PassReport, hold: Option<Hold>, settled: bool) {
         );
     }
     report.verdict = match hold {
+        _ if report.health.as_ref().is_some_and(|h| !h.passed) => Verdict::Unhealthy {
+            rolled_back: report.rolled_back.is_some(),
+        },
         _ if report.changeset.settled() => Verdict::Converged,
         _ if report.changeset.is_empty() => Verdict::Held,
         Some(hold) => Verdict::Pending { hold },
@@ -1663,6 +1980,8 @@ struct Tx<'a> {
     resolved: &'a Resolved,
     signers: &'a [String],
     start: Instant,
+    /// This transaction undoes the pass's changes after a failed health check.
+    rolling_back: bool,
 }
 
 impl Tx<'_> {
@@ -1719,7 +2038,9 @@ impl Tx<'_> {
         };
         match applied {
             Ok(notices) => {
-                let outcome = if notices.warnings.is_empty() {
+                let outcome = if self.rolling_back {
+                    HistoryOutcome::RolledBack
+                } else if notices.warnings.is_empty() {
                     HistoryOutcome::Applied
                 } else {
                     HistoryOutcome::AppliedWithWarnings
@@ -1808,6 +2129,17 @@ mod tests {
                 ..Changeset::default()
             },
             notices: Notices::default(),
+            change: Some("c".repeat(40)),
+            wave: Some(WaveInfo {
+                index: 1,
+                name: "early".into(),
+                of: 3,
+            }),
+            health: Some(crate::report::Health {
+                passed: false,
+                failure: Some("`false` exited with status 1".into()),
+            }),
+            rolled_back: Some(Changeset::default()),
             duration: Duration::from_millis(1234),
         }
     }
@@ -1815,6 +2147,25 @@ mod tests {
     #[test]
     fn the_report_reads_back_as_printed() {
         for verdict in [
+            Verdict::Unhealthy { rolled_back: true },
+            Verdict::Pending {
+                hold: Hold::Wave {
+                    wave: "early".into(),
+                    waits: "wave canary: ws-01 has not reported success".into(),
+                },
+            },
+            Verdict::Pending {
+                hold: Hold::Halted {
+                    failed: vec!["ws-02".into()],
+                    budget: 0,
+                },
+            },
+            Verdict::Pending {
+                hold: Hold::FailedBefore {
+                    change: "c".repeat(40),
+                    failure: "no".into(),
+                },
+            },
             Verdict::Pending {
                 hold: Hold::Window {
                     next: Some("2026-12-01T02:00:00+01:00".into()),

@@ -115,6 +115,39 @@ pub struct Gates {
     /// This host's labels (its Host manifest's), which waves may select on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The files the pool's desired state is made of — its pool file, the package sets it
+    /// reaches, its generation — whose history names the current change (its rollout id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+/// The files of `fleet` that make up `pool`'s desired state: the pool file, every package set
+/// it reaches through includes, and its pinned generation, in that order.
+pub fn pool_files(
+    fleet: &Fleet,
+    pool: &crate::manifest::Doc<crate::manifest::Pool>,
+) -> Vec<String> {
+    let mut files = vec![pool.file.clone()];
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<&crate::manifest::Name> = pool.spec.package_sets.iter().collect();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.as_str().to_owned()) {
+            continue;
+        }
+        if let Some(set) = fleet.sets.get(name) {
+            files.push(set.file.clone());
+            todo.extend(set.spec.include.iter());
+        }
+    }
+    files[1..].sort();
+    if let Some(g) = pool
+        .spec
+        .generation
+        .and_then(|n| fleet.generations.get(&(pool.spec.name.clone(), n)))
+    {
+        files.push(g.file.clone());
+    }
+    files
 }
 
 /// Resolution failed.
@@ -251,6 +284,7 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
     let Some(pool) = fleet.pools.get(pool_name.as_str()) else {
         return Ok(None); // unreachable: the name came from this map
     };
+    let files = pool_files(fleet, pool);
     let pool = &pool.spec;
     let host = fleet.hosts.get(hostname).map(|h| &h.spec);
     let (explicit, excluded) = desired(fleet, pool, host);
@@ -282,6 +316,7 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
             rollout: pool.rollout.clone(),
             health: pool.health.clone(),
             labels: host.map(|h| h.labels.clone()).unwrap_or_default(),
+            files,
         },
     }))
 }

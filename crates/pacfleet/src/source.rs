@@ -933,6 +933,54 @@ impl Repo {
         Ok(out)
     }
 
+    /// The commit that made `files` what they are at `tip`: walking first parents from `tip`,
+    /// the oldest commit whose parent has any of them different (added, removed or changed).
+    /// `known` is an earlier answer, (the tip it was asked at, its origin): met on the way with
+    /// the files unchanged, it ends the walk. At most `limit` commits are walked; beyond that
+    /// the oldest one reached is the answer.
+    pub fn change_origin(
+        &self,
+        tip: &str,
+        files: &[String],
+        known: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<String, ReadError> {
+        let tip_id = resolve_commit(&self.repo, &self.path, tip)?;
+        let ids_at =
+            |commit: ObjectId| -> Result<(Vec<Option<ObjectId>>, Option<ObjectId>), ReadError> {
+                let err = self.object_err(format!("commit {commit}"));
+                let c = self.repo.find_commit(commit).map_err(|e| err(e.into()))?;
+                let parent = c.parent_ids().next().map(|p| p.detach());
+                let tree = c.tree().map_err(|e| err(e.into()))?;
+                let ids = files
+                    .iter()
+                    .map(|f| {
+                        tree.lookup_entry_by_path(f)
+                            .map(|e| e.map(|e| e.object_id()))
+                            .map_err(|e| err(e.into()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((ids, parent))
+            };
+        let (want, mut parent) = ids_at(tip_id)?;
+        let mut origin = tip_id;
+        for _ in 0..limit {
+            if let Some((at, answer)) = known
+                && origin.to_string() == at
+            {
+                return Ok(answer.to_owned());
+            }
+            let Some(p) = parent else { break };
+            let (ids, next) = ids_at(p)?;
+            if ids != want {
+                break;
+            }
+            origin = p;
+            parent = next;
+        }
+        Ok(origin.to_string())
+    }
+
     /// See [`commit_tree`].
     pub fn commit_tree(&self, commit: &str) -> Result<String, ReadError> {
         Ok(self.tree_of(commit)?.to_string())

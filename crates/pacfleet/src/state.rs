@@ -60,6 +60,9 @@ pub const HISTORY_FILE: &str = "history.jsonl";
 pub const LOCK_FILE: &str = "pass.lock";
 pub const TRANSACTION_FILE: &str = "transaction.json";
 pub const CONVERGED_FILE: &str = "converged.json";
+/// What this host knows of its pool's rollouts (`rollout.json`): the change it last named,
+/// a change it failed, the last report it published.
+pub const ROLLOUT_FILE: &str = "rollout.json";
 
 const WHAT_TO_DO: &str = "inspect or move it aside; pacfleet will not guess";
 
@@ -103,6 +106,51 @@ impl ResolvedAt {
             && self.pacfleet == env!("CARGO_PKG_VERSION"))
         .then_some(&self.resolved)
     }
+}
+
+/// `rollout.json`: what a host keeps between passes about its pool's changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The last change named: (the target commit it was named at, the change's commit), so
+    /// that the next pass walks only the commits since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named: Option<(String, String)>,
+    /// A change whose health check failed on this host: never applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedChange>,
+    /// The last report this host published (or tried to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::report::HostReport>,
+    /// Whether `report` reached the status repository.
+    #[serde(default)]
+    pub pushed: bool,
+    /// When the last push went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<DateTime<Utc>>,
+    /// Pushes that failed, ever.
+    #[serde(default)]
+    pub push_failures: u64,
+    /// The newest report sequence seen of each other host (replays older than it are refused).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub seen: std::collections::BTreeMap<String, u64>,
+    /// Reports refused, ever, by reason.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected: std::collections::BTreeMap<String, u64>,
+}
+
+/// A change this host applied and found unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedChange {
+    /// The change (its rollout id).
+    pub change: String,
+    /// The target commit it was applied at.
+    pub commit: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What the health check said.
+    pub failure: String,
+    /// Whether the host went back to the packages it had before.
+    pub rolled_back: bool,
 }
 
 /// The last state this host applied. Stored in `state.json`.
@@ -261,11 +309,13 @@ pub enum FailureReason {
     Refused,
     /// A stop signal ended the pass before its transaction.
     Stopped,
+    /// The pool's health check failed after applying.
+    Health,
 }
 
 impl FailureReason {
     /// Every reason, in the order the metrics and README.md list them.
-    pub const ALL: [FailureReason; 11] = [
+    pub const ALL: [FailureReason; 12] = [
         FailureReason::Fetch,
         FailureReason::Read,
         FailureReason::Invalid,
@@ -277,6 +327,7 @@ impl FailureReason {
         FailureReason::Config,
         FailureReason::Refused,
         FailureReason::Stopped,
+        FailureReason::Health,
     ];
 
     /// The label, as `status.json` and the metrics spell it (serde writes the same).
@@ -293,6 +344,7 @@ impl FailureReason {
             FailureReason::Config => "config",
             FailureReason::Refused => "refused",
             FailureReason::Stopped => "stopped",
+            FailureReason::Health => "health",
         }
     }
 }
@@ -367,6 +419,9 @@ pub enum HistoryOutcome {
     /// The pass died (or could not record its outcome) during its package transaction; a
     /// later pass found its `transaction.json` and recovered.
     Interrupted,
+    /// The pool's health check failed after applying, and this transaction put back the
+    /// packages the host had before.
+    RolledBack,
 }
 
 /// One line of `history.jsonl`: a pass that changed or tried to change something.
@@ -904,6 +959,26 @@ impl StateDir {
                 None
             }
         }
+    }
+
+    /// What this host remembers of its rollouts; empty when there is no (readable) record:
+    /// losing it costs a walk of the history and one report pushed again.
+    pub fn load_rollout(&self) -> RolloutRecord {
+        let path = self.path.join(ROLLOUT_FILE);
+        match read_optional(&path)
+            .and_then(|b| b.map(|b| from_versioned_json(&path, &b)).transpose())
+        {
+            Ok(r) => r.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                RolloutRecord::default()
+            }
+        }
+    }
+
+    /// Records `rollout.json`.
+    pub fn save_rollout(&self, record: &RolloutRecord) -> Result<(), StateError> {
+        write_atomic(&self.path.join(ROLLOUT_FILE), &to_versioned_json(record))
     }
 
     pub fn save_converged(&self, inputs: &ConvergedInputs) -> Result<(), StateError> {
