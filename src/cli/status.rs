@@ -607,6 +607,10 @@ mod tests {
             held: Vec::new(),
             warnings: Vec::new(),
             config_files: Vec::new(),
+            rollout: None,
+            needs_reboot: false,
+            health_ok: None,
+            report: None,
         }
     }
 

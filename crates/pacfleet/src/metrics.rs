@@ -256,6 +256,68 @@ fn seconds(t: DateTime<Utc>) -> String {
     format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
 }
 
+/// The rollout's series: the host's wave and whether its change waits or the rollout halted,
+/// the health check, a reboot needed, and the host's report in the status repository.
+fn rollout_series(x: &mut Exposition, status: &PassStatus) {
+    if let Some(r) = &status.rollout {
+        x.family(
+            "pacfleet_rollout_wave",
+            "gauge",
+            "The host's wave in its pool's rollout (its index from 0; label wave: its name).",
+        );
+        x.sample(
+            "pacfleet_rollout_wave",
+            &[("pool", &r.pool), ("wave", &r.wave)],
+            r.index,
+        );
+        x.gauge(
+            "pacfleet_rollout_waiting",
+            "Whether the pool's change waits for this host's wave (an earlier wave, or a soak time).",
+            u8::from(r.waiting),
+        );
+        x.gauge(
+            "pacfleet_rollout_halted",
+            "Whether the pool's rollout halted: more hosts failed the change than failure_budget allows.",
+            u8::from(r.halted),
+        );
+    }
+    x.gauge(
+        "pacfleet_needs_reboot",
+        "Whether the running kernel's modules are gone (a kernel upgrade): the host needs a reboot.",
+        u8::from(status.needs_reboot),
+    );
+    if let Some(ok) = status.health_ok {
+        x.gauge(
+            "pacfleet_health_ok",
+            "Whether the pool's health check passed after the last pass that applied changes.",
+            u8::from(ok),
+        );
+    }
+    if let Some(r) = &status.report {
+        if let Some(t) = r.pushed_at {
+            x.gauge(
+                "pacfleet_report_pushed_timestamp_seconds",
+                "When this host's report last reached the status repository, in seconds since the epoch.",
+                seconds(t),
+            );
+        }
+        x.family(
+            "pacfleet_report_push_failures_total",
+            "counter",
+            "Pushes of this host's report to the status repository that failed (each is retried by the next pass).",
+        );
+        x.sample("pacfleet_report_push_failures_total", &[], r.push_failures);
+        x.family(
+            "pacfleet_reports_rejected_total",
+            "counter",
+            "Other hosts' reports this host refused (forged, replayed, foreign, malformed), by reason.",
+        );
+        for (reason, n) in &r.rejected {
+            x.sample("pacfleet_reports_rejected_total", &[("reason", reason)], n);
+        }
+    }
+}
+
 /// The textfile's contents: every metric with its `# HELP` and `# TYPE`.
 pub fn render(
     applied: Option<&AppliedState>,
@@ -383,6 +445,7 @@ pub fn render(
             seconds(t.with_timezone(&Utc)),
         );
     }
+    rollout_series(&mut x, status);
     x.family(
         "pacfleet_passes_total",
         "counter",
@@ -453,6 +516,10 @@ mod tests {
             held: Vec::new(),
             warnings: Vec::new(),
             config_files: Vec::new(),
+            rollout: None,
+            needs_reboot: false,
+            health_ok: None,
+            report: None,
         }
     }
 
@@ -497,6 +564,51 @@ mod tests {
         assert!(text.contains("pacfleet_failures_total{reason=\"apply\"} 0\n"));
         assert!(text.contains("pacfleet_last_outcome{outcome=\"pending\"} 1\n"));
         assert!(!text.contains("pacfleet_last_converged_timestamp_seconds"));
+    }
+
+    #[test]
+    fn rollout_health_reboot_and_report_series() {
+        let mut s = status(PassOutcome::Pending, None);
+        s.rollout = Some(crate::state::RolloutStatus {
+            pool: "ws".into(),
+            wave: "early".into(),
+            index: 1,
+            of: 3,
+            change: Some("c".repeat(40)),
+            waiting: true,
+            halted: false,
+        });
+        s.needs_reboot = true;
+        s.health_ok = Some(false);
+        s.report = Some(crate::state::ReportStatus {
+            pushed: false,
+            pushed_at: Some(s.at),
+            error: Some("unreachable".into()),
+            push_failures: 2,
+            rejected: [("bad-signature".to_owned(), 3)].into(),
+        });
+        let text = render(None, &s, &Counters::default(), Utc::now());
+        for want in [
+            "pacfleet_rollout_wave{pool=\"ws\",wave=\"early\"} 1\n",
+            "pacfleet_rollout_waiting 1\n",
+            "pacfleet_rollout_halted 0\n",
+            "pacfleet_needs_reboot 1\n",
+            "pacfleet_health_ok 0\n",
+            "pacfleet_report_pushed_timestamp_seconds 1795165200.000\n",
+            "pacfleet_report_push_failures_total 2\n",
+            "pacfleet_reports_rejected_total{reason=\"bad-signature\"} 3\n",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        // Without a rollout, health check or status repository: only the reboot gauge.
+        let plain = render(
+            None,
+            &status(PassOutcome::Converged, None),
+            &Counters::default(),
+            Utc::now(),
+        );
+        assert!(plain.contains("pacfleet_needs_reboot 0\n"));
+        assert!(!plain.contains("pacfleet_rollout_") && !plain.contains("pacfleet_report"));
     }
 
     /// The backticked words of README.md's metrics table row for `metric`.

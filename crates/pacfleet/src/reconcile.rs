@@ -261,6 +261,9 @@ pub struct PassReport {
     /// What the rollback after a failed health check did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<Changeset>,
+    /// The running kernel's modules are gone (a kernel upgrade): the host needs a reboot.
+    #[serde(default)]
+    pub needs_reboot: bool,
     /// Wall time of the pass.
     #[serde(serialize_with = "ser_millis", deserialize_with = "de_millis")]
     pub duration: Duration,
@@ -616,6 +619,10 @@ fn pass_status(
         held: Vec::new(),
         warnings: Vec::new(),
         config_files: Vec::new(),
+        rollout: None,
+        needs_reboot: false,
+        health_ok: None,
+        report: None,
     };
     match result {
         Err(e) => {
@@ -665,6 +672,30 @@ fn pass_status(
             if let Verdict::Unhealthy { .. } = r.verdict {
                 status.failure = Some(FailureReason::Health);
             }
+            status.needs_reboot = r.needs_reboot;
+            status.health_ok = r.health.as_ref().map(|h| h.passed);
+            status.rollout = match (&r.wave, &r.pool) {
+                (Some(w), Some(pool)) => Some(crate::state::RolloutStatus {
+                    pool: pool.clone(),
+                    wave: w.name.clone(),
+                    index: w.index,
+                    of: w.of,
+                    change: r.change.clone(),
+                    waiting: matches!(
+                        r.verdict,
+                        Verdict::Pending {
+                            hold: Hold::Wave { .. }
+                        }
+                    ),
+                    halted: matches!(
+                        r.verdict,
+                        Verdict::Pending {
+                            hold: Hold::Halted { .. }
+                        }
+                    ),
+                }),
+                _ => None,
+            };
             if let Verdict::Pending {
                 hold: Hold::Window { next },
             } = &r.verdict
@@ -1140,6 +1171,7 @@ fn pass(
         wave: None,
         health: None,
         rolled_back: None,
+        needs_reboot: false,
         duration: Duration::ZERO,
     };
     // 3. Manifests of the target: what this host needs of them, by exact path (other hosts'
@@ -1227,6 +1259,7 @@ fn pass(
         tracing::warn!("cannot record rollout.json: {e}");
     }
     finish(&mut report, hold, settled);
+    report.needs_reboot = crate::system::needs_reboot(&cfg.root);
     report.duration = start.elapsed();
     Ok(report)
 }
@@ -2140,6 +2173,7 @@ mod tests {
                 failure: Some("`false` exited with status 1".into()),
             }),
             rolled_back: Some(Changeset::default()),
+            needs_reboot: true,
             duration: Duration::from_millis(1234),
         }
     }

@@ -404,6 +404,59 @@ pub struct PassStatus {
     /// `.pacnew`/`.pacsave` files the last transaction wrote (merge them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_files: Vec<String>,
+    /// The host's place in its pool's rollout, when the pool has `rollout:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The running kernel's modules are gone (a kernel upgrade): the host needs a reboot.
+    #[serde(default)]
+    pub needs_reboot: bool,
+    /// Whether the last health check passed, when the pass ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_ok: Option<bool>,
+    /// The host's report in the status repository, when agent.yaml has `status_repo:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportStatus>,
+}
+
+/// A host's place in its pool's rollout, as `status.json` and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// The pool.
+    pub pool: String,
+    /// The host's wave (its name).
+    pub wave: String,
+    /// Its index, from 0.
+    pub index: usize,
+    /// How many waves the rollout has.
+    pub of: usize,
+    /// The pool's current change (its rollout id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    /// The change waits for an earlier wave or a soak time.
+    #[serde(default)]
+    pub waiting: bool,
+    /// The rollout halted: more hosts failed than the budget allows.
+    #[serde(default)]
+    pub halted: bool,
+}
+
+/// The host's report in the status repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportStatus {
+    /// Whether the newest report reached the status repository.
+    pub pushed: bool,
+    /// When a push last went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<DateTime<Utc>>,
+    /// Why the last push failed (it is retried by the next pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Pushes that failed, ever.
+    #[serde(default)]
+    pub push_failures: u64,
+    /// Other hosts' reports this host refused, ever, by reason.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected: std::collections::BTreeMap<String, u64>,
 }
 
 /// How a changeset ended, as recorded in `history.jsonl`.
@@ -1363,6 +1416,10 @@ mod tests {
             held: Vec::new(),
             warnings: Vec::new(),
             config_files: Vec::new(),
+            rollout: None,
+            needs_reboot: false,
+            health_ok: None,
+            report: None,
         };
         s.save_status(&st).unwrap();
         assert_eq!(s.load_status().unwrap(), Some(st));

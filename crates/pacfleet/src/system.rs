@@ -2346,9 +2346,36 @@ fn md5_hex(bytes: &[u8]) -> String {
     format!("{:x}", md5::Md5::digest(bytes))
 }
 
+/// Whether the running kernel's modules are gone from `root`: the kernel package was upgraded
+/// or removed since boot, so loading a module fails until the host reboots. A root holding no
+/// kernel modules at all (a container, an image being built) never needs one.
+pub fn needs_reboot(root: &Path) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let modules = root.join("usr/lib/modules");
+    let has_kernels = std::fs::read_dir(&modules).is_ok_and(|mut d| d.next().is_some());
+    has_kernels && !modules.join(release.trim()).is_dir()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reboot_is_needed_when_the_running_kernels_modules_are_gone() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(!needs_reboot(root.path()), "no kernels: a container");
+        let modules = root.path().join("usr/lib/modules");
+        std::fs::create_dir_all(modules.join("0.0.1-upgraded")).unwrap();
+        assert!(needs_reboot(root.path()), "only another kernel's modules");
+        let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        std::fs::create_dir_all(modules.join(running.trim())).unwrap();
+        assert!(
+            !needs_reboot(root.path()),
+            "the running kernel's modules are there"
+        );
+    }
 
     #[test]
     fn file_conflicts_say_who_has_the_file() {
