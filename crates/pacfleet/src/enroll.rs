@@ -252,6 +252,8 @@ fn field_values(c: &AgentConfig) -> Vec<(&'static str, String)> {
             "ssh_known_hosts",
             format!("{:?}", c.ssh.as_ref().map(|s| &s.known_hosts)),
         ),
+        ("status_repo", format!("{:?}", c.status_repo)),
+        ("status_timeout", format!("{:?}", c.status_timeout)),
     ]
 }
 
