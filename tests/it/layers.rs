@@ -20,10 +20,23 @@ const LAYERS: &[(&str, &[&str])] = &[
     // and the host's agent.yaml.
     ("data", &["manifest", "source", "config"]),
     // Pure rules on that data.
-    ("rules", &["trust", "window", "resolve", "rollout", "report"]),
+    (
+        "rules",
+        &["trust", "window", "resolve", "rollout", "report"],
+    ),
     ("planning", &["plan", "diff", "archive", "validate"]),
-    // I/O at the edges: libalpm, state files, metrics.
-    ("edges", &["system", "state", "apply", "capture", "metrics"]),
+    // I/O at the edges: libalpm, state files, metrics, the status repository.
+    (
+        "edges",
+        &[
+            "system",
+            "state",
+            "apply",
+            "capture",
+            "metrics",
+            "status_repo",
+        ],
+    ),
     // One pass, then what runs passes.
     ("pass", &["reconcile"]),
     ("agent", &["agent", "enroll"]),
