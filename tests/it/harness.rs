@@ -791,7 +791,8 @@ impl HostDir {
 }
 
 /// A `git daemon` serving every repository under a base directory on a free loopback port,
-/// killed on drop. URLs are `git://127.0.0.1:<port>/<path below base>`.
+/// killed on drop. URLs are `git://127.0.0.1:<port>/<path below base>`. Read-only, unless
+/// started with [`GitDaemon::start_writable`].
 ///
 /// Started as `<exec-path>/git-daemon`, not `git daemon`: the `git` wrapper runs the daemon as
 /// its child, and killing the wrapper (SIGKILL, which it cannot pass on) left the daemon
@@ -805,6 +806,16 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Start it and wait until it accepts connections.
     pub fn start(base: &Path) -> GitDaemon {
+        Self::start_with(base, &[])
+    }
+
+    /// [`GitDaemon::start`], also accepting anonymous pushes (`--enable=receive-pack`), as a
+    /// status repository everyone may write to.
+    pub fn start_writable(base: &Path) -> GitDaemon {
+        Self::start_with(base, &["--enable=receive-pack"])
+    }
+
+    fn start_with(base: &Path, extra: &[&str]) -> GitDaemon {
         use std::net::{TcpListener, TcpStream};
         use std::process::Stdio;
         use std::time::{Duration, Instant};
@@ -829,6 +840,7 @@ impl GitDaemon {
                 .arg("--informative-errors")
                 .arg("--listen=127.0.0.1")
                 .arg(format!("--port={port}"))
+                .args(extra)
                 .arg(base)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")

@@ -25,10 +25,18 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["trust", "window", "resolve", "rollout", "report"],
     ),
     ("planning", &["plan", "diff", "archive", "validate"]),
-    // I/O at the edges: libalpm, state files, metrics.
+    // I/O at the edges: libalpm, state files, metrics, health checks, the status repository.
     (
         "edges",
-        &["system", "state", "apply", "capture", "metrics", "health"],
+        &[
+            "system",
+            "state",
+            "apply",
+            "capture",
+            "metrics",
+            "health",
+            "status_repo",
+        ],
     ),
     // One pass, then what runs passes.
     ("pass", &["reconcile"]),

@@ -27,6 +27,7 @@ mod snapshot;
 mod source;
 mod ssh;
 mod status;
+mod status_repo;
 mod synth;
 mod system;
 mod systemd;

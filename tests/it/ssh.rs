@@ -15,7 +15,7 @@ use crate::harness::{FleetRepo, HostDir, TestCommand, fleetctl, run, shared_repo
 use pacfleet_support::synth::SynthPackage;
 
 /// `ssh-keygen -t ed25519 -N '' -f PATH -C COMMENT`.
-fn keygen(path: &Path, comment: &str) {
+pub(crate) fn keygen(path: &Path, comment: &str) {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
@@ -26,15 +26,17 @@ fn keygen(path: &Path, comment: &str) {
 
 /// An OpenSSH server on a free loopback port that lets the holder of `client_pub` in as the
 /// user running the tests, killed on drop.
-struct Sshd {
+pub(crate) struct Sshd {
     child: Child,
-    port: u16,
+    /// The port it listens on.
+    pub(crate) port: u16,
     /// The server's public host key, as a known_hosts line for `[127.0.0.1]:port`.
-    known_hosts_line: String,
+    pub(crate) known_hosts_line: String,
 }
 
 impl Sshd {
-    fn start(dir: &Path, client_pub: &Path) -> Sshd {
+    /// Start it with a new host key in `dir`, letting in the holder of `client_pub`.
+    pub(crate) fn start(dir: &Path, client_pub: &Path) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),

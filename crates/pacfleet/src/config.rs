@@ -38,6 +38,8 @@ pub const DEFAULT_THRESHOLD: usize = 1;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default `lock_timeout:` (60s).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `status_timeout:` (20s).
+pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Every field `agent.yaml` accepts, in the order docs/contract.md §2 documents them.
 pub const FIELDS: &[&str] = &[
@@ -59,6 +61,8 @@ pub const FIELDS: &[&str] = &[
     "host_key",
     "ssh_key",
     "ssh_known_hosts",
+    "status_repo",
+    "status_timeout",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -108,13 +112,19 @@ pub struct AgentConfig {
     pub max_pack_bytes: u64,
     /// The host's own minisign secret key (`host_key:`, default `host.key` beside agent.yaml;
     /// its public key is the same path with `.pub` for the extension, `host.pub`, as `fleetctl
-    /// enroll` writes them). It is for signed status reports, a later feature: no pass reads
-    /// or uses it yet.
+    /// enroll` writes them). It signs the host's status reports (`report::sign`).
     pub host_key: PathBuf,
-    /// For a repository reached over ssh: the private key and known_hosts file ssh must use
-    /// (`ssh_key:`, `ssh_known_hosts:`, default `known_hosts` beside the key), so fetching
-    /// works under the units' `ProtectHome=yes`. `None`: ssh as configured for root.
+    /// For a repository reached over ssh (the fleet's or the status repository): the private
+    /// key and known_hosts file ssh must use (`ssh_key:`, `ssh_known_hosts:`, default
+    /// `known_hosts` beside the key), so fetching works under the units' `ProtectHome=yes`.
+    /// `None`: ssh as configured for root.
     pub ssh: Option<crate::source::SshIdentity>,
+    /// The status repository hosts publish their signed reports to (`status_repo:`; a URL, or
+    /// an absolute local path): `None`, no reports are written or read.
+    pub status_repo: Option<String>,
+    /// How long one push to or fetch from the status repository may take (`status_timeout:`,
+    /// default 20s).
+    pub status_timeout: Duration,
 }
 
 /// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
@@ -223,6 +233,8 @@ struct RawConfig {
     host_key: Option<String>,
     ssh_key: Option<String>,
     ssh_known_hosts: Option<String>,
+    status_repo: Option<String>,
+    status_timeout: Option<serde_yaml::Value>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -384,6 +396,51 @@ pub fn repo_is_local_path(repo: &str) -> bool {
     }
 }
 
+/// Whether a `repo:` or `status_repo:` is reached over ssh: an `ssh://` URL (or git's
+/// `git+ssh://`, `ssh+git://`) or an scp-like `[user@]host:path`.
+pub fn repo_is_over_ssh(repo: &str) -> bool {
+    repo.starts_with("ssh://")
+        || repo.starts_with("git+ssh://")
+        || repo.starts_with("ssh+git://")
+        || (!repo.contains("://") && !repo_is_local_path(repo))
+}
+
+/// The URL schemes `status_repo:` may use (the `git` command pushes there: no `ext::` or
+/// other remote helpers).
+const STATUS_REPO_SCHEMES: &[&str] = &["file", "git", "http", "https", "ssh", "git+ssh", "ssh+git"];
+
+/// `status_repo:`: a URL of a known scheme, an scp-like `[user@]host:path`, or a local path
+/// (resolved against `base`, as `repo:` is).
+fn check_status_repo(base: &Path, value: String) -> Result<String, (&'static str, String)> {
+    let value = check_string("status_repo", value)?;
+    if let Some((scheme, _)) = value.split_once("://") {
+        if !STATUS_REPO_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+            return Err((
+                "status_repo",
+                format!(
+                    "URL scheme {scheme:?} is not one pacfleet pushes to; use one of {}",
+                    STATUS_REPO_SCHEMES.join(", ")
+                ),
+            ));
+        }
+        return Ok(value);
+    }
+    if value.starts_with('-') || value.contains("::") {
+        return Err((
+            "status_repo",
+            format!(
+                "{value:?} is neither a URL, a user@host:path nor a path; write e.g. `status_repo: ssh://git@git.example.com/ops/status.git`"
+            ),
+        ));
+    }
+    if repo_is_local_path(&value) {
+        return Ok(resolve(base, Path::new(&value))
+            .to_string_lossy()
+            .into_owned());
+    }
+    Ok(value)
+}
+
 /// `base.join(p)` for relative `p`, with `.` dropped and `..` folded lexically (so logs and
 /// checks see `/srv/fleet`, not `/etc/pacfleet/../../srv/fleet`); absolute `p` is kept as
 /// written.
@@ -453,6 +510,8 @@ impl AgentConfig {
             max_pack_bytes: crate::source::DEFAULT_MAX_PACK_BYTES,
             host_key: Path::new(DEFAULT_CONFIG_PATH).with_file_name(DEFAULT_HOST_KEY_NAME),
             ssh: None,
+            status_repo: None,
+            status_timeout: DEFAULT_STATUS_TIMEOUT,
         }
     }
 
@@ -468,6 +527,12 @@ impl AgentConfig {
     /// Where the fetched fleet repository lives: `state_dir/fleet.git` (bare, no work tree).
     pub fn mirror_dir(&self) -> PathBuf {
         self.state_dir.join("fleet.git")
+    }
+
+    /// The host's copy of the status repository: `state_dir/status.git` (bare; its own
+    /// report's commit before it is pushed, and the pools' reports fetched).
+    pub fn status_dir(&self) -> PathBuf {
+        self.state_dir.join("status.git")
     }
 
     /// Where the host remembers, beside its package database, the last state it applied
@@ -617,8 +682,20 @@ impl AgentConfig {
             }
             None => None,
         };
+        let status_repo = match raw.status_repo {
+            Some(r) => Some(check_status_repo(base, r)?),
+            None => None,
+        };
+        let status_timeout = match raw.status_timeout {
+            Some(v) => check_duration("status_timeout", v)?,
+            None => DEFAULT_STATUS_TIMEOUT,
+        };
+        if status_timeout.is_zero() {
+            return Err(("status_timeout", "must be longer than 0s".to_owned()));
+        }
         let ssh = Self::check_ssh(
             &repo,
+            status_repo.as_deref(),
             path_of("ssh_key", raw.ssh_key)?,
             path_of("ssh_known_hosts", raw.ssh_known_hosts)?,
         )?;
@@ -645,13 +722,17 @@ impl AgentConfig {
             host_key: path_of("host_key", raw.host_key)?
                 .unwrap_or_else(|| base.join(DEFAULT_HOST_KEY_NAME)),
             ssh,
+            status_repo,
+            status_timeout,
         })
     }
 
-    /// `ssh_key:` and `ssh_known_hosts:`: only for a repository reached over ssh (elsewhere
-    /// they would do nothing), and the known_hosts file only with a key.
+    /// `ssh_key:` and `ssh_known_hosts:`: only when the fleet repository or the status
+    /// repository is reached over ssh (elsewhere they would do nothing), and the known_hosts
+    /// file only with a key.
     fn check_ssh(
         repo: &str,
+        status_repo: Option<&str>,
         key: Option<PathBuf>,
         known_hosts: Option<PathBuf>,
     ) -> Result<Option<crate::source::SshIdentity>, (&'static str, String)> {
@@ -664,16 +745,15 @@ impl AgentConfig {
                 None => Ok(None),
             };
         };
-        let over_ssh = repo.starts_with("ssh://")
-            || repo.starts_with("git+ssh://")
-            || repo.starts_with("ssh+git://")
-            || (!repo.contains("://") && !repo_is_local_path(repo));
-        if !over_ssh {
+        if !repo_is_over_ssh(repo) && !status_repo.is_some_and(repo_is_over_ssh) {
             return Err((
                 "ssh_key",
                 format!(
-                    "applies to a repository reached over ssh, but `repo:` is {}; use an ssh:// (or user@host:path) URL, or remove `ssh_key`",
-                    crate::source::redact_url(repo)
+                    "applies to a repository reached over ssh, but `repo:` is {}{}; use an ssh:// (or user@host:path) URL, or remove `ssh_key`",
+                    crate::source::redact_url(repo),
+                    status_repo
+                        .map(|s| format!(" and `status_repo:` {}", crate::source::redact_url(s)))
+                        .unwrap_or_default()
                 ),
             ));
         }
@@ -795,7 +875,8 @@ mod tests {
              lock_timeout: 30s\ntextfile: /metrics/pacfleet.prom\n\
              keyring_packages: [acme-keyring]\nfleet: acme\nmax_pack_size: 64MiB\n\
              host_key: /k/host.key\nssh_key: /k/ssh/id_ed25519\n\
-             ssh_known_hosts: /k/ssh/hosts\n",
+             ssh_known_hosts: /k/ssh/hosts\n\
+             status_repo: ssh://git@git.example.com/ops/status.git\nstatus_timeout: 45s\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -824,10 +905,87 @@ mod tests {
                 known_hosts: "/k/ssh/hosts".into()
             })
         );
+        assert_eq!(
+            c.status_repo.as_deref(),
+            Some("ssh://git@git.example.com/ops/status.git")
+        );
+        assert_eq!(c.status_timeout, Duration::from_secs(45));
+        assert_eq!(c.status_dir(), PathBuf::from("/mnt/state/status.git"));
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
         assert_eq!(keys, FIELDS);
+    }
+
+    #[test]
+    fn status_repo_is_optional_and_checked() {
+        let (_d, r) = load("repo: /f\nhostname: h\n");
+        let c = r.unwrap();
+        assert_eq!(c.status_repo, None);
+        assert_eq!(c.status_timeout, DEFAULT_STATUS_TIMEOUT);
+
+        // A local path is taken from the config's directory, as `repo:` is.
+        let (d, r) = load("repo: /f\nhostname: h\nstatus_repo: ../status.git\n");
+        let beside = d.path().parent().unwrap().join("status.git");
+        assert_eq!(r.unwrap().status_repo.as_deref(), beside.to_str());
+        for url in [
+            "https://git.example.com/ops/status.git",
+            "git://git.example.com/status",
+            "file:///srv/status.git",
+            "git@git.example.com:ops/status.git",
+        ] {
+            let (_d, r) = load(&format!("repo: /f\nhostname: h\nstatus_repo: {url}\n"));
+            assert_eq!(r.unwrap().status_repo.as_deref(), Some(url));
+        }
+
+        let invalid = |text: &str| match load(text).1 {
+            Err(ConfigError::Invalid { field, message, .. }) => (field, message),
+            other => panic!("{text:?}: {other:?}"),
+        };
+        let (field, message) = invalid("repo: /f\nhostname: h\nstatus_repo: ext::sh -c x\n");
+        assert_eq!(field, "status_repo");
+        assert!(message.contains("neither a URL"), "{message}");
+        let (field, message) =
+            invalid("repo: /f\nhostname: h\nstatus_repo: gopher://example.com/s\n");
+        assert_eq!(field, "status_repo");
+        assert!(
+            message.contains("\"gopher\"") && message.contains("https"),
+            "{message}"
+        );
+        let (field, _) = invalid("repo: /f\nhostname: h\nstatus_repo: ''\n");
+        assert_eq!(field, "status_repo");
+        let (field, message) = invalid("repo: /f\nhostname: h\nstatus_timeout: 0s\n");
+        assert_eq!(field, "status_timeout");
+        assert!(message.contains("longer than 0s"), "{message}");
+        let (field, message) = invalid("repo: /f\nhostname: h\nstatus_timeout: 20\n");
+        assert_eq!(field, "status_timeout");
+        assert!(message.contains("no unit"), "{message}");
+    }
+
+    #[test]
+    fn ssh_key_serves_a_status_repo_over_ssh_too() {
+        let (_d, r) = load(
+            "repo: https://git.example.com/ops/fleet.git\nhostname: h\n\
+             status_repo: ssh://git@git.example.com/ops/status.git\nssh_key: /k/id\n",
+        );
+        assert_eq!(r.unwrap().ssh.unwrap().key, PathBuf::from("/k/id"));
+        // Neither over ssh: refused, naming both.
+        let (_d, r) = load(
+            "repo: https://git.example.com/ops/fleet.git\nhostname: h\n\
+             status_repo: https://git.example.com/ops/status.git\nssh_key: /k/id\n",
+        );
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    field: "ssh_key",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("`status_repo:`"), "{e}");
     }
 
     #[test]

@@ -252,6 +252,8 @@ fn field_values(c: &AgentConfig) -> Vec<(&'static str, String)> {
             "ssh_known_hosts",
             format!("{:?}", c.ssh.as_ref().map(|s| &s.known_hosts)),
         ),
+        ("status_repo", format!("{:?}", c.status_repo)),
+        ("status_timeout", format!("{:?}", c.status_timeout)),
     ]
 }
 
@@ -388,10 +390,10 @@ fn host_key(secret: &Path) -> Result<(String, bool), EnrollError> {
         if public.symlink_metadata().is_ok() {
             return Ok((trust::load_key(&public)?.to_base64(), false));
         }
-        let text = std::fs::read_to_string(secret).map_err(|e| err(secret, e.to_string()))?;
-        let sk = minisign::SecretKeyBox::from_string(&text)
-            .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
-            .map_err(|e| err(secret, format!("exists but is not an unencrypted minisign secret key ({e}); it was kept: move it aside to make a new one")))?;
+        let sk = crate::report::load_host_key(secret).map_err(|e| match e {
+            crate::report::HostKeyError::Read { source, .. } => err(secret, source.to_string()),
+            crate::report::HostKeyError::Invalid { detail, .. } => err(secret, format!("exists but is not an unencrypted minisign secret key ({detail}); it was kept: move it aside to make a new one")),
+        })?;
         let pk =
             minisign::PublicKey::from_secret_key(&sk).map_err(|e| err(secret, e.to_string()))?;
         let pub_text = pk

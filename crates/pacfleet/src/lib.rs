@@ -35,6 +35,7 @@ pub mod signing;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod status_repo;
 pub mod sync_source;
 pub mod system;
 pub mod trust;

@@ -1365,7 +1365,7 @@ fn scrub_secret(text: String, secret: &str) -> String {
 }
 
 /// Render a gix error with all its causes, since its `Display` shows only the outermost one.
-fn error_chain(err: &gix::Error) -> String {
+pub(crate) fn error_chain(err: &gix::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in err.iter_errors() {
         let s = e.to_string();
