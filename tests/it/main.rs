@@ -22,6 +22,7 @@ mod layers;
 mod package;
 mod props;
 mod reconcile;
+mod rollout;
 mod sign_remote;
 mod snapshot;
 mod source;

@@ -23,6 +23,9 @@ use crate::system::{Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
 use crate::window::{self, Gate};
 
+mod publish;
+mod waves;
+
 /// Set when a stop signal reaches `fleetctl reconcile`: a pass that has not begun its
 /// transaction stops before it; a transaction that has begun always finishes.
 pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -217,6 +220,9 @@ impl Exit {
 pub struct PassReport {
     /// This host's name.
     pub host: String,
+    /// The fleet's name (fleet.yaml `name:`), once the pass read the manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
     /// The fleet commit the pass aimed at.
     pub commit: String,
     /// Whether the fetch brought a new commit.
@@ -504,12 +510,28 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         pass(cfg, opts, &state, start, &mut target_commit)
     })();
     if opts.apply {
-        let status = pass_status(
+        let mut status = pass_status(
             &result,
             target_commit.clone(),
             start.elapsed(),
             last_success,
         );
+        if !opts.dry_run && cfg.status_repo.is_some() {
+            let mut record = state.load_rollout();
+            let applied = state.load_applied().ok().flatten();
+            if let Some(report) = publish::build(
+                cfg,
+                &result,
+                applied.as_ref(),
+                &record,
+                status.message.as_deref(),
+            ) {
+                status.report = Some(publish::publish(cfg, report, &mut record));
+                if let Err(e) = state.save_rollout(&record) {
+                    tracing::error!("cannot record the report's publication: {e}");
+                }
+            }
+        }
         if let Err(e) = state.save_status(&status) {
             tracing::error!("cannot record the pass status: {e}");
         }
@@ -1152,6 +1174,7 @@ fn pass(
 
     let mut report = PassReport {
         host: cfg.hostname.clone(),
+        fleet: None,
         commit: commit.clone(),
         fetched_new: fetched.updated,
         pool: None,
@@ -1199,7 +1222,10 @@ fn pass(
     };
     phase("manifests and resolution");
     report.pool = Some(resolved.pool.clone());
+    report.fleet = Some(resolved.fleet.clone());
     report.generation = resolved.generation;
+    let place = waves::place(&resolved);
+    report.wave = place.as_ref().map(|(info, _)| info.clone());
 
     // 5. May we apply?
     let gate = window::gate(resolved.window.as_ref(), &chrono::Local::now())?;
@@ -1221,7 +1247,9 @@ fn pass(
         cfg,
         opts,
         state,
+        repo: &repo,
         start,
+        place: place.as_ref(),
         trusted: &trusted,
         resolved: &resolved,
         converged: &converged,
@@ -1229,15 +1257,28 @@ fn pass(
         change: change.as_deref(),
         failed_before: rollout
             .failed
-            .as_ref()
+            .clone()
             .filter(|f| Some(&f.change) == change.as_ref()),
     };
     let hold = match hold {
         Some(h) => {
             report.changeset = plan_held(cfg, state, &resolved, &inventory, pacman_conf)?;
-            Some(h)
+            // `plan` shows what a reconcile would wait for.
+            match h {
+                Hold::PlanOnly if !report.changeset.is_empty() => {
+                    rollout_hold(&ctx, &mut rollout).or(Some(h))
+                }
+                h => Some(h),
+            }
         }
-        None => apply_now(&ctx, early.take(), pacman_conf, &mut report, &mut inventory)?,
+        None => apply_now(
+            &ctx,
+            early.take(),
+            pacman_conf,
+            &mut report,
+            &mut inventory,
+            &mut rollout,
+        )?,
     };
     phase("record");
     if let Some(f) = &report.health
@@ -1269,7 +1310,11 @@ struct PassContext<'a> {
     cfg: &'a AgentConfig,
     opts: PassOptions,
     state: &'a StateDir,
+    /// The fleet repository's local mirror.
+    repo: &'a std::path::Path,
     start: Instant,
+    /// This host's wave and the pool's waves, with `rollout:`.
+    place: Option<&'a (WaveInfo, Vec<crate::rollout::Wave>)>,
     trusted: &'a Trusted,
     resolved: &'a Resolved,
     converged: &'a Option<ConvergedInputs>,
@@ -1277,7 +1322,31 @@ struct PassContext<'a> {
     /// The pool's current change, with `rollout:` or `health:`.
     change: Option<&'a str>,
     /// This host's failed health check on that very change, if any.
-    failed_before: Option<&'a crate::state::FailedChange>,
+    failed_before: Option<crate::state::FailedChange>,
+}
+
+/// Whether the pool's rollout lets this host apply the current change now (`None`: it may).
+/// A host of a later wave whose change cannot be named waits.
+fn rollout_hold(ctx: &PassContext<'_>, record: &mut crate::state::RolloutRecord) -> Option<Hold> {
+    let (info, waves) = ctx.place?;
+    let Some(change) = ctx.change else {
+        return (info.index > 0).then(|| Hold::Wave {
+            wave: info.name.clone(),
+            waits: "the name of the pool's change, which cannot be read from the fleet repository"
+                .to_owned(),
+        });
+    };
+    waves::hold(
+        ctx.cfg,
+        ctx.repo,
+        &ctx.trusted.tree,
+        ctx.resolved,
+        info,
+        waves,
+        change,
+        record,
+        chrono::Utc::now(),
+    )
 }
 
 /// How many commits back a pass looks for the commit that made its pool's change.
@@ -1334,6 +1403,7 @@ fn apply_now(
     pacman_conf: pacmanconf::Config,
     report: &mut PassReport,
     inventory: &mut BTreeSet<String>,
+    rollout: &mut crate::state::RolloutRecord,
 ) -> Result<Option<Hold>, PassError> {
     let (cfg, state, resolved) = (ctx.cfg, ctx.state, ctx.resolved);
     let phase =
@@ -1362,12 +1432,15 @@ fn apply_now(
     }
     let mut hold = None;
     if !report.changeset.is_empty()
-        && let Some(f) = ctx.failed_before
+        && let Some(f) = &ctx.failed_before
     {
         hold = Some(Hold::FailedBefore {
             change: f.change.clone(),
             failure: f.failure.clone(),
         });
+    }
+    if !report.changeset.is_empty() && hold.is_none() {
+        hold = rollout_hold(ctx, rollout);
     }
     if report.changeset.is_empty() || hold.is_some() {
         sys.release();
@@ -2131,6 +2204,7 @@ mod tests {
     fn report(verdict: Verdict) -> PassReport {
         PassReport {
             host: "ws-01".into(),
+            fleet: Some("acme".into()),
             commit: "a".repeat(40),
             fetched_new: true,
             signers: vec!["ops".into()],

@@ -115,10 +115,26 @@ pub struct Gates {
     /// This host's labels (its Host manifest's), which waves may select on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Who the pool selects (its `hosts:` globs and `labels:`), with `rollout:`: a rollout
+    /// waits for every host of the pool that has a key, whether or not it has reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Selector>,
     /// The files the pool's desired state is made of — its pool file, the package sets it
     /// reaches, its generation — whose history names the current change (its rollout id).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+}
+
+/// The hosts a pool selects: a hostname matching one of `hosts` (when there are any) and a
+/// Host manifest with every one of `labels`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    /// The pool's `hosts:` globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// The pool's `labels:`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The files of `fleet` that make up `pool`'s desired state: the pool file, every package set
@@ -316,6 +332,10 @@ pub fn resolve(fleet: &Fleet, hostname: &str) -> Result<Option<Resolved>, Resolv
             rollout: pool.rollout.clone(),
             health: pool.health.clone(),
             labels: host.map(|h| h.labels.clone()).unwrap_or_default(),
+            selector: pool.rollout.as_ref().map(|_| Selector {
+                hosts: pool.hosts.clone(),
+                labels: pool.labels.clone(),
+            }),
             files,
         },
     }))

@@ -949,15 +949,15 @@ impl Repo {
         let ids_at =
             |commit: ObjectId| -> Result<(Vec<Option<ObjectId>>, Option<ObjectId>), ReadError> {
                 let err = self.object_err(format!("commit {commit}"));
-                let c = self.repo.find_commit(commit).map_err(|e| err(e.into()))?;
+                let c = self.repo.find_commit(commit).map_err(&err)?;
                 let parent = c.parent_ids().next().map(|p| p.detach());
-                let tree = c.tree().map_err(|e| err(e.into()))?;
+                let tree = c.tree().map_err(&err)?;
                 let ids = files
                     .iter()
                     .map(|f| {
                         tree.lookup_entry_by_path(f)
                             .map(|e| e.map(|e| e.object_id()))
-                            .map_err(|e| err(e.into()))
+                            .map_err(&err)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((ids, parent))
@@ -966,7 +966,7 @@ impl Repo {
         let mut origin = tip_id;
         for _ in 0..limit {
             if let Some((at, answer)) = known
-                && origin.to_string() == at
+                && origin == at
             {
                 return Ok(answer.to_owned());
             }
