@@ -1,8 +1,8 @@
 //! Rollout decisions: which wave a host of a pool is in, and whether a host may apply a change
-//! now — the pure core of waves (docs/contract.md §5, "Not implemented yet": the manifest's
-//! `rollout:`, the status repository that carries the reports, and the pass that asks are to
-//! come). Plain data in, a [`Decision`] out, the clock passed in: each host decides alone from
-//! the signed change and its peers' reports, with no controller.
+//! now — the pure core of waves (docs/contract.md §5). Plain data in, a [`Decision`] out, the
+//! clock passed in: each host decides alone from the signed change and its peers' reports,
+//! with no controller. A pass gathers the inputs (reconcile/waves.rs); `fleet status` asks the
+//! same questions so that it and the hosts agree.
 //!
 //! The rules:
 //! - A host is in the first wave whose `hosts:` globs or `labels:` select it, else in the first

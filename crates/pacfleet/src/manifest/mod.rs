@@ -573,8 +573,8 @@ pub struct Host {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<Name>,
     /// The host's minisign public key (the base64 line of its `host.pub`, which `fleetctl
-    /// enroll` prints), for signed status reports, a later feature: nothing verifies with it
-    /// yet.
+    /// enroll` prints): its status reports are valid only under this key (docs/contract.md §6),
+    /// and a host without one takes no part in its pool's rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
