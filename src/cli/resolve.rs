@@ -7,10 +7,17 @@ use pacfleet::resolve;
 pub(super) fn run(args: ResolveArgs) -> anyhow::Result<u8> {
     let fleet = Fleet::from_dir(&args.path)?;
     let resolved = resolve::resolve(&fleet, &args.host)?;
+    let wave = match &resolved {
+        Some(r) => pacfleet::rollout::place(r)?.map(|(p, _)| p),
+        None => None,
+    };
     if args.json {
-        super::output::json(
-            &serde_json::json!({ "host": args.host, "in_fleet": resolved.is_some(), "resolved": resolved }),
-        )?;
+        super::output::json(&serde_json::json!({
+            "host": args.host,
+            "in_fleet": resolved.is_some(),
+            "resolved": resolved,
+            "wave": wave,
+        }))?;
         return Ok(0);
     }
     let Some(r) = resolved else {
@@ -53,6 +60,26 @@ pub(super) fn run(args: ResolveArgs) -> anyhow::Result<u8> {
     }
     if r.paused {
         println!("paused    yes: hosts plan and report but apply nothing");
+    }
+    if let Some(w) = &wave {
+        println!(
+            "wave      {} ({} of {}; bucket {})",
+            w.name,
+            w.index + 1,
+            w.of,
+            w.bucket
+        );
+    }
+    if let Some(h) = &r.gates.health {
+        println!(
+            "health    {} command(s) after applying{}",
+            h.commands.len(),
+            if h.rollback {
+                ", rollback on failure"
+            } else {
+                ""
+            }
+        );
     }
     println!("\ndesired explicit packages ({}):", r.explicit.len());
     let width = r.explicit.keys().map(|k| k.len()).max().unwrap_or(0);

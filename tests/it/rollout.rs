@@ -329,6 +329,24 @@ fn a_status_repository_that_is_down_makes_later_waves_wait_and_fails_no_pass() {
 #[test]
 fn a_wave_waits_for_its_soak_after_the_previous_one_is_done() {
     let w = world(0, "2h");
+    // `resolve --host` shows each host's wave, as its passes will use it.
+    let (code, out, err) = run(fleetctl()
+        .args(["resolve", "--host", "ws-02"])
+        .arg(&w.fleet.dir));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("wave      early (2 of 3; bucket "), "{out}");
+    assert!(
+        out.contains("health    1 command(s) after applying, rollback on failure"),
+        "{out}"
+    );
+    let (code, out, _) = run(fleetctl()
+        .args(["resolve", "--json", "--host", "ws-05"])
+        .arg(&w.fleet.dir));
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["wave"]["name"], "rest", "{json}");
+    assert_eq!(json["wave"]["index"], 2, "{json}");
+
     assert_eq!(w.reconcile(0).0, 0);
     let (code, out, err) = w.reconcile(1);
     assert_eq!(code, 0, "{out}\n{err}");

@@ -96,6 +96,46 @@ pub fn waves(spec: &RolloutSpec) -> Result<Vec<Wave>, WavesError> {
         .collect()
 }
 
+/// Where a resolved host stands in its pool's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// Its wave's index, from 0.
+    pub index: usize,
+    /// Its wave's name.
+    pub name: String,
+    /// How many waves the rollout has.
+    pub of: usize,
+    /// Its bucket (0–99), which `percent:` waves compare against.
+    pub bucket: u8,
+}
+
+/// The wave of a resolved host, and the pool's waves; `None` without `rollout:`.
+pub fn place(
+    resolved: &crate::resolve::Resolved,
+) -> Result<Option<(Placement, Vec<Wave>)>, WavesError> {
+    let Some(spec) = resolved.gates.rollout.as_ref() else {
+        return Ok(None);
+    };
+    let waves = waves(spec)?;
+    if waves.is_empty() {
+        return Ok(None);
+    }
+    let index = wave_of(
+        &resolved.fleet,
+        &resolved.pool,
+        &resolved.host,
+        &resolved.gates.labels,
+        &waves,
+    );
+    let placement = Placement {
+        index,
+        name: waves[index].name.clone(),
+        of: waves.len(),
+        bucket: bucket(&resolved.fleet, &resolved.pool, &resolved.host),
+    };
+    Ok(Some((placement, waves)))
+}
+
 /// The host's bucket in 0..100: a stable hash of (fleet, pool, hostname).
 pub fn bucket(fleet: &str, pool: &str, host: &str) -> u8 {
     let digest = Sha256::digest(format!("{fleet}\0{pool}\0{host}").as_bytes());

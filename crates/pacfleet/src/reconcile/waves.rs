@@ -26,28 +26,20 @@ const MAX_HOST_MANIFEST: usize = 64 * 1024;
 /// This host's wave, and the pool's waves as the decision takes them; `None` without
 /// `rollout:` (or with waves `validate` refuses: then the pool is one wave, and says so).
 pub(super) fn place(resolved: &Resolved) -> Option<(WaveInfo, Vec<rollout::Wave>)> {
-    let spec = resolved.gates.rollout.as_ref()?;
-    let waves = match rollout::waves(spec) {
-        Ok(w) if !w.is_empty() => w,
-        Ok(_) => return None,
+    match rollout::place(resolved) {
+        Ok(p) => p.map(|(p, waves)| {
+            let info = WaveInfo {
+                index: p.index,
+                name: p.name,
+                of: p.of,
+            };
+            (info, waves)
+        }),
         Err(e) => {
             tracing::warn!("the pool's rollout is invalid ({e}); treating the pool as one wave");
-            return None;
+            None
         }
-    };
-    let index = rollout::wave_of(
-        &resolved.fleet,
-        &resolved.pool,
-        &resolved.host,
-        &resolved.gates.labels,
-        &waves,
-    );
-    let info = WaveInfo {
-        index,
-        name: waves[index].name.clone(),
-        of: waves.len(),
-    };
-    Some((info, waves))
+    }
 }
 
 /// What the status repository says of the pool's current change.
