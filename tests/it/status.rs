@@ -257,7 +257,7 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["pacfleet.prom"]);
-    let mode = fs::metadata(&textfile(&w)).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(textfile(&w)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
     assert!(w.hosts[0].state_dir.join("counters.json").exists());
 
