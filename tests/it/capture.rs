@@ -27,13 +27,6 @@ struct Capture {
     cached: Vec<PathBuf>,
 }
 
-impl std::ops::Deref for Capture {
-    type Target = World;
-    fn deref(&self) -> &World {
-        &self.world
-    }
-}
-
 fn world() -> Capture {
     // Generation 1's versions: app from the archive, libfoo and tool from the hosts' caches.
     let world = World::builder()
@@ -92,13 +85,13 @@ fn git(dir: &Path, args: &[&str], path: &Path) -> String {
 impl Capture {
     /// A host fetching from `origin`, with generation 1's cached files in its cache.
     fn origin_host(&self, name: &str) -> (HostDir, PathBuf) {
-        let host = self.host_dir(name);
+        let host = self.world.host_dir(name);
         for f in &self.cached {
             fs::copy(f, host.cache_dir.join(f.file_name().unwrap())).unwrap();
         }
         let cfg = host.agent_yaml(
             &self.origin.display().to_string(),
-            &self.fleet().public_key,
+            &self.world.fleet().public_key,
             AGENT_EXTRA,
         );
         (host, cfg)
@@ -118,22 +111,22 @@ impl Capture {
         cmd.arg("--config")
             .arg(cfg)
             .arg("--repo")
-            .arg(&self.fleet().dir);
+            .arg(&self.world.fleet().dir);
         run(cmd.args(extra))
     }
 
     fn rollback(&self, pool: &str, extra: &[&str]) -> (i32, String, String) {
         let mut cmd = self.cmd(&["rollback", "--pool", pool]);
-        cmd.arg("--repo").arg(&self.fleet().dir);
+        cmd.arg("--repo").arg(&self.world.fleet().dir);
         run(cmd.args(extra))
     }
 
     fn key(&self) -> String {
-        self.fleet().secret_key.display().to_string()
+        self.world.fleet().secret_key.display().to_string()
     }
 
     fn read(&self, path: &str) -> String {
-        fs::read_to_string(self.fleet().dir.join(path)).unwrap()
+        fs::read_to_string(self.world.fleet().dir.join(path)).unwrap()
     }
 
     fn origin_ref(&self, r: &str) -> String {
@@ -145,10 +138,6 @@ impl Capture {
             .unwrap();
         stdout_ok("git rev-parse", &out).trim().to_owned()
     }
-}
-
-fn converge(cfg: &Path) {
-    TestCommand::reconcile(cfg).ok();
 }
 
 fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -170,16 +159,16 @@ fn sequence_of(fleet: &FleetRepo, rev: &str) -> u64 {
 fn set_latest_then_rollback_round_trip_a_fleet() {
     let w = world();
     let (canary, canary_cfg) = w.origin_host("srv-canary");
-    let (other, other_cfg) = w.origin_host("srv-01");
+    let (other, _) = w.origin_host("srv-01");
     let gen1 = versions(&[("app", "1.0-1"), ("libfoo", "1.0-1"), ("tool", "1.0-1")]);
-    for cfg in [&canary_cfg, &other_cfg] {
-        converge(cfg);
+    for host in [&canary, &other] {
+        w.world.reconcile(host).ok();
     }
     assert_eq!(canary.installed(), gen1);
     assert_eq!(other.installed(), gen1);
 
     // --- set-latest refusals, before anything is written.
-    let head = w.fleet().head();
+    let head = w.world.fleet().head();
     let (code, _, err) = w.set_latest("ws", &canary_cfg, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -195,17 +184,17 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             && err.contains("unpin the pool (remove `generation:`"),
         "{err}"
     );
-    w.fleet().write(&[("notes.txt", "draft\n")]);
+    w.world.fleet().write(&[("notes.txt", "draft\n")]);
     let (code, _, err) = w.set_latest("srv", &canary_cfg, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("uncommitted changes (?? notes.txt)") && err.contains("git stash -u"),
         "{err}"
     );
-    fs::remove_file(w.fleet().dir.join("notes.txt")).unwrap();
+    fs::remove_file(w.world.fleet().dir.join("notes.txt")).unwrap();
     // The branch moved the pool on since the canary's applied commit: its capture would be
     // based on an old state.
-    w.fleet().commit_unsigned(
+    w.world.fleet().commit_unsigned(
         "srv: generation 2 by hand",
         &[
             (
@@ -227,16 +216,16 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             && err.contains("srv: generation 2 by hand"),
         "{err}"
     );
-    w.fleet().git(&["reset", "-q", "--hard", &head]);
-    assert_eq!(w.fleet().head(), head);
-    assert!(!w.fleet().dir.join("generations/srv/2.yaml").exists());
+    w.world.fleet().git(&["reset", "-q", "--hard", &head]);
+    assert_eq!(w.world.fleet().head(), head);
+    assert!(!w.world.fleet().dir.join("generations/srv/2.yaml").exists());
 
     // --- The canary is upgraded by hand and tested: app 2.0 pulls libfoo 2.0 and libnew;
     // a package someone built by hand comes from neither the repo nor the cache.
     canary.pacman_ok(&["-Sy", "app"]);
     let byhand = synth::build_package(
         &SynthPackage::new("byhand", "0.1-1"),
-        &w.tmp.path().join("elsewhere"),
+        &w.world.tmp.path().join("elsewhere"),
     )
     .unwrap();
     canary.pacman_ok(&["-U", &byhand.display().to_string()]);
@@ -249,7 +238,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
     ]);
     assert_eq!(canary.installed(), captured);
 
-    let seq_before = sequence_of(w.fleet(), "HEAD");
+    let seq_before = sequence_of(w.world.fleet(), "HEAD");
     let (code, out, err) = w.set_latest("srv", &canary_cfg, &["--key", &w.key(), "--push"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
@@ -277,7 +266,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         .collect();
     assert_eq!(got, captured);
     for name in ["app", "libfoo", "libnew"] {
-        let file = w.repo().package_file(name).unwrap();
+        let file = w.world.repo().package_file(name).unwrap();
         assert_eq!(
             g.packages[name].sha256.as_deref(),
             Some(synth::sha256_file(file).unwrap().as_str()),
@@ -303,7 +292,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         POOL_SRV.replace("generation: 1 ", "generation: 2 ")
     );
     // The commit: summary against generation 1, signed with a new sequence, pushed.
-    let message = w.fleet().git(&["log", "-1", "--format=%B"]);
+    let message = w.world.fleet().git(&["log", "-1", "--format=%B"]);
     assert!(
         message.starts_with("srv: generation 2 captured from srv-canary (2 upgraded, 2 added)\n\n"),
         "{message}"
@@ -314,22 +303,27 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             && message.contains("added:      byhand 0.1-1, libnew 1.0-1"),
         "{message}"
     );
-    let captured_commit = w.fleet().head();
+    let captured_commit = w.world.fleet().head();
     assert_eq!(
-        w.fleet().git(&["show", "--name-only", "--format=", "HEAD"]),
+        w.world
+            .fleet()
+            .git(&["show", "--name-only", "--format=", "HEAD"]),
         "generations/srv/2.yaml\npools/srv.yaml\n"
     );
-    assert_eq!(sequence_of(w.fleet(), "HEAD"), seq_before + 1);
+    assert_eq!(sequence_of(w.world.fleet(), "HEAD"), seq_before + 1);
     assert_eq!(w.origin_ref("main"), captured_commit);
     assert_eq!(
         w.origin_ref("refs/notes/pacfleet"),
-        w.fleet().git(&["rev-parse", "refs/notes/pacfleet"]).trim()
+        w.world
+            .fleet()
+            .git(&["rev-parse", "refs/notes/pacfleet"])
+            .trim()
     );
-    assert_eq!(w.fleet().git(&["status", "--porcelain"]), "");
+    assert_eq!(w.world.fleet().git(&["status", "--porcelain"]), "");
 
     // The other host converges to exactly the captured versions (byhand is not desired, so
     // its pin is unused); the canary has nothing to do.
-    converge(&other_cfg);
+    w.world.reconcile(&other).ok();
     let mut expected = captured.clone();
     expected.remove("byhand");
     assert_eq!(other.installed(), expected);
@@ -343,8 +337,8 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         err.contains("host srv-canary runs exactly generation 2 of pool `srv`"),
         "{err}"
     );
-    assert_eq!(w.fleet().head(), captured_commit);
-    assert_eq!(w.fleet().git(&["status", "--porcelain"]), "");
+    assert_eq!(w.world.fleet().head(), captured_commit);
+    assert_eq!(w.world.fleet().git(&["status", "--porcelain"]), "");
 
     // --- rollback: the revert of the capture, signed with the next sequence and pushed.
     let (code, out, err) = w.rollback("srv", &["--key", &w.key(), "--push"]);
@@ -357,7 +351,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         out.contains("downgraded") && out.contains("app") && out.contains("2.0-1 → 1.0-1"),
         "{out}"
     );
-    let message = w.fleet().git(&["log", "-1", "--format=%B"]);
+    let message = w.world.fleet().git(&["log", "-1", "--format=%B"]);
     assert!(
         message.starts_with(
             "Revert \"srv: generation 2 captured from srv-canary (2 upgraded, 2 added)\"\n\nThis reverts commit "
@@ -367,17 +361,17 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         "{message}"
     );
     assert_eq!(w.read("pools/srv.yaml"), POOL_SRV);
-    assert!(!w.fleet().dir.join("generations/srv/2.yaml").exists());
-    assert_eq!(sequence_of(w.fleet(), "HEAD"), seq_before + 2);
-    assert_eq!(w.origin_ref("main"), w.fleet().head());
+    assert!(!w.world.fleet().dir.join("generations/srv/2.yaml").exists());
+    assert_eq!(sequence_of(w.world.fleet(), "HEAD"), seq_before + 2);
+    assert_eq!(w.origin_ref("main"), w.world.fleet().head());
 
     // Every host back on generation 1: app from the archive, libfoo and tool from the cache.
     // The other host's libnew (pacfleet installed it, prune is on) goes once nothing needs it;
     // the canary keeps what was installed by hand.
-    converge(&other_cfg);
-    converge(&other_cfg);
+    w.world.reconcile(&other).ok();
+    w.world.reconcile(&other).ok();
     assert_eq!(other.installed(), gen1);
-    converge(&canary_cfg);
+    w.world.reconcile(&canary).ok();
     let canary_now = canary.installed();
     for (name, version) in &gen1 {
         assert_eq!(canary_now.get(name), Some(version), "{canary_now:?}");
@@ -410,7 +404,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         "{err}"
     );
     fs::write(
-        w.fleet().dir.join("pools/srv.yaml"),
+        w.world.fleet().dir.join("pools/srv.yaml"),
         "# edited\n".to_owned() + POOL_SRV,
     )
     .unwrap();
@@ -421,7 +415,9 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         "{err}"
     );
 
-    w.fleet().git(&["checkout", "-q", "--", "pools/srv.yaml"]);
+    w.world
+        .fleet()
+        .git(&["checkout", "-q", "--", "pools/srv.yaml"]);
 
     // The next capture gets a fresh number: 2 was reverted (its file is gone) but hosts have
     // applied it, so it is never reused. Without --key/--push the commit waits for review.
@@ -432,9 +428,9 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         out.contains("not signed (no --key)") && out.contains("not pushed (no --push)"),
         "{out}"
     );
-    assert!(w.fleet().dir.join("generations/srv/3.yaml").exists());
-    assert!(!w.fleet().dir.join("generations/srv/2.yaml").exists());
-    assert_ne!(w.origin_ref("main"), w.fleet().head());
+    assert!(w.world.fleet().dir.join("generations/srv/3.yaml").exists());
+    assert!(!w.world.fleet().dir.join("generations/srv/2.yaml").exists());
+    assert_ne!(w.origin_ref("main"), w.world.fleet().head());
 }
 
 #[test]

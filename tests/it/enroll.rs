@@ -23,13 +23,6 @@ struct Enrollee {
     config: PathBuf,
 }
 
-impl std::ops::Deref for Enrollee {
-    type Target = World;
-    fn deref(&self) -> &World {
-        &self.world
-    }
-}
-
 fn world(signed: bool) -> Enrollee {
     let world = World::builder()
         .packages(&[
@@ -50,13 +43,17 @@ impl Enrollee {
     fn enroll_with(&self, repo: &str, key: &Path, extra: &[&str]) -> (i32, String, String) {
         let mut cmd: Command = fleetctl();
         cmd.arg("enroll")
-            .args(self.hosts[0].enroll_args(repo, key, &self.config))
+            .args(self.world.hosts[0].enroll_args(repo, key, &self.config))
             .args(extra);
         run(&mut cmd)
     }
 
     fn enroll(&self, extra: &[&str]) -> (i32, String, String) {
-        self.enroll_with(&self.fleet_url(), &self.fleet().public_key, extra)
+        self.enroll_with(
+            &self.world.fleet_url(),
+            &self.world.fleet().public_key,
+            extra,
+        )
     }
 
     fn host_key(&self) -> PathBuf {
@@ -100,10 +97,10 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     assert_eq!(mode(&w.host_key()), 0o600);
     assert_eq!(mode(&w.host_pub()), 0o644);
     let cfg = pacfleet::config::AgentConfig::load(&w.config).expect("agent.yaml loads");
-    assert_eq!(cfg.trusted_keys, vec![w.fleet().public_key.clone()]);
+    assert_eq!(cfg.trusted_keys, vec![w.world.fleet().public_key.clone()]);
     assert_eq!(cfg.host_key, w.host_key());
     assert_eq!(cfg.hostname, "ws-01");
-    assert_eq!(cfg.state_dir, w.hosts[0].state_dir);
+    assert_eq!(cfg.state_dir, w.world.hosts[0].state_dir);
     let public = pacfleet::trust::load_key(&w.host_pub()).expect("host.pub is a key");
     assert!(
         out.contains("systemctl enable --now pacfleet-reconcile.timer"),
@@ -146,21 +143,22 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     );
     let (code, out, err) = TestCommand::reconcile(&w.config).run().parts();
     assert_eq!(code, 0, "reconcile\nstdout:\n{out}\nstderr:\n{err}");
-    let installed = w.hosts[0].installed();
+    let installed = w.world.hosts[0].installed();
     assert!(installed.contains_key("app"), "{installed:?}");
     assert!(installed.contains_key("libfoo"), "{installed:?}");
 
     // The printed manifest, committed, validates.
-    w.fleet()
+    w.world
+        .fleet()
         .commit("enroll ws-01", &[("hosts/ws-01.yaml", manifest.as_str())]);
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet().dir));
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.world.fleet().dir));
     assert_eq!(code, 0, "validate\nstdout:\n{out}\nstderr:\n{err}");
     // A damaged key there does not.
-    w.fleet().write(&[(
+    w.world.fleet().write(&[(
         "hosts/ws-01.yaml",
         "kind: Host\nname: ws-01\nkey: RWnotakey\n",
     )]);
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet().dir));
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.world.fleet().dir));
     assert_eq!(code, 2, "validate\nstdout:\n{out}\nstderr:\n{err}");
     let text = format!("{out}{err}");
     assert!(text.contains("hosts/ws-01.yaml:3:"), "{text}");
@@ -216,8 +214,8 @@ fn an_unsigned_repository_is_refused_with_exit_3() {
 #[test]
 fn a_repository_signed_by_another_key_is_refused_with_exit_3() {
     let w = world(true);
-    let (other, _) = keypair(&w.tmp.path().join("keys"), "other");
-    let (code, out, err) = w.enroll_with(&w.fleet_url(), &other, &[]);
+    let (other, _) = keypair(&w.world.tmp.path().join("keys"), "other");
+    let (code, out, err) = w.enroll_with(&w.world.fleet_url(), &other, &[]);
     assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("refusing to enroll"), "{err}");
     assert!(err.contains("does not trust"), "{err}");
@@ -232,7 +230,7 @@ fn an_unreachable_repository_is_exit_2_naming_the_url() {
         l.local_addr().expect("addr").port()
     };
     let url = format!("git://127.0.0.1:{port}/x");
-    let (code, out, err) = w.enroll_with(&url, &w.fleet().public_key, &[]);
+    let (code, out, err) = w.enroll_with(&url, &w.world.fleet().public_key, &[]);
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains(&url), "{err}");
     w.assert_nothing_written();
@@ -241,11 +239,11 @@ fn an_unreachable_repository_is_exit_2_naming_the_url() {
 #[test]
 fn a_bad_key_file_is_exit_2_naming_it() {
     let w = world(true);
-    let bad = w.tmp.path().join("keys/bad.pub");
+    let bad = w.world.tmp.path().join("keys/bad.pub");
     fs::write(&bad, "not a key\n").expect("write");
-    let missing = w.tmp.path().join("keys/missing.pub");
+    let missing = w.world.tmp.path().join("keys/missing.pub");
     for key in [&bad, &missing] {
-        let (code, out, err) = w.enroll_with(&w.fleet_url(), key, &[]);
+        let (code, out, err) = w.enroll_with(&w.world.fleet_url(), key, &[]);
         assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
         assert!(err.contains(&key.display().to_string()), "{err}");
         w.assert_nothing_written();

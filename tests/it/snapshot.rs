@@ -224,13 +224,6 @@ struct Snapshots {
     archive_url: String,
 }
 
-impl std::ops::Deref for Snapshots {
-    type Target = World;
-    fn deref(&self) -> &World {
-        &self.world
-    }
-}
-
 fn fleet_yaml(archive: &str) -> String {
     format!("kind: Fleet\nname: acme\narchive: {archive}\n")
 }
@@ -339,7 +332,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
         return;
     }
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = w.world.host("ws-01");
 
     // No snapshot: the mirrors' versions.
     assert_eq!(
@@ -352,7 +345,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
     );
     assert_eq!(host.versions(), at("3.0-1"));
     let record = source_record(&host);
-    assert!(record.contains(&w.repos()[0].url), "{record}");
+    assert!(record.contains(&w.world.repos()[0].url), "{record}");
     // Twice each (the plan's private copy, then the pass); nothing on disk yet.
     assert_eq!(
         w.http.db_requests(),
@@ -366,11 +359,12 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
 
     // snapshot: D1 — older than the mirror's databases, so only a forced refresh gets its
     // databases, and the floating pool goes back to the snapshot's versions (pacman -Syuu).
-    w.fleet()
+    w.world
+        .fleet()
         .commit("ws: snapshot D1", &[("pools/ws.yaml", &ws_pool(Some(D1)))]);
     let (code, out, err) = run(fleetctl()
         .args(["resolve", "--host", "ws-01"])
-        .arg(&w.fleet().dir));
+        .arg(&w.world.fleet().dir));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&format!(
@@ -425,7 +419,8 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
     assert_eq!(host.versions(), at("1.0-1"));
 
     // Bump to D2.
-    w.fleet()
+    w.world
+        .fleet()
         .commit("ws: snapshot D2", &[("pools/ws.yaml", &ws_pool(Some(D2)))]);
     assert_eq!(
         plan_then_reconcile(&cfg),
@@ -452,7 +447,8 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
     assert_eq!(sync_version(&host, "app"), "2.0-1");
 
     // Drop the snapshot: back to the mirrors (a forced refresh), upgrading to their versions.
-    w.fleet()
+    w.world
+        .fleet()
         .commit("ws: no snapshot", &[("pools/ws.yaml", &ws_pool(None))]);
     assert_eq!(
         plan_then_reconcile(&cfg),
@@ -485,7 +481,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
         return;
     }
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = w.world.host("ws-01");
     assert_eq!(plan_then_reconcile(&cfg).len(), 3);
     assert_eq!(host.versions(), at("3.0-1"));
 
@@ -497,7 +493,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
         )
     };
     let pinned = |n: u32| ws_pool(None).replace("prune:", &format!("generation: {n}\nprune:"));
-    w.fleet().commit(
+    w.world.fleet().commit(
         "ws: generation 1",
         &[
             ("generations/ws/1.yaml", &generation(1, D1, "1.0-1")),
@@ -506,7 +502,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
     );
     let (code, out, _) = run(fleetctl()
         .args(["resolve", "--host", "ws-01"])
-        .arg(&w.fleet().dir));
+        .arg(&w.world.fleet().dir));
     assert_eq!(code, 0);
     assert!(
         out.contains("pinned    generation 1 (3 packages locked)")
@@ -535,7 +531,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
     assert_eq!(host.versions(), at("1.0-1"));
 
     // Generation 2 of D2.
-    w.fleet().commit(
+    w.world.fleet().commit(
         "ws: generation 2",
         &[
             ("generations/ws/2.yaml", &generation(2, D2, "2.0-1")),
@@ -549,7 +545,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
     // A pool snapshot beside the generation must agree with it: a contradicting one is an
     // invalid commit, and the host changes nothing.
     let contradicting = pinned(2).replace("prune:", &format!("snapshot: {D1}\nprune:"));
-    w.fleet().commit(
+    w.world.fleet().commit(
         "ws: contradicting snapshot",
         &[("pools/ws.yaml", &contradicting)],
     );
