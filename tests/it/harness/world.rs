@@ -159,14 +159,10 @@ impl World {
     pub fn reconcile(&self, host: &HostDir) -> Outcome {
         TestCommand::reconcile(host.base.join("agent.yaml")).run()
     }
-
-    /// `fleetctl plan` with `host`'s agent.yaml (`base/agent.yaml`), run to the end.
-    pub fn plan(&self, host: &HostDir) -> Outcome {
-        TestCommand::plan(host.base.join("agent.yaml")).run()
-    }
 }
 
-/// What [`WorldBuilder::build`] makes; every option has the default of [`World::builder`].
+/// The options of a [`World`], set one by one before [`build`](Self::build); what is not set
+/// is as [`World::builder`] says.
 #[derive(Debug, Default)]
 pub struct WorldBuilder {
     tmp: Option<TempDir>,
