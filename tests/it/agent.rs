@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, fleetctl, shared_repo, tempdir};
+use crate::harness::world::POOL;
+use crate::harness::{HostDir, World, fleetctl};
 
 struct Agent {
     child: Child,
@@ -84,40 +85,31 @@ fn eventually(secs: u64, what: &str, agent: &Agent, mut cond: impl FnMut() -> bo
     panic!("timed out waiting for {what}; agent log:\n{}", agent.log());
 }
 
-fn setup(pool_extra: &str, interval: &str) -> (tempfile::TempDir, FleetRepo, HostDir, PathBuf) {
-    let tmp = tempdir();
-    let repo = shared_repo(
-        "core",
-        &[
+/// The shared world (a repository with `app`, `libfoo`, `tool` and `byhand`, a fleet whose
+/// pool `ws`, with `pool_extra`, desires `app`) and host `ws-01`, whose agent.yaml runs every
+/// `interval` and writes a textfile.
+fn setup(pool_extra: &str, interval: &str) -> (World, HostDir, PathBuf) {
+    let w = World::builder()
+        .packages(&[
             SynthPackage::new("app", "1.0-1").depends("libfoo"),
             SynthPackage::new("libfoo", "1.0-1"),
             SynthPackage::new("tool", "1.0-1"),
             SynthPackage::new("byhand", "1.0-1"),
-        ],
-    );
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            ("packages/base.yaml", "kind: PackageSet\nname: base\npackages: [app]\n"),
-            (
-                "pools/ws.yaml",
-                &format!("kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n{pool_extra}"),
-            ),
-        ],
-    );
-    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
+        ])
+        .shared()
+        .desired(&["app"])
+        .pool(&format!("{POOL}{pool_extra}"))
+        .build();
+    let host = w.host_dir("ws-01");
     let textfile = host.base.join("pacfleet.prom");
-    let cfg = host.agent_yaml(
-        &fleet.dir.display().to_string(),
-        &fleet.public_key,
+    let cfg = w.config(
+        &host,
         &format!(
             "interval: {interval}\nlock_timeout: 20s\ntextfile: {}\n",
             textfile.display()
         ),
     );
-    (tmp, fleet, host, cfg)
+    (w, host, cfg)
 }
 
 fn status(host: &HostDir) -> serde_json::Value {
@@ -130,14 +122,14 @@ fn status(host: &HostDir) -> serde_json::Value {
 #[test]
 fn applies_new_commits_and_corrects_drift_without_restart() {
     // A long interval: everything below must come from the watches, not the schedule.
-    let (tmp, fleet, host, cfg) = setup("", "1h");
-    let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
+    let (w, host, cfg) = setup("", "1h");
+    let agent = Agent::start(&cfg, w.tmp.path().join("agent.log"));
     eventually(60, "the first pass to install app", &agent, || {
         host.installed().contains_key("app")
     });
 
     // A new commit arrives without a restart (the local repo watch or the next slot).
-    fleet.commit(
+    w.fleet().commit(
         "base: add tool",
         &[(
             "packages/base.yaml",
@@ -174,8 +166,8 @@ fn applies_new_commits_and_corrects_drift_without_restart() {
 #[test]
 fn closed_window_and_pause_hold_changes_back() {
     // A window that opened long ago for one second: closed now, next opening next year.
-    let (tmp, fleet, host, cfg) = setup("window: {cron: \"0 0 0 1 1 *\", duration: 1s}\n", "2s");
-    let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
+    let (w, host, cfg) = setup("window: {cron: \"0 0 0 1 1 *\", duration: 1s}\n", "2s");
+    let agent = Agent::start(&cfg, w.tmp.path().join("agent.log"));
     eventually(60, "a pending status", &agent, || {
         status(&host)["outcome"] == "pending"
     });
@@ -196,7 +188,7 @@ fn closed_window_and_pause_hold_changes_back() {
         "nothing applied outside the window"
     );
 
-    fleet.commit(
+    w.fleet().commit(
         "ws: pause",
         &[(
             "pools/ws.yaml",
@@ -214,11 +206,11 @@ fn closed_window_and_pause_hold_changes_back() {
 
 #[test]
 fn sigterm_waits_for_the_running_pass() {
-    let (tmp, _fleet, host, cfg) = setup("", "2s");
+    let (w, host, cfg) = setup("", "2s");
     // Hold pacman's lock so the first pass waits inside; SIGTERM arrives meanwhile.
     let lock = host.dbpath.join("db.lck");
     fs::write(&lock, "").unwrap();
-    let agent = Agent::start(&cfg, tmp.path().join("agent.log"));
+    let agent = Agent::start(&cfg, w.tmp.path().join("agent.log"));
     eventually(60, "the pass to wait for the lock", &agent, || {
         agent.log().contains("pacman database is locked")
     });
@@ -237,20 +229,20 @@ fn sigterm_waits_for_the_running_pass() {
 /// itself and the file the agent started from is replaced (here: deleted), passes go on.
 #[test]
 fn passes_go_on_when_the_agents_executable_is_replaced() {
-    let (tmp, fleet, host, cfg) = setup("", "1h");
-    let bin = tmp.path().join("bin/fleetctl");
+    let (w, host, cfg) = setup("", "1h");
+    let bin = w.tmp.path().join("bin/fleetctl");
     fs::create_dir_all(bin.parent().unwrap()).unwrap();
     fs::copy(env!("CARGO_BIN_EXE_fleetctl"), &bin).unwrap();
     let mut cmd = std::process::Command::new(&bin);
     cmd.env("LC_ALL", "C")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
-    let agent = Agent::start_with(cmd, &cfg, tmp.path().join("agent.log"));
+    let agent = Agent::start_with(cmd, &cfg, w.tmp.path().join("agent.log"));
     eventually(60, "the first pass to install app", &agent, || {
         host.installed().contains_key("app")
     });
     fs::remove_file(&bin).unwrap();
-    fleet.commit(
+    w.fleet().commit(
         "base: add tool",
         &[(
             "packages/base.yaml",

@@ -8,104 +8,44 @@
 //! Every test asserts the message the operator reads and the packages the host ends with.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pacfleet_support::synth::SynthPackage;
 
+use crate::harness::world::{POOL, package_set};
 use crate::harness::{
-    FleetRepo, HostDir, Packager, PkgRepo, TestCommand, archive_package, archive_package_unsigned,
-    fleetctl, run, tempdir,
+    HostDir, Packager, TestCommand, World, archive_package, archive_package_unsigned, fleetctl,
+    run, tempdir,
 };
 
 /// One fleet (pool `ws` for hosts `ws-*`, set `base`), one signed repository `core`, an
-/// archive directory, and hosts made on demand.
-struct World {
-    tmp: tempfile::TempDir,
-    repo: PkgRepo,
-    archive: PathBuf,
-    fleet: FleetRepo,
-}
-
-const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
-
-fn base(packages: &[&str]) -> String {
-    format!(
-        "kind: PackageSet\nname: base\npackages: [{}]\n",
-        packages.join(", ")
-    )
-}
-
-/// A world whose repository holds `pkgs` and whose set `base` desires `desired`.
+/// archive directory, and hosts made on demand: the repository holds `pkgs` and set `base`
+/// desires `desired`.
 fn world(pkgs: &[SynthPackage], desired: &[&str]) -> World {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(pkgs);
-    let archive = tmp.path().join("archive");
-    fs::create_dir_all(&archive).expect("archive dir");
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
+    World::builder()
+        .packages(pkgs)
+        .desired(desired)
+        .archive()
+        .build()
+}
+
+/// Pins pool `ws` to generation 1 with `pins` (name, version).
+fn pin(w: &World, pins: &[(&str, &str)]) {
+    let mut generation = String::from("kind: Generation\npool: ws\nnumber: 1\npackages:\n");
+    for (n, v) in pins {
+        generation.push_str(&format!("  {n}: {{version: {v}}}\n"));
+    }
+    w.fleet().commit(
+        "ws: pin generation 1",
         &[
-            (
-                "fleet.yaml",
-                &format!(
-                    "kind: Fleet\nname: acme\narchive: file://{}\n",
-                    archive.display()
-                ),
-            ),
-            ("packages/base.yaml", &base(desired)),
-            ("pools/ws.yaml", POOL),
+            ("generations/ws/1.yaml", &generation),
+            ("pools/ws.yaml", &format!("{POOL}generation: 1\n")),
         ],
     );
-    World {
-        tmp,
-        repo,
-        archive,
-        fleet,
-    }
-}
-
-impl World {
-    fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
-        let cfg = host.agent_yaml(
-            &self.fleet.dir.display().to_string(),
-            &self.fleet.public_key,
-            "lock_timeout: 1s\n",
-        );
-        (host, cfg)
-    }
-
-    /// Pins pool `ws` to generation 1 with `pins` (name, version).
-    fn pin(&self, pins: &[(&str, &str)]) {
-        let mut generation = String::from("kind: Generation\npool: ws\nnumber: 1\npackages:\n");
-        for (n, v) in pins {
-            generation.push_str(&format!("  {n}: {{version: {v}}}\n"));
-        }
-        self.fleet.commit(
-            "ws: pin generation 1",
-            &[
-                ("generations/ws/1.yaml", &generation),
-                ("pools/ws.yaml", &format!("{POOL}generation: 1\n")),
-            ],
-        );
-    }
 }
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).expect("read json")).expect("parse json")
-}
-
-fn status(host: &HostDir) -> serde_json::Value {
-    json(&host.state_dir.join("status.json"))
-}
-
-fn history(host: &HostDir) -> Vec<serde_json::Value> {
-    fs::read_to_string(host.state_dir.join("history.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("history line"))
-        .collect()
 }
 
 fn inventory(host: &HostDir) -> Vec<String> {
@@ -132,8 +72,8 @@ fn a_renamed_package_is_taken_keeping_its_reason_and_inventory() {
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(names(&host), ["oldfoo"]);
 
-    w.repo.remove("oldfoo");
-    w.repo.add(&[SynthPackage::new("newfoo", "2.0-1")
+    w.repo_mut().remove("oldfoo");
+    w.repo_mut().add(&[SynthPackage::new("newfoo", "2.0-1")
         .replaces("oldfoo")
         .conflicts("oldfoo")
         .provides("oldfoo")]);
@@ -148,7 +88,7 @@ fn a_renamed_package_is_taken_keeping_its_reason_and_inventory() {
     assert_eq!(names(&host), ["newfoo"]);
     assert!(host.explicit().contains("newfoo"), "the reason is kept");
     assert_eq!(inventory(&host), ["newfoo"]);
-    let last = history(&host).pop().expect("history");
+    let last = host.history().pop().expect("history");
     assert!(
         last["notices"]["answers"]
             .to_string()
@@ -174,7 +114,7 @@ fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
         ],
         &["old"],
     );
-    w.repo
+    w.repo_mut()
         .add(&[SynthPackage::new("rival", "1.0-1").conflicts("byhand")]);
     let (host, cfg) = w.host("ws-01");
     host.pacman_ok(&["-Sy", "byhand"]);
@@ -183,12 +123,12 @@ fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
 
     // pacfleet's own `old`, no longer desired (and kept: prune is off), conflicts with the
     // new `new`: removed.
-    w.repo
+    w.repo_mut()
         .add(&[SynthPackage::new("new", "1.0-1").conflicts("old")]);
-    w.fleet.commit(
+    w.fleet().commit(
         "new replaces old",
         &[
-            ("packages/base.yaml", &base(&["new"])),
+            ("packages/base.yaml", &package_set(&["new"])),
             (
                 "pools/ws.yaml",
                 &POOL.replace("prune: true", "prune: false"),
@@ -203,8 +143,10 @@ fn conflicts_remove_only_what_pacfleet_installed_and_no_longer_desires() {
     assert_eq!(names(&host), ["byhand", "new"]);
 
     // A hand-installed package is never removed for a conflict.
-    w.fleet
-        .commit("rival", &[("packages/base.yaml", &base(&["new", "rival"]))]);
+    w.fleet().commit(
+        "rival",
+        &[("packages/base.yaml", &package_set(&["new", "rival"]))],
+    );
     let before = host.local_db_snapshot();
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
@@ -229,7 +171,7 @@ fn the_provider_the_generation_names_is_installed() {
         ],
         &["app"],
     );
-    w.pin(&[("app", "1.0-1"), ("jre-b", "1.0-1")]);
+    pin(&w, &[("app", "1.0-1"), ("jre-b", "1.0-1")]);
     let (fresh, fresh_cfg) = w.host("ws-01");
     let (code, out, _) = TestCommand::plan(&fresh_cfg).run().parts();
     assert_eq!(code, 1);
@@ -275,9 +217,11 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
     )
     .expect("write pacman.conf");
     archive_package(&w.archive, &SynthPackage::new("tool", "1.0-1"));
-    w.fleet
-        .commit("app", &[("packages/base.yaml", &base(&["tool", "app"]))]);
-    w.pin(&[("tool", "1.0-1"), ("app", "1.0-1")]);
+    w.fleet().commit(
+        "app",
+        &[("packages/base.yaml", &package_set(&["tool", "app"]))],
+    );
+    pin(&w, &[("tool", "1.0-1"), ("app", "1.0-1")]);
 
     let (code, out, _) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}");
@@ -292,7 +236,7 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
     );
     assert_eq!(host.installed()["tool"], "1.1-1", "held, not downgraded");
     assert_eq!(host.installed()["app"], "1.0-1");
-    let entry = history(&host).pop().expect("history");
+    let entry = host.history().pop().expect("history");
     assert_eq!(entry["held"][0]["name"], "tool", "{entry}");
 
     // Nothing else to do: held, not converged, in status, status --json, waybar and metrics.
@@ -301,7 +245,7 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
         out.contains("not converged: 1 package(s) held back"),
         "{out}"
     );
-    assert_eq!(status(&host)["outcome"], "held");
+    assert_eq!(host.status_json()["outcome"], "held");
     let (_, waybar, _) = run(fleetctl()
         .args(["status", "--waybar", "--config"])
         .arg(&cfg));
@@ -316,14 +260,14 @@ fn ignorepkg_holds_packages_on_pinned_pools_and_is_never_converged() {
     );
 
     // A package that needs a newer `tool` than the held one: the error says IgnorePkg.
-    w.repo.add(&[
+    w.repo_mut().add(&[
         SynthPackage::new("tool", "1.2-1"),
         SynthPackage::new("needy", "1.0-1").depends("tool>=1.2"),
     ]);
-    w.fleet.commit(
+    w.fleet().commit(
         "generation 2",
         &[
-            ("packages/base.yaml", &base(&["tool", "app", "needy"])),
+            ("packages/base.yaml", &package_set(&["tool", "app", "needy"])),
             (
                 "generations/ws/2.yaml",
                 "kind: Generation\npool: ws\nnumber: 2\npackages:\n  tool: {version: 1.2-1}\n  app: {version: 1.0-1}\n  needy: {version: 1.0-1}\n",
@@ -358,7 +302,7 @@ fn a_failed_scriptlet_makes_the_pass_applied_with_warnings() {
     );
     assert!(out.contains("applied with warnings"), "{out}");
     assert_eq!(names(&host), ["svc"]);
-    let st = status(&host);
+    let st = host.status_json();
     assert_eq!(st["outcome"], "applied-with-warnings", "{st}");
     assert!(
         st["warnings"][0]
@@ -366,7 +310,7 @@ fn a_failed_scriptlet_makes_the_pass_applied_with_warnings() {
             .unwrap_or("")
             .contains("post_install of `svc`")
     );
-    let entry = history(&host).pop().expect("history");
+    let entry = host.history().pop().expect("history");
     assert_eq!(entry["outcome"], "applied-with-warnings", "{entry}");
     let (_, waybar, _) = run(fleetctl()
         .args(["status", "--waybar", "--config"])
@@ -396,8 +340,8 @@ fn file_conflicts_name_every_file_and_both_owners() {
     );
     assert!(names(&host).is_empty());
 
-    w.fleet
-        .commit("three", &[("packages/base.yaml", &base(&["three"]))]);
+    w.fleet()
+        .commit("three", &[("packages/base.yaml", &package_set(&["three"]))]);
     fs::write(host.path("etc/three.conf"), "by hand\n").expect("write");
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
@@ -423,7 +367,7 @@ fn archive_files_are_verified_at_the_remote_file_signature_level() {
     let w = world(&[SynthPackage::new("app", "1.1-1")], &["app"]);
     let (host, cfg) = w.host("ws-01");
     archive_package_unsigned(&w.archive, &SynthPackage::new("app", "1.0-1"));
-    w.pin(&[("app", "1.0-1")]);
+    pin(&w, &[("app", "1.0-1")]);
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("package `app` 1.0-1 from"), "{err}");
@@ -481,7 +425,7 @@ fn a_package_file_swapped_after_its_check_installs_nothing_of_it() {
         ),
     )
     .expect("write hook");
-    w.fleet.commit(
+    w.fleet().commit(
         "archive in the root; pin with sha256",
         &[
             (
@@ -515,7 +459,7 @@ fn a_package_file_swapped_after_its_check_installs_nothing_of_it() {
 fn the_keyring_goes_first_so_packages_signed_by_a_new_key_verify() {
     let tmp_key = tempdir();
     let new_packager = Packager::new(tmp_key.path(), "newpackager");
-    let w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
+    let mut w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
     let (host, cfg) = w.host("ws-01");
     // Keyring 1 owns this host's keyring files as they are; keyring 2 ships them with the new
     // packager's key added and signed locally (as `pacman-key --populate` would leave them).
@@ -546,7 +490,7 @@ fn the_keyring_goes_first_so_packages_signed_by_a_new_key_verify() {
         SynthPackage::new("archlinux-keyring", "2-1"),
         keyring_files(&scratch.gpgdir),
     );
-    let mut repo = w.repo;
+    let repo = w.repo_mut();
     repo.add(&[keyring1]);
     host.pacman_ok(&[
         "-Sy",
@@ -568,7 +512,7 @@ fn the_keyring_goes_first_so_packages_signed_by_a_new_key_verify() {
     assert!(out.contains("tool"), "{out}");
     assert_eq!(host.installed()["archlinux-keyring"], "2-1");
     assert_eq!(host.installed()["tool"], "1.1-1");
-    let h = history(&host);
+    let h = host.history();
     let last_two: Vec<String> = h[h.len() - 2..]
         .iter()
         .map(|e| {
@@ -596,7 +540,7 @@ fn a_corrupt_cache_file_is_discarded_and_fetched_again() {
     .expect("write");
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert_eq!(host.installed()["tool"], "1.0-1", "{out}");
-    let all = history(&host);
+    let all = host.history();
     assert!(
         all.iter().any(|e| e["outcome"] == "failed"
             && e["error"]
@@ -615,10 +559,12 @@ fn a_key_not_in_the_keyring_is_never_imported() {
     let mut w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
     let tmp_key = tempdir();
     let rogue = Packager::new(tmp_key.path(), "rogue");
-    w.repo
+    w.repo_mut()
         .add_signed_by(&rogue, &[SynthPackage::new("app", "1.0-1")]);
-    w.fleet
-        .commit("app", &[("packages/base.yaml", &base(&["tool", "app"]))]);
+    w.fleet().commit(
+        "app",
+        &[("packages/base.yaml", &package_set(&["tool", "app"]))],
+    );
     let (host, cfg) = w.host("ws-01");
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
@@ -640,7 +586,7 @@ fn plan_sees_updates_published_since_the_last_refresh() {
     let mut w = world(&[SynthPackage::new("tool", "1.0-1")], &["tool"]);
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
-    w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
+    w.repo_mut().add(&[SynthPackage::new("tool", "1.1-1")]);
     let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("1.0-1 -> 1.1-1"), "{out}");
@@ -676,11 +622,11 @@ fn an_empty_root_is_provisioned_only_with_bootstrap() {
         assert!(!err.contains("pacfleet.lock"), "{err}");
     }
     assert!(!host.dbpath.exists(), "nothing created without --bootstrap");
-    assert_eq!(status(&host)["outcome"], "failed");
+    assert_eq!(host.status_json()["outcome"], "failed");
 
     TestCommand::reconcile(&cfg).args(["--bootstrap"]).ok();
     assert_eq!(names(&host), ["archlinux-keyring", "base"]);
-    let h = history(&host);
+    let h = host.history();
     let firsts: Vec<&str> = h
         .iter()
         .filter(|e| e["outcome"] == "applied")
@@ -695,7 +641,7 @@ fn an_empty_root_is_provisioned_only_with_bootstrap() {
 #[test]
 fn a_pinned_version_found_nowhere_names_who_asked_for_it() {
     let w = world(&[SynthPackage::new("app", "1.1-1")], &["app"]);
-    w.pin(&[("app", "0.9-1")]);
+    pin(&w, &[("app", "0.9-1")]);
     let (host, cfg) = w.host("ws-01");
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
@@ -718,17 +664,17 @@ fn pacnew_and_pacsave_files_are_in_history_and_status() {
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
     fs::write(host.path("etc/cfg.conf"), "edited by the admin\n").expect("edit");
-    w.repo.add(&[conf("1.1-1")]);
+    w.repo_mut().add(&[conf("1.1-1")]);
     TestCommand::reconcile(&cfg).ok();
     assert!(host.path("etc/cfg.conf.pacnew").is_file());
-    let st = status(&host);
+    let st = host.status_json();
     assert!(
         st["config_files"]
             .to_string()
             .contains("etc/cfg.conf.pacnew"),
         "{st}"
     );
-    let entry = history(&host).pop().expect("history");
+    let entry = host.history().pop().expect("history");
     assert!(
         entry["notices"]["pacnew"]
             .to_string()
@@ -739,11 +685,11 @@ fn pacnew_and_pacsave_files_are_in_history_and_status() {
     assert!(out.contains("cfg.conf.pacnew: merge it (pacdiff)"), "{out}");
 
     // Removed (no longer desired, prune on) with the admin's edit: kept as .pacsave.
-    w.fleet
-        .commit("drop cfg", &[("packages/base.yaml", &base(&[]))]);
+    w.fleet()
+        .commit("drop cfg", &[("packages/base.yaml", &package_set(&[]))]);
     TestCommand::reconcile(&cfg).ok();
     assert!(host.path("etc/cfg.conf.pacsave").is_file());
-    let entry = history(&host).pop().expect("history");
+    let entry = host.history().pop().expect("history");
     assert!(
         entry["notices"]["pacsave"]
             .to_string()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pacfleet::trust::{Note, Statement};
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, run, tempdir};
+use crate::harness::{HostDir, TestCommand, World, fleetctl, run, tempdir};
 
 /// A fleet work tree: `fleet.yaml`, `pools/ws.yaml` (host ws-01, set base) and
 /// `packages/base.yaml` ([app]), with `files` written over or beside them.
@@ -258,9 +258,9 @@ fn package_names_with_shell_metacharacters_are_rejected() {
     assert!(!canary.exists(), "a name reached a shell");
 
     // On a host: the commit is refused by the loader, nothing changes, no shell runs.
-    let (_tmp, fleet, host, cfg) = converged_host(&[SynthPackage::new("app", "1.0-1")]);
+    let (w, host, cfg) = converged_host(&[SynthPackage::new("app", "1.0-1")]);
     let before = host.local_db_snapshot();
-    fleet.commit("evil", &[("packages/base.yaml", &format!("kind: PackageSet\nname: base\npackages: [app, \"$(touch {c})\", \"foo;rm -rf /\"]\n"))]);
+    w.fleet().commit("evil", &[("packages/base.yaml", &format!("kind: PackageSet\nname: base\npackages: [app, \"$(touch {c})\", \"foo;rm -rf /\"]\n"))]);
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
@@ -542,25 +542,9 @@ fn agent_config_errors_name_the_file_and_field() {
 /// Keys and settings that are only checked once the fleet is fetched.
 #[test]
 fn trusted_key_errors_are_clear_and_nothing_is_applied() {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[SynthPackage::new("app", "1.0-1")]);
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "init",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n",
-            ),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app]\n",
-            ),
-        ],
-    );
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
+    let w = fleet_of_one(&[SynthPackage::new("app", "1.0-1")]);
+    let (tmp, fleet) = (&w.tmp, w.fleet());
+    let host = w.host_dir("ws-01");
     let garbage = tmp.path().join("garbage.pub");
     fs::write(&garbage, "untrusted comment: x\nnot a key at all\n").unwrap();
     let secret = fleet.secret_key.clone();
@@ -701,13 +685,13 @@ fn signature_note_garbage_is_refused_by_the_parser() {
 /// commit; nothing is applied. (`trust.rs` covers text garbage and altered statements.)
 #[test]
 fn binary_and_oversized_notes_are_refused_by_hosts() {
-    let (tmp, fleet, host, cfg) = converged_host(&[
+    let (w, host, cfg) = converged_host(&[
         SynthPackage::new("app", "1.0-1"),
         SynthPackage::new("tool", "1.0-1"),
     ]);
     let before = host.local_db_snapshot();
     let state_before = fs::read(host.state_dir.join("state.json")).unwrap();
-    let commit = fleet.commit_unsigned(
+    let commit = w.fleet().commit_unsigned(
         "add tool",
         &[(
             "packages/base.yaml",
@@ -719,10 +703,12 @@ fn binary_and_oversized_notes_are_refused_by_hosts() {
         ("binary", b"\x00\xff\xfe binary \x00".to_vec(), "not UTF-8"),
         ("oversized", big.into_bytes(), "over 64 KiB"),
     ] {
-        let blob = tmp.path().join("note");
+        let blob = w.tmp.path().join("note");
         fs::write(&blob, &bytes).unwrap();
-        let id = fleet.git(&["hash-object", "-w", &blob.display().to_string()]);
-        fleet.git(&[
+        let id = w
+            .fleet()
+            .git(&["hash-object", "-w", &blob.display().to_string()]);
+        w.fleet().git(&[
             "notes",
             "--ref=pacfleet",
             "add",
@@ -733,9 +719,9 @@ fn binary_and_oversized_notes_are_refused_by_hosts() {
         ]);
         let (code, out, err) = run(fleetctl()
             .args(["verify", &commit, "--key"])
-            .arg(&fleet.public_key)
+            .arg(&w.fleet().public_key)
             .arg("--repo")
-            .arg(&fleet.dir));
+            .arg(&w.fleet().dir));
         assert_eq!(code, 3, "{label}: {out}\n{err}");
         assert!(
             err.contains(expect) || out.contains(expect),
@@ -756,35 +742,22 @@ fn binary_and_oversized_notes_are_refused_by_hosts() {
     }
 }
 
-/// A host `ws-01` converged on a signed fleet (pool `ws`, set `base` = `[app]`) whose
-/// repository `core` has `pkgs`: (temp dir, fleet, host, agent.yaml).
-fn converged_host(pkgs: &[SynthPackage]) -> (TempDir, FleetRepo, HostDir, PathBuf) {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(pkgs);
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "init",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n",
-            ),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app]\n",
-            ),
-        ],
-    );
-    let host = HostDir::new(tmp.path(), "ws-01", &[&repo]);
-    let cfg = host.agent_yaml(
-        &fleet.dir.display().to_string(),
-        &fleet.public_key,
-        "lock_timeout: 1s\n",
-    );
+/// A signed fleet (pool `ws` of host `ws-01`, set `base` = `[app]`) whose repository `core`
+/// has `pkgs`.
+fn fleet_of_one(pkgs: &[SynthPackage]) -> World {
+    World::builder()
+        .packages(pkgs)
+        .desired(&["app"])
+        .pool("kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n")
+        .build()
+}
+
+/// A host `ws-01` converged on [`fleet_of_one`]: (the world, host, agent.yaml).
+fn converged_host(pkgs: &[SynthPackage]) -> (World, HostDir, PathBuf) {
+    let w = fleet_of_one(pkgs);
+    let (host, cfg) = w.host("ws-01");
     assert_eq!(TestCommand::reconcile(&cfg).run().parts().0, 0);
-    (tmp, fleet, host, cfg)
+    (w, host, cfg)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -811,13 +784,13 @@ fn windows_longer_than_a_week_are_refused_and_never_panic_a_host() {
         );
     }
 
-    let (_tmp, fleet, host, cfg) = converged_host(&[
+    let (w, host, cfg) = converged_host(&[
         SynthPackage::new("app", "1.0-1"),
         SynthPackage::new("tool", "1.0-1"),
     ]);
     let before = host.local_db_snapshot();
     for (cron, duration) in windows {
-        fleet.commit(
+        w.fleet().commit(
             duration,
             &[
                 (

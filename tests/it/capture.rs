@@ -12,40 +12,43 @@ use std::process::Command;
 use pacfleet::manifest::Generation;
 use pacfleet_support::synth::{self, SynthPackage};
 
-use crate::harness::{
-    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, archive_package, fleetctl, run, stdout_ok,
-    tempdir,
-};
+use crate::harness::world::AGENT_EXTRA;
+use crate::harness::{FleetRepo, HostDir, TestCommand, World, fleetctl, run, stdout_ok, tempdir};
 
 const POOL_SRV: &str = "# Servers. Pinned: the canary is upgraded by hand first, then captured.\nkind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\ngeneration: 1   # moved by set-latest and rollback\n# prune what pacfleet installed\nprune: true\n";
 
-struct World {
-    tmp: TempDir,
-    repo: PkgRepo,
-    fleet: FleetRepo,
+/// The shared world (a repository with generation 2's versions, an archive with app 1.0-1,
+/// pools `srv`, pinned to generation 1, and `ws`) with a bare `origin` the hosts fetch from
+/// and generation 1's other files, which only the hosts' caches hold.
+struct Capture {
+    world: World,
     origin: PathBuf,
     /// Gen-1 package files only the hosts' caches hold (libfoo 1.0-1, tool 1.0-1).
     cached: Vec<PathBuf>,
 }
 
-fn world() -> World {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "2.0-1")
-            .depends("libfoo>=2.0")
-            .depends("libnew"),
-        SynthPackage::new("libfoo", "2.0-1"),
-        SynthPackage::new("libnew", "1.0-1"),
-        SynthPackage::new("tool", "1.1-1"),
-    ]);
+fn world() -> Capture {
     // Generation 1's versions: app from the archive, libfoo and tool from the hosts' caches.
-    let archive = tmp.path().join("archive");
-    archive_package(
-        &archive,
-        &SynthPackage::new("app", "1.0-1").depends("libfoo"),
-    );
-    let old = tmp.path().join("old");
+    let world = World::builder()
+        .packages(&[
+            SynthPackage::new("app", "2.0-1")
+                .depends("libfoo>=2.0")
+                .depends("libnew"),
+            SynthPackage::new("libfoo", "2.0-1"),
+            SynthPackage::new("libnew", "1.0-1"),
+            SynthPackage::new("tool", "1.1-1"),
+        ])
+        .archived(&[SynthPackage::new("app", "1.0-1").depends("libfoo")])
+        .desired(&["app", "tool"])
+        .pool("kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n")
+        .file("pools/srv.yaml", POOL_SRV)
+        .file(
+            "generations/srv/1.yaml",
+            "kind: Generation\npool: srv\nnumber: 1\npackages:\n  app: {version: 1.0-1}\n  libfoo: {version: 1.0-1}\n  tool: {version: 1.0-1}\n",
+        )
+        .build();
+    let tmp = world.tmp.path();
+    let old = tmp.join("old");
     fs::create_dir_all(&old).unwrap();
     let cached = [
         SynthPackage::new("libfoo", "1.0-1"),
@@ -54,38 +57,13 @@ fn world() -> World {
     .iter()
     .map(|p| synth::build_package(p, &old).unwrap())
     .collect();
-
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
-        &[
-            (
-                "fleet.yaml",
-                &format!("kind: Fleet\nname: acme\narchive: file://{}\n", archive.display()),
-            ),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app, tool]\n",
-            ),
-            ("pools/srv.yaml", POOL_SRV),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n",
-            ),
-            (
-                "generations/srv/1.yaml",
-                "kind: Generation\npool: srv\nnumber: 1\npackages:\n  app: {version: 1.0-1}\n  libfoo: {version: 1.0-1}\n  tool: {version: 1.0-1}\n",
-            ),
-        ],
-    );
-    let origin = tmp.path().join("origin.git");
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main"], &origin);
+    let origin = tmp.join("origin.git");
+    git(tmp, &["init", "-q", "--bare", "-b", "main"], &origin);
+    let fleet = world.fleet();
     fleet.git(&["remote", "add", "origin", &origin.display().to_string()]);
     fleet.git(&["push", "-q", "-u", "origin", "main", "refs/notes/pacfleet"]);
-    World {
-        tmp,
-        repo,
-        fleet,
+    Capture {
+        world,
         origin,
         cached,
     }
@@ -104,17 +82,17 @@ fn git(dir: &Path, args: &[&str], path: &Path) -> String {
     stdout_ok(&format!("git {}", args.join(" ")), &out)
 }
 
-impl World {
+impl Capture {
     /// A host fetching from `origin`, with generation 1's cached files in its cache.
-    fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[&self.repo]);
+    fn origin_host(&self, name: &str) -> (HostDir, PathBuf) {
+        let host = self.world.host_dir(name);
         for f in &self.cached {
             fs::copy(f, host.cache_dir.join(f.file_name().unwrap())).unwrap();
         }
         let cfg = host.agent_yaml(
             &self.origin.display().to_string(),
-            &self.fleet.public_key,
-            "lock_timeout: 1s\n",
+            &self.world.fleet().public_key,
+            AGENT_EXTRA,
         );
         (host, cfg)
     }
@@ -133,22 +111,22 @@ impl World {
         cmd.arg("--config")
             .arg(cfg)
             .arg("--repo")
-            .arg(&self.fleet.dir);
+            .arg(&self.world.fleet().dir);
         run(cmd.args(extra))
     }
 
     fn rollback(&self, pool: &str, extra: &[&str]) -> (i32, String, String) {
         let mut cmd = self.cmd(&["rollback", "--pool", pool]);
-        cmd.arg("--repo").arg(&self.fleet.dir);
+        cmd.arg("--repo").arg(&self.world.fleet().dir);
         run(cmd.args(extra))
     }
 
     fn key(&self) -> String {
-        self.fleet.secret_key.display().to_string()
+        self.world.fleet().secret_key.display().to_string()
     }
 
     fn read(&self, path: &str) -> String {
-        fs::read_to_string(self.fleet.dir.join(path)).unwrap()
+        fs::read_to_string(self.world.fleet().dir.join(path)).unwrap()
     }
 
     fn origin_ref(&self, r: &str) -> String {
@@ -160,10 +138,6 @@ impl World {
             .unwrap();
         stdout_ok("git rev-parse", &out).trim().to_owned()
     }
-}
-
-fn converge(cfg: &Path) {
-    TestCommand::reconcile(cfg).ok();
 }
 
 fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -184,24 +158,24 @@ fn sequence_of(fleet: &FleetRepo, rev: &str) -> u64 {
 #[test]
 fn set_latest_then_rollback_round_trip_a_fleet() {
     let w = world();
-    let (canary, canary_cfg) = w.host("srv-canary");
-    let (other, other_cfg) = w.host("srv-01");
+    let (canary, canary_cfg) = w.origin_host("srv-canary");
+    let (other, _) = w.origin_host("srv-01");
     let gen1 = versions(&[("app", "1.0-1"), ("libfoo", "1.0-1"), ("tool", "1.0-1")]);
-    for cfg in [&canary_cfg, &other_cfg] {
-        converge(cfg);
+    for host in [&canary, &other] {
+        w.world.reconcile(host).ok();
     }
     assert_eq!(canary.installed(), gen1);
     assert_eq!(other.installed(), gen1);
 
     // --- set-latest refusals, before anything is written.
-    let head = w.fleet.head();
+    let head = w.world.fleet().head();
     let (code, _, err) = w.set_latest("ws", &canary_cfg, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("host srv-canary is in pool `srv`, not `ws`"),
         "{err}"
     );
-    let (_, never_cfg) = w.host("srv-02");
+    let (_, never_cfg) = w.origin_host("srv-02");
     let (code, _, err) = w.set_latest("srv", &never_cfg, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -210,17 +184,17 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             && err.contains("unpin the pool (remove `generation:`"),
         "{err}"
     );
-    w.fleet.write(&[("notes.txt", "draft\n")]);
+    w.world.fleet().write(&[("notes.txt", "draft\n")]);
     let (code, _, err) = w.set_latest("srv", &canary_cfg, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("uncommitted changes (?? notes.txt)") && err.contains("git stash -u"),
         "{err}"
     );
-    fs::remove_file(w.fleet.dir.join("notes.txt")).unwrap();
+    fs::remove_file(w.world.fleet().dir.join("notes.txt")).unwrap();
     // The branch moved the pool on since the canary's applied commit: its capture would be
     // based on an old state.
-    w.fleet.commit_unsigned(
+    w.world.fleet().commit_unsigned(
         "srv: generation 2 by hand",
         &[
             (
@@ -242,16 +216,16 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             && err.contains("srv: generation 2 by hand"),
         "{err}"
     );
-    w.fleet.git(&["reset", "-q", "--hard", &head]);
-    assert_eq!(w.fleet.head(), head);
-    assert!(!w.fleet.dir.join("generations/srv/2.yaml").exists());
+    w.world.fleet().git(&["reset", "-q", "--hard", &head]);
+    assert_eq!(w.world.fleet().head(), head);
+    assert!(!w.world.fleet().dir.join("generations/srv/2.yaml").exists());
 
     // --- The canary is upgraded by hand and tested: app 2.0 pulls libfoo 2.0 and libnew;
     // a package someone built by hand comes from neither the repo nor the cache.
     canary.pacman_ok(&["-Sy", "app"]);
     let byhand = synth::build_package(
         &SynthPackage::new("byhand", "0.1-1"),
-        &w.tmp.path().join("elsewhere"),
+        &w.world.tmp.path().join("elsewhere"),
     )
     .unwrap();
     canary.pacman_ok(&["-U", &byhand.display().to_string()]);
@@ -264,7 +238,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
     ]);
     assert_eq!(canary.installed(), captured);
 
-    let seq_before = sequence_of(&w.fleet, "HEAD");
+    let seq_before = sequence_of(w.world.fleet(), "HEAD");
     let (code, out, err) = w.set_latest("srv", &canary_cfg, &["--key", &w.key(), "--push"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
@@ -292,7 +266,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         .collect();
     assert_eq!(got, captured);
     for name in ["app", "libfoo", "libnew"] {
-        let file = w.repo.package_file(name).unwrap();
+        let file = w.world.repo().package_file(name).unwrap();
         assert_eq!(
             g.packages[name].sha256.as_deref(),
             Some(synth::sha256_file(file).unwrap().as_str()),
@@ -318,7 +292,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         POOL_SRV.replace("generation: 1 ", "generation: 2 ")
     );
     // The commit: summary against generation 1, signed with a new sequence, pushed.
-    let message = w.fleet.git(&["log", "-1", "--format=%B"]);
+    let message = w.world.fleet().git(&["log", "-1", "--format=%B"]);
     assert!(
         message.starts_with("srv: generation 2 captured from srv-canary (2 upgraded, 2 added)\n\n"),
         "{message}"
@@ -329,22 +303,27 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
             && message.contains("added:      byhand 0.1-1, libnew 1.0-1"),
         "{message}"
     );
-    let captured_commit = w.fleet.head();
+    let captured_commit = w.world.fleet().head();
     assert_eq!(
-        w.fleet.git(&["show", "--name-only", "--format=", "HEAD"]),
+        w.world
+            .fleet()
+            .git(&["show", "--name-only", "--format=", "HEAD"]),
         "generations/srv/2.yaml\npools/srv.yaml\n"
     );
-    assert_eq!(sequence_of(&w.fleet, "HEAD"), seq_before + 1);
+    assert_eq!(sequence_of(w.world.fleet(), "HEAD"), seq_before + 1);
     assert_eq!(w.origin_ref("main"), captured_commit);
     assert_eq!(
         w.origin_ref("refs/notes/pacfleet"),
-        w.fleet.git(&["rev-parse", "refs/notes/pacfleet"]).trim()
+        w.world
+            .fleet()
+            .git(&["rev-parse", "refs/notes/pacfleet"])
+            .trim()
     );
-    assert_eq!(w.fleet.git(&["status", "--porcelain"]), "");
+    assert_eq!(w.world.fleet().git(&["status", "--porcelain"]), "");
 
     // The other host converges to exactly the captured versions (byhand is not desired, so
     // its pin is unused); the canary has nothing to do.
-    converge(&other_cfg);
+    w.world.reconcile(&other).ok();
     let mut expected = captured.clone();
     expected.remove("byhand");
     assert_eq!(other.installed(), expected);
@@ -358,8 +337,8 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         err.contains("host srv-canary runs exactly generation 2 of pool `srv`"),
         "{err}"
     );
-    assert_eq!(w.fleet.head(), captured_commit);
-    assert_eq!(w.fleet.git(&["status", "--porcelain"]), "");
+    assert_eq!(w.world.fleet().head(), captured_commit);
+    assert_eq!(w.world.fleet().git(&["status", "--porcelain"]), "");
 
     // --- rollback: the revert of the capture, signed with the next sequence and pushed.
     let (code, out, err) = w.rollback("srv", &["--key", &w.key(), "--push"]);
@@ -372,7 +351,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         out.contains("downgraded") && out.contains("app") && out.contains("2.0-1 → 1.0-1"),
         "{out}"
     );
-    let message = w.fleet.git(&["log", "-1", "--format=%B"]);
+    let message = w.world.fleet().git(&["log", "-1", "--format=%B"]);
     assert!(
         message.starts_with(
             "Revert \"srv: generation 2 captured from srv-canary (2 upgraded, 2 added)\"\n\nThis reverts commit "
@@ -382,17 +361,17 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         "{message}"
     );
     assert_eq!(w.read("pools/srv.yaml"), POOL_SRV);
-    assert!(!w.fleet.dir.join("generations/srv/2.yaml").exists());
-    assert_eq!(sequence_of(&w.fleet, "HEAD"), seq_before + 2);
-    assert_eq!(w.origin_ref("main"), w.fleet.head());
+    assert!(!w.world.fleet().dir.join("generations/srv/2.yaml").exists());
+    assert_eq!(sequence_of(w.world.fleet(), "HEAD"), seq_before + 2);
+    assert_eq!(w.origin_ref("main"), w.world.fleet().head());
 
     // Every host back on generation 1: app from the archive, libfoo and tool from the cache.
     // The other host's libnew (pacfleet installed it, prune is on) goes once nothing needs it;
     // the canary keeps what was installed by hand.
-    converge(&other_cfg);
-    converge(&other_cfg);
+    w.world.reconcile(&other).ok();
+    w.world.reconcile(&other).ok();
     assert_eq!(other.installed(), gen1);
-    converge(&canary_cfg);
+    w.world.reconcile(&canary).ok();
     let canary_now = canary.installed();
     for (name, version) in &gen1 {
         assert_eq!(canary_now.get(name), Some(version), "{canary_now:?}");
@@ -425,7 +404,7 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         "{err}"
     );
     fs::write(
-        w.fleet.dir.join("pools/srv.yaml"),
+        w.world.fleet().dir.join("pools/srv.yaml"),
         "# edited\n".to_owned() + POOL_SRV,
     )
     .unwrap();
@@ -436,7 +415,9 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         "{err}"
     );
 
-    w.fleet.git(&["checkout", "-q", "--", "pools/srv.yaml"]);
+    w.world
+        .fleet()
+        .git(&["checkout", "-q", "--", "pools/srv.yaml"]);
 
     // The next capture gets a fresh number: 2 was reverted (its file is gone) but hosts have
     // applied it, so it is never reused. Without --key/--push the commit waits for review.
@@ -447,9 +428,9 @@ fn set_latest_then_rollback_round_trip_a_fleet() {
         out.contains("not signed (no --key)") && out.contains("not pushed (no --push)"),
         "{out}"
     );
-    assert!(w.fleet.dir.join("generations/srv/3.yaml").exists());
-    assert!(!w.fleet.dir.join("generations/srv/2.yaml").exists());
-    assert_ne!(w.origin_ref("main"), w.fleet.head());
+    assert!(w.world.fleet().dir.join("generations/srv/3.yaml").exists());
+    assert!(!w.world.fleet().dir.join("generations/srv/2.yaml").exists());
+    assert_ne!(w.origin_ref("main"), w.world.fleet().head());
 }
 
 #[test]

@@ -9,34 +9,20 @@ use std::process::Stdio;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, TestCommand, fleetctl, keypair, run, tempdir};
+use crate::harness::world::FLEET;
+use crate::harness::{HostDir, TestCommand, World, fleetctl, keypair, run, tempdir};
 
-const FLEET: &str = "kind: Fleet\nname: acme\n";
 const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n";
 
 /// A fleet with pool `ws` desiring `tool`, a repository with it, and host `name`.
-fn world(tmp: &Path, name: &str, pool: &str) -> (FleetRepo, HostDir, PathBuf) {
-    let mut repo = PkgRepo::new(tmp, "core");
-    repo.add(&[SynthPackage::new("tool", "1.0-1")]);
-    let fleet = FleetRepo::new(tmp);
-    fleet.commit(
-        "fleet",
-        &[
-            ("fleet.yaml", FLEET),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [tool]\n",
-            ),
-            ("pools/ws.yaml", pool),
-        ],
-    );
-    let host = HostDir::new(tmp, name, &[&repo]);
-    let cfg = host.agent_yaml(
-        &fleet.dir.display().to_string(),
-        &fleet.public_key,
-        "lock_timeout: 1s\n",
-    );
-    (fleet, host, cfg)
+fn world(name: &str, pool: &str) -> (World, HostDir, PathBuf) {
+    let w = World::builder()
+        .packages(&[SynthPackage::new("tool", "1.0-1")])
+        .desired(&["tool"])
+        .pool(pool)
+        .build();
+    let (host, cfg) = w.host(name);
+    (w, host, cfg)
 }
 
 #[test]
@@ -80,9 +66,8 @@ fn a_reader_that_stops_reading_ends_the_command_quietly() {
 
 #[test]
 fn an_error_is_said_once() {
-    let tmp = tempdir();
-    let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
-    let (other, _) = keypair(&tmp.path().join("other"), "other");
+    let (w, host, cfg) = world("ws-01", POOL);
+    let (other, _) = keypair(&w.tmp.path().join("other"), "other");
     let text = fs::read_to_string(&cfg).expect("agent.yaml");
     let pub_line = format!("trusted_keys: [{}]", other.display());
     let text: String = text
@@ -134,9 +119,8 @@ fn keygen_makes_a_missing_directory_private() {
 /// waybar and metrics show it as its own, non-green state.
 #[test]
 fn a_host_in_no_pool_is_not_shown_as_healthy() {
-    let tmp = tempdir();
-    let (_fleet, host, cfg) = world(tmp.path(), "wss-01", POOL);
-    let textfile = tmp.path().join("pacfleet.prom");
+    let (w, host, cfg) = world("wss-01", POOL);
+    let textfile = w.tmp.path().join("pacfleet.prom");
     let text = fs::read_to_string(&cfg).expect("agent.yaml");
     fs::write(&cfg, format!("{text}textfile: {}\n", textfile.display())).expect("write");
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
@@ -163,23 +147,22 @@ fn a_host_in_no_pool_is_not_shown_as_healthy() {
 /// `--json` too) when the trust rules refused a newer commit.
 #[test]
 fn plan_shows_the_window_and_exits_3_on_a_refusal() {
-    let tmp = tempdir();
     let pool = format!("{POOL}window: {{cron: \"0 0 3 1 1 *\", duration: 1h}}\n");
-    let (fleet, _host, cfg) = world(tmp.path(), "ws-01", &pool);
+    let (w, _host, cfg) = world("ws-01", &pool);
     let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("window: closed; opens "), "{out}");
     assert!(!out.contains("no window"), "{out}");
 
-    let (_, other_secret) = keypair(&tmp.path().join("other"), "other");
-    let c = fleet.commit_unsigned(
+    let (_, other_secret) = keypair(&w.tmp.path().join("other"), "other");
+    let c = w.fleet().commit_unsigned(
         "by someone else",
         &[(
             "packages/extra.yaml",
             "kind: PackageSet\nname: extra\npackages: []\n",
         )],
     );
-    fleet.sign_with(&c, &other_secret);
+    w.fleet().sign_with(&c, &other_secret);
     let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(
@@ -230,8 +213,7 @@ fn as_nobody(libs: &Path, args: &[&str], cfg: &Path) -> (i32, String, String) {
 
 #[test]
 fn reconcile_without_root_says_to_run_it_as_root() {
-    let tmp = tempdir();
-    let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
+    let (_w, host, cfg) = world("ws-01", POOL);
     let libs = libalpm_for_nobody();
     let (code, out, err) = as_nobody(libs.path(), &["reconcile"], &cfg);
     assert_eq!(code, 2, "{out}\n{err}");
@@ -242,8 +224,7 @@ fn reconcile_without_root_says_to_run_it_as_root() {
 
 #[test]
 fn plan_without_root_says_to_run_it_as_root_and_never_to_delete_the_mirror() {
-    let tmp = tempdir();
-    let (_fleet, host, cfg) = world(tmp.path(), "ws-01", POOL);
+    let (_w, host, cfg) = world("ws-01", POOL);
     // The host's first pass made the state directory and the mirror, as root.
     let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert!(code == 0 || code == 1, "{out}\n{err}");
@@ -258,19 +239,18 @@ fn plan_without_root_says_to_run_it_as_root_and_never_to_delete_the_mirror() {
 /// `history --limit N` shows the newest N changesets; outcomes read as the contract names them.
 #[test]
 fn history_limit_shows_the_newest() {
-    let tmp = tempdir();
-    let (fleet, _host, cfg) = world(tmp.path(), "ws-01", POOL);
+    let (w, _host, cfg) = world("ws-01", POOL);
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
-    let (_, other_secret) = keypair(&tmp.path().join("other"), "other");
-    let c = fleet.commit_unsigned(
+    let (_, other_secret) = keypair(&w.tmp.path().join("other"), "other");
+    let c = w.fleet().commit_unsigned(
         "by someone else",
         &[(
             "packages/extra.yaml",
             "kind: PackageSet\nname: extra\npackages: []\n",
         )],
     );
-    fleet.sign_with(&c, &other_secret);
+    w.fleet().sign_with(&c, &other_secret);
     let (code, _, _) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 3);
     let (code, all, _) = run(fleetctl().args(["history", "--config"]).arg(&cfg));

@@ -11,70 +11,47 @@ use std::process::Command;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{
-    FleetRepo, HostDir, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
-};
-
-const FLEET: &str = "kind: Fleet\nname: acme\n";
-const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
-const SET: &str = "kind: PackageSet\nname: base\npackages: [app]\n";
+use crate::harness::{TestCommand, World, fleetctl, keypair, run};
 
 /// A package repository with `app` (and its dependency), a fleet repository whose first
 /// commit (signed with the operator key unless `signed` is false) installs it, and a fresh
 /// host `ws-01` with no agent.yaml yet.
-struct World {
-    tmp: TempDir,
-    fleet: FleetRepo,
-    host: HostDir,
+struct Enrollee {
+    world: World,
     /// Where enroll writes agent.yaml: `<host>/etc/pacfleet/agent.yaml` (the directory does
     /// not exist yet).
     config: PathBuf,
 }
 
-fn world(signed: bool) -> World {
-    let tmp = tempdir();
-    let repo = shared_repo(
-        "core",
-        &[
+fn world(signed: bool) -> Enrollee {
+    let world = World::builder()
+        .packages(&[
             SynthPackage::new("app", "1.0-1").depends("libfoo"),
             SynthPackage::new("libfoo", "1.0-1"),
-        ],
-    );
-    let fleet = FleetRepo::new(tmp.path());
-    let files = [
-        ("fleet.yaml", FLEET),
-        ("packages/base.yaml", SET),
-        ("pools/ws.yaml", POOL),
-    ];
-    if signed {
-        fleet.commit("initial fleet", &files);
-    } else {
-        fleet.commit_unsigned("initial fleet", &files);
-    }
-    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
-    let config = host.base.join("etc/pacfleet/agent.yaml");
-    World {
-        tmp,
-        fleet,
-        host,
-        config,
-    }
+        ])
+        .shared()
+        .desired(&["app"])
+        .signed(signed)
+        .hosts(&["ws-01"])
+        .build();
+    let config = world.hosts[0].base.join("etc/pacfleet/agent.yaml");
+    Enrollee { world, config }
 }
 
-impl World {
+impl Enrollee {
     /// `fleetctl enroll` for the host against `repo`, trusting `key`, with `extra` arguments.
     fn enroll_with(&self, repo: &str, key: &Path, extra: &[&str]) -> (i32, String, String) {
         let mut cmd: Command = fleetctl();
         cmd.arg("enroll")
-            .args(self.host.enroll_args(repo, key, &self.config))
+            .args(self.world.hosts[0].enroll_args(repo, key, &self.config))
             .args(extra);
         run(&mut cmd)
     }
 
     fn enroll(&self, extra: &[&str]) -> (i32, String, String) {
         self.enroll_with(
-            &self.fleet.dir.display().to_string(),
-            &self.fleet.public_key,
+            &self.world.fleet_url(),
+            &self.world.fleet().public_key,
             extra,
         )
     }
@@ -120,10 +97,10 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     assert_eq!(mode(&w.host_key()), 0o600);
     assert_eq!(mode(&w.host_pub()), 0o644);
     let cfg = pacfleet::config::AgentConfig::load(&w.config).expect("agent.yaml loads");
-    assert_eq!(cfg.trusted_keys, vec![w.fleet.public_key.clone()]);
+    assert_eq!(cfg.trusted_keys, vec![w.world.fleet().public_key.clone()]);
     assert_eq!(cfg.host_key, w.host_key());
     assert_eq!(cfg.hostname, "ws-01");
-    assert_eq!(cfg.state_dir, w.host.state_dir);
+    assert_eq!(cfg.state_dir, w.world.hosts[0].state_dir);
     let public = pacfleet::trust::load_key(&w.host_pub()).expect("host.pub is a key");
     assert!(
         out.contains("systemctl enable --now pacfleet-reconcile.timer"),
@@ -166,21 +143,22 @@ fn a_fresh_host_enrolls_plans_reconciles_and_its_manifest_validates() {
     );
     let (code, out, err) = TestCommand::reconcile(&w.config).run().parts();
     assert_eq!(code, 0, "reconcile\nstdout:\n{out}\nstderr:\n{err}");
-    let installed = w.host.installed();
+    let installed = w.world.hosts[0].installed();
     assert!(installed.contains_key("app"), "{installed:?}");
     assert!(installed.contains_key("libfoo"), "{installed:?}");
 
     // The printed manifest, committed, validates.
-    w.fleet
+    w.world
+        .fleet()
         .commit("enroll ws-01", &[("hosts/ws-01.yaml", manifest.as_str())]);
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.world.fleet().dir));
     assert_eq!(code, 0, "validate\nstdout:\n{out}\nstderr:\n{err}");
     // A damaged key there does not.
-    w.fleet.write(&[(
+    w.world.fleet().write(&[(
         "hosts/ws-01.yaml",
         "kind: Host\nname: ws-01\nkey: RWnotakey\n",
     )]);
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.world.fleet().dir));
     assert_eq!(code, 2, "validate\nstdout:\n{out}\nstderr:\n{err}");
     let text = format!("{out}{err}");
     assert!(text.contains("hosts/ws-01.yaml:3:"), "{text}");
@@ -236,8 +214,8 @@ fn an_unsigned_repository_is_refused_with_exit_3() {
 #[test]
 fn a_repository_signed_by_another_key_is_refused_with_exit_3() {
     let w = world(true);
-    let (other, _) = keypair(&w.tmp.path().join("keys"), "other");
-    let (code, out, err) = w.enroll_with(&w.fleet.dir.display().to_string(), &other, &[]);
+    let (other, _) = keypair(&w.world.tmp.path().join("keys"), "other");
+    let (code, out, err) = w.enroll_with(&w.world.fleet_url(), &other, &[]);
     assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("refusing to enroll"), "{err}");
     assert!(err.contains("does not trust"), "{err}");
@@ -252,7 +230,7 @@ fn an_unreachable_repository_is_exit_2_naming_the_url() {
         l.local_addr().expect("addr").port()
     };
     let url = format!("git://127.0.0.1:{port}/x");
-    let (code, out, err) = w.enroll_with(&url, &w.fleet.public_key, &[]);
+    let (code, out, err) = w.enroll_with(&url, &w.world.fleet().public_key, &[]);
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains(&url), "{err}");
     w.assert_nothing_written();
@@ -261,11 +239,11 @@ fn an_unreachable_repository_is_exit_2_naming_the_url() {
 #[test]
 fn a_bad_key_file_is_exit_2_naming_it() {
     let w = world(true);
-    let bad = w.tmp.path().join("keys/bad.pub");
+    let bad = w.world.tmp.path().join("keys/bad.pub");
     fs::write(&bad, "not a key\n").expect("write");
-    let missing = w.tmp.path().join("keys/missing.pub");
+    let missing = w.world.tmp.path().join("keys/missing.pub");
     for key in [&bad, &missing] {
-        let (code, out, err) = w.enroll_with(&w.fleet.dir.display().to_string(), key, &[]);
+        let (code, out, err) = w.enroll_with(&w.world.fleet_url(), key, &[]);
         assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
         assert!(err.contains(&key.display().to_string()), "{err}");
         w.assert_nothing_written();

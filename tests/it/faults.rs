@@ -28,101 +28,39 @@ use std::time::{Duration, Instant};
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{
-    FleetRepo, GitDaemon, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, run,
-    shared_repo, tempdir,
-};
+use crate::harness::world::{AGENT_EXTRA, POOL, package_set};
+use crate::harness::{GitDaemon, HostDir, TestCommand, World, archive_package, fleetctl, run};
 
-const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
-
-fn set(packages: &[&str]) -> String {
-    format!(
-        "kind: PackageSet\nname: base\npackages: [{}]\n",
-        packages.join(", ")
-    )
-}
-
-/// A package repository, an archive directory, a signed fleet repository (pool `ws`, set
-/// `base` = [app]) and a temporary directory for hosts.
-struct World {
-    tmp: tempfile::TempDir,
-    repo: &'static PkgRepo,
-    archive: PathBuf,
-    fleet: FleetRepo,
-}
-
+/// A package repository (`app`, `libfoo`, `tool` and the `extra` ones), an archive directory,
+/// a signed fleet repository (pool `ws`, set `base` = [app]) and a temporary directory for
+/// hosts.
 fn world(extra: &[SynthPackage]) -> World {
-    let tmp = tempdir();
     let mut pkgs = vec![
         SynthPackage::new("app", "1.1-1").depends("libfoo"),
         SynthPackage::new("libfoo", "2.0-1"),
         SynthPackage::new("tool", "1.0-1"),
     ];
     pkgs.extend(extra.iter().cloned());
-    let repo = shared_repo("core", &pkgs);
-    let archive = tmp.path().join("archive");
-    fs::create_dir_all(&archive).unwrap();
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
-        &[
-            (
-                "fleet.yaml",
-                &format!(
-                    "kind: Fleet\nname: acme\narchive: file://{}\n",
-                    archive.display()
-                ),
-            ),
-            ("packages/base.yaml", &set(&["app"])),
-            ("pools/ws.yaml", POOL),
-        ],
-    );
-    World {
-        tmp,
-        repo,
-        archive,
-        fleet,
-    }
+    World::builder()
+        .packages(&pkgs)
+        .shared()
+        .archive()
+        .desired(&["app"])
+        .build()
 }
 
-impl World {
-    /// A host `name` that fetches the fleet from its work tree (lock_timeout 1s).
-    fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[self.repo]);
-        let cfg = host.agent_yaml(
-            &self.fleet.dir.display().to_string(),
-            &self.fleet.public_key,
-            "lock_timeout: 1s\n",
-        );
-        (host, cfg)
+/// Another agent config for `host`, `base/<file>`, fetching from `repo`.
+/// `base/agent.yaml` is left as it was.
+fn other_config(w: &World, host: &HostDir, repo: &str, file: &str) -> PathBuf {
+    let main = host.base.join("agent.yaml");
+    let kept = fs::read(&main).ok();
+    let written = host.agent_yaml(repo, &w.fleet().public_key, AGENT_EXTRA);
+    let path = host.base.join(file);
+    fs::rename(written, &path).unwrap();
+    if let Some(kept) = kept {
+        fs::write(main, kept).unwrap();
     }
-
-    /// Another agent config for `host`, `base/<file>`, fetching from `repo`.
-    /// `base/agent.yaml` is left as it was.
-    fn config(&self, host: &HostDir, repo: &str, file: &str) -> PathBuf {
-        let main = host.base.join("agent.yaml");
-        let kept = fs::read(&main).ok();
-        let written = host.agent_yaml(repo, &self.fleet.public_key, "lock_timeout: 1s\n");
-        let path = host.base.join(file);
-        fs::rename(written, &path).unwrap();
-        if let Some(kept) = kept {
-            fs::write(main, kept).unwrap();
-        }
-        path
-    }
-}
-
-fn status(host: &HostDir) -> serde_json::Value {
-    let text = fs::read_to_string(host.state_dir.join("status.json")).expect("status.json");
-    serde_json::from_str(&text).expect("parse status.json")
-}
-
-fn history(host: &HostDir) -> Vec<serde_json::Value> {
-    fs::read_to_string(host.state_dir.join("history.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("history line"))
-        .collect()
+    path
 }
 
 /// The bytes of the files that carry what the host applied, to show they did not change.
@@ -136,13 +74,6 @@ fn kept_state(host: &HostDir) -> Vec<(String, Option<Vec<u8>>)> {
         fs::read(host.dbpath.join("pacfleet.anchor")).ok(),
     ));
     out
-}
-
-fn packages(host: &HostDir) -> Vec<String> {
-    host.installed()
-        .into_iter()
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect()
 }
 
 /// `pacman -Dk` finds nothing wrong with the host's package database.
@@ -303,9 +234,9 @@ fn marker(host: &HostDir) -> PathBuf {
 /// was downloaded and checked, before the first file is installed. Returns the killed pid.
 fn kill_between_download_and_commit(w: &World, host: &HostDir, cfg: &Path) -> u32 {
     install_stall_hook(host, "tool");
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     let mut pass = Pass::start(cfg, w.tmp.path().join("killed-pass.log"));
     let pid = pass.pid();
@@ -348,9 +279,9 @@ fn kill_between_download_and_commit(w: &World, host: &HostDir, cfg: &Path) -> u3
 /// Kills `fleetctl reconcile` while libalpm extracts a 200 MiB file: the package database has
 /// an entry for `big` without its `desc` (pacman -Dk reports it), the file is half written.
 fn kill_during_extraction(w: &World, host: &HostDir, cfg: &Path) -> u32 {
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add big",
-        &[("packages/base.yaml", &set(&["app", "big"]))],
+        &[("packages/base.yaml", &package_set(&["app", "big"]))],
     );
     let blob = host.path("usr/share/big/blob");
     let mut pass = Pass::start(cfg, w.tmp.path().join("killed-pass.log"));
@@ -414,13 +345,13 @@ fn assert_recovered(host: &HostDir, cfg: &Path, killed: u32, added: &str, before
     assert!(
         host.installed().contains_key(added),
         "{added} installed: {:?}",
-        packages(host)
+        host.versions()
     );
     assert_db_clean(host);
     let inventory = fs::read_to_string(host.state_dir.join("inventory.json")).unwrap();
     assert!(inventory.contains(&format!("\"{added}\"")), "{inventory}");
 
-    let h = history(host);
+    let h = host.history();
     assert_eq!(
         h.len(),
         before + 2,
@@ -461,7 +392,7 @@ fn kill_between_download_and_commit_is_recovered() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let before = history(&host).len();
+    let before = host.history().len();
     let state_before = kept_state(&host);
     let db_before = host.local_db_snapshot();
 
@@ -480,7 +411,7 @@ fn kill_during_extraction_is_recovered() {
     let w = world(&[big()]);
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let before = history(&host).len();
+    let before = host.history().len();
     let state_before = kept_state(&host);
 
     let killed = kill_during_extraction(&w, &host, &cfg);
@@ -574,7 +505,7 @@ fn recovery_touches_only_a_lock_proven_to_be_its_own() {
     // 3. Without the lock, the dead pass is recorded and the next pass converges.
     fs::remove_file(&lock).unwrap();
     TestCommand::reconcile(&cfg).ok();
-    assert!(history(&host).iter().any(|h| h["outcome"] == "interrupted"));
+    assert!(host.history().iter().any(|h| h["outcome"] == "interrupted"));
     assert!(host.installed().contains_key("tool"));
     assert_db_clean(&host);
 }
@@ -594,7 +525,7 @@ fn assert_fetch_fails_and_recovers(
 ) {
     let db_before = host.local_db_snapshot();
     let state_before = kept_state(host);
-    let history_before = history(host).len();
+    let history_before = host.history().len();
     let started = Instant::now();
     let (code, out, err) = TestCommand::reconcile(bad).run().parts();
     let took = started.elapsed();
@@ -609,11 +540,11 @@ fn assert_fetch_fails_and_recovers(
     assert_eq!(host.local_db_snapshot(), db_before);
     assert_eq!(kept_state(host), state_before);
     assert_eq!(
-        history(host).len(),
+        host.history().len(),
         history_before,
         "a failed fetch changes nothing to record"
     );
-    let st = status(host);
+    let st = host.status_json();
     assert_eq!(st["outcome"], "failed", "{st}");
     assert_eq!(st["failure"], "fetch", "{st}");
     let message = st["message"].as_str().unwrap_or_default();
@@ -624,7 +555,7 @@ fn assert_fetch_fails_and_recovers(
     let out = TestCommand::reconcile(good).ok().stdout;
     assert!(out.contains("install") && out.contains("tool"), "{out}");
     assert!(host.installed().contains_key("tool"));
-    assert_eq!(status(host)["outcome"], "applied");
+    assert_eq!(host.status_json()["outcome"], "applied");
     let _ = w;
 }
 
@@ -633,12 +564,12 @@ fn dns_failure_keeps_the_last_good_state() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
     TestCommand::reconcile(&good).ok();
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     // `.invalid` never resolves (RFC 6761): one lookup, answered NXDOMAIN.
-    let bad = w.config(&host, "git://nonexistent.invalid/fleet", "bad.yaml");
+    let bad = other_config(&w, &host, "git://nonexistent.invalid/fleet", "bad.yaml");
     assert_fetch_fails_and_recovers(&w, &host, &good, &bad, &["nonexistent.invalid"]);
 }
 
@@ -647,9 +578,9 @@ fn refused_connection_keeps_the_last_good_state() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
     TestCommand::reconcile(&good).ok();
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -657,7 +588,7 @@ fn refused_connection_keeps_the_last_good_state() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/fleet.git");
-    let bad = w.config(&host, &url, "bad.yaml");
+    let bad = other_config(&w, &host, &url, "bad.yaml");
     assert_fetch_fails_and_recovers(&w, &host, &good, &bad, &[&format!("127.0.0.1:{port}")]);
 }
 
@@ -729,19 +660,20 @@ fn fetch_cut_off_half_way_keeps_the_last_good_state() {
         let out = Command::new("git")
             .args(["push", "-q", "--mirror"])
             .arg(&bare)
-            .current_dir(&w.fleet.dir)
+            .current_dir(&w.fleet().dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
     };
-    w.fleet
+    w.fleet()
         .git(&["init", "-q", "--bare", &bare.display().to_string()]);
     publish();
     let daemon = GitDaemon::start(&served);
     let (host, _) = w.host("ws-01");
-    let good = w.config(
+    let good = other_config(
+        &w,
         &host,
         &format!("git://127.0.0.1:{}/fleet.git", daemon.port),
         "good.yaml",
@@ -758,16 +690,17 @@ fn fetch_cut_off_half_way_keeps_the_last_good_state() {
         x ^= x << 17;
         noise.push_str(&format!("{x:016x}\n"));
     }
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
         &[
-            ("packages/base.yaml", &set(&["app", "tool"])),
+            ("packages/base.yaml", &package_set(&["app", "tool"])),
             ("NOISE.txt", &noise),
         ],
     );
     publish();
     let (port, relay) = cutting_relay(daemon.port, 64 * 1024, 1);
-    let bad = w.config(
+    let bad = other_config(
+        &w,
         &host,
         &format!("git://127.0.0.1:{port}/fleet.git"),
         "bad.yaml",
@@ -808,12 +741,12 @@ fn status_says_since_when_the_host_is_stale() {
     let w = world(&[]);
     let (host, good) = w.host("ws-01");
     TestCommand::reconcile(&good).ok();
-    let good_at = status(&host)["at"].as_str().unwrap().to_owned();
-    let bad = w.config(&host, "git://nonexistent.invalid/fleet", "bad.yaml");
+    let good_at = host.status_json()["at"].as_str().unwrap().to_owned();
+    let bad = other_config(&w, &host, "git://nonexistent.invalid/fleet", "bad.yaml");
     for _ in 0..2 {
         let (code, _, err) = TestCommand::reconcile(&bad).run().parts();
         assert_eq!(code, 2, "{err}");
-        let st = status(&host);
+        let st = host.status_json();
         assert_eq!(st["last_success"].as_str(), Some(good_at.as_str()), "{st}");
         assert!(
             st["message"]
@@ -824,7 +757,7 @@ fn status_says_since_when_the_host_is_stale() {
         );
     }
     TestCommand::reconcile(&good).ok();
-    let st = status(&host);
+    let st = host.status_json();
     assert_eq!(st["last_success"], st["at"], "{st}");
 }
 
@@ -924,9 +857,9 @@ impl Drop for Squeeze {
 fn host_with_pending_tool(w: &World) -> (HostDir, PathBuf) {
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 1, "{out}\n{err}");
@@ -988,7 +921,7 @@ fn full_state_dir_is_a_clear_error_and_keeps_the_state() {
         assert!(host.installed().contains_key("tool"));
         // "converged" when the failed pass had already committed its transaction (today, with a
         // page free, recording fails only after the commit: see the next test).
-        let outcome = status(&host)["outcome"].clone();
+        let outcome = host.status_json()["outcome"].clone();
         assert!(outcome == "applied" || outcome == "converged", "{outcome}");
         drop(squeeze);
     }
@@ -1040,9 +973,9 @@ fn full_state_dir_never_leaves_an_unrecorded_install() {
         "what was installed is recorded: {inventory}"
     );
     assert!(
-        history(&host).iter().any(|h| h["outcome"] == "interrupted"),
+        host.history().iter().any(|h| h["outcome"] == "interrupted"),
         "{:?}",
-        history(&host)
+        host.history()
     );
     drop(squeeze);
 }
@@ -1057,7 +990,7 @@ fn assert_checksum_refused(w: &World, host: &HostDir, cfg: &Path, served: &Path,
     let state_before = kept_state(host);
     let served_sha = pacfleet_support::synth::sha256_file(served).unwrap();
     assert_ne!(served_sha, pinned_sha);
-    w.fleet.commit(
+    w.fleet().commit(
         "ws: pin generation 1",
         &[
             ("pools/ws.yaml", &format!("{POOL}generation: 1\n")),
@@ -1079,10 +1012,10 @@ fn assert_checksum_refused(w: &World, host: &HostDir, cfg: &Path, served: &Path,
         assert!(err.contains(part), "expected {part:?} in:\n{err}");
     }
     assert_eq!(host.local_db_snapshot(), db_before, "nothing installed");
-    assert_eq!(packages(host), ["app 1.1-1", "libfoo 2.0-1"]);
+    assert_eq!(host.versions(), ["app 1.1-1", "libfoo 2.0-1"]);
     assert_eq!(kept_state(host), state_before);
     assert!(!host.dbpath.join("db.lck").exists());
-    let st = status(host);
+    let st = host.status_json();
     assert_eq!(
         (st["outcome"].as_str(), st["failure"].as_str()),
         (Some("failed"), Some("system")),
@@ -1139,9 +1072,9 @@ fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     let path = host.state_dir.join("state.json");
     let good = fs::read(&path).unwrap();
@@ -1180,7 +1113,7 @@ fn corrupt_state_json_is_a_clear_error_and_is_not_reset() {
             fs::read(host.dbpath.join("pacfleet.anchor")).unwrap(),
             anchor
         );
-        assert_eq!(status(&host)["failure"], "state");
+        assert_eq!(host.status_json()["failure"], "state");
     }
     fs::write(&path, &good).unwrap();
     TestCommand::reconcile(&cfg).ok();
@@ -1207,7 +1140,7 @@ fn corrupt_anchor_is_a_clear_error_and_is_not_reset() {
     );
     assert!(!err.contains("caused by"), "the reason is said once: {err}");
     assert_eq!(fs::read(&path).unwrap(), b"{\"commit\": ", "never reset");
-    assert_eq!(status(&host)["failure"], "state");
+    assert_eq!(host.status_json()["failure"], "state");
 }
 
 #[test]
@@ -1235,9 +1168,9 @@ fn corrupt_history_line_shows_the_valid_prefix_and_passes_go_on() {
     );
 
     // A pass still runs and appends on a line of its own; the damage is never rewritten.
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     TestCommand::reconcile(&cfg).ok();
     let text = fs::read_to_string(&path).unwrap();
@@ -1326,9 +1259,9 @@ fn state_dir_others_can_change_is_refused_and_nothing_is_written() {
     let w = world(&[]);
     let (host, cfg) = w.host("ws-01");
     TestCommand::reconcile(&cfg).ok();
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool",
-        &[("packages/base.yaml", &set(&["app", "tool"]))],
+        &[("packages/base.yaml", &package_set(&["app", "tool"]))],
     );
     let chmod = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
     let db_before = host.local_db_snapshot();
@@ -1413,7 +1346,7 @@ fn symlinks_in_the_state_dir_are_never_followed() {
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(fs::read_to_string(&canary).unwrap(), "precious\n");
     assert!(!fs::symlink_metadata(&status_path).unwrap().is_symlink());
-    assert_eq!(status(&host)["outcome"], "converged");
+    assert_eq!(host.status_json()["outcome"], "converged");
 }
 
 /// `transaction.json` names packages whose database entries recovery removes
@@ -1440,7 +1373,7 @@ fn transaction_marker_naming_paths_outside_the_database_is_refused() {
             boot_id: "gone".into(),
             lockfile: host.dbpath.join("db.lck"),
             lock_id: "0:0:0.000000000".into(),
-            commit: w.fleet.head(),
+            commit: w.fleet().head(),
             pool: "ws".into(),
             generation: None,
             started_at: chrono::Utc::now(),
@@ -1468,7 +1401,7 @@ fn transaction_marker_naming_paths_outside_the_database_is_refused() {
             state.transaction_path().exists(),
             "the marker is left for the operator"
         );
-        assert_eq!(status(&host)["failure"], "state");
+        assert_eq!(host.status_json()["failure"], "state");
         fs::remove_file(state.transaction_path()).unwrap();
         fs::remove_dir_all(&victim).unwrap();
     }

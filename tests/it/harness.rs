@@ -13,6 +13,9 @@
 //! is [`Packager::new`], trusted by a host with [`HostDir::trust_packager`]. A root has no
 //! shell unless [`HostDir::with_shell`] gives it busybox.
 //!
+//! Most end-to-end tests start from a [`World`] (`world`: repositories, a fleet repository
+//! and hosts, made by one builder); `command` runs `fleetctl` and checks what it did.
+//!
 //! Everything lives under a caller-provided temporary directory, so tests can run in parallel
 //! (the keys and the keyring template are cached once for all: see [`packager`]).
 //! Running pacman transactions (`-S`, `-U`, `-R`, `-Sy`) needs root, as on a real host.
@@ -31,9 +34,11 @@ use pacfleet_support::synth::{self, SynthPackage};
 pub mod command;
 pub mod git_fixtures;
 pub mod packager;
+pub mod world;
 pub use command::TestCommand;
 pub use packager::Packager;
 pub use tempfile::TempDir;
+pub use world::World;
 
 /// A fresh temporary directory, removed when dropped.
 pub fn tempdir() -> TempDir {
@@ -549,6 +554,29 @@ impl HostDir {
     /// Packages installed as dependencies (`pacman -Qqd`).
     pub fn dependencies(&self) -> BTreeSet<String> {
         self.query(&["-Qqd"]).lines().map(str::to_owned).collect()
+    }
+
+    /// Installed packages as `name version` lines, sorted by name.
+    pub fn versions(&self) -> Vec<String> {
+        self.installed()
+            .into_iter()
+            .map(|(name, version)| format!("{name} {version}"))
+            .collect()
+    }
+
+    /// pacfleet's `status.json` of this host, parsed (panics when there is none).
+    pub fn status_json(&self) -> serde_json::Value {
+        let text = fs::read_to_string(self.state_dir.join("status.json")).expect("status.json");
+        serde_json::from_str(&text).expect("parse status.json")
+    }
+
+    /// pacfleet's `history.jsonl` of this host, one value a pass (empty when there is none).
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.state_dir.join("history.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("history line"))
+            .collect()
     }
 
     /// A path inside the target root, e.g. `host.path("etc/foo.conf")`.

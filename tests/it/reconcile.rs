@@ -5,84 +5,31 @@ use std::fs;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{
-    FleetRepo, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, run, tempdir,
-};
+use crate::harness::world::AGENT_EXTRA;
+use crate::harness::{TestCommand, World, fleetctl, run};
 
-const FLEET: &str = "kind: Fleet\nname: acme\n";
-
-/// The world of these tests: one package repo, an archive, a fleet repo, some hosts.
-struct World {
-    _tmp: tempfile::TempDir,
-    repo: PkgRepo,
-    archive: std::path::PathBuf,
-    fleet: FleetRepo,
-}
-
+/// The world of these tests: one package repo, an archive, a fleet repo (pools `ws` and
+/// `srv`), hosts made on demand.
 fn world() -> World {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[
-        SynthPackage::new("app", "1.1-1").depends("libfoo"),
-        SynthPackage::new("libfoo", "2.0-1"),
-        SynthPackage::new("tool", "1.0-1"),
-        SynthPackage::new("extra", "1.0-1").depends("libbar"),
-        SynthPackage::new("libbar", "1.0-1"),
-        SynthPackage::new("byhand", "1.0-1"),
-    ]);
-    let archive = tmp.path().join("archive");
-    archive_package(
-        &archive,
-        &SynthPackage::new("app", "1.0-1").depends("libfoo"),
-    );
-    archive_package(&archive, &SynthPackage::new("libfoo", "1.0-1"));
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
-        &[
-            (
-                "fleet.yaml",
-                &format!("{FLEET}archive: file://{}\n", archive.display()),
-            ),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app, tool]\n",
-            ),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n",
-            ),
-            (
-                "pools/srv.yaml",
-                "kind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\nprune: true\n",
-            ),
-        ],
-    );
-    World {
-        _tmp: tmp,
-        repo,
-        archive,
-        fleet,
-    }
-}
-
-impl World {
-    fn host(&self, name: &str) -> (HostDir, std::path::PathBuf) {
-        let host = HostDir::new(self._tmp.path(), name, &[&self.repo]);
-        let cfg = host.agent_yaml(
-            &self.fleet.dir.display().to_string(),
-            &self.fleet.public_key,
-            "lock_timeout: 1s\n",
-        );
-        (host, cfg)
-    }
-}
-
-fn versions(host: &HostDir) -> Vec<String> {
-    host.installed()
-        .into_iter()
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect()
+    World::builder()
+        .packages(&[
+            SynthPackage::new("app", "1.1-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "2.0-1"),
+            SynthPackage::new("tool", "1.0-1"),
+            SynthPackage::new("extra", "1.0-1").depends("libbar"),
+            SynthPackage::new("libbar", "1.0-1"),
+            SynthPackage::new("byhand", "1.0-1"),
+        ])
+        .archived(&[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+        ])
+        .desired(&["app", "tool"])
+        .file(
+            "pools/srv.yaml",
+            "kind: Pool\nname: srv\nhosts: [\"srv-*\"]\npackage_sets: [base]\nprune: true\n",
+        )
+        .build()
 }
 
 #[test]
@@ -102,7 +49,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
         out.contains("install") && out.contains("app") && out.contains("dependency of app"),
         "{out}"
     );
-    assert_eq!(versions(&ws1), ["byhand 1.0-1"]);
+    assert_eq!(ws1.versions(), ["byhand 1.0-1"]);
 
     // Install from nothing, on three hosts.
     for cfg in [&ws1_cfg, &ws2_cfg, &srv_cfg] {
@@ -113,7 +60,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
             "{out}"
         );
     }
-    assert_eq!(versions(&ws2), ["app 1.1-1", "libfoo 2.0-1", "tool 1.0-1"]);
+    assert_eq!(ws2.versions(), ["app 1.1-1", "libfoo 2.0-1", "tool 1.0-1"]);
     assert_eq!(ws2.explicit(), ["app", "tool"].map(String::from).into());
     assert_eq!(ws2.dependencies(), ["libfoo"].map(String::from).into());
 
@@ -125,7 +72,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
     assert_eq!(code, 0, "{out}");
 
     // A commit adds a package to the set: it arrives with its dependency.
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add extra",
         &[(
             "packages/base.yaml",
@@ -135,7 +82,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
     let (code, out, err) = TestCommand::reconcile(&ws1_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
-        versions(&ws1),
+        ws1.versions(),
         [
             "app 1.1-1",
             "byhand 1.0-1",
@@ -148,7 +95,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
 
     // A commit drops packages: pruned, with the dependency pacfleet brought; the package
     // installed by hand stays even though nothing desires it.
-    w.fleet.commit(
+    w.fleet().commit(
         "base: drop tool and extra",
         &[(
             "packages/base.yaml",
@@ -159,13 +106,13 @@ fn install_change_prune_pin_revert_and_idempotence() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("remove"), "{out}");
     assert_eq!(
-        versions(&ws1),
+        ws1.versions(),
         ["app 1.1-1", "byhand 1.0-1", "libfoo 2.0-1"]
     );
 
     // Pin srv to a generation with older versions: a downgrade from the archive.
     let generation = "kind: Generation\npool: srv\nnumber: 1\npackages:\n  app: {version: 1.0-1}\n  libfoo: {version: 1.0-1}\n";
-    let pin = w.fleet.commit(
+    let pin = w.fleet().commit(
         "srv: pin generation 1",
         &[
             ("generations/srv/1.yaml", generation),
@@ -175,7 +122,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
     let (code, out, err) = TestCommand::reconcile(&srv_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("downgrade"), "{out}");
-    assert_eq!(versions(&srv), ["app 1.0-1", "libfoo 1.0-1"]);
+    assert_eq!(srv.versions(), ["app 1.0-1", "libfoo 1.0-1"]);
     assert_eq!(
         srv.dependencies(),
         ["libfoo"].map(String::from).into(),
@@ -186,11 +133,11 @@ fn install_change_prune_pin_revert_and_idempotence() {
     assert_eq!(code, 0);
 
     // Revert the pin: back to the repo's versions.
-    w.fleet.revert(&pin);
+    w.fleet().revert(&pin);
     let (code, out, err) = TestCommand::reconcile(&srv_cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("upgrade"), "{out}");
-    assert_eq!(versions(&srv), ["app 1.1-1", "libfoo 2.0-1"]);
+    assert_eq!(srv.versions(), ["app 1.1-1", "libfoo 2.0-1"]);
 
     // History has every applied changeset, oldest first.
     let (code, out, _) = run(fleetctl().arg("history").arg("--config").arg(&srv_cfg));
@@ -209,7 +156,7 @@ fn install_change_prune_pin_revert_and_idempotence() {
         .collect();
     assert_eq!(entries[1]["changes"][0]["action"], "downgrade", "{json}");
     let _ = &w.archive;
-    let _ = fs::metadata(&w.repo.dir);
+    let _ = fs::metadata(&w.repo().dir);
 }
 
 #[test]
@@ -247,7 +194,7 @@ fn bad_commits_leave_hosts_untouched() {
         ),
     ];
     for (file, text, expect) in cases {
-        w.fleet.commit(&format!("bad: {expect}"), &[(file, text)]);
+        w.fleet().commit(&format!("bad: {expect}"), &[(file, text)]);
         let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
         assert_eq!(code, 2, "{expect}: {out}\n{err}");
         assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
@@ -263,7 +210,7 @@ fn bad_commits_leave_hosts_untouched() {
             before,
             "{expect}: the host changed"
         );
-        w.fleet.git(&["reset", "-q", "--hard", "HEAD~1"]);
+        w.fleet().git(&["reset", "-q", "--hard", "HEAD~1"]);
     }
     // Back on a good commit, the host converges again.
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
@@ -283,7 +230,7 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
     // Unreachable repository (a closed port on loopback).
     let bad = host.agent_yaml(
         "git://127.0.0.1:9/fleet.git",
-        &w.fleet.public_key,
+        &w.fleet().public_key,
         "lock_timeout: 1s\n",
     );
     let (code, _, err) = TestCommand::reconcile(&bad).run().parts();
@@ -292,12 +239,8 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
     assert_eq!(host.local_db_snapshot(), before);
 
     // pacman's lock held by someone else: bounded wait, clear message, lock left alone.
-    let cfg = host.agent_yaml(
-        &w.fleet.dir.display().to_string(),
-        &w.fleet.public_key,
-        "lock_timeout: 1s\n",
-    );
-    w.fleet.commit(
+    let cfg = w.config(&host, AGENT_EXTRA);
+    w.fleet().commit(
         "base: add extra",
         &[(
             "packages/base.yaml",
@@ -337,7 +280,7 @@ fn unreachable_repo_lock_held_and_corrupt_state_are_clear_errors() {
 fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
     let w = world();
     let (host, cfg) = w.host("ws-01");
-    w.fleet.commit(
+    w.fleet().commit(
         "ws-01 adds extra; srv-09's manifest is broken",
         &[
             (
@@ -355,7 +298,7 @@ fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
     assert!(host.explicit().contains("extra"), "{out}");
     // CI's validate reads every file and reports it; the broken host itself refuses.
     let broken = "hosts/srv-09.yaml:3:1: unknown field `pakages`";
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet().dir));
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains(broken), "{err}");
     let (srv, srv_cfg) = w.host("srv-09");
@@ -367,7 +310,7 @@ fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
     );
     assert!(srv.installed().is_empty());
     // A pool file is every host's: broken, it refuses ws-01 too.
-    w.fleet.commit(
+    w.fleet().commit(
         "a broken pool",
         &[("pools/db.yaml", "kind: Pool\nname: db\nprune: maybe\n")],
     );
@@ -379,7 +322,7 @@ fn a_host_pass_reads_its_own_manifest_not_the_others_and_validate_reads_all() {
 #[test]
 fn validate_reports_every_problem_with_locations() {
     let w = world();
-    w.fleet.write(&[
+    w.fleet().write(&[
         (
             "pools/bad.yaml",
             "kind: Pool\nname: bad\nhosts: [x]\npackage_sets: [nope]\nprune: maybe\n",
@@ -389,7 +332,7 @@ fn validate_reports_every_problem_with_locations() {
             "kind: PackageSet\nname: c\npackages: [Bad]\n",
         ),
     ]);
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet().dir));
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("pools/bad.yaml:5:8:"), "{err}");
     assert!(
@@ -397,15 +340,15 @@ fn validate_reports_every_problem_with_locations() {
         "{err}"
     );
     assert!(err.contains("2 problems found"), "{err}");
-    fs::remove_file(w.fleet.dir.join("pools/bad.yaml")).unwrap();
-    fs::remove_file(w.fleet.dir.join("packages/c.yaml")).unwrap();
-    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet.dir));
+    fs::remove_file(w.fleet().dir.join("pools/bad.yaml")).unwrap();
+    fs::remove_file(w.fleet().dir.join("packages/c.yaml")).unwrap();
+    let (code, out, err) = run(fleetctl().arg("validate").arg(&w.fleet().dir));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("fleet `acme` is valid: 2 pools"), "{out}");
 
     let (code, out, _) = run(fleetctl()
         .args(["resolve", "--host", "srv-09"])
-        .arg(&w.fleet.dir));
+        .arg(&w.fleet().dir));
     assert_eq!(code, 0);
     assert!(
         out.contains("pool      srv") && out.contains("app") && out.contains("(set base)"),
@@ -413,7 +356,7 @@ fn validate_reports_every_problem_with_locations() {
     );
     let (code, out, _) = run(fleetctl()
         .args(["resolve", "--host", "db-01"])
-        .arg(&w.fleet.dir));
+        .arg(&w.fleet().dir));
     assert_eq!(code, 0);
     assert!(out.contains("not in the fleet"), "{out}");
 }
@@ -422,14 +365,14 @@ fn validate_reports_every_problem_with_locations() {
 fn a_dependency_dropped_by_an_upgrade_is_pruned_in_the_same_pass() {
     let mut w = world();
     let (host, cfg) = w.host("ws-01");
-    w.repo.add(&[
+    w.repo_mut().add(&[
         SynthPackage::new("tool", "1.0-1").depends("libold"),
         SynthPackage::new("libold", "1.0-1"),
     ]);
     TestCommand::reconcile(&cfg).ok();
     assert!(host.installed().contains_key("libold"));
     // The repository's new tool no longer needs libold: one pass upgrades and prunes.
-    w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
+    w.repo_mut().add(&[SynthPackage::new("tool", "1.1-1")]);
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
@@ -534,7 +477,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     settles();
 
     // The sync databases: the repository publishes an update (floating pool).
-    w.repo.add(&[SynthPackage::new("tool", "1.1-1")]);
+    w.repo_mut().add(&[SynthPackage::new("tool", "1.1-1")]);
     assert!(!pass(&[]).1);
     assert_eq!(host.installed()["tool"], "1.1-1");
     settles();
@@ -544,7 +487,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     let ignoring = conf.replacen("[options]\n", "[options]\nIgnorePkg = tool\n", 1);
     assert_ne!(conf, ignoring);
     fs::write(&host.conf, &ignoring).expect("write pacman.conf");
-    w.repo.add(&[SynthPackage::new("tool", "1.2-1")]);
+    w.repo_mut().add(&[SynthPackage::new("tool", "1.2-1")]);
     assert!(!pass(&[]).1);
     assert_eq!(host.installed()["tool"], "1.1-1", "ignored");
     // Held is never converged, so nothing is recorded to skip by: every pass plans in full
@@ -561,7 +504,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     settles();
 
     // The fleet: a new signed commit.
-    w.fleet.commit(
+    w.fleet().commit(
         "extra for everyone",
         &[(
             "packages/base.yaml",
@@ -579,7 +522,7 @@ fn a_pass_with_nothing_changed_skips_planning_until_any_input_changes() {
     );
     // A commit that changes nothing this host reads: its manifests are read once, the plan is
     // skipped, and the next pass reuses the resolution at the new tree.
-    w.fleet.commit("docs", &[("README.md", "the fleet\n")]);
+    w.fleet().commit("docs", &[("README.md", "the fleet\n")]);
     let (_, skipped, reused) = pass(&[]);
     assert!(skipped && !reused, "a new tree, the same plan inputs");
     let (_, skipped, reused) = pass(&[]);

@@ -16,14 +16,14 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pacfleet_support::synth::SynthPackage;
 use serde_json::Value;
 
-use crate::harness::{FleetRepo, HostDir, PkgRepo, fleetctl, run, tempdir};
+use crate::harness::{FleetRepo, HostDir, PkgRepo, World, fleetctl, run, tempdir};
 
 const D1: &str = "2025-03-01";
 const D2: &str = "2025-04-05";
@@ -214,15 +214,14 @@ fn dated(archive: &Path, date: &str, version: &str, mtime: u64) -> Vec<PkgRepo> 
         .collect()
 }
 
-struct World {
+/// The shared world, served over HTTP: its repositories are the host's mirrors (core and
+/// extra at version 3.0-1), beside an archive with two dates.
+struct Snapshots {
     // Dropped first: the server, then the directories it serves.
     http: HttpFiles,
-    tmp: crate::harness::TempDir,
+    world: World,
     /// The archive's URL (served over HTTP).
-    archive: String,
-    fleet: FleetRepo,
-    /// The host's mirrors, core and extra (version 3.0-1), served over HTTP.
-    mirrors: Vec<PkgRepo>,
+    archive_url: String,
 }
 
 fn fleet_yaml(archive: &str) -> String {
@@ -237,59 +236,29 @@ fn ws_pool(snapshot: Option<&str>) -> String {
     format!("kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\n{snap}prune: true\n")
 }
 
-fn world() -> World {
+fn world() -> Snapshots {
     let tmp = tempdir();
     let http = HttpFiles::start(tmp.path());
     dated(&tmp.path().join("archive"), D1, "1.0-1", D1_MTIME);
     dated(&tmp.path().join("archive"), D2, "2.0-1", D2_MTIME);
-    let archive = http.url("archive");
+    let archive_url = http.url("archive");
     let (core, extra) = packages("3.0-1");
-    let mirrors: Vec<PkgRepo> = [("core", core), ("extra", extra)]
-        .into_iter()
-        .map(|(name, pkgs)| {
-            let mut repo = PkgRepo::new(tmp.path(), name);
-            repo.add(&pkgs);
-            age(&repo, MIRROR_MTIME);
-            repo.url = http.url(&format!("repos/{name}"));
-            repo
-        })
-        .collect();
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
-        &[
-            ("fleet.yaml", &fleet_yaml(&archive)),
-            ("packages/base.yaml", BASE),
-            ("pools/ws.yaml", &ws_pool(None)),
-        ],
-    );
-    World {
+    let mut world = World::builder()
+        .tmp(tmp)
+        .repo("core", &core)
+        .repo("extra", &extra)
+        .fleet_yaml(&fleet_yaml(&archive_url))
+        .desired(&["app", "tool"])
+        .build();
+    for repo in world.repos_mut() {
+        age(repo, MIRROR_MTIME);
+        repo.url = http.url(&format!("repos/{}", repo.name));
+    }
+    Snapshots {
         http,
-        tmp,
-        archive,
-        fleet,
-        mirrors,
+        world,
+        archive_url,
     }
-}
-
-impl World {
-    fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        let repos: Vec<&PkgRepo> = self.mirrors.iter().collect();
-        let host = HostDir::new(self.tmp.path(), name, &repos);
-        let cfg = host.agent_yaml(
-            &self.fleet.dir.display().to_string(),
-            &self.fleet.public_key,
-            "lock_timeout: 1s\n",
-        );
-        (host, cfg)
-    }
-}
-
-fn installed(host: &HostDir) -> Vec<String> {
-    host.installed()
-        .into_iter()
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect()
 }
 
 fn at(version: &str) -> Vec<String> {
@@ -363,7 +332,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
         return;
     }
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = w.world.host("ws-01");
 
     // No snapshot: the mirrors' versions.
     assert_eq!(
@@ -374,9 +343,9 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
             "install tool - → 3.0-1"
         ]
     );
-    assert_eq!(installed(&host), at("3.0-1"));
+    assert_eq!(host.versions(), at("3.0-1"));
     let record = source_record(&host);
-    assert!(record.contains(&w.mirrors[0].url), "{record}");
+    assert!(record.contains(&w.world.repos()[0].url), "{record}");
     // Twice each (the plan's private copy, then the pass); nothing on disk yet.
     assert_eq!(
         w.http.db_requests(),
@@ -390,18 +359,19 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
 
     // snapshot: D1 — older than the mirror's databases, so only a forced refresh gets its
     // databases, and the floating pool goes back to the snapshot's versions (pacman -Syuu).
-    w.fleet
+    w.world
+        .fleet()
         .commit("ws: snapshot D1", &[("pools/ws.yaml", &ws_pool(Some(D1)))]);
     let (code, out, err) = run(fleetctl()
         .args(["resolve", "--host", "ws-01"])
-        .arg(&w.fleet.dir));
+        .arg(&w.world.fleet().dir));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&format!(
             "floating  full system upgrade against the archive's repositories of {D1}"
         )) && out.contains(&format!(
             "snapshot  {D1}: every repository from {}/repos/2025/03/01/$repo/os/$arch",
-            w.archive
+            w.archive_url
         )),
         "{out}"
     );
@@ -413,7 +383,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
             "downgrade tool 3.0-1 → 1.0-1"
         ]
     );
-    assert_eq!(installed(&host), at("1.0-1"));
+    assert_eq!(host.versions(), at("1.0-1"));
     assert!(source_record(&host).contains("repos/2025/03/01/core/os"));
     assert!(source_record(&host).contains("repos/2025/03/01/extra/os"));
     // Forced: no If-Modified-Since (with it, D1 would be "not modified" since the mirror's).
@@ -446,10 +416,11 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
     assert!(plan_then_reconcile(&cfg).is_empty());
     assert_eq!(w.http.db_requests(), d1_forced);
     assert_eq!(sync_version(&host, "app"), "1.0-1");
-    assert_eq!(installed(&host), at("1.0-1"));
+    assert_eq!(host.versions(), at("1.0-1"));
 
     // Bump to D2.
-    w.fleet
+    w.world
+        .fleet()
         .commit("ws: snapshot D2", &[("pools/ws.yaml", &ws_pool(Some(D2)))]);
     assert_eq!(
         plan_then_reconcile(&cfg),
@@ -459,7 +430,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
             "upgrade tool 1.0-1 → 2.0-1"
         ]
     );
-    assert_eq!(installed(&host), at("2.0-1"));
+    assert_eq!(host.versions(), at("2.0-1"));
 
     w.http.db_requests();
 
@@ -476,7 +447,8 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
     assert_eq!(sync_version(&host, "app"), "2.0-1");
 
     // Drop the snapshot: back to the mirrors (a forced refresh), upgrading to their versions.
-    w.fleet
+    w.world
+        .fleet()
         .commit("ws: no snapshot", &[("pools/ws.yaml", &ws_pool(None))]);
     assert_eq!(
         plan_then_reconcile(&cfg),
@@ -486,7 +458,7 @@ fn a_floating_pool_follows_its_snapshot_and_back_to_the_mirrors() {
             "upgrade tool 2.0-1 → 3.0-1"
         ]
     );
-    assert_eq!(installed(&host), at("3.0-1"));
+    assert_eq!(host.versions(), at("3.0-1"));
     assert!(!source_record(&host).contains("repos/2025"));
     assert_eq!(
         w.http.db_requests(),
@@ -509,9 +481,9 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
         return;
     }
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = w.world.host("ws-01");
     assert_eq!(plan_then_reconcile(&cfg).len(), 3);
-    assert_eq!(installed(&host), at("3.0-1"));
+    assert_eq!(host.versions(), at("3.0-1"));
 
     // Pinned to generation 1 of D1: versions that are in no mirror, no cache and not in the
     // archive's packages/ tree — only in D1's repositories.
@@ -521,7 +493,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
         )
     };
     let pinned = |n: u32| ws_pool(None).replace("prune:", &format!("generation: {n}\nprune:"));
-    w.fleet.commit(
+    w.world.fleet().commit(
         "ws: generation 1",
         &[
             ("generations/ws/1.yaml", &generation(1, D1, "1.0-1")),
@@ -530,7 +502,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
     );
     let (code, out, _) = run(fleetctl()
         .args(["resolve", "--host", "ws-01"])
-        .arg(&w.fleet.dir));
+        .arg(&w.world.fleet().dir));
     assert_eq!(code, 0);
     assert!(
         out.contains("pinned    generation 1 (3 packages locked)")
@@ -556,10 +528,10 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
             "downgrade tool 3.0-1 → 1.0-1"
         ]
     );
-    assert_eq!(installed(&host), at("1.0-1"));
+    assert_eq!(host.versions(), at("1.0-1"));
 
     // Generation 2 of D2.
-    w.fleet.commit(
+    w.world.fleet().commit(
         "ws: generation 2",
         &[
             ("generations/ws/2.yaml", &generation(2, D2, "2.0-1")),
@@ -567,13 +539,13 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
         ],
     );
     assert_eq!(plan_then_reconcile(&cfg).len(), 3);
-    assert_eq!(installed(&host), at("2.0-1"));
+    assert_eq!(host.versions(), at("2.0-1"));
     assert!(source_record(&host).contains("repos/2025/04/05/core/os"));
 
     // A pool snapshot beside the generation must agree with it: a contradicting one is an
     // invalid commit, and the host changes nothing.
     let contradicting = pinned(2).replace("prune:", &format!("snapshot: {D1}\nprune:"));
-    w.fleet.commit(
+    w.world.fleet().commit(
         "ws: contradicting snapshot",
         &[("pools/ws.yaml", &contradicting)],
     );
@@ -584,7 +556,7 @@ fn a_generation_with_a_snapshot_takes_its_pins_from_that_dates_repositories() {
             && err.contains(&format!("pool `ws` says `snapshot: {D1}`, but its generation 2 (generations/ws/2.yaml) says `snapshot: {D2}`")),
         "{err}"
     );
-    assert_eq!(installed(&host), at("2.0-1"));
+    assert_eq!(host.versions(), at("2.0-1"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{FleetRepo, HostDir, TestCommand, fleetctl, run, shared_repo, tempdir};
+use crate::harness::{TestCommand, World, fleetctl, run};
 use pacfleet_support::synth::SynthPackage;
 
 /// `ssh-keygen -t ed25519 -N '' -f PATH -C COMMENT`.
@@ -107,11 +107,11 @@ impl Drop for Sshd {
     }
 }
 
-struct World {
-    tmp: tempfile::TempDir,
+/// The shared world (a repository with `app`, a signed fleet installing it on `ws-*`, host
+/// `ws-01`), served over ssh from a bare mirror.
+struct SshWorld {
+    world: World,
     sshd: Sshd,
-    host: HostDir,
-    fleet: FleetRepo,
     bare: PathBuf,
     /// `/etc/pacfleet/ssh` of the host: the deploy key and known_hosts.
     ssh_dir: PathBuf,
@@ -119,50 +119,39 @@ struct World {
     home: PathBuf,
 }
 
-fn world() -> World {
-    let tmp = tempdir();
-    let repo = shared_repo("core", &[SynthPackage::new("app", "1.0-1")]);
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app]\n",
-            ),
-            (
-                "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: ['ws-*']\npackage_sets: [base]\n",
-            ),
-        ],
-    );
-    let bare = tmp.path().join("served/fleet.git");
-    fleet.git(&["clone", "-q", "--mirror", ".", &bare.display().to_string()]);
-    let ssh_dir = tmp.path().join("etc-pacfleet/ssh");
+fn world() -> SshWorld {
+    let world = World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .shared()
+        .desired(&["app"])
+        .pool("kind: Pool\nname: ws\nhosts: ['ws-*']\npackage_sets: [base]\n")
+        .hosts(&["ws-01"])
+        .build();
+    let tmp = world.tmp.path();
+    let bare = tmp.join("served/fleet.git");
+    world
+        .fleet()
+        .git(&["clone", "-q", "--mirror", ".", &bare.display().to_string()]);
+    let ssh_dir = tmp.join("etc-pacfleet/ssh");
     fs::create_dir_all(&ssh_dir).unwrap();
     keygen(&ssh_dir.join("id_ed25519"), "ws-01 deploy key");
-    let sshd = Sshd::start(&tmp.path().join("sshd"), &ssh_dir.join("id_ed25519.pub"));
+    let sshd = Sshd::start(&tmp.join("sshd"), &ssh_dir.join("id_ed25519.pub"));
     fs::write(ssh_dir.join("known_hosts"), &sshd.known_hosts_line).unwrap();
-    let home = tmp.path().join("home");
+    let home = tmp.join("home");
     fs::create_dir_all(&home).unwrap();
-    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
-    World {
-        tmp,
+    SshWorld {
+        world,
         sshd,
-        host,
-        fleet,
         bare,
         ssh_dir,
         home,
     }
 }
 
-impl World {
+impl SshWorld {
     /// agent.yaml for the host, fetching over ssh, with `extra` fields.
     fn config(&self, extra: &str) -> PathBuf {
-        self.host
-            .agent_yaml(&self.url(), &self.fleet.public_key, extra)
+        self.world.hosts[0].agent_yaml(&self.url(), &self.world.fleet().public_key, extra)
     }
 
     fn url(&self) -> String {
@@ -229,12 +218,12 @@ fn a_server_key_not_in_known_hosts_is_refused() {
     let w = world();
     // known_hosts holds some other server's key for this address: ssh refuses, nothing is
     // fetched, and nothing is learnt either (StrictHostKeyChecking=yes, no TOFU).
-    let other = w.tmp.path().join("other_host_key");
+    let other = w.world.tmp.path().join("other_host_key");
     keygen(&other, "other");
     let public = fs::read_to_string(other.with_extension("pub")).unwrap();
     let mut fields = public.split_whitespace();
     let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
-    let known = w.tmp.path().join("wrong_known_hosts");
+    let known = w.world.tmp.path().join("wrong_known_hosts");
     let wrong = format!("[127.0.0.1]:{} {kind} {key}\n", w.sshd.port);
     fs::write(&known, &wrong).unwrap();
     let cfg = w.config(&format!(
@@ -254,7 +243,7 @@ fn a_server_key_not_in_known_hosts_is_refused() {
         "known_hosts unchanged"
     );
     assert!(
-        !w.host
+        !w.world.hosts[0]
             .state_dir
             .join("fleet.git/refs/remotes/origin/main")
             .exists(),
@@ -291,11 +280,9 @@ fn a_missing_key_or_known_hosts_file_says_how_to_make_it() {
 #[test]
 fn ssh_fields_that_would_do_nothing_are_refused() {
     let w = world();
-    let cfg = w.host.agent_yaml(
-        &w.fleet.dir.display().to_string(),
-        &w.fleet.public_key,
-        "ssh_key: /etc/pacfleet/ssh/id_ed25519\n",
-    );
+    let cfg = w
+        .world
+        .config(&w.world.hosts[0], "ssh_key: /etc/pacfleet/ssh/id_ed25519\n");
     let (code, out, err) = w.plan(&cfg);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
@@ -311,11 +298,11 @@ fn ssh_fields_that_would_do_nothing_are_refused() {
 #[test]
 fn enroll_over_ssh_writes_the_key_into_agent_yaml_and_plans() {
     let w = world();
-    let config = w.tmp.path().join("etc-pacfleet/agent.yaml");
+    let config = w.world.tmp.path().join("etc-pacfleet/agent.yaml");
     let key = w.ssh_dir.join("id_ed25519");
     let (code, out, err) = run(fleetctl()
         .arg("enroll")
-        .args(w.host.enroll_args(&w.url(), &w.fleet.public_key, &config))
+        .args(w.world.hosts[0].enroll_args(&w.url(), &w.world.fleet().public_key, &config))
         .arg("--ssh-key")
         .arg(&key)
         .env("HOME", &w.home)

@@ -10,102 +10,73 @@ use std::path::{Path, PathBuf};
 use pacfleet_support::synth::SynthPackage;
 use serde_json::Value;
 
-use crate::harness::{
-    FleetRepo, HostDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
-};
+use crate::harness::world::{AGENT_EXTRA, POOL};
+use crate::harness::{World, fleetctl, keypair, run};
 
-struct World {
-    tmp: tempfile::TempDir,
-    fleet: FleetRepo,
-    host: HostDir,
-    textfile: PathBuf,
-}
-
-const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
-
+/// A fleet (set `base` = [app]), a repository with `app`, `libfoo` and `tool`, and host
+/// `ws-01` whose agent.yaml fetches the fleet and writes the Prometheus textfile.
 fn world() -> World {
-    let tmp = tempdir();
-    let repo = shared_repo(
-        "core",
-        &[
+    let w = World::builder()
+        .packages(&[
             SynthPackage::new("app", "1.0-1").depends("libfoo"),
             SynthPackage::new("libfoo", "1.0-1"),
             SynthPackage::new("tool", "1.0-1"),
-        ],
-    );
-    let fleet = FleetRepo::new(tmp.path());
-    fleet.commit(
-        "initial fleet",
-        &[
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
-            (
-                "packages/base.yaml",
-                "kind: PackageSet\nname: base\npackages: [app]\n",
-            ),
-            ("pools/ws.yaml", POOL),
-        ],
-    );
-    let host = HostDir::new(tmp.path(), "ws-01", &[repo]);
-    let metrics_dir = tmp.path().join("node-exporter");
-    fs::create_dir_all(&metrics_dir).unwrap();
-    let textfile = metrics_dir.join("pacfleet.prom");
-    let w = World {
-        tmp,
-        fleet,
-        host,
-        textfile,
-    };
-    w.config(&w.fleet.dir.display().to_string());
+        ])
+        .shared()
+        .desired(&["app"])
+        .hosts(&["ws-01"])
+        .build();
+    fs::create_dir_all(textfile(&w).parent().unwrap()).unwrap();
+    config(&w, &w.fleet_url());
     w
 }
 
-impl World {
-    /// Points the host's agent.yaml at `repo`, with the textfile configured.
-    fn config(&self, repo: &str) -> PathBuf {
-        self.host.agent_yaml(
-            repo,
-            &self.fleet.public_key,
-            &format!("lock_timeout: 1s\ntextfile: {}\n", self.textfile.display()),
-        )
-    }
+/// The host's textfile, in a node-exporter directory.
+fn textfile(w: &World) -> PathBuf {
+    w.tmp.path().join("node-exporter/pacfleet.prom")
+}
 
-    fn cfg(&self) -> PathBuf {
-        self.host.base.join("agent.yaml")
-    }
+/// Points the host's agent.yaml at `repo`, with the textfile configured.
+fn config(w: &World, repo: &str) -> PathBuf {
+    w.hosts[0].agent_yaml(
+        repo,
+        &w.fleet().public_key,
+        &format!("{AGENT_EXTRA}textfile: {}\n", textfile(w).display()),
+    )
+}
 
-    fn reconcile(&self) -> (i32, String, String) {
-        TestCommand::reconcile(self.cfg()).run().parts()
-    }
+fn cfg(w: &World) -> PathBuf {
+    w.hosts[0].base.join("agent.yaml")
+}
 
-    fn status(&self, flag: Option<&str>) -> String {
-        let mut cmd = fleetctl();
-        cmd.arg("status").arg("--config").arg(self.cfg());
-        if let Some(f) = flag {
-            cmd.arg(f);
-        }
-        let (code, out, err) = run(&mut cmd);
-        assert_eq!(code, 0, "status always exits 0:\n{out}\n{err}");
-        out
+fn status(w: &World, flag: Option<&str>) -> String {
+    let mut cmd = fleetctl();
+    cmd.arg("status").arg("--config").arg(cfg(w));
+    if let Some(f) = flag {
+        cmd.arg(f);
     }
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "status always exits 0:\n{out}\n{err}");
+    out
+}
 
-    fn json(&self) -> Value {
-        let out = self.status(Some("--json"));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}:\n{out}"))
-    }
+fn json(w: &World) -> Value {
+    let out = status(w, Some("--json"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}:\n{out}"))
+}
 
-    fn waybar(&self) -> Value {
-        let out = self.status(Some("--waybar"));
-        assert_eq!(out.lines().count(), 1, "waybar wants one line:\n{out}");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        for key in ["text", "tooltip", "class", "percentage"] {
-            assert!(v.get(key).is_some(), "waybar line lacks {key}: {out}");
-        }
-        v
+fn waybar(w: &World) -> Value {
+    let out = status(w, Some("--waybar"));
+    assert_eq!(out.lines().count(), 1, "waybar wants one line:\n{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for key in ["text", "tooltip", "class", "percentage"] {
+        assert!(v.get(key).is_some(), "waybar line lacks {key}: {out}");
     }
+    v
+}
 
-    fn metrics(&self) -> Metrics {
-        Metrics::read(&self.textfile)
-    }
+fn metrics(w: &World) -> Metrics {
+    Metrics::read(&textfile(w))
 }
 
 /// The textfile, parsed: samples by `name{labels}`, and the HELP/TYPE of each family.
@@ -184,15 +155,15 @@ fn now_secs() -> f64 {
 #[test]
 fn status_before_any_pass_and_with_a_bad_config() {
     let w = world();
-    let out = w.status(None);
+    let out = status(&w, None);
     assert!(out.contains("no pass has run yet"), "{out}");
-    let j = w.json();
+    let j = json(&w);
     assert_eq!(j["class"], "unknown");
     assert!(j["last_pass"].is_null() && j["applied"].is_null(), "{j}");
-    let wb = w.waybar();
+    let wb = waybar(&w);
     assert_eq!(wb["class"], "unknown");
     assert_eq!(wb["text"], "no pass yet");
-    assert!(!w.textfile.exists());
+    assert!(!textfile(&w).exists());
 
     let (code, _, err) = run(fleetctl()
         .arg("status")
@@ -202,20 +173,20 @@ fn status_before_any_pass_and_with_a_bad_config() {
     assert!(err.contains("missing.yaml"), "{err}");
     let (code, _, err) = run(fleetctl()
         .args(["status", "--json", "--waybar", "--config"])
-        .arg(w.cfg()));
+        .arg(cfg(&w)));
     assert_eq!(code, 2, "--json and --waybar conflict: {err}");
 
     // A damaged state file: status still answers (exit 0), names it, and does not guess.
-    fs::write(w.host.state_dir.join("status.json"), "{ not json").unwrap();
-    let j = w.json();
+    fs::write(w.hosts[0].state_dir.join("status.json"), "{ not json").unwrap();
+    let j = json(&w);
     assert_eq!(j["class"], "unknown", "{j}");
     let problem = j["problems"][0].as_str().unwrap();
     assert!(
         problem.contains("status.json") && problem.contains("corrupt"),
         "{j}"
     );
-    assert!(w.status(None).contains("problem    "));
-    assert_eq!(w.waybar()["text"], "unknown");
+    assert!(status(&w, None).contains("problem    "));
+    assert_eq!(waybar(&w)["text"], "unknown");
 }
 
 #[test]
@@ -223,10 +194,10 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
     let w = world();
 
     // 1. A first pass applies: converged.
-    let (code, out, err) = w.reconcile();
+    let (code, out, err) = w.reconcile(&w.hosts[0]).parts();
     assert_eq!(code, 0, "{out}\n{err}");
-    let commit = w.fleet.head();
-    let out = w.status(None);
+    let commit = w.fleet().head();
+    let out = status(&w, None);
     for expect in [
         "ws-01",
         "pool ws (floating)",
@@ -240,7 +211,7 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
     ] {
         assert!(out.contains(expect), "expected {expect:?} in:\n{out}");
     }
-    let j = w.json();
+    let j = json(&w);
     assert_eq!(j["class"], "converged", "{j}");
     assert_eq!(j["percentage"], 100);
     assert_eq!(j["applied"]["commit"], commit.as_str());
@@ -251,13 +222,13 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
     assert_eq!(j["signature"], "valid");
     assert!(j["last_error"].is_null());
     assert_eq!(j["pending_changes"], 0);
-    let wb = w.waybar();
+    let wb = waybar(&w);
     assert_eq!(wb["class"], "converged");
     assert_eq!(wb["percentage"], 100);
     assert_eq!(wb["text"], "converged");
     assert!(wb["tooltip"].as_str().unwrap().contains("pool ws"), "{wb}");
 
-    let m = w.metrics();
+    let m = metrics(&w);
     assert_eq!(m.types["pacfleet_passes_total"], "counter");
     assert_eq!(m.types["pacfleet_pending_changes"], "gauge");
     assert_eq!(m.get("pacfleet_up"), 1.0);
@@ -279,20 +250,21 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
     assert!(m.get("pacfleet_signed_until_timestamp_seconds") > now_secs() + 29.0 * 86_400.0);
     assert!(m.get("pacfleet_pass_duration_seconds") >= 0.0);
     // Written atomically: no temporary files left, readable by node_exporter (not root).
-    let dir = w.textfile.parent().unwrap();
+    let file = textfile(&w);
+    let dir = file.parent().unwrap();
     let names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["pacfleet.prom"]);
-    let mode = fs::metadata(&w.textfile).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(textfile(&w)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
-    assert!(w.host.state_dir.join("counters.json").exists());
+    assert!(w.hosts[0].state_dir.join("counters.json").exists());
 
     // 2. A change while the pool's window is closed (it opened for one second on January 1st):
     //    pending until the window opens.
     let closed = format!("{POOL}window: {{cron: \"0 0 0 1 1 *\", duration: 1s}}\n");
-    w.fleet.commit(
+    w.fleet().commit(
         "base: add tool, in the window",
         &[
             (
@@ -302,9 +274,9 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
             ("pools/ws.yaml", &closed),
         ],
     );
-    let (code, out, err) = w.reconcile();
+    let (code, out, err) = w.reconcile(&w.hosts[0]).parts();
     assert_eq!(code, 0, "{out}\n{err}");
-    let out = w.status(None);
+    let out = status(&w, None);
     assert!(
         out.contains("pending until") && out.contains("-01-01T00:00:00"),
         "{out}"
@@ -313,7 +285,7 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         out.contains("1 change until the pool's window opens at"),
         "{out}"
     );
-    let j = w.json();
+    let j = json(&w);
     assert_eq!(j["class"], "pending", "{j}");
     assert_eq!(j["pending_changes"], 1);
     assert_eq!(j["percentage"], 90);
@@ -325,13 +297,13 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         "{j}"
     );
     assert_eq!(j["last_pass"]["outcome"], "pending");
-    let wb = w.waybar();
+    let wb = waybar(&w);
     assert_eq!(
         (wb["class"].as_str(), wb["text"].as_str()),
         (Some("pending"), Some("1 pending"))
     );
     assert_eq!(wb["percentage"], 90);
-    let m = w.metrics();
+    let m = metrics(&w);
     assert_eq!(m.get("pacfleet_pending_changes"), 1.0);
     assert_eq!(m.get("pacfleet_passes_total{outcome=\"pending\"}"), 1.0);
     assert!(m.get("pacfleet_next_window_timestamp_seconds") > now_secs());
@@ -344,17 +316,17 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
 
     // 3. A commit signed only by a key the host does not trust: refused (exit 3).
     let (_, mallory) = keypair(&w.tmp.path().join("mallory"), "mallory");
-    let evil = w.fleet.commit_unsigned(
+    let evil = w.fleet().commit_unsigned(
         "mallory adds a package",
         &[(
             "packages/base.yaml",
             "kind: PackageSet\nname: base\npackages: [app, tool, libfoo]\n",
         )],
     );
-    w.fleet.sign_with(&evil, &mallory);
-    let (code, out, err) = w.reconcile();
+    w.fleet().sign_with(&evil, &mallory);
+    let (code, out, err) = w.reconcile(&w.hosts[0]).parts();
     assert_eq!(code, 3, "{out}\n{err}");
-    let j = w.json();
+    let j = json(&w);
     assert_eq!(j["class"], "refused", "{j}");
     assert_eq!(j["percentage"], 0);
     assert_eq!(j["last_pass"]["failure"], "refused");
@@ -362,20 +334,20 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         j["last_error"].as_str().unwrap().contains("does not trust"),
         "{j}"
     );
-    let wb = w.waybar();
+    let wb = waybar(&w);
     assert_eq!(wb["class"], "refused");
-    let out = w.status(None);
+    let out = status(&w, None);
     assert!(out.contains("refused") && out.contains("error"), "{out}");
-    let m = w.metrics();
+    let m = metrics(&w);
     assert_eq!(m.get("pacfleet_failures_total{reason=\"refused\"}"), 1.0);
     assert_eq!(m.get("pacfleet_passes_total{outcome=\"refused\"}"), 1.0);
     assert_eq!(m.get("pacfleet_up"), 0.0);
 
     // 4. The repository is unreachable: failed, with the error; counted as a fetch failure.
-    w.config("git://127.0.0.1:9/fleet.git");
-    let (code, _, err) = w.reconcile();
+    config(&w, "git://127.0.0.1:9/fleet.git");
+    let (code, _, err) = w.reconcile(&w.hosts[0]).parts();
     assert_eq!(code, 2, "{err}");
-    let out = w.status(None);
+    let out = status(&w, None);
     assert!(
         out.contains("failed") && out.contains("127.0.0.1:9"),
         "{out}"
@@ -384,7 +356,7 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         out.contains("last ok"),
         "the last successful pass is shown:\n{out}"
     );
-    let j = w.json();
+    let j = json(&w);
     assert_eq!(j["class"], "failed", "{j}");
     assert_eq!(j["last_pass"]["outcome"], "failed");
     assert_eq!(j["last_pass"]["failure"], "fetch");
@@ -397,7 +369,7 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         commit.as_str(),
         "the applied state is still shown"
     );
-    let wb = w.waybar();
+    let wb = waybar(&w);
     assert_eq!(
         (wb["class"].as_str(), wb["percentage"].as_u64()),
         (Some("failed"), Some(0))
@@ -406,7 +378,7 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         wb["tooltip"].as_str().unwrap().contains("127.0.0.1:9"),
         "{wb}"
     );
-    let m = w.metrics();
+    let m = metrics(&w);
     assert_eq!(m.get("pacfleet_failures_total{reason=\"fetch\"}"), 1.0);
     assert_eq!(m.get("pacfleet_failures_total{reason=\"refused\"}"), 1.0);
     assert_eq!(m.get("pacfleet_passes_total{outcome=\"failed\"}"), 1.0);
@@ -422,24 +394,25 @@ fn status_and_metrics_through_apply_pending_refused_and_failed_passes() {
         !m.samples
             .contains_key("pacfleet_signed_until_timestamp_seconds")
     );
-    let counters: Value =
-        serde_json::from_str(&fs::read_to_string(w.host.state_dir.join("counters.json")).unwrap())
-            .unwrap();
+    let counters: Value = serde_json::from_str(
+        &fs::read_to_string(w.hosts[0].state_dir.join("counters.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(counters["passes"]["failed"], 1, "{counters}");
 }
 
 #[test]
 fn drift_shows_in_status_waybar_and_metrics() {
     let w = world();
-    let (code, out, err) = w.reconcile();
+    let (code, out, err) = w.reconcile(&w.hosts[0]).parts();
     assert_eq!(code, 0, "{out}\n{err}");
     // Someone changes an install reason by hand; a dry run sees it as drift.
-    w.host.pacman_ok(&["-D", "--asdeps", "app"]);
+    w.hosts[0].pacman_ok(&["-D", "--asdeps", "app"]);
     let (code, out, err) = run(fleetctl()
         .args(["reconcile", "--dry-run", "--config"])
-        .arg(w.cfg()));
+        .arg(cfg(&w)));
     assert_eq!(code, 0, "{out}\n{err}");
-    let j = w.json();
+    let j = json(&w);
     assert_eq!(j["class"], "drift", "{j}");
     assert_eq!(j["drift"], serde_json::json!(["mark-explicit app"]), "{j}");
     assert_eq!(j["pending_changes"], 1, "{j}");
@@ -447,17 +420,17 @@ fn drift_shows_in_status_waybar_and_metrics() {
         j["percentage"], 90,
         "drift is the pending change, counted once: {j}"
     );
-    let out = w.status(None);
+    let out = status(&w, None);
     assert!(
         out.contains("1 package changed outside pacfleet: mark-explicit app"),
         "{out}"
     );
-    let wb = w.waybar();
+    let wb = waybar(&w);
     assert_eq!(
         (wb["class"].as_str(), wb["text"].as_str()),
         (Some("drift"), Some("drift 1"))
     );
-    let m = w.metrics();
+    let m = metrics(&w);
     assert_eq!(m.get("pacfleet_drift_packages"), 1.0);
     assert_eq!(m.get("pacfleet_pending_changes"), 1.0);
 }

@@ -15,7 +15,7 @@ use pacfleet::system::{HostPaths, Mode, System, SystemError};
 use pacfleet_support::synth::{self, SynthPackage};
 
 use crate::harness::{
-    HostDir, PkgRepo, TempDir, archive_package, file_url, pin_gpgme_to_keyring_template, tempdir,
+    HostDir, World, archive_package, file_url, pin_gpgme_to_keyring_template, tempdir,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -93,9 +93,9 @@ fn require_commit() {
 #[test]
 #[ignore = "run by require_commit() in a child process"]
 fn commit_canary() {
-    let w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
-    reconcile_ok(&w.host, &floating(&["app"]), &inv(&[]));
-    assert_eq!(w.host.installed().len(), 2);
+    let w = world(&[libfoo("1.0-1"), app("1.0-1")]);
+    reconcile_ok(&w.hosts[0], &floating(&["app"]), &inv(&[]));
+    assert_eq!(w.hosts[0].installed().len(), 2);
 }
 
 #[test]
@@ -236,29 +236,20 @@ fn app(version: &str) -> SynthPackage {
         .backup("etc/app.conf")
 }
 
-/// A repository `main` holding `pkgs` and a host `h1` using it.
-struct World {
-    tmp: TempDir,
-    repo: PkgRepo,
-    host: HostDir,
+/// A repository `main` holding `pkgs` and a host `h1` using it: the shared world without a
+/// fleet, since these tests drive the library.
+fn world(pkgs: &[SynthPackage]) -> World {
+    World::builder()
+        .repo("main", pkgs)
+        .no_fleet()
+        .hosts(&["h1"])
+        .build()
 }
 
-impl World {
-    fn new(pkgs: &[SynthPackage]) -> Self {
-        let tmp = tempdir();
-        let mut repo = PkgRepo::new(tmp.path(), "main");
-        repo.add(pkgs);
-        let host = HostDir::new(tmp.path(), "h1", &[&repo]);
-        World { tmp, repo, host }
-    }
-
-    /// The fleet archive's root directory (`tmp/archive`) and its `file://` URL.
-    fn archive(&self) -> (PathBuf, String) {
-        let dir = self.tmp.path().join("archive");
-        fs::create_dir_all(&dir).expect("create archive");
-        let url = file_url(&dir);
-        (dir, url)
-    }
+/// The world's archive directory (made now) and its `file://` URL.
+fn archive_dir(w: &World) -> (PathBuf, String) {
+    fs::create_dir_all(&w.archive).expect("create archive");
+    (w.archive.clone(), file_url(&w.archive))
 }
 
 /// Every file under `dir` (recursively) with its contents; symlinks by their target.
@@ -343,8 +334,8 @@ fn sha256(path: &Path) -> String {
 
 #[test]
 fn floating_install_idempotence_and_upgrade() {
-    let mut w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
-    let host = &w.host;
+    let mut w = world(&[libfoo("1.0-1"), app("1.0-1")]);
+    let host = &w.hosts[0];
     let want = floating(&["app"]);
 
     // 1. Install from nothing: app and the dependency libalpm resolves for it.
@@ -367,7 +358,7 @@ fn floating_install_idempotence_and_upgrade() {
     // libalpm reports the compressed size (%CSIZE%) of packages not yet in the cache as the
     // download size, file:// servers included; the installed size is the payload.
     for (c, name) in [(a, "app"), (l, "libfoo")] {
-        let file = w.repo.package_file(name).expect("in repo");
+        let file = w.repo().package_file(name).expect("in repo");
         assert_eq!(
             c.download_size,
             fs::metadata(file).expect("stat").len(),
@@ -404,8 +395,8 @@ fn floating_install_idempotence_and_upgrade() {
     assert!(host.cache_dir.join("app-1.0-1-any.pkg.tar.zst").is_file());
 
     // 3. Floating upgrade: a new app in the repository.
-    w.repo.add(&[app("1.1-1")]);
-    let host = &w.host;
+    w.repo_mut().add(&[app("1.1-1")]);
+    let host = &w.hosts[0];
     let planned = plan_ok(host, &want, &inv(&["app", "libfoo"]));
     assert_eq!(
         actions(&planned),
@@ -444,8 +435,8 @@ fn floating_install_idempotence_and_upgrade() {
 
 #[test]
 fn desired_dependency_is_marked_explicit() {
-    let w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
-    let host = &w.host;
+    let w = world(&[libfoo("1.0-1"), app("1.0-1")]);
+    let host = &w.hosts[0];
     reconcile_ok(host, &floating(&["app"]), &inv(&[]));
     assert_eq!(host.dependencies(), set(&["libfoo"]));
 
@@ -467,13 +458,13 @@ fn desired_dependency_is_marked_explicit() {
 
 #[test]
 fn plan_is_lock_free_and_changes_nothing() {
-    let mut w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
+    let mut w = world(&[libfoo("1.0-1"), app("1.0-1")]);
     let want = floating(&["app"]);
-    reconcile_ok(&w.host, &want, &inv(&[]));
+    reconcile_ok(&w.hosts[0], &want, &inv(&[]));
     // A newer app that a refresh of the real sync database would pick up.
-    w.repo
+    w.repo_mut()
         .add(&[app("1.1-1"), SynthPackage::new("extra", "1-1")]);
-    let host = &w.host;
+    let host = &w.hosts[0];
     let lock = host.dbpath.join("db.lck");
     fs::write(&lock, "").unwrap();
 
@@ -520,10 +511,10 @@ fn plan_is_lock_free_and_changes_nothing() {
 
 /// A host that has app 1.1-1 and libfoo 1.1-1, from a repository that only has those.
 fn world_at_1_1() -> World {
-    let w = World::new(&[libfoo("1.1-1"), app("1.1-1")]);
-    reconcile_ok(&w.host, &floating(&["app"]), &inv(&[]));
+    let w = world(&[libfoo("1.1-1"), app("1.1-1")]);
+    reconcile_ok(&w.hosts[0], &floating(&["app"]), &inv(&[]));
     assert_eq!(
-        w.host.installed(),
+        w.hosts[0].installed(),
         versions(&[("app", "1.1-1"), ("libfoo", "1.1-1")])
     );
     w
@@ -532,8 +523,8 @@ fn world_at_1_1() -> World {
 #[test]
 fn pinned_downgrade_from_the_archive() {
     let w = world_at_1_1();
-    let host = &w.host;
-    let (archive, url) = w.archive();
+    let host = &w.hosts[0];
+    let (archive, url) = archive_dir(&w);
     let old = archive_package(&archive, &app("1.0-1"));
     assert!(old.starts_with(archive.join("packages/a/app")));
 
@@ -585,7 +576,7 @@ fn pinned_downgrade_from_the_archive() {
 #[test]
 fn pinned_downgrade_from_the_cache_dir() {
     let w = world_at_1_1();
-    let host = &w.host;
+    let host = &w.hosts[0];
     // The old file exists only in the host's CacheDir (no archive configured).
     let built = synth::build_package(&app("1.0-1"), &w.tmp.path().join("elsewhere")).unwrap();
     let cached = host.cache_dir.join(built.file_name().unwrap());
@@ -625,8 +616,8 @@ fn pinned_downgrade_from_the_cache_dir() {
 #[test]
 fn pinned_dependency_ends_at_its_pinned_version() {
     let w = world_at_1_1();
-    let host = &w.host;
-    let (archive, url) = w.archive();
+    let host = &w.hosts[0];
+    let (archive, url) = archive_dir(&w);
     archive_package(&archive, &libfoo("1.0-1"));
 
     // libfoo is not desired, only locked: it moves to 1.0-1 and stays a dependency.
@@ -657,12 +648,12 @@ fn pinned_dependency_ends_at_its_pinned_version() {
 fn pinned_dependency_pulled_in_by_an_install_comes_at_its_pinned_version() {
     // Fresh host: libalpm would pull libfoo 1.1-1 from the repo; the lock says 1.0-1, which
     // only the archive has.
-    let w = World::new(&[libfoo("1.1-1"), app("1.1-1")]);
-    let host = &w.host;
-    let (archive, url) = w.archive();
+    let w = world(&[libfoo("1.1-1"), app("1.1-1")]);
+    let host = &w.hosts[0];
+    let (archive, url) = archive_dir(&w);
     archive_package(&archive, &libfoo("1.0-1"));
     // app comes from the repo, its pinned sha256 checked against the repo's %SHA256SUM%.
-    let app_sha = sha256(w.repo.package_file("app").unwrap());
+    let app_sha = sha256(w.repo().package_file("app").unwrap());
     let want = pinned(
         &["app"],
         5,
@@ -696,8 +687,8 @@ fn pinned_dependency_pulled_in_by_an_install_comes_at_its_pinned_version() {
 #[test]
 fn sha256_mismatch_is_refused_and_changes_nothing() {
     let w = world_at_1_1();
-    let host = &w.host;
-    let (archive, url) = w.archive();
+    let host = &w.hosts[0];
+    let (archive, url) = archive_dir(&w);
     let served = archive_package(&archive, &app("1.0-1"));
     // The generation pinned another build of the same version.
     let other = synth::build_package(
@@ -756,7 +747,7 @@ fn sha256_mismatch_is_refused_and_changes_nothing() {
     );
     // app 1.1-1 is installed: nothing to fetch, so nothing to check; a fresh host installs it.
     assert!(plan_ok(host, &want, &inv(&["app", "libfoo"])).is_empty());
-    let fresh = HostDir::new(w.tmp.path(), "h2", &[&w.repo]);
+    let fresh = w.host_dir("h2");
     let err = plan_only(&fresh, &want, &inv(&[])).expect_err("mismatch");
     let msg = err.to_string();
     assert!(
@@ -775,14 +766,14 @@ fn sha256_mismatch_is_refused_and_changes_nothing() {
 
 #[test]
 fn prune_removes_only_what_pacfleet_installed() {
-    let w = World::new(&[
+    let w = world(&[
         libfoo("1.0-1"),
         app("1.0-1"),
         SynthPackage::new("old", "1.0-1").depends("oldlib"),
         SynthPackage::new("oldlib", "1.0-1"),
         SynthPackage::new("byhand", "1.0-1"),
     ]);
-    let host = &w.host;
+    let host = &w.hosts[0];
     let (first, _) = reconcile_ok(host, &floating(&["app", "old"]), &inv(&[]));
     assert_eq!(first.count(Action::Install), 4);
     assert_eq!(host.explicit(), set(&["app", "old"]));
@@ -840,7 +831,7 @@ fn prune_removes_only_what_pacfleet_installed() {
 
 #[test]
 fn prune_keeps_dependencies_outside_the_inventory_and_what_stays_needs() {
-    let w = World::new(&[
+    let w = world(&[
         libfoo("1.0-1"),
         app("1.0-1"),
         SynthPackage::new("old", "1.0-1")
@@ -848,7 +839,7 @@ fn prune_keeps_dependencies_outside_the_inventory_and_what_stays_needs() {
             .depends("libfoo"),
         SynthPackage::new("theirlib", "1.0-1"),
     ]);
-    let host = &w.host;
+    let host = &w.hosts[0];
     // The user installed theirlib (as a dependency of something of theirs, say).
     reconcile_ok(host, &floating(&["app", "old"]), &inv(&[]));
     // libfoo is shared by app (staying) and old (going); theirlib is not pacfleet's.
@@ -873,15 +864,15 @@ fn prune_keeps_dependencies_outside_the_inventory_and_what_stays_needs() {
 fn prune_removes_a_package_even_when_its_repo_has_an_update() {
     // Floating pool: the system upgrade and the removal are one transaction. A no-longer-
     // desired package with a newer version in the repo must go, not be upgraded.
-    let mut w = World::new(&[
+    let mut w = world(&[
         libfoo("1.0-1"),
         app("1.0-1"),
         SynthPackage::new("old", "1.0-1"),
     ]);
-    reconcile_ok(&w.host, &floating(&["app", "old"]), &inv(&[]));
-    w.repo
+    reconcile_ok(&w.hosts[0], &floating(&["app", "old"]), &inv(&[]));
+    w.repo_mut()
         .add(&[SynthPackage::new("old", "2.0-1"), app("1.1-1")]);
-    let host = &w.host;
+    let host = &w.hosts[0];
     let inventory = inv(&["app", "libfoo", "old"]);
     let want = Resolved {
         prune: true,
@@ -907,8 +898,8 @@ fn prune_removes_a_package_even_when_its_repo_has_an_update() {
 
 #[test]
 fn removing_a_modified_config_file_owner_reports_pacsave() {
-    let w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
-    let host = &w.host;
+    let w = world(&[libfoo("1.0-1"), app("1.0-1")]);
+    let host = &w.hosts[0];
     reconcile_ok(host, &floating(&["app"]), &inv(&[]));
     let conf = host.path("etc/app.conf");
     fs::write(&conf, "# mine\n").unwrap();
@@ -940,12 +931,12 @@ fn removing_a_modified_config_file_owner_reports_pacsave() {
 
 #[test]
 fn unknown_package_names_package_origin_and_repos() {
-    let w = World::new(&[
+    let w = world(&[
         libfoo("1.0-1"),
         app("1.0-1"),
         SynthPackage::new("tool", "1-1"),
     ]);
-    let host = &w.host;
+    let host = &w.hosts[0];
     reconcile_ok(host, &floating(&["app"]), &inv(&[]));
     let mut want = floating(&["app", "doesnotexist"]);
     want.explicit.insert(
@@ -994,12 +985,12 @@ fn unknown_package_names_package_origin_and_repos() {
 
 #[test]
 fn failed_prepare_changes_nothing() {
-    let w = World::new(&[
+    let w = world(&[
         libfoo("1.0-1"),
         app("1.0-1"),
         SynthPackage::new("broken", "1-1").depends("missinglib>=2"),
     ]);
-    let host = &w.host;
+    let host = &w.hosts[0];
     reconcile_ok(host, &floating(&["app"]), &inv(&[]));
     let local_before = snapshot(&host.dbpath.join("local"));
 
@@ -1076,8 +1067,8 @@ fn waiting_for_a_lock_ends_when_it_is_released() {
 
 #[test]
 fn held_lock_is_reported_as_locked_by_prepare_and_refresh() {
-    let w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
-    let host = &w.host;
+    let w = world(&[libfoo("1.0-1"), app("1.0-1")]);
+    let host = &w.hosts[0];
     // Sync databases present, so prepare can run without a refresh.
     host.pacman_ok(&["-Sy"]);
     let lock = host.dbpath.join("db.lck");
@@ -1109,13 +1100,13 @@ fn held_lock_is_reported_as_locked_by_prepare_and_refresh() {
 
 #[test]
 fn modified_config_is_predicted_and_reported_as_pacnew() {
-    let mut w = World::new(&[libfoo("1.0-1"), app("1.0-1")]);
+    let mut w = world(&[libfoo("1.0-1"), app("1.0-1")]);
     let want = floating(&["app"]);
-    reconcile_ok(&w.host, &want, &inv(&[]));
-    let conf = w.host.path("etc/app.conf");
+    reconcile_ok(&w.hosts[0], &want, &inv(&[]));
+    let conf = w.hosts[0].path("etc/app.conf");
     fs::write(&conf, "# edited by the admin\nverbose = yes\n").unwrap();
-    w.repo.add(&[app("1.1-1")]);
-    let host = &w.host;
+    w.repo_mut().add(&[app("1.1-1")]);
+    let host = &w.hosts[0];
 
     let planned = plan_ok(host, &want, &inv(&["app", "libfoo"]));
     assert_eq!(
@@ -1152,8 +1143,8 @@ fn modified_config_is_predicted_and_reported_as_pacnew() {
 
     // Unmodified config (matching the installed package's hash) predicts nothing.
     fs::write(&conf, "# app 1.1-1\nverbose = no\n").unwrap();
-    w.repo.add(&[app("1.2-1")]);
-    let planned = plan_ok(&w.host, &want, &inv(&["app", "libfoo"]));
+    w.repo_mut().add(&[app("1.2-1")]);
+    let planned = plan_ok(&w.hosts[0], &want, &inv(&["app", "libfoo"]));
     assert!(planned.pacnew.is_empty(), "{:?}", planned.pacnew);
 }
 
@@ -1189,14 +1180,14 @@ fn installed_dependency_graph_agrees_with_libalpm() {
             .depends("libv>1:1.5")
             .depends("gone=1-1"),
     ];
-    let w = World::new(&pkgs);
+    let w = world(&pkgs);
     let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
     let mut args = vec!["-Sy", "--nodeps", "--nodeps"];
     args.extend(&names);
-    w.host.pacman_ok(&args);
-    w.host.pacman_ok(&["-Rdd", "gone"]);
+    w.hosts[0].pacman_ok(&args);
+    w.hosts[0].pacman_ok(&["-Rdd", "gone"]);
 
-    let sys = System::open(&host_paths(&w.host), Mode::Plan).expect("open");
+    let sys = System::open(&host_paths(&w.hosts[0]), Mode::Plan).expect("open");
     let ours = sys.installed();
     let alpm = sys.alpm();
     let local: Vec<&alpm::Pkg> = alpm.localdb().pkgs().iter().map(|p| &**p).collect();
@@ -1250,10 +1241,10 @@ fn installed_dependency_graph_agrees_with_libalpm() {
 /// would too — and a second transaction can start.
 #[test]
 fn dropping_a_prepared_handle_releases_pacmans_lock() {
-    let w = World::new(&[libfoo("1.1-1"), app("1.1-1")]);
-    let lock = w.host.dbpath.join("db.lck");
+    let w = world(&[libfoo("1.1-1"), app("1.1-1")]);
+    let lock = w.hosts[0].dbpath.join("db.lck");
     {
-        let mut sys = System::open(&host_paths(&w.host), Mode::Apply).expect("open");
+        let mut sys = System::open(&host_paths(&w.hosts[0]), Mode::Apply).expect("open");
         sys.refresh().expect("refresh");
         let resolved = floating(&["app"]);
         let intent = plan::intent(&resolved, &sys.installed(), &inv(&[]));
@@ -1262,7 +1253,7 @@ fn dropping_a_prepared_handle_releases_pacmans_lock() {
         assert!(lock.exists(), "a prepared Apply transaction holds the lock");
     }
     assert!(!lock.exists(), "dropping the handle released the lock");
-    let (changes, _) = reconcile_ok(&w.host, &floating(&["app"]), &inv(&[]));
+    let (changes, _) = reconcile_ok(&w.hosts[0], &floating(&["app"]), &inv(&[]));
     assert!(!changes.is_empty(), "a new transaction starts and commits");
     assert!(!lock.exists());
 }

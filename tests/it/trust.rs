@@ -13,132 +13,91 @@ use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::GitDaemon;
 use crate::harness::git_fixtures::{Fixture, HttpServer};
-use crate::harness::{
-    FleetRepo, HostDir, PkgRepo, TempDir, TestCommand, fleetctl, keypair, run, shared_repo, tempdir,
-};
-
-const FLEET: &str = "kind: Fleet\nname: acme\n";
-const POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\n";
-
-fn set(packages: &[&str]) -> String {
-    format!(
-        "kind: PackageSet\nname: base\npackages: [{}]\n",
-        packages.join(", ")
-    )
-}
+use crate::harness::world::{AGENT_EXTRA, package_set};
+use crate::harness::{FleetRepo, HostDir, TestCommand, World, fleetctl, keypair, run, tempdir};
 
 /// One package repository, a fleet repository (operator key `keys/ops`) whose first commit
 /// installs `app`, and hosts made on demand.
-struct World {
-    tmp: TempDir,
-    repo: &'static PkgRepo,
-    fleet: FleetRepo,
-    first: String,
-}
-
 fn world() -> World {
     world_with(true)
 }
 
 fn world_with(signed: bool) -> World {
-    let tmp = tempdir();
-    let repo = shared_repo(
-        "core",
-        &[
+    World::builder()
+        .packages(&[
             SynthPackage::new("app", "1.0-1").depends("libfoo"),
             SynthPackage::new("libfoo", "1.0-1"),
             SynthPackage::new("tool", "1.0-1"),
             SynthPackage::new("extra", "1.0-1"),
-        ],
-    );
-    let fleet = FleetRepo::new(tmp.path());
-    let files = [
-        ("fleet.yaml", FLEET.to_owned()),
-        ("packages/base.yaml", set(&["app"])),
-        ("pools/ws.yaml", POOL.to_owned()),
-    ];
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let first = if signed {
-        fleet.commit("initial fleet", &files)
-    } else {
-        fleet.commit_unsigned("initial fleet", &files)
-    };
-    World {
-        tmp,
-        repo,
-        fleet,
-        first,
-    }
+        ])
+        .shared()
+        .desired(&["app"])
+        .signed(signed)
+        .build()
 }
 
-impl World {
-    /// A host trusting the operator key.
-    fn host(&self, name: &str) -> (HostDir, PathBuf) {
-        self.host_trusting(name, &[&self.fleet.public_key], 1)
-    }
+/// A host trusting the operator key.
+fn ops_host(w: &World, name: &str) -> (HostDir, PathBuf) {
+    host_trusting(w, name, &[&w.fleet().public_key], 1)
+}
 
-    /// A host trusting `keys` with `threshold`.
-    fn host_trusting(&self, name: &str, keys: &[&Path], threshold: usize) -> (HostDir, PathBuf) {
-        let host = HostDir::new(self.tmp.path(), name, &[self.repo]);
-        let cfg = host.agent_yaml(
-            &self.fleet.dir.display().to_string(),
-            keys[0],
-            &format!("lock_timeout: 1s\nthreshold: {threshold}\n"),
-        );
-        set_trusted_keys(&cfg, keys);
-        (host, cfg)
-    }
+/// A host trusting `keys` with `threshold`.
+fn host_trusting(w: &World, name: &str, keys: &[&Path], threshold: usize) -> (HostDir, PathBuf) {
+    let host = w.host_dir(name);
+    let cfg = w.config(&host, &format!("{AGENT_EXTRA}threshold: {threshold}\n"));
+    set_trusted_keys(&cfg, keys);
+    (host, cfg)
+}
 
-    /// A new key pair `<tmp>/keys/<name>.{pub,key}`.
-    fn key(&self, name: &str) -> (PathBuf, PathBuf) {
-        keypair(&self.tmp.path().join("keys"), name)
-    }
+/// A new key pair `<tmp>/keys/<name>.{pub,key}`.
+fn key(w: &World, name: &str) -> (PathBuf, PathBuf) {
+    keypair(&w.tmp.path().join("keys"), name)
+}
 
-    /// Commits `packages/base.yaml` with `packages`, unsigned.
-    fn commit_set(&self, message: &str, packages: &[&str]) -> String {
-        self.fleet
-            .commit_unsigned(message, &[("packages/base.yaml", &set(packages))])
-    }
+/// Commits `packages/base.yaml` with `packages`, unsigned.
+fn commit_set(w: &World, message: &str, packages: &[&str]) -> String {
+    w.fleet()
+        .commit_unsigned(message, &[("packages/base.yaml", &package_set(packages))])
+}
 
-    /// The note on `rev`.
-    fn note(&self, rev: &str) -> String {
-        self.fleet.git(&["notes", "--ref=pacfleet", "show", rev])
-    }
+/// The note on `rev`.
+fn note_on(w: &World, rev: &str) -> String {
+    w.fleet().git(&["notes", "--ref=pacfleet", "show", rev])
+}
 
-    /// Replaces the note on `rev` with `text`, the way a person with push access could.
-    fn put_note(&self, rev: &str, text: &str) {
-        let file = self.tmp.path().join("note.txt");
-        fs::write(&file, text).expect("write note");
-        self.fleet.git(&[
-            "notes",
-            "--ref=pacfleet",
-            "add",
-            "-f",
-            "-F",
-            &file.display().to_string(),
-            rev,
-        ]);
-    }
+/// Replaces the note on `rev` with `text`, the way a person with push access could.
+fn put_note(w: &World, rev: &str, text: &str) {
+    let file = w.tmp.path().join("note.txt");
+    fs::write(&file, text).expect("write note");
+    w.fleet().git(&[
+        "notes",
+        "--ref=pacfleet",
+        "add",
+        "-f",
+        "-F",
+        &file.display().to_string(),
+        rev,
+    ]);
+}
 
-    fn tree(&self, rev: &str) -> String {
-        self.fleet
-            .git(&["rev-parse", &format!("{rev}^{{tree}}")])
-            .trim()
-            .to_owned()
-    }
+fn tree(w: &World, rev: &str) -> String {
+    w.fleet()
+        .git(&["rev-parse", &format!("{rev}^{{tree}}")])
+        .trim()
+        .to_owned()
+}
 
-    /// `fleetctl sign` in the fleet repository.
-    fn sign_cli(&self, rev: &str, key: &Path, extra: &[&str]) -> (i32, String, String) {
-        run(fleetctl()
-            .arg("sign")
-            .arg(rev)
-            .arg("--repo")
-            .arg(&self.fleet.dir)
-            .arg("--key")
-            .arg(key)
-            .args(extra)
-            .env_remove("PACFLEET_KEY_PASSWORD"))
-    }
+/// `fleetctl sign` in the fleet repository.
+fn sign_cli(w: &World, rev: &str, key: &Path, extra: &[&str]) -> (i32, String, String) {
+    run(fleetctl()
+        .arg("sign")
+        .arg(rev)
+        .arg("--repo")
+        .arg(&w.fleet().dir)
+        .arg("--key")
+        .arg(key)
+        .args(extra)
+        .env_remove("PACFLEET_KEY_PASSWORD"))
 }
 
 /// Rewrites agent.yaml's `trusted_keys:` line to list `keys`.
@@ -204,26 +163,13 @@ fn applied_commit(host: &HostDir) -> String {
     v["commit"].as_str().expect("commit").to_owned()
 }
 
-fn status(host: &HostDir) -> serde_json::Value {
-    let text = fs::read_to_string(host.state_dir.join("status.json")).expect("status.json");
-    serde_json::from_str(&text).expect("parse status.json")
-}
-
-fn history(host: &HostDir) -> Vec<serde_json::Value> {
-    fs::read_to_string(host.state_dir.join("history.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("history line"))
-        .collect()
-}
-
 /// A reconcile pass that must be refused: exit 3, every `expect` in the message, the host's
 /// packages and state.json unchanged, status.json `refused`, one `refused` history entry.
 /// Returns stderr.
 fn assert_refused(host: &HostDir, cfg: &Path, expect: &[&str]) -> String {
     let db: BTreeMap<PathBuf, Vec<u8>> = host.local_db_snapshot();
     let state = state_json(host);
-    let entries = history(host).len();
+    let entries = host.history().len();
     let (code, out, err) = TestCommand::reconcile(cfg).run().parts();
     assert_eq!(
         code, 3,
@@ -243,13 +189,13 @@ fn assert_refused(host: &HostDir, cfg: &Path, expect: &[&str]) -> String {
         String::from_utf8_lossy(state.as_deref().unwrap_or(b"(none)")),
         String::from_utf8_lossy(after.as_deref().unwrap_or(b"(none)"))
     );
-    let st = status(host);
+    let st = host.status_json();
     assert_eq!(st["outcome"], "refused", "{st}");
     let message = st["message"].as_str().unwrap_or_default();
     for e in expect {
         assert!(message.contains(e), "expected {e:?} in status.json: {st}");
     }
-    let h = history(host);
+    let h = host.history();
     assert_eq!(h.len(), entries + 1, "one history entry per refusal: {h:?}");
     let last = h.last().expect("history entry");
     assert_eq!(last["outcome"], "refused", "{last}");
@@ -341,8 +287,8 @@ fn note_of(statement: &str, sigs: &[&str]) -> String {
 #[test]
 fn unsigned_fresh_host_applies_nothing() {
     let w = world_with(false);
-    let (host, cfg) = w.host("ws-01");
-    let err = assert_refused(&host, &cfg, &["is not signed", &w.first, "fleetctl sign"]);
+    let (host, cfg) = ops_host(&w, "ws-01");
+    let err = assert_refused(&host, &cfg, &["is not signed", w.first(), "fleetctl sign"]);
     assert!(err.contains("git push origin refs/notes/pacfleet"), "{err}");
     assert!(packages(&host).is_empty());
     assert!(state_json(&host).is_none());
@@ -351,11 +297,11 @@ fn unsigned_fresh_host_applies_nothing() {
 #[test]
 fn untrusted_key() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let (mallory_pub, mallory_key) = w.key("mallory");
-    let c = w.commit_set("mallory adds extra", &["app", "extra"]);
-    w.fleet.sign_with(&c, &mallory_key);
+    let (mallory_pub, mallory_key) = key(&w, "mallory");
+    let c = commit_set(&w, "mallory adds extra", &["app", "extra"]);
+    w.fleet().sign_with(&c, &mallory_key);
     assert_refused(
         &host,
         &cfg,
@@ -370,9 +316,9 @@ fn untrusted_key() {
 #[test]
 fn untrusted_key_on_a_fresh_host() {
     let w = world_with(false);
-    let (_, mallory_key) = w.key("mallory");
-    w.fleet.sign_with(&w.first, &mallory_key);
-    let (host, cfg) = w.host("ws-01");
+    let (_, mallory_key) = key(&w, "mallory");
+    w.fleet().sign_with(w.first(), &mallory_key);
+    let (host, cfg) = ops_host(&w, "ws-01");
     assert_refused(&host, &cfg, &["does not trust", "it trusts ops"]);
 }
 
@@ -380,9 +326,9 @@ fn untrusted_key_on_a_fresh_host() {
 /// by both.
 fn threshold_world() -> (World, HostDir, PathBuf, PathBuf) {
     let w = world();
-    let (second_pub, second_key) = w.key("second");
-    w.fleet.sign_with(&w.first, &second_key);
-    let (host, cfg) = w.host_trusting("ws-01", &[&w.fleet.public_key, &second_pub], 2);
+    let (second_pub, second_key) = key(&w, "second");
+    w.fleet().sign_with(w.first(), &second_key);
+    let (host, cfg) = host_trusting(&w, "ws-01", &[&w.fleet().public_key, &second_pub], 2);
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("ops") && out.contains("second"), "{out}");
     (w, host, cfg, second_key)
@@ -391,8 +337,8 @@ fn threshold_world() -> (World, HostDir, PathBuf, PathBuf) {
 #[test]
 fn below_threshold() {
     let (w, host, cfg, _) = threshold_world();
-    let c = w.commit_set("only ops signs", &["app", "extra"]);
-    w.fleet.sign(&c);
+    let c = commit_set(&w, "only ops signs", &["app", "extra"]);
+    w.fleet().sign(&c);
     assert_refused(
         &host,
         &cfg,
@@ -407,12 +353,12 @@ fn below_threshold() {
 #[test]
 fn same_key_signing_twice_counts_once() {
     let (w, host, cfg, _) = threshold_world();
-    let c = w.commit_set("ops signs twice", &["app", "extra"]);
-    w.fleet.sign(&c);
-    let note = w.note(&c);
+    let c = commit_set(&w, "ops signs twice", &["app", "extra"]);
+    w.fleet().sign(&c);
+    let note = note_on(&w, &c);
     let (st, sig) = note.split_once("\n\n").expect("a signature");
-    w.put_note(&c, &note_of(&format!("{st}\n"), &[sig, sig]));
-    assert_eq!(w.note(&c).matches("untrusted comment").count(), 2);
+    put_note(&w, &c, &note_of(&format!("{st}\n"), &[sig, sig]));
+    assert_eq!(note_on(&w, &c).matches("untrusted comment").count(), 2);
     assert_refused(
         &host,
         &cfg,
@@ -423,54 +369,61 @@ fn same_key_signing_twice_counts_once() {
 #[test]
 fn statement_for_another_commit() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("reuses the first commit's note", &["app", "extra"]);
-    w.put_note(&c, &w.note(&w.first));
+    let c = commit_set(&w, "reuses the first commit's note", &["app", "extra"]);
+    put_note(&w, &c, &note_on(&w, w.first()));
     assert_refused(
         &host,
         &cfg,
-        &[&format!("is for commit `{}`, not `{c}`", w.first), "copied"],
+        &[
+            &format!("is for commit `{}`, not `{c}`", w.first()),
+            "copied",
+        ],
     );
 }
 
 #[test]
 fn statement_for_another_tree() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("statement names the old tree", &["app", "extra"]);
-    let old_tree = w.tree(&w.first);
+    let c = commit_set(&w, "statement names the old tree", &["app", "extra"]);
+    let old_tree = tree(&w, w.first());
     let st = statement("acme", &c, &old_tree, 9);
-    w.put_note(&c, &note_of(&st, &[&sign_text(&w.fleet.secret_key, &st)]));
+    put_note(
+        &w,
+        &c,
+        &note_of(&st, &[&sign_text(&w.fleet().secret_key, &st)]),
+    );
     assert_refused(
         &host,
         &cfg,
-        &[&format!("is for tree `{old_tree}`, not `{}`", w.tree(&c))],
+        &[&format!("is for tree `{old_tree}`, not `{}`", tree(&w, &c))],
     );
 }
 
 #[test]
 fn statement_for_another_fleet() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
     // A statement for fleet `other`, crafted by hand and signed by the trusted key with the
     // reference minisign tool (or the library when it is not installed).
-    let c = w.commit_set("statement for another fleet", &["app", "extra"]);
-    let st = statement("other", &c, &w.tree(&c), 9);
+    let c = commit_set(&w, "statement for another fleet", &["app", "extra"]);
+    let st = statement("other", &c, &tree(&w, &c), 9);
     let sig = match minisign_bin() {
-        Some(m) => minisign_cli_sign(&m, &w.fleet.secret_key, &st, false),
-        None => sign_text(&w.fleet.secret_key, &st),
+        Some(m) => minisign_cli_sign(&m, &w.fleet().secret_key, &st, false),
+        None => sign_text(&w.fleet().secret_key, &st),
     };
-    w.put_note(&c, &note_of(&st, &[&sig]));
+    put_note(&w, &c, &note_of(&st, &[&sig]));
     assert_refused(&host, &cfg, &["is for fleet `other`, not `acme`"]);
     // The fleet renamed and signed for its new name: the host still expects `acme`.
-    let renamed = w.fleet.commit(
+    let renamed = w.fleet().commit(
         "rename the fleet",
         &[("fleet.yaml", &fleet_yaml("other", &[]))],
     );
-    assert!(w.note(&renamed).contains("fleet other\n"));
+    assert!(note_on(&w, &renamed).contains("fleet other\n"));
     assert_refused(&host, &cfg, &["is for fleet `other`, not `acme`", &renamed]);
 }
 
@@ -480,7 +433,7 @@ fn statement_for_another_fleet() {
 #[test]
 fn a_fresh_host_with_fleet_set_refuses_another_fleet() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     let text = fs::read_to_string(&cfg).expect("agent.yaml");
     fs::write(&cfg, format!("{text}fleet: other\n")).expect("write agent.yaml");
     let err = assert_refused(&host, &cfg, &["is for fleet `acme`, not `other`"]);
@@ -499,37 +452,37 @@ fn a_fresh_host_with_fleet_set_refuses_another_fleet() {
 #[test]
 fn expired_newer_statement_is_stale() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("signed long ago", &["app", "extra"]);
-    let sk = pacfleet::trust::load_secret_key(&w.fleet.secret_key, None).unwrap();
+    let c = commit_set(&w, "signed long ago", &["app", "extra"]);
+    let sk = pacfleet::trust::load_secret_key(&w.fleet().secret_key, None).unwrap();
     let opts = pacfleet::trust::SignOptions {
         sequence: None,
         expires: chrono::Utc::now() - chrono::Duration::hours(1),
         renew: false,
     };
-    pacfleet::trust::sign_commit(&w.fleet.dir, &c, &sk, &opts).unwrap();
+    pacfleet::trust::sign_commit(&w.fleet().dir, &c, &sk, &opts).unwrap();
     assert_refused(&host, &cfg, &["expired at", "stale", "fleetctl sign"]);
-    assert_eq!(applied_commit(&host), w.first);
+    assert_eq!(applied_commit(&host), w.first());
 }
 
 #[test]
 fn expired_applied_statement_is_stale() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
     // Nothing newer; the applied commit's statement is renewed into one that has expired
     // (as a frozen mirror would serve once the real one ran out).
-    let sk = pacfleet::trust::load_secret_key(&w.fleet.secret_key, None).unwrap();
+    let sk = pacfleet::trust::load_secret_key(&w.fleet().secret_key, None).unwrap();
     let opts = pacfleet::trust::SignOptions {
         sequence: None,
         expires: chrono::Utc::now() - chrono::Duration::minutes(5),
         renew: true,
     };
-    pacfleet::trust::sign_commit(&w.fleet.dir, &w.first, &sk, &opts).unwrap();
+    pacfleet::trust::sign_commit(&w.fleet().dir, w.first(), &sk, &opts).unwrap();
     assert_refused(&host, &cfg, &["expired at", "stale"]);
     // Signing the tip again (the routine renewal) makes the host converge again.
-    let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &["--renew"]);
+    let (code, out, err) = sign_cli(&w, "HEAD", &w.fleet().secret_key, &["--renew"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("converged"), "{out}");
@@ -538,15 +491,15 @@ fn expired_applied_statement_is_stale() {
 #[test]
 fn lower_sequence_is_a_rollback() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
-    let a = w.commit_set("sequence 5", &["app", "tool"]);
-    let (code, out, err) = w.sign_cli(&a, &w.fleet.secret_key, &["--sequence", "5"]);
+    let (host, cfg) = ops_host(&w, "ws-01");
+    let a = commit_set(&w, "sequence 5", &["app", "tool"]);
+    let (code, out, err) = sign_cli(&w, &a, &w.fleet().secret_key, &["--sequence", "5"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("sequence  5"), "{out}");
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), a);
-    let b = w.commit_set("sequence 3", &["app", "tool", "extra"]);
-    let (code, out, err) = w.sign_cli(&b, &w.fleet.secret_key, &["--sequence", "3"]);
+    let b = commit_set(&w, "sequence 3", &["app", "tool", "extra"]);
+    let (code, out, err) = sign_cli(&w, &b, &w.fleet().secret_key, &["--sequence", "3"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("lower than 5"), "fleetctl sign warns: {err}");
     assert_refused(
@@ -559,14 +512,14 @@ fn lower_sequence_is_a_rollback() {
 #[test]
 fn force_pushed_history() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
-    let a = w.commit_set("add tool", &["app", "tool"]);
-    w.fleet.sign(&a);
+    let (host, cfg) = ops_host(&w, "ws-01");
+    let a = commit_set(&w, "add tool", &["app", "tool"]);
+    w.fleet().sign(&a);
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), a);
-    w.fleet.git(&["reset", "-q", "--hard", "HEAD~1"]);
-    let b = w.commit_set("rewritten: add extra", &["app", "extra"]);
-    w.fleet.sign(&b);
+    w.fleet().git(&["reset", "-q", "--hard", "HEAD~1"]);
+    let b = commit_set(&w, "rewritten: add extra", &["app", "extra"]);
+    w.fleet().sign(&b);
     assert_refused(
         &host,
         &cfg,
@@ -584,17 +537,17 @@ fn force_pushed_history() {
 #[test]
 fn a_signed_side_commit_merged_in_unsigned_is_refused() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
-    let a = w.commit_set("add tool", &["app", "tool"]);
-    w.fleet.sign(&a);
+    let (host, cfg) = ops_host(&w, "ws-01");
+    let a = commit_set(&w, "add tool", &["app", "tool"]);
+    w.fleet().sign(&a);
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), a);
-    w.fleet.git(&["checkout", "-q", "-b", "side", "HEAD~1"]);
-    let side = w.commit_set("side: add extra", &["app", "extra"]);
-    w.fleet.sign(&side);
-    w.fleet.git(&["checkout", "-q", "main"]);
+    w.fleet().git(&["checkout", "-q", "-b", "side", "HEAD~1"]);
+    let side = commit_set(&w, "side: add extra", &["app", "extra"]);
+    w.fleet().sign(&side);
+    w.fleet().git(&["checkout", "-q", "main"]);
     // `-s ours`: the merge keeps main's tree; only the side commit carries `extra`.
-    w.fleet.git(&[
+    w.fleet().git(&[
         "merge",
         "-q",
         "-s",
@@ -615,8 +568,8 @@ fn a_signed_side_commit_merged_in_unsigned_is_refused() {
     assert!(!packages(&host).contains(&"extra".to_owned()));
     assert_eq!(applied_commit(&host), a);
     // A reviewed, signed commit on the line goes in as usual.
-    let next = w.commit_set("add tool2", &["app", "tool"]);
-    w.fleet.sign(&next);
+    let next = commit_set(&w, "add tool2", &["app", "tool"]);
+    w.fleet().sign(&next);
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), next);
     assert!(!packages(&host).contains(&"extra".to_owned()));
@@ -628,12 +581,12 @@ fn a_signed_side_commit_merged_in_unsigned_is_refused() {
 #[test]
 fn a_commit_is_not_parsed_before_its_statement_verifies() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
     let c = w
-        .fleet
+        .fleet()
         .commit_unsigned("hostile", &[("fleet.yaml", "kind: [Fleet\nname: [[[[\n")]);
-    w.put_note(&c, "junk, not a statement\n");
+    put_note(&w, &c, "junk, not a statement\n");
     let err = assert_refused(&host, &cfg, &["signature note on commit", "is corrupt"]);
     assert!(!err.contains("fleet.yaml"), "{err}");
 }
@@ -641,13 +594,13 @@ fn a_commit_is_not_parsed_before_its_statement_verifies() {
 #[test]
 fn tampered_note() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("add extra", &["app", "extra"]);
-    w.fleet.sign(&c);
-    let note = w.note(&c);
+    let c = commit_set(&w, "add extra", &["app", "extra"]);
+    w.fleet().sign(&c);
+    let note = note_on(&w, &c);
     assert!(note.contains("sequence 2\n"), "{note}");
-    w.put_note(&c, &note.replace("sequence 2\n", "sequence 999\n"));
+    put_note(&w, &c, &note.replace("sequence 2\n", "sequence 999\n"));
     assert_refused(
         &host,
         &cfg,
@@ -663,10 +616,11 @@ fn tampered_note() {
 #[test]
 fn escape_sequences_in_a_junk_note_never_reach_the_terminal() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("add extra", &["app", "extra"]);
-    w.put_note(
+    let c = commit_set(&w, "add extra", &["app", "extra"]);
+    put_note(
+        &w,
         &c,
         "pacfleet-statement 1\x1b[2J\x1b]0;owned\x07\rlooks fine\n",
     );
@@ -697,10 +651,10 @@ fn escape_sequences_in_a_junk_note_never_reach_the_terminal() {
 #[test]
 fn too_many_unsigned_commits_are_refused_with_a_report() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
     // 10,001 empty commits on main, made at once with git fast-import.
-    let head = w.fleet.head();
+    let head = w.fleet().head();
     let mut stream = String::new();
     for i in 0..=pacfleet::trust::MAX_WALK {
         stream.push_str(&format!(
@@ -711,7 +665,7 @@ fn too_many_unsigned_commits_are_refused_with_a_report() {
     }
     let mut child = std::process::Command::new("git")
         .args(["fast-import", "--quiet", "--force"])
-        .current_dir(&w.fleet.dir)
+        .current_dir(&w.fleet().dir)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("git fast-import");
@@ -736,17 +690,17 @@ fn too_many_unsigned_commits_are_refused_with_a_report() {
 #[test]
 fn corrupt_note() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("add extra", &["app", "extra"]);
-    w.put_note(&c, "garbage\n");
+    let c = commit_set(&w, "add extra", &["app", "extra"]);
+    put_note(&w, &c, "garbage\n");
     assert_refused(&host, &cfg, &["signature note on commit", "is corrupt"]);
 }
 
 #[test]
 fn deleted_state_dir_is_noticed() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
     fs::remove_dir_all(&host.state_dir).unwrap();
     let anchor = host.dbpath.join("pacfleet.anchor");
@@ -765,11 +719,11 @@ fn deleted_state_dir_is_noticed() {
 #[test]
 fn state_restored_from_an_old_copy_is_noticed() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
     let old = state_json(&host).unwrap();
-    let c = w.commit_set("add tool", &["app", "tool"]);
-    w.fleet.sign(&c);
+    let c = commit_set(&w, "add tool", &["app", "tool"]);
+    w.fleet().sign(&c);
     TestCommand::reconcile(&cfg).ok();
     fs::write(host.state_dir.join("state.json"), &old).unwrap();
     assert_refused(
@@ -785,15 +739,15 @@ fn state_restored_from_an_old_copy_is_noticed() {
 #[test]
 fn rotated_out_and_self_signed_keys() {
     let w = world();
-    let a = w.fleet.public_key.clone();
-    let (b_pub, b_key) = w.key("bob");
-    let (c_pub, c_key) = w.key("carol");
-    let (d_pub, d_key) = w.key("dave");
-    let (host, cfg) = w.host("ws-01");
+    let a = w.fleet().public_key.clone();
+    let (b_pub, b_key) = key(&w, "bob");
+    let (c_pub, c_key) = key(&w, "carol");
+    let (d_pub, d_key) = key(&w, "dave");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
 
     // A (the host's root key) adds B; B hands over to C; C drops everyone else.
-    let c1 = w.fleet.commit(
+    let c1 = w.fleet().commit(
         "keys: alice, bob",
         &[(
             "fleet.yaml",
@@ -802,30 +756,30 @@ fn rotated_out_and_self_signed_keys() {
     );
     TestCommand::reconcile(&cfg).ok();
     assert_eq!(applied_commit(&host), c1);
-    let c2 = w.fleet.commit_unsigned(
+    let c2 = w.fleet().commit_unsigned(
         "keys: bob, carol",
         &[(
             "fleet.yaml",
             &fleet_yaml("acme", &[("bob", &b_pub), ("carol", &c_pub)]),
         )],
     );
-    w.fleet.sign_with(&c2, &b_key);
+    w.fleet().sign_with(&c2, &b_key);
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by bob"), "{out}");
     assert_eq!(applied_commit(&host), c2);
-    let c3 = w.fleet.commit_unsigned(
+    let c3 = w.fleet().commit_unsigned(
         "keys: carol",
         &[("fleet.yaml", &fleet_yaml("acme", &[("carol", &c_pub)]))],
     );
-    w.fleet.sign_with(&c3, &c_key);
+    w.fleet().sign_with(&c3, &c_key);
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by carol"), "{out}");
     assert_eq!(applied_commit(&host), c3);
 
     // The rotated-out root key alone no longer counts, although the host's agent.yaml still
     // lists it; `fleetctl sign` warns its user.
-    let c4 = w.commit_set("signed by the old key", &["app", "extra"]);
-    let (code, out, err) = w.sign_cli(&c4, &w.fleet.secret_key, &[]);
+    let c4 = commit_set(&w, "signed by the old key", &["app", "extra"]);
+    let (code, out, err) = sign_cli(&w, &c4, &w.fleet().secret_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         err.contains("not in fleet.yaml `keys:` of the parent commit") && err.contains("carol"),
@@ -842,20 +796,20 @@ fn rotated_out_and_self_signed_keys() {
     );
 
     // A commit adding a new key, signed only by that key, does not let it in.
-    let c5 = w.fleet.commit_unsigned(
+    let c5 = w.fleet().commit_unsigned(
         "dave adds himself",
         &[(
             "fleet.yaml",
             &fleet_yaml("acme", &[("carol", &c_pub), ("dave", &d_pub)]),
         )],
     );
-    w.fleet.sign_with(&c5, &d_key);
+    w.fleet().sign_with(&c5, &d_key);
     assert_refused(&host, &cfg, &["does not trust", &key_id(&d_pub), &c5]);
     assert_eq!(applied_commit(&host), c3);
 
     // Carol signing the tip accepts both commits after her last one (c4 stays refused, c5's
     // change is carried by the tip).
-    w.fleet.sign_with(&c5, &c_key);
+    w.fleet().sign_with(&c5, &c_key);
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by carol"), "{out}");
     assert_eq!(applied_commit(&host), c5);
@@ -869,8 +823,8 @@ fn rotated_out_and_self_signed_keys() {
 #[test]
 fn threshold_two_with_a_second_signer() {
     let (w, host, cfg, second_key) = threshold_world();
-    let c = w.commit_set("two signers", &["app", "extra"]);
-    let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
+    let c = commit_set(&w, "two signers", &["app", "extra"]);
+    let (code, out, err) = sign_cli(&w, &c, &w.fleet().secret_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("new statement") && out.contains("1 so far"),
@@ -882,7 +836,7 @@ fn threshold_two_with_a_second_signer() {
     assert!(err.contains("needs 2"), "{err}");
     assert!(!packages(&host).contains(&"extra".to_owned()));
 
-    let (code, out, err) = w.sign_cli(&c, &second_key, &[]);
+    let (code, out, err) = sign_cli(&w, &c, &second_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("added this key's signature to the existing statement")
@@ -892,7 +846,7 @@ fn threshold_two_with_a_second_signer() {
         "{out}"
     );
     // The same key again is an error, not a second signature.
-    let (code, _, err) = w.sign_cli(&c, &second_key, &[]);
+    let (code, _, err) = sign_cli(&w, &c, &second_key, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already signed"), "{err}");
 
@@ -901,16 +855,16 @@ fn threshold_two_with_a_second_signer() {
     assert!(out.contains("ops") && out.contains("second"), "{out}");
     assert_eq!(applied_commit(&host), c);
     assert!(packages(&host).contains(&"extra".to_owned()));
-    let st = status(&host);
+    let st = host.status_json();
     assert_eq!(st["outcome"], "applied", "{st}");
 }
 
 #[test]
 fn unsigned_newer_commits_wait() {
     let w = world();
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.commit_set("not signed yet", &["app", "extra"]);
+    let c = commit_set(&w, "not signed yet", &["app", "extra"]);
     let (code, out, err) = TestCommand::plan(&cfg).run().parts();
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
@@ -921,11 +875,11 @@ fn unsigned_newer_commits_wait() {
     assert!(out.contains("waiting for a signature"), "{out}");
     assert!(out.contains(&c[..12]), "{out}");
     assert!(!packages(&host).contains(&"extra".to_owned()));
-    assert_eq!(applied_commit(&host), w.first);
-    let st = status(&host);
+    assert_eq!(applied_commit(&host), w.first());
+    let st = host.status_json();
     assert_eq!(st["outcome"], "converged", "{st}");
 
-    let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &[]);
+    let (code, out, err) = sign_cli(&w, "HEAD", &w.fleet().secret_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(!out.contains("waiting for a signature"), "{out}");
@@ -936,19 +890,19 @@ fn unsigned_newer_commits_wait() {
 #[test]
 fn refused_newer_commit_while_an_older_one_is_applied() {
     let w = world();
-    let (_, mallory_key) = w.key("mallory");
-    let c = w.commit_set("mallory adds extra", &["app", "extra"]);
-    w.fleet.sign_with(&c, &mallory_key);
-    let (host, cfg) = w.host("ws-01");
+    let (_, mallory_key) = key(&w, "mallory");
+    let c = commit_set(&w, "mallory adds extra", &["app", "extra"]);
+    w.fleet().sign_with(&c, &mallory_key);
+    let (host, cfg) = ops_host(&w, "ws-01");
     let (code, out, err) = TestCommand::reconcile(&cfg).run().parts();
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(err.contains("does not trust"), "{err}");
     // The older, validly signed commit was applied; the refused one was not.
-    assert_eq!(applied_commit(&host), w.first);
+    assert_eq!(applied_commit(&host), w.first());
     assert_eq!(packages(&host), ["app", "libfoo"]);
-    let st = status(&host);
+    let st = host.status_json();
     assert_eq!(st["outcome"], "refused", "{st}");
-    let h = history(&host);
+    let h = host.history();
     let outcomes: Vec<&str> = h.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["applied", "refused"], "{h:?}");
 }
@@ -957,8 +911,8 @@ fn refused_newer_commit_while_an_older_one_is_applied() {
 /// it is signed and the notes pushed, it applies; each time the notes arrive with the branch.
 fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
     let (host, cfg) = {
-        let host = HostDir::new(w.tmp.path(), "ws-01", &[w.repo]);
-        let cfg = host.agent_yaml(url, &w.fleet.public_key, "lock_timeout: 1s\n");
+        let host = w.host_dir("ws-01");
+        let cfg = host.agent_yaml(url, &w.fleet().public_key, AGENT_EXTRA);
         (host, cfg)
     };
     publish();
@@ -966,18 +920,18 @@ fn transport_round_trip(w: &World, url: &str, publish: &dyn Fn()) {
     assert!(out.contains("signed: sequence 1 by ops"), "{out}");
     assert_eq!(packages(&host), ["app", "libfoo"]);
     let mirror = host.state_dir.join("fleet.git");
-    let note = pacfleet::source::read_note(&mirror, &w.first)
+    let note = pacfleet::source::read_note(&mirror, w.first())
         .unwrap()
         .expect("note fetched");
     assert!(note.starts_with(b"pacfleet-statement 1\n"));
 
-    let c = w.commit_set("add extra", &["app", "extra"]);
+    let c = commit_set(w, "add extra", &["app", "extra"]);
     publish();
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("waiting for a signature"), "{out}");
     assert_eq!(packages(&host), ["app", "libfoo"]);
 
-    let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
+    let (code, out, err) = sign_cli(w, &c, &w.fleet().secret_key, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     publish();
     let out = TestCommand::reconcile(&cfg).ok().stdout;
@@ -1001,7 +955,7 @@ fn signed_state_over_smart_http() {
     let srv = w.tmp.path().join("srv");
     fs::create_dir_all(&srv).unwrap();
     let bare = srv.join("fleet.git");
-    w.fleet
+    w.fleet()
         .git(&["init", "-q", "--bare", &bare.display().to_string()]);
     let Some(server) = HttpServer::start(&fx, &srv) else {
         crate::harness::skip("signed_state_over_smart_http: python3 is not available");
@@ -1010,7 +964,7 @@ fn signed_state_over_smart_http() {
     let url = format!("http://127.0.0.1:{}/fleet.git", server.port);
     let bare = bare.display().to_string();
     transport_round_trip(&w, &url, &|| {
-        w.fleet.git(&[
+        w.fleet().git(&[
             "push",
             "-q",
             "--force",
@@ -1027,7 +981,7 @@ fn signed_state_over_smart_http() {
 
 fn verify(w: &World, rev: &str, keys: &[&Path], extra: &[&str]) -> (i32, String, String) {
     let mut cmd = fleetctl();
-    cmd.arg("verify").arg(rev).arg("--repo").arg(&w.fleet.dir);
+    cmd.arg("verify").arg(rev).arg("--repo").arg(&w.fleet().dir);
     for k in keys {
         cmd.arg("--key").arg(k);
     }
@@ -1037,12 +991,12 @@ fn verify(w: &World, rev: &str, keys: &[&Path], extra: &[&str]) -> (i32, String,
 #[test]
 fn verify_reports_statement_and_signers() {
     let w = world();
-    let ops = w.fleet.public_key.clone();
+    let ops = w.fleet().public_key.clone();
     let (code, out, err) = verify(&w, "HEAD", &[&ops], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     for want in [
-        format!("commit    {}", w.first),
-        format!("tree      {}", w.tree("HEAD")),
+        format!("commit    {}", w.first()),
+        format!("tree      {}", tree(&w, "HEAD")),
         "fleet     acme".to_owned(),
         "sequence  1".to_owned(),
         format!("signature by ops ({})", key_id(&ops)),
@@ -1052,7 +1006,7 @@ fn verify_reports_statement_and_signers() {
     }
 
     // A key that did not sign: refused, and the signature by the key not given is shown.
-    let (other, _) = w.key("other");
+    let (other, _) = key(&w, "other");
     let (code, out, err) = verify(&w, "HEAD", &[&other], &[]);
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(err.contains("does not trust"), "{err}");
@@ -1080,7 +1034,7 @@ fn verify_reports_statement_and_signers() {
     assert_eq!(v["signatures"][0]["key_id"], key_id(&ops), "{v}");
 
     // Unsigned, and errors that are not refusals.
-    let c = w.commit_set("unsigned", &["app", "extra"]);
+    let c = commit_set(&w, "unsigned", &["app", "extra"]);
     let (code, out, err) = verify(&w, &c, &[&ops], &["--json"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("is not signed"), "{err}");
@@ -1100,14 +1054,14 @@ fn minisign_interop() {
         return;
     };
     let w = world();
-    let ops = w.fleet.public_key.clone();
-    let (second_pub, second_key) = w.key("second");
+    let ops = w.fleet().public_key.clone();
+    let (second_pub, second_key) = key(&w, "second");
 
     // fleetctl's signature verifies with the reference tool: the statement is the note up to
     // the first blank line, the signature block follows.
-    let (code, out, err) = w.sign_cli("HEAD", &w.fleet.secret_key, &["--renew"]);
+    let (code, out, err) = sign_cli(&w, "HEAD", &w.fleet().secret_key, &["--renew"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let note = w.note("HEAD");
+    let note = note_on(&w, "HEAD");
     let (st, sig) = note.split_once("\n\n").expect("statement and signature");
     let st = format!("{st}\n");
     let dir = tempfile::tempdir().unwrap();
@@ -1128,7 +1082,7 @@ fn minisign_interop() {
 
     // A signature made by the reference tool, appended to the note, counts.
     let ref_sig = minisign_cli_sign(&minisign, &second_key, &st, false);
-    w.put_note("HEAD", &note_of(&st, &[sig, &ref_sig]));
+    put_note(&w, "HEAD", &note_of(&st, &[sig, &ref_sig]));
     let (code, out, err) = verify(&w, "HEAD", &[&ops, &second_pub], &["--threshold", "2"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("valid: signed by 2 of 2"), "{out}");
@@ -1147,7 +1101,7 @@ fn minisign_interop() {
         ref_sig.lines().nth(1).unwrap().starts_with("RU"),
         "prehashed: {ref_sig}"
     );
-    w.put_note("HEAD", &note_of(&st, &[&legacy]));
+    put_note(&w, "HEAD", &note_of(&st, &[&legacy]));
     let (code, out, err) = verify(&w, "HEAD", &[&ops, &second_pub], &[]);
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(
@@ -1160,12 +1114,12 @@ fn minisign_interop() {
     while big.len() <= 64 * 1024 {
         big.push_str(&note_of("", &[sig]));
     }
-    w.put_note("HEAD", &big);
+    put_note(&w, "HEAD", &big);
     let (code, out, err) = verify(&w, "HEAD", &[&ops], &[]);
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(err.contains("over 64 KiB are refused"), "{err}");
     // ... and by a host.
-    let (host, cfg) = w.host("ws-01");
+    let (host, cfg) = ops_host(&w, "ws-01");
     assert_refused(&host, &cfg, &["over 64 KiB are refused"]);
 }
 
@@ -1227,11 +1181,11 @@ fn keygen_unencrypted_and_overwrite() {
     fs::write(&public, &pub_before).unwrap();
 
     // The key signs commits that hosts trusting the .pub apply.
-    let c = w.commit_set("signed by a keygen key", &["app", "tool"]);
-    let (code, out, err) = w.sign_cli(&c, &secret, &[]);
+    let c = commit_set(&w, "signed by a keygen key", &["app", "tool"]);
+    let (code, out, err) = sign_cli(&w, &c, &secret, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("signer ({id})")), "{out}");
-    let (host, cfg) = w.host_trusting("ws-01", &[&public], 1);
+    let (host, cfg) = host_trusting(&w, "ws-01", &[&public], 1);
     let out = TestCommand::reconcile(&cfg).ok().stdout;
     assert!(out.contains("by signer"), "{out}");
     assert_eq!(applied_commit(&host), c);
@@ -1280,8 +1234,8 @@ fn keygen_encrypted_and_passwords() {
     );
 
     // Sign without a password and without a terminal: a clear error, nothing signed.
-    let c = w.commit_set("signed with an encrypted key", &["app", "tool"]);
-    let (code, _, err) = w.sign_cli(&c, &secret, &[]);
+    let c = commit_set(&w, "signed with an encrypted key", &["app", "tool"]);
+    let (code, _, err) = sign_cli(&w, &c, &secret, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("password-protected") && err.contains("PACFLEET_KEY_PASSWORD"),
@@ -1290,7 +1244,7 @@ fn keygen_encrypted_and_passwords() {
     // A wrong password.
     let (code, _, err) = run(fleetctl()
         .args(["sign", &c, "--repo"])
-        .arg(&w.fleet.dir)
+        .arg(&w.fleet().dir)
         .arg("--key")
         .arg(&secret)
         .env("PACFLEET_KEY_PASSWORD", "wrong"));
@@ -1304,7 +1258,7 @@ fn keygen_encrypted_and_passwords() {
     // The right one.
     let (code, out, err) = run(fleetctl()
         .args(["sign", &c, "--repo"])
-        .arg(&w.fleet.dir)
+        .arg(&w.fleet().dir)
         .arg("--key")
         .arg(&secret)
         .env("PACFLEET_KEY_PASSWORD", "correct horse"));
@@ -1354,17 +1308,16 @@ fn keygen_encrypted_and_passwords() {
 #[test]
 fn sign_options_and_errors() {
     let w = world();
-    let key = w.fleet.secret_key.clone();
+    let key = w.fleet().secret_key.clone();
     // Renewing the tip: a new statement with the next sequence and the given expiry.
-    let (code, out, err) = w.sign_cli("HEAD", &key, &["--renew", "--expires-in", "7d"]);
+    let (code, out, err) = sign_cli(&w, "HEAD", &key, &["--renew", "--expires-in", "7d"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("sequence  2") && out.contains("replaced the existing statement"),
         "{out}"
     );
     assert!(out.contains("(in 7 days)"), "{out}");
-    let expires = w
-        .note("HEAD")
+    let expires = note_on(&w, "HEAD")
         .lines()
         .find_map(|l| l.strip_prefix("expires ").map(str::to_owned))
         .unwrap();
@@ -1375,24 +1328,24 @@ fn sign_options_and_errors() {
         "{left}"
     );
     // --sequence against an existing valid statement needs --renew.
-    let (code, _, err) = w.sign_cli("HEAD", &key, &["--sequence", "9"]);
+    let (code, _, err) = sign_cli(&w, "HEAD", &key, &["--sequence", "9"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("add --renew"), "{err}");
     // Bad arguments and repositories: exit 2 with the reason.
-    let (code, _, err) = w.sign_cli("HEAD", &key, &["--renew", "--expires-in", "soon"]);
+    let (code, _, err) = sign_cli(&w, "HEAD", &key, &["--renew", "--expires-in", "soon"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--expires-in"), "{err}");
-    let (code, _, err) = w.sign_cli("HEAD", &key, &["--renew", "--expires-in", "0s"]);
+    let (code, _, err) = sign_cli(&w, "HEAD", &key, &["--renew", "--expires-in", "0s"]);
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = w.sign_cli("nope", &key, &[]);
+    let (code, _, err) = sign_cli(&w, "nope", &key, &[]);
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = w.sign_cli("HEAD", &w.fleet.public_key, &["--renew"]);
+    let (code, _, err) = sign_cli(&w, "HEAD", &w.fleet().public_key, &["--renew"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("ops.pub is a public key"), "{err}");
     // A commit without a valid fleet.yaml cannot be signed: the statement names the fleet.
-    fs::remove_file(w.fleet.dir.join("fleet.yaml")).unwrap();
-    let c = w.fleet.commit_unsigned("no fleet.yaml", &[]);
-    let (code, _, err) = w.sign_cli(&c, &key, &[]);
+    fs::remove_file(w.fleet().dir.join("fleet.yaml")).unwrap();
+    let c = w.fleet().commit_unsigned("no fleet.yaml", &[]);
+    let (code, _, err) = sign_cli(&w, &c, &key, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("fleet.yaml is missing"), "{err}");
 }
@@ -1439,10 +1392,10 @@ fn passwords_asked_on_a_terminal() {
     let (code, out) = on_tty(&format!("keygen --out {}", prefix.display()), "pw\npw\n");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Password (one more time)"), "{out}");
-    let c = w.commit_set("signed on a terminal", &["app", "tool"]);
+    let c = commit_set(&w, "signed on a terminal", &["app", "tool"]);
     let sign = format!(
         "sign {c} --repo {} --key {}",
-        w.fleet.dir.display(),
+        w.fleet().dir.display(),
         prefix.with_extension("key").display()
     );
     let (code, out) = on_tty(&sign, "wrong\n");
@@ -1466,10 +1419,10 @@ fn passwords_asked_on_a_terminal() {
 #[test]
 fn handover_signed_by_the_outgoing_key_stays_applied() {
     let w = world();
-    let (b_pub, _) = w.key("bob");
-    let (host, cfg) = w.host("ws-01");
+    let (b_pub, _) = key(&w, "bob");
+    let (host, cfg) = ops_host(&w, "ws-01");
     TestCommand::reconcile(&cfg).ok();
-    let c = w.fleet.commit(
+    let c = w.fleet().commit(
         "hand over from ops to bob",
         &[("fleet.yaml", &fleet_yaml("acme", &[("bob", &b_pub)]))],
     );
@@ -1489,28 +1442,29 @@ fn handover_signed_by_the_outgoing_key_stays_applied() {
 #[test]
 fn cosigning_does_not_adopt_a_planted_statement() {
     let w = world();
-    let (_, mallory_key) = w.key("mallory");
-    let c = w.commit_set("planted", &["app", "extra"]);
+    let (_, mallory_key) = key(&w, "mallory");
+    let c = commit_set(&w, "planted", &["app", "extra"]);
     let planted = pacfleet::trust::Statement {
         fleet: "acme".into(),
         commit: c.clone(),
-        tree: w.tree(&c),
+        tree: tree(&w, &c),
         sequence: 2,
         expires: chrono::Utc::now() + chrono::Duration::days(3650),
     }
     .to_text();
-    w.put_note(
+    put_note(
+        &w,
         &c,
         &note_of(&planted, &[&sign_text(&mallory_key, &planted)]),
     );
     // `fleetctl sign` may refuse to co-sign it (exit 2, saying why) or make a new statement;
     // either way no host may accept a statement valid for years.
-    let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
+    let (code, out, err) = sign_cli(&w, &c, &w.fleet().secret_key, &[]);
     assert!(code == 0 || code == 2, "{out}\n{err}");
     if code == 2 {
         assert!(err.contains("expires"), "{err}");
     }
-    let (code, out, err) = verify(&w, &c, &[&w.fleet.public_key], &["--json"]);
+    let (code, out, err) = verify(&w, &c, &[&w.fleet().public_key], &["--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("verify --json");
     if code == 0 {
         let expires: chrono::DateTime<chrono::Utc> =
@@ -1518,7 +1472,7 @@ fn cosigning_does_not_adopt_a_planted_statement() {
         assert!(
             expires < chrono::Utc::now() + chrono::Duration::days(31),
             "fleetctl sign co-signed a planted statement valid until {expires}:\n{}",
-            w.note(&c)
+            note_on(&w, &c)
         );
     } else {
         assert_eq!(code, 3, "{out}\n{err}");
@@ -1530,10 +1484,10 @@ fn cosigning_does_not_adopt_a_planted_statement() {
 #[test]
 fn a_huge_sequence_in_the_notes_does_not_crash_sign() {
     let w = world();
-    let st = statement("acme", &w.first, &w.tree(&w.first), u64::MAX);
-    w.put_note(&w.first, &note_of(&st, &[]));
-    let c = w.commit_set("next", &["app", "extra"]);
-    let (code, out, err) = w.sign_cli(&c, &w.fleet.secret_key, &[]);
+    let st = statement("acme", w.first(), &tree(&w, w.first()), u64::MAX);
+    put_note(&w, w.first(), &note_of(&st, &[]));
+    let c = commit_set(&w, "next", &["app", "extra"]);
+    let (code, out, err) = sign_cli(&w, &c, &w.fleet().secret_key, &[]);
     assert!(
         code == 0 || code == 2,
         "fleetctl sign crashed (exit {code}):\n{out}\n{err}"

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::{TempDir, fleetctl, run, tempdir};
+use crate::harness::{World, fleetctl, run};
 
 /// A secret that must never appear in any output.
 const CANARY: &str = "CANARY-7f3a9c1e-never-print-me";
@@ -36,27 +36,20 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A fleet repository with one valid commit, and secrets outside it.
-struct World {
-    tmp: TempDir,
+/// The shared world's fleet repository with one valid (unsigned) commit, and secrets outside
+/// it.
+struct PullRequest {
+    world: World,
 }
 
-impl World {
-    fn new() -> World {
-        let w = World { tmp: tempdir() };
-        let repo = w.repo();
-        w.write("fleet.yaml", "kind: Fleet\nname: acme\n");
-        w.write(
-            "pools/ws.yaml",
-            "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n",
-        );
-        w.write(
-            "packages/base.yaml",
-            "kind: PackageSet\nname: base\npackages: [app]\n",
-        );
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "base"]);
+impl PullRequest {
+    fn new() -> PullRequest {
+        let world = World::builder()
+            .desired(&["app"])
+            .pool("kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\n")
+            .signed(false)
+            .build();
+        let w = PullRequest { world };
         // What the attacker wants: files outside the repository, in YAML-ish shapes so a parse
         // error would quote them.
         let secrets = w.secrets();
@@ -80,11 +73,11 @@ impl World {
     }
 
     fn repo(&self) -> PathBuf {
-        self.tmp.path().join("fleet")
+        self.world.fleet().dir.clone()
     }
 
     fn secrets(&self) -> PathBuf {
-        self.tmp.path().join("secrets")
+        self.world.tmp.path().join("secrets")
     }
 
     fn write(&self, rel: &str, text: &str) {
@@ -143,7 +136,7 @@ fn assert_no_canary(label: &str, out: &str, err: &str) {
 #[test]
 fn validate_never_follows_a_symlink_out_of_the_repository() {
     for which in [&[0usize][..], &[1], &[2], &[0, 1, 2]] {
-        let w = World::new();
+        let w = PullRequest::new();
         let expect = w.attack(which);
         let (code, out, err) = w.fleetctl(&["validate", "."]);
         let label = format!("validate with links {which:?}");
@@ -169,7 +162,7 @@ fn validate_never_follows_a_symlink_out_of_the_repository() {
 
 #[test]
 fn a_symlinked_manifest_directory_is_not_descended_into() {
-    let w = World::new();
+    let w = PullRequest::new();
     // pools/ itself a link to a directory of manifests outside the repository.
     fs::remove_dir_all(w.repo().join("pools")).expect("rm pools");
     w.link("pools", &w.secrets().join("etc"));
@@ -185,7 +178,7 @@ fn a_symlinked_manifest_directory_is_not_descended_into() {
     assert_no_canary("pools -> dir", &out, &err);
     // A link to a file inside the repository is refused too: the rule is about the entry, not
     // where it points (git stores only the link, so a checkout elsewhere differs).
-    let w = World::new();
+    let w = PullRequest::new();
     w.link("hosts/ws-01.yaml", Path::new("../packages/base.yaml"));
     let (code, _, err) = w.fleetctl(&["validate", "."]);
     assert_eq!(code, 2, "{err}");
@@ -197,7 +190,7 @@ fn a_symlinked_manifest_directory_is_not_descended_into() {
 
 #[test]
 fn work_tree_diff_never_follows_a_symlink() {
-    let w = World::new();
+    let w = PullRequest::new();
     let expect = w.attack(&[0, 1, 2]);
     for format in ["text", "markdown", "json"] {
         let (code, out, err) = w.fleetctl(&["diff", "--format", format]);
@@ -216,7 +209,7 @@ fn work_tree_diff_never_follows_a_symlink() {
 
 #[test]
 fn a_committed_symlink_is_an_error_in_a_range_diff() {
-    let w = World::new();
+    let w = PullRequest::new();
     let expect = w.attack(&[0, 1, 2]);
     git(&w.repo(), &["add", "-A"]);
     git(&w.repo(), &["commit", "-q", "-m", "links"]);
@@ -243,7 +236,7 @@ fn a_committed_symlink_is_an_error_in_a_range_diff() {
     }
     assert_no_canary("A..B", &out, &err);
     // With the secrets in place, the commit still reads only the links' text.
-    let w = World::new();
+    let w = PullRequest::new();
     let expect = w.attack(&[0, 1, 2]);
     git(&w.repo(), &["add", "-A"]);
     git(&w.repo(), &["commit", "-q", "-m", "links"]);
@@ -261,7 +254,7 @@ const HIDE: &str = "`\r\r_Reviewed: routine_\r\r<!--";
 
 #[test]
 fn validate_rejects_a_version_that_is_not_a_pacman_version() {
-    let w = World::new();
+    let w = PullRequest::new();
     w.write(
         "pools/ws.yaml",
         "kind: Pool\nname: ws\nhosts: [ws-01]\npackage_sets: [base]\ngeneration: 1\n",
@@ -290,7 +283,7 @@ fn validate_rejects_a_version_that_is_not_a_pacman_version() {
 
 #[test]
 fn markdown_diff_escapes_untrusted_text_and_keeps_every_row() {
-    let w = World::new();
+    let w = PullRequest::new();
     // A value validate accepts (an archive URL) carrying the attack, then rows after it.
     w.write(
         "fleet.yaml",
@@ -331,7 +324,7 @@ fn markdown_diff_escapes_untrusted_text_and_keeps_every_row() {
 
 #[test]
 fn text_diff_shows_escape_sequences_escaped() {
-    let w = World::new();
+    let w = PullRequest::new();
     // YAML's "\e" is ESC: validate takes it in a URL, so diff must not print it raw.
     w.write(
         "fleet.yaml",
