@@ -12,10 +12,8 @@ use std::path::PathBuf;
 
 use pacfleet_support::synth::SynthPackage;
 
-use crate::harness::{
-    FleetRepo, GitDaemon, HostDir, PkgRepo, TestCommand, archive_package, fleetctl, keypair, run,
-    tempdir,
-};
+use crate::harness::world::{AGENT_EXTRA, World};
+use crate::harness::{GitDaemon, HostDir, TestCommand, fleetctl, keypair, run, tempdir};
 
 /// The check: a host whose root has `/etc/unhealthy` is broken by app 2 (which ships
 /// `/usr/share/app/v2`).
@@ -39,86 +37,76 @@ fn generation(n: u32, version: &str) -> String {
 struct Host {
     dir: HostDir,
     cfg: PathBuf,
-    /// The base64 line of its public key, for `key:` in its Host manifest.
-    public: String,
 }
 
-struct World {
-    tmp: tempfile::TempDir,
-    _repo: PkgRepo,
-    fleet: FleetRepo,
+/// The shared world (package repository, archive, fleet repository), the `git daemon` serving
+/// the fleet and the status repository, and six hosts with keys of their own.
+struct Rollout {
+    w: World,
     daemon: GitDaemon,
     hosts: Vec<Host>,
 }
 
-fn world(budget: u32, early_soak: &str) -> World {
+fn world(budget: u32, early_soak: &str) -> Rollout {
     let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "core");
-    repo.add(&[SynthPackage::new("app", "2.0-1").file("usr/share/app/v2", "2")]);
-    let archive = tmp.path().join("archive");
-    archive_package(&archive, &SynthPackage::new("app", "1.0-1"));
-    let fleet = FleetRepo::new(tmp.path());
-    let status = tmp.path().join("status.git");
-    fleet.git(&["init", "-q", "--bare", &status.display().to_string()]);
-    let daemon = GitDaemon::start_writable(tmp.path());
-    let url = |name: &str| format!("git://127.0.0.1:{}/{name}", daemon.port);
-    let mut hosts = Vec::new();
-    for name in HOSTS {
-        let dir = HostDir::new(tmp.path(), name, &[&repo]);
-        let (public, secret) = keypair(&dir.base.join("keys"), "host");
-        let cfg = dir.agent_yaml(
-            &url("fleet"),
-            &fleet.public_key,
-            &format!(
-                "lock_timeout: 1s\nhost_key: {}\nstatus_repo: {}\nstatus_timeout: 10s\n",
-                secret.display(),
-                url("status.git")
-            ),
+    // Each host's key pair first: its public key goes into its Host manifest.
+    let keys: Vec<(PathBuf, String)> = HOSTS
+        .iter()
+        .map(|name| {
+            let (public, secret) = keypair(&tmp.path().join("host-keys"), name);
+            let public = fs::read_to_string(&public)
+                .expect("public key")
+                .lines()
+                .nth(1)
+                .expect("key line")
+                .to_owned();
+            (secret, public)
+        })
+        .collect();
+    let mut builder = World::builder()
+        .tmp(tmp)
+        .packages(&[SynthPackage::new("app", "2.0-1").file("usr/share/app/v2", "2")])
+        .archive()
+        .archived(&[SynthPackage::new("app", "1.0-1")])
+        .pool(&pool(1, budget, early_soak))
+        .file("generations/ws/1.yaml", &generation(1, "1.0-1"))
+        .file("generations/ws/2.yaml", &generation(2, "2.0-1"));
+    for (name, (_, public)) in HOSTS.iter().zip(&keys) {
+        builder = builder.file(
+            &format!("hosts/{name}.yaml"),
+            &format!("kind: Host\nname: {name}\nkey: {public}\n"),
         );
-        let public = fs::read_to_string(&public)
-            .expect("public key")
-            .lines()
-            .nth(1)
-            .expect("key line")
-            .to_owned();
-        hosts.push(Host { dir, cfg, public });
     }
+    let w = builder.build();
+    let status = w.tmp.path().join("status.git");
+    w.fleet()
+        .git(&["init", "-q", "--bare", &status.display().to_string()]);
+    let daemon = GitDaemon::start_writable(w.tmp.path());
+    let url = |name: &str| format!("git://127.0.0.1:{}/{name}", daemon.port);
+    let hosts = HOSTS
+        .iter()
+        .zip(&keys)
+        .map(|(name, (secret, _))| {
+            let dir = w.host_dir(name);
+            let cfg = dir.agent_yaml(
+                &url("fleet"),
+                &w.fleet().public_key,
+                &format!(
+                    "{AGENT_EXTRA}host_key: {}\nstatus_repo: {}\nstatus_timeout: 10s\n",
+                    secret.display(),
+                    url("status.git")
+                ),
+            );
+            Host { dir, cfg }
+        })
+        .collect::<Vec<_>>();
     // ws-02 breaks under app 2.
     fs::create_dir_all(hosts[1].dir.root.join("etc")).expect("etc");
     fs::write(hosts[1].dir.root.join("etc/unhealthy"), "").expect("mark");
-    let mut files = vec![
-        (
-            "fleet.yaml".to_owned(),
-            format!(
-                "kind: Fleet\nname: acme\narchive: file://{}\n",
-                archive.display()
-            ),
-        ),
-        ("pools/ws.yaml".to_owned(), pool(1, budget, early_soak)),
-        ("generations/ws/1.yaml".to_owned(), generation(1, "1.0-1")),
-        ("generations/ws/2.yaml".to_owned(), generation(2, "2.0-1")),
-    ];
-    for h in &hosts {
-        files.push((
-            format!("hosts/{}.yaml", h.dir.hostname),
-            format!("kind: Host\nname: {}\nkey: {}\n", h.dir.hostname, h.public),
-        ));
-    }
-    let borrowed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    fleet.commit("the pool at generation 1, in three waves", &borrowed);
-    World {
-        tmp,
-        _repo: repo,
-        fleet,
-        daemon,
-        hosts,
-    }
+    Rollout { w, daemon, hosts }
 }
 
-impl World {
+impl Rollout {
     fn reconcile(&self, i: usize) -> (i32, String, String) {
         TestCommand::reconcile(&self.hosts[i].cfg).run().parts()
     }
@@ -140,7 +128,7 @@ impl World {
 
     /// The report under `refs/pacfleet/status/ws/<host>` of the status repository.
     fn published(&self, host: &str) -> serde_json::Value {
-        let status = self.tmp.path().join("status.git");
+        let status = self.w.tmp.path().join("status.git");
         let out = std::process::Command::new("git")
             .arg("--git-dir")
             .arg(&status)
@@ -169,7 +157,7 @@ fn a_generation_bump_rolls_through_waves_halts_on_a_failure_and_a_rollback_finis
     assert_eq!(w.published("ws-06")["outcome"], "applied");
 
     // Generation 2: the rest waits for the canary, then for the early wave.
-    w.fleet
+    w.w.fleet()
         .commit("generation 2", &[("pools/ws.yaml", &pool(2, 0, "0s"))]);
     let (code, out, err) = w.reconcile(3);
     assert_eq!(code, 0, "a waiting host does not fail: {out}\n{err}");
@@ -229,10 +217,10 @@ fn a_generation_bump_rolls_through_waves_halts_on_a_failure_and_a_rollback_finis
     assert_eq!(w.app(1), "1.0-1");
 
     // The operator's way out: `fleetctl rollback`, a new change that everyone converges on.
-    let key = w.fleet.secret_key.display().to_string();
+    let key = w.w.fleet().secret_key.display().to_string();
     let (code, out, err) = run(fleetctl()
         .args(["rollback", "--pool", "ws", "--key", &key, "--repo"])
-        .arg(&w.fleet.dir)
+        .arg(&w.w.fleet().dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null"));
     assert_eq!(code, 0, "{out}\n{err}");
@@ -255,7 +243,7 @@ fn a_generation_bump_rolls_through_waves_halts_on_a_failure_and_a_rollback_finis
 
 /// Pushes a report claiming success on the newest change for `host`, signed by a key that is
 /// not the host's.
-fn forge_report(w: &World, host: &str) {
+fn forge_report(w: &Rollout, host: &str) {
     let mut report = w.published(host);
     report["outcome"] = "applied".into();
     report["sequence"] = (report["sequence"].as_u64().unwrap_or(0) + 1_000_000).into();
@@ -269,7 +257,7 @@ fn forge_report(w: &World, host: &str) {
         None,
     )
     .expect("sign");
-    let work = w.tmp.path().join("forger");
+    let work = w.w.tmp.path().join("forger");
     fs::create_dir_all(&work).expect("forger dir");
     fs::write(work.join("report.json"), &json).expect("write");
     fs::write(work.join("report.json.minisig"), sig.to_string()).expect("write");
@@ -332,7 +320,7 @@ fn a_wave_waits_for_its_soak_after_the_previous_one_is_done() {
     // `resolve --host` shows each host's wave, as its passes will use it.
     let (code, out, err) = run(fleetctl()
         .args(["resolve", "--host", "ws-02"])
-        .arg(&w.fleet.dir));
+        .arg(&w.w.fleet().dir));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("wave      early (2 of 3; bucket "), "{out}");
     assert!(
@@ -341,7 +329,7 @@ fn a_wave_waits_for_its_soak_after_the_previous_one_is_done() {
     );
     let (code, out, _) = run(fleetctl()
         .args(["resolve", "--json", "--host", "ws-05"])
-        .arg(&w.fleet.dir));
+        .arg(&w.w.fleet().dir));
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["wave"]["name"], "rest", "{json}");
