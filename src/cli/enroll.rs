@@ -21,6 +21,7 @@ pub(super) fn run(args: EnrollArgs) -> anyhow::Result<u8> {
         pacman_conf: args.pacman_conf,
         state_dir: args.state_dir,
         ssh_key: args.ssh_key,
+        status_repo: args.status_repo,
         ssh_known_hosts: args.ssh_known_hosts,
         force: args.force,
     };

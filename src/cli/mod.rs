@@ -323,6 +323,10 @@ struct EnrollArgs {
     /// `ssh_known_hosts:` for agent.yaml (default: known_hosts beside the ssh key).
     #[arg(long, value_name = "FILE")]
     ssh_known_hosts: Option<PathBuf>,
+    /// `status_repo:` for agent.yaml: the repository this host pushes its signed reports to
+    /// (pools with `rollout:` need them).
+    #[arg(long, value_name = "URL")]
+    status_repo: Option<String>,
     /// Do not print the first pass's plan after enrolling.
     #[arg(long)]
     no_plan: bool,

@@ -197,6 +197,14 @@ fn enrolling_again_changes_nothing_and_a_different_config_needs_force() {
     assert_eq!(code, 0, "forced\nstdout:\n{out}\nstderr:\n{err}");
     let now = fs::read_to_string(&w.config).expect("read");
     assert!(now.contains("fleet: acme"), "{now}");
+    // A status repository for the host's reports: named in agent.yaml, which loads.
+    let status = "git://git.example.com/acme/fleet-status.git";
+    let (code, out, err) = w.enroll(&["--fleet", "acme", "--status-repo", status, "--force"]);
+    assert_eq!(code, 0, "status repo\nstdout:\n{out}\nstderr:\n{err}");
+    let now = fs::read_to_string(&w.config).expect("read");
+    assert!(now.contains(&format!("status_repo: {status}")), "{now}");
+    let loaded = pacfleet::config::AgentConfig::load(&w.config).expect("agent.yaml loads");
+    assert_eq!(loaded.status_repo.as_deref(), Some(status));
     assert_eq!(read(w.host_key()), key, "the host key is never replaced");
     assert_eq!(read(w.host_pub()), public);
 }

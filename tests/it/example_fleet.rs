@@ -52,6 +52,30 @@ fn a_copy_bootstraps_a_fresh_host_of_each_pool() {
     core.add(&synth(&in_core));
     extra.add(&synth(&in_extra));
 
+    // The pools' health check asks systemd whether the machine came up clean. These hosts are
+    // directories on a build machine that may run no systemd at all: a `systemctl` that
+    // answers "running" stands in for the one each real host has (the check itself is
+    // tests/it/health.rs's).
+    let stubs = tmp.path().join("stub-bin");
+    fs::create_dir_all(&stubs).unwrap();
+    fs::write(
+        stubs.join("systemctl"),
+        format!(
+            "#!/bin/sh\necho \"$PACFLEET_HOST $*\" >> {}\necho running\n",
+            stubs.join("calls").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        stubs.join("systemctl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        stubs.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let repo = FleetRepo::new(tmp.path());
     copy_dir(&example_fleet(), &repo.dir);
     repo.commit("acme fleet, copied from example-fleet", &[]);
@@ -64,7 +88,8 @@ fn a_copy_bootstraps_a_fresh_host_of_each_pool() {
         );
         let (code, out, err) = run(fleetctl()
             .args(["reconcile", "--ignore-window", "--config"])
-            .arg(&cfg));
+            .arg(&cfg)
+            .env("PATH", &path));
         assert_eq!(code, 0, "{host}:\n{out}\n{err}");
         assert!(!err.contains("error"), "{host}:\n{out}\n{err}");
         let installed = h.installed();
@@ -73,6 +98,13 @@ fn a_copy_bootstraps_a_fresh_host_of_each_pool() {
             if r.explicit.contains_key(name) {
                 assert!(installed.contains_key(name), "{host}: {name} not installed");
             }
+        }
+        if host != "canary-01" {
+            let calls = fs::read_to_string(stubs.join("calls")).unwrap_or_default();
+            assert!(
+                calls.contains(&format!("{host} is-system-running --wait")),
+                "{host}'s pool checks health after applying: {calls}"
+            );
         }
         // The README's next step: capture the bootstrapped builder as the pool's generation
         // (3: 1 and 2 are the examples), which pins the pool.
@@ -91,7 +123,8 @@ fn a_copy_bootstraps_a_fresh_host_of_each_pool() {
             assert!(repo.dir.join("generations/build-servers/3.yaml").is_file());
             let (code, out, err) = run(fleetctl()
                 .args(["reconcile", "--ignore-window", "--config"])
-                .arg(&cfg));
+                .arg(&cfg)
+                .env("PATH", &path));
             assert_eq!(code, 0, "pinned:\n{out}\n{err}");
             rollback_signs_with_the_remote_notes_or_offline(&repo);
         }

@@ -47,6 +47,9 @@ pub struct EnrollOptions {
     pub ssh_key: Option<PathBuf>,
     /// `ssh_known_hosts:`, written only when given.
     pub ssh_known_hosts: Option<PathBuf>,
+    /// `status_repo:` (the status repository the host's reports go to), written only when
+    /// given.
+    pub status_repo: Option<String>,
     /// Replace a different existing agent.yaml.
     pub force: bool,
 }
@@ -221,6 +224,9 @@ pub fn render_config(opts: &EnrollOptions, hostname: &str) -> Result<String, Enr
     put("trusted_keys", Value::Sequence(keys));
     if let Some(f) = &opts.fleet {
         put("fleet", Value::String(f.clone()));
+    }
+    if let Some(url) = &opts.status_repo {
+        put("status_repo", Value::String(url.clone()));
     }
     let body = serde_yaml::to_string(&Value::Mapping(map))
         .map_err(|e| EnrollError::Render(e.to_string()))?;
@@ -470,6 +476,7 @@ mod tests {
             state_dir: None,
             ssh_key: None,
             ssh_known_hosts: None,
+            status_repo: None,
             force: false,
         }
     }
