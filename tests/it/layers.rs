@@ -14,7 +14,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Leaves: no pacfleet module below them.
     (
         "leaves",
-        &["escape", "keys", "progress", "snapshot", "sync_source"],
+        &[
+            "escape",
+            "keys",
+            "process",
+            "progress",
+            "snapshot",
+            "sync_source",
+        ],
     ),
     // The fleet repository's manifests, read out of git by exact path or whole (`source`),
     // and the host's agent.yaml.

@@ -94,15 +94,7 @@ fn run_one(
         }
     };
     if status.is_none() {
-        // The group's id is the child's pid (process_group(0)); a negative pid signals it.
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        crate::process::kill_group(&mut child);
     }
     let output: String = readers
         .into_iter()

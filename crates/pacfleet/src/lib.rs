@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod notes_sync;
 pub mod plan;
+pub mod process;
 pub mod progress;
 pub mod reconcile;
 pub mod report;

@@ -586,7 +586,7 @@ impl PendingFetch {
 }
 
 /// The bytes of the files directly in `dir` (0 when it cannot be read).
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

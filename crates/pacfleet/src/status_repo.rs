@@ -526,34 +526,6 @@ fn housekeeping(remote: &StatusRemote, local_dir: &Path, deadline: Instant) {
     }
 }
 
-/// The bytes of the files directly in `dir` (0 when it cannot be read).
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Kills git's process group (git, and the ssh or remote helper it started), then reaps git.
-fn kill_group(child: &mut std::process::Child) {
-    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) with a negative pid signals that process group; it touches no
-        // memory. The group is git's own (`process_group(0)`), and git is not reaped yet, so
-        // the id cannot have been reused.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Runs `git --git-dir=<local_dir> <command> <args>` for the status repository (see the
 /// module documentation for its environment), until `deadline`; with `watch`, also until the
 /// directory `watch.0` grows by more than `watch.1` bytes.
@@ -631,11 +603,13 @@ fn git(
             .collect();
         crate::escape::terminal_safe(&lines.join(" "))
     };
-    let start = watch.as_ref().map_or(0, |(dir, _)| dir_bytes(dir));
+    let start = watch
+        .as_ref()
+        .map_or(0, |(dir, _)| crate::source::dir_bytes(dir));
     let too_large = || {
         watch
             .as_ref()
-            .filter(|(dir, limit)| dir_bytes(dir).saturating_sub(start) > *limit)
+            .filter(|(dir, limit)| crate::source::dir_bytes(dir).saturating_sub(start) > *limit)
             .map(|(_, limit)| GitError::TooLarge {
                 command,
                 limit: *limit,
@@ -646,12 +620,12 @@ fn git(
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(e) => {
-                kill_group(&mut child);
+                crate::process::kill_group(&mut child);
                 return Err(GitError::Spawn(e));
             }
         }
         if Instant::now() >= deadline {
-            kill_group(&mut child);
+            crate::process::kill_group(&mut child);
             return Err(GitError::TimedOut {
                 command,
                 timeout: remote.timeout,
@@ -659,7 +633,7 @@ fn git(
             });
         }
         if let Some(e) = too_large() {
-            kill_group(&mut child);
+            crate::process::kill_group(&mut child);
             return Err(e);
         }
         std::thread::sleep(Duration::from_millis(20));
