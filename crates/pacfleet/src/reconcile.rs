@@ -518,6 +518,7 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
         );
         if !opts.dry_run && cfg.status_repo.is_some() {
             let mut record = state.load_rollout();
+            let loaded = record.clone();
             let applied = state.load_applied().ok().flatten();
             if let Some(report) = publish::build(
                 cfg,
@@ -527,7 +528,9 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
                 status.message.as_deref(),
             ) {
                 status.report = Some(publish::publish(cfg, report, &mut record));
-                if let Err(e) = state.save_rollout(&record) {
+                if record != loaded
+                    && let Err(e) = state.save_rollout(&record)
+                {
                     tracing::error!("cannot record the report's publication: {e}");
                 }
             }
@@ -1241,6 +1244,7 @@ fn pass(
     prepare_root(cfg, false)?;
     let pacman_conf = pacman_conf?;
     let mut rollout = state.load_rollout();
+    let loaded = rollout.clone();
     let change = name_change(&repo, &trusted, &resolved, &mut rollout);
     report.change = change.clone();
     let ctx = PassContext {
@@ -1295,6 +1299,7 @@ fn pass(
     }
     if opts.apply
         && !opts.dry_run
+        && rollout != loaded
         && let Err(e) = state.save_rollout(&rollout)
     {
         tracing::warn!("cannot record rollout.json: {e}");
@@ -1365,6 +1370,11 @@ fn name_change(
     let gates = &resolved.gates;
     if gates.rollout.is_none() && gates.health.is_none() {
         return None;
+    }
+    if let Some((at, origin)) = &record.named
+        && at == &trusted.commit
+    {
+        return Some(origin.clone());
     }
     let known = record
         .named
