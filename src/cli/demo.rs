@@ -3,10 +3,13 @@
 //!
 //! The sandbox (a temporary directory, or `--keep DIR`) holds synthetic sync repositories and
 //! a `file://` archive of older versions (`universe`), a git copy of example-fleet (embedded in
-//! the binary, `embedded`; edited as text, `edits`) and three hosts as directories in two pools
-//! (`sandbox`). The story: reconcile all hosts; add a package to a set; pin build-servers to a
-//! new generation that holds one package back (a downgrade); `git revert` that; reconcile after
-//! each commit and print what each host did. Every pass is a real `reconcile::run` through
+//! the binary, `embedded`; edited as text, `edits`), a status repository, and nine hosts as
+//! directories, each with its own key (`sandbox`). The story: reconcile three hosts in two pools;
+//! add a package to a set; pin build-servers to a new generation that holds one package back (a
+//! downgrade); `git revert` that. Then a pool of six desks in three waves: a generation bump
+//! reaches the canary, fails one early desk's health check (which rolls back), halts the rest,
+//! and `fleetctl rollback` finishes it. Each step reconciles its hosts wave by wave and prints
+//! what each did. Every pass is a real `reconcile::run` through
 //! libalpm, with the window ignored as an operator at the console would. Nothing outside the
 //! sandbox is touched: every host path is checked to be inside it before the first pass.
 
@@ -29,6 +32,14 @@ use pacfleet::reconcile::{self, PassOptions, PassReport, Verdict, short};
 
 /// The demo's hosts: two workstations (floating) and a build server (pinned).
 const HOSTS: &[&str] = &["ws-01", "ws-02", "build-01"];
+/// The rollout chapter's pool and its six desks: lab-01 is the canary, lab-02 and lab-03 the
+/// early wave, the rest follow.
+const LAB_POOL: &str = "lab";
+const LAB: &[&str] = &["lab-01", "lab-02", "lab-03", "lab-04", "lab-05", "lab-06"];
+/// The lab desk whose local quirk the new generation breaks: its health check fails.
+const FRAGILE: &str = "lab-02";
+/// The file that marks it.
+const QUIRK: &str = "etc/demo-quirk";
 /// Step 2 adds `ADDED` to this set, which the workstations use and build-servers do not.
 const ADDED_TO_SET: &str = "desktop";
 /// The package step 2 adds (`htop` is in core-tools already, so every host has it).
@@ -114,25 +125,53 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
         .publish_snapshots(&fleet)
         .with_context(|| format!("{setup}: publishing the archive's snapshots"))?;
     let repo = FleetRepo::init(&dir.join("fleet")).context(setup)?;
+    let status_repo = dir.join("status.git");
+    repo.git(&["init", "-q", "--bare", &status_repo.display().to_string()])
+        .context(setup)?;
     let ops = Operator::generate(dir).context(setup)?;
     let archive_url = format!("file://{}", built.archive.display());
     let demo_files = embedded::demo_files().context(setup)?;
     let demo_files: Vec<(&str, &str)> = demo_files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let files = edits::copy(&demo_files, &fleet, &archive_url, &built)
         .with_context(|| format!("{setup}: copying example-fleet"))?;
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (&**p, &**t)).collect();
-    repo.write(&files).context(setup)?;
-    let fleet = checked(&repo).context(setup)?;
-    let mut hosts = Vec::new();
-    for name in HOSTS {
-        let host = sandbox::make_host(dir, name, &built.repos, &repo.dir, &ops.public)
-            .with_context(|| format!("{setup}: host {name}"))?;
+    let make_host = |name: &str| -> anyhow::Result<Host> {
+        let host = sandbox::make_host(
+            dir,
+            name,
+            &built.repos,
+            &repo.dir,
+            &ops.public,
+            &status_repo,
+        )
+        .with_context(|| format!("{setup}: host {name}"))?;
         let gpgdir = dir.join("hosts").join(name).join("gnupg");
         packager
             .keyring(&gpgdir, &host.config.pacman_conf)
             .with_context(|| format!("{setup}: the keyring of host {name}"))?;
-        hosts.push(host);
+        Ok(host)
+    };
+    let hosts = HOSTS
+        .iter()
+        .map(|n| make_host(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let lab = LAB
+        .iter()
+        .map(|n| make_host(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Each host's manifest names its key, which its reports are checked against.
+    let mut files = files;
+    for h in &hosts {
+        let path = format!("hosts/{}.yaml", h.name);
+        let existing = files.iter().position(|(p, _)| *p == path);
+        let text = edits::host_with_key(&h.name, existing.map(|i| files[i].1.as_str()), &h.key);
+        match existing {
+            Some(i) => files[i].1 = text,
+            None => files.push((path, text)),
+        }
     }
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (&**p, &**t)).collect();
+    repo.write(&files).context(setup)?;
+    let fleet = checked(&repo).context(setup)?;
 
     intro(&universe, &fleet, &hosts)?;
 
@@ -252,6 +291,137 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
         &hosts,
         &built,
     )?;
+
+    rollout_chapter(&repo, &ops, &universe, &built, &lab)
+}
+
+/// Steps 5 to 7: a pool of six desks in three waves with a health check. A generation bump
+/// reaches the canary, then the early wave, where one desk fails its check and rolls back; the
+/// rollout halts for everyone after it; `fleetctl rollback` starts a new change that every
+/// desk converges on. Each step reconciles the desks wave by wave, as their timers would.
+fn rollout_chapter(
+    repo: &FleetRepo,
+    ops: &Operator,
+    universe: &Universe,
+    built: &Built,
+    lab: &[Host],
+) -> anyhow::Result<()> {
+    let step5 = "step 5";
+    let (name, older) = DOWNGRADE;
+    let newer = universe
+        .packages
+        .get(name)
+        .map(|p| p.version.clone())
+        .with_context(|| format!("{step5}: no package {name} (a bug)"))?;
+    let generation = |n: u32, version: &str| -> anyhow::Result<String> {
+        Ok(format!(
+            "kind: Generation\npool: {LAB_POOL}\nnumber: {n}\npackages:\n  {name}: {{version: {version}, sha256: {}}}\n",
+            built.sha256(name, version)?
+        ))
+    };
+    let check = format!(
+        "! {{ test -e \"$PACFLEET_ROOT/{QUIRK}\" && test -d \"$PACFLEET_ROOT/var/lib/pacman/local/{name}-{newer}\"; }}"
+    );
+    let pool = |n: u32| {
+        format!(
+            "# Six lab desks, in three waves: the canary, then two early desks, then the rest.\n\
+             # A desk that fails its health check goes back to what it had; any failure halts\n\
+             # the waves after it (failure_budget: 0).\n\
+             kind: Pool\nname: {LAB_POOL}\nhosts: [\"lab-*\"]\npackages: [{name}]\ngeneration: {n}\n\
+             rollout:\n  waves:\n    - {{name: canary, hosts: [lab-01]}}\n    - {{name: early, hosts: [lab-02, lab-03]}}\n    - {{name: rest, percent: 100}}\n  failure_budget: 0\n\
+             health:\n  commands: [{}, {}]\n  timeout: 1m\n  rollback: true\n",
+            serde_json::to_string(edits::SANDBOX_HEALTH).unwrap_or_default(),
+            serde_json::to_string(&check).unwrap_or_default(),
+        )
+    };
+    let mut files = vec![
+        (format!("pools/{LAB_POOL}.yaml"), pool(1)),
+        (
+            format!("generations/{LAB_POOL}/1.yaml"),
+            generation(1, older)?,
+        ),
+    ];
+    for h in lab {
+        files.push((
+            format!("hosts/{}.yaml", h.name),
+            edits::host_with_key(&h.name, None, &h.key),
+        ));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (&**p, &**t)).collect();
+    repo.write(&files).context(step5)?;
+    checked(repo).context(step5)?;
+    commit_signed(
+        repo,
+        ops,
+        &format!("{LAB_POOL}: six desks at generation 1 ({name} {older}), in three waves"),
+    )
+    .context(step5)?;
+    // The fragile desk's quirk, which the next generation breaks.
+    let fragile = lab
+        .iter()
+        .find(|h| h.name == FRAGILE)
+        .with_context(|| format!("{step5}: no host {FRAGILE} (a bug)"))?;
+    let quirk = fragile.config.root.join(QUIRK);
+    if let Some(parent) = quirk.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{step5}: cannot create {}", parent.display()))?;
+    }
+    std::fs::write(&quirk, "")
+        .with_context(|| format!("{step5}: cannot write {}", quirk.display()))?;
+    step(
+        5,
+        &format!("A pool in waves: {LAB_POOL}, six desks (canary, early, rest)"),
+        repo,
+        lab,
+        built,
+    )?;
+
+    let step6 = "step 6";
+    repo.write(&[
+        (&format!("pools/{LAB_POOL}.yaml"), &pool(2)),
+        (
+            &format!("generations/{LAB_POOL}/2.yaml"),
+            &generation(2, &newer)?,
+        ),
+    ])
+    .context(step6)?;
+    checked(repo).context(step6)?;
+    commit_signed(
+        repo,
+        ops,
+        &format!("{LAB_POOL}: generation 2, {name} {newer}"),
+    )
+    .context(step6)?;
+    step(
+        6,
+        &format!("A generation bump rolls through the waves; {FRAGILE} fails its health check"),
+        repo,
+        lab,
+        built,
+    )?;
+
+    let step7 = "step 7";
+    let pool_name = pacfleet::manifest::Name::new(LAB_POOL).context(step7)?;
+    let rolled = pacfleet::rollback::rollback(
+        &pacfleet::rollback::Rollback {
+            pool: &pool_name,
+            repo: &repo.dir,
+            to: None,
+            sign: false,
+            push: false,
+            offline: true,
+        },
+        &mut |w| tracing::warn!("{w}"),
+    )
+    .context(step7)?;
+    repo.sign(&rolled.commit, ops).context(step7)?;
+    step(
+        7,
+        "`fleetctl rollback --pool lab`: a new change, and every desk converges",
+        repo,
+        lab,
+        built,
+    )?;
     Ok(())
 }
 
@@ -290,7 +460,7 @@ fn intro(universe: &Universe, fleet: &Fleet, hosts: &[Host]) -> anyhow::Result<(
         .collect();
     println!(
         "pacfleet demo: a fleet of {} hosts in a sandbox; nothing outside it is touched.",
-        hosts.len()
+        hosts.len() + LAB.len()
     );
     println!(
         "  packages  {} synthetic packages in {}; {} older versions in a file:// archive",
@@ -304,7 +474,14 @@ fn intro(universe: &Universe, fleet: &Fleet, hosts: &[Host]) -> anyhow::Result<(
     println!(
         "  fleet     a git copy of example-fleet; its `archive:` and sha256 pins are the sandbox's"
     );
-    println!("  hosts     {}", pools.join("; "));
+    println!(
+        "  hosts     {}; from step 5, {} in pool {LAB_POOL}",
+        pools.join("; "),
+        LAB.join(", ")
+    );
+    println!(
+        "  reports   each host signs its report with its own key and pushes it to the sandbox's status repository"
+    );
     println!("  trust     every commit is signed with keys/ops.key; the hosts trust keys/ops.pub");
     println!(
         "Passes apply outside maintenance windows, like an operator at the console \
@@ -334,7 +511,18 @@ fn step(
     println!("\n{n}. {title}");
     println!("   commit {}  {subject}", short(&head));
     let width = hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+    // Wave by wave, as the hosts' timers would take them over time.
+    let fleet = checked(repo).with_context(|| what.clone())?;
+    let mut ordered: Vec<(usize, &Host)> = Vec::new();
     for h in hosts {
+        let wave = match pacfleet::resolve::resolve(&fleet, &h.name)? {
+            Some(r) => pacfleet::rollout::place(&r)?.map_or(0, |(p, _)| p.index),
+            None => 0,
+        };
+        ordered.push((wave, h));
+    }
+    ordered.sort_by_key(|(wave, _)| *wave);
+    for (_, h) in ordered {
         let report = reconcile::run(&h.config, APPLY).with_context(|| {
             format!(
                 "{what}: reconciling host {} ({}) failed",
@@ -358,11 +546,22 @@ fn print_host(r: &PassReport, width: usize, archive: &Path) {
     let did = match &r.verdict {
         Verdict::NotInFleet => "not in the fleet: nothing to do".to_owned(),
         Verdict::Converged => format!("converged, nothing to do ({took})"),
+        Verdict::Pending {
+            hold: reconcile::Hold::Halted { failed, budget },
+        } => format!(
+            "{} held back: the rollout halted ({} failed; failure_budget {budget})",
+            cs.summary(),
+            failed.join(", ")
+        ),
         Verdict::Pending { hold } => format!("{} held back: {hold}", cs.summary()),
         Verdict::Held => format!("{} package(s) held back by IgnorePkg", cs.held.len()),
         Verdict::Unhealthy { rolled_back } => format!(
-            "applied; the health check failed{}",
-            if *rolled_back { ", rolled back" } else { "" }
+            "{}; the health check failed{}",
+            cs.summary_with_versions(),
+            match (&r.rolled_back, rolled_back) {
+                (Some(back), true) => format!(", rolled back: {}", back.summary_with_versions()),
+                _ => String::new(),
+            }
         ),
         Verdict::Applied | Verdict::AppliedWithWarnings => {
             let counts: Vec<String> = [

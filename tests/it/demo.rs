@@ -12,6 +12,7 @@ use pacfleet::manifest::Fleet;
 use crate::harness::{fleetctl, run, stdout_ok, tempdir, toolchain_bin};
 
 const HOSTS: [&str; 3] = ["ws-01", "ws-02", "build-01"];
+const LAB: [&str; 6] = ["lab-01", "lab-02", "lab-03", "lab-04", "lab-05", "lab-06"];
 
 /// `fleetctl demo ARGS` with TMPDIR and HOME in test-owned (empty) directories.
 fn demo(tmp: &Path, args: &[&str]) -> (i32, String, String) {
@@ -80,6 +81,12 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         "git 2.47.1-1 → 2.48.1-1",
         "outside maintenance windows",
         "fleetctl plan --config",
+        "5. A pool in waves: lab, six desks",
+        "6. A generation bump rolls through the waves; lab-02 fails its health check",
+        "lab-02 (lab, generation 2): upgrade git 2.47.1-1 -> 2.48.1-1; the health check failed, rolled back: downgrade git 2.48.1-1 -> 2.47.1-1",
+        "lab-06 (lab, generation 2): 1 upgrade held back: the rollout halted (lab-02 failed; failure_budget 0)",
+        "7. `fleetctl rollback --pool lab`: a new change, and every desk converges",
+        "Revert \"lab: generation 2, git 2.48.1-1\"",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
@@ -92,14 +99,38 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
             "{host} should have one line per step:\n{out}"
         );
     }
-    assert!(out.lines().count() <= 40, "the story is too long:\n{out}");
+    for host in LAB {
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.split_whitespace().next() == Some(host) && l.contains("): "))
+                .count(),
+            3,
+            "{host} should have one line per step of the rollout chapter:\n{out}"
+        );
+    }
+    // Step 6, wave by wave: the canary upgraded, the early desk rolled back, the rest halted.
+    let step6 = &out[out.find("\n6. ").expect("step 6")..out.find("\n7. ").expect("step 7")];
+    assert!(
+        step6.contains("lab-01 (lab, generation 2): upgraded 1"),
+        "{step6}"
+    );
+    assert_eq!(step6.matches("the rollout halted").count(), 4, "{step6}");
+    assert!(out.lines().count() <= 80, "the story is too long:\n{out}");
 
     // Every host path is inside the sandbox.
-    for host in HOSTS {
+    for host in HOSTS.iter().chain(&LAB) {
         let cfg = AgentConfig::load(sandbox.join("hosts").join(host).join("agent.yaml")).unwrap();
-        for p in [&cfg.root, &cfg.dbpath, &cfg.pacman_conf, &cfg.state_dir] {
+        for p in [
+            &cfg.root,
+            &cfg.dbpath,
+            &cfg.pacman_conf,
+            &cfg.state_dir,
+            &cfg.host_key,
+        ] {
             assert!(p.starts_with(&sandbox), "{host}: {}", p.display());
         }
+        let status = cfg.status_repo.as_deref().unwrap_or_default();
+        assert!(Path::new(status).starts_with(&sandbox), "{host}: {status}");
         assert!(Path::new(&cfg.repo).starts_with(&sandbox), "{}", cfg.repo);
         let conf = stdout_ok(
             "pacman-conf",
@@ -153,7 +184,7 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         assert!(out.status.success(), "{host}: pacman -Dk: {out:?}");
     }
 
-    // The fleet repository: the four commits of the story.
+    // The fleet repository: the seven commits of the story.
     let log = stdout_ok(
         "git log",
         &Command::new("git")
@@ -165,7 +196,40 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
             .output()
             .unwrap(),
     );
-    assert_eq!(log.lines().count(), 4, "{log}");
+    assert_eq!(log.lines().count(), 7, "{log}");
+
+    // The lab desks, through the real pacman: all back on generation 1's git, and each one's
+    // report in the status repository, signed, on the rollback's change.
+    for host in LAB {
+        assert_eq!(installed(&hosts.join(host))["git"], "2.47.1-1", "{host}");
+        let report = stdout_ok(
+            "git show",
+            &Command::new("git")
+                .arg("--git-dir")
+                .arg(sandbox.join("status.git"))
+                .args([
+                    "show",
+                    &format!("refs/pacfleet/status/lab/{host}:report.json"),
+                ])
+                .output()
+                .unwrap(),
+        );
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        let head = stdout_ok(
+            "git rev-parse",
+            &Command::new("git")
+                .arg("-C")
+                .arg(sandbox.join("fleet"))
+                .args(["rev-parse", "HEAD"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(report["rollout"], head.trim(), "{host}: {report}");
+        assert!(
+            report["outcome"] == "converged" || report["outcome"] == "applied",
+            "{host}: {report}"
+        );
+    }
 
     // What the story suggests next works: the host is converged.
     let (code, out, err) = run(fleetctl()

@@ -24,12 +24,52 @@ pub(super) fn copy(
             set_archive(text, archive_url)
         } else if let Some(g) = fleet.generations.values().find(|g| g.file == *path) {
             rewrite_sha256(text, &g.spec, built).with_context(|| format!("copying {path}"))?
+        } else if fleet.pools.values().any(|p| p.file == *path) {
+            pool_for_sandbox(text)
         } else {
             (*text).to_owned()
         };
         out.push(((*path).to_owned(), text));
     }
     Ok(out)
+}
+
+/// What a sandbox host's health check asks instead of systemd (the demo's hosts are
+/// directories, not machines): that the package database is there.
+pub(super) const SANDBOX_HEALTH: &str =
+    "test -s \"$PACFLEET_ROOT/var/lib/pacman/local/ALPM_DB_VERSION\"";
+
+/// A pool file for the sandbox: its health check asks the sandbox root instead of systemd,
+/// and its waves soak for no time (the story's passes follow each other within seconds).
+fn pool_for_sandbox(text: &str) -> String {
+    let systemd = "\"systemctl is-system-running --wait\"";
+    let check = serde_json::to_string(SANDBOX_HEALTH).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let l = l.replace(systemd, &check);
+            match l.find("soak: ") {
+                Some(at) => {
+                    let end = l[at..].find('}').map_or(l.len(), |e| at + e);
+                    format!("{}soak: 0s{}", &l[..at], &l[end..])
+                }
+                None => l,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// A Host manifest with `key:` set to `key`: `existing` with the line added (or replaced), or
+/// a new manifest naming only the host and its key.
+pub(super) fn host_with_key(name: &str, existing: Option<&str>, key: &str) -> String {
+    match existing {
+        Some(text) => {
+            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("key:")).collect();
+            format!("{}\nkey: {key}\n", kept.join("\n"))
+        }
+        None => format!("kind: Host\nname: {name}\nkey: {key}\n"),
+    }
 }
 
 /// `fleet.yaml` with its `archive:` line replaced (or added).

@@ -6,7 +6,9 @@
 //! <sandbox>/archive/               older versions, Arch Linux Archive layout (file://)
 //! <sandbox>/fleet/                 the fleet repository (a git work tree, signed commits)
 //! <sandbox>/keys/ops.{pub,key}      the operator's minisign key pair (unencrypted)
-//! <sandbox>/hosts/<host>/          agent.yaml, pacman.conf, root/, state/, gnupg/, hooks/
+//! <sandbox>/status.git/            the status repository the hosts push their reports to
+//! <sandbox>/hosts/<host>/          agent.yaml, host.{key,pub}, pacman.conf, root/, state/,
+//!                                  gnupg/, hooks/
 //! ```
 
 use std::collections::BTreeMap;
@@ -262,6 +264,8 @@ impl Operator {
 pub(super) struct Host {
     /// Its hostname.
     pub name: String,
+    /// Its public key (the base64 line of `host.pub`), for `key:` in its Host manifest.
+    pub key: String,
     /// `<sandbox>/hosts/<name>/agent.yaml`.
     pub config_path: PathBuf,
     /// The loaded agent config.
@@ -279,6 +283,7 @@ pub(super) fn make_host(
     repos: &BTreeMap<String, PathBuf>,
     fleet: &Path,
     trusted_key: &Path,
+    status_repo: &Path,
 ) -> anyhow::Result<Host> {
     let layout = HostLayout::new(&sandbox.join("hosts").join(name));
     layout.create()?;
@@ -304,12 +309,32 @@ pub(super) fn make_host(
          pacman_conf: pacman.conf\n\
          state_dir: state\n\
          trusted_keys: [{key}]\n\
-         lock_timeout: 10s\n",
+         lock_timeout: 10s\n\
+         status_repo: {status}\n",
         fleet = fleet.display(),
         key = trusted_key.display(),
+        status = status_repo.display(),
     );
     let config_path = base.join("agent.yaml");
     write(config_path.clone(), agent)?;
+    // The host's own key pair, as `fleetctl enroll` makes it: it signs the host's reports.
+    let kp = minisign::KeyPair::generate_unencrypted_keypair()
+        .with_context(|| format!("host {name}: cannot generate its key pair"))?;
+    let public = kp.pk.to_base64();
+    write(
+        base.join("host.key"),
+        kp.sk
+            .to_box(None)
+            .context("encoding the host key")?
+            .into_string(),
+    )?;
+    write(
+        base.join("host.pub"),
+        kp.pk
+            .to_box()
+            .context("encoding the host key")?
+            .into_string(),
+    )?;
     let config = AgentConfig::load(&config_path)?;
     // Nothing outside the sandbox: every path the host uses is inside it.
     for (what, path) in [
@@ -318,6 +343,11 @@ pub(super) fn make_host(
         ("dbpath", config.dbpath.as_path()),
         ("pacman_conf", config.pacman_conf.as_path()),
         ("state_dir", config.state_dir.as_path()),
+        ("host_key", config.host_key.as_path()),
+        (
+            "status_repo",
+            Path::new(config.status_repo.as_deref().unwrap_or_default()),
+        ),
     ]
     .into_iter()
     .chain(
@@ -339,6 +369,7 @@ pub(super) fn make_host(
     }
     Ok(Host {
         name: name.to_owned(),
+        key: public,
         config_path,
         config,
     })
@@ -371,9 +402,19 @@ mod tests {
             &repos,
             &tmp.path().join("fleet"),
             &key.public,
+            &tmp.path().join("status.git"),
         )
         .unwrap();
         assert_eq!(host.config.trusted_keys, [key.public]);
+        assert_eq!(
+            host.config.status_repo.as_deref(),
+            Some(tmp.path().join("status.git").to_str().unwrap())
+        );
+        assert_eq!(
+            host.config.host_key,
+            tmp.path().join("hosts/ws-01/host.key")
+        );
+        assert!(host.key.starts_with("RW"), "{}", host.key);
         assert_eq!(host.config.hostname, "ws-01");
         assert_eq!(
             host.config.repo,
