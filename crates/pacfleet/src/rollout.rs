@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::manifest::RolloutSpec;
+use crate::report::HostReport;
+
 /// One wave of a pool's rollout.
 #[derive(Debug, Clone)]
 pub struct Wave {
@@ -44,6 +47,53 @@ impl Wave {
             !self.labels.is_empty() && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
         by_glob || by_labels
     }
+}
+
+/// A wave's `hosts:` glob that does not compile (`validate` reports it first: a checked fleet
+/// has none).
+#[derive(Debug, thiserror::Error)]
+#[error("wave `{wave}`: host glob `{glob}` does not parse: {source}")]
+pub struct WavesError {
+    /// The wave's name.
+    pub wave: String,
+    /// The glob as written.
+    pub glob: String,
+    /// Why.
+    #[source]
+    pub source: globset::Error,
+}
+
+/// A pool's `rollout:` as the [`Wave`]s [`wave_of`] and [`Rollout::decide`] take: globs
+/// compiled, `soak` parsed (a soak `validate` would refuse counts as none, as
+/// [`crate::manifest::WaveSpec::soak`] says). The hosts and `fleetctl fleet status` both build
+/// their waves here, so they agree on who is in which wave.
+pub fn waves(spec: &RolloutSpec) -> Result<Vec<Wave>, WavesError> {
+    spec.waves
+        .iter()
+        .map(|w| {
+            let hosts = w
+                .hosts
+                .iter()
+                .map(|g| {
+                    globset::Glob::new(g)
+                        .map(|g| g.compile_matcher())
+                        .map_err(|source| WavesError {
+                            wave: w.name.to_string(),
+                            glob: g.clone(),
+                            source,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Wave {
+                name: w.name.to_string(),
+                hosts,
+                labels: w.labels.clone(),
+                percent: w.percent,
+                // At most 90 days (`MAX_ROLLOUT_DURATION`): always representable.
+                soak: Duration::from_std(w.soak()).unwrap_or(Duration::days(90)),
+            })
+        })
+        .collect()
 }
 
 /// The host's bucket in 0..100: a stable hash of (fleet, pool, hostname).
@@ -99,6 +149,29 @@ pub struct Report {
     pub outcome: Outcome,
     /// When it was reported.
     pub at: DateTime<Utc>,
+}
+
+impl Report {
+    /// What the rollout reads of a host's verified report: its rollout id as the change (a
+    /// report without one is about no change), and its outcome — converged or applied is a
+    /// success, failed or rolled back a failure, anything else (pending, refused, not in the
+    /// fleet) not applied yet.
+    pub fn from_host_report(r: &HostReport) -> Report {
+        let outcome = if r.outcome.succeeded() {
+            Outcome::Success
+        } else if r.outcome.failed() {
+            Outcome::Failed
+        } else {
+            Outcome::Pending
+        };
+        Report {
+            host: r.host.clone(),
+            wave: r.wave,
+            change: r.rollout.clone().unwrap_or_default(),
+            outcome,
+            at: r.at,
+        }
+    }
 }
 
 /// Why a host waits.
@@ -292,6 +365,33 @@ mod tests {
             r.decide(2, "c1", &reports, t(100)),
             Decision::Apply | Decision::Wait(_)
         ));
+    }
+
+    #[test]
+    fn waves_from_the_manifest() {
+        let spec: RolloutSpec = serde_yaml::from_str(
+            "waves:\n  - {name: canary, hosts: [\"ws-0[12]\"], labels: {ring: \"0\"}}\n  - {name: rest, percent: 100, soak: 2h}\n",
+        )
+        .unwrap();
+        let w = waves(&spec).unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            (w[0].name.as_str(), w[0].soak),
+            ("canary", Duration::zero())
+        );
+        assert_eq!((w[1].percent, w[1].soak), (Some(100), Duration::hours(2)));
+        let ring: BTreeMap<String, String> = [("ring".to_owned(), "0".to_owned())].into();
+        assert_eq!(wave_of("acme", "ws", "ws-02", &BTreeMap::new(), &w), 0);
+        assert_eq!(wave_of("acme", "ws", "ws-77", &ring, &w), 0);
+        assert_eq!(wave_of("acme", "ws", "ws-77", &BTreeMap::new(), &w), 1);
+        let bad: RolloutSpec =
+            serde_yaml::from_str("waves:\n  - {name: canary, hosts: [\"ws-[\"]}\n").unwrap();
+        let e = waves(&bad).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("wave `canary`: host glob `ws-[` does not parse"),
+            "{e}"
+        );
     }
 
     fn members_strategy() -> impl Strategy<Value = BTreeMap<String, usize>> {
