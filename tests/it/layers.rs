@@ -24,7 +24,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "rules",
         &["trust", "window", "resolve", "rollout", "report"],
     ),
-    ("planning", &["plan", "diff", "archive", "validate"]),
+    (
+        "planning",
+        &["plan", "diff", "archive", "validate", "fleet_status"],
+    ),
     // I/O at the edges: libalpm, state files, metrics.
     ("edges", &["system", "state", "apply", "capture", "metrics"]),
     // One pass, then what runs passes.
