@@ -487,10 +487,14 @@ th { background: #f6f8fa; }
 td.num { text-align: right; }
 code, .mono { font-family: ui-monospace, monospace; font-size: 12px; }
 details summary { cursor: pointer; }
-.ok { background: #dafbe1; color: #116329; border-color: #1a7f37; }
-.wait { background: #fff8c5; color: #7d4e00; border-color: #bf8700; }
-.bad { background: #ffebe9; color: #a40e26; border-color: #cf222e; }
-.off { background: #eff2f5; color: #59636e; border-color: #818b98; }
+.ok { background: #dafbe1; color: #116329; }
+.wait { background: #fff8c5; color: #7d4e00; }
+.bad { background: #ffebe9; color: #a40e26; }
+.off { background: #eff2f5; color: #59636e; }
+.progress.ok { border-color: #1a7f37; }
+.progress.wait { border-color: #bf8700; }
+.progress.bad { border-color: #cf222e; }
+.progress.off { border-color: #818b98; }
 footer { color: #59636e; margin-top: 2rem; font-size: 12px; }
 ";
 

@@ -646,7 +646,11 @@ fn progress(
         (None, None) => (
             RolloutState::Done,
             n.saturating_sub(1),
-            format!("done: all {n} wave{} done", if n == 1 { "" } else { "s" }),
+            if n == 1 {
+                "done".to_owned()
+            } else {
+                format!("done: all {n} waves done")
+            },
         ),
         (None, Some(i)) => {
             let w = &waves[i];
