@@ -11,8 +11,10 @@ log() { printf 'deps.sh: %s\n' "$*" >&2; }
 # gnupg for the test packager's key and pacman-key's host keyrings, zstd to check the .pkg.tar.zst
 # packages, busybox-static for a /bin/sh inside test roots (HostDir::with_shell), openssh for
 # fetching over ssh against a real sshd on loopback (tests/it/ssh.rs), jq and curl for the example
-# fleet's CI script run against a fake GitHub API (tests/it/ci_workflow.rs).
-debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd gnupg zstd busybox-static openssh-client openssh-server jq curl fakeroot binutils)
+# fleet's CI script run against a fake GitHub API (tests/it/ci_workflow.rs), chromium to render
+# `fleetctl fleet status --html` headless (tests/it/fleet_status.rs), prometheus for promtool to
+# check and unit-test monitoring/'s alerting rules (tests/it/monitoring.rs).
+debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd gnupg zstd busybox-static openssh-client openssh-server jq curl fakeroot binutils chromium prometheus)
 
 if [ -r /etc/debian_version ]; then
   missing=()
@@ -29,8 +31,8 @@ if [ -r /etc/debian_version ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 elif [ -r /etc/arch-release ]; then
-  for t in git bsdtar minisign pacman-conf gpg zstd ssh ssh-keygen jq curl; do
-    command -v "$t" >/dev/null 2>&1 || { log "missing $t: pacman -S --needed git libarchive minisign pacman gnupg zstd openssh jq curl"; exit 2; }
+  for t in git bsdtar minisign pacman-conf gpg zstd ssh ssh-keygen jq curl chromium promtool; do
+    command -v "$t" >/dev/null 2>&1 || { log "missing $t: pacman -S --needed git libarchive minisign pacman gnupg zstd openssh jq curl chromium prometheus"; exit 2; }
   done
   # HostDir::with_shell copies /bin/busybox into test roots: it must be statically linked.
   [ -x /bin/busybox ] || { log "missing /bin/busybox (statically linked): pacman -S --needed busybox"; exit 2; }

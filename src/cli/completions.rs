@@ -22,13 +22,24 @@ pub(super) fn manpages(args: ManpagesArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let cmd = Cli::command();
     let mut pages = vec![(String::from("fleetctl"), cmd.clone())];
+    // A command group (`fleetctl fleet`) has a page, and so has each command in it
+    // (`fleetctl-fleet-status.1`).
+    let mut commands: Vec<(String, clap::Command)> = Vec::new();
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("fleetctl-{}", sub.get_name());
+        commands.push((sub.get_name().to_owned(), sub.clone()));
+        for inner in sub.get_subcommands().filter(|s| !s.is_hide_set()) {
+            commands.push((
+                format!("{} {}", sub.get_name(), inner.get_name()),
+                inner.clone(),
+            ));
+        }
+    }
+    for (words, sub) in commands {
+        let name = format!("fleetctl-{}", words.replace(' ', "-"));
         // The page's NAME and SYNOPSIS show the full invocation, `fleetctl-plan` → `fleetctl plan`.
         let sub = sub
-            .clone()
             .name(name.clone())
-            .bin_name(format!("fleetctl {}", sub.get_name()))
+            .bin_name(format!("fleetctl {words}"))
             .version(cmd.get_version().unwrap_or_default().to_owned());
         pages.push((name, sub));
     }

@@ -7,6 +7,7 @@ mod completions;
 mod demo;
 mod diff;
 mod enroll;
+pub mod fleet;
 mod history;
 mod keygen;
 pub mod output;
@@ -71,6 +72,8 @@ enum Command {
     Status(StatusArgs),
     /// On a host: run passes on a schedule, watch for drift, until SIGTERM.
     Agent(AgentArgs),
+    /// The fleet as its hosts report it (`fleetctl fleet status`).
+    Fleet(FleetArgs),
     /// A complete sandbox fleet on this machine: three hosts reconciled through a story of
     /// commits. Touches nothing outside a temporary directory.
     Demo(DemoArgs),
@@ -233,6 +236,41 @@ struct StatusArgs {
     /// Print one line of JSON for a waybar custom module (`return-type: json`).
     #[arg(long)]
     waybar: bool,
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    #[command(subcommand)]
+    command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Per pool and wave every host's newest report, hosts silent past the pool's stale_after,
+    /// and each rollout's progress (wave k of n, done, waiting for what, halted and why): text,
+    /// JSON or one static HTML page. Exit 0 all healthy, 1 something needs attention (failed,
+    /// rolled back, refused, halted, stale, drift, a rejected report), 2 error.
+    Status(FleetStatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetStatusArgs {
+    /// The status repository the hosts push their signed reports to: a git URL or path.
+    #[arg(long, value_name = "URL")]
+    status_repo: String,
+    /// The fleet repository whose HEAD says which pools, waves and hosts there are: a git work
+    /// tree, the directory inside one that holds fleet.yaml, or a bare repository.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Only this pool; repeat for several.
+    #[arg(long, value_name = "POOL")]
+    pool: Vec<String>,
+    /// Print one JSON object (fields documented in docs/contract.md §7).
+    #[arg(long, conflicts_with = "html")]
+    json: bool,
+    /// Write one static HTML page (inline CSS, no JavaScript) to FILE instead of printing.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +477,7 @@ fn run() -> ExitCode {
         Command::Rollback(a) => rollback::run(a),
         Command::Status(a) => status::run(a),
         Command::Agent(a) => agent::run(a),
+        Command::Fleet(a) => fleet::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Sign(a) => sign::run(a),

@@ -336,7 +336,7 @@ fn summary(
 }
 
 /// `3m ago` / `in 2d` for a moment relative to now.
-fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(super) fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (t - now).num_seconds();
     let n = secs.unsigned_abs();
     let span = match n {

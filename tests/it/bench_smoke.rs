@@ -14,6 +14,45 @@ use crate::harness::tempdir;
 #[path = "../../examples/bench_world.rs"]
 mod bench_world;
 
+// The fleet status benchmark (BENCHMARKS.md §6) is an example binary too.
+#[allow(dead_code)]
+#[path = "../../examples/fleet_status_bench.rs"]
+mod fleet_status_bench;
+
+#[test]
+fn fleet_status_bench_runs_at_toy_size() {
+    let (status, timings) = fleet_status_bench::run(&fleet_status_bench::Args {
+        hosts: 120,
+        pools: 3,
+        runs: 1,
+    });
+    assert_eq!((status.host_count(), status.pools.len()), (120, 3));
+    let steps: Vec<&str> = timings.iter().map(|t| t.name).collect();
+    assert_eq!(
+        steps,
+        ["summarize", "render text", "render JSON", "render HTML"]
+    );
+    // The world is what BENCHMARKS.md says: every wave has hosts, a few fail, a few are stale.
+    let pool = &status.pools[0];
+    assert!(
+        pool.waves.iter().all(|w| !w.hosts.is_empty()),
+        "{:?}",
+        pool.waves
+    );
+    assert!(
+        status
+            .attention()
+            .iter()
+            .any(|a| a.kind == pacfleet::fleet_status::AttentionKind::Stale)
+    );
+    assert!(
+        status
+            .attention()
+            .iter()
+            .any(|a| a.kind == pacfleet::fleet_status::AttentionKind::Failed)
+    );
+}
+
 fn arg(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }

@@ -31,7 +31,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "rules",
         &["trust", "window", "resolve", "rollout", "report"],
     ),
-    ("planning", &["plan", "diff", "archive", "validate"]),
+    (
+        "planning",
+        &["plan", "diff", "archive", "validate", "fleet_status"],
+    ),
     // I/O at the edges: libalpm, state files, metrics, health checks, the status repository.
     (
         "edges",
