@@ -292,7 +292,7 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
         &built,
     )?;
 
-    rollout_chapter(&repo, &ops, &universe, &built, &lab)
+    rollout_chapter(&repo, &ops, &universe, &built, &lab, &status_repo)
 }
 
 /// Steps 5 to 7: a pool of six desks in three waves with a health check. A generation bump
@@ -305,6 +305,7 @@ fn rollout_chapter(
     universe: &Universe,
     built: &Built,
     lab: &[Host],
+    status_repo: &Path,
 ) -> anyhow::Result<()> {
     let step5 = "step 5";
     let (name, older) = DOWNGRADE;
@@ -399,6 +400,7 @@ fn rollout_chapter(
         lab,
         built,
     )?;
+    fleet_status(repo, status_repo, step6)?;
 
     let step7 = "step 7";
     let pool_name = pacfleet::manifest::Name::new(LAB_POOL).context(step7)?;
@@ -422,6 +424,24 @@ fn rollout_chapter(
         lab,
         built,
     )?;
+    fleet_status(repo, status_repo, step7)
+}
+
+/// What `fleetctl fleet status --pool lab` shows now, indented under the step.
+fn fleet_status(repo: &FleetRepo, status_repo: &Path, what: &str) -> anyhow::Result<()> {
+    let (fleet, reports, rejected) =
+        super::fleet::load(&repo.dir, &status_repo.display().to_string())
+            .with_context(|| format!("{what}: fleet status"))?;
+    let mut status =
+        pacfleet::fleet_status::summarize(&fleet, &reports, &rejected, chrono::Utc::now());
+    status.retain_pools(&[LAB_POOL.to_owned()]);
+    println!(
+        "   $ fleetctl fleet status --pool {LAB_POOL}   (exit {})",
+        u8::from(status.needs_attention)
+    );
+    for line in super::fleet::render_text(&status, false).lines() {
+        println!("     {line}");
+    }
     Ok(())
 }
 

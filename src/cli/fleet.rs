@@ -42,7 +42,7 @@ pub(super) fn run(args: FleetArgs) -> anyhow::Result<u8> {
 }
 
 fn status(args: FleetStatusArgs) -> anyhow::Result<u8> {
-    let (fleet, reports, rejected) = load(&args)?;
+    let (fleet, reports, rejected) = load(&args.repo, &args.status_repo)?;
     for p in &args.pool {
         if !fleet.pools.contains_key(p.as_str()) && !reports.contains_key(p) {
             let known: Vec<&str> = fleet.pools.keys().map(|n| n.as_str()).collect();
@@ -71,27 +71,37 @@ fn status(args: FleetStatusArgs) -> anyhow::Result<u8> {
 
 /// The fleet at HEAD of `--repo` (checked as `validate` checks it), and the hosts' reports from
 /// `--status-repo`: the verified ones by pool and host, and the rejected ones with why.
-pub(super) fn load(args: &FleetStatusArgs) -> anyhow::Result<(Fleet, Reports, Rejections)> {
+pub(super) fn load(
+    repo_dir: &Path,
+    status_repo: &str,
+) -> anyhow::Result<(Fleet, Reports, Rejections)> {
     let what = || {
         format!(
             "cannot read the fleet at HEAD of {} (--repo: the fleet repository whose pools and hosts the reports are about)",
-            args.repo.display()
+            repo_dir.display()
         )
     };
-    let repo = FleetRepo::open(&args.repo).with_context(what)?;
+    let repo = FleetRepo::open(repo_dir).with_context(what)?;
     let side = repo.load(&Rev::Commit("HEAD".into())).with_context(what)?;
     let fleet = match side.fleet {
         Ok(f) => f,
         Err(diags) => bail!(
             "the fleet at HEAD of {} does not validate; fleet status needs a valid fleet to place the reports in:\n{diags}",
-            args.repo.display()
+            repo_dir.display()
         ),
     };
-    // status_repo::fetch_all + read_all go here: fetch `args.status_repo`'s
-    // refs/pacfleet/status/<pool>/<host>, verify each report against `fleet`, and return the
-    // verified ones by pool and host with the rejected ones and their reasons.
-    let _ = &args.status_repo;
-    Ok((fleet, Reports::new(), Rejections::new()))
+    let scratch = tempfile::Builder::new()
+        .prefix("pacfleet-status-")
+        .tempdir()
+        .context("cannot create a scratch directory for the status repository (check $TMPDIR)")?;
+    let read =
+        pacfleet::fleet_reports::read(&fleet, status_repo, scratch.path()).with_context(|| {
+            format!(
+                "cannot read the hosts' reports from {} (--status-repo)",
+                pacfleet::source::redact_url(status_repo)
+            )
+        })?;
+    Ok((fleet, read.valid, read.rejected))
 }
 
 /// Writes the page atomically (a temporary file beside it, renamed over it), readable by all:

@@ -87,6 +87,10 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         "lab-06 (lab, generation 2): 1 upgrade held back: the rollout halted (lab-02 failed; failure_budget 0)",
         "7. `fleetctl rollback --pool lab`: a new change, and every desk converges",
         "Revert \"lab: generation 2, git 2.48.1-1\"",
+        "$ fleetctl fleet status --pool lab   (exit 1)",
+        "halted at wave 2 of 3 (early): host lab-02 failed, beyond the failure budget of 0",
+        "$ fleetctl fleet status --pool lab   (exit 0)",
+        "all healthy",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
@@ -115,7 +119,7 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         "{step6}"
     );
     assert_eq!(step6.matches("the rollout halted").count(), 4, "{step6}");
-    assert!(out.lines().count() <= 80, "the story is too long:\n{out}");
+    assert!(out.lines().count() <= 120, "the story is too long:\n{out}");
 
     // Every host path is inside the sandbox.
     for host in HOSTS.iter().chain(&LAB) {

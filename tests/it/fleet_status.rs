@@ -31,10 +31,16 @@ fn manifests() -> Vec<(String, String)> {
         ("pools/ws.yaml".to_owned(), WS.to_owned()),
         ("pools/db.yaml".to_owned(), DB.to_owned()),
     ];
+    // Every host has a key, or it could not report (the reports here are verified already, or
+    // there are none: one key serves them all).
+    let key = minisign::KeyPair::generate_unencrypted_keypair()
+        .expect("key")
+        .pk
+        .to_base64();
     for h in HOSTS {
         files.push((
             format!("hosts/{h}.yaml"),
-            format!("kind: Host\nname: {h}\n"),
+            format!("kind: Host\nname: {h}\nkey: {key}\n"),
         ));
     }
     files
@@ -271,18 +277,26 @@ fn fleet_repo(tmp: &Path) -> FleetRepo {
         .map(|(p, t)| (p.as_str(), t.as_str()))
         .collect();
     fleet.commit_unsigned("fleet", &refs);
+    // An empty status repository: no host has reported yet.
+    fleet.git(&[
+        "init",
+        "-q",
+        "--bare",
+        &status_repo(&fleet.dir).display().to_string(),
+    ]);
     fleet
+}
+
+/// The status repository beside the fleet repository `repo`.
+fn status_repo(repo: &Path) -> std::path::PathBuf {
+    repo.parent().expect("a parent").join("status.git")
 }
 
 fn status_cmd(repo: &Path, extra: &[&str]) -> (i32, String, String) {
     run(fleetctl()
-        .args([
-            "fleet",
-            "status",
-            "--status-repo",
-            "/nonexistent/status.git",
-            "--repo",
-        ])
+        .args(["fleet", "status", "--status-repo"])
+        .arg(status_repo(repo))
+        .arg("--repo")
         .arg(repo)
         .args(extra))
 }

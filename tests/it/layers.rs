@@ -57,6 +57,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "operator",
         &[
             "fleet_read",
+            "fleet_reports",
             "notes_sync",
             "worktree",
             "signing",

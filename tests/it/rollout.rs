@@ -126,6 +126,17 @@ impl Rollout {
         serde_json::from_str(&text).expect("status JSON")
     }
 
+    /// `fleetctl fleet status` of the fleet's work tree, reading the status repository over
+    /// the git daemon.
+    fn fleet_status(&self, extra: &[&str]) -> (i32, String, String) {
+        run(fleetctl()
+            .args(["fleet", "status", "--status-repo"])
+            .arg(format!("git://127.0.0.1:{}/status.git", self.daemon.port))
+            .arg("--repo")
+            .arg(&self.w.fleet().dir)
+            .args(extra))
+    }
+
     /// The report under `refs/pacfleet/status/ws/<host>` of the status repository.
     fn published(&self, host: &str) -> serde_json::Value {
         let status = self.w.tmp.path().join("status.git");
@@ -216,6 +227,23 @@ fn a_generation_bump_rolls_through_waves_halts_on_a_failure_and_a_rollback_finis
     assert!(out.contains("not retried"), "{out}");
     assert_eq!(w.app(1), "1.0-1");
 
+    // The operator sees it: fleet status needs attention (exit 1), and says why.
+    let (code, out, err) = w.fleet_status(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("halted"), "{out}");
+    assert!(
+        out.contains("ws-02") && out.contains("rolled-back"),
+        "{out}"
+    );
+    let (code, out, _) = w.fleet_status(&["--json"]);
+    assert_eq!(code, 1);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["pools"][0]["rollout"]["state"], "halted", "{status}");
+    assert_eq!(
+        status["pools"][0]["rollout"]["failed"][0], "ws-02",
+        "{status}"
+    );
+
     // The operator's way out: `fleetctl rollback`, a new change that everyone converges on.
     let key = w.w.fleet().secret_key.display().to_string();
     let (code, out, err) = run(fleetctl()
@@ -229,6 +257,9 @@ fn a_generation_bump_rolls_through_waves_halts_on_a_failure_and_a_rollback_finis
         assert_eq!(code, 0, "{host}: {out}\n{err}");
         assert_eq!(w.app(i), "1.0-1", "{host}");
     }
+    let (code, out, err) = w.fleet_status(&[]);
+    assert_eq!(code, 0, "everyone converged on the rollback: {out}\n{err}");
+    assert!(out.contains("all healthy"), "{out}");
     let change3 = w.published("ws-06")["rollout"].clone();
     assert_ne!(change3, change2);
     for host in HOSTS {

@@ -323,10 +323,14 @@ pub fn summarize(
     rejected: &[(String, String, String)],
     now: DateTime<Utc>,
 ) -> FleetStatus {
-    // Host manifests by the one pool that selects them (two pools are a validation error:
-    // such a host is in neither).
+    // Host manifests with a key, by the one pool that selects them (two pools are a validation
+    // error: such a host is in neither). A host without a key cannot report, and counts in no
+    // rollout, here as on the hosts (reconcile/waves.rs).
     let mut by_manifest: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for name in fleet.hosts.keys() {
+    for (name, doc) in &fleet.hosts {
+        if doc.spec.key.is_none() {
+            continue;
+        }
         if let [pool] = fleet.pools_selecting(name.as_str())[..] {
             by_manifest
                 .entry(pool.spec.name.as_str())
@@ -825,12 +829,22 @@ mod tests {
                 "kind: Pool\nname: db\nhosts: [\"db-*\"]\n".to_owned(),
             ),
         ];
-        for h in ["ws-01", "ws-02", "ws-03", "ws-04", "ws-05", "db-01"] {
+        // Every host has a key (the reports here are verified already: any key will do), but
+        // ws-05, which cannot report and so counts in no rollout.
+        let key = minisign::KeyPair::generate_unencrypted_keypair()
+            .unwrap()
+            .pk
+            .to_base64();
+        for h in ["ws-01", "ws-02", "ws-03", "ws-04", "db-01"] {
             files.push((
                 format!("hosts/{h}.yaml"),
-                format!("kind: Host\nname: {h}\n"),
+                format!("kind: Host\nname: {h}\nkey: {key}\n"),
             ));
         }
+        files.push((
+            "hosts/ws-05.yaml".to_owned(),
+            "kind: Host\nname: ws-05\n".to_owned(),
+        ));
         Fleet::from_files(&FleetFiles::from_blobs(
             files.into_iter().map(|(p, t)| (p, t.into_bytes())),
         ))
@@ -950,9 +964,11 @@ mod tests {
         let ro = pool(&s, "ws").rollout.as_ref().unwrap();
         assert_eq!(ro.state, RolloutState::InProgress);
         assert_eq!(ro.summary, "wave 1 of 3 (canary): 1 of 2 hosts succeeded");
-        // Hosts without a report are shown, block, and need no attention by themselves.
+        // Hosts without a report are shown, block, and need no attention by themselves; ws-05,
+        // without a key, is no member at all.
         let rest = &pool(&s, "ws").waves[2];
-        assert_eq!(rest.counts.no_report, 2);
+        assert_eq!(rest.counts.no_report, 1);
+        assert!(rest.hosts.iter().all(|h| h.host != "ws-05"), "{rest:?}");
         assert_eq!(rest.hosts[0].report, ReportState::None);
         assert!(s.attention.is_empty(), "{:?}", s.attention);
     }

@@ -18,6 +18,7 @@ pub mod diff;
 pub mod enroll;
 pub mod escape;
 pub mod fleet_read;
+pub mod fleet_reports;
 pub mod fleet_status;
 pub mod health;
 pub mod keys;

@@ -60,11 +60,22 @@ pub(super) fn build(
             (applied.pool.clone(), applied.fleet.clone(), outcome, None)
         }
     };
+    // The pass's own words, never status.json's (which adds when the last success was).
     let message = match (result, r) {
         (Err(e), _) => Some(e.to_string()),
         (Ok(_), Some(r)) => match &r.verdict {
             Verdict::Pending { hold } => Some(hold.to_string()),
-            _ => status_message.map(str::to_owned),
+            // The health field says what failed.
+            Verdict::Unhealthy { rolled_back: true } => {
+                Some("the health check failed; rolled back to the packages it had".to_owned())
+            }
+            Verdict::Unhealthy { rolled_back: false } => {
+                Some("the health check failed after applying".to_owned())
+            }
+            Verdict::NotInFleet | Verdict::Held | Verdict::AppliedWithWarnings => {
+                status_message.map(str::to_owned)
+            }
+            _ => None,
         },
         _ => None,
     }
