@@ -688,17 +688,24 @@ mod tests {
     }
 
     fn fixture() -> FleetStatus {
+        // Hosts with a key (or they could not report); one serves both, the reports here are
+        // verified already.
+        let key = minisign::KeyPair::generate_unencrypted_keypair()
+            .unwrap()
+            .pk
+            .to_base64();
+        let host = |h: &str| format!("kind: Host\nname: {h}\nkey: {key}\n");
         let files = [
-            ("fleet.yaml", "kind: Fleet\nname: acme\n"),
+            ("fleet.yaml", "kind: Fleet\nname: acme\n".to_owned()),
             (
                 "pools/ws.yaml",
-                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\nrollout:\n  waves:\n    - {name: canary, hosts: [ws-01]}\n    - {name: rest, percent: 100}\n",
+                "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\nrollout:\n  waves:\n    - {name: canary, hosts: [ws-01]}\n    - {name: rest, percent: 100}\n".to_owned(),
             ),
-            ("hosts/ws-01.yaml", "kind: Host\nname: ws-01\n"),
-            ("hosts/ws-02.yaml", "kind: Host\nname: ws-02\n"),
+            ("hosts/ws-01.yaml", host("ws-01")),
+            ("hosts/ws-02.yaml", host("ws-02")),
         ];
         let fleet = Fleet::from_files(&FleetFiles::from_blobs(
-            files.map(|(p, t)| (p.to_owned(), t.as_bytes().to_vec())),
+            files.map(|(p, t)| (p.to_owned(), t.into_bytes())),
         ))
         .unwrap();
         let report = HostReport {
