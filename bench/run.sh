@@ -281,6 +281,12 @@ EOF
   agent_yaml "$hw/conf/install.yaml" install
   agent_yaml "$hw/conf/remove.yaml" main
   agent_yaml "$hw/conf/agent.yaml" base "interval: $interval"
+  # Reports on: the host's own key and a status repository (a local bare repository; a no-op
+  # pass pushes nothing, so where it lives does not enter the figure).
+  [ -f "$hw/keys/host.key" ] || "$fleetctl" keygen --unencrypted --out "$hw/keys/host" >/dev/null
+  [ -d "$hw/status.git" ] || git init -q --bare "$hw/status.git"
+  agent_yaml "$hw/conf/reports.yaml" base "host_key: $hw/keys/host.key
+status_repo: $hw/status.git"
   pac() { pacman --config "$1/pacman.conf" --root "$1/root" --dbpath "$1/root/var/lib/pacman" --noconfirm "${@:2}"; }
   count() { pac "$1" -Qq 2>/dev/null | wc -l; }
   restore() { rm -rf "$2" && cp -a "$1" "$2" && $flush; }
@@ -330,6 +336,13 @@ if want noop; then
   grep -q '"outcome": *"converged"' "$out/noop.check.json" || die "no-op reconcile did not converge: $(cat "$out/noop.check.json")"
   [ "$(localdb)" = "$before" ] || die "the no-op reconcile changed the local package database"
   queue "fleetctl reconcile" "" "$reconcile"
+  # The same no-op pass with reports on (agent.yaml `status_repo:`): it builds its report and
+  # pushes nothing, the last published one saying the same. The first pass publishes (untimed).
+  "$fleetctl" reconcile --config "$hw/conf/reports.yaml" >"$out/noop.reports.check" 2>&1 \
+    || { cat "$out/noop.reports.check" >&2; die "the reporting reconcile failed"; }
+  git --git-dir="$hw/status.git" for-each-ref refs/pacfleet/status | grep -q . \
+    || die "the reporting reconcile published no report"
+  queue "fleetctl reconcile (reports on)" "" "$fleetctl reconcile --config $hw/conf/reports.yaml"
   # The same pass without the shortcut for unchanged inputs: libalpm reads the local and sync
   # databases and prepares the (empty) transaction, as the first pass after any change does.
   queue "fleetctl reconcile --full-plan" "" "$reconcile --full-plan"
@@ -343,7 +356,8 @@ if want noop; then
   if [ "$use_hyperfine" = 1 ]; then
     r=$(median_of "$out/noop.json" "fleetctl reconcile") f=$(median_of "$out/noop.json" "floor: git fetch + pacman -Q")
     fp=$(median_of "$out/noop.json" "fleetctl reconcile --full-plan")
-    echo "No-op reconcile: median ${r}s vs floor ${f}s = **$(ratio "$r" "$f")×** the floor (target ≤ 1.2×); planning in full (\`--full-plan\`, the first pass after any change) ${fp}s = $(ratio "$fp" "$f")×." >>"$summary"
+    rr=$(median_of "$out/noop.json" "fleetctl reconcile (reports on)")
+    echo "No-op reconcile: median ${r}s vs floor ${f}s = **$(ratio "$r" "$f")×** the floor (target ≤ 1.2×); with reports on ${rr}s = $(ratio "$rr" "$f")×; planning in full (\`--full-plan\`, the first pass after any change) ${fp}s = $(ratio "$fp" "$f")×." >>"$summary"
     echo >>"$summary"
   fi
 fi

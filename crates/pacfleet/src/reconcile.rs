@@ -1157,71 +1157,16 @@ fn pass(
     stop_point()?;
     let commit = trusted.commit.clone();
     *target_commit = Some(commit.clone());
-    if let Some(r) = &trusted.refused {
-        tracing::warn!("refused: {r}");
-    }
-    if !trusted.waiting.is_empty() {
-        tracing::info!(
-            "{} newer commit{} for a signature (newest {})",
-            trusted.waiting.len(),
-            if trusted.waiting.len() == 1 {
-                " waits"
-            } else {
-                "s wait"
-            },
-            short(trusted.waiting.last().map_or("", String::as_str))
-        );
-    }
-
+    log_target(&trusted);
     let settled = settled_on(state, &commit);
-
-    let mut report = PassReport {
-        host: cfg.hostname.clone(),
-        fleet: None,
-        commit: commit.clone(),
-        fetched_new: fetched.updated,
-        pool: None,
-        generation: None,
-        window_open_until: None,
-        window: WindowState::None,
-        signers: trusted.signers.clone(),
-        sequence: trusted.anchor.sequence,
-        waiting: trusted.waiting.clone(),
-        refused: trusted.refused.as_ref().map(|r| r.to_string()),
-        signed_until: trusted.expires,
-        drift: Vec::new(),
-        verdict: Verdict::NotInFleet,
-        changeset: Changeset::default(),
-        notices: Notices::default(),
-        change: None,
-        wave: None,
-        health: None,
-        rolled_back: None,
-        needs_reboot: false,
-        duration: Duration::ZERO,
-    };
+    let mut report = new_report(cfg, fetched.updated, &trusted);
     // 3. Manifests of the target: what this host needs of them, by exact path (other hosts'
     // files are `validate`'s), unless the last converged pass resolved this host at this very
     // tree already.
     let converged = state.load_converged();
-    let reused = converged
-        .as_ref()
-        .and_then(|c| c.resolved.as_ref())
-        .and_then(|r| r.reuse(&trusted.tree, &cfg.hostname))
-        .cloned();
-    let resolution_reused = reused.is_some();
-    let resolved = match reused {
-        Some(r) => {
-            tracing::debug!("the last converged pass resolved this host at this tree: reused");
-            r
-        }
-        None => match resolve_host(cfg, &repo, &trusted)? {
-            Some(r) => r,
-            None => {
-                report.duration = start.elapsed();
-                return Ok(report);
-            }
-        },
+    let Some((resolved, resolution_reused)) = resolution(cfg, &repo, &trusted, &converged)? else {
+        report.duration = start.elapsed();
+        return Ok(report);
     };
     phase("manifests and resolution");
     report.pool = Some(resolved.pool.clone());
@@ -1285,18 +1230,7 @@ fn pass(
         )?,
     };
     phase("record");
-    if let Some(f) = &report.health
-        && !f.passed
-        && let Some(change) = &change
-    {
-        rollout.failed = Some(crate::state::FailedChange {
-            change: change.clone(),
-            commit: commit.clone(),
-            at: chrono::Utc::now(),
-            failure: f.failure.clone().unwrap_or_default(),
-            rolled_back: report.rolled_back.is_some(),
-        });
-    }
+    remember_failure(&report, &mut rollout);
     if opts.apply
         && !opts.dry_run
         && rollout != loaded
@@ -1308,6 +1242,89 @@ fn pass(
     report.needs_reboot = crate::system::needs_reboot(&cfg.root);
     report.duration = start.elapsed();
     Ok(report)
+}
+
+/// Says what the trust rules left: a newer commit refused, unsigned ones waiting.
+fn log_target(trusted: &Trusted) {
+    if let Some(r) = &trusted.refused {
+        tracing::warn!("refused: {r}");
+    }
+    if !trusted.waiting.is_empty() {
+        tracing::info!(
+            "{} newer commit{} for a signature (newest {})",
+            trusted.waiting.len(),
+            if trusted.waiting.len() == 1 {
+                " waits"
+            } else {
+                "s wait"
+            },
+            short(trusted.waiting.last().map_or("", String::as_str))
+        );
+    }
+}
+
+/// The report of a pass at the verified target, before the manifests are read.
+fn new_report(cfg: &AgentConfig, fetched_new: bool, trusted: &Trusted) -> PassReport {
+    PassReport {
+        host: cfg.hostname.clone(),
+        fleet: None,
+        commit: trusted.commit.clone(),
+        fetched_new,
+        pool: None,
+        generation: None,
+        window_open_until: None,
+        window: WindowState::None,
+        signers: trusted.signers.clone(),
+        sequence: trusted.anchor.sequence,
+        waiting: trusted.waiting.clone(),
+        refused: trusted.refused.as_ref().map(|r| r.to_string()),
+        signed_until: trusted.expires,
+        drift: Vec::new(),
+        verdict: Verdict::NotInFleet,
+        changeset: Changeset::default(),
+        notices: Notices::default(),
+        change: None,
+        wave: None,
+        health: None,
+        rolled_back: None,
+        needs_reboot: false,
+        duration: Duration::ZERO,
+    }
+}
+
+/// This host resolved at the target: the last converged pass's resolution when it was made at
+/// this very tree (and whether it was), else read and resolved now; `None` when no pool
+/// selects the host.
+fn resolution(
+    cfg: &AgentConfig,
+    repo: &std::path::Path,
+    trusted: &Trusted,
+    converged: &Option<ConvergedInputs>,
+) -> Result<Option<(Resolved, bool)>, PassError> {
+    let reused = converged
+        .as_ref()
+        .and_then(|c| c.resolved.as_ref())
+        .and_then(|r| r.reuse(&trusted.tree, &cfg.hostname));
+    if let Some(r) = reused {
+        tracing::debug!("the last converged pass resolved this host at this tree: reused");
+        return Ok(Some((r.clone(), true)));
+    }
+    Ok(resolve_host(cfg, repo, trusted)?.map(|r| (r, false)))
+}
+
+/// After a failed health check: the change is remembered as failed here, never applied again.
+fn remember_failure(report: &PassReport, record: &mut crate::state::RolloutRecord) {
+    if let (Some(h), Some(change)) = (&report.health, &report.change)
+        && !h.passed
+    {
+        record.failed = Some(crate::state::FailedChange {
+            change: change.clone(),
+            commit: report.commit.clone(),
+            at: chrono::Utc::now(),
+            failure: h.failure.clone().unwrap_or_default(),
+            rolled_back: report.rolled_back.is_some(),
+        });
+    }
 }
 
 /// What the steps of an applying pass share.
