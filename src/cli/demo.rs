@@ -429,8 +429,14 @@ fn rollout_chapter(
 
 /// What `fleetctl fleet status --pool lab` shows now, indented under the step.
 fn fleet_status(repo: &FleetRepo, status_repo: &Path, what: &str) -> anyhow::Result<()> {
+    // The operator's copy of the status repository, inside the sandbox like everything else.
+    let copy = repo
+        .dir
+        .parent()
+        .unwrap_or(&repo.dir)
+        .join("status-copy.git");
     let (fleet, reports, rejected) =
-        super::fleet::load(&repo.dir, &status_repo.display().to_string())
+        super::fleet::load(&repo.dir, &status_repo.display().to_string(), &copy)
             .with_context(|| format!("{what}: fleet status"))?;
     let mut status =
         pacfleet::fleet_status::summarize(&fleet, &reports, &rejected, chrono::Utc::now());

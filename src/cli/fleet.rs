@@ -42,7 +42,22 @@ pub(super) fn run(args: FleetArgs) -> anyhow::Result<u8> {
 }
 
 fn status(args: FleetStatusArgs) -> anyhow::Result<u8> {
-    let (fleet, reports, rejected) = load(&args.repo, &args.status_repo)?;
+    // The local copy of the status repository is kept between runs (a later run fetches only
+    // what changed), in the user's cache directory; without one, in a temporary directory.
+    let temp;
+    let copy = match cache_dir(&args.status_repo) {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("pacfleet-status-")
+                .tempdir()
+                .context(
+                    "cannot create a scratch directory for the status repository (check $TMPDIR)",
+                )?;
+            temp.path().to_path_buf()
+        }
+    };
+    let (fleet, reports, rejected) = load(&args.repo, &args.status_repo, &copy)?;
     for p in &args.pool {
         if !fleet.pools.contains_key(p.as_str()) && !reports.contains_key(p) {
             let known: Vec<&str> = fleet.pools.keys().map(|n| n.as_str()).collect();
@@ -69,11 +84,32 @@ fn status(args: FleetStatusArgs) -> anyhow::Result<u8> {
     Ok(u8::from(status.needs_attention))
 }
 
+/// `$XDG_CACHE_HOME/pacfleet/status/<digest of the URL>` (or `~/.cache/…`), when there is
+/// such a directory to use.
+fn cache_dir(url: &str) -> Option<std::path::PathBuf> {
+    use sha2::Digest as _;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".cache"))
+        })?;
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = base.join("pacfleet/status").join(name);
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
 /// The fleet at HEAD of `--repo` (checked as `validate` checks it), and the hosts' reports from
-/// `--status-repo`: the verified ones by pool and host, and the rejected ones with why.
+/// `--status-repo`, fetched into the local copy `copy` (made when missing, brought up to date
+/// when there): the verified ones by pool and host, and the rejected ones with why.
 pub(super) fn load(
     repo_dir: &Path,
     status_repo: &str,
+    copy: &Path,
 ) -> anyhow::Result<(Fleet, Reports, Rejections)> {
     let what = || {
         format!(
@@ -90,17 +126,12 @@ pub(super) fn load(
             repo_dir.display()
         ),
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("pacfleet-status-")
-        .tempdir()
-        .context("cannot create a scratch directory for the status repository (check $TMPDIR)")?;
-    let read =
-        pacfleet::fleet_reports::read(&fleet, status_repo, scratch.path()).with_context(|| {
-            format!(
-                "cannot read the hosts' reports from {} (--status-repo)",
-                pacfleet::source::redact_url(status_repo)
-            )
-        })?;
+    let read = pacfleet::fleet_reports::read(&fleet, status_repo, copy).with_context(|| {
+        format!(
+            "cannot read the hosts' reports from {} (--status-repo)",
+            pacfleet::source::redact_url(status_repo)
+        )
+    })?;
     Ok((fleet, read.valid, read.rejected))
 }
 

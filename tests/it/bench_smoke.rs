@@ -25,13 +25,25 @@ fn fleet_status_bench_runs_at_toy_size() {
         hosts: 120,
         pools: 3,
         runs: 1,
+        read: true,
     });
     assert_eq!((status.host_count(), status.pools.len()), (120, 3));
     let steps: Vec<&str> = timings.iter().map(|t| t.name).collect();
     assert_eq!(
         steps,
-        ["summarize", "render text", "render JSON", "render HTML"]
+        [
+            "fetch and verify",
+            "fetch and verify, again",
+            "  of which fetch",
+            "  of which read and verify",
+            "summarize",
+            "render text",
+            "render JSON",
+            "render HTML"
+        ]
     );
+    // Every signed report came back verified.
+    assert_eq!(timings[0].bytes, 120);
     // The world is what BENCHMARKS.md says: every wave has hosts, a few fail, a few are stale.
     let pool = &status.pools[0];
     assert!(

@@ -298,6 +298,10 @@ fn status_cmd(repo: &Path, extra: &[&str]) -> (i32, String, String) {
         .arg(status_repo(repo))
         .arg("--repo")
         .arg(repo)
+        .env(
+            "XDG_CACHE_HOME",
+            repo.parent().expect("a parent").join("cache"),
+        )
         .args(extra))
 }
 

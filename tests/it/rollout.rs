@@ -134,7 +134,9 @@ impl Rollout {
             .arg(format!("git://127.0.0.1:{}/status.git", self.daemon.port))
             .arg("--repo")
             .arg(&self.w.fleet().dir)
-            .args(extra))
+            .args(extra)
+            // Its local copy of the status repository, kept between runs: here, not in ~/.cache.
+            .env("XDG_CACHE_HOME", self.w.tmp.path().join("cache")))
     }
 
     /// The report under `refs/pacfleet/status/ws/<host>` of the status repository.

@@ -1,6 +1,7 @@
 //! The hosts' reports as an operator reads them, for `fleetctl fleet status`
-//! (docs/contract.md §7): every pool's refs of the status repository fetched into a scratch
-//! copy, and each report verified against the key its host's manifest names in the operator's
+//! (docs/contract.md §7): every pool's refs of the status repository fetched into a local copy
+//! (the caller's, kept between runs so that a later run fetches only what changed), and each
+//! report verified against the key its host's manifest names in the operator's
 //! fleet (HEAD of `--repo`), for that fleet's name. Nothing is remembered between runs, so an
 //! older report replayed over a newer one cannot be told here (hosts remember what they saw).
 
@@ -39,8 +40,8 @@ pub enum FleetReportsError {
     Read(#[from] status_repo::ReadError),
 }
 
-/// Fetches every pool's reports from `url` into `scratch` (a directory of the caller's; made
-/// when missing) and verifies them against `fleet`.
+/// Fetches every pool's reports from `url` into the local copy `scratch` (made when missing,
+/// brought up to date when there) and verifies them against `fleet`.
 pub fn read(fleet: &Fleet, url: &str, scratch: &Path) -> Result<Reports, FleetReportsError> {
     let remote = StatusRemote {
         url: url.to_owned(),

@@ -368,6 +368,17 @@ fn write_commit(
     pool: &str,
     host: &str,
 ) -> Result<ObjectId, gix::Error> {
+    write_commit_at(repo, report, pool, host, OUTGOING_REF)
+}
+
+/// [`write_commit`], pointing `reference` at it.
+fn write_commit_at(
+    repo: &gix::Repository,
+    report: &SignedReport,
+    pool: &str,
+    host: &str,
+    reference: &str,
+) -> Result<ObjectId, gix::Error> {
     use gix::objs::tree::{Entry, EntryKind};
     let json = repo.write_blob(&report.json)?.detach();
     let sig = repo.write_blob(report.signature.as_bytes())?.detach();
@@ -403,12 +414,27 @@ fn write_commit(
     };
     let commit = repo.write_object(&commit)?.detach();
     repo.reference(
-        OUTGOING_REF,
+        reference,
         commit,
         gix::refs::transaction::PreviousValue::Any,
         format!("pacfleet: report of {host}"),
     )?;
     Ok(commit)
+}
+
+/// Writes `report` as `refs/pacfleet/status/<pool>/<host>` of the repository at `dir` (made
+/// when missing): what a host's push leaves in a status repository, for one served from this
+/// machine, and for the benchmarks that build a large one without thousands of pushes.
+pub fn store(dir: &Path, report: &SignedReport, pool: &str, host: &str) -> Result<(), PushError> {
+    let reference = report_ref(pool, host)?;
+    let local = |detail: String| PushError::Local {
+        path: dir.to_owned(),
+        detail,
+    };
+    let repo = open_or_init(dir).map_err(local)?;
+    write_commit_at(&repo, report, pool, host, &reference)
+        .map_err(|e| local(format!("writing the report commit: {}", error_chain(&e))))?;
+    Ok(())
 }
 
 /// Pushes `report` to `refs/pacfleet/status/<pool>/<host>` of the status repository,
@@ -783,7 +809,7 @@ fn read_report(
 pub fn read_pool(
     local_dir: &Path,
     pool: &str,
-    keys: &dyn Fn(&str) -> Option<Key>,
+    keys: &(dyn Fn(&str) -> Option<Key> + Sync),
     fleet: &str,
     seen: &BTreeMap<String, u64>,
 ) -> Result<PoolReports, ReadError> {
@@ -795,7 +821,7 @@ pub fn read_pool(
 /// [`read_pool`] for every pool in the local copy (after [`fetch_all`]): pool → its reports.
 pub fn read_all(
     local_dir: &Path,
-    keys: &dyn Fn(&str) -> Option<Key>,
+    keys: &(dyn Fn(&str) -> Option<Key> + Sync),
     fleet: &str,
     seen: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, PoolReports>, ReadError> {
@@ -805,7 +831,7 @@ pub fn read_all(
 fn read_prefix(
     local_dir: &Path,
     prefix: &str,
-    keys: &dyn Fn(&str) -> Option<Key>,
+    keys: &(dyn Fn(&str) -> Option<Key> + Sync),
     fleet: &str,
     seen: &BTreeMap<String, u64>,
     cap: usize,
@@ -817,40 +843,82 @@ fn read_prefix(
     // Reports are read once each: no object cache worth its memory.
     repo.object_cache_size(0);
     let refs = list_refs(&repo, local_dir, prefix, cap)?;
+    // Verifying is a signature check and a few object reads a report, independent of one
+    // another: spread over the machine's cores (one chunk of refs a thread, each with its own
+    // handle on the repository), then gathered in ref order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, 8);
+    let chunk = refs.len().div_ceil(threads).max(256);
+    let sync = repo.into_sync();
+    let read: Vec<Vec<OneReport>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = refs
+            .chunks(chunk)
+            .map(|part| {
+                let sync = &sync;
+                scope.spawn(move || {
+                    let mut repo = sync.to_thread_local();
+                    repo.object_cache_size(0);
+                    part.iter()
+                        .map(|(name, target)| read_one(&repo, name, *target, keys, fleet, seen))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A thread that panicked panics here too: no report is dropped silently.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let mut pools: BTreeMap<String, PoolReports> = BTreeMap::new();
-    for (name, target) in refs {
-        let rest = name.strip_prefix(STATUS_REFS).unwrap_or(&name);
-        let (pool, host) = rest.split_once('/').unwrap_or(("", rest));
-        let entry = pools.entry(pool.to_owned()).or_default();
-        let named = check_component("pool", pool).and_then(|()| check_component("host", host));
-        if let Err(e) = named {
-            entry.rejected.push((
-                host.to_owned(),
-                ReportRejection::NotAReport {
-                    host: host.to_owned(),
-                    detail: format!(
-                        "its ref {name} is not refs/pacfleet/status/<pool>/<hostname>: {e}"
-                    ),
-                },
-            ));
-            continue;
-        }
-        let key = keys(host);
-        let expect = Expect {
-            fleet,
-            pool,
-            host,
-            key: key.as_ref(),
-            seen: seen.get(host).copied(),
-        };
-        match read_report(&repo, target, &expect) {
+    for (pool, host, result) in read.into_iter().flatten() {
+        let entry = pools.entry(pool).or_default();
+        match result {
             Ok(r) => {
-                entry.valid.insert(host.to_owned(), r);
+                entry.valid.insert(host, r);
             }
-            Err(e) => entry.rejected.push((host.to_owned(), e)),
+            Err(e) => entry.rejected.push((host, e)),
         }
     }
     Ok(pools)
+}
+
+/// What one ref holds: (pool, host, the report or why it is not one).
+type OneReport = (String, String, Result<HostReport, ReportRejection>);
+
+/// The report under ref `name` (at `target`).
+fn read_one(
+    repo: &gix::Repository,
+    name: &str,
+    target: Option<ObjectId>,
+    keys: &(dyn Fn(&str) -> Option<Key> + Sync),
+    fleet: &str,
+    seen: &BTreeMap<String, u64>,
+) -> OneReport {
+    let rest = name.strip_prefix(STATUS_REFS).unwrap_or(name);
+    let (pool, host) = rest.split_once('/').unwrap_or(("", rest));
+    let named = check_component("pool", pool).and_then(|()| check_component("host", host));
+    if let Err(e) = named {
+        let why = ReportRejection::NotAReport {
+            host: host.to_owned(),
+            detail: format!("its ref {name} is not refs/pacfleet/status/<pool>/<hostname>: {e}"),
+        };
+        return (pool.to_owned(), host.to_owned(), Err(why));
+    }
+    let key = keys(host);
+    let expect = Expect {
+        fleet,
+        pool,
+        host,
+        key: key.as_ref(),
+        seen: seen.get(host).copied(),
+    };
+    (
+        pool.to_owned(),
+        host.to_owned(),
+        read_report(repo, target, &expect),
+    )
 }
 
 #[cfg(test)]

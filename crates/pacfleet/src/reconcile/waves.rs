@@ -158,7 +158,10 @@ fn read_peers(
     let local = cfg.state_dir.join("status.git");
     status_repo::fetch_pool(remote, &local, &resolved.pool).map_err(|e| e.to_string())?;
     let manifests = HostManifests::open(fleet_repo, tree)?;
-    let keys = |host: &str| manifests.key(host);
+    let members = members(&manifests, resolved, waves)?;
+    // Asked by the verifying threads one at a time (a repository handle is not shared).
+    let shared = std::sync::Mutex::new(manifests);
+    let keys = |host: &str| shared.lock().ok().and_then(|m| m.key(host));
     let read = status_repo::read_pool(&local, &resolved.pool, &keys, &resolved.fleet, &record.seen)
         .map_err(|e| e.to_string())?;
     for (host, why) in &read.rejected {
@@ -167,7 +170,7 @@ fn read_peers(
     }
     let mut peers = Peers {
         reports: BTreeMap::new(),
-        members: members(&manifests, resolved, waves)?,
+        members,
     };
     for (host, r) in read.valid {
         record.seen.insert(host.clone(), r.sequence);
