@@ -172,6 +172,13 @@ fn a_generation_bump_rolls_through_waves_halts_on_a_failure_and_a_rollback_finis
     // Generation 2: the rest waits for the canary, then for the early wave.
     w.w.fleet()
         .commit("generation 2", &[("pools/ws.yaml", &pool(2, 0, "0s"))]);
+    // `plan` says what a reconcile would wait for (exit 1: changes are due).
+    let (code, out, err) = TestCommand::plan(&w.hosts[3].cfg).run().parts();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("pending (wave rest waits for wave canary to finish"),
+        "{out}"
+    );
     let (code, out, err) = w.reconcile(3);
     assert_eq!(code, 0, "a waiting host does not fail: {out}\n{err}");
     assert!(
