@@ -53,9 +53,21 @@ pub(super) fn build(
         }
         Err(e) => {
             let applied = applied?;
+            // Only what says something of the fleet state is published: a refusal, or the
+            // change failing on this host (invalid, unresolvable, unplannable, its transaction
+            // failing). A pass that could not get that far (fetch, lock, state, configuration,
+            // a signal) changed nothing, and counting it against a rollout's failure budget
+            // would halt a rollout for a network blip: the last report stands.
             let outcome = match e {
                 PassError::Refused(_) => ReportOutcome::Refused,
-                _ => ReportOutcome::Failed,
+                PassError::Invalid { .. }
+                | PassError::Resolve(_)
+                | PassError::Apply(_)
+                | PassError::AfterKeyring { .. } => ReportOutcome::Failed,
+                PassError::System(e) if !matches!(e, crate::system::SystemError::Locked { .. }) => {
+                    ReportOutcome::Failed
+                }
+                _ => return None,
             };
             (applied.pool.clone(), applied.fleet.clone(), outcome, None)
         }
@@ -156,7 +168,7 @@ pub(super) fn publish(
         .and_then(|signed| {
             status_repo::push(
                 &remote,
-                &cfg.state_dir.join("status.git"),
+                &cfg.status_dir(),
                 &signed,
                 &report.pool,
                 &report.host,
@@ -189,4 +201,83 @@ fn bounded(message: &str) -> String {
         end -= 1;
     }
     format!("{}…", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::{Hold, WindowState};
+
+    fn cfg() -> AgentConfig {
+        AgentConfig::from_yaml(
+            "repo: /srv/fleet\nhostname: ws-01\ntrusted_keys: [/k/ops.pub]\nstatus_repo: /srv/status.git\n",
+            std::path::Path::new("/etc/pacfleet/agent.yaml"),
+        )
+        .unwrap()
+    }
+
+    fn pass(verdict: Verdict) -> PassReport {
+        PassReport {
+            host: "ws-01".into(),
+            fleet: Some("acme".into()),
+            commit: "a".repeat(40),
+            fetched_new: true,
+            signers: vec!["ops".into()],
+            sequence: 3,
+            waiting: Vec::new(),
+            refused: None,
+            signed_until: Utc::now(),
+            drift: Vec::new(),
+            pool: Some("ws".into()),
+            generation: None,
+            window_open_until: None,
+            window: WindowState::None,
+            verdict,
+            changeset: Default::default(),
+            notices: Default::default(),
+            change: Some("c".repeat(40)),
+            wave: None,
+            health: None,
+            rolled_back: None,
+            needs_reboot: false,
+            duration: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn what_a_pass_reports() {
+        let record = RolloutRecord::default();
+        let build = |r: Result<PassReport, PassError>| build(&cfg(), &r, None, &record, None);
+        let converged = build(Ok(pass(Verdict::Converged))).unwrap();
+        assert_eq!(converged.outcome, ReportOutcome::Converged);
+        assert_eq!(converged.rollout.as_deref(), Some("c".repeat(40).as_str()));
+        let waiting = build(Ok(pass(Verdict::Pending {
+            hold: Hold::Wave {
+                wave: "rest".into(),
+                waits: "wave canary to finish".into(),
+            },
+        })))
+        .unwrap();
+        assert_eq!(waiting.outcome, ReportOutcome::Pending);
+        assert_eq!(
+            waiting.message.as_deref(),
+            Some("pending (wave rest waits for wave canary to finish)")
+        );
+        let unhealthy = build(Ok(pass(Verdict::Unhealthy { rolled_back: true }))).unwrap();
+        assert_eq!(unhealthy.outcome, ReportOutcome::RolledBack);
+        // A pass stopped before it tried anything publishes nothing.
+        assert!(build(Err(PassError::Stopped)).is_none());
+    }
+
+    #[test]
+    fn a_report_that_says_the_same_is_the_same_whatever_its_time() {
+        let record = RolloutRecord::default();
+        let a = build(&cfg(), &Ok(pass(Verdict::Converged)), None, &record, None).unwrap();
+        let mut b = a.clone();
+        b.at += chrono::Duration::hours(1);
+        b.sequence += 7;
+        assert!(same(&a, &b));
+        b.outcome = ReportOutcome::Applied;
+        assert!(!same(&a, &b));
+    }
 }

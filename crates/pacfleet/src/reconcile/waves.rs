@@ -155,7 +155,7 @@ fn read_peers(
     waves: &[rollout::Wave],
     record: &mut RolloutRecord,
 ) -> Result<Peers, String> {
-    let local = cfg.state_dir.join("status.git");
+    let local = cfg.status_dir();
     status_repo::fetch_pool(remote, &local, &resolved.pool).map_err(|e| e.to_string())?;
     let manifests = HostManifests::open(fleet_repo, tree)?;
     let members = members(&manifests, resolved, waves)?;
