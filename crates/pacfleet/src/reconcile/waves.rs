@@ -310,3 +310,86 @@ impl HostManifests {
         crate::keys::parse_key(&format!("hosts/{host}.yaml key"), &text).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RolloutSpec {
+        serde_yaml::from_str(
+            "waves:\n  - {name: canary, hosts: [ws-01]}\n  - {name: rest, percent: 100, soak: 1h}\nfailure_budget: 0\n",
+        )
+        .unwrap()
+    }
+
+    fn report(host: &str, outcome: rollout::Outcome, at: DateTime<Utc>) -> rollout::Report {
+        rollout::Report {
+            host: host.into(),
+            wave: 0,
+            change: "c".repeat(40),
+            outcome,
+            at,
+        }
+    }
+
+    #[test]
+    fn what_a_later_wave_waits_for_in_words() {
+        let spec = spec();
+        let waves = rollout::waves(&spec).unwrap();
+        let info = WaveInfo {
+            index: 1,
+            name: "rest".into(),
+            of: 2,
+        };
+        let now = Utc::now();
+        let change = "c".repeat(40);
+        let mut peers = Peers {
+            reports: BTreeMap::new(),
+            members: [("ws-01".to_owned(), 0), ("ws-02".to_owned(), 1)].into(),
+        };
+        let words = |peers: &Peers| match decide(&spec, &waves, &info, &change, peers, now) {
+            Some(Hold::Wave { waits, .. }) => waits,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            words(&peers),
+            "wave canary to finish: ws-01 has not reported success on change cccccccccccc yet"
+        );
+        let done = now - chrono::Duration::minutes(10);
+        peers.reports.insert(
+            "ws-01".into(),
+            report("ws-01", rollout::Outcome::Success, done),
+        );
+        assert!(words(&peers).starts_with("the soak of wave rest: it may start at "));
+        peers.reports.insert(
+            "ws-01".into(),
+            report(
+                "ws-01",
+                rollout::Outcome::Success,
+                done - chrono::Duration::hours(1),
+            ),
+        );
+        assert_eq!(decide(&spec, &waves, &info, &change, &peers, now), None);
+        peers.reports.insert(
+            "ws-01".into(),
+            report("ws-01", rollout::Outcome::Failed, done),
+        );
+        assert_eq!(
+            decide(&spec, &waves, &info, &change, &peers, now),
+            Some(Hold::Halted {
+                failed: vec!["ws-01".into()],
+                budget: 0
+            })
+        );
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let hosts: Vec<String> = (1..=7).map(|i| format!("ws-0{i}")).collect();
+        assert_eq!(
+            listed(&hosts),
+            "ws-01, ws-02, ws-03, ws-04, ws-05 and 2 more have"
+        );
+        assert_eq!(listed(&hosts[..2]), "ws-01, ws-02 have");
+    }
+}
