@@ -105,3 +105,74 @@ fn without_rollback_a_failed_check_leaves_the_new_packages_and_fails_the_pass() 
     assert!(out.contains("the health check failed"), "{out}");
     assert_eq!(ws.versions(), ["app 2.0-1", "libbar 1.0-1", "libfoo 2.0-1"]);
 }
+
+/// A check that first empties the host's package cache of app 1.0 and libfoo 1.0 (as
+/// `paccache -r` would), then fails.
+fn pool_that_cleans_the_cache() -> String {
+    let clean = "rm -f \"$PACFLEET_ROOT\"/var/cache/pacman/pkg/*-1.0-1-*";
+    pool_checking(&format!("{clean}; false"), "  rollback: true\n")
+}
+
+#[test]
+fn a_rollback_takes_the_old_versions_from_the_archive_when_the_cache_lost_them() {
+    let mut w = World::builder()
+        .packages(&[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+        ])
+        .archive()
+        .archived(&[
+            SynthPackage::new("app", "1.0-1").depends("libfoo"),
+            SynthPackage::new("libfoo", "1.0-1"),
+        ])
+        .pool(&pool("  rollback: true\n"))
+        .build();
+    let (ws, cfg) = w.host("ws-01");
+    assert_eq!(TestCommand::reconcile(&cfg).run().parts().0, 0);
+    w.fleet().commit(
+        "health: a check that cleans the cache first",
+        &[("pools/ws.yaml", &pool_that_cleans_the_cache())],
+    );
+    publish_broken_app(&mut w);
+    let (code, out, err) = TestCommand::reconcile(&cfg).arg("--json").run().parts();
+    assert_eq!(code, 2, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
+    assert_eq!(report["verdict"]["rolled_back"], true, "{out}");
+    let archive = w.archive.display().to_string();
+    let downgrades: Vec<&serde_json::Value> = report["rolled_back"]["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|c| c["action"] == "downgrade")
+        .collect();
+    assert_eq!(downgrades.len(), 2, "{out}");
+    for c in downgrades {
+        let source = c["source"].as_str().unwrap_or_default();
+        assert!(source.starts_with(&archive), "{} from {source}", c["name"]);
+    }
+    assert_eq!(ws.versions(), ["app 1.0-1", "libfoo 1.0-1"]);
+}
+
+#[test]
+fn a_rollback_that_cannot_be_made_leaves_the_host_failed_and_the_change_not_retried() {
+    let mut w = world("  rollback: true\n");
+    let (ws, cfg) = w.host("ws-01");
+    assert_eq!(TestCommand::reconcile(&cfg).run().parts().0, 0);
+    w.fleet().commit(
+        "health: a check that cleans the cache first",
+        &[("pools/ws.yaml", &pool_that_cleans_the_cache())],
+    );
+    publish_broken_app(&mut w);
+    let (code, out, err) = TestCommand::reconcile(&cfg).arg("--json").run().parts();
+    assert_eq!(code, 2, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
+    assert_eq!(report["verdict"]["rolled_back"], false, "{out}");
+    let warnings = report["notices"]["warnings"].to_string();
+    assert!(
+        warnings.contains("the rollback after the failed health check failed"),
+        "{warnings}"
+    );
+    // Still on the new packages (there is nothing to go back to), and failed on this change.
+    assert_eq!(ws.versions(), ["app 2.0-1", "libbar 1.0-1", "libfoo 2.0-1"]);
+    assert_eq!(ws.status_json()["failure"], "health");
+}

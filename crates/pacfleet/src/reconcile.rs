@@ -1607,8 +1607,15 @@ fn check_health(
         "health check failed: rolling back to the packages this host had before the pass"
     );
     sys.set_policy(policy(inventory));
-    let back = sys.prepare(&intent, &back_to)?;
-    if !back.is_empty() {
+    // A rollback that cannot be made (an old version in neither the cache nor the archive)
+    // leaves the host on the new packages: it is reported unhealthy and not rolled back, and
+    // the change is still never applied again; the pass does not end in that error.
+    let rolled = (|| -> Result<Changeset, PassError> {
+        let back = sys.prepare(&intent, &back_to)?;
+        if back.is_empty() {
+            sys.release();
+            return Ok(back);
+        }
         let rtx = Tx {
             resolved: &back_to,
             rolling_back: true,
@@ -1616,11 +1623,21 @@ fn check_health(
         };
         let notices = rtx.commit(sys, &back)?;
         report.notices.extend(notices);
-        *inventory = next_inventory(inventory, &back);
-    } else {
-        sys.release();
+        Ok(back)
+    })();
+    match rolled {
+        Ok(back) => {
+            *inventory = next_inventory(inventory, &back);
+            report.rolled_back = Some(back);
+        }
+        Err(e) => {
+            sys.release();
+            tracing::error!("the rollback after the failed health check failed: {e}");
+            report.notices.warnings.push(format!(
+                "the rollback after the failed health check failed: {e}"
+            ));
+        }
     }
-    report.rolled_back = Some(back);
     Ok(())
 }
 
