@@ -698,7 +698,13 @@ fn pass_status(
                 status.failure = Some(FailureReason::Health);
             }
             status.needs_reboot = r.needs_reboot;
-            status.health_ok = r.health.as_ref().map(|h| h.passed);
+            // A change this host failed keeps saying so on the passes that do not retry it.
+            status.health_ok = r.health.as_ref().map(|h| h.passed).or(match &r.verdict {
+                Verdict::Pending {
+                    hold: Hold::FailedBefore { .. },
+                } => Some(false),
+                _ => None,
+            });
             status.rollout = match (&r.wave, &r.pool) {
                 (Some(w), Some(pool)) => Some(crate::state::RolloutStatus {
                     pool: pool.clone(),
