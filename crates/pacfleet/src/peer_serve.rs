@@ -546,6 +546,78 @@ mod tests {
         }
     }
 
+    /// Reads `body` to its end: the bytes and how long it took.
+    async fn drain(mut body: Body) -> (Vec<u8>, Duration) {
+        use http_body::Body as _;
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            out.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        }
+        (out, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_served_file_streams_at_the_rate_bound_and_no_faster() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("x-1-1-any.pkg.tar.zst"), &content).unwrap();
+        let (file, len) = open(&[dir.path().to_path_buf()], "x-1-1-any.pkg.tar.zst")
+            .await
+            .unwrap();
+        assert_eq!(len, content.len() as u64);
+        // 4 chunks at 512 KiB/s: the last may go at 192 KiB / 512 KiB/s = 375 ms.
+        let (bytes, took) = drain(Body::file(file, len, 512 << 10)).await;
+        assert!(bytes == content);
+        assert!(took >= Duration::from_millis(350), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Unbounded in practice: the default rate sends it at once.
+        let (file, len) = open(&[dir.path().to_path_buf()], "x-1-1-any.pkg.tar.zst")
+            .await
+            .unwrap();
+        let (bytes, took) = drain(Body::file(file, len, DEFAULT_BYTES_PER_SECOND)).await;
+        assert!(bytes == content);
+        assert!(took < Duration::from_millis(350), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn only_regular_files_are_opened_and_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("real-1-1-any.pkg.tar.zst"), b"x").unwrap();
+        std::os::unix::fs::symlink(
+            d.join("real-1-1-any.pkg.tar.zst"),
+            d.join("link-1-1-any.pkg.tar.zst"),
+        )
+        .unwrap();
+        std::fs::create_dir(d.join("dir-1-1-any.pkg.tar.zst")).unwrap();
+        let fifo =
+            std::ffi::CString::new(d.join("fifo-1-1-any.pkg.tar.zst").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let dirs = [d.to_path_buf()];
+        assert!(open(&dirs, "real-1-1-any.pkg.tar.zst").await.is_some());
+        for refused in [
+            "link-1-1-any.pkg.tar.zst",
+            "dir-1-1-any.pkg.tar.zst",
+            "fifo-1-1-any.pkg.tar.zst",
+            "missing-1-1-any.pkg.tar.zst",
+        ] {
+            assert!(open(&dirs, refused).await.is_none(), "{refused}");
+        }
+        // The first dir that has it as a regular file.
+        let second = tempfile::tempdir().unwrap();
+        std::fs::write(second.path().join("link-1-1-any.pkg.tar.zst"), b"yz").unwrap();
+        let (_, len) = open(
+            &[d.to_path_buf(), second.path().to_path_buf()],
+            "link-1-1-any.pkg.tar.zst",
+        )
+        .await
+        .unwrap();
+        assert_eq!(len, 2);
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(parse_range("bytes=0-", 10), Some(Ok((0, 10))));
