@@ -46,6 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "health",
             "status_repo",
+            "peer_serve",
         ],
     ),
     // One pass, then what runs passes.

@@ -22,6 +22,7 @@ mod health;
 mod layers;
 mod monitoring;
 mod package;
+mod peer_cache;
 mod props;
 mod reconcile;
 mod rollout;

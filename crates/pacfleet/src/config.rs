@@ -63,6 +63,7 @@ pub const FIELDS: &[&str] = &[
     "ssh_known_hosts",
     "status_repo",
     "status_timeout",
+    "peers",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -125,7 +126,23 @@ pub struct AgentConfig {
     /// How long one push to or fetch from the status repository may take (`status_timeout:`,
     /// default 20s).
     pub status_timeout: Duration,
+    /// The peer cache (`peers:`, docs/contract.md §8): `None`, the agent serves nothing.
+    pub peers: Option<PeersConfig>,
 }
+
+/// agent.yaml `peers:`: what the agent does for the peer cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeersConfig {
+    /// `peers.listen`: the address the agent serves its package cache dirs on
+    /// (`crate::peer_serve`).
+    pub listen: std::net::SocketAddr,
+}
+
+/// The fields `peers:` accepts.
+pub const PEERS_FIELDS: &[&str] = &["listen"];
+/// `peers:` fields of the peer cache that are planned (docs/contract.md §5.1) but not built:
+/// refused, so none is accepted without effect.
+pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["static", "discover", "prefetch"];
 
 /// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +252,7 @@ struct RawConfig {
     ssh_known_hosts: Option<String>,
     status_repo: Option<String>,
     status_timeout: Option<serde_yaml::Value>,
+    peers: Option<serde_yaml::Value>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -311,6 +329,62 @@ fn check_duration(
             ),
         )),
     }
+}
+
+/// `peers:`: a mapping with `listen: ADDRESS:PORT`.
+fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, String)> {
+    const EXAMPLE: &str = "write e.g. `peers: {listen: 0.0.0.0:7878}`";
+    let serde_yaml::Value::Mapping(map) = v else {
+        return Err(("peers", format!("expected a mapping; {EXAMPLE}")));
+    };
+    let mut listen = None;
+    for (key, value) in map {
+        let Some(key) = key.as_str() else {
+            return Err(("peers", format!("field names are words; {EXAMPLE}")));
+        };
+        if PEERS_NOT_IMPLEMENTED.contains(&key) {
+            return Err((
+                "peers",
+                format!(
+                    "`peers.{key}` is not implemented yet (docs/contract.md §5.1); only `peers.listen` is, remove `{key}`"
+                ),
+            ));
+        }
+        if key != "listen" {
+            return Err((
+                "peers",
+                format!(
+                    "unknown field `peers.{key}`; valid fields: {}",
+                    PEERS_FIELDS.join(", ")
+                ),
+            ));
+        }
+        let text = match value {
+            serde_yaml::Value::String(s) => s,
+            other => {
+                return Err((
+                    "peers",
+                    format!(
+                        "`peers.listen` is an address and port such as 0.0.0.0:7878 or [::]:7878, found {}",
+                        serde_yaml::to_string(&other).unwrap_or_default().trim()
+                    ),
+                ));
+            }
+        };
+        let addr = text.trim().parse::<std::net::SocketAddr>().map_err(|e| {
+            (
+                "peers",
+                format!(
+                    "`peers.listen` {text:?} is not an address and port such as 0.0.0.0:7878 or [::]:7878 ({e})"
+                ),
+            )
+        })?;
+        listen = Some(addr);
+    }
+    let Some(listen) = listen else {
+        return Err(("peers", format!("`peers.listen` is required; {EXAMPLE}")));
+    };
+    Ok(PeersConfig { listen })
 }
 
 fn check_size(field: &'static str, v: serde_yaml::Value) -> Result<u64, (&'static str, String)> {
@@ -512,6 +586,7 @@ impl AgentConfig {
             ssh: None,
             status_repo: None,
             status_timeout: DEFAULT_STATUS_TIMEOUT,
+            peers: None,
         }
     }
 
@@ -693,6 +768,7 @@ impl AgentConfig {
         if status_timeout.is_zero() {
             return Err(("status_timeout", "must be longer than 0s".to_owned()));
         }
+        let peers = raw.peers.map(check_peers).transpose()?;
         let ssh = Self::check_ssh(
             &repo,
             status_repo.as_deref(),
@@ -724,6 +800,7 @@ impl AgentConfig {
             ssh,
             status_repo,
             status_timeout,
+            peers,
         })
     }
 
@@ -876,7 +953,8 @@ mod tests {
              keyring_packages: [acme-keyring]\nfleet: acme\nmax_pack_size: 64MiB\n\
              host_key: /k/host.key\nssh_key: /k/ssh/id_ed25519\n\
              ssh_known_hosts: /k/ssh/hosts\n\
-             status_repo: ssh://git@git.example.com/ops/status.git\nstatus_timeout: 45s\n",
+             status_repo: ssh://git@git.example.com/ops/status.git\nstatus_timeout: 45s\n\
+             peers: {listen: 0.0.0.0:7878}\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -911,6 +989,12 @@ mod tests {
         );
         assert_eq!(c.status_timeout, Duration::from_secs(45));
         assert_eq!(c.status_dir(), PathBuf::from("/mnt/state/status.git"));
+        assert_eq!(
+            c.peers,
+            Some(PeersConfig {
+                listen: "0.0.0.0:7878".parse().unwrap()
+            })
+        );
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
@@ -960,6 +1044,57 @@ mod tests {
         let (field, message) = invalid("repo: /f\nhostname: h\nstatus_timeout: 20\n");
         assert_eq!(field, "status_timeout");
         assert!(message.contains("no unit"), "{message}");
+    }
+
+    #[test]
+    fn peers_listen_parses_and_the_unbuilt_peer_fields_are_refused() {
+        let (_d, r) = load("repo: /f\nhostname: h\npeers:\n  listen: '[::1]:7878'\n");
+        assert_eq!(
+            r.unwrap().peers.unwrap().listen,
+            "[::1]:7878".parse().unwrap()
+        );
+        let (_d, r) = load("repo: /f\nhostname: h\n");
+        assert_eq!(r.unwrap().peers, None);
+        for (text, wanted) in [
+            ("peers: {listen: 7878}", "is an address and port"),
+            (
+                "peers: {listen: localhost:7878}",
+                "\"localhost:7878\" is not an address",
+            ),
+            ("peers: {listen: 0.0.0.0}", "is not an address"),
+            ("peers: {}", "`peers.listen` is required"),
+            ("peers: 0.0.0.0:7878", "expected a mapping"),
+            (
+                "peers: {listen: 0.0.0.0:7878, port: 1}",
+                "unknown field `peers.port`",
+            ),
+            (
+                "peers: {listen: 0.0.0.0:7878, static: [a:7878]}",
+                "`peers.static` is not implemented yet",
+            ),
+            (
+                "peers: {listen: 0.0.0.0:7878, discover: true}",
+                "`peers.discover` is not implemented yet",
+            ),
+            (
+                "peers: {prefetch: true}",
+                "`peers.prefetch` is not implemented yet",
+            ),
+        ] {
+            let (d, r) = load(&format!("repo: /f\nhostname: h\n{text}\n"));
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Invalid { field: "peers", .. }),
+                "{text}: {e:?}"
+            );
+            let shown = e.to_string();
+            let file = d.path().join("agent.yaml").display().to_string();
+            assert!(shown.starts_with(&format!("{file}:3:")), "{shown}");
+            assert!(
+                shown.contains("`peers`") && shown.contains(wanted),
+                "{text}: {shown}"
+            );
+        }
     }
 
     #[test]

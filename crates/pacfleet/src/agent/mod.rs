@@ -10,6 +10,11 @@
 //! the pass ends, so the agent idles at its own small size all day (BENCHMARKS.md), and a crash
 //! inside a pass cannot take the agent down.
 //!
+//! With agent.yaml `peers: {listen: ADDR}` the agent also serves its package cache dirs to
+//! peers (`peer_serve`, docs/contract.md §8) on the same runtime, from its start until it stops;
+//! a socket that cannot be bound stops the start. `peers:` is read at start: a SIGHUP that
+//! changes it is logged and takes effect at the next restart.
+//!
 mod schedule;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +42,18 @@ pub enum AgentError {
     /// A signal handler could not be installed.
     #[error("cannot start the agent: signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    /// The peer cache server could not start (`peers.listen`).
+    #[error("cannot start the agent: {source} (in {})", path.display())]
+    PeerServe {
+        /// agent.yaml.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::peer_serve::PeerServeError,
+    },
+    /// The cache dirs to serve to peers could not be read from pacman.conf.
+    #[error("cannot start the agent: `peers.listen` serves pacman.conf's CacheDir, but {0}")]
+    CacheDirs(#[source] crate::system::SystemError),
     /// A file watch could not be set up.
     #[error("cannot start the agent: watching {}: {source}", path.display())]
     Watch {
@@ -139,6 +156,8 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watches = watch(&cfg, &tx)?;
+    // Aborted when the agent stops (dropping the task closes its connections).
+    let peer_server = start_peer_server(&cfg).await?;
     let mut failures: u32 = 0;
     let mut drift: Vec<String> = Vec::new();
     // One pass at once on start (a host that boots converges promptly), then on its slot.
@@ -219,6 +238,9 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
                 match AgentConfig::load(&config_path) {
                     Ok(new) => {
                         tracing::info!("reloaded {}", config_path.display());
+                        if new.peers != cfg.peers {
+                            tracing::warn!("`peers:` changed; the peer cache server changes when the agent restarts");
+                        }
                         cfg = new;
                         watches = watch(&cfg, &tx)?;
                         next = Instant::now() + schedule::until_slot(std::time::SystemTime::now(), &cfg.hostname, cfg.interval);
@@ -234,7 +256,48 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
         }
     }
     drop(watches);
+    if let Some(server) = peer_server {
+        server.abort();
+    }
     Ok(())
+}
+
+/// Binds and spawns the peer cache server when agent.yaml has `peers.listen`: it serves the
+/// `CacheDir`s pacman.conf names (through pacman-conf, as a pass reads them).
+async fn start_peer_server(
+    cfg: &AgentConfig,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+    let Some(peers) = &cfg.peers else {
+        return Ok(None);
+    };
+    let conf = crate::system::read_conf(&cfg.host_paths()).map_err(AgentError::CacheDirs)?;
+    let dirs: Vec<PathBuf> = conf.cache_dir.iter().map(PathBuf::from).collect();
+    let limits = crate::peer_serve::Limits::default();
+    let server = crate::peer_serve::bind(peers.listen, dirs.clone(), limits)
+        .await
+        .map_err(|source| AgentError::PeerServe {
+            path: cfg.source.clone(),
+            source,
+        })?;
+    let addr = server.local_addr().unwrap_or(peers.listen);
+    tracing::info!(
+        "peer cache: serving {} on http://{addr}/ (at most {} connections, {}/s each)",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        limits.max_connections,
+        humanize_rate(limits.bytes_per_second)
+    );
+    Ok(Some(tokio::spawn(server.run())))
+}
+
+fn humanize_rate(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// Runs one pass in a child process: `fleetctl reconcile` (`apply`) or `fleetctl plan` with

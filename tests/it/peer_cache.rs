@@ -1,0 +1,287 @@
+//! The peer cache's server (docs/contract.md §8) through the binary: `fleetctl agent` with
+//! `peers: {listen: …}` serves its cache dir's package files and signatures to a real HTTP
+//! client (curl) and nothing else, and a plain pacman with `CacheServer =` installs from it
+//! while its repository's server is unreachable.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pacfleet_support::synth::SynthPackage;
+
+use crate::harness::world::POOL;
+use crate::harness::{HostDir, World, fleetctl, skip};
+
+/// A free TCP port on 127.0.0.1 (free when this returns).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(cfg: &Path, log: PathBuf) -> Agent {
+    let out = fs::File::create(&log).unwrap();
+    let child = fleetctl()
+        .arg("agent")
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Agent { child, log }
+}
+
+/// `curl` with `args` and the URL: (HTTP status, body, response headers), status 0 when
+/// nothing answered.
+fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>, String) {
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--path-as-is",
+            "-D",
+            "/dev/stderr",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("-o")
+        .arg(body.path())
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (
+        code,
+        fs::read(body.path()).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_agent_serves_its_cache_to_curl_and_to_pacman_through_cache_server() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        return skip("no curl on this machine");
+    }
+    let w = World::builder()
+        .packages(&[
+            SynthPackage::new("app", "1.0-1"),
+            SynthPackage::new("tool", "2.0-1"),
+        ])
+        .desired(&["app"])
+        .pool(POOL)
+        .build();
+    let host = w.host_dir("ws-01");
+    // The cache holds `tool` (as a pass that installed it leaves it) and its signature.
+    let pkg = w.repo().package_file("tool").unwrap().to_path_buf();
+    let name = pkg.file_name().unwrap().to_str().unwrap().to_owned();
+    let sig_src = PathBuf::from(format!("{}.sig", pkg.display()));
+    fs::copy(&pkg, host.cache_dir.join(&name)).unwrap();
+    fs::copy(&sig_src, host.cache_dir.join(format!("{name}.sig"))).unwrap();
+    let bytes = fs::read(&pkg).unwrap();
+    let sig = fs::read(&sig_src).unwrap();
+    // What must never be served, though it is in (or reachable from) the cache dir.
+    fs::write(host.cache_dir.join("core.db"), b"a database").unwrap();
+    fs::write(host.cache_dir.join(format!("{name}.part")), b"half").unwrap();
+    let outside = w.tmp.path().join("secret-1-1-any.pkg.tar.zst");
+    fs::write(&outside, b"outside the cache").unwrap();
+    symlink(&outside, host.cache_dir.join("secret-1-1-any.pkg.tar.zst")).unwrap();
+    symlink(&pkg, host.cache_dir.join("inside-1-1-any.pkg.tar.zst")).unwrap();
+    fs::create_dir(host.cache_dir.join("dir-1-1-any.pkg.tar.zst")).unwrap();
+
+    let port = free_port();
+    let cfg = w.config(
+        &host,
+        &format!("interval: 1h\npeers: {{listen: 127.0.0.1:{port}}}\n"),
+    );
+    let agent = start_agent(&cfg, w.tmp.path().join("agent.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[], &format!("{base}/")).0 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the peer cache did not answer:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        agent.log().contains("peer cache: serving"),
+        "{}",
+        agent.log()
+    );
+
+    // The package, whole and resumed, its signature, HEAD.
+    let (code, body, headers) = curl(&[], &format!("{base}/{name}"));
+    assert_eq!(code, 200, "{headers}\n{}", agent.log());
+    assert!(body == bytes, "the package's bytes differ");
+    let (code, body, headers) = curl(&["-H", "Range: bytes=10-"], &format!("{base}/{name}"));
+    assert_eq!(code, 206, "{headers}");
+    assert!(body == bytes[10..], "the resumed bytes differ");
+    assert!(
+        headers.contains(&format!(
+            "content-range: bytes 10-{}/{}",
+            bytes.len() - 1,
+            bytes.len()
+        )),
+        "{headers}"
+    );
+    let (code, body, _) = curl(&[], &format!("{base}/{name}.sig"));
+    assert_eq!((code, body), (200, sig));
+    let (code, _, headers) = curl(&["-I"], &format!("{base}/{name}"));
+    assert_eq!(code, 200, "{headers}");
+    assert!(
+        headers.contains(&format!("content-length: {}", bytes.len())),
+        "{headers}"
+    );
+
+    // Refused: traversal (raw and encoded), databases, partial downloads, symlinks (out of
+    // the cache dir or into it), directories, other methods.
+    for path in [
+        "/../etc/passwd".to_owned(),
+        "/%2e%2e/etc/passwd".to_owned(),
+        "/%2E%2E%2Fetc%2Fpasswd".to_owned(),
+        format!("/..%2f{name}"),
+        format!("/./{name}"),
+        format!("/sub/../{name}"),
+        "/core.db".to_owned(),
+        format!("/{name}.part"),
+        "/secret-1-1-any.pkg.tar.zst".to_owned(),
+        "/inside-1-1-any.pkg.tar.zst".to_owned(),
+        "/dir-1-1-any.pkg.tar.zst".to_owned(),
+        "/".to_owned(),
+        "/missing-1-1-any.pkg.tar.zst".to_owned(),
+    ] {
+        let (code, body, _) = curl(&[], &format!("{base}{path}"));
+        assert_eq!(code, 404, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body, b"not found\n", "{path}");
+    }
+    let (code, _, _) = curl(&["-X", "PUT", "--data", "x"], &format!("{base}/{name}"));
+    assert_eq!(code, 405);
+
+    // Bounded: 32 connections at once, the 33rd is closed unanswered; a connection that sends
+    // no request head is closed after 10 s, and its place is free again.
+    let connect = || {
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    };
+    let mut idle: Vec<_> = (0..32).map(|_| connect()).collect();
+    let mut over = connect();
+    let mut buf = [0u8; 64];
+    let read = over.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the 33rd connection was not closed"
+    );
+    let waited = Instant::now();
+    for c in &mut idle {
+        assert!(
+            matches!(c.read(&mut buf), Ok(0)),
+            "an idle connection stayed open"
+        );
+    }
+    let waited = waited.elapsed();
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    assert_eq!(curl(&[], &format!("{base}/{name}.sig")).0, 200);
+
+    // Plain pacman on another host: its repository's server is a closed port, the peer its
+    // CacheServer; it installs `tool` from the peer. Its sync database came from the
+    // repository before the server went away.
+    let other = HostDir::new(w.tmp.path(), "peer-02", &w.repos());
+    other.pacman_ok(&["-Sy"]);
+    let closed = free_port();
+    let conf = fs::read_to_string(&other.conf).unwrap();
+    let repo_url = &w.repo().url;
+    let conf = conf.replace(
+        &format!("Server = {repo_url}\n"),
+        &format!("CacheServer = {base}\nServer = http://127.0.0.1:{closed}\n"),
+    );
+    assert!(
+        conf.contains("CacheServer") && !conf.contains(repo_url.as_str()),
+        "{conf}"
+    );
+    fs::write(&other.conf, conf).unwrap();
+    other.pacman_ok(&["-S", "tool"]);
+    assert_eq!(
+        other.installed().get("tool").map(String::as_str),
+        Some("2.0-1")
+    );
+    let cached = fs::read(other.cache_dir.join(&name)).unwrap();
+    assert!(
+        cached == bytes,
+        "pacman's download differs from the peer's file"
+    );
+    drop(agent);
+}
+
+#[test]
+fn the_agent_does_not_start_when_peers_listen_cannot_be_bound() {
+    let w = World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .desired(&["app"])
+        .pool(POOL)
+        .build();
+    let host = w.host_dir("ws-01");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = w.config(&host, &format!("peers: {{listen: {addr}}}\n"));
+    let out = fleetctl()
+        .arg("agent")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`peers.listen`")
+            && stderr.contains(&format!("cannot listen on {addr}"))
+            && stderr.contains(&cfg.display().to_string()),
+        "{stderr}"
+    );
+    // The peer fields not built yet are refused, naming the file and the field.
+    let cfg = w.config(&host, "peers: {listen: 127.0.0.1:0, discover: true}\n");
+    let out = fleetctl()
+        .arg("agent")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&cfg.display().to_string())
+            && stderr.contains("`peers.discover` is not implemented yet"),
+        "{stderr}"
+    );
+}
