@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`Limits::bytes_per_second`]: 32 MiB/s per connection.
 pub const DEFAULT_BYTES_PER_SECOND: u64 = 32 << 20;
+/// Default [`Limits::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The extensions of a package file (makepkg's `PKGEXT` choices).
 pub const PACKAGE_EXTENSIONS: &[&str] = &[
@@ -61,6 +63,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// The most bytes per second one connection's response bodies are sent at.
     pub bytes_per_second: u64,
+    /// How long a write to a client may wait (a client that stops reading); then the
+    /// connection is closed and its slot is free again.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -69,7 +74,79 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             bytes_per_second: DEFAULT_BYTES_PER_SECOND,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+}
+
+/// A connection whose writes may wait at most `timeout` each: a client that stops reading
+/// cannot hold one of the server's slots for ever.
+struct Stalled<T> {
+    inner: T,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Stalled<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        Stalled {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// After a write that could not go on: `Pending` until the deadline, then an error.
+    fn waited(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let timeout = self.timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing for the write timeout",
+        ))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Stalled<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stalled<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Pending => self.waited(cx).map(Err),
+            done => {
+                self.deadline = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.waited(cx).map(Err),
+            done => {
+                self.deadline = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -192,6 +269,7 @@ impl PeerServer {
             };
             let dirs = self.cache_dirs.clone();
             let rate = self.limits.bytes_per_second;
+            let write_timeout = self.limits.write_timeout;
             let builder = builder.clone();
             connections.spawn(async move {
                 let _permit = permit;
@@ -200,7 +278,7 @@ impl PeerServer {
                     async move { Ok::<_, Infallible>(respond(&dirs, req, rate, peer).await) }
                 });
                 if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(Stalled::new(stream, write_timeout)), service)
                     .await
                 {
                     tracing::debug!("peer cache: connection from {peer}: {e}");
@@ -579,6 +657,51 @@ mod tests {
         let (bytes, took) = drain(Body::file(file, len, DEFAULT_BYTES_PER_SECOND)).await;
         assert!(bytes == content);
         assert!(took < Duration::from_millis(350), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_loses_its_slot_after_the_write_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        // Larger than what the socket buffers hold, so the server's writes wait.
+        let big = vec![7u8; 32 << 20];
+        std::fs::write(dir.path().join("big-1-1-any.pkg.tar.zst"), &big).unwrap();
+        let limits = Limits {
+            max_connections: 1,
+            write_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = bind(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![dir.path().to_path_buf()],
+            limits,
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let task = tokio::spawn(server.run());
+        let get = b"GET /big-1-1-any.pkg.tar.zst HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(get).await.unwrap();
+        // It reads nothing; after the timeout its slot serves the next client.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+        next.write_all(
+            b"HEAD /big-1-1-any.pkg.tar.zst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), next.read_to_end(&mut answer))
+            .await
+            .expect("the second client is served")
+            .unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        task.abort();
     }
 
     #[tokio::test]
