@@ -10,9 +10,10 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use anyhow::bail;
-use clap::builder::styling::{AnsiColor, Style};
+use clap::builder::styling::AnsiColor;
 use serde::Serialize;
 
+use super::output::Paint;
 use super::{DiffArgs, DiffFormat};
 use pacfleet::diff::{
     self, Change, Filter, FleetDiff, HostDiff, HostStatus, ManifestStatus, PackageChange,
@@ -348,26 +349,6 @@ fn host_heading(h: &HostDiff) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Text.
-
-struct Paint {
-    on: bool,
-}
-
-impl Paint {
-    fn style(&self, s: &str, style: Style) -> String {
-        if self.on {
-            format!("{}{s}{}", style.render(), style.render_reset())
-        } else {
-            s.to_owned()
-        }
-    }
-    fn bold(&self, s: &str) -> String {
-        self.style(s, Style::new().bold())
-    }
-    fn colour(&self, s: &str, c: AnsiColor) -> String {
-        self.style(s, Style::new().fg_color(Some(c.into())))
-    }
-}
 
 fn symbol(c: Change) -> (&'static str, AnsiColor) {
     match c {

@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::builder::styling::{AnsiColor, Style};
 
-use super::output::terminal_safe;
+use super::output::{Paint, terminal_safe};
 use super::{FleetArgs, FleetCommand, FleetStatusArgs};
 use pacfleet::fleet_read::{FleetRepo, Rev};
 use pacfleet::fleet_status::{
@@ -337,29 +337,13 @@ const HEADERS: [&str; 13] = [
 // ---------------------------------------------------------------------------------------------
 // Text.
 
-struct Paint {
-    on: bool,
-}
-
-impl Paint {
-    fn style(&self, s: &str, style: Style) -> String {
-        if self.on {
-            format!("{}{s}{}", style.render(), style.render_reset())
-        } else {
-            s.to_owned()
-        }
-    }
-    fn bold(&self, s: &str) -> String {
-        self.style(s, Style::new().bold())
-    }
-    fn tone(&self, s: &str, tone: &str) -> String {
-        let c = match tone {
-            "ok" => AnsiColor::Green,
-            "wait" => AnsiColor::Yellow,
-            "bad" => AnsiColor::Red,
-            _ => return self.style(s, Style::new().dimmed()),
-        };
-        self.style(s, Style::new().fg_color(Some(c.into())))
+/// A tone of the status: `ok` green, `wait` yellow, `bad` red, else dimmed.
+fn toned(p: &Paint, s: &str, tone: &str) -> String {
+    match tone {
+        "ok" => p.colour(s, AnsiColor::Green),
+        "wait" => p.colour(s, AnsiColor::Yellow),
+        "bad" => p.colour(s, AnsiColor::Red),
+        _ => p.style(s, Style::new().dimmed()),
     }
 }
 
@@ -381,12 +365,13 @@ pub fn render_text(status: &FleetStatus, colour: bool) -> String {
         time(now)
     );
     if status.attention.is_empty() {
-        let _ = writeln!(out, "{}", p.tone("all healthy", "ok"));
+        let _ = writeln!(out, "{}", toned(&p, "all healthy", "ok"));
     } else {
         let _ = writeln!(
             out,
             "{}",
-            p.tone(
+            toned(
+                &p,
                 &format!("needs attention ({}):", status.attention.len()),
                 "bad"
             )
@@ -405,7 +390,7 @@ pub fn render_text(status: &FleetStatus, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "  {} {}",
-                p.tone(&format!("{:<kw$}", a.kind.label()), tone),
+                toned(&p, &format!("{:<kw$}", a.kind.label()), tone),
                 esc(&a.message)
             );
         }
@@ -416,11 +401,11 @@ pub fn render_text(status: &FleetStatus, colour: bool) -> String {
             out,
             "{}  {}",
             p.bold(&format!("pool {}", esc(&pool.pool))),
-            p.tone(&esc(&rollout_line(pool)), rollout_tone(pool))
+            toned(&p, &esc(&rollout_line(pool)), rollout_tone(pool))
         );
         let _ = writeln!(out, "  {}; {}", counts_line(pool), pool_facts(pool));
         for problem in &pool.problems {
-            let _ = writeln!(out, "  {} {}", p.tone("problem:", "bad"), esc(problem));
+            let _ = writeln!(out, "  {} {}", toned(&p, "problem:", "bad"), esc(problem));
         }
         let n = pool.waves.len();
         for w in &pool.waves {
@@ -429,7 +414,7 @@ pub fn render_text(status: &FleetStatus, colour: bool) -> String {
                 "  wave {} of {n} {}: {}",
                 w.index + 1,
                 esc(&w.name),
-                p.tone(&esc(&wave_words(w)), wave_tone(&w.progress))
+                toned(&p, &esc(&wave_words(w)), wave_tone(&w.progress))
             );
         }
         let rows: Vec<(&HostStatus, [String; 13])> = pool
@@ -455,7 +440,7 @@ pub fn render_text(status: &FleetStatus, colour: bool) -> String {
                 let padded = if last { c.clone() } else { format!("{c:<w$}") };
                 s.push_str("  ");
                 match (i, outcome_tone) {
-                    (2, Some(t)) => s.push_str(&p.tone(&padded, t)),
+                    (2, Some(t)) => s.push_str(&toned(&p, &padded, t)),
                     _ => s.push_str(&padded),
                 }
             }
@@ -471,7 +456,8 @@ pub fn render_text(status: &FleetStatus, colour: bool) -> String {
         let _ = writeln!(
             out,
             "{}",
-            p.tone(
+            toned(
+                &p,
                 &format!(
                     "rejected reports ({}): the status repository holds reports that did not verify",
                     status.rejected.len()

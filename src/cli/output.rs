@@ -108,6 +108,37 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub use pacfleet::escape::{is_unsafe_char, terminal_safe};
 
+/// Styling for text output: ANSI styles when `on` (a terminal without `NO_COLOR`), plain text
+/// otherwise. Shared by `diff` and `fleet status`.
+pub struct Paint {
+    /// Whether to style at all.
+    pub on: bool,
+}
+
+impl Paint {
+    /// `s` in `style`.
+    pub fn style(&self, s: &str, style: clap::builder::styling::Style) -> String {
+        if self.on {
+            format!("{}{s}{}", style.render(), style.render_reset())
+        } else {
+            s.to_owned()
+        }
+    }
+
+    /// `s` in bold.
+    pub fn bold(&self, s: &str) -> String {
+        self.style(s, clap::builder::styling::Style::new().bold())
+    }
+
+    /// `s` in colour `c`.
+    pub fn colour(&self, s: &str, c: clap::builder::styling::AnsiColor) -> String {
+        self.style(
+            s,
+            clap::builder::styling::Style::new().fg_color(Some(c.into())),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
