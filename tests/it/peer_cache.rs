@@ -1,7 +1,8 @@
 //! The peer cache's server (docs/contract.md §8) through the binary: `fleetctl agent` with
 //! `peers: {listen: …}` serves its cache dir's package files and signatures to a real HTTP
 //! client (curl) and nothing else, and a plain pacman with `CacheServer =` installs from it
-//! while its repository's server is unreachable.
+//! while its repository's server is unreachable. `peers.static`: a pass asks the listed peers
+//! for package files first, discards a tampered one for upstream's, and survives a dead peer.
 
 use std::fs;
 use std::io::Read;
@@ -284,4 +285,159 @@ fn the_agent_does_not_start_when_peers_listen_cannot_be_bound() {
             && stderr.contains("`peers.discover` is not implemented yet"),
         "{stderr}"
     );
+}
+
+/// Host `peer-01`'s agent serving its cache dir (which holds `app`'s package file as `bytes`,
+/// and its real signature) on a free port of 127.0.0.1, answering when this returns. The
+/// host is in no pool, so the agent's own passes leave its cache alone.
+fn serving_peer(w: &World, bytes: &[u8]) -> (Agent, String) {
+    let a = w.host_dir("peer-01");
+    let pkg = w.repo().package_file("app").unwrap().to_path_buf();
+    let name = pkg.file_name().unwrap().to_str().unwrap().to_owned();
+    fs::write(a.cache_dir.join(&name), bytes).unwrap();
+    fs::copy(
+        format!("{}.sig", pkg.display()),
+        a.cache_dir.join(format!("{name}.sig")),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = w.config(
+        &a,
+        &format!("interval: 1h\nlock_timeout: 1s\npeers: {{listen: 127.0.0.1:{port}}}\n"),
+    );
+    let agent = start_agent(&cfg, w.tmp.path().join("agent-a.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the peer cache did not answer:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (agent, format!("http://127.0.0.1:{port}"))
+}
+
+fn app_world() -> World {
+    World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .desired(&["app"])
+        .pool(POOL)
+        .build()
+}
+
+/// `app`'s file name and bytes as the repository built them.
+fn app_file(w: &World) -> (PathBuf, String, Vec<u8>) {
+    let pkg = w.repo().package_file("app").unwrap().to_path_buf();
+    let name = pkg.file_name().unwrap().to_str().unwrap().to_owned();
+    let bytes = fs::read(&pkg).unwrap();
+    (pkg, name, bytes)
+}
+
+#[test]
+fn a_pass_downloads_package_files_from_a_static_peer_first() {
+    let w = app_world();
+    let (pkg, name, bytes) = app_file(&w);
+    let (agent, peer) = serving_peer(&w, &bytes);
+    // Upstream keeps its database but loses the package files: only the peer has them.
+    fs::remove_file(&pkg).unwrap();
+    fs::remove_file(format!("{}.sig", pkg.display())).unwrap();
+    let b = w.host_dir("ws-02");
+    w.config(
+        &b,
+        &format!("lock_timeout: 1s\npeers: {{static: [{peer}/]}}\n"),
+    );
+    let out = w.reconcile(&b);
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    assert_eq!(b.installed().get("app").map(String::as_str), Some("1.0-1"));
+    assert!(
+        fs::read(b.cache_dir.join(&name)).unwrap() == bytes,
+        "the peer's download differs from the package file"
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
+    let w = app_world();
+    let (_pkg, name, bytes) = app_file(&w);
+    // Same name and size, other bytes: the signature cannot match.
+    let mut tampered = bytes.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0xff;
+    tampered[mid + 1] ^= 0xff;
+    let (agent, peer) = serving_peer(&w, &tampered);
+    let b = w.host_dir("ws-02");
+    w.config(
+        &b,
+        &format!("lock_timeout: 1s\npeers: {{static: [{peer}]}}\n"),
+    );
+    let out = w.reconcile(&b);
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    assert!(
+        out.stderr
+            .contains("downloading them again from upstream only")
+            && out.stderr.contains(&peer),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(b.installed().get("app").map(String::as_str), Some("1.0-1"));
+    assert!(
+        fs::read(b.cache_dir.join(&name)).unwrap() == bytes,
+        "the cached file is not upstream's"
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_dead_static_peer_does_not_fail_the_pass() {
+    let w = app_world();
+    let (_pkg, name, bytes) = app_file(&w);
+    let b = w.host_dir("ws-02");
+    let closed = free_port();
+    w.config(
+        &b,
+        &format!("lock_timeout: 1s\npeers: {{static: [http://127.0.0.1:{closed}]}}\n"),
+    );
+    let started = Instant::now();
+    let out = w.reconcile(&b);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(b.installed().get("app").map(String::as_str), Some("1.0-1"));
+    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn peers_static_takes_http_urls_only() {
+    let w = app_world();
+    let b = w.host_dir("ws-02");
+    for entry in ["file:///x", "not a url"] {
+        let cfg = w.config(&b, &format!("peers: {{static: [{entry}]}}\n"));
+        let out = w.reconcile(&b);
+        assert_eq!(out.code, 2, "{entry}: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(&cfg.display().to_string())
+                && out
+                    .stderr
+                    .contains(&format!("`peers.static` entry {entry:?}"))
+                && out.stderr.contains("is not an http:// or https:// URL"),
+            "{entry}: {}",
+            out.stderr
+        );
+        assert!(!b.installed().contains_key("app"));
+    }
 }

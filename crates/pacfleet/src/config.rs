@@ -134,15 +134,21 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeersConfig {
     /// `peers.listen`: the address the agent serves its package cache dirs on
-    /// (`crate::peer_serve`).
-    pub listen: std::net::SocketAddr,
+    /// (`crate::peer_serve`); `None`, it serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `peers.static`: base URLs (http:// or https://, no trailing `/`) a pass registers as
+    /// libalpm cache servers of every sync database, in order, before the upstream mirrors.
+    pub static_peers: Vec<String>,
 }
 
+/// At most this many `peers.static` entries.
+pub const PEERS_STATIC_MAX: usize = 16;
+
 /// The fields `peers:` accepts.
-pub const PEERS_FIELDS: &[&str] = &["listen"];
+pub const PEERS_FIELDS: &[&str] = &["listen", "static"];
 /// `peers:` fields of the peer cache that are planned (docs/contract.md §5.1) but not built:
 /// refused, so none is accepted without effect.
-pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["static", "discover", "prefetch"];
+pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["discover", "prefetch"];
 
 /// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,13 +337,15 @@ fn check_duration(
     }
 }
 
-/// `peers:`: a mapping with `listen: ADDRESS:PORT`.
+/// `peers:`: a mapping with `listen: ADDRESS:PORT` and/or `static: [URL, …]`.
 fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, String)> {
-    const EXAMPLE: &str = "write e.g. `peers: {listen: 0.0.0.0:7878}`";
+    const EXAMPLE: &str =
+        "write e.g. `peers: {listen: 0.0.0.0:7878}` or `peers: {static: [http://10.0.0.5:7878]}`";
     let serde_yaml::Value::Mapping(map) = v else {
         return Err(("peers", format!("expected a mapping; {EXAMPLE}")));
     };
     let mut listen = None;
+    let mut static_peers = Vec::new();
     for (key, value) in map {
         let Some(key) = key.as_str() else {
             return Err(("peers", format!("field names are words; {EXAMPLE}")));
@@ -346,9 +354,13 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
             return Err((
                 "peers",
                 format!(
-                    "`peers.{key}` is not implemented yet (docs/contract.md §5.1); only `peers.listen` is, remove `{key}`"
+                    "`peers.{key}` is not implemented yet (docs/contract.md §5.1); only `peers.listen` and `peers.static` are, remove `{key}`"
                 ),
             ));
+        }
+        if key == "static" {
+            static_peers = check_static_peers(value)?;
+            continue;
         }
         if key != "listen" {
             return Err((
@@ -381,10 +393,78 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
         })?;
         listen = Some(addr);
     }
-    let Some(listen) = listen else {
-        return Err(("peers", format!("`peers.listen` is required; {EXAMPLE}")));
+    if listen.is_none() && static_peers.is_empty() {
+        return Err((
+            "peers",
+            format!("`peers` needs `listen` or a non-empty `static`; {EXAMPLE}"),
+        ));
+    }
+    Ok(PeersConfig {
+        listen,
+        static_peers,
+    })
+}
+
+/// `peers.static`: a list of at most `PEERS_STATIC_MAX` http:// or https:// base URLs with a
+/// host, no credentials, query or fragment; returned without a trailing `/`.
+fn check_static_peers(v: serde_yaml::Value) -> Result<Vec<String>, (&'static str, String)> {
+    const EXAMPLE: &str = "write e.g. `static: [http://10.0.0.5:7878]`";
+    let serde_yaml::Value::Sequence(items) = v else {
+        return Err((
+            "peers",
+            format!("`peers.static` is a list of URLs; {EXAMPLE}"),
+        ));
     };
-    Ok(PeersConfig { listen })
+    if items.len() > PEERS_STATIC_MAX {
+        return Err((
+            "peers",
+            format!(
+                "`peers.static` has {} entries, at most {PEERS_STATIC_MAX} are allowed",
+                items.len()
+            ),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let serde_yaml::Value::String(text) = item else {
+            return Err((
+                "peers",
+                format!(
+                    "`peers.static` entry {} is not a URL; {EXAMPLE}",
+                    serde_yaml::to_string(&item).unwrap_or_default().trim()
+                ),
+            ));
+        };
+        let bad = |why: &str| {
+            (
+                "peers",
+                format!("`peers.static` entry {text:?} {why}; {EXAMPLE}"),
+            )
+        };
+        let trimmed = text.trim();
+        let (scheme, rest) = ["http://", "https://"]
+            .iter()
+            .find_map(|s| trimmed.strip_prefix(s).map(|r| (*s, r)))
+            .ok_or_else(|| bad("is not an http:// or https:// URL"))?;
+        let rest = rest.trim_end_matches('/');
+        let url = format!("{scheme}{rest}");
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() {
+            return Err(bad("has no host"));
+        }
+        if host.contains('@') {
+            return Err(bad("has credentials; peers need none"));
+        }
+        if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad(
+                "is not a plain base URL (no query, fragment or spaces)",
+            ));
+        }
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    Ok(out)
 }
 
 fn check_size(field: &'static str, v: serde_yaml::Value) -> Result<u64, (&'static str, String)> {
@@ -992,7 +1072,8 @@ mod tests {
         assert_eq!(
             c.peers,
             Some(PeersConfig {
-                listen: "0.0.0.0:7878".parse().unwrap()
+                listen: Some("0.0.0.0:7878".parse().unwrap()),
+                static_peers: Vec::new(),
             })
         );
         // FIELDS lists exactly what the struct accepts.
@@ -1047,12 +1128,30 @@ mod tests {
     }
 
     #[test]
-    fn peers_listen_parses_and_the_unbuilt_peer_fields_are_refused() {
+    fn peers_listen_and_static_parse_and_the_unbuilt_peer_fields_are_refused() {
         let (_d, r) = load("repo: /f\nhostname: h\npeers:\n  listen: '[::1]:7878'\n");
         assert_eq!(
             r.unwrap().peers.unwrap().listen,
-            "[::1]:7878".parse().unwrap()
+            Some("[::1]:7878".parse().unwrap())
         );
+        let (_d, r) = load(
+            "repo: /f\nhostname: h\npeers:\n  static: [http://10.0.0.5:7878/, 'https://[::1]:7878/c', http://10.0.0.5:7878]\n",
+        );
+        assert_eq!(
+            r.unwrap().peers.unwrap(),
+            PeersConfig {
+                listen: None,
+                static_peers: vec![
+                    "http://10.0.0.5:7878".to_owned(),
+                    "https://[::1]:7878/c".to_owned()
+                ],
+            }
+        );
+        let seventeen = (0..17)
+            .map(|i| format!("http://10.0.0.{i}:7878"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let seventeen = format!("peers: {{static: [{seventeen}]}}");
         let (_d, r) = load("repo: /f\nhostname: h\n");
         assert_eq!(r.unwrap().peers, None);
         for (text, wanted) in [
@@ -1062,15 +1161,38 @@ mod tests {
                 "\"localhost:7878\" is not an address",
             ),
             ("peers: {listen: 0.0.0.0}", "is not an address"),
-            ("peers: {}", "`peers.listen` is required"),
+            (
+                "peers: {}",
+                "`peers` needs `listen` or a non-empty `static`",
+            ),
+            (
+                "peers: {static: []}",
+                "needs `listen` or a non-empty `static`",
+            ),
+            (
+                "peers: {static: [file:///x]}",
+                "`peers.static` entry \"file:///x\" is not an http:// or https:// URL",
+            ),
+            (
+                "peers: {static: [not a url]}",
+                "`peers.static` entry \"not a url\" is not an http",
+            ),
+            ("peers: {static: ['http://']}", "has no host"),
+            ("peers: {static: ['http://u:p@h:1']}", "has credentials"),
+            ("peers: {static: ['http://h:1/?x']}", "not a plain base URL"),
+            (
+                "peers: {static: http://h:1}",
+                "`peers.static` is a list of URLs",
+            ),
+            (
+                "peers: {static: [1]}",
+                "`peers.static` entry 1 is not a URL",
+            ),
+            (seventeen.as_str(), "has 17 entries, at most 16"),
             ("peers: 0.0.0.0:7878", "expected a mapping"),
             (
                 "peers: {listen: 0.0.0.0:7878, port: 1}",
                 "unknown field `peers.port`",
-            ),
-            (
-                "peers: {listen: 0.0.0.0:7878, static: [a:7878]}",
-                "`peers.static` is not implemented yet",
             ),
             (
                 "peers: {listen: 0.0.0.0:7878, discover: true}",

@@ -1690,6 +1690,14 @@ fn open_for_apply(
     if let Some(date) = &resolved.snapshot {
         sys.use_snapshot(resolved.archive.as_deref(), date)?;
     }
+    let peers = static_peers(cfg);
+    if !peers.is_empty() {
+        sys.add_peer_cache_servers(peers)?;
+        tracing::debug!(
+            "package files asked of the peers first: {}",
+            peers.join(", ")
+        );
+    }
     apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
     // After the wait: a pacman at work leaves half-written entries for a moment.
     let local = crate::system::scan_local(&cfg.dbpath)?;
@@ -1831,6 +1839,13 @@ fn resolve_host(
     Ok(resolved)
 }
 
+/// agent.yaml `peers.static`: the peers a pass asks for package files first.
+fn static_peers(cfg: &AgentConfig) -> &[String] {
+    cfg.peers
+        .as_ref()
+        .map_or(&[], |p| p.static_peers.as_slice())
+}
+
 /// Commits a prepared changeset: the keyring packages first in a transaction of their own when
 /// there are others too (then the rest planned and committed in the same pass), or all at once
 /// (a corrupt package file downloaded again and committed once more). Every transaction goes
@@ -1891,8 +1906,18 @@ fn commit_changes(
         let notices = match tx.commit(sys, &report.changeset) {
             Err(PassError::Apply(e)) if e.corrupt_files() && planned.is_some() => {
                 // libalpm deleted the corrupt files: plan again, which downloads
-                // them anew, and commit once more.
-                tracing::warn!("{e}; downloading the corrupt package files again");
+                // them anew, and commit once more. A peer may have served them: the
+                // second download is from upstream only.
+                let peers = static_peers(cfg);
+                if peers.is_empty() {
+                    tracing::warn!("{e}; downloading the corrupt package files again");
+                } else {
+                    sys.remove_peer_cache_servers(peers)?;
+                    tracing::warn!(
+                        "{e}; the files came from a peer ({}) or upstream: downloading them again from upstream only",
+                        peers.join(", ")
+                    );
+                }
                 let intent = planned.take().unwrap_or_default();
                 sys.set_policy(policy(inventory));
                 report.changeset = sys.prepare(&intent, resolved)?;

@@ -1923,6 +1923,44 @@ impl System {
         Ok(())
     }
 
+    /// Registers `peers` (agent.yaml `peers.static`, docs/contract.md §8) as cache servers of
+    /// every sync database, in order: libalpm asks cache servers before the database's
+    /// servers for package files, never for databases, and skips one that fails. What a peer
+    /// serves is checked exactly as an upstream file (signature under pacman.conf's levels,
+    /// pacfleet's pinned sha256).
+    pub fn add_peer_cache_servers(&mut self, peers: &[String]) -> Result<(), SystemError> {
+        self.peer_cache_servers(peers, true)
+    }
+
+    /// Removes `peers` from every sync database's cache servers again: the retry after a
+    /// corrupt download takes its files from upstream only.
+    pub fn remove_peer_cache_servers(&mut self, peers: &[String]) -> Result<(), SystemError> {
+        self.peer_cache_servers(peers, false)
+    }
+
+    fn peer_cache_servers(&mut self, peers: &[String], add: bool) -> Result<(), SystemError> {
+        let dbs: Vec<(String, *mut alpm_sys::alpm_db_t)> = self
+            .alpm
+            .syncdbs_mut()
+            .iter()
+            .map(|db| (db.name().to_owned(), db.as_ptr()))
+            .collect();
+        for (name, db) in dbs {
+            for url in peers {
+                let what = if add { "adding" } else { "removing" };
+                let context = format!("{what} the peer {url} as a cache server of `{name}`");
+                let c = std::ffi::CString::new(url.as_str()).map_err(|_| SystemError::Alpm {
+                    context: context.clone(),
+                    source: alpm::Error::WrongArgs,
+                })?;
+                if db_cache_server(db, &c, add) < 0 {
+                    return Err(alpm_err(context)(self.alpm.last_error()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Points every sync database of this handle at the fleet archive's repositories of
     /// `date` (`<archive>/repos/YYYY/MM/DD/<repo>/os/<arch>`, `$arch` being the handle's first
     /// architecture, as pacman expands it), replacing pacman.conf's servers for this handle
@@ -2356,6 +2394,21 @@ pub fn needs_reboot(root: &Path) -> bool {
     let modules = root.join("usr/lib/modules");
     let has_kernels = std::fs::read_dir(&modules).is_ok_and(|mut d| d.next().is_some());
     has_kernels && !modules.join(release.trim()).is_dir()
+}
+
+/// `alpm_db_add_cache_server` (`add`) or `alpm_db_remove_cache_server` on `db`: libalpm's
+/// return (negative on error; removing one that is not there returns 1).
+fn db_cache_server(db: *mut alpm_sys::alpm_db_t, url: &std::ffi::CStr, add: bool) -> i32 {
+    // SAFETY: `db` comes from `Db::as_ptr` of a sync database of a live handle (`System`
+    // owns it and is borrowed mutably by the caller, so no other use of the handle runs);
+    // `url` is a NUL-terminated string that outlives the call, and libalpm copies it.
+    unsafe {
+        if add {
+            alpm_sys::alpm_db_add_cache_server(db, url.as_ptr())
+        } else {
+            alpm_sys::alpm_db_remove_cache_server(db, url.as_ptr())
+        }
+    }
 }
 
 #[cfg(test)]

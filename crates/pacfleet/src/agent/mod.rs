@@ -267,19 +267,19 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
 async fn start_peer_server(
     cfg: &AgentConfig,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
-    let Some(peers) = &cfg.peers else {
+    let Some(listen) = cfg.peers.as_ref().and_then(|p| p.listen) else {
         return Ok(None);
     };
     let conf = crate::system::read_conf(&cfg.host_paths()).map_err(AgentError::CacheDirs)?;
     let dirs: Vec<PathBuf> = conf.cache_dir.iter().map(PathBuf::from).collect();
     let limits = crate::peer_serve::Limits::default();
-    let server = crate::peer_serve::bind(peers.listen, dirs.clone(), limits)
+    let server = crate::peer_serve::bind(listen, dirs.clone(), limits)
         .await
         .map_err(|source| AgentError::PeerServe {
             path: cfg.source.clone(),
             source,
         })?;
-    let addr = server.local_addr().unwrap_or(peers.listen);
+    let addr = server.local_addr().unwrap_or(listen);
     tracing::info!(
         "peer cache: serving {} on http://{addr}/ (at most {} connections, {}/s each)",
         dirs.iter()
