@@ -22,12 +22,17 @@ fn pool_checking(check: &str, health: &str) -> String {
     )
 }
 
+/// app 1.0 and libfoo 1.0, the versions a rollback goes back to.
+fn first_versions() -> [SynthPackage; 2] {
+    [
+        SynthPackage::new("app", "1.0-1").depends("libfoo"),
+        SynthPackage::new("libfoo", "1.0-1"),
+    ]
+}
+
 fn world(health: &str) -> World {
     World::builder()
-        .packages(&[
-            SynthPackage::new("app", "1.0-1").depends("libfoo"),
-            SynthPackage::new("libfoo", "1.0-1"),
-        ])
+        .packages(&first_versions())
         .pool(&pool(health))
         .build()
 }
@@ -115,31 +120,31 @@ fn pool_that_cleans_the_cache() -> String {
     pool_checking(&format!("{clean}; false"), "  rollback: true\n")
 }
 
-#[test]
-fn a_rollback_takes_the_old_versions_from_the_archive_when_the_cache_lost_them() {
-    let mut w = World::builder()
-        .packages(&[
-            SynthPackage::new("app", "1.0-1").depends("libfoo"),
-            SynthPackage::new("libfoo", "1.0-1"),
-        ])
-        .archive()
-        .archived(&[
-            SynthPackage::new("app", "1.0-1").depends("libfoo"),
-            SynthPackage::new("libfoo", "1.0-1"),
-        ])
-        .pool(&pool("  rollback: true\n"))
-        .build();
-    let (ws, cfg) = w.host("ws-01");
-    assert_eq!(TestCommand::reconcile(&cfg).run().parts().0, 0);
+/// ws-01 installs the first versions; then the pool's check becomes one that cleans the cache
+/// and fails, and app 2.0 is published: the pass applies it, fails its check (exit 2) and has
+/// no cached copy of what it had. Its `--json` report.
+fn fail_after_the_cache_was_cleaned(w: &mut World, cfg: &std::path::Path) -> serde_json::Value {
+    assert_eq!(TestCommand::reconcile(cfg).run().parts().0, 0);
     w.fleet().commit(
         "health: a check that cleans the cache first",
         &[("pools/ws.yaml", &pool_that_cleans_the_cache())],
     );
-    publish_broken_app(&mut w);
-    let (code, out, err) = TestCommand::reconcile(&cfg).arg("--json").run().parts();
+    publish_broken_app(w);
+    let (code, out, err) = TestCommand::reconcile(cfg).arg("--json").run().parts();
     assert_eq!(code, 2, "{out}\n{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
-    assert_eq!(report["verdict"]["rolled_back"], true, "{out}");
+    serde_json::from_str(&out).expect("report JSON")
+}
+
+#[test]
+fn a_rollback_takes_the_old_versions_from_the_archive_when_the_cache_lost_them() {
+    let mut w = World::builder()
+        .packages(&first_versions())
+        .archived(&first_versions())
+        .pool(&pool("  rollback: true\n"))
+        .build();
+    let (ws, cfg) = w.host("ws-01");
+    let report = fail_after_the_cache_was_cleaned(&mut w, &cfg);
+    assert_eq!(report["verdict"]["rolled_back"], true, "{report}");
     let archive = w.archive.display().to_string();
     let downgrades: Vec<&serde_json::Value> = report["rolled_back"]["changes"]
         .as_array()
@@ -147,7 +152,7 @@ fn a_rollback_takes_the_old_versions_from_the_archive_when_the_cache_lost_them()
         .iter()
         .filter(|c| c["action"] == "downgrade")
         .collect();
-    assert_eq!(downgrades.len(), 2, "{out}");
+    assert_eq!(downgrades.len(), 2, "{report}");
     for c in downgrades {
         let source = c["source"].as_str().unwrap_or_default();
         assert!(source.starts_with(&archive), "{} from {source}", c["name"]);
@@ -156,19 +161,11 @@ fn a_rollback_takes_the_old_versions_from_the_archive_when_the_cache_lost_them()
 }
 
 #[test]
-fn a_rollback_that_cannot_be_made_leaves_the_host_failed_and_the_change_not_retried() {
+fn a_rollback_that_cannot_be_made_leaves_the_host_failed_on_the_new_packages() {
     let mut w = world("  rollback: true\n");
     let (ws, cfg) = w.host("ws-01");
-    assert_eq!(TestCommand::reconcile(&cfg).run().parts().0, 0);
-    w.fleet().commit(
-        "health: a check that cleans the cache first",
-        &[("pools/ws.yaml", &pool_that_cleans_the_cache())],
-    );
-    publish_broken_app(&mut w);
-    let (code, out, err) = TestCommand::reconcile(&cfg).arg("--json").run().parts();
-    assert_eq!(code, 2, "{out}\n{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
-    assert_eq!(report["verdict"]["rolled_back"], false, "{out}");
+    let report = fail_after_the_cache_was_cleaned(&mut w, &cfg);
+    assert_eq!(report["verdict"]["rolled_back"], false, "{report}");
     let warnings = report["notices"]["warnings"].to_string();
     assert!(
         warnings.contains("the rollback after the failed health check failed"),

@@ -2276,7 +2276,8 @@ pub fn short(commit: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn report(verdict: Verdict) -> PassReport {
+    /// A pass's report with every field set, for the tests here and in the submodules.
+    pub(super) fn report(verdict: Verdict) -> PassReport {
         PassReport {
             host: "ws-01".into(),
             fleet: Some("acme".into()),

@@ -206,7 +206,7 @@ fn bounded(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::{Hold, WindowState};
+    use crate::reconcile::Hold;
 
     fn cfg() -> AgentConfig {
         AgentConfig::from_yaml(
@@ -217,30 +217,10 @@ mod tests {
     }
 
     fn pass(verdict: Verdict) -> PassReport {
+        // The change is named, no health check ran (what the verdict says is what counts).
         PassReport {
-            host: "ws-01".into(),
-            fleet: Some("acme".into()),
-            commit: "a".repeat(40),
-            fetched_new: true,
-            signers: vec!["ops".into()],
-            sequence: 3,
-            waiting: Vec::new(),
-            refused: None,
-            signed_until: Utc::now(),
-            drift: Vec::new(),
-            pool: Some("ws".into()),
-            generation: None,
-            window_open_until: None,
-            window: WindowState::None,
-            verdict,
-            changeset: Default::default(),
-            notices: Default::default(),
-            change: Some("c".repeat(40)),
-            wave: None,
             health: None,
-            rolled_back: None,
-            needs_reboot: false,
-            duration: std::time::Duration::ZERO,
+            ..crate::reconcile::tests::report(verdict)
         }
     }
 
