@@ -611,6 +611,7 @@ mod tests {
             needs_reboot: false,
             health_ok: None,
             report: None,
+            downloads: None,
         }
     }
 

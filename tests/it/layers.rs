@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Pure rules on that data.
     (
         "rules",
-        &["trust", "window", "resolve", "rollout", "report"],
+        &["trust", "window", "resolve", "rollout", "report", "peers"],
     ),
     (
         "planning",
@@ -47,6 +47,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "health",
             "status_repo",
             "peer_serve",
+            "download",
         ],
     ),
     // One pass, then what runs passes.

@@ -388,10 +388,11 @@ fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
         out.stderr,
         agent.log()
     );
+    // The peer that served it is named, and the file never reached the cache.
     assert!(
-        out.stderr
-            .contains("downloading them again from upstream only")
-            && out.stderr.contains(&peer),
+        out.stderr.contains(&format!(
+            "peer {peer} served a file that failed its checksum: {name}"
+        )) && out.stderr.contains("avoided for a while"),
         "{}",
         out.stderr
     );
@@ -400,6 +401,24 @@ fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
         fs::read(b.cache_dir.join(&name)).unwrap() == bytes,
         "the cached file is not upstream's"
     );
+    let report = b.status_json();
+    let downloads = &report["downloads"];
+    assert_eq!(downloads["bad_from"][&peer], 1, "{report}");
+    assert_eq!(downloads["peer_files"], 0, "{report}");
+    assert_eq!(downloads["upstream_files"], 1, "{report}");
+    // Avoided for a while: the next pass does not ask it.
+    fs::remove_file(b.cache_dir.join(&name)).unwrap();
+    b.pacman_ok(&["-R", "app"]);
+    let out = w.reconcile(&b);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("peer {peer} is avoided until"))
+            && !out.stderr.contains("avoided for a while"),
+        "{}",
+        out.stderr
+    );
+    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
     drop(agent);
 }
 

@@ -84,6 +84,17 @@ pub fn install_callbacks(sys: &System, notices: Rc<RefCell<Notices>>) {
     alpm.set_dl_cb((), on_download);
 }
 
+/// Bytes and package files libalpm downloaded in this process's commits (upstream: peers are
+/// asked by `download`, before the transaction).
+static LIBALPM_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LIBALPM_FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// What libalpm downloaded in this process's commits so far: bytes and package files.
+pub fn libalpm_downloads() -> (u64, u32) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (LIBALPM_BYTES.load(Relaxed), LIBALPM_FILES.load(Relaxed))
+}
+
 fn on_download(file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()) {
     use alpm::DownloadEvent;
     let reporter = crate::progress::reporter();
@@ -99,7 +110,17 @@ fn on_download(file: &str, ev: alpm::AnyDownloadEvent, _: &mut ()) {
                 alpm::DownloadResult::Failed => tracing::warn!("download of {file} failed"),
                 alpm::DownloadResult::UpToDate => tracing::debug!("{file} is up to date"),
                 alpm::DownloadResult::Success => {
-                    tracing::debug!("downloaded {file} ({} bytes)", c.total)
+                    tracing::debug!("downloaded {file} ({} bytes)", c.total);
+                    let package = crate::peer_serve::PACKAGE_EXTENSIONS
+                        .iter()
+                        .any(|e| file.ends_with(e));
+                    if package {
+                        LIBALPM_BYTES.fetch_add(
+                            u64::try_from(c.total).unwrap_or(0),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        LIBALPM_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         }

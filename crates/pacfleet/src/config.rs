@@ -64,6 +64,7 @@ pub const FIELDS: &[&str] = &[
     "status_repo",
     "status_timeout",
     "peers",
+    "prefetch",
 ];
 
 /// The keyring package every Arch host has; upgraded in a transaction of its own, first.
@@ -128,6 +129,10 @@ pub struct AgentConfig {
     pub status_timeout: Duration,
     /// The peer cache (`peers:`, docs/contract.md §8): `None`, the agent serves nothing.
     pub peers: Option<PeersConfig>,
+    /// `prefetch: true`: a pass whose change is pending (its window closed, or its wave not
+    /// due) downloads the change's package files into the cache, peers first (docs/contract.md
+    /// §8), so that inside the window only the transaction runs.
+    pub prefetch: bool,
 }
 
 /// agent.yaml `peers:`: what the agent does for the peer cache.
@@ -148,7 +153,7 @@ pub const PEERS_STATIC_MAX: usize = 16;
 pub const PEERS_FIELDS: &[&str] = &["listen", "static"];
 /// `peers:` fields of the peer cache that are planned (docs/contract.md §5.1) but not built:
 /// refused, so none is accepted without effect.
-pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["discover", "prefetch"];
+pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["discover"];
 
 /// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +264,7 @@ struct RawConfig {
     status_repo: Option<String>,
     status_timeout: Option<serde_yaml::Value>,
     peers: Option<serde_yaml::Value>,
+    prefetch: Option<bool>,
 }
 
 /// Line and column (1-based) of the value of each occurrence of top-level `field` in `text`,
@@ -350,6 +356,12 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
         let Some(key) = key.as_str() else {
             return Err(("peers", format!("field names are words; {EXAMPLE}")));
         };
+        if key == "prefetch" {
+            return Err((
+                "peers",
+                "`prefetch` is a field of agent.yaml itself, not of `peers:`: write `prefetch: true` on a line of its own".to_owned(),
+            ));
+        }
         if PEERS_NOT_IMPLEMENTED.contains(&key) {
             return Err((
                 "peers",
@@ -666,6 +678,7 @@ impl AgentConfig {
             ssh: None,
             status_repo: None,
             status_timeout: DEFAULT_STATUS_TIMEOUT,
+            prefetch: false,
             peers: None,
         }
     }
@@ -880,6 +893,7 @@ impl AgentConfig {
             ssh,
             status_repo,
             status_timeout,
+            prefetch: raw.prefetch.unwrap_or(false),
             peers,
         })
     }
@@ -1200,7 +1214,7 @@ mod tests {
             ),
             (
                 "peers: {prefetch: true}",
-                "`peers.prefetch` is not implemented yet",
+                "`prefetch` is a field of agent.yaml itself",
             ),
         ] {
             let (d, r) = load(&format!("repo: /f\nhostname: h\n{text}\n"));

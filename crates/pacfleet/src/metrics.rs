@@ -520,6 +520,7 @@ mod tests {
             needs_reboot: false,
             health_ok: None,
             report: None,
+            downloads: None,
         }
     }
 

@@ -215,6 +215,17 @@ pub struct PeerServer {
     listener: TcpListener,
     cache_dirs: Arc<[PathBuf]>,
     limits: Limits,
+    identity: Arc<Identity>,
+}
+
+/// Who this server is, on `peers::STATUS_PATH`: the host's name and the status file its
+/// passes write (`download::STATUS_FILE` in the state dir; absent: nothing being fetched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// agent.yaml `hostname`.
+    pub host: String,
+    /// The pass's peer status file.
+    pub status_file: PathBuf,
 }
 
 /// Binds `addr` to serve `cache_dirs` (searched in order, as pacman does).
@@ -222,6 +233,7 @@ pub async fn bind(
     addr: SocketAddr,
     cache_dirs: Vec<PathBuf>,
     limits: Limits,
+    identity: Identity,
 ) -> Result<PeerServer, PeerServeError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -230,6 +242,7 @@ pub async fn bind(
         listener,
         cache_dirs: cache_dirs.into(),
         limits,
+        identity: Arc::new(identity),
     })
 }
 
@@ -268,14 +281,17 @@ impl PeerServer {
                 continue;
             };
             let dirs = self.cache_dirs.clone();
+            let identity = self.identity.clone();
             let rate = self.limits.bytes_per_second;
             let write_timeout = self.limits.write_timeout;
             let builder = builder.clone();
             connections.spawn(async move {
                 let _permit = permit;
                 let service = hyper::service::service_fn(move |req| {
-                    let dirs = dirs.clone();
-                    async move { Ok::<_, Infallible>(respond(&dirs, req, rate, peer).await) }
+                    let (dirs, identity) = (dirs.clone(), identity.clone());
+                    async move {
+                        Ok::<_, Infallible>(respond(&dirs, &identity, req, rate, peer).await)
+                    }
                 });
                 if let Err(e) = builder
                     .serve_connection(TokioIo::new(Stalled::new(stream, write_timeout)), service)
@@ -291,6 +307,7 @@ impl PeerServer {
 /// The response to one request.
 async fn respond(
     dirs: &[PathBuf],
+    identity: &Identity,
     req: Request<Incoming>,
     rate: u64,
     peer: SocketAddr,
@@ -306,6 +323,9 @@ async fn respond(
         }
     };
     let path = req.uri().path();
+    if path == crate::peers::STATUS_PATH {
+        return status(identity, head).await;
+    }
     let Some(name) = requested_name(path) else {
         tracing::debug!("peer cache: {peer}: {path}: refused (not a package file name)");
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -360,6 +380,42 @@ async fn respond(
     {
         h.insert(header::CONTENT_RANGE, v);
     }
+    r
+}
+
+/// This host's name and what its pass is fetching (`peers::PeerStatus`, JSON): the status file
+/// as the pass wrote it (at most 1 MiB, its lists bounded, nothing when it expired), under this
+/// server's own host name.
+async fn status(identity: &Identity, head: bool) -> Response<Body> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let read = match tokio::fs::File::open(&identity.status_file).await {
+        Ok(f) => f.take(1 << 20).read_to_end(&mut bytes).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let mut status = match read {
+        Ok(()) => serde_json::from_slice::<crate::peers::PeerStatus>(&bytes)
+            .unwrap_or_default()
+            .bounded(chrono::Utc::now()),
+        Err(_) => crate::peers::PeerStatus::default(),
+    };
+    status.host.clone_from(&identity.host);
+    status.expires_at = None;
+    let json = serde_json::to_vec(&status).unwrap_or_else(|_| b"{}".to_vec());
+    let len = json.len();
+    let mut r = Response::new(if head {
+        Body::empty()
+    } else {
+        Body {
+            kind: Kind::Text(Some(Bytes::from(json))),
+        }
+    });
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -675,6 +731,10 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             vec![dir.path().to_path_buf()],
             limits,
+            Identity {
+                host: "peer-01".into(),
+                status_file: dir.path().join("no-status.json"),
+            },
         )
         .await
         .unwrap();

@@ -23,6 +23,7 @@ use crate::system::{Mode, Policy, System, SystemError};
 use crate::trust::{self, Anchor, KeyError, Refusal};
 use crate::window::{self, Gate};
 
+mod fetch;
 mod publish;
 mod waves;
 
@@ -270,6 +271,10 @@ pub struct PassReport {
     /// The running kernel's modules are gone (a kernel upgrade): the host needs a reboot.
     #[serde(default)]
     pub needs_reboot: bool,
+    /// Package files downloaded in this pass, by source (peers, upstream), or ahead of the
+    /// window (`prefetch: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<crate::download::Downloads>,
     /// Wall time of the pass.
     #[serde(serialize_with = "ser_millis", deserialize_with = "de_millis")]
     pub duration: Duration,
@@ -648,6 +653,7 @@ fn pass_status(
         needs_reboot: false,
         health_ok: None,
         report: None,
+        downloads: None,
     };
     match result {
         Err(e) => {
@@ -658,6 +664,7 @@ fn pass_status(
         Ok(r) => {
             status.target_commit = Some(r.commit.clone());
             status.signed_until = Some(r.signed_until);
+            status.downloads = r.downloads.clone();
             status.waiting_for_signature = r.waiting.len();
             status.outcome = r.verdict.outcome();
             status.held = r.changeset.held.iter().map(|h| h.to_string()).collect();
@@ -1217,7 +1224,12 @@ fn pass(
     };
     let hold = match hold {
         Some(h) => {
-            report.changeset = plan_held(cfg, state, &resolved, &inventory, pacman_conf)?;
+            let prefetch =
+                cfg.prefetch && opts.apply && !opts.dry_run && matches!(h, Hold::Window { .. });
+            let (changeset, downloads) =
+                plan_held(cfg, state, &resolved, &inventory, pacman_conf, prefetch)?;
+            report.changeset = changeset;
+            report.downloads = downloads;
             // `plan` shows what a reconcile would wait for.
             match h {
                 Hold::PlanOnly if !report.changeset.is_empty() => {
@@ -1294,6 +1306,7 @@ fn new_report(cfg: &AgentConfig, fetched_new: bool, trusted: &Trusted) -> PassRe
         health: None,
         rolled_back: None,
         needs_reboot: false,
+        downloads: None,
         duration: Duration::ZERO,
     }
 }
@@ -1475,9 +1488,28 @@ fn apply_now(
     if !report.changeset.is_empty() && hold.is_none() {
         hold = rollout_hold(ctx, rollout);
     }
+    if !report.changeset.is_empty() && cfg.prefetch && matches!(hold, Some(Hold::Wave { .. })) {
+        report.downloads = fetch::ahead(cfg, state, &sys, fetch::Purpose::Prefetch);
+    }
     if report.changeset.is_empty() || hold.is_some() {
         sys.release();
     } else {
+        if interrupted.is_none() {
+            report.downloads = fetch::ahead(cfg, state, &sys, fetch::Purpose::Apply);
+        }
+        if report
+            .downloads
+            .as_ref()
+            .is_some_and(|d| d.peer_files + d.upstream_files > 0)
+            && let Some(intent) = &planned.intent
+        {
+            // libalpm remembers each package's download size from the prepare: a handle of
+            // its own sees the files now in the cache, and downloads none of them again.
+            sys = reopen(cfg, resolved, sys)?;
+            sys.set_policy(policy(inventory));
+            report.changeset = sys.prepare(intent, resolved)?;
+        }
+        let before = apply::libalpm_downloads();
         let tx = Tx {
             state,
             commit: &ctx.trusted.commit,
@@ -1486,7 +1518,9 @@ fn apply_now(
             start: ctx.start,
             rolling_back: false,
         };
-        commit_changes(cfg, &tx, &mut sys, report, inventory, &mut planned.intent)?;
+        let committed = commit_changes(cfg, &tx, &mut sys, report, inventory, &mut planned.intent);
+        fetch::add_libalpm(&mut report.downloads, before);
+        committed?;
         *inventory = next_inventory(inventory, &report.changeset);
         if let Some(spec) = &resolved.gates.health {
             check_health(ctx, &tx, spec, &mut sys, report, inventory)?;
@@ -1690,14 +1724,6 @@ fn open_for_apply(
     if let Some(date) = &resolved.snapshot {
         sys.use_snapshot(resolved.archive.as_deref(), date)?;
     }
-    let peers = static_peers(cfg);
-    if !peers.is_empty() {
-        sys.add_peer_cache_servers(peers)?;
-        tracing::debug!(
-            "package files asked of the peers first: {}",
-            peers.join(", ")
-        );
-    }
     apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
     // After the wait: a pacman at work leaves half-written entries for a moment.
     let local = crate::system::scan_local(&cfg.dbpath)?;
@@ -1705,6 +1731,19 @@ fn open_for_apply(
         return Err(incomplete_database(cfg, &local.incomplete));
     }
     Ok((sys, preloaded, local))
+}
+
+/// A new handle in place of `sys` (released, with pacman's lock), configured as
+/// [`open_for_apply`] configured it, with pacman's lock waited for again.
+fn reopen(cfg: &AgentConfig, resolved: &Resolved, sys: System) -> Result<System, PassError> {
+    let conf = sys.conf().clone();
+    drop(sys);
+    let mut sys = System::open_with(&cfg.host_paths(), Mode::Apply, conf)?;
+    if let Some(date) = &resolved.snapshot {
+        sys.use_snapshot(resolved.archive.as_deref(), date)?;
+    }
+    apply::wait_for_lock(&sys.lockfile(), cfg.lock_timeout)?;
+    Ok(sys)
 }
 
 /// Plans around a transaction a dead pass left: what it installed is pacfleet's (the
@@ -1839,13 +1878,6 @@ fn resolve_host(
     Ok(resolved)
 }
 
-/// agent.yaml `peers.static`: the peers a pass asks for package files first.
-fn static_peers(cfg: &AgentConfig) -> &[String] {
-    cfg.peers
-        .as_ref()
-        .map_or(&[], |p| p.static_peers.as_slice())
-}
-
 /// Commits a prepared changeset: the keyring packages first in a transaction of their own when
 /// there are others too (then the rest planned and committed in the same pass), or all at once
 /// (a corrupt package file downloaded again and committed once more). Every transaction goes
@@ -1906,16 +1938,22 @@ fn commit_changes(
         let notices = match tx.commit(sys, &report.changeset) {
             Err(PassError::Apply(e)) if e.corrupt_files() && planned.is_some() => {
                 // libalpm deleted the corrupt files: plan again, which downloads
-                // them anew, and commit once more. A peer may have served them: the
-                // second download is from upstream only.
-                let peers = static_peers(cfg);
-                if peers.is_empty() {
+                // them anew, and commit once more. Files from peers were checked against
+                // their sha256, but a signature file a peer served was not: the peers that
+                // served files in this pass are avoided, and libalpm downloads from upstream.
+                let served: Vec<String> = report
+                    .downloads
+                    .as_ref()
+                    .filter(|d| d.peer_files > 0)
+                    .map(|d| d.peers.clone())
+                    .unwrap_or_default();
+                if served.is_empty() {
                     tracing::warn!("{e}; downloading the corrupt package files again");
                 } else {
-                    sys.remove_peer_cache_servers(peers)?;
+                    fetch::avoid_after_corrupt(tx.state, &served, &e.to_string());
                     tracing::warn!(
-                        "{e}; the files came from a peer ({}) or upstream: downloading them again from upstream only",
-                        peers.join(", ")
+                        "{e}; files came from the peers ({}): downloading them again from upstream only",
+                        served.join(", ")
                     );
                 }
                 let intent = planned.take().unwrap_or_default();
@@ -1966,15 +2004,17 @@ fn hold_for<Tz: chrono::TimeZone>(
 }
 
 /// A held pass's plan: against a private copy of the sync databases, no lock, nothing
-/// written. A transaction pacfleet recorded is recovered by the next reconcile; anything else
-/// half-written is reported, never called converged.
+/// written but, with `prefetch`, the change's package files into the cache. A transaction
+/// pacfleet recorded is recovered by the next reconcile; anything else half-written is
+/// reported, never called converged.
 fn plan_held(
     cfg: &AgentConfig,
     state: &StateDir,
     resolved: &Resolved,
     inventory: &BTreeSet<String>,
     pacman_conf: pacmanconf::Config,
-) -> Result<Changeset, PassError> {
+    prefetch: bool,
+) -> Result<(Changeset, Option<crate::download::Downloads>), PassError> {
     let local = crate::system::scan_local(&cfg.dbpath)?;
     if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
         return Err(incomplete_database(cfg, &local.incomplete));
@@ -1988,7 +2028,10 @@ fn plan_held(
     let intent = plan::intent(resolved, &sys.installed(), inventory);
     let mut changeset = sys.prepare(&intent, resolved)?;
     note_keyring_first(&mut changeset, &cfg.keyring_packages);
-    Ok(changeset)
+    let downloads = (prefetch && !changeset.is_empty())
+        .then(|| fetch::ahead(cfg, state, &sys, fetch::Purpose::Prefetch))
+        .flatten();
+    Ok((changeset, downloads))
 }
 
 /// Records an applying pass's outcome: state.json, the inventory and the anchor — only what
@@ -2324,6 +2367,16 @@ mod tests {
             }),
             rolled_back: Some(Changeset::default()),
             needs_reboot: true,
+            downloads: Some(crate::download::Downloads {
+                peer_bytes: 300,
+                upstream_bytes: 100,
+                peer_files: 3,
+                upstream_files: 1,
+                bad_from: [("http://10.0.0.5:7878".to_owned(), 1)].into(),
+                peers: vec!["http://10.0.0.5:7878".into()],
+                prefetch: false,
+                left: 0,
+            }),
             duration: Duration::from_millis(1234),
         }
     }

@@ -63,6 +63,8 @@ pub const CONVERGED_FILE: &str = "converged.json";
 /// What this host knows of its pool's rollouts (`rollout.json`): the change it last named,
 /// a change it failed, the last report it published.
 pub const ROLLOUT_FILE: &str = "rollout.json";
+/// The peers avoided for a while (`peers::AvoidList`).
+pub const PEERS_FILE: &str = "peers.json";
 
 const WHAT_TO_DO: &str = "inspect or move it aside; pacfleet will not guess";
 
@@ -416,6 +418,9 @@ pub struct PassStatus {
     /// The host's report in the status repository, when agent.yaml has `status_repo:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<ReportStatus>,
+    /// Package files the pass downloaded, by source (peers, upstream), or ahead of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<crate::download::Downloads>,
 }
 
 /// A host's place in its pool's rollout, as `status.json` and the metrics show it.
@@ -1034,6 +1039,25 @@ impl StateDir {
         write_atomic(&self.path.join(ROLLOUT_FILE), &to_versioned_json(record))
     }
 
+    /// The peers avoided for a while (`peers.json`); a missing or unreadable file avoids none.
+    pub fn load_avoided(&self) -> crate::peers::AvoidList {
+        let path = self.path.join(PEERS_FILE);
+        match read_optional(&path)
+            .and_then(|b| b.map(|b| from_versioned_json(&path, &b)).transpose())
+        {
+            Ok(r) => r.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                crate::peers::AvoidList::default()
+            }
+        }
+    }
+
+    /// Records `peers.json`.
+    pub fn save_avoided(&self, list: &crate::peers::AvoidList) -> Result<(), StateError> {
+        write_atomic(&self.path.join(PEERS_FILE), &to_versioned_json(list))
+    }
+
     pub fn save_converged(&self, inputs: &ConvergedInputs) -> Result<(), StateError> {
         write_atomic(&self.path.join(CONVERGED_FILE), &to_versioned_json(inputs))
     }
@@ -1420,6 +1444,7 @@ mod tests {
             needs_reboot: false,
             health_ok: None,
             report: None,
+            downloads: None,
         };
         s.save_status(&st).unwrap();
         assert_eq!(s.load_status().unwrap(), Some(st));

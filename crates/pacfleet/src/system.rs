@@ -1923,42 +1923,59 @@ impl System {
         Ok(())
     }
 
-    /// Registers `peers` (agent.yaml `peers.static`, docs/contract.md §8) as cache servers of
-    /// every sync database, in order: libalpm asks cache servers before the database's
-    /// servers for package files, never for databases, and skips one that fails. What a peer
-    /// serves is checked exactly as an upstream file (signature under pacman.conf's levels,
-    /// pacfleet's pinned sha256).
-    pub fn add_peer_cache_servers(&mut self, peers: &[String]) -> Result<(), SystemError> {
-        self.peer_cache_servers(peers, true)
-    }
-
-    /// Removes `peers` from every sync database's cache servers again: the retry after a
-    /// corrupt download takes its files from upstream only.
-    pub fn remove_peer_cache_servers(&mut self, peers: &[String]) -> Result<(), SystemError> {
-        self.peer_cache_servers(peers, false)
-    }
-
-    fn peer_cache_servers(&mut self, peers: &[String], add: bool) -> Result<(), SystemError> {
-        let dbs: Vec<(String, *mut alpm_sys::alpm_db_t)> = self
-            .alpm
-            .syncdbs_mut()
-            .iter()
-            .map(|db| (db.name().to_owned(), db.as_ptr()))
-            .collect();
-        for (name, db) in dbs {
-            for url in peers {
-                let what = if add { "adding" } else { "removing" };
-                let context = format!("{what} the peer {url} as a cache server of `{name}`");
-                let c = std::ffi::CString::new(url.as_str()).map_err(|_| SystemError::Alpm {
-                    context: context.clone(),
-                    source: alpm::Error::WrongArgs,
-                })?;
-                if db_cache_server(db, &c, add) < 0 {
-                    return Err(alpm_err(context)(self.alpm.last_error()));
-                }
+    /// The package files the prepared transaction will download: packages from a sync
+    /// database whose file (or, when package signatures are checked, its `.sig`: libalpm 16
+    /// downloads both again without it) is in no cache dir, with the size and sha256 the database gives and
+    /// the URL of the file on each of its servers. A package the database gives no sha256 is
+    /// left out (libalpm downloads it, checked by its signature alone). Also the cache dir
+    /// pacman downloads into (the first of pacman.conf's that is a directory).
+    pub fn downloads(&self) -> (Vec<crate::download::Wanted>, Option<PathBuf>) {
+        let caches: Vec<PathBuf> = self.conf.cache_dir.iter().map(PathBuf::from).collect();
+        let package_sigs = self.alpm.default_siglevel().contains(SigLevel::PACKAGE);
+        let mut out = Vec::new();
+        for p in self.alpm.trans_add().iter() {
+            if p.origin() != alpm::PackageFrom::SyncDb {
+                continue;
             }
+            let (Some(file), Some(sha256), Some(db)) = (p.filename(), p.sha256sum(), p.db()) else {
+                continue;
+            };
+            let db_sigs = db.siglevel();
+            let sig_needed = if db_sigs.contains(SigLevel::USE_DEFAULT) {
+                package_sigs
+            } else {
+                db_sigs.contains(SigLevel::PACKAGE)
+            };
+            let cached = |name: &str| caches.iter().any(|c| c.join(name).is_file());
+            if file.contains('/') || cached(file) && (!sig_needed || cached(&format!("{file}.sig")))
+            {
+                continue;
+            }
+            out.push(crate::download::Wanted {
+                file: file.to_owned(),
+                size: u64::try_from(p.size()).unwrap_or(0),
+                sha256: sha256.to_owned(),
+                upstream: db
+                    .servers()
+                    .iter()
+                    .map(|s| format!("{}/{file}", s.trim_end_matches('/')))
+                    .collect(),
+                sig: match p.base64_sig() {
+                    _ if !sig_needed => crate::download::Sig::NotNeeded,
+                    Some(b64) => {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .map_or(
+                                crate::download::Sig::Download,
+                                crate::download::Sig::Embedded,
+                            )
+                    }
+                    None => crate::download::Sig::Download,
+                },
+            });
         }
-        Ok(())
+        (out, caches.into_iter().find(|c| c.is_dir()))
     }
 
     /// Points every sync database of this handle at the fleet archive's repositories of
@@ -2394,21 +2411,6 @@ pub fn needs_reboot(root: &Path) -> bool {
     let modules = root.join("usr/lib/modules");
     let has_kernels = std::fs::read_dir(&modules).is_ok_and(|mut d| d.next().is_some());
     has_kernels && !modules.join(release.trim()).is_dir()
-}
-
-/// `alpm_db_add_cache_server` (`add`) or `alpm_db_remove_cache_server` on `db`: libalpm's
-/// return (negative on error; removing one that is not there returns 1).
-fn db_cache_server(db: *mut alpm_sys::alpm_db_t, url: &std::ffi::CStr, add: bool) -> i32 {
-    // SAFETY: `db` comes from `Db::as_ptr` of a sync database of a live handle (`System`
-    // owns it and is borrowed mutably by the caller, so no other use of the handle runs);
-    // `url` is a NUL-terminated string that outlives the call, and libalpm copies it.
-    unsafe {
-        if add {
-            alpm_sys::alpm_db_add_cache_server(db, url.as_ptr())
-        } else {
-            alpm_sys::alpm_db_remove_cache_server(db, url.as_ptr())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -273,7 +273,11 @@ async fn start_peer_server(
     let conf = crate::system::read_conf(&cfg.host_paths()).map_err(AgentError::CacheDirs)?;
     let dirs: Vec<PathBuf> = conf.cache_dir.iter().map(PathBuf::from).collect();
     let limits = crate::peer_serve::Limits::default();
-    let server = crate::peer_serve::bind(listen, dirs.clone(), limits)
+    let identity = crate::peer_serve::Identity {
+        host: cfg.hostname.clone(),
+        status_file: cfg.state_dir.join(crate::download::STATUS_FILE),
+    };
+    let server = crate::peer_serve::bind(listen, dirs.clone(), limits, identity)
         .await
         .map_err(|source| AgentError::PeerServe {
             path: cfg.source.clone(),

@@ -1,0 +1,174 @@
+//! A pass's package downloads ahead of libalpm's transaction (docs/contract.md §8): which peers
+//! it asks (agent.yaml `peers.static`, less the ones avoided for a while in `peers.json`),
+//! whether it downloads at all (peers answered, or `prefetch:` for a pending change), and what
+//! it reports of it. The downloading itself is `download`'s, the order `peers`'.
+
+use crate::config::AgentConfig;
+use crate::download::{self, Downloads};
+use crate::state::StateDir;
+use crate::system::System;
+
+/// Why the pass downloads ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// The transaction follows: only with live peers (without, libalpm downloads as always).
+    Apply,
+    /// The change is pending (`prefetch: true`): download now, peers first, for the window.
+    Prefetch,
+}
+
+/// The peers this pass may ask: `peers.static`.
+pub(super) fn peer_urls(cfg: &AgentConfig) -> Vec<String> {
+    cfg.peers
+        .as_ref()
+        .map(|p| p.static_peers.clone())
+        .unwrap_or_default()
+}
+
+/// Downloads the package files of the transaction prepared on `sys` that no cache dir has:
+/// from the live peers first, then upstream, each checked against its database's sha256. `None`
+/// when nothing is done ahead (no peer answered and the transaction follows: libalpm downloads
+/// as without peers). Never fails the pass: what it could not download, libalpm downloads.
+pub(super) fn ahead(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    sys: &System,
+    purpose: Purpose,
+) -> Option<Downloads> {
+    let urls = peer_urls(cfg);
+    if purpose == Purpose::Apply && urls.is_empty() {
+        return None;
+    }
+    let (wanted, cache) = sys.downloads();
+    let Some(cache) = cache else {
+        tracing::warn!("no cache dir of pacman.conf exists: nothing is downloaded ahead");
+        return None;
+    };
+    let now = chrono::Utc::now();
+    let mut avoided = state.load_avoided();
+    let asked: Vec<String> = urls
+        .into_iter()
+        .filter(|u| match avoided.avoids(u, now) {
+            Some(a) => {
+                tracing::info!(
+                    "peer {u} is avoided until {}: it {} ({})",
+                    a.until.to_rfc3339(),
+                    a.reason,
+                    a.detail
+                );
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return (purpose == Purpose::Prefetch).then(|| Downloads {
+            prefetch: true,
+            ..Downloads::default()
+        });
+    }
+    let limits = download::Limits::default();
+    let clients = download::Clients::new(&limits)?;
+    let peers = download::probe(&clients, &asked, &cfg.hostname);
+    if peers.is_empty() && purpose == Purpose::Apply {
+        if !asked.is_empty() {
+            tracing::info!(
+                "no peer answered ({}): the packages are downloaded from upstream",
+                asked.join(", ")
+            );
+        }
+        return None;
+    }
+    let fetch = download::Fetch {
+        me: &cfg.hostname,
+        cache_dir: &cache,
+        status_file: Some(cfg.state_dir.join(download::STATUS_FILE)),
+        limits,
+        clients: &clients,
+    };
+    let peer_names: Vec<String> = peers.iter().map(|p| p.url.clone()).collect();
+    let total = wanted.len();
+    let outcome = download::fetch(&fetch, wanted, peers);
+    for (url, reason, detail) in &outcome.avoid {
+        avoided.avoid(url, now, *reason, detail.clone());
+    }
+    if !outcome.avoid.is_empty()
+        && let Err(e) = state.save_avoided(&avoided)
+    {
+        tracing::warn!("cannot record the avoided peers: {e}");
+    }
+    for (file, why) in &outcome.failed {
+        tracing::warn!("{file}: not downloaded ahead ({why}); libalpm downloads it");
+    }
+    let mut d = Downloads {
+        peers: peer_names,
+        prefetch: purpose == Purpose::Prefetch,
+        left: u32::try_from(outcome.failed.len()).unwrap_or(u32::MAX),
+        ..Downloads::default()
+    };
+    d.add(&outcome);
+    tracing::info!(
+        "{} of {total} package file{} downloaded{}: {} from peers ({} files), {} from upstream ({} files)",
+        d.peer_files + d.upstream_files,
+        if total == 1 { "" } else { "s" },
+        if d.prefetch {
+            " ahead of the window"
+        } else {
+            ""
+        },
+        human_bytes(d.peer_bytes),
+        d.peer_files,
+        human_bytes(d.upstream_bytes),
+        d.upstream_files
+    );
+    Some(d)
+}
+
+/// After libalpm found a corrupt package file or signature in a pass that took files from
+/// `peers`: they are avoided for a while (the signature is the one thing not checked against
+/// the database before the transaction).
+pub(super) fn avoid_after_corrupt(state: &StateDir, peers: &[String], error: &str) {
+    let now = chrono::Utc::now();
+    let mut avoided = state.load_avoided();
+    for p in peers {
+        avoided.avoid(
+            p,
+            now,
+            crate::peers::AvoidReason::BadFile,
+            format!("a file of a pass that took files from it failed libalpm's check: {error}"),
+        );
+    }
+    if let Err(e) = state.save_avoided(&avoided) {
+        tracing::warn!("cannot record the avoided peers: {e}");
+    }
+}
+
+/// Adds what libalpm downloaded since `before` (`apply::libalpm_downloads`) to `report`.
+pub(super) fn add_libalpm(downloads: &mut Option<Downloads>, before: (u64, u32)) {
+    let (bytes, files) = crate::apply::libalpm_downloads();
+    let (bytes, files) = (bytes - before.0.min(bytes), files - before.1.min(files));
+    if files == 0 {
+        return;
+    }
+    let d = downloads.get_or_insert_with(Downloads::default);
+    d.upstream_bytes += bytes;
+    d.upstream_files += files;
+}
+
+/// `n` bytes as `12.3 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
