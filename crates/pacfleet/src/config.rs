@@ -139,16 +139,26 @@ pub struct PeersConfig {
     /// `peers.static`: base URLs (http:// or https://, no trailing `/`) a pass registers as
     /// libalpm cache servers of every sync database, in order, before the upstream mirrors.
     pub static_peers: Vec<String>,
+    /// `peers.discover: mdns`: the agent announces its peer cache server (with `listen`) by
+    /// mDNS, and peers are found by mDNS (`crate::peer_discover`).
+    pub discover: Option<Discover>,
+}
+
+/// agent.yaml `peers.discover`: how peers are found on the site's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discover {
+    /// `mdns`: multicast DNS, service type `_pacfleet-peer._tcp.local.` (`crate::peer_discover`).
+    Mdns,
 }
 
 /// At most this many `peers.static` entries.
 pub const PEERS_STATIC_MAX: usize = 16;
 
 /// The fields `peers:` accepts.
-pub const PEERS_FIELDS: &[&str] = &["listen", "static"];
+pub const PEERS_FIELDS: &[&str] = &["listen", "static", "discover"];
 /// `peers:` fields of the peer cache that are planned (docs/contract.md §5.1) but not built:
 /// refused, so none is accepted without effect.
-pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["discover", "prefetch"];
+pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["prefetch"];
 
 /// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,6 +356,7 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
     };
     let mut listen = None;
     let mut static_peers = Vec::new();
+    let mut discover = None;
     for (key, value) in map {
         let Some(key) = key.as_str() else {
             return Err(("peers", format!("field names are words; {EXAMPLE}")));
@@ -360,6 +371,10 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
         }
         if key == "static" {
             static_peers = check_static_peers(value)?;
+            continue;
+        }
+        if key == "discover" {
+            discover = Some(check_discover(value)?);
             continue;
         }
         if key != "listen" {
@@ -393,16 +408,31 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
         })?;
         listen = Some(addr);
     }
-    if listen.is_none() && static_peers.is_empty() {
+    if listen.is_none() && static_peers.is_empty() && discover.is_none() {
         return Err((
             "peers",
-            format!("`peers` needs `listen` or a non-empty `static`; {EXAMPLE}"),
+            format!("`peers` needs `listen`, a non-empty `static` or `discover: mdns`; {EXAMPLE}"),
         ));
     }
     Ok(PeersConfig {
         listen,
         static_peers,
+        discover,
     })
+}
+
+/// `peers.discover`: `mdns`, the only way of discovery there is.
+fn check_discover(v: serde_yaml::Value) -> Result<Discover, (&'static str, String)> {
+    match v {
+        serde_yaml::Value::String(s) if s.trim() == "mdns" => Ok(Discover::Mdns),
+        other => Err((
+            "peers",
+            format!(
+                "`peers.discover` takes `mdns` (peers found by multicast DNS, the only discovery there is), found {}; write `discover: mdns` or remove it",
+                serde_yaml::to_string(&other).unwrap_or_default().trim()
+            ),
+        )),
+    }
 }
 
 /// `peers.static`: a list of at most `PEERS_STATIC_MAX` http:// or https:// base URLs with a
@@ -1074,6 +1104,7 @@ mod tests {
             Some(PeersConfig {
                 listen: Some("0.0.0.0:7878".parse().unwrap()),
                 static_peers: Vec::new(),
+                discover: None,
             })
         );
         // FIELDS lists exactly what the struct accepts.
@@ -1128,7 +1159,7 @@ mod tests {
     }
 
     #[test]
-    fn peers_listen_and_static_parse_and_the_unbuilt_peer_fields_are_refused() {
+    fn peers_listen_static_and_discover_parse_and_the_unbuilt_peer_fields_are_refused() {
         let (_d, r) = load("repo: /f\nhostname: h\npeers:\n  listen: '[::1]:7878'\n");
         assert_eq!(
             r.unwrap().peers.unwrap().listen,
@@ -1145,6 +1176,22 @@ mod tests {
                     "http://10.0.0.5:7878".to_owned(),
                     "https://[::1]:7878/c".to_owned()
                 ],
+                discover: None,
+            }
+        );
+        let (_d, r) =
+            load("repo: /f\nhostname: h\npeers: {listen: 0.0.0.0:7878, discover: mdns}\n");
+        let peers = r.unwrap().peers.unwrap();
+        assert_eq!(peers.discover, Some(Discover::Mdns));
+        assert_eq!(peers.listen, Some("0.0.0.0:7878".parse().unwrap()));
+        // Discovery alone (a host that asks peers but serves nothing) is enough.
+        let (_d, r) = load("repo: /f\nhostname: h\npeers: {discover: mdns}\n");
+        assert_eq!(
+            r.unwrap().peers.unwrap(),
+            PeersConfig {
+                listen: None,
+                static_peers: Vec::new(),
+                discover: Some(Discover::Mdns),
             }
         );
         let seventeen = (0..17)
@@ -1163,11 +1210,11 @@ mod tests {
             ("peers: {listen: 0.0.0.0}", "is not an address"),
             (
                 "peers: {}",
-                "`peers` needs `listen` or a non-empty `static`",
+                "`peers` needs `listen`, a non-empty `static` or `discover: mdns`",
             ),
             (
                 "peers: {static: []}",
-                "needs `listen` or a non-empty `static`",
+                "needs `listen`, a non-empty `static` or `discover: mdns`",
             ),
             (
                 "peers: {static: [file:///x]}",
@@ -1195,9 +1242,14 @@ mod tests {
                 "unknown field `peers.port`",
             ),
             (
-                "peers: {listen: 0.0.0.0:7878, discover: true}",
-                "`peers.discover` is not implemented yet",
+                "peers: {listen: 0.0.0.0:7878, discover: foo}",
+                "`peers.discover` takes `mdns` (peers found by multicast DNS, the only discovery there is), found foo; write `discover: mdns` or remove it",
             ),
+            (
+                "peers: {listen: 0.0.0.0:7878, discover: true}",
+                "`peers.discover` takes `mdns`",
+            ),
+            ("peers: {discover: [mdns]}", "`peers.discover` takes `mdns`"),
             (
                 "peers: {prefetch: true}",
                 "`peers.prefetch` is not implemented yet",

@@ -25,6 +25,7 @@ pub mod keys;
 pub mod manifest;
 pub mod metrics;
 pub mod notes_sync;
+pub mod peer_discover;
 pub mod peer_serve;
 pub mod plan;
 pub mod process;
