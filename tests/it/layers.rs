@@ -47,6 +47,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "health",
             "status_repo",
             "peer_serve",
+            "peer_discover",
         ],
     ),
     // One pass, then what runs passes.
