@@ -206,13 +206,7 @@ fn browse(timeout: Duration, own_host: &str) -> Result<Vec<DiscoveredPeer>, Disc
             break;
         }
         match events.recv_timeout(left) {
-            Ok(ServiceEvent::ServiceResolved(service)) => {
-                if let Some(peer) = peer_of(&service)
-                    && peer.host != own_host
-                {
-                    found.entry(peer.host).or_insert(peer.url);
-                }
-            }
+            Ok(ServiceEvent::ServiceResolved(service)) => record(&mut found, &service, own_host),
             Ok(_) => {}
             // Timed out, or the daemon went away.
             Err(_) => break,
@@ -226,6 +220,20 @@ fn browse(timeout: Duration, own_host: &str) -> Result<Vec<DiscoveredPeer>, Disc
         .into_iter()
         .map(|(host, url)| DiscoveredPeer { host, url })
         .collect())
+}
+
+/// Adds the peer `service` announces to `found` (host → URL), unless it is not one
+/// ([`peer_of`]), it is `own_host`, its host is in already (the first answer stays), or `found`
+/// holds [`MAX_PEERS`].
+fn record(found: &mut BTreeMap<String, String>, service: &ResolvedService, own_host: &str) {
+    if found.len() >= MAX_PEERS {
+        return;
+    }
+    if let Some(peer) = peer_of(service)
+        && peer.host != own_host
+    {
+        found.entry(peer.host).or_insert(peer.url);
+    }
 }
 
 /// The peer a resolved announcement describes, or `None` when it is not one this
@@ -336,6 +344,84 @@ mod tests {
         let long = "h".repeat(MAX_NAME_LEN + 1);
         assert_eq!(peer_url(&long, &ips(&["10.0.0.5"]), 7878), None);
         assert_eq!(peer_url("a/../b", &ips(&["10.0.0.5"]), 7878), None);
+    }
+
+    /// A resolved announcement as the daemon would hand it over.
+    fn announced(instance: &str, txt: &[(&str, &str)], ip: &str, port: u16) -> ResolvedService {
+        ServiceInfo::new(SERVICE_TYPE, instance, "x.local.", ip, port, txt)
+            .unwrap()
+            .as_resolved_service()
+    }
+
+    #[test]
+    fn announcements_from_the_network_are_checked_deduplicated_and_capped() {
+        fn ok(host: &str) -> [(&str, &str); 2] {
+            [("host", host), ("v", "1")]
+        }
+        let peer = |host: &str, url: &str| {
+            Some(DiscoveredPeer {
+                host: host.to_owned(),
+                url: url.to_owned(),
+            })
+        };
+        assert_eq!(
+            peer_of(&announced("ws-01", &ok("ws-01"), "10.0.0.5", 7878)),
+            peer("ws-01", "http://10.0.0.5:7878")
+        );
+        assert_eq!(
+            peer_of(&announced("ws-01", &ok("ws-01"), "2001:db8::5", 7878)),
+            peer("ws-01", "http://[2001:db8::5]:7878")
+        );
+        // The TXT host is the name; without one, the instance name (dots unescaped).
+        assert_eq!(
+            peer_of(&announced("a.b", &[("v", "1")], "10.0.0.5", 7878)),
+            peer("a.b", "http://10.0.0.5:7878")
+        );
+        let long = "h".repeat(MAX_NAME_LEN + 1);
+        for junk in [
+            announced("ws-01", &[("host", "ws-01"), ("v", "2")], "10.0.0.5", 7878),
+            announced("ws-01", &[("host", "ws-01")], "10.0.0.5", 7878),
+            announced("ws-01", &ok(&long), "10.0.0.5", 7878),
+            announced("ws-01", &ok("../../etc"), "10.0.0.5", 7878),
+            announced("ws-01", &ok("a b"), "10.0.0.5", 7878),
+            announced("ws-01", &ok(""), "10.0.0.5", 7878),
+            announced(&long, &[("v", "1")], "10.0.0.5", 7878),
+            announced("ws 01", &[("v", "1")], "10.0.0.5", 7878),
+            announced("ws-01", &ok("ws-01"), "", 7878),
+            announced("ws-01", &ok("ws-01"), "fe80::1", 7878),
+            announced("ws-01", &ok("ws-01"), "10.0.0.5", 0),
+        ] {
+            assert_eq!(peer_of(&junk), None, "{junk:?}");
+        }
+
+        let mut found = BTreeMap::new();
+        record(&mut found, &announced("me", &ok("me"), "10.0.0.1", 1), "me");
+        assert!(found.is_empty(), "a host does not find itself");
+        record(
+            &mut found,
+            &announced("a", &ok("ws-01"), "10.0.0.5", 1),
+            "me",
+        );
+        record(
+            &mut found,
+            &announced("b", &ok("ws-01"), "10.0.0.6", 2),
+            "me",
+        );
+        assert_eq!(
+            found.get("ws-01").map(String::as_str),
+            Some("http://10.0.0.5:1")
+        );
+        for i in 0..40 {
+            let host = format!("h{i:02}");
+            record(
+                &mut found,
+                &announced(&host, &ok(&host), "10.0.1.1", 1),
+                "me",
+            );
+        }
+        assert_eq!(found.len(), MAX_PEERS);
+        assert!(found.contains_key("ws-01") && found.contains_key("h30"));
+        assert!(!found.contains_key("h31"));
     }
 
     #[test]
