@@ -3,12 +3,16 @@
 //! `pacfleet::peer_discover::discover` called here finds them, with the URL they serve on,
 //! never the asking host itself; an agent that stops withdraws its announcement.
 //!
-//! Multicast needs an interface that has it, and the host's `lo` has not (no MULTICAST flag),
-//! nor should a test announce on the machine's real network. So each test runs on a thread of
-//! its own moved into a fresh network namespace (`unshare(CLONE_NEWNET)`, root only), where it
-//! brings `lo` up with multicast on and a route for 224.0.0.0/4 through it (`ip`). Network
-//! namespaces belong to a thread: the threads and processes it starts (mdns-sd's daemon
-//! thread, the agents) are in the namespace too, and the rest of the test binary is not.
+//! A test must not announce on the machine's real network, nor hear another mDNS responder
+//! there. So each test runs on a thread of its own moved into a fresh network namespace
+//! (`unshare(CLONE_NEWNET)`, root only), whose only interface is `lo`; it brings `lo` up with
+//! the MULTICAST flag (the host's `lo` lacks it) and a route for 224.0.0.0/4 through it (`ip`),
+//! as an mDNS stack expects of an interface. (The kernel loops multicast back to local sockets
+//! even without the two, as a run without them shows; they are kept so the namespace looks like
+//! a network that has multicast.) Network namespaces belong to a thread: the threads and
+//! processes it starts (mdns-sd's daemon thread, the agents) are in the namespace too, the rest
+//! of the test binary is not. Without root or `ip` the tests skip, which fails under
+//! `PACFLEET_REQUIRE_ALL=1`.
 
 use std::fs;
 use std::net::TcpListener;
