@@ -178,7 +178,9 @@ pub struct DiscoveredPeer {
 
 /// Browses the network for peer cache servers for `timeout`, and returns those that were
 /// resolved: not `own_host`, one per host (the first answer), at most [`MAX_PEERS`], sorted by
-/// host. Never fails: a network or daemon error is a warning and an empty list.
+/// host. Never fails: a network or daemon error is a warning and an empty list. Blocks the
+/// calling thread for `timeout` (less once [`MAX_PEERS`] answered): from async code, call it in
+/// `spawn_blocking`.
 pub fn discover(timeout: Duration, own_host: &str) -> Vec<DiscoveredPeer> {
     match browse(timeout, own_host) {
         Ok(peers) => peers,
