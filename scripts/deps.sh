@@ -13,8 +13,9 @@ log() { printf 'deps.sh: %s\n' "$*" >&2; }
 # fetching over ssh against a real sshd on loopback (tests/it/ssh.rs), jq and curl for the example
 # fleet's CI script run against a fake GitHub API (tests/it/ci_workflow.rs), chromium to render
 # `fleetctl fleet status --html` headless (tests/it/fleet_status.rs), prometheus for promtool to
-# check and unit-test monitoring/'s alerting rules (tests/it/monitoring.rs).
-debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd gnupg zstd busybox-static openssh-client openssh-server jq curl fakeroot binutils chromium prometheus)
+# check and unit-test monitoring/'s alerting rules (tests/it/monitoring.rs), iproute2's `ip` to give
+# a test's own network namespace multicast on lo for mDNS peer discovery (tests/it/peer_discover.rs).
+debian_pkgs=(git libarchive-tools pkg-config gcc python3 minisign systemd gnupg zstd busybox-static openssh-client openssh-server jq curl fakeroot binutils chromium prometheus iproute2)
 
 if [ -r /etc/debian_version ]; then
   missing=()
@@ -31,8 +32,8 @@ if [ -r /etc/debian_version ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 elif [ -r /etc/arch-release ]; then
-  for t in git bsdtar minisign pacman-conf gpg zstd ssh ssh-keygen jq curl chromium promtool; do
-    command -v "$t" >/dev/null 2>&1 || { log "missing $t: pacman -S --needed git libarchive minisign pacman gnupg zstd openssh jq curl chromium prometheus"; exit 2; }
+  for t in git bsdtar minisign pacman-conf gpg zstd ssh ssh-keygen jq curl chromium promtool ip; do
+    command -v "$t" >/dev/null 2>&1 || { log "missing $t: pacman -S --needed git libarchive minisign pacman gnupg zstd openssh jq curl chromium prometheus iproute2"; exit 2; }
   done
   # HostDir::with_shell copies /bin/busybox into test roots: it must be statically linked.
   [ -x /bin/busybox ] || { log "missing /bin/busybox (statically linked): pacman -S --needed busybox"; exit 2; }

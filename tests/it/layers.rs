@@ -48,6 +48,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "status_repo",
             "peer_serve",
             "download",
+            "peer_discover",
         ],
     ),
     // One pass, then what runs passes.

@@ -23,6 +23,7 @@ mod layers;
 mod monitoring;
 mod package;
 mod peer_cache;
+mod peer_discover;
 mod props;
 mod reconcile;
 mod rollout;

@@ -270,7 +270,7 @@ fn the_agent_does_not_start_when_peers_listen_cannot_be_bound() {
             && stderr.contains(&cfg.display().to_string()),
         "{stderr}"
     );
-    // The peer fields not built yet are refused, naming the file and the field.
+    // A bad `peers.discover` is refused, naming the file, the field and the fix.
     let cfg = w.config(&host, "peers: {listen: 127.0.0.1:0, discover: true}\n");
     let out = fleetctl()
         .arg("agent")
@@ -282,7 +282,8 @@ fn the_agent_does_not_start_when_peers_listen_cannot_be_bound() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&cfg.display().to_string())
-            && stderr.contains("`peers.discover` is not implemented yet"),
+            && stderr.contains("`peers.discover` takes `mdns`")
+            && stderr.contains("write `discover: mdns` or remove it"),
         "{stderr}"
     );
 }

@@ -144,16 +144,23 @@ pub struct PeersConfig {
     /// `peers.static`: base URLs (http:// or https://, no trailing `/`) a pass registers as
     /// libalpm cache servers of every sync database, in order, before the upstream mirrors.
     pub static_peers: Vec<String>,
+    /// `peers.discover: mdns`: the agent announces its peer cache server (with `listen`) by
+    /// mDNS, and peers are found by mDNS (`crate::peer_discover`).
+    pub discover: Option<Discover>,
+}
+
+/// agent.yaml `peers.discover`: how peers are found on the site's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discover {
+    /// `mdns`: multicast DNS, service type `_pacfleet-peer._tcp.local.` (`crate::peer_discover`).
+    Mdns,
 }
 
 /// At most this many `peers.static` entries.
 pub const PEERS_STATIC_MAX: usize = 16;
 
 /// The fields `peers:` accepts.
-pub const PEERS_FIELDS: &[&str] = &["listen", "static"];
-/// `peers:` fields of the peer cache that are planned (docs/contract.md §5.1) but not built:
-/// refused, so none is accepted without effect.
-pub const PEERS_NOT_IMPLEMENTED: &[&str] = &["discover"];
+pub const PEERS_FIELDS: &[&str] = &["listen", "static", "discover"];
 
 /// Where the host's package system lives: the part of agent.yaml libalpm is opened with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +359,7 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
     };
     let mut listen = None;
     let mut static_peers = Vec::new();
+    let mut discover = None;
     for (key, value) in map {
         let Some(key) = key.as_str() else {
             return Err(("peers", format!("field names are words; {EXAMPLE}")));
@@ -362,16 +370,12 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
                 "`prefetch` is a field of agent.yaml itself, not of `peers:`: write `prefetch: true` on a line of its own".to_owned(),
             ));
         }
-        if PEERS_NOT_IMPLEMENTED.contains(&key) {
-            return Err((
-                "peers",
-                format!(
-                    "`peers.{key}` is not implemented yet (docs/contract.md §5.1); only `peers.listen` and `peers.static` are, remove `{key}`"
-                ),
-            ));
-        }
         if key == "static" {
             static_peers = check_static_peers(value)?;
+            continue;
+        }
+        if key == "discover" {
+            discover = Some(check_discover(value)?);
             continue;
         }
         if key != "listen" {
@@ -405,16 +409,31 @@ fn check_peers(v: serde_yaml::Value) -> Result<PeersConfig, (&'static str, Strin
         })?;
         listen = Some(addr);
     }
-    if listen.is_none() && static_peers.is_empty() {
+    if listen.is_none() && static_peers.is_empty() && discover.is_none() {
         return Err((
             "peers",
-            format!("`peers` needs `listen` or a non-empty `static`; {EXAMPLE}"),
+            format!("`peers` needs `listen`, a non-empty `static` or `discover: mdns`; {EXAMPLE}"),
         ));
     }
     Ok(PeersConfig {
         listen,
         static_peers,
+        discover,
     })
+}
+
+/// `peers.discover`: `mdns`, the only way of discovery there is.
+fn check_discover(v: serde_yaml::Value) -> Result<Discover, (&'static str, String)> {
+    match v {
+        serde_yaml::Value::String(s) if s.trim() == "mdns" => Ok(Discover::Mdns),
+        other => Err((
+            "peers",
+            format!(
+                "`peers.discover` takes `mdns` (peers found by multicast DNS, the only discovery there is), found {}; write `discover: mdns` or remove it",
+                serde_yaml::to_string(&other).unwrap_or_default().trim()
+            ),
+        )),
+    }
 }
 
 /// `peers.static`: a list of at most `PEERS_STATIC_MAX` http:// or https:// base URLs with a
@@ -1048,7 +1067,7 @@ mod tests {
              host_key: /k/host.key\nssh_key: /k/ssh/id_ed25519\n\
              ssh_known_hosts: /k/ssh/hosts\n\
              status_repo: ssh://git@git.example.com/ops/status.git\nstatus_timeout: 45s\n\
-             peers: {listen: 0.0.0.0:7878}\n",
+             peers: {listen: 0.0.0.0:7878}\nprefetch: true\n",
         );
         let c = r.unwrap();
         assert_eq!(c.source, d.path().join("agent.yaml"));
@@ -1088,8 +1107,10 @@ mod tests {
             Some(PeersConfig {
                 listen: Some("0.0.0.0:7878".parse().unwrap()),
                 static_peers: Vec::new(),
+                discover: None,
             })
         );
+        assert!(c.prefetch);
         // FIELDS lists exactly what the struct accepts.
         let text = std::fs::read_to_string(&c.source).unwrap();
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
@@ -1142,7 +1163,7 @@ mod tests {
     }
 
     #[test]
-    fn peers_listen_and_static_parse_and_the_unbuilt_peer_fields_are_refused() {
+    fn peers_listen_static_and_discover_parse_and_the_unbuilt_peer_fields_are_refused() {
         let (_d, r) = load("repo: /f\nhostname: h\npeers:\n  listen: '[::1]:7878'\n");
         assert_eq!(
             r.unwrap().peers.unwrap().listen,
@@ -1159,6 +1180,22 @@ mod tests {
                     "http://10.0.0.5:7878".to_owned(),
                     "https://[::1]:7878/c".to_owned()
                 ],
+                discover: None,
+            }
+        );
+        let (_d, r) =
+            load("repo: /f\nhostname: h\npeers: {listen: 0.0.0.0:7878, discover: mdns}\n");
+        let peers = r.unwrap().peers.unwrap();
+        assert_eq!(peers.discover, Some(Discover::Mdns));
+        assert_eq!(peers.listen, Some("0.0.0.0:7878".parse().unwrap()));
+        // Discovery alone (a host that asks peers but serves nothing) is enough.
+        let (_d, r) = load("repo: /f\nhostname: h\npeers: {discover: mdns}\n");
+        assert_eq!(
+            r.unwrap().peers.unwrap(),
+            PeersConfig {
+                listen: None,
+                static_peers: Vec::new(),
+                discover: Some(Discover::Mdns),
             }
         );
         let seventeen = (0..17)
@@ -1177,11 +1214,11 @@ mod tests {
             ("peers: {listen: 0.0.0.0}", "is not an address"),
             (
                 "peers: {}",
-                "`peers` needs `listen` or a non-empty `static`",
+                "`peers` needs `listen`, a non-empty `static` or `discover: mdns`",
             ),
             (
                 "peers: {static: []}",
-                "needs `listen` or a non-empty `static`",
+                "needs `listen`, a non-empty `static` or `discover: mdns`",
             ),
             (
                 "peers: {static: [file:///x]}",
@@ -1209,9 +1246,14 @@ mod tests {
                 "unknown field `peers.port`",
             ),
             (
-                "peers: {listen: 0.0.0.0:7878, discover: true}",
-                "`peers.discover` is not implemented yet",
+                "peers: {listen: 0.0.0.0:7878, discover: foo}",
+                "`peers.discover` takes `mdns` (peers found by multicast DNS, the only discovery there is), found foo; write `discover: mdns` or remove it",
             ),
+            (
+                "peers: {listen: 0.0.0.0:7878, discover: true}",
+                "`peers.discover` takes `mdns`",
+            ),
+            ("peers: {discover: [mdns]}", "`peers.discover` takes `mdns`"),
             (
                 "peers: {prefetch: true}",
                 "`prefetch` is a field of agent.yaml itself",

@@ -9,7 +9,7 @@
 //! [`Limits::wait`] per file), this host's published status file (what it needs, fetches and
 //! has), and the counts of bytes per source. What to try in which order is `peers`'.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::peers::{AvoidReason, PeerStatus, STATUS_PATH, Try};
+use crate::peers::{AvoidReason, Downloads, PeerStatus, STATUS_PATH, Try};
 
 /// The status file a pass writes into the state dir and the agent's peer server publishes.
 pub const STATUS_FILE: &str = "peer-status.json";
@@ -696,55 +696,24 @@ fn from_upstream(f: &Fetch<'_>, shared: &Mutex<Shared>, w: &Wanted) -> bool {
     false
 }
 
-/// The per-source byte counts of one pass, as reports, history and metrics show them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Downloads {
-    /// Bytes of package files from peers.
-    pub peer_bytes: u64,
-    /// Bytes of package files from upstream (pacfleet's downloads and libalpm's).
-    pub upstream_bytes: u64,
-    /// Package files from peers.
-    pub peer_files: u32,
-    /// Package files from upstream.
-    pub upstream_files: u32,
-    /// Files peers served that failed their checksum (discarded), by peer.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub bad_from: BTreeMap<String, u32>,
-    /// The live peers asked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<String>,
-    /// Downloaded ahead of the window for a pending change (`prefetch: true`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub prefetch: bool,
-    /// Package files of the change still to download (none: the transaction downloads
-    /// nothing).
-    #[serde(default)]
-    pub left: u32,
-}
-
-impl Downloads {
-    /// Adds `o`'s files.
-    pub fn add(&mut self, o: &Outcome) {
-        for (_, s, n) in &o.fetched {
+impl Outcome {
+    /// Adds this fetch's files to `d`'s counts.
+    pub fn add_to(&self, d: &mut Downloads) {
+        for (_, s, n) in &self.fetched {
             match s {
                 Source::Peer(_) => {
-                    self.peer_bytes += n;
-                    self.peer_files += 1;
+                    d.peer_bytes += n;
+                    d.peer_files += 1;
                 }
                 Source::Upstream(_) => {
-                    self.upstream_bytes += n;
-                    self.upstream_files += 1;
+                    d.upstream_bytes += n;
+                    d.upstream_files += 1;
                 }
             }
         }
-        for b in &o.bad {
-            *self.bad_from.entry(b.peer.clone()).or_default() += 1;
+        for b in &self.bad {
+            *d.bad_from.entry(b.peer.clone()).or_default() += 1;
         }
-    }
-
-    /// Whether nothing was downloaded.
-    pub fn is_empty(&self) -> bool {
-        self.peer_files == 0 && self.upstream_files == 0 && self.bad_from.is_empty()
     }
 }
 
@@ -764,7 +733,7 @@ mod tests {
     #[test]
     fn downloads_count_bytes_per_source() {
         let mut d = Downloads::default();
-        d.add(&Outcome {
+        Outcome {
             fetched: vec![
                 ("a".into(), Source::Peer("http://p".into()), 10),
                 ("b".into(), Source::Upstream("file:///r/b".into()), 5),
@@ -776,7 +745,8 @@ mod tests {
                 detail: String::new(),
             }],
             ..Outcome::default()
-        });
+        }
+        .add_to(&mut d);
         assert_eq!((d.peer_bytes, d.peer_files), (11, 2));
         assert_eq!((d.upstream_bytes, d.upstream_files), (5, 1));
         assert_eq!(d.bad_from.get("http://p"), Some(&1));

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod manifest;
 pub mod metrics;
 pub mod notes_sync;
+pub mod peer_discover;
 pub mod peer_serve;
 pub mod peers;
 pub mod plan;

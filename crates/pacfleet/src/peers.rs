@@ -230,6 +230,39 @@ impl AvoidList {
     }
 }
 
+/// The per-source byte counts of one pass, as reports, history and metrics show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downloads {
+    /// Bytes of package files from peers.
+    pub peer_bytes: u64,
+    /// Bytes of package files from upstream (pacfleet's downloads and libalpm's).
+    pub upstream_bytes: u64,
+    /// Package files from peers.
+    pub peer_files: u32,
+    /// Package files from upstream.
+    pub upstream_files: u32,
+    /// Files peers served that failed their checksum (discarded), by peer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bad_from: BTreeMap<String, u32>,
+    /// The live peers asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Downloaded ahead of the window for a pending change (`prefetch: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefetch: bool,
+    /// Package files of the change still to download (none: the transaction downloads
+    /// nothing).
+    #[serde(default)]
+    pub left: u32,
+}
+
+impl Downloads {
+    /// Whether nothing was downloaded.
+    pub fn is_empty(&self) -> bool {
+        self.peer_files == 0 && self.upstream_files == 0 && self.bad_from.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,7 +274,7 @@ pub struct PassReport {
     /// Package files downloaded in this pass, by source (peers, upstream), or ahead of the
     /// window (`prefetch: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub downloads: Option<crate::download::Downloads>,
+    pub downloads: Option<crate::peers::Downloads>,
     /// Wall time of the pass.
     #[serde(serialize_with = "ser_millis", deserialize_with = "de_millis")]
     pub duration: Duration,
@@ -2014,7 +2014,7 @@ fn plan_held(
     inventory: &BTreeSet<String>,
     pacman_conf: pacmanconf::Config,
     prefetch: bool,
-) -> Result<(Changeset, Option<crate::download::Downloads>), PassError> {
+) -> Result<(Changeset, Option<crate::peers::Downloads>), PassError> {
     let local = crate::system::scan_local(&cfg.dbpath)?;
     if !local.incomplete.is_empty() && state.load_transaction()?.is_none() {
         return Err(incomplete_database(cfg, &local.incomplete));
@@ -2367,7 +2367,7 @@ mod tests {
             }),
             rolled_back: Some(Changeset::default()),
             needs_reboot: true,
-            downloads: Some(crate::download::Downloads {
+            downloads: Some(crate::peers::Downloads {
                 peer_bytes: 300,
                 upstream_bytes: 100,
                 peer_files: 3,

@@ -420,7 +420,7 @@ pub struct PassStatus {
     pub report: Option<ReportStatus>,
     /// Package files the pass downloaded, by source (peers, upstream), or ahead of the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub downloads: Option<crate::download::Downloads>,
+    pub downloads: Option<crate::peers::Downloads>,
 }
 
 /// A host's place in its pool's rollout, as `status.json` and the metrics show it.

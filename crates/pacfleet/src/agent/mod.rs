@@ -13,7 +13,9 @@
 //! With agent.yaml `peers: {listen: ADDR}` the agent also serves its package cache dirs to
 //! peers (`peer_serve`, docs/contract.md §8) on the same runtime, from its start until it stops;
 //! a socket that cannot be bound stops the start. `peers:` is read at start: a SIGHUP that
-//! changes it is logged and takes effect at the next restart.
+//! changes it is logged and takes effect at the next restart. With `peers.discover: mdns` as
+//! well, the bound server is announced by mDNS (`peer_discover::Advertiser`) for as long as it
+//! serves; an announcement that cannot start is a warning, never a stop.
 //!
 mod schedule;
 
@@ -257,16 +259,27 @@ async fn main_loop(config_path: PathBuf, mut cfg: AgentConfig) -> Result<(), Age
     }
     drop(watches);
     if let Some(server) = peer_server {
-        server.abort();
+        // The announcement goes first: no peer should be sent to a server that is stopping.
+        if let Some(advertiser) = server.advertiser {
+            advertiser.stop();
+        }
+        server.task.abort();
     }
     Ok(())
 }
 
+/// The running peer cache server.
+struct PeerServer {
+    /// The server's task.
+    task: tokio::task::JoinHandle<()>,
+    /// Its mDNS announcement (`peers.discover: mdns`), if it started.
+    advertiser: Option<crate::peer_discover::Advertiser>,
+}
+
 /// Binds and spawns the peer cache server when agent.yaml has `peers.listen`: it serves the
-/// `CacheDir`s pacman.conf names (through pacman-conf, as a pass reads them).
-async fn start_peer_server(
-    cfg: &AgentConfig,
-) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+/// `CacheDir`s pacman.conf names (through pacman-conf, as a pass reads them). With
+/// `peers.discover: mdns` it is announced by mDNS too, on the port it was bound to.
+async fn start_peer_server(cfg: &AgentConfig) -> Result<Option<PeerServer>, AgentError> {
     let Some(listen) = cfg.peers.as_ref().and_then(|p| p.listen) else {
         return Ok(None);
     };
@@ -293,7 +306,33 @@ async fn start_peer_server(
         limits.max_connections,
         humanize_rate(limits.bytes_per_second)
     );
-    Ok(Some(tokio::spawn(server.run())))
+    let task = tokio::spawn(server.run());
+    let advertiser =
+        cfg.peers
+            .as_ref()
+            .and_then(|p| p.discover)
+            .and_then(
+                |crate::config::Discover::Mdns| match crate::peer_discover::Advertiser::start(
+                    &cfg.hostname,
+                    cfg.fleet.as_deref(),
+                    addr.port(),
+                ) {
+                    Ok(advertiser) => {
+                        tracing::info!(
+                            "peer cache: announced by mDNS as {} ({}) on port {}",
+                            cfg.hostname,
+                            crate::peer_discover::SERVICE_TYPE,
+                            addr.port()
+                        );
+                        Some(advertiser)
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}; peers will not discover this host's cache");
+                        None
+                    }
+                },
+            );
+    Ok(Some(PeerServer { task, advertiser }))
 }
 
 fn humanize_rate(bytes: u64) -> String {

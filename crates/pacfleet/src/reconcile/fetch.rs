@@ -1,10 +1,11 @@
 //! A pass's package downloads ahead of libalpm's transaction (docs/contract.md §8): which peers
-//! it asks (agent.yaml `peers.static`, less the ones avoided for a while in `peers.json`),
+//! it asks (agent.yaml `peers.static` and those `peers.discover: mdns` finds, less the ones avoided for a while in `peers.json`),
 //! whether it downloads at all (peers answered, or `prefetch:` for a pending change), and what
 //! it reports of it. The downloading itself is `download`'s, the order `peers`'.
 
 use crate::config::AgentConfig;
-use crate::download::{self, Downloads};
+use crate::download;
+use crate::peers::Downloads;
 use crate::state::StateDir;
 use crate::system::System;
 
@@ -17,12 +18,34 @@ pub(super) enum Purpose {
     Prefetch,
 }
 
-/// The peers this pass may ask: `peers.static`.
+/// How long a pass listens for mDNS answers (`peers.discover: mdns`).
+const DISCOVER_FOR: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The peers this pass may ask: `peers.static`, then those mDNS found (`peers.discover`);
+/// discovery never fails a pass (nothing found is no peer).
 pub(super) fn peer_urls(cfg: &AgentConfig) -> Vec<String> {
-    cfg.peers
-        .as_ref()
-        .map(|p| p.static_peers.clone())
-        .unwrap_or_default()
+    let Some(p) = &cfg.peers else {
+        return Vec::new();
+    };
+    let mut urls = p.static_peers.clone();
+    if p.discover.is_some() {
+        let found = crate::peer_discover::discover(DISCOVER_FOR, &cfg.hostname);
+        tracing::debug!(
+            "mDNS found {} peer(s): {}",
+            found.len(),
+            found
+                .iter()
+                .map(|d| format!("{} at {}", d.host, d.url))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for d in found {
+            if !urls.contains(&d.url) {
+                urls.push(d.url);
+            }
+        }
+    }
+    urls
 }
 
 /// Downloads the package files of the transaction prepared on `sys` that no cache dir has:
@@ -35,8 +58,11 @@ pub(super) fn ahead(
     sys: &System,
     purpose: Purpose,
 ) -> Option<Downloads> {
-    let urls = peer_urls(cfg);
-    if purpose == Purpose::Apply && urls.is_empty() {
+    let asks_peers = cfg
+        .peers
+        .as_ref()
+        .is_some_and(|p| !p.static_peers.is_empty() || p.discover.is_some());
+    if purpose == Purpose::Apply && !asks_peers {
         return None;
     }
     let (wanted, cache) = sys.downloads();
@@ -44,9 +70,15 @@ pub(super) fn ahead(
         tracing::warn!("no cache dir of pacman.conf exists: nothing is downloaded ahead");
         return None;
     };
+    if wanted.is_empty() {
+        return (purpose == Purpose::Prefetch).then(|| Downloads {
+            prefetch: true,
+            ..Downloads::default()
+        });
+    }
     let now = chrono::Utc::now();
     let mut avoided = state.load_avoided();
-    let asked: Vec<String> = urls
+    let asked: Vec<String> = peer_urls(cfg)
         .into_iter()
         .filter(|u| match avoided.avoids(u, now) {
             Some(a) => {
@@ -61,12 +93,6 @@ pub(super) fn ahead(
             None => true,
         })
         .collect();
-    if wanted.is_empty() {
-        return (purpose == Purpose::Prefetch).then(|| Downloads {
-            prefetch: true,
-            ..Downloads::default()
-        });
-    }
     let limits = download::Limits::default();
     let clients = download::Clients::new(&limits)?;
     let peers = download::probe(&clients, &asked, &cfg.hostname);
@@ -106,7 +132,7 @@ pub(super) fn ahead(
         left: u32::try_from(outcome.failed.len()).unwrap_or(u32::MAX),
         ..Downloads::default()
     };
-    d.add(&outcome);
+    outcome.add_to(&mut d);
     tracing::info!(
         "{} of {total} package file{} downloaded{}: {} from peers ({} files), {} from upstream ({} files)",
         d.peer_files + d.upstream_files,
