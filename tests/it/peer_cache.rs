@@ -461,3 +461,116 @@ fn peers_static_takes_http_urls_only() {
         assert!(!b.installed().contains_key("app"));
     }
 }
+
+/// The pool of [`app_world`] with a window that opened long ago for one second: closed now.
+const CLOSED_POOL: &str = "kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackage_sets: [base]\nprune: true\nwindow: {cron: \"0 0 0 1 1 *\", duration: 1s}\n";
+
+#[test]
+fn prefetch_downloads_a_pending_change_outside_the_window_and_the_apply_downloads_nothing() {
+    let w = World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .desired(&["app"])
+        .pool(CLOSED_POOL)
+        .build();
+    let (pkg, name, bytes) = app_file(&w);
+    let b = w.host_dir("ws-02");
+    let cfg = w.config(&b, "lock_timeout: 1s\nprefetch: true\n");
+    // Outside the window: nothing is installed, the change's file and its signature are in
+    // the cache, checked, and the status says so.
+    let out = w.reconcile(&b);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!b.installed().contains_key("app"));
+    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
+    assert!(b.cache_dir.join(format!("{name}.sig")).is_file());
+    assert!(
+        out.stderr
+            .contains("1 of 1 package file downloaded ahead of the window"),
+        "{}",
+        out.stderr
+    );
+    let status = b.status_json();
+    let d = &status["downloads"];
+    assert_eq!(d["prefetch"], true, "{status}");
+    assert_eq!(d["upstream_files"], 1, "{status}");
+    assert_eq!(d["upstream_bytes"], bytes.len() as u64, "{status}");
+    assert_eq!(d["left"], 0, "{status}");
+    // `plan` says the same and downloads nothing (it never writes the cache).
+    let plan = crate::harness::TestCommand::plan(&cfg).arg("--json").run();
+    let plan_json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert!(plan_json["downloads"].is_null(), "{}", plan.stdout);
+    // Prefetching again finds everything cached.
+    let out = w.reconcile(&b);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let status = b.status_json();
+    assert_eq!(status["downloads"]["upstream_files"], 0, "{status}");
+    assert_eq!(status["downloads"]["left"], 0, "{status}");
+    // Inside the window (ignored here) upstream is gone: the transaction downloads nothing.
+    fs::remove_file(&pkg).unwrap();
+    fs::remove_file(format!("{}.sig", pkg.display())).unwrap();
+    let out = crate::harness::TestCommand::reconcile(&cfg)
+        .arg("--ignore-window")
+        .run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(b.installed().get("app").map(String::as_str), Some("1.0-1"));
+    let status = b.status_json();
+    assert!(status["downloads"].is_null(), "{status}");
+}
+
+#[test]
+fn prefetch_asks_the_peers_first() {
+    let w = World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .desired(&["app"])
+        .pool(CLOSED_POOL)
+        .build();
+    let (pkg, name, bytes) = app_file(&w);
+    let (agent, peer) = serving_peer(&w, &bytes);
+    fs::remove_file(&pkg).unwrap();
+    let b = w.host_dir("ws-02");
+    w.config(
+        &b,
+        &format!("lock_timeout: 1s\nprefetch: true\npeers: {{static: [{peer}]}}\n"),
+    );
+    let out = w.reconcile(&b);
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    assert!(!b.installed().contains_key("app"));
+    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
+    let status = b.status_json();
+    let d = &status["downloads"];
+    assert_eq!(
+        (d["peer_files"].clone(), d["upstream_files"].clone()),
+        (1.into(), 0.into()),
+        "{status}"
+    );
+    assert_eq!(d["peers"][0], peer.as_str(), "{status}");
+    drop(agent);
+}
+
+#[test]
+fn a_peer_answers_its_status_and_never_serves_the_status_file_as_a_package() {
+    let w = app_world();
+    let (_pkg, _name, bytes) = app_file(&w);
+    let (agent, peer) = serving_peer(&w, &bytes);
+    let (code, body, _) = curl(&[], &format!("{peer}/_pacfleet/peer"));
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["host"], "peer-01", "{status}");
+    // The status file in the state dir is no package: not served under its own name, nor by
+    // any path that reaches it.
+    for path in [
+        "/peer-status.json",
+        "/_pacfleet/../peer-status.json",
+        "/_pacfleet/peer/x",
+    ] {
+        let (code, _, _) = curl(&[], &format!("{peer}{path}"));
+        assert_eq!(code, 404, "{path}");
+    }
+    drop(agent);
+}
