@@ -141,8 +141,8 @@ pub struct PeersConfig {
     /// `peers.listen`: the address the agent serves its package cache dirs on
     /// (`crate::peer_serve`); `None`, it serves nothing.
     pub listen: Option<std::net::SocketAddr>,
-    /// `peers.static`: base URLs (http:// or https://, no trailing `/`) a pass registers as
-    /// libalpm cache servers of every sync database, in order, before the upstream mirrors.
+    /// `peers.static`: base URLs (http:// or https://, no trailing `/`) a pass asks for package
+    /// files before the upstream mirrors (`crate::download`, in `crate::peers`' order).
     pub static_peers: Vec<String>,
     /// `peers.discover: mdns`: the agent announces its peer cache server (with `listen`) by
     /// mDNS, and peers are found by mDNS (`crate::peer_discover`).

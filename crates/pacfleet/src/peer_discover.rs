@@ -11,9 +11,10 @@
 //!   It never fails: a network without multicast, or a daemon that cannot start, is a warning
 //!   and no peers. Everything in an answer comes from anyone on the network: names are
 //!   checked ([`valid_name`]) and the number of peers is capped ([`MAX_PEERS`]); a discovered
-//!   peer is as untrusted as a `peers.static` one (every file is verified by libalpm).
+//!   peer is as untrusted as a `peers.static` one (every file is checked against its sha256
+//!   before it enters the cache, and its signature by libalpm).
 //!
-//! What a pass does with the peers (cache servers, like `peers.static`) is `reconcile`'s.
+//! What a pass does with the peers (asks them first, like `peers.static`) is `reconcile`'s.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
