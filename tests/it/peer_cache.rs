@@ -574,3 +574,151 @@ fn a_peer_answers_its_status_and_never_serves_the_status_file_as_a_package() {
     }
     drop(agent);
 }
+
+/// `python3 -m http.server` serving `dir` on a free port of 127.0.0.1, its request log in
+/// `log`; answering when this returns.
+struct HttpDir {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl HttpDir {
+    fn start(dir: &Path, log: PathBuf) -> HttpDir {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3 (scripts/deps.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpDir { child, port, log }
+    }
+
+    /// The successful GETs of `file` so far.
+    fn served(&self, file: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("GET /{file} ")) && l.contains("\" 200 "))
+            .count()
+    }
+}
+
+impl Drop for HttpDir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_pinned_version_from_the_archive_is_taken_from_a_peer_and_checked_by_its_sha256() {
+    let tmp = crate::harness::tempdir();
+    let archive = tmp.path().join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    let server = HttpDir::start(&archive, tmp.path().join("archive.log"));
+    let old = SynthPackage::new("app", "1.0-1");
+    let built = crate::harness::archive_package(&archive, &old);
+    let sha = pacfleet_support::synth::sha256_file(&built).unwrap();
+    let rel = built.strip_prefix(&archive).unwrap().display().to_string();
+    let name = built.file_name().unwrap().to_str().unwrap().to_owned();
+    let w = World::builder()
+        .tmp(tmp)
+        .packages(&[SynthPackage::new("app", "2.0-1")])
+        .fleet_yaml(&format!(
+            "{}archive: http://127.0.0.1:{}\n",
+            crate::harness::world::FLEET,
+            server.port
+        ))
+        .pool("kind: Pool\nname: ws\nhosts: [\"ws-*\"]\npackages: [app]\ngeneration: 1\n")
+        .file(
+            "generations/ws/1.yaml",
+            &format!(
+                "kind: Generation\npool: ws\nnumber: 1\npackages:\n  app: {{version: 1.0-1, sha256: {sha}}}\n"
+            ),
+        )
+        .build();
+    // The peer has the archived file in its cache, as a host of the pool that took it leaves it.
+    let a = w.host_dir("peer-01");
+    fs::copy(&built, a.cache_dir.join(&name)).unwrap();
+    fs::copy(
+        format!("{}.sig", built.display()),
+        a.cache_dir.join(format!("{name}.sig")),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = w.config(
+        &a,
+        &format!("interval: 1h\nlock_timeout: 1s\npeers: {{listen: 127.0.0.1:{port}}}\n"),
+    );
+    let agent = start_agent(&cfg, w.tmp.path().join("agent-a.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peer = format!("http://127.0.0.1:{port}");
+
+    // With the peer: the archive serves nothing of the package.
+    let b = w.host_dir("ws-02");
+    w.config(
+        &b,
+        &format!("lock_timeout: 1s\npeers: {{static: [{peer}]}}\n"),
+    );
+    let out = w.reconcile(&b);
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    assert_eq!(b.installed().get("app").map(String::as_str), Some("1.0-1"));
+    assert_eq!(
+        server.served(&rel),
+        0,
+        "{}",
+        fs::read_to_string(&server.log).unwrap()
+    );
+    let status = b.status_json();
+    assert_eq!(status["downloads"]["peer_files"], 1, "{status}");
+    assert_eq!(status["downloads"]["upstream_files"], 0, "{status}");
+
+    // A peer serving other bytes under that name: discarded by the pin's sha256, the archive's
+    // file is installed.
+    fs::write(a.cache_dir.join(&name), b"not the package").unwrap();
+    let c = w.host_dir("ws-03");
+    w.config(
+        &c,
+        &format!("lock_timeout: 1s\npeers: {{static: [{peer}]}}\n"),
+    );
+    let out = w.reconcile(&c);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(c.installed().get("app").map(String::as_str), Some("1.0-1"));
+    assert!(
+        out.stderr.contains(&format!(
+            "peer {peer} served a file that failed its checksum: {name}"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.served(&rel), 1);
+
+    // Without peers, as before: libalpm downloads it from the archive.
+    let d = w.host_dir("ws-04");
+    w.config(&d, "lock_timeout: 1s\n");
+    let out = w.reconcile(&d);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(d.installed().get("app").map(String::as_str), Some("1.0-1"));
+    assert_eq!(server.served(&rel), 2);
+    drop(agent);
+}

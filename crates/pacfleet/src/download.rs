@@ -25,6 +25,8 @@ use crate::peers::{AvoidReason, Downloads, PeerStatus, STATUS_PATH, Try};
 pub const STATUS_FILE: &str = "peer-status.json";
 /// The most bytes of a peer's status read.
 const STATUS_MAX_BYTES: u64 = 1 << 20;
+/// The most bytes read of a file whose size is not known beforehand.
+pub const UNKNOWN_SIZE_MAX: u64 = 4 << 30;
 /// The most bytes of a package signature read (repo-add's bound).
 const SIG_MAX_BYTES: u64 = 16 << 10;
 
@@ -33,8 +35,9 @@ const SIG_MAX_BYTES: u64 = 16 << 10;
 pub struct Wanted {
     /// Its file name (one path component, as the sync database names it).
     pub file: String,
-    /// Its size in bytes, from the database.
-    pub size: u64,
+    /// Its size in bytes, from the database (`None`: an archive file, known by its sha256
+    /// alone; then at most [`UNKNOWN_SIZE_MAX`] bytes are read).
+    pub size: Option<u64>,
     /// Its sha256 (hex), from the database or the generation.
     pub sha256: String,
     /// Upstream URLs of the file, in order (mirrors, the archive; file:// too).
@@ -53,6 +56,8 @@ pub enum Sig {
     Embedded(Vec<u8>),
     /// Downloaded from where the file came from.
     Download,
+    /// Downloaded from where the file came from if it is there (signatures are optional).
+    IfThere,
 }
 
 /// How long things may take.
@@ -432,9 +437,9 @@ fn from_peer(
             Ok(Some(resp)) => {
                 set_fetching(shared, &w.file);
                 return match receive(f, resp, w, &url, true) {
-                    Ok(()) => match sig_from(f, &f.clients.peer, &peer.url, w) {
+                    Ok(bytes) => match sig_from(f, &f.clients.peer, &peer.url, w) {
                         Ok(()) => {
-                            record(shared, w, Source::Peer(peer.url.clone()));
+                            record(shared, w, Source::Peer(peer.url.clone()), bytes);
                             true
                         }
                         Err(e) => {
@@ -499,11 +504,11 @@ fn from_peer(
     }
 }
 
-fn record(shared: &Mutex<Shared>, w: &Wanted, source: Source) {
+fn record(shared: &Mutex<Shared>, w: &Wanted, source: Source, bytes: u64) {
     lock(shared)
         .outcome
         .fetched
-        .push((w.file.clone(), source, w.size));
+        .push((w.file.clone(), source, bytes));
 }
 
 /// `GET url`: `Some` response on 200, `None` on 404, else an error.
@@ -542,7 +547,7 @@ fn receive(
     w: &Wanted,
     url: &str,
     rate_bound: bool,
-) -> Result<(), Received> {
+) -> Result<u64, Received> {
     let part = f.cache_dir.join(format!("{}.part", w.file));
     let fail = |e: String| {
         let _ = std::fs::remove_file(&part);
@@ -568,12 +573,12 @@ fn receive(
             }
         };
         got += n as u64;
-        if got > w.size {
+        if got > w.size.unwrap_or(UNKNOWN_SIZE_MAX) {
             reporter.download_done(&w.file);
-            return Err(Received::Bad(fail(format!(
-                "more than the {} bytes the database gives",
-                w.size
-            ))));
+            return Err(Received::Bad(fail(match w.size {
+                Some(size) => format!("more than the {size} bytes the database gives"),
+                None => format!("more than {UNKNOWN_SIZE_MAX} bytes"),
+            })));
         }
         hash.update(&buf[..n]);
         if let Err(e) = out.write_all(&buf[..n]) {
@@ -583,7 +588,7 @@ fn receive(
                 part.display()
             ))));
         }
-        reporter.download(&w.file, got, w.size);
+        reporter.download(&w.file, got, w.size.unwrap_or(0));
         let elapsed = started.elapsed();
         if rate_bound
             && elapsed > f.limits.grace
@@ -600,11 +605,17 @@ fn receive(
     }
     reporter.download_done(&w.file);
     let sha = format!("{:x}", hash.finalize());
-    if got != w.size || sha != w.sha256 {
-        return Err(Received::Bad(fail(format!(
-            "{got} bytes with sha256 {sha}; the database says {} bytes with sha256 {}",
-            w.size, w.sha256
-        ))));
+    if w.size.is_some_and(|size| got != size) || sha != w.sha256 {
+        return Err(Received::Bad(fail(match w.size {
+            Some(size) => format!(
+                "{got} bytes with sha256 {sha}; the database says {size} bytes with sha256 {}",
+                w.sha256
+            ),
+            None => format!(
+                "{got} bytes with sha256 {sha}; the generation says sha256 {}",
+                w.sha256
+            ),
+        })));
     }
     if let Err(e) = out.sync_all() {
         return Err(Received::Failed(fail(format!(
@@ -614,6 +625,7 @@ fn receive(
     }
     drop(out);
     std::fs::rename(&part, f.cache_dir.join(&w.file))
+        .map(|()| got)
         .map_err(|e| Received::Failed(fail(format!("cannot rename {}: {e}", part.display()))))
 }
 
@@ -636,6 +648,10 @@ fn sig_from(
         Sig::NotNeeded => return Ok(()),
         Sig::Embedded(b) => b.clone(),
         Sig::Download => fetch_sig(client, &url)?,
+        Sig::IfThere => match fetch_sig(client, &url) {
+            Ok(b) => b,
+            Err(_) => return Ok(()),
+        },
     };
     crate::state::write_atomic(&f.cache_dir.join(format!("{}.sig", w.file)), &bytes)
         .map_err(|e| e.to_string())
@@ -677,12 +693,12 @@ fn from_upstream(f: &Fetch<'_>, shared: &Mutex<Shared>, w: &Wanted) -> bool {
                 Err(e) => Err(Received::Failed(e)),
             }
         };
-        match received.map(|()| sig_from(f, &f.clients.upstream, base, w)) {
-            Ok(Ok(())) => {
-                record(shared, w, Source::Upstream(url.clone()));
+        match received.map(|bytes| (bytes, sig_from(f, &f.clients.upstream, base, w))) {
+            Ok((bytes, Ok(()))) => {
+                record(shared, w, Source::Upstream(url.clone()), bytes);
                 return true;
             }
-            Ok(Err(e)) => {
+            Ok((_, Err(e))) => {
                 discard(f.cache_dir, &w.file);
                 why.push(e);
             }
@@ -697,6 +713,14 @@ fn from_upstream(f: &Fetch<'_>, shared: &Mutex<Shared>, w: &Wanted) -> bool {
 }
 
 impl Outcome {
+    /// Appends `other`'s files, failures, bad files and avoided peers.
+    pub fn merge(&mut self, other: Outcome) {
+        self.fetched.extend(other.fetched);
+        self.failed.extend(other.failed);
+        self.bad.extend(other.bad);
+        self.avoid.extend(other.avoid);
+    }
+
     /// Adds this fetch's files to `d`'s counts.
     pub fn add_to(&self, d: &mut Downloads) {
         for (_, s, n) in &self.fetched {

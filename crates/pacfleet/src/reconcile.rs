@@ -1462,6 +1462,11 @@ fn apply_now(
         pacman_conf,
     )?;
     phase("open, lock wait, local database scan");
+    if interrupted.is_none()
+        && let Some(archive) = fetch::archive_fetch(cfg, state, sys.conf(), fetch::Purpose::Apply)
+    {
+        sys.fetch_archive_through(archive);
+    }
     sys.refresh()?;
     phase("refresh");
     let mut planned = plan_or_skip(
@@ -1489,22 +1494,20 @@ fn apply_now(
         hold = rollout_hold(ctx, rollout);
     }
     if !report.changeset.is_empty() && cfg.prefetch && matches!(hold, Some(Hold::Wave { .. })) {
-        report.downloads = fetch::ahead(cfg, state, &sys, fetch::Purpose::Prefetch);
+        report.downloads = fetch::ahead(cfg, state, &mut sys, fetch::Purpose::Prefetch);
     }
     if report.changeset.is_empty() || hold.is_some() {
         sys.release();
     } else {
         if interrupted.is_none() {
-            report.downloads = fetch::ahead(cfg, state, &sys, fetch::Purpose::Apply);
+            report.downloads = fetch::ahead(cfg, state, &mut sys, fetch::Purpose::Apply);
         }
-        if report
-            .downloads
-            .as_ref()
-            .is_some_and(|d| d.peer_files + d.upstream_files > 0)
+        if report.downloads.is_some()
             && let Some(intent) = &planned.intent
         {
-            // libalpm remembers each package's download size from the prepare: a handle of
-            // its own sees the files now in the cache, and downloads none of them again.
+            // Released for the downloads; and libalpm remembers each package's download size
+            // from the prepare: a handle of its own sees the files now in the cache, and
+            // downloads none of them again.
             sys = reopen(cfg, resolved, sys)?;
             sys.set_policy(policy(inventory));
             report.changeset = sys.prepare(intent, resolved)?;
@@ -2025,11 +2028,17 @@ fn plan_held(
         sys.use_snapshot(resolved.archive.as_deref(), date)?;
     }
     sys.refresh()?;
+    if prefetch
+        && let Some(archive) =
+            fetch::archive_fetch(cfg, state, sys.conf(), fetch::Purpose::Prefetch)
+    {
+        sys.fetch_archive_through(archive);
+    }
     let intent = plan::intent(resolved, &sys.installed(), inventory);
     let mut changeset = sys.prepare(&intent, resolved)?;
     note_keyring_first(&mut changeset, &cfg.keyring_packages);
     let downloads = (prefetch && !changeset.is_empty())
-        .then(|| fetch::ahead(cfg, state, &sys, fetch::Purpose::Prefetch))
+        .then(|| fetch::ahead(cfg, state, &mut sys, fetch::Purpose::Prefetch))
         .flatten();
     Ok((changeset, downloads))
 }

@@ -398,6 +398,9 @@ pub struct System {
     private: Option<tempfile::TempDir>,
     /// Private copy → the file it was copied from (what plans and history show).
     copied_from: BTreeMap<PathBuf, PathBuf>,
+    /// Downloads of archive files through pacfleet (peers first), when the pass set it
+    /// ([`System::fetch_archive_through`]); what they did, for the pass's report.
+    archive_fetch: Option<ArchiveFetch>,
     /// Whether a libalpm transaction is initialized (in `Mode::Apply`, holding pacman's lock):
     /// [`System::release`] ends it, and so does dropping the `System`, on every path — an
     /// error that returns early never leaves the transaction, or the lock, behind.
@@ -407,6 +410,53 @@ pub struct System {
 impl Drop for System {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// How a pass has archive files (generation pins no sync database has) downloaded: by
+/// `download::fetch`, peers first, into the real cache; and what those downloads did.
+pub struct ArchiveFetch {
+    me: String,
+    cache_dir: PathBuf,
+    status_file: Option<PathBuf>,
+    clients: crate::download::Clients,
+    /// Finds the live peers, on the first archive file (then kept in `peers`).
+    find_peers: Option<Box<dyn FnOnce() -> Vec<crate::download::Peer>>>,
+    peers: Option<Vec<crate::download::Peer>>,
+    outcome: crate::download::Outcome,
+}
+
+impl ArchiveFetch {
+    /// Downloads as host `me` into `cache_dir`, publishing to `status_file`, asking the peers
+    /// `find_peers` gives when the first archive file is needed.
+    pub fn new(
+        me: String,
+        cache_dir: PathBuf,
+        status_file: Option<PathBuf>,
+        clients: crate::download::Clients,
+        find_peers: Box<dyn FnOnce() -> Vec<crate::download::Peer>>,
+    ) -> ArchiveFetch {
+        ArchiveFetch {
+            me,
+            cache_dir,
+            status_file,
+            clients,
+            find_peers: Some(find_peers),
+            peers: None,
+            outcome: crate::download::Outcome::default(),
+        }
+    }
+
+    /// The live peers if they were asked for, and what the downloads did.
+    pub fn into_parts(self) -> (Option<Vec<crate::download::Peer>>, crate::download::Outcome) {
+        (self.peers, self.outcome)
+    }
+
+    fn peers(&mut self) -> Vec<crate::download::Peer> {
+        if let Some(find) = self.find_peers.take() {
+            self.peers = Some(find());
+        }
+        self.peers.clone().unwrap_or_default()
     }
 }
 
@@ -652,6 +702,7 @@ impl System {
             held: Vec::new(),
             private: None,
             copied_from: BTreeMap::new(),
+            archive_fetch: None,
             in_transaction: false,
         })
     }
@@ -1263,7 +1314,13 @@ impl System {
         let (file, origin) = match self.find_cached(&t.name, version) {
             Some(f) => (f, FileOrigin::Cache),
             None => (
-                self.fetch_archived(&t.name, version, resolved.archive.as_deref(), &why())?,
+                self.fetch_archived(
+                    &t.name,
+                    version,
+                    t.sha256.as_deref(),
+                    resolved.archive.as_deref(),
+                    &why(),
+                )?,
                 FileOrigin::Remote,
             ),
         };
@@ -1470,9 +1527,10 @@ impl System {
     /// The package from the fleet's archive (Arch Linux Archive layout); file:// is read in
     /// place, http(s):// is downloaded into the cache by libalpm.
     fn fetch_archived(
-        &self,
+        &mut self,
         name: &str,
         version: &str,
+        sha256: Option<&str>,
         archive: Option<&str>,
         why: &str,
     ) -> Result<PathBuf, SystemError> {
@@ -1506,6 +1564,45 @@ impl System {
                 .ok_or_else(|| not_found(format!("not in the archive at {base}/")));
         }
         let mut tried = Vec::new();
+        let required = self.alpm.remote_file_siglevel();
+        let sig = if required.contains(SigLevel::PACKAGE)
+            && !required.contains(SigLevel::PACKAGE_OPTIONAL)
+        {
+            crate::download::Sig::Download
+        } else {
+            crate::download::Sig::IfThere
+        };
+        if let (Some(sha256), Some(fetch)) = (sha256, self.archive_fetch.as_mut()) {
+            // The pin's sha256 checks whatever a peer or the archive serves before the cache.
+            for arch in &arches {
+                for ext in ["zst", "xz"] {
+                    let file = format!("{name}-{version}-{arch}.pkg.tar.{ext}");
+                    let cached = fetch.cache_dir.join(&file);
+                    let wanted = crate::download::Wanted {
+                        upstream: vec![format!("{base}/{file}")],
+                        file,
+                        size: None,
+                        sha256: sha256.to_owned(),
+                        sig: sig.clone(),
+                    };
+                    let peers = fetch.peers();
+                    let f = crate::download::Fetch {
+                        me: &fetch.me,
+                        cache_dir: &fetch.cache_dir,
+                        status_file: fetch.status_file.clone(),
+                        limits: crate::download::Limits::default(),
+                        clients: &fetch.clients,
+                    };
+                    let outcome = crate::download::fetch(&f, vec![wanted], peers);
+                    let got = !outcome.fetched.is_empty();
+                    fetch.outcome.merge(outcome);
+                    if got {
+                        return Ok(cached);
+                    }
+                }
+            }
+            tried.push("the peers and the archive, by pacfleet".to_owned());
+        }
         for arch in &arches {
             for ext in ["zst", "xz"] {
                 let url = format!("{base}/{name}-{version}-{arch}.pkg.tar.{ext}");
@@ -1923,6 +2020,18 @@ impl System {
         Ok(())
     }
 
+    /// From now on, archive files of pins with a sha256 are downloaded by `download::fetch`
+    /// (the live peers first) instead of libalpm.
+    pub fn fetch_archive_through(&mut self, fetch: ArchiveFetch) {
+        self.archive_fetch = Some(fetch);
+    }
+
+    /// The archive downloads through pacfleet, with what they did; later archive files are
+    /// libalpm's again.
+    pub fn take_archive_fetch(&mut self) -> Option<ArchiveFetch> {
+        self.archive_fetch.take()
+    }
+
     /// The package files the prepared transaction will download: packages from a sync
     /// database whose file (or, when package signatures are checked, its `.sig`: libalpm 16
     /// downloads both again without it) is in no cache dir, with the size and sha256 the database gives and
@@ -1953,7 +2062,7 @@ impl System {
             }
             out.push(crate::download::Wanted {
                 file: file.to_owned(),
-                size: u64::try_from(p.size()).unwrap_or(0),
+                size: u64::try_from(p.size()).ok(),
                 sha256: sha256.to_owned(),
                 upstream: db
                     .servers()

@@ -5,8 +5,9 @@
 
 use crate::config::AgentConfig;
 use crate::download;
-use crate::peers::Downloads;
+use crate::peers::{AvoidList, Downloads};
 use crate::state::StateDir;
+use crate::system::ArchiveFetch;
 use crate::system::System;
 
 /// Why the pass downloads ahead.
@@ -48,36 +49,20 @@ pub(super) fn peer_urls(cfg: &AgentConfig) -> Vec<String> {
     urls
 }
 
-/// Downloads the package files of the transaction prepared on `sys` that no cache dir has:
-/// from the live peers first, then upstream, each checked against its database's sha256. `None`
-/// when nothing is done ahead (no peer answered and the transaction follows: libalpm downloads
-/// as without peers). Never fails the pass: what it could not download, libalpm downloads.
-pub(super) fn ahead(
-    cfg: &AgentConfig,
-    state: &StateDir,
-    sys: &System,
-    purpose: Purpose,
-) -> Option<Downloads> {
-    let asks_peers = cfg
-        .peers
+/// Whether agent.yaml names peers to ask (`peers.static` or `peers.discover`).
+fn asks_peers(cfg: &AgentConfig) -> bool {
+    cfg.peers
         .as_ref()
-        .is_some_and(|p| !p.static_peers.is_empty() || p.discover.is_some());
-    if purpose == Purpose::Apply && !asks_peers {
-        return None;
-    }
-    let (wanted, cache) = sys.downloads();
-    let Some(cache) = cache else {
-        tracing::warn!("no cache dir of pacman.conf exists: nothing is downloaded ahead");
-        return None;
-    };
-    if wanted.is_empty() {
-        return (purpose == Purpose::Prefetch).then(|| Downloads {
-            prefetch: true,
-            ..Downloads::default()
-        });
-    }
-    let now = chrono::Utc::now();
-    let mut avoided = state.load_avoided();
+        .is_some_and(|p| !p.static_peers.is_empty() || p.discover.is_some())
+}
+
+/// The peers to ask, less those avoided at `now`, probed: the ones that answered.
+fn live_peers(
+    cfg: &AgentConfig,
+    avoided: &AvoidList,
+    clients: &download::Clients,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<download::Peer> {
     let asked: Vec<String> = peer_urls(cfg)
         .into_iter()
         .filter(|u| match avoided.avoids(u, now) {
@@ -93,28 +78,102 @@ pub(super) fn ahead(
             None => true,
         })
         .collect();
-    let limits = download::Limits::default();
-    let clients = download::Clients::new(&limits)?;
-    let peers = download::probe(&clients, &asked, &cfg.hostname);
-    if peers.is_empty() && purpose == Purpose::Apply {
-        if !asked.is_empty() {
-            tracing::info!(
-                "no peer answered ({}): the packages are downloaded from upstream",
-                asked.join(", ")
-            );
-        }
+    let peers = download::probe(clients, &asked, &cfg.hostname);
+    if peers.is_empty() && !asked.is_empty() {
+        tracing::info!(
+            "no peer answered ({}): the packages are downloaded from upstream",
+            asked.join(", ")
+        );
+    }
+    peers
+}
+
+/// How `sys` downloads archive files (generation pins with a sha256 that no sync database
+/// has) for this pass: through `download`, the live peers first (asked on the first such
+/// file), into the cache. `None` (libalpm downloads them, as without peers) when the
+/// transaction follows and agent.yaml names no peer, or the cache dir or HTTP client is
+/// missing.
+pub(super) fn archive_fetch(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    conf: &pacmanconf::Config,
+    purpose: Purpose,
+) -> Option<ArchiveFetch> {
+    if purpose == Purpose::Apply && !asks_peers(cfg) {
         return None;
     }
-    let fetch = download::Fetch {
-        me: &cfg.hostname,
-        cache_dir: &cache,
-        status_file: Some(cfg.state_dir.join(download::STATUS_FILE)),
-        limits,
-        clients: &clients,
+    let cache_dir = conf
+        .cache_dir
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|c| c.is_dir())?;
+    let clients = download::Clients::new(&download::Limits::default())?;
+    let avoided = state.load_avoided();
+    let (cfg2, clients2) = (cfg.clone(), clients.clone());
+    Some(ArchiveFetch::new(
+        cfg.hostname.clone(),
+        cache_dir,
+        Some(cfg.state_dir.join(download::STATUS_FILE)),
+        clients,
+        Box::new(move || live_peers(&cfg2, &avoided, &clients2, chrono::Utc::now())),
+    ))
+}
+
+/// Downloads the package files of the transaction prepared on `sys` that no cache dir has:
+/// from the live peers first, then upstream, each checked against its database's sha256; and
+/// reports them with what the archive downloads during the prepare did. `None` when nothing was
+/// done ahead (no peer answered and the transaction follows: libalpm downloads as without
+/// peers), and the transaction stays prepared. `Some`: the transaction was released (pacman's
+/// lock is not held while peers are waited for), so the caller prepares again. Never fails the
+/// pass: what it could not download, libalpm downloads.
+pub(super) fn ahead(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    sys: &mut System,
+    purpose: Purpose,
+) -> Option<Downloads> {
+    let archive = sys.take_archive_fetch();
+    if purpose == Purpose::Apply && !asks_peers(cfg) {
+        return None;
+    }
+    let (wanted, cache) = sys.downloads();
+    let Some(cache) = cache else {
+        tracing::warn!("no cache dir of pacman.conf exists: nothing is downloaded ahead");
+        return None;
     };
-    let peer_names: Vec<String> = peers.iter().map(|p| p.url.clone()).collect();
-    let total = wanted.len();
-    let outcome = download::fetch(&fetch, wanted, peers);
+    let (known_peers, mut outcome) = match archive {
+        Some(a) => a.into_parts(),
+        None => (None, download::Outcome::default()),
+    };
+    let now = chrono::Utc::now();
+    let mut avoided = state.load_avoided();
+    let limits = download::Limits::default();
+    let total = wanted.len() + outcome.fetched.len() + outcome.failed.len();
+    let mut peer_names = Vec::new();
+    if !wanted.is_empty() {
+        let clients = download::Clients::new(&limits)?;
+        let peers = known_peers.unwrap_or_else(|| live_peers(cfg, &avoided, &clients, now));
+        if peers.is_empty() && purpose == Purpose::Apply && outcome.fetched.is_empty() {
+            return None;
+        }
+        peer_names = peers.iter().map(|p| p.url.clone()).collect();
+        sys.release();
+        if !peers.is_empty() || purpose == Purpose::Prefetch {
+            let fetch = download::Fetch {
+                me: &cfg.hostname,
+                cache_dir: &cache,
+                status_file: Some(cfg.state_dir.join(download::STATUS_FILE)),
+                limits,
+                clients: &clients,
+            };
+            outcome.merge(download::fetch(&fetch, wanted, peers));
+        }
+    } else if outcome.fetched.is_empty() && outcome.failed.is_empty() {
+        if purpose == Purpose::Apply {
+            return None;
+        }
+    }
+    sys.release();
     for (url, reason, detail) in &outcome.avoid {
         avoided.avoid(url, now, *reason, detail.clone());
     }
@@ -133,20 +192,22 @@ pub(super) fn ahead(
         ..Downloads::default()
     };
     outcome.add_to(&mut d);
-    tracing::info!(
-        "{} of {total} package file{} downloaded{}: {} from peers ({} files), {} from upstream ({} files)",
-        d.peer_files + d.upstream_files,
-        if total == 1 { "" } else { "s" },
-        if d.prefetch {
-            " ahead of the window"
-        } else {
-            ""
-        },
-        human_bytes(d.peer_bytes),
-        d.peer_files,
-        human_bytes(d.upstream_bytes),
-        d.upstream_files
-    );
+    if total > 0 {
+        tracing::info!(
+            "{} of {total} package file{} downloaded{}: {} from peers ({} files), {} from upstream ({} files)",
+            d.peer_files + d.upstream_files,
+            if total == 1 { "" } else { "s" },
+            if d.prefetch {
+                " ahead of the window"
+            } else {
+                ""
+            },
+            human_bytes(d.peer_bytes),
+            d.peer_files,
+            human_bytes(d.upstream_bytes),
+            d.upstream_files
+        );
+    }
     Some(d)
 }
 
