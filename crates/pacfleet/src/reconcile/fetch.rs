@@ -168,10 +168,11 @@ pub(super) fn ahead(
             };
             outcome.merge(download::fetch(&fetch, wanted, peers));
         }
-    } else if outcome.fetched.is_empty() && outcome.failed.is_empty() {
-        if purpose == Purpose::Apply {
-            return None;
-        }
+    } else if outcome.fetched.is_empty()
+        && outcome.failed.is_empty()
+        && purpose == Purpose::Apply
+    {
+        return None;
     }
     sys.release();
     for (url, reason, detail) in &outcome.avoid {
