@@ -274,7 +274,14 @@ impl Published {
             Ok(b) => b,
             Err(e) => return tracing::debug!("peer status: {e}"),
         };
-        if let Err(e) = crate::state::write_atomic(path, &bytes) {
+        // Replaced whole (a reader never sees half of it), not synced: it lives for minutes,
+        // and is written at every step of every file.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut t| {
+            t.write_all(&bytes)?;
+            t.persist(path).map(|_| ()).map_err(|e| e.error)
+        });
+        if let Err(e) = written {
             tracing::debug!("cannot write the peer status {}: {e}", path.display());
         }
     }
@@ -308,7 +315,15 @@ pub struct Fetch<'a> {
 /// Downloads `wanted` into the cache dir: from the live `peers` first, then upstream, each
 /// file checked against its sha256 before it is renamed into place. Never fails: what could
 /// not be downloaded is in [`Outcome::failed`].
-pub fn fetch(f: &Fetch<'_>, wanted: Vec<Wanted>, peers: Vec<Peer>) -> Outcome {
+pub fn fetch(f: &Fetch<'_>, mut wanted: Vec<Wanted>, peers: Vec<Peer>) -> Outcome {
+    // The files this host fetches from upstream first (it waits for nobody for them): the
+    // peers that wait for this host get them soonest.
+    let statuses: Vec<PeerStatus> = peers.iter().map(|p| p.status.clone()).collect();
+    wanted.sort_by_cached_key(|w| {
+        crate::peers::plan_file(&w.file, f.me, &statuses)
+            .iter()
+            .any(|t| matches!(t, Try::Peer { wait: true, .. }))
+    });
     let mut me = Published {
         status: PeerStatus {
             host: f.me.to_owned(),

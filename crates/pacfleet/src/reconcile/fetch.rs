@@ -168,10 +168,7 @@ pub(super) fn ahead(
             };
             outcome.merge(download::fetch(&fetch, wanted, peers));
         }
-    } else if outcome.fetched.is_empty()
-        && outcome.failed.is_empty()
-        && purpose == Purpose::Apply
-    {
+    } else if outcome.fetched.is_empty() && outcome.failed.is_empty() && purpose == Purpose::Apply {
         return None;
     }
     sys.release();
