@@ -95,9 +95,20 @@ pub(super) fn ahead(
         .collect();
     let limits = download::Limits::default();
     let clients = download::Clients::new(&limits)?;
+    let status_file = cfg.state_dir.join(download::STATUS_FILE);
+    // Pending first, then a moment for the peers that started with this host to say so too,
+    // then the probe: hosts of a site that start together all see each other's pending files,
+    // and rendezvous gives each file to one of them (without this, each saw none of the others
+    // pending and fetched everything from upstream: a herd).
+    if !asked.is_empty() {
+        download::announce(&status_file, &cfg.hostname, &wanted);
+        std::thread::sleep(limits.settle);
+    }
     let peers = download::probe(&clients, &asked, &cfg.hostname);
     if peers.is_empty() && purpose == Purpose::Apply {
         if !asked.is_empty() {
+            // libalpm downloads them and publishes nothing: no peer may wait for this host.
+            download::announce(&status_file, &cfg.hostname, &[]);
             tracing::info!(
                 "no peer answered ({}): the packages are downloaded from upstream",
                 asked.join(", ")
@@ -108,7 +119,7 @@ pub(super) fn ahead(
     let fetch = download::Fetch {
         me: &cfg.hostname,
         cache_dir: &cache,
-        status_file: Some(cfg.state_dir.join(download::STATUS_FILE)),
+        status_file: Some(status_file),
         limits,
         clients: &clients,
     };
