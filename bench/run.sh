@@ -597,15 +597,15 @@ if want peers; then
   big=big-1-1-any.pkg.tar.zst
   [ -f "$pw/$big" ] && [ "$(stat -c %s "$pw/$big")" = $((big_mib << 20)) ] \
     || head -c $((big_mib << 20)) /dev/urandom >"$pw/$big"
-  start_mirror() { # RATE -> prints URL
+  start_mirror() { # RATE VAR: VAR := its URL (not in a subshell: the cleanup kills it)
     local f; f=$(mktemp "$out/mirror.XXXX")
     "$mirror_bin" "$repo" --rate "$1" >"$f" 2>&1 &
     peer_pids+=($!)
     for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.05; done
-    head -1 "$f"
+    printf -v "$2" '%s' "$(head -1 "$f")"
   }
   if [ -n "$mirror" ]; then wan=$mirror fast=$mirror
-  else wan=$(start_mirror "$peer_rate"); fast=$(start_mirror 0); fi
+  else start_mirror "$peer_rate" wan; start_mirror 0 fast; fi
   case $wan in http://*) ;; *) die "the counting mirror did not start: $wan" ;; esac
   pkg_bytes() { curl -s "$wan/_counts" | awk -F'\t' '$1 ~ /\.pkg\.tar/ && $1 !~ /\.sig$/ && $1 != "'"$big"'" {n += $2} END {print n + 0}'; }
   one_host=$(find "$repo" -name 'new*.pkg.tar.zst' -printf '%s\n' | awk '{n += $1} END {print n}')
@@ -701,7 +701,7 @@ EOT
   for p in "${peer_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${peer_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   peer_pids=()
-  if [ -z "$mirror" ]; then wan=$(start_mirror "$peer_rate"); fast=$wan; fi
+  if [ -z "$mirror" ]; then start_mirror "$peer_rate" wan; fast=$wan; fi
 
   # 3: prefetch outside the window, the apply in it, against pacman -S from a warm cache.
   log "peers: prefetch, then the in-window apply"
