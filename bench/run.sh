@@ -19,10 +19,17 @@
 #          a new host's first pass, catching up --chain signed commits; each against `git fetch`
 #          of the same refs and objects into a bare mirror. And `fleetctl sign` after --chain
 #          signed commits.
+#   peers  the peer cache (BENCHMARKS.md §7): --peer-hosts hosts take a change of --peer-packages
+#          packages (each about --peer-size bytes) from a counting HTTP mirror limited to
+#          --peer-rate bytes/s (a WAN link, shared), all started together, with peers (each
+#          host's agent serving its cache to the others) and without: upstream package bytes and
+#          wall time; the in-window apply after a `prefetch: true` pass against `pacman -S` from
+#          a warm cache; one --big-mib MiB file from a peer agent against the same file from the
+#          mirror without a rate limit (curl, loopback).
 #
 # Options:
 #   --smoke           toy sizes, each command run once, no hyperfine needed (CI)
-#   --only LIST       benchmarks to run (default: noop,apply,scale,pass,agent)
+#   --only LIST       benchmarks to run (default: noop,apply,scale,pass,agent,peers)
 #   --runs N          timed runs per command (default: noop 30, apply 10, scale 3 to 10)
 #   --work DIR        where the worlds live (default: a new temporary directory, removed at the
 #                     end unless --keep); reused when it already holds a world
@@ -38,6 +45,14 @@
 #   --pass-hosts LIST host counts for pass (default 1000,10000,100000; smoke 60)
 #   --chain LIST      signed commits to catch up, one per --pass-hosts entry (default
 #                     5000,1000,200; smoke 5)
+#   --peer-hosts N    hosts of the peers benchmark (default 8; smoke 3)
+#   --peer-packages N packages of its change (default 200; smoke 10)
+#   --peer-size N     bytes of incompressible data per package (default 262144; smoke 32768)
+#   --peer-rate N     the mirror's rate in bytes/s, shared (default 20971520; smoke 0: none)
+#   --big-mib N       the big file of the throughput figure (default 200; smoke 8)
+#   --mirror URL      a counting mirror (pacfleet_support::mirror) already serving
+#                     <world>/peers/repo/bench (the smoke test's); default: started here
+#                     (examples/counting_mirror), one at --peer-rate and one unlimited
 #   --keep            keep the work directory
 #
 # Needs: root (pacman transactions), git (with git daemon), pacman 7 (scripts/libalpm.sh puts
@@ -49,7 +64,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/.." && pwd)
 
 smoke=0
-only=noop,apply,scale,pass,agent
+only=noop,apply,scale,pass,agent,peers
 runs=
 work=
 world=
@@ -64,6 +79,12 @@ interval=
 pass_hosts=
 chain=
 keep=0
+peer_hosts=
+peer_pkgs=
+peer_size=
+peer_rate=
+big_mib=
+mirror=
 
 die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -86,6 +107,12 @@ while [ $# -gt 0 ]; do
     --pass-hosts) pass_hosts=$2; shift ;;
     --chain) chain=$2; shift ;;
     --keep) keep=1 ;;
+    --peer-hosts) peer_hosts=$2; shift ;;
+    --peer-packages) peer_pkgs=$2; shift ;;
+    --peer-size) peer_size=$2; shift ;;
+    --peer-rate) peer_rate=$2; shift ;;
+    --big-mib) big_mib=$2; shift ;;
+    --mirror) mirror=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -95,12 +122,14 @@ done
 if [ "$smoke" = 1 ]; then
   : "${hosts:=60}" "${installed:=30}" "${apply_n:=10}" "${passes:=3}" "${interval:=300ms}"
   : "${pass_hosts:=60}" "${chain:=5}"
+  : "${peer_hosts:=3}" "${peer_pkgs:=10}" "${peer_size:=32768}" "${peer_rate:=0}" "${big_mib:=8}"
   scale_opts="--pools 6 --packages 300 --sets 10 --touch 2"
   files_opt="--files 3"
   flush=true # no `sync` between runs: nothing is timed
 else
   : "${hosts:=1000,10000,100000}" "${installed:=1500}" "${apply_n:=200}" "${passes:=100}" "${interval:=1s}"
   : "${pass_hosts:=1000,10000,100000}" "${chain:=5000,1000,200}"
+  : "${peer_hosts:=8}" "${peer_pkgs:=200}" "${peer_size:=262144}" "${peer_rate:=20971520}" "${big_mib:=200}"
   scale_opts=""
   files_opt=""
   flush=sync # before a timed run, so that writing back the restored copy does not overlap it
@@ -124,9 +153,15 @@ fi
 if [ -z "$fleetctl" ] || { [ -z "$gen" ] && [ -z "$world" ]; }; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/bench}
   log "building fleetctl and bench_world (profile dist) in $CARGO_TARGET_DIR"
-  (cd "$top" && cargo build --profile dist --quiet --bin fleetctl --example bench_world)
+  (cd "$top" && cargo build --profile dist --quiet --bin fleetctl --example bench_world --example counting_mirror)
   : "${fleetctl:=$CARGO_TARGET_DIR/dist/fleetctl}"
   : "${gen:=$CARGO_TARGET_DIR/dist/examples/bench_world}"
+fi
+mirror_bin=
+if want peers && [ -z "$mirror" ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/bench}
+  mirror_bin=$CARGO_TARGET_DIR/dist/examples/counting_mirror
+  [ -x "$mirror_bin" ] || (cd "$top" && cargo build --profile dist --quiet --example counting_mirror)
 fi
 fleetctl=$(realpath "$fleetctl")
 [ -x "$fleetctl" ] || die "$fleetctl is not executable"
@@ -149,8 +184,10 @@ summary=$out/summary.md
 daemon_pid=
 pass_daemon_pid=
 agent_pid=
+peer_pids=()
 cleanup() {
   if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; fi
+  for p in "${peer_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; fi
   if [ -n "$pass_daemon_pid" ]; then kill "$pass_daemon_pid" 2>/dev/null || true; fi
   for d in "${cleanup_dirs[@]}"; do rm -rf "$d"; done
@@ -546,6 +583,162 @@ if want agent; then
   agent_pid=
   [ "$code" = 0 ] || die "the agent exited $code on SIGTERM"
   echo >>"$summary"
+fi
+
+# --- peers ------------------------------------------------------------------------------------
+if want peers; then
+  pw=$work/peers
+  if [ ! -d "$pw/git/fleet" ]; then
+    [ -n "$world" ] && die "$world has no peers world (peers/)"
+    log "generating the peers world: $peer_pkgs packages of about $peer_size bytes"
+    "$gen" host-world --dir "$pw" --installed 2 --apply "$peer_pkgs" --files 1 --random-bytes "$peer_size" >>"$out/generate.log"
+  fi
+  repo=$pw/repo/bench
+  big=big-1-1-any.pkg.tar.zst
+  [ -f "$pw/$big" ] && [ "$(stat -c %s "$pw/$big")" = $((big_mib << 20)) ] \
+    || head -c $((big_mib << 20)) /dev/urandom >"$pw/$big"
+  start_mirror() { # RATE VAR: VAR := its URL (not in a subshell: the cleanup kills it)
+    local f; f=$(mktemp "$out/mirror.XXXX")
+    "$mirror_bin" "$repo" --rate "$1" >"$f" 2>&1 &
+    peer_pids+=($!)
+    for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.05; done
+    printf -v "$2" '%s' "$(head -1 "$f")"
+  }
+  if [ -n "$mirror" ]; then wan=$mirror fast=$mirror
+  else start_mirror "$peer_rate" wan; start_mirror 0 fast; fi
+  case $wan in http://*) ;; *) die "the counting mirror did not start: $wan" ;; esac
+  pkg_bytes() { curl -s "$wan/_counts" | awk -F'\t' '$1 ~ /\.pkg\.tar/ && $1 !~ /\.sig$/ && $1 != "'"$big"'" {n += $2} END {print n + 0}'; }
+  one_host=$(find "$repo" -name 'new*.pkg.tar.zst' -printf '%s\n' | awk '{n += $1} END {print n}')
+  new_apps_p=$(find "$repo" -name 'newapp*.pkg.tar.zst' -printf '%f\n' | sort | sed 's/-1\.0-1-any\.pkg\.tar\.zst$//' | tr '\n' ' ')
+  applied_p=$(find "$repo" -name 'new*.pkg.tar.zst' | wc -l)
+  ports=(); for i in $(seq "$peer_hosts"); do ports+=($(( 30000 + RANDOM % 20000 ))); done
+  pyaml() { # HOST BRANCH EXTRA
+    local h=$pw/h/$1
+    cat <<EOT
+repo: $pw/git/fleet
+branch: $2
+hostname: $1
+root: $h/root
+dbpath: $h/root/var/lib/pacman
+pacman_conf: $h/pacman.conf
+state_dir: $h/state
+trusted_keys: [$pw/keys/ops.pub]
+lock_timeout: 60s
+interval: 24h
+$3
+EOT
+  }
+  hname() { printf 'bench-%02d' "$1"; }
+  peers_of() { # I: the peers line for host I
+    local j list=()
+    for j in $(seq "$peer_hosts"); do [ "$j" = "$1" ] || list+=("http://127.0.0.1:${ports[$((j - 1))]}"); done
+    local IFS=,; echo "peers: {listen: 127.0.0.1:${ports[$(($1 - 1))]}, static: [${list[*]}]}"
+  }
+  mkdir -p "$pw/conf" "$pw/snap"
+  for i in $(seq "$peer_hosts"); do
+    n=$(hname "$i")
+    pyaml "$n" base "" >"$pw/conf/$n-base.yaml"
+    pyaml "$n" install "" >"$pw/conf/$n-alone.yaml"
+    pyaml "$n" install "$(peers_of "$i")" >"$pw/conf/$n-peers.yaml"
+    pyaml "$n" base "$(peers_of "$i")" >"$pw/conf/$n-agent.yaml"
+    if [ ! -d "$pw/snap/$n" ]; then
+      rm -rf "$pw/h/$n"; mkdir -p "$pw/h"; cp -a "$pw/hosts/fleet" "$pw/h/$n"
+      sed -i "s|^Server = .*|Server = $wan|; s|$pw/hosts/fleet/|$pw/h/$n/|g" "$pw/h/$n/pacman.conf"
+      find "$pw/h/$n/root/var/cache/pacman/pkg" -type f -delete
+      "$fleetctl" reconcile --config "$pw/conf/$n-base.yaml" >>"$out/peers.setup.log" 2>&1 \
+        || { cat "$out/peers.setup.log" >&2; die "$n: the first reconcile failed"; }
+      cp -a "$pw/h/$n" "$pw/snap/$n"
+    fi
+    # The mirror's URL changes from run to run.
+    sed -i "s|^Server = .*|Server = $wan|" "$pw/snap/$n/pacman.conf"
+  done
+  restore_all() { for i in $(seq "$peer_hosts"); do n=$(hname "$i"); rm -rf "$pw/h/$n"; cp -a "$pw/snap/$n" "$pw/h/$n"; done; sync; }
+  site() { # SUFFIX: all hosts' reconcile at once; prints the wall seconds
+    local i pids=() t0=$EPOCHREALTIME code=0
+    for i in $(seq "$peer_hosts"); do
+      n=$(hname "$i")
+      "$fleetctl" reconcile --config "$pw/conf/$n-$1.yaml" >"$out/peers.$1.$n.log" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || code=$?; done
+    local t1=$EPOCHREALTIME
+    [ "$code" = 0 ] || { cat "$out"/peers."$1".*.log >&2; die "a $1 reconcile failed"; }
+    for i in $(seq "$peer_hosts"); do
+      [ "$(pac "$pw/h/$(hname "$i")" -Qq 2>/dev/null | wc -l)" = $((applied_p + 2)) ] || die "$(hname "$i") did not converge ($1)"
+    done
+    python3 -c 'import sys; print("%.2f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1"
+  }
+  pac() { pacman --config "$1/pacman.conf" --root "$1/root" --dbpath "$1/root/var/lib/pacman" --noconfirm "${@:2}"; }
+
+  # 1, 2: the site's change without peers, then with.
+  log "peers: $peer_hosts hosts take $applied_p packages from upstream alone"
+  restore_all
+  b0=$(pkg_bytes); t_alone=$(site alone); up_alone=$(( $(pkg_bytes) - b0 ))
+  log "peers: the same with peers"
+  restore_all
+  for i in $(seq "$peer_hosts"); do
+    n=$(hname "$i"); touch -d 2000-01-01 "$pw/h/$n/state/status.json"
+    "$fleetctl" agent --config "$pw/conf/$n-agent.yaml" >"$out/peers.agent.$n.log" 2>&1 &
+    peer_pids+=($!)
+  done
+  for i in $(seq "$peer_hosts"); do # each serves, and its first pass (nothing new) is over
+    n=$(hname "$i")
+    for _ in $(seq 300); do
+      [ "$(stat -c %Y "$pw/h/$n/state/status.json")" -gt 1000000000 ] && curl -s -o /dev/null "http://127.0.0.1:${ports[$((i - 1))]}/" && break
+      sleep 0.1
+    done
+  done
+  b0=$(pkg_bytes); t_peers=$(site peers); up_peers=$(( $(pkg_bytes) - b0 ))
+  from_peers=$(cat "$out"/peers.peers.*.log | { grep -o 'from peers ([0-9]* files)' || true; } | { grep -o '[0-9]*' || true; } | awk '{n += $1} END {print n + 0}')
+
+  # 4 (while the agents run): one big file from a peer agent, and from the unlimited mirror.
+  cp "$pw/$big" "$pw/h/bench-01/root/var/cache/pacman/pkg/$big"
+  ln -f "$pw/$big" "$repo/$big" 2>/dev/null || cp "$pw/$big" "$repo/$big"
+  speed() { local best=0 s; for _ in 1 2 3; do s=$(curl -s -o /dev/null -w '%{speed_download}' "$1"); best=$(python3 -c 'import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))' "$best" "$s"); done; python3 -c 'import sys; print("%.0f" % (float(sys.argv[1]) / 1048576))' "$best"; }
+  v_peer=$(speed "http://127.0.0.1:${ports[0]}/$big")
+  v_raw=$(speed "$fast/$big")
+  rm -f "$repo/$big"
+  for p in "${peer_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${peer_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  peer_pids=()
+  if [ -z "$mirror" ]; then start_mirror "$peer_rate" wan; fast=$wan; fi
+
+  # 3: prefetch outside the window, the apply in it, against pacman -S from a warm cache.
+  log "peers: prefetch, then the in-window apply"
+  h1=$pw/h/bench-01 hp=$pw/h/pacman
+  rm -rf "$h1" "$hp"; cp -a "$pw/snap/bench-01" "$h1"; cp -a "$pw/snap/bench-01" "$hp"
+  sed -i "s|^Server = .*|Server = $wan|" "$h1/pacman.conf"
+  sed -i "s|^Server = .*|Server = $wan|; s|$h1/|$hp/|g" "$hp/pacman.conf"
+  rm -f "$hp/root/var/lib/pacman/pacfleet.anchor"
+  pyaml bench-01 window "prefetch: true" >"$pw/conf/window.yaml"
+  "$fleetctl" reconcile --config "$pw/conf/window.yaml" >"$out/peers.prefetch.log" 2>&1 || { cat "$out/peers.prefetch.log" >&2; die "the prefetch pass failed"; }
+  grep -q 'ahead of the window' "$out/peers.prefetch.log" || { cat "$out/peers.prefetch.log" >&2; die "the prefetch pass downloaded nothing ahead"; }
+  [ "$(pac "$h1" -Qq | wc -l)" = 2 ] || die "the prefetch pass applied the change"
+  cp -a "$h1/root/var/cache/pacman/pkg/." "$hp/root/var/cache/pacman/pkg/"
+  sync
+  t0=$EPOCHREALTIME
+  "$fleetctl" reconcile --config "$pw/conf/window.yaml" --ignore-window >"$out/peers.window.log" 2>&1 || { cat "$out/peers.window.log" >&2; die "the in-window apply failed"; }
+  t_window=$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$EPOCHREALTIME")
+  [ "$(pac "$h1" -Qq | wc -l)" = $((applied_p + 2)) ] || die "the in-window apply did not converge"
+  b0=$(pkg_bytes)
+  t0=$EPOCHREALTIME
+  # shellcheck disable=SC2086
+  pac "$hp" -S $new_apps_p >"$out/peers.pacman.log" 2>&1 || { cat "$out/peers.pacman.log" >&2; die "pacman -S failed"; }
+  t_pacman=$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$EPOCHREALTIME")
+  [ "$(pkg_bytes)" = "$b0" ] || die "pacman -S downloaded: its cache was not warm"
+
+  {
+    echo "### peers ($peer_hosts hosts, $applied_p packages, $((one_host / 1048576)) MiB a host; mirror $([ "$peer_rate" = 0 ] && echo unlimited || echo "$((peer_rate / 1048576)) MiB/s shared")$([ "$smoke" = 1 ] && echo '; smoke: not measurements'))"
+    echo
+    echo "| figure | without peers | with peers | ratio / target |"
+    echo "|:---|---:|---:|:---|"
+    echo "| upstream package bytes, whole site | $up_alone | $up_peers | with = $(ratio "$up_peers" "$one_host") × one host's $one_host (target ≤ 1.1) |"
+    echo "| wall time, whole site (all started together) | $t_alone s | $t_peers s | $(ratio "$t_peers" "$t_alone") |"
+    echo "| files taken from peers (all hosts) | 0 | $from_peers | of $((peer_hosts * applied_p)) |"
+    echo "| in-window apply after prefetch vs \`pacman -S\` warm cache | $t_pacman s (pacman) | $t_window s (fleetctl) | $(ratio "$t_window" "$t_pacman") (target ≤ 1.1) |"
+    echo "| $big_mib MiB file: mirror, no rate limit vs peer agent (curl, best of 3) | $v_raw MiB/s | $v_peer MiB/s | $(ratio "$v_peer" "$v_raw") |"
+    echo
+  } >>"$summary"
 fi
 
 log "done: $summary"

@@ -74,6 +74,10 @@ pub struct HostWorld {
     /// Size of each file in bytes.
     #[arg(long, default_value_t = 2048)]
     pub file_size: usize,
+    /// Bytes of incompressible data each package carries besides (one more file), so that
+    /// its package file is about this big (the peers benchmark counts bytes; 0: none).
+    #[arg(long, default_value_t = 0)]
+    pub random_bytes: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -155,8 +159,31 @@ pub fn package_names(w: &HostWorld) -> (Vec<String>, Vec<String>, Vec<String>, V
     )
 }
 
-fn payload(name: &str, version: &str, files: usize, size: usize) -> SynthPackage {
+/// `n` bytes zstd cannot shrink (xorshift seeded by `seed`).
+fn noise(seed: &str, n: usize) -> Vec<u8> {
+    let mut x: u64 = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn payload(w: &HostWorld, name: &str, version: &str) -> SynthPackage {
+    let (files, size) = (w.files, w.file_size);
     let mut pkg = SynthPackage::new(name, version).description(format!("bench package {name}"));
+    if w.random_bytes > 0 {
+        pkg = pkg.file(
+            format!("usr/share/{name}/random"),
+            noise(name, w.random_bytes),
+        );
+    }
     if files == 0 {
         return pkg;
     }
@@ -188,7 +215,7 @@ pub fn host_world(w: &HostWorld) -> Result<()> {
     let repo_dir = dir.join("repo/bench");
     let mut pkgs = Vec::new();
     for (i, app) in apps.iter().enumerate() {
-        let mut p = payload(app, VERSION, w.files, w.file_size);
+        let mut p = payload(w, app, VERSION);
         let (a, b) = (i % libs.len(), (i * 7 + 1) % libs.len());
         p = p.depends(libs[a].clone());
         if b != a {
@@ -197,11 +224,11 @@ pub fn host_world(w: &HostWorld) -> Result<()> {
         pkgs.push(p);
     }
     for lib in libs.iter().chain(&new_libs) {
-        pkgs.push(payload(lib, VERSION, w.files, w.file_size));
+        pkgs.push(payload(w, lib, VERSION));
     }
     for (i, app) in new_apps.iter().enumerate() {
         pkgs.push(
-            payload(app, VERSION, w.files, w.file_size)
+            payload(w, app, VERSION)
                 .depends(new_libs[i % new_libs.len()].clone())
                 .depends(libs[(i * 3) % libs.len()].clone()),
         );
@@ -253,6 +280,15 @@ pub fn host_world(w: &HostWorld) -> Result<()> {
     sign(&fleet, &remove, &secret)?;
     git(&fleet, &["branch", "base", &base])?;
     git(&fleet, &["branch", "install", &install])?;
+    // `window`: `install` with the pool's window closed (open one minute a year), for the
+    // peers benchmark's prefetch (the change pending, then applied with --ignore-window).
+    git(&fleet, &["checkout", "-q", "-b", "window", &install])?;
+    let mut closed = pool_yaml("bench", &with_apply);
+    closed.push_str("window: {cron: \"0 0 0 1 1 *\", duration: 1m}\n");
+    write_files(&fleet, &[("pools/bench.yaml".into(), closed)])?;
+    let window = commit(&fleet, "apply, in a window that is closed now")?;
+    sign(&fleet, &window, &secret)?;
+    git(&fleet, &["checkout", "-q", "main"])?;
 
     // The hosts.
     for name in ["fleet", "pacman"] {

@@ -128,6 +128,26 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
     ])
     .expect("generate the signed fleet");
 
+    // The peers benchmark's world, served by a counting mirror (in this process: the
+    // example binary bench/run.sh starts otherwise is not built for the tests).
+    let peers = world.join("peers");
+    bench_world::run([
+        "bench_world",
+        "host-world",
+        "--dir",
+        arg(&peers),
+        "--installed",
+        "2",
+        "--apply",
+        "10",
+        "--files",
+        "1",
+        "--random-bytes",
+        "32768",
+    ])
+    .expect("generate the peers world");
+    let mirror = pacfleet_support::mirror::Mirror::start(&peers.join("repo/bench")).unwrap();
+
     // The generated worlds are what the benchmarks claim.
     let repo = host.join("repo/bench");
     let packages = std::fs::read_dir(&repo)
@@ -154,6 +174,7 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
             "60",
         ])
         .args(["--passes", "2", "--interval", "200ms"])
+        .args(["--mirror", &mirror.url])
         .env_remove("RUST_LOG")
         .output()
         .expect("run bench/run.sh");
@@ -170,6 +191,7 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
         "### scale",
         "### pass-60",
         "### agent",
+        "### peers",
     ] {
         assert!(summary.contains(section), "no {section} in:\n{summary}");
     }
@@ -189,6 +211,8 @@ fn bench_driver_runs_every_benchmark_at_toy_size() {
     ] {
         assert!(summary.contains(command), "no {command:?} in:\n{summary}");
     }
+    // The site's change took each package file from the mirror once.
+    assert!(summary.contains("with = 1.00 × one host's"), "{summary}");
     // Two agent passes, each sampled.
     assert!(summary.contains("\n| 2 | "), "{summary}");
 }

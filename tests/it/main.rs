@@ -24,6 +24,7 @@ mod monitoring;
 mod package;
 mod peer_cache;
 mod peer_discover;
+mod peer_herd;
 mod props;
 mod reconcile;
 mod rollout;

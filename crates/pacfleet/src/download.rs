@@ -78,6 +78,10 @@ pub struct Limits {
     pub poll: Duration,
     /// Downloads at once.
     pub workers: usize,
+    /// How long a pass waits between [`announce`] and [`probe`], so that the hosts of a site
+    /// that start together (a window opens, a change lands) all see each other's pending files
+    /// before they decide who fetches what from upstream.
+    pub settle: Duration,
 }
 
 impl Default for Limits {
@@ -90,6 +94,7 @@ impl Default for Limits {
             wait: Duration::from_secs(60),
             poll: Duration::from_millis(250),
             workers: 4,
+            settle: Duration::from_millis(500),
         }
     }
 }
@@ -255,6 +260,22 @@ fn status_of(client: &reqwest::blocking::Client, url: &str) -> Result<PeerStatus
         ));
     }
     Ok(status.bounded(Utc::now()))
+}
+
+/// Publishes that this host needs `wanted` (its status file lists them pending), before it
+/// probes the peers: a peer that probes this host a moment later then knows, and waits for it
+/// on the files rendezvous gives this host, instead of fetching them from upstream too. The
+/// fetch that follows writes the file again as it moves on.
+pub fn announce(status_file: &Path, me: &str, wanted: &[Wanted]) {
+    Published {
+        status: PeerStatus {
+            host: me.to_owned(),
+            pending: wanted.iter().map(|w| w.file.clone()).collect(),
+            ..PeerStatus::default()
+        },
+        path: Some(status_file.to_path_buf()),
+    }
+    .write();
 }
 
 /// This host's status, as the fetch moves on, written where the peer server reads it.

@@ -152,8 +152,24 @@ pub(super) fn ahead(
     let mut peer_names = Vec::new();
     if !wanted.is_empty() {
         let clients = download::Clients::new(&limits)?;
-        let peers = known_peers.unwrap_or_else(|| live_peers(cfg, &avoided, &clients, now));
+        let status_file = cfg.state_dir.join(download::STATUS_FILE);
+        let peers = match known_peers {
+            Some(peers) => peers,
+            None if asks_peers(cfg) => {
+                // Pending first, then a moment for the peers that started with this host to
+                // say so too, then the probe: hosts of a site that start together all see each
+                // other's pending files, and rendezvous gives each file to one of them
+                // (without this, each saw none of the others pending and fetched everything
+                // from upstream: a herd).
+                download::announce(&status_file, &cfg.hostname, &wanted);
+                std::thread::sleep(limits.settle);
+                live_peers(cfg, &avoided, &clients, now)
+            }
+            None => Vec::new(),
+        };
         if peers.is_empty() && purpose == Purpose::Apply && outcome.fetched.is_empty() {
+            // libalpm downloads them and publishes nothing: no peer may wait for this host.
+            download::announce(&status_file, &cfg.hostname, &[]);
             return None;
         }
         peer_names = peers.iter().map(|p| p.url.clone()).collect();
