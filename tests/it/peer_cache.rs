@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::world::POOL;
-use crate::harness::{HostDir, World, fleetctl, skip};
+use crate::harness::{HostDir, TestCommand, World, fleetctl, skip};
 
 /// A free TCP port on 127.0.0.1 (free when this returns).
 fn free_port() -> u16 {
@@ -362,6 +362,41 @@ fn a_pass_downloads_package_files_from_a_static_peer_first() {
         fs::read(b.cache_dir.join(&name)).unwrap() == bytes,
         "the peer's download differs from the package file"
     );
+    // Where the bytes came from, in the pass's summary, status, history and metrics alike.
+    assert!(
+        out.stdout.contains("downloads: 1 file (")
+            && out.stdout.contains(") from peers, 0 files from upstream\n"),
+        "{}",
+        out.stdout
+    );
+    let cfg = b.base.join("agent.yaml");
+    let status = TestCommand::status(&cfg).run();
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("downloads  1 file (")
+                && l.ends_with(") from peers, 0 files from upstream")),
+        "{}",
+        status.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&TestCommand::status(&cfg).arg("--json").run().stdout).unwrap();
+    let d = &json["last_pass"]["downloads"];
+    assert_eq!(
+        (d["peer_files"].as_u64(), d["upstream_files"].as_u64()),
+        (Some(1), Some(0)),
+        "{json}"
+    );
+    assert_eq!(d["peer_bytes"].as_u64(), Some(bytes.len() as u64), "{json}");
+    let entry = b.history().pop().expect("history");
+    assert_eq!(entry["downloads"]["peer_files"], 1, "{entry}");
+    let history = TestCommand::with_config("history", &cfg).run();
+    assert!(
+        history.stdout.contains("    downloads: 1 file ("),
+        "{}",
+        history.stdout
+    );
     drop(agent);
 }
 
@@ -407,6 +442,20 @@ fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
     assert_eq!(downloads["bad_from"][&peer], 1, "{report}");
     assert_eq!(downloads["peer_files"], 0, "{report}");
     assert_eq!(downloads["upstream_files"], 1, "{report}");
+    let bad = format!("bad peer: {peer} served 1 file that failed the sha256 check (discarded)");
+    assert!(
+        out.stdout.contains(&bad),
+        "{bad:?} missing:\n{}",
+        out.stdout
+    );
+    let status = TestCommand::status(b.base.join("agent.yaml")).run();
+    assert!(
+        status
+            .stdout
+            .contains(&bad.replacen("bad peer: ", "bad peer   ", 1)),
+        "{}",
+        status.stdout
+    );
     // Avoided for a while: the next pass does not ask it.
     fs::remove_file(b.cache_dir.join(&name)).unwrap();
     b.pacman_ok(&["-R", "app"]);
