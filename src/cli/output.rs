@@ -143,14 +143,18 @@ pub fn download_lines(d: &pacfleet::peers::Downloads) -> Vec<(&'static str, Stri
                 bytes(d.peer_bytes.saturating_add(d.upstream_bytes))
             ),
         };
-        out.push((
-            "prefetched",
-            format!(
+        let text = match (total, d.left) {
+            // A later held pass: an earlier one prefetched everything.
+            (0, 0) => {
+                "nothing to download for the pending change: its files are in the cache".to_owned()
+            }
+            _ => format!(
                 "{}{size} for the pending change; {} left to download",
                 files(total),
                 d.left
             ),
-        ));
+        };
+        out.push(("prefetched", text));
     }
     for (peer, n) in &d.bad_from {
         out.push((
@@ -256,6 +260,29 @@ mod tests {
                     "3 files (3.00 KiB) for the pending change; 0 left to download".to_owned()
                 ),
             ]
+        );
+        let cached = Downloads {
+            prefetch: true,
+            ..Downloads::default()
+        };
+        assert_eq!(
+            download_lines(&cached),
+            vec![(
+                "prefetched",
+                "nothing to download for the pending change: its files are in the cache".to_owned()
+            )]
+        );
+        let failed = Downloads {
+            prefetch: true,
+            left: 2,
+            ..Downloads::default()
+        };
+        assert_eq!(
+            download_lines(&failed),
+            vec![(
+                "prefetched",
+                "0 files for the pending change; 2 left to download".to_owned()
+            )]
         );
     }
 }

@@ -473,6 +473,86 @@ fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
 }
 
 #[test]
+fn prefetch_downloads_a_pending_change_from_a_peer_and_says_so_everywhere() {
+    // The pool's window opens for one second a year: the change is pending.
+    let w = World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .desired(&["app"])
+        .pool(&format!(
+            "{POOL}window: {{cron: \"0 0 0 1 1 *\", duration: 1s}}\n"
+        ))
+        .build();
+    let (_pkg, name, bytes) = app_file(&w);
+    let (agent, peer) = serving_peer(&w, &bytes);
+    let b = w.host_dir("ws-02");
+    let prom = w.tmp.path().join("ws-02.prom");
+    let cfg = w.config(
+        &b,
+        &format!(
+            "lock_timeout: 1s\nprefetch: true\ntextfile: {}\npeers: {{static: [{peer}]}}\n",
+            prom.display()
+        ),
+    );
+    let out = w.reconcile(&b);
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    assert!(
+        !b.installed().contains_key("app"),
+        "applied outside the window"
+    );
+    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
+    let prefetched = "1 file (";
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("prefetched: "))
+        .unwrap_or_else(|| panic!("no prefetched line:\n{}", out.stdout));
+    assert!(
+        line.starts_with(prefetched)
+            && line.ends_with(") for the pending change; 0 left to download"),
+        "{line}"
+    );
+    let status = TestCommand::status(&cfg).run();
+    assert!(
+        status.stdout.contains(&format!("prefetched {line}\n")),
+        "{}",
+        status.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&TestCommand::status(&cfg).arg("--json").run().stdout).unwrap();
+    let d = &json["last_pass"]["downloads"];
+    assert_eq!(
+        (
+            d["prefetch"].as_bool(),
+            d["peer_files"].as_u64(),
+            d["left"].as_u64()
+        ),
+        (Some(true), Some(1), Some(0)),
+        "{json}"
+    );
+    let metrics = fs::read_to_string(&prom).unwrap();
+    for want in [
+        "pacfleet_prefetched_files 1\n",
+        "pacfleet_prefetch_left_files 0\n",
+        "pacfleet_download_files{source=\"peer\"} 1\n",
+        "pacfleet_download_files{source=\"upstream\"} 0\n",
+        &format!(
+            "pacfleet_download_bytes{{source=\"peer\"}} {}\n",
+            bytes.len()
+        ),
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
+    drop(agent);
+}
+
+#[test]
 fn a_dead_static_peer_does_not_fail_the_pass() {
     let w = app_world();
     let (_pkg, name, bytes) = app_file(&w);

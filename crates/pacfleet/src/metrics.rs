@@ -12,7 +12,8 @@
 //!    textfile collector (`# HELP` and `# TYPE` lines, then samples): gauges for the state of
 //!    the host (last pass and last success times, pending changes, drift, applied sequence,
 //!    signature expiry, pass duration, an info series with the fleet, pool, generation and
-//!    commit) and the counters above. The collector may read the directory at any moment, so
+//!    commit, the last pass's package downloads by source and what it prefetched) and the
+//!    counters above. The collector may read the directory at any moment, so
 //!    the file is written to a temporary file in the same directory whose name does not end in
 //!    `.prom` (the collector ignores it), made world-readable (node_exporter does not run as
 //!    root), fsynced and renamed over the target.
