@@ -8,7 +8,9 @@
 //! add a package to a set; pin build-servers to a new generation that holds one package back (a
 //! downgrade); `git revert` that. Then a pool of six desks in three waves: a generation bump
 //! reaches the canary, fails one early desk's health check (which rolls back), halts the rest,
-//! and `fleetctl rollback` finishes it. Each step reconciles its hosts wave by wave and prints
+//! and `fleetctl rollback` finishes it. Last, a peer cache: a new workstation takes every
+//! package file from the first workstation's cache, served on a loopback port as its agent
+//! would serve it, and nothing from upstream. Each step reconciles its hosts wave by wave and prints
 //! what each did. Every pass is a real `reconcile::run` through
 //! libalpm, with the window ignored as an operator at the console would. Nothing outside the
 //! sandbox is touched: every host path is checked to be inside it before the first pass.
@@ -36,6 +38,9 @@ const HOSTS: &[&str] = &["ws-01", "ws-02", "build-01"];
 /// early wave, the rest follow.
 const LAB_POOL: &str = "lab";
 const LAB: &[&str] = &["lab-01", "lab-02", "lab-03", "lab-04", "lab-05", "lab-06"];
+/// Step 8's new workstation, and the host whose peer cache it takes its packages from.
+const NEWCOMER: &str = "ws-03";
+const PEER: &str = "ws-01";
 /// The lab desk whose local quirk the new generation breaks: its health check fails.
 const FRAGILE: &str = "lab-02";
 /// The file that marks it.
@@ -158,6 +163,7 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
         .iter()
         .map(|n| make_host(n))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let newcomer = make_host(NEWCOMER)?;
     // Each host's manifest names its key, which its reports are checked against.
     let mut files = files;
     for h in &hosts {
@@ -292,7 +298,90 @@ fn story(sandbox: &Sandbox) -> anyhow::Result<()> {
         &built,
     )?;
 
-    rollout_chapter(&repo, &ops, &universe, &built, &lab, &status_repo)
+    rollout_chapter(&repo, &ops, &universe, &built, &lab, &status_repo)?;
+    peer_chapter(&repo, &ops, &built, &hosts, newcomer)
+}
+
+/// Step 8: a new desk joins the workstations and takes every package file from `PEER`'s
+/// cache, served on a free loopback port as `fleetctl agent` with `peers.listen` serves it;
+/// its agent.yaml lists that peer (`peers.static`). What its status then says of its
+/// downloads is printed: all from the peer, nothing from upstream.
+fn peer_chapter(
+    repo: &FleetRepo,
+    ops: &Operator,
+    built: &Built,
+    hosts: &[Host],
+    newcomer: Host,
+) -> anyhow::Result<()> {
+    let step8 = "step 8";
+    let peer = hosts
+        .iter()
+        .find(|h| h.name == PEER)
+        .with_context(|| format!("{step8}: no host {PEER} (a bug)"))?;
+    let manifest = format!("hosts/{}.yaml", newcomer.name);
+    repo.write(&[(
+        &manifest,
+        &edits::host_with_key(&newcomer.name, None, &newcomer.key),
+    )])
+    .context(step8)?;
+    checked(repo).context(step8)?;
+    commit_signed(
+        repo,
+        ops,
+        &format!("hosts: {NEWCOMER}, a new desk in workstations"),
+    )
+    .context(step8)?;
+    // PEER's cache, served as its agent would (`peers: {listen: 127.0.0.1:0}`).
+    let conf = pacfleet::system::read_conf(&peer.config.host_paths())
+        .with_context(|| format!("{step8}: the cache dirs of {PEER}"))?;
+    let server = pacfleet::peer_serve::spawn(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        conf.cache_dir
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
+        pacfleet::peer_serve::Limits::default(),
+        pacfleet::peer_serve::Identity {
+            host: peer.name.clone(),
+            status_file: peer.config.state_dir.join(pacfleet::download::STATUS_FILE),
+        },
+    )
+    .with_context(|| format!("{step8}: serving {PEER}'s cache"))?;
+    let url = format!("http://{}", server.addr());
+    // The newcomer asks that peer first.
+    let text = std::fs::read_to_string(&newcomer.config_path)
+        .with_context(|| format!("{step8}: cannot read {}", newcomer.config_path.display()))?;
+    std::fs::write(
+        &newcomer.config_path,
+        format!("{text}peers:\n  static: [{url}]\n"),
+    )
+    .with_context(|| format!("{step8}: cannot write {}", newcomer.config_path.display()))?;
+    let config = pacfleet::config::AgentConfig::load(&newcomer.config_path).context(step8)?;
+    let newcomer = Host { config, ..newcomer };
+    step(
+        8,
+        &format!("A peer cache: {NEWCOMER} joins and takes its packages from {PEER}'s cache"),
+        repo,
+        std::slice::from_ref(&newcomer),
+        built,
+    )?;
+    drop(server);
+    let status = pacfleet::state::StateDir::open(&newcomer.config.state_dir)
+        .and_then(|s| s.load_status())
+        .with_context(|| format!("{step8}: the status of {NEWCOMER}"))?;
+    let d = status.and_then(|s| s.downloads).unwrap_or_default();
+    println!(
+        "   $ fleetctl status --config hosts/{NEWCOMER}/agent.yaml   (peers: static: [{url}])"
+    );
+    for (label, text) in super::output::download_lines(&d) {
+        println!("     {label:<10} {text}");
+    }
+    println!(
+        "   {NEWCOMER} took {} from {PEER}'s cache and {} from upstream",
+        super::output::files(d.peer_files),
+        super::output::bytes(d.upstream_bytes)
+    );
+    Ok(())
 }
 
 /// Steps 5 to 7: a pool of six desks in three waves with a health check. A generation bump
@@ -486,7 +575,7 @@ fn intro(universe: &Universe, fleet: &Fleet, hosts: &[Host]) -> anyhow::Result<(
         .collect();
     println!(
         "pacfleet demo: a fleet of {} hosts in a sandbox; nothing outside it is touched.",
-        hosts.len() + LAB.len()
+        hosts.len() + LAB.len() + 1
     );
     println!(
         "  packages  {} synthetic packages in {}; {} older versions in a file:// archive",
@@ -501,7 +590,7 @@ fn intro(universe: &Universe, fleet: &Fleet, hosts: &[Host]) -> anyhow::Result<(
         "  fleet     a git copy of example-fleet; its `archive:` and sha256 pins are the sandbox's"
     );
     println!(
-        "  hosts     {}; from step 5, {} in pool {LAB_POOL}",
+        "  hosts     {}; from step 5, {} in pool {LAB_POOL}; in step 8, {NEWCOMER}",
         pools.join("; "),
         LAB.join(", ")
     );

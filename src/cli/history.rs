@@ -67,6 +67,11 @@ pub(super) fn run(args: HistoryArgs) -> anyhow::Result<u8> {
             for f in e.notices.pacnew.iter().chain(&e.notices.pacsave) {
                 println!("    config: {}", terminal_safe(f));
             }
+            if let Some(d) = &e.downloads {
+                for (label, text) in super::output::download_lines(d) {
+                    println!("    {label}: {text}");
+                }
+            }
             if let Some(err) = &e.error {
                 println!("    error: {}", terminal_safe(err));
             }

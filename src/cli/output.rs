@@ -108,6 +108,67 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub use pacfleet::escape::{is_unsafe_char, terminal_safe};
 
+/// `1 file`, `3 files`.
+pub fn files(n: u32) -> String {
+    format!("{n} file{}", if n == 1 { "" } else { "s" })
+}
+
+/// What a pass downloaded, as `(label, text)` lines, the same in `status`, `plan`/`reconcile`
+/// and `history`: `downloads` (package files by source, when it downloaded any), `prefetched`
+/// (downloaded ahead for a pending change, `prefetch: true`) and one `bad peer` per peer that
+/// served files failing their sha256. Peer URLs come from the network (mDNS announcements,
+/// what a peer answered): they are [`terminal_safe`] here.
+pub fn download_lines(d: &pacfleet::peers::Downloads) -> Vec<(&'static str, String)> {
+    let from = |n: u32, b: u64, source: &str| match n {
+        0 => format!("{} from {source}", files(0)),
+        n => format!("{} ({}) from {source}", files(n), bytes(b)),
+    };
+    let mut out = Vec::new();
+    let total = d.peer_files.saturating_add(d.upstream_files);
+    if total > 0 {
+        out.push((
+            "downloads",
+            format!(
+                "{}, {}",
+                from(d.peer_files, d.peer_bytes, "peers"),
+                from(d.upstream_files, d.upstream_bytes, "upstream")
+            ),
+        ));
+    }
+    if d.prefetch {
+        let size = match total {
+            0 => String::new(),
+            _ => format!(
+                " ({})",
+                bytes(d.peer_bytes.saturating_add(d.upstream_bytes))
+            ),
+        };
+        let text = match (total, d.left) {
+            // A later held pass: an earlier one prefetched everything.
+            (0, 0) => {
+                "nothing to download for the pending change: its files are in the cache".to_owned()
+            }
+            _ => format!(
+                "{}{size} for the pending change; {} left to download",
+                files(total),
+                d.left
+            ),
+        };
+        out.push(("prefetched", text));
+    }
+    for (peer, n) in &d.bad_from {
+        out.push((
+            "bad peer",
+            format!(
+                "{} served {} that failed the sha256 check (discarded)",
+                terminal_safe(peer),
+                files(*n)
+            ),
+        ));
+    }
+    out
+}
+
 /// Styling for text output: ANSI styles when `on` (a terminal without `NO_COLOR`), plain text
 /// otherwise. Shared by `diff` and `fleet status`.
 pub struct Paint {
@@ -150,5 +211,78 @@ mod tests {
         assert_eq!(terminal_safe("x\ry\nz\0"), "x\\u{d}y\\u{a}z\\u{0}");
         assert_eq!(terminal_safe("\u{202e}txt"), "\\u{202e}txt");
         assert_eq!(terminal_safe("ünï€"), "ünï€");
+    }
+
+    #[test]
+    fn download_lines_say_sources_prefetch_and_bad_peers() {
+        use pacfleet::peers::Downloads;
+        assert!(download_lines(&Downloads::default()).is_empty());
+        let d = Downloads {
+            peer_bytes: 1_258_291,
+            upstream_bytes: 614_400,
+            peer_files: 2,
+            upstream_files: 1,
+            bad_from: [("http://10.0.0.5:7878\u{1b}[2J".to_owned(), 1)].into(),
+            peers: vec!["http://10.0.0.5:7878".into()],
+            prefetch: false,
+            left: 0,
+        };
+        assert_eq!(
+            download_lines(&d),
+            vec![
+                (
+                    "downloads",
+                    "2 files (1.20 MiB) from peers, 1 file (600.00 KiB) from upstream".to_owned()
+                ),
+                (
+                    "bad peer",
+                    "http://10.0.0.5:7878\\u{1b}[2J served 1 file that failed the sha256 check (discarded)"
+                        .to_owned()
+                ),
+            ]
+        );
+        let ahead = Downloads {
+            peer_files: 3,
+            peer_bytes: 3 * 1024,
+            prefetch: true,
+            left: 0,
+            ..Downloads::default()
+        };
+        assert_eq!(
+            download_lines(&ahead),
+            vec![
+                (
+                    "downloads",
+                    "3 files (3.00 KiB) from peers, 0 files from upstream".to_owned()
+                ),
+                (
+                    "prefetched",
+                    "3 files (3.00 KiB) for the pending change; 0 left to download".to_owned()
+                ),
+            ]
+        );
+        let cached = Downloads {
+            prefetch: true,
+            ..Downloads::default()
+        };
+        assert_eq!(
+            download_lines(&cached),
+            vec![(
+                "prefetched",
+                "nothing to download for the pending change: its files are in the cache".to_owned()
+            )]
+        );
+        let failed = Downloads {
+            prefetch: true,
+            left: 2,
+            ..Downloads::default()
+        };
+        assert_eq!(
+            download_lines(&failed),
+            vec![(
+                "prefetched",
+                "0 files for the pending change; 2 left to download".to_owned()
+            )]
+        );
     }
 }

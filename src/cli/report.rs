@@ -135,6 +135,12 @@ pub(super) fn print_report(r: &PassReport) {
     if let Some(w) = &r.wave {
         println!("rollout: wave {} ({} of {})", w.name, w.index + 1, w.of);
     }
+    // What the pass downloaded (peers or upstream), or prefetched for the pending change.
+    if let Some(d) = &r.downloads {
+        for (label, text) in super::output::download_lines(d) {
+            println!("{label}: {text}");
+        }
+    }
     for a in &r.notices.answers {
         println!("policy: {}", terminal_safe(a));
     }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::StatusArgs;
 use pacfleet::config::AgentConfig;
 use pacfleet::metrics::{self, MetricsError};
+use pacfleet::peers::Downloads;
 use pacfleet::reconcile::short;
 use pacfleet::state::{AppliedState, FailureReason, PassOutcome, PassStatus, StateDir, StateError};
 
@@ -86,6 +87,45 @@ struct LastPass {
     warnings: Vec<String>,
     /// `.pacnew`/`.pacsave` files the last transaction wrote.
     config_files: Vec<String>,
+    /// Package files the last pass downloaded, by source; `null` when it downloaded none
+    /// and prefetched nothing.
+    downloads: Option<DownloadsView>,
+}
+
+/// `last_pass.downloads`: every field always present, whatever `status.json` left out.
+#[derive(Debug, Serialize)]
+struct DownloadsView {
+    peer_files: u32,
+    peer_bytes: u64,
+    upstream_files: u32,
+    upstream_bytes: u64,
+    /// Files that failed their sha256, by the peer that served them.
+    bad_from: std::collections::BTreeMap<String, u32>,
+    /// The peers the pass asked.
+    peers: Vec<String>,
+    /// Downloaded ahead for a pending change (`prefetch: true`).
+    prefetch: bool,
+    /// Files of the change still to download.
+    left: u32,
+    /// The library's form, for the human lines.
+    #[serde(skip)]
+    raw: Downloads,
+}
+
+impl From<Downloads> for DownloadsView {
+    fn from(d: Downloads) -> Self {
+        DownloadsView {
+            peer_files: d.peer_files,
+            peer_bytes: d.peer_bytes,
+            upstream_files: d.upstream_files,
+            upstream_bytes: d.upstream_bytes,
+            bad_from: d.bad_from.clone(),
+            peers: d.peers.clone(),
+            prefetch: d.prefetch,
+            left: d.left,
+            raw: d,
+        }
+    }
 }
 
 /// Everything `status` shows; `--json` prints it as is.
@@ -266,6 +306,10 @@ fn build(
             held: s.held,
             warnings: s.warnings,
             config_files: s.config_files,
+            downloads: s
+                .downloads
+                .filter(|d| !d.is_empty() || d.prefetch)
+                .map(DownloadsView::from),
         }),
         problems,
     }
@@ -470,6 +514,9 @@ fn human(v: &View, now: DateTime<Utc>) -> String {
             }
             for f in &p.config_files {
                 lines.push(("config", format!("{f}: merge it (pacdiff)")));
+            }
+            if let Some(d) = &p.downloads {
+                lines.extend(super::output::download_lines(&d.raw));
             }
         }
         if v.waiting_for_signature > 0 {
@@ -718,6 +765,76 @@ mod tests {
             "{tooltip:?}"
         );
         assert_eq!(pango("a\u{1b}<b>&\n"), "a\\u{1b}&lt;b&gt;&amp;\n");
+    }
+
+    #[test]
+    fn downloads_in_human_and_json() {
+        let now = t("2026-11-20T10:00:00Z");
+        let mut p = pass(PassOutcome::Pending);
+        p.pending_changes = 3;
+        p.downloads = Some(Downloads {
+            peer_files: 2,
+            peer_bytes: 2048,
+            upstream_files: 1,
+            upstream_bytes: 1024,
+            bad_from: [("http://10.0.0.5:7878/\u{1b}]0;x\u{7}".to_owned(), 1)].into(),
+            peers: vec!["http://10.0.0.5:7878/\u{1b}]0;x\u{7}".to_owned()],
+            prefetch: true,
+            left: 1,
+        });
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
+        let text = human(&v, now);
+        for want in [
+            "downloads  2 files (2.00 KiB) from peers, 1 file (1.00 KiB) from upstream\n",
+            "prefetched 3 files (3.00 KiB) for the pending change; 1 left to download\n",
+            "bad peer   http://10.0.0.5:7878/\\u{1b}]0;x\\u{7} served 1 file that failed the sha256 check (discarded)\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        assert!(!text.contains('\u{1b}'));
+        let json = serde_json::to_value(&v).unwrap();
+        let d = &json["last_pass"]["downloads"];
+        assert_eq!(d["peer_files"], 2);
+        assert_eq!(d["upstream_bytes"], 1024);
+        assert_eq!(d["prefetch"], true);
+        assert_eq!(d["left"], 1);
+        assert_eq!(d["bad_from"].as_object().map(|o| o.len()), Some(1));
+        assert!(d.get("raw").is_none());
+
+        // Nothing downloaded: `null`, and no line.
+        let mut p = pass(PassOutcome::Converged);
+        p.downloads = Some(Downloads::default());
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
+        assert!(!human(&v, now).contains("downloads"));
+        let json = serde_json::to_value(&v).unwrap();
+        assert!(json["last_pass"]["downloads"].is_null());
+        // Same object keys every time: a script can rely on them.
+        let mut p = pass(PassOutcome::Applied);
+        p.downloads = Some(Downloads {
+            upstream_files: 1,
+            upstream_bytes: 10,
+            ..Downloads::default()
+        });
+        let v = build(&cfg(), None, Some(p), None, (vec![], false), now);
+        let json = serde_json::to_value(&v).unwrap();
+        let keys: Vec<&String> = json["last_pass"]["downloads"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "bad_from",
+                "left",
+                "peer_bytes",
+                "peer_files",
+                "peers",
+                "prefetch",
+                "upstream_bytes",
+                "upstream_files"
+            ]
+        );
     }
 
     #[test]

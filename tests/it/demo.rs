@@ -91,6 +91,9 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         "halted at wave 2 of 3 (early): host lab-02 failed, beyond the failure budget of 0",
         "$ fleetctl fleet status --pool lab   (exit 0)",
         "all healthy",
+        "8. A peer cache: ws-03 joins and takes its packages from ws-01's cache",
+        "hosts: ws-03, a new desk in workstations",
+        "$ fleetctl status --config hosts/ws-03/agent.yaml   (peers: static: [http://127.0.0.1:",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
@@ -119,10 +122,35 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         "{step6}"
     );
     assert_eq!(step6.matches("the rollout halted").count(), 4, "{step6}");
+    // Step 8: every package file of the new desk came from ws-01's cache, none from upstream,
+    // as its status says.
+    let step8 = &out[out.find("\n8. ").expect("step 8")..];
+    let took = step8
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ws-03 took "))
+        .unwrap_or_else(|| panic!("no `ws-03 took` line:\n{step8}"));
+    let files: u32 = took.split(' ').next().unwrap().parse().unwrap();
+    assert!(files > 100, "{took}");
+    assert!(
+        took.ends_with("from ws-01's cache and 0 B from upstream"),
+        "{took}"
+    );
+    let downloads = step8
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("downloads  "))
+        .unwrap_or_else(|| panic!("no status downloads line:\n{step8}"));
+    assert!(
+        downloads.starts_with(&format!("{files} files (")),
+        "{downloads}"
+    );
+    assert!(
+        downloads.ends_with(" from peers, 0 files from upstream"),
+        "{downloads}"
+    );
     assert!(out.lines().count() <= 120, "the story is too long:\n{out}");
 
     // Every host path is inside the sandbox.
-    for host in HOSTS.iter().chain(&LAB) {
+    for host in HOSTS.iter().chain(&LAB).chain(&["ws-03"]) {
         let cfg = AgentConfig::load(sandbox.join("hosts").join(host).join("agent.yaml")).unwrap();
         for p in [
             &cfg.root,
@@ -168,6 +196,7 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
     }
     assert!(!ws1.contains_key("nano"), "workstations exclude nano");
     assert_eq!(installed(&hosts.join("ws-02")), ws1);
+    assert_eq!(installed(&hosts.join("ws-03")), ws1);
     let fleet = Fleet::from_dir(&sandbox.join("fleet")).unwrap();
     let pool = &fleet.pools["build-servers"].spec;
     assert_eq!(pool.generation, Some(2), "the revert restores generation 2");
@@ -188,7 +217,7 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
         assert!(out.status.success(), "{host}: pacman -Dk: {out:?}");
     }
 
-    // The fleet repository: the seven commits of the story.
+    // The fleet repository: the eight commits of the story.
     let log = stdout_ok(
         "git log",
         &Command::new("git")
@@ -200,7 +229,7 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
             .output()
             .unwrap(),
     );
-    assert_eq!(log.lines().count(), 7, "{log}");
+    assert_eq!(log.lines().count(), 8, "{log}");
 
     // The lab desks, through the real pacman: all back on generation 1's git, and each one's
     // report in the status repository, signed, on the rollback's change.
@@ -224,7 +253,8 @@ fn demo_tells_the_story_and_keeps_a_consistent_sandbox() {
             &Command::new("git")
                 .arg("-C")
                 .arg(sandbox.join("fleet"))
-                .args(["rev-parse", "HEAD"])
+                // The rollback of step 7; step 8 only adds a Host manifest.
+                .args(["rev-parse", "HEAD~1"])
                 .output()
                 .unwrap(),
         );

@@ -28,6 +28,7 @@ const ALERTS: &[&str] = &[
     "PacfleetHostStale",
     "PacfleetSignatureExpiring",
     "PacfleetDrift",
+    "PacfleetBadPeer",
 ];
 
 fn root() -> &'static Path {
@@ -145,6 +146,9 @@ fn monitoring_dashboard_and_rules_query_only_series_pacfleet_writes() {
         "pacfleet_drift_packages",
         "pacfleet_needs_reboot",
         "pacfleet_pass_duration_seconds",
+        "pacfleet_download_bytes",
+        "pacfleet_peer_bad_files",
+        "pacfleet_prefetched_files",
     ] {
         assert!(
             used.contains(series),

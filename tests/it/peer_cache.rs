@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pacfleet_support::synth::SynthPackage;
 
 use crate::harness::world::POOL;
-use crate::harness::{HostDir, World, fleetctl, skip};
+use crate::harness::{HostDir, TestCommand, World, fleetctl, skip};
 
 /// A free TCP port on 127.0.0.1 (free when this returns).
 fn free_port() -> u16 {
@@ -362,6 +362,41 @@ fn a_pass_downloads_package_files_from_a_static_peer_first() {
         fs::read(b.cache_dir.join(&name)).unwrap() == bytes,
         "the peer's download differs from the package file"
     );
+    // Where the bytes came from, in the pass's summary, status, history and metrics alike.
+    assert!(
+        out.stdout.contains("downloads: 1 file (")
+            && out.stdout.contains(") from peers, 0 files from upstream\n"),
+        "{}",
+        out.stdout
+    );
+    let cfg = b.base.join("agent.yaml");
+    let status = TestCommand::status(&cfg).run();
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("downloads  1 file (")
+                && l.ends_with(") from peers, 0 files from upstream")),
+        "{}",
+        status.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&TestCommand::status(&cfg).arg("--json").run().stdout).unwrap();
+    let d = &json["last_pass"]["downloads"];
+    assert_eq!(
+        (d["peer_files"].as_u64(), d["upstream_files"].as_u64()),
+        (Some(1), Some(0)),
+        "{json}"
+    );
+    assert_eq!(d["peer_bytes"].as_u64(), Some(bytes.len() as u64), "{json}");
+    let entry = b.history().pop().expect("history");
+    assert_eq!(entry["downloads"]["peer_files"], 1, "{entry}");
+    let history = TestCommand::with_config("history", &cfg).run();
+    assert!(
+        history.stdout.contains("    downloads: 1 file ("),
+        "{}",
+        history.stdout
+    );
     drop(agent);
 }
 
@@ -407,6 +442,20 @@ fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
     assert_eq!(downloads["bad_from"][&peer], 1, "{report}");
     assert_eq!(downloads["peer_files"], 0, "{report}");
     assert_eq!(downloads["upstream_files"], 1, "{report}");
+    let bad = format!("bad peer: {peer} served 1 file that failed the sha256 check (discarded)");
+    assert!(
+        out.stdout.contains(&bad),
+        "{bad:?} missing:\n{}",
+        out.stdout
+    );
+    let status = TestCommand::status(b.base.join("agent.yaml")).run();
+    assert!(
+        status
+            .stdout
+            .contains(&bad.replacen("bad peer: ", "bad peer   ", 1)),
+        "{}",
+        status.stdout
+    );
     // Avoided for a while: the next pass does not ask it.
     fs::remove_file(b.cache_dir.join(&name)).unwrap();
     b.pacman_ok(&["-R", "app"]);
@@ -420,6 +469,86 @@ fn a_tampered_file_from_a_peer_is_discarded_and_upstream_is_used() {
         out.stderr
     );
     assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
+    drop(agent);
+}
+
+#[test]
+fn prefetch_downloads_a_pending_change_from_a_peer_and_says_so_everywhere() {
+    // The pool's window opens for one second a year: the change is pending.
+    let w = World::builder()
+        .packages(&[SynthPackage::new("app", "1.0-1")])
+        .desired(&["app"])
+        .pool(&format!(
+            "{POOL}window: {{cron: \"0 0 0 1 1 *\", duration: 1s}}\n"
+        ))
+        .build();
+    let (_pkg, name, bytes) = app_file(&w);
+    let (agent, peer) = serving_peer(&w, &bytes);
+    let b = w.host_dir("ws-02");
+    let prom = w.tmp.path().join("ws-02.prom");
+    let cfg = w.config(
+        &b,
+        &format!(
+            "lock_timeout: 1s\nprefetch: true\ntextfile: {}\npeers: {{static: [{peer}]}}\n",
+            prom.display()
+        ),
+    );
+    let out = w.reconcile(&b);
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        agent.log()
+    );
+    assert!(
+        !b.installed().contains_key("app"),
+        "applied outside the window"
+    );
+    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
+    let prefetched = "1 file (";
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("prefetched: "))
+        .unwrap_or_else(|| panic!("no prefetched line:\n{}", out.stdout));
+    assert!(
+        line.starts_with(prefetched)
+            && line.ends_with(") for the pending change; 0 left to download"),
+        "{line}"
+    );
+    let status = TestCommand::status(&cfg).run();
+    assert!(
+        status.stdout.contains(&format!("prefetched {line}\n")),
+        "{}",
+        status.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&TestCommand::status(&cfg).arg("--json").run().stdout).unwrap();
+    let d = &json["last_pass"]["downloads"];
+    assert_eq!(
+        (
+            d["prefetch"].as_bool(),
+            d["peer_files"].as_u64(),
+            d["left"].as_u64()
+        ),
+        (Some(true), Some(1), Some(0)),
+        "{json}"
+    );
+    let metrics = fs::read_to_string(&prom).unwrap();
+    for want in [
+        "pacfleet_prefetched_files 1\n",
+        "pacfleet_prefetch_left_files 0\n",
+        "pacfleet_download_files{source=\"peer\"} 1\n",
+        "pacfleet_download_files{source=\"upstream\"} 0\n",
+        &format!(
+            "pacfleet_download_bytes{{source=\"peer\"}} {}\n",
+            bytes.len()
+        ),
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
     drop(agent);
 }
 

@@ -12,7 +12,8 @@
 //!    textfile collector (`# HELP` and `# TYPE` lines, then samples): gauges for the state of
 //!    the host (last pass and last success times, pending changes, drift, applied sequence,
 //!    signature expiry, pass duration, an info series with the fleet, pool, generation and
-//!    commit) and the counters above. The collector may read the directory at any moment, so
+//!    commit, the last pass's package downloads by source and what it prefetched) and the
+//!    counters above. The collector may read the directory at any moment, so
 //!    the file is written to a temporary file in the same directory whose name does not end in
 //!    `.prom` (the collector ignores it), made world-readable (node_exporter does not run as
 //!    root), fsynced and renamed over the target.
@@ -318,6 +319,64 @@ fn rollout_series(x: &mut Exposition, status: &PassStatus) {
     }
 }
 
+/// The last pass's downloads: bytes and package files by source, files peers served that
+/// failed their sha256, and what was prefetched for a pending change. At 0 when the pass
+/// downloaded nothing, so a dashboard's series never break.
+fn download_series(x: &mut Exposition, status: &PassStatus) {
+    let none = crate::peers::Downloads::default();
+    let d = status.downloads.as_ref().unwrap_or(&none);
+    x.family(
+        "pacfleet_download_bytes",
+        "gauge",
+        "Bytes of package files the last pass downloaded, by source (peer: other hosts' caches; upstream: the mirrors or the archive).",
+    );
+    x.sample(
+        "pacfleet_download_bytes",
+        &[("source", "peer")],
+        d.peer_bytes,
+    );
+    x.sample(
+        "pacfleet_download_bytes",
+        &[("source", "upstream")],
+        d.upstream_bytes,
+    );
+    x.family(
+        "pacfleet_download_files",
+        "gauge",
+        "Package files the last pass downloaded, by source (peer, upstream).",
+    );
+    x.sample(
+        "pacfleet_download_files",
+        &[("source", "peer")],
+        d.peer_files,
+    );
+    x.sample(
+        "pacfleet_download_files",
+        &[("source", "upstream")],
+        d.upstream_files,
+    );
+    x.gauge(
+        "pacfleet_peer_bad_files",
+        "Package files peers served in the last pass that failed their sha256 check (discarded).",
+        d.bad_from.values().map(|n| u64::from(*n)).sum::<u64>(),
+    );
+    let (prefetched, left) = if d.prefetch {
+        (d.peer_files.saturating_add(d.upstream_files), d.left)
+    } else {
+        (0, 0)
+    };
+    x.gauge(
+        "pacfleet_prefetched_files",
+        "Package files the last pass downloaded ahead for a pending change (prefetch: true).",
+        prefetched,
+    );
+    x.gauge(
+        "pacfleet_prefetch_left_files",
+        "Package files the pending change still has to download after the last pass's prefetch.",
+        left,
+    );
+}
+
 /// The textfile's contents: every metric with its `# HELP` and `# TYPE`.
 pub fn render(
     applied: Option<&AppliedState>,
@@ -446,6 +505,7 @@ pub fn render(
         );
     }
     rollout_series(&mut x, status);
+    download_series(&mut x, status);
     x.family(
         "pacfleet_passes_total",
         "counter",
@@ -610,6 +670,51 @@ mod tests {
         );
         assert!(plain.contains("pacfleet_needs_reboot 0\n"));
         assert!(!plain.contains("pacfleet_rollout_") && !plain.contains("pacfleet_report"));
+    }
+
+    #[test]
+    fn download_series_by_source_and_prefetch() {
+        let plain = render(
+            None,
+            &status(PassOutcome::Converged, None),
+            &Counters::default(),
+            Utc::now(),
+        );
+        for want in [
+            "pacfleet_download_bytes{source=\"peer\"} 0\n",
+            "pacfleet_download_bytes{source=\"upstream\"} 0\n",
+            "pacfleet_download_files{source=\"peer\"} 0\n",
+            "pacfleet_peer_bad_files 0\n",
+            "pacfleet_prefetched_files 0\n",
+            "pacfleet_prefetch_left_files 0\n",
+        ] {
+            assert!(plain.contains(want), "{want} missing:\n{plain}");
+        }
+        let mut s = status(PassOutcome::Pending, None);
+        s.downloads = Some(crate::peers::Downloads {
+            peer_bytes: 3000,
+            upstream_bytes: 1000,
+            peer_files: 3,
+            upstream_files: 1,
+            bad_from: [("http://a:1".to_owned(), 2), ("http://b:1".to_owned(), 1)].into(),
+            peers: vec!["http://a:1".into(), "http://b:1".into()],
+            prefetch: true,
+            left: 2,
+        });
+        let text = render(None, &s, &Counters::default(), Utc::now());
+        for want in [
+            "pacfleet_download_bytes{source=\"peer\"} 3000\n",
+            "pacfleet_download_bytes{source=\"upstream\"} 1000\n",
+            "pacfleet_download_files{source=\"peer\"} 3\n",
+            "pacfleet_download_files{source=\"upstream\"} 1\n",
+            "pacfleet_peer_bad_files 3\n",
+            "pacfleet_prefetched_files 4\n",
+            "pacfleet_prefetch_left_files 2\n",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        // Peer URLs never become labels: a series per peer would grow without bound.
+        assert!(!text.contains("http://"), "{text}");
     }
 
     /// The backticked words of README.md's metrics table row for `metric`.

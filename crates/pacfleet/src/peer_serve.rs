@@ -164,6 +164,68 @@ pub enum PeerServeError {
         #[source]
         source: io::Error,
     },
+    /// The thread or runtime of a [`Background`] server could not be started.
+    #[error("cannot start the peer cache server: {0}")]
+    Start(#[source] io::Error),
+}
+
+/// A peer cache server on a thread of its own, with its own tokio runtime, for a caller that
+/// has none (`fleetctl demo`): it serves from [`spawn`] until it is dropped, which stops it
+/// and waits for its thread.
+pub struct Background {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// The address it listens on (the port, when `addr` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// [`bind`] and run on a thread of its own; returns once the socket is bound (or could not be).
+pub fn spawn(
+    addr: SocketAddr,
+    cache_dirs: Vec<PathBuf>,
+    limits: Limits,
+    identity: Identity,
+) -> Result<Background, PeerServeError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PeerServeError::Start)?;
+    let server = rt.block_on(bind(addr, cache_dirs, limits, identity))?;
+    let addr = server.local_addr().map_err(PeerServeError::Start)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("peer-serve".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    () = server.run() => {}
+                    _ = stopped => {}
+                }
+            });
+        })
+        .map_err(PeerServeError::Start)?;
+    Ok(Background {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// Whether `name` (a URL path's one component, decoded) may be served: a package file name
@@ -713,6 +775,35 @@ mod tests {
         let (bytes, took) = drain(Body::file(file, len, DEFAULT_BYTES_PER_SECOND)).await;
         assert!(bytes == content);
         assert!(took < Duration::from_millis(350), "{took:?}");
+    }
+
+    #[test]
+    fn a_background_server_serves_until_dropped() {
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a-1-1-any.pkg.tar.zst"), b"package").unwrap();
+        let server = spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![dir.path().to_path_buf()],
+            Limits::default(),
+            Identity {
+                host: "ws-01".into(),
+                status_file: dir.path().join("none.json"),
+            },
+        )
+        .unwrap();
+        let addr = server.addr();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /a-1-1-any.pkg.tar.zst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("package"),
+            "{got}"
+        );
+        drop(server);
+        assert!(std::net::TcpStream::connect(addr).is_err());
     }
 
     #[tokio::test]

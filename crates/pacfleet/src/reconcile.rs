@@ -572,6 +572,7 @@ pub fn run(cfg: &AgentConfig, opts: PassOptions) -> Result<PassReport, PassError
                 duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
                 notices: Notices::default(),
                 held: Vec::new(),
+                downloads: None,
             };
             if let Err(e) = state.append_history(&entry) {
                 tracing::error!("cannot record the refusal in history: {e}");
@@ -1128,6 +1129,7 @@ fn interrupted_entry(i: &Interrupted) -> HistoryEntry {
         duration_ms: 0,
         notices: Notices::default(),
         held: Vec::new(),
+        downloads: None,
     }
 }
 
@@ -1520,6 +1522,7 @@ fn apply_now(
             signers: &ctx.trusted.signers,
             start: ctx.start,
             rolling_back: false,
+            downloads: std::cell::Cell::new(report.downloads.clone()),
         };
         let committed = commit_changes(cfg, &tx, &mut sys, report, inventory, &mut planned.intent);
         fetch::add_libalpm(&mut report.downloads, before);
@@ -1662,6 +1665,7 @@ fn check_health(
         let rtx = Tx {
             resolved: &back_to,
             rolling_back: true,
+            downloads: std::cell::Cell::default(),
             ..*tx
         };
         let notices = rtx.commit(sys, &back)?;
@@ -2215,6 +2219,9 @@ struct Tx<'a> {
     start: Instant,
     /// This transaction undoes the pass's changes after a failed health check.
     rolling_back: bool,
+    /// What the pass downloaded ahead of its transactions: the first one's history entry
+    /// takes it.
+    downloads: std::cell::Cell<Option<crate::peers::Downloads>>,
 }
 
 impl Tx<'_> {
@@ -2251,7 +2258,10 @@ impl Tx<'_> {
             "pass phase done: transaction marker at {:?}",
             self.start.elapsed()
         );
+        let before = apply::libalpm_downloads();
         let applied = apply::commit(sys, cs);
+        let mut downloads = self.downloads.take();
+        fetch::add_libalpm(&mut downloads, before);
         tracing::debug!("pass phase done: commit at {:?}", self.start.elapsed());
         let entry = |outcome, error: Option<String>, notices: Notices| HistoryEntry {
             at: chrono::Utc::now(),
@@ -2268,6 +2278,7 @@ impl Tx<'_> {
                 ..notices
             },
             held: cs.held.clone(),
+            downloads: downloads.clone().filter(|d| !d.is_empty()),
         };
         match applied {
             Ok(notices) => {

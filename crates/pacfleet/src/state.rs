@@ -505,6 +505,11 @@ pub struct HistoryEntry {
     /// Packages IgnorePkg/IgnoreGroup held back in this pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Held>,
+    /// The package files this transaction took, by source: those the pass downloaded ahead
+    /// (peers first; counted with the pass's first transaction) and those libalpm downloaded
+    /// in its commit. Absent when it downloaded nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<crate::peers::Downloads>,
 }
 
 /// `transaction.json`: written just before pacfleet commits a libalpm transaction, while it
@@ -1297,6 +1302,7 @@ mod tests {
             duration_ms: 42,
             notices: Default::default(),
             held: Vec::new(),
+            downloads: None,
         }
     }
 
@@ -1450,6 +1456,24 @@ mod tests {
         assert_eq!(s.load_status().unwrap(), Some(st));
         let text = std::fs::read_to_string(s.status_path()).unwrap();
         assert!(text.contains("\"outcome\": \"pending\""), "{text}");
+    }
+
+    #[test]
+    fn history_downloads_are_optional_and_read_back() {
+        let plain = serde_json::to_string(&entry("a")).unwrap();
+        assert!(!plain.contains("downloads"), "{plain}");
+        let mut e = entry("a");
+        e.downloads = Some(crate::peers::Downloads {
+            peer_files: 2,
+            peer_bytes: 2048,
+            upstream_files: 1,
+            upstream_bytes: 10,
+            ..Default::default()
+        });
+        let (_d, s) = state();
+        s.append_history(&e).unwrap();
+        s.append_history(&entry("b")).unwrap();
+        assert_eq!(s.read_history().unwrap(), vec![e, entry("b")]);
     }
 
     #[test]
