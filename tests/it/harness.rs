@@ -31,6 +31,7 @@ use std::process::{Command, Output};
 use pacfleet_support::host::{HostLayout, PacmanConf, SigLevel};
 use pacfleet_support::synth::{self, SynthPackage};
 
+pub mod agent;
 pub mod command;
 pub mod git_fixtures;
 pub mod packager;

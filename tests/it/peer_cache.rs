@@ -14,48 +14,9 @@ use std::time::{Duration, Instant};
 
 use pacfleet_support::synth::SynthPackage;
 
+use crate::harness::agent::{Agent, free_port, serving_agent};
 use crate::harness::world::POOL;
 use crate::harness::{HostDir, TestCommand, World, fleetctl, skip};
-
-/// A free TCP port on 127.0.0.1 (free when this returns).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(cfg: &Path, log: PathBuf) -> Agent {
-    let out = fs::File::create(&log).unwrap();
-    let child = fleetctl()
-        .arg("agent")
-        .arg("--config")
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Agent { child, log }
-}
 
 /// `curl` with `args` and the URL: (HTTP status, body, response headers), status 0 when
 /// nothing answered.
@@ -123,7 +84,7 @@ fn the_agent_serves_its_cache_to_curl_and_to_pacman_through_cache_server() {
         &host,
         &format!("interval: 1h\npeers: {{listen: 127.0.0.1:{port}}}\n"),
     );
-    let agent = start_agent(&cfg, w.tmp.path().join("agent.log"));
+    let agent = Agent::start(&cfg, w.tmp.path().join("agent.log"));
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while curl(&[], &format!("{base}/")).0 == 0 {
@@ -301,21 +262,7 @@ fn serving_peer(w: &World, bytes: &[u8]) -> (Agent, String) {
         a.cache_dir.join(format!("{name}.sig")),
     )
     .unwrap();
-    let port = free_port();
-    let cfg = w.config(
-        &a,
-        &format!("interval: 1h\nlock_timeout: 1s\npeers: {{listen: 127.0.0.1:{port}}}\n"),
-    );
-    let agent = start_agent(&cfg, w.tmp.path().join("agent-a.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the peer cache did not answer:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (agent, port) = serving_agent(w, "peer-01", "", "");
     (agent, format!("http://127.0.0.1:{port}"))
 }
 
@@ -536,6 +483,7 @@ fn prefetch_downloads_a_pending_change_from_a_peer_and_says_so_everywhere() {
         (Some(true), Some(1), Some(0)),
         "{json}"
     );
+    assert_eq!(d["peers"][0], peer.as_str(), "{json}");
     let metrics = fs::read_to_string(&prom).unwrap();
     for want in [
         "pacfleet_prefetched_files 1\n",
@@ -646,43 +594,6 @@ fn prefetch_downloads_a_pending_change_outside_the_window_and_the_apply_download
 }
 
 #[test]
-fn prefetch_asks_the_peers_first() {
-    let w = World::builder()
-        .packages(&[SynthPackage::new("app", "1.0-1")])
-        .desired(&["app"])
-        .pool(CLOSED_POOL)
-        .build();
-    let (pkg, name, bytes) = app_file(&w);
-    let (agent, peer) = serving_peer(&w, &bytes);
-    fs::remove_file(&pkg).unwrap();
-    let b = w.host_dir("ws-02");
-    w.config(
-        &b,
-        &format!("lock_timeout: 1s\nprefetch: true\npeers: {{static: [{peer}]}}\n"),
-    );
-    let out = w.reconcile(&b);
-    assert_eq!(
-        out.code,
-        0,
-        "{}\n{}\n{}",
-        out.stdout,
-        out.stderr,
-        agent.log()
-    );
-    assert!(!b.installed().contains_key("app"));
-    assert!(fs::read(b.cache_dir.join(&name)).unwrap() == bytes);
-    let status = b.status_json();
-    let d = &status["downloads"];
-    assert_eq!(
-        (d["peer_files"].clone(), d["upstream_files"].clone()),
-        (1.into(), 0.into()),
-        "{status}"
-    );
-    assert_eq!(d["peers"][0], peer.as_str(), "{status}");
-    drop(agent);
-}
-
-#[test]
 fn a_peer_answers_its_status_and_never_serves_the_status_file_as_a_package() {
     let w = app_world();
     let (_pkg, _name, bytes) = app_file(&w);
@@ -783,17 +694,7 @@ fn a_pinned_version_from_the_archive_is_taken_from_a_peer_and_checked_by_its_sha
         a.cache_dir.join(format!("{name}.sig")),
     )
     .unwrap();
-    let port = free_port();
-    let cfg = w.config(
-        &a,
-        &format!("interval: 1h\nlock_timeout: 1s\npeers: {{listen: 127.0.0.1:{port}}}\n"),
-    );
-    let agent = start_agent(&cfg, w.tmp.path().join("agent-a.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{}", agent.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (agent, port) = serving_agent(&w, "peer-01", "", "");
     let peer = format!("http://127.0.0.1:{port}");
 
     // With the peer: the archive serves nothing of the package.

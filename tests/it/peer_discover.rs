@@ -15,16 +15,16 @@
 //! `PACFLEET_REQUIRE_ALL=1`.
 
 use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pacfleet::peer_discover::{self, Advertiser, DiscoveredPeer};
 use pacfleet_support::synth::SynthPackage;
 
+use crate::harness::agent::{Agent, serving_agent};
 use crate::harness::world::POOL;
-use crate::harness::{World, fleetctl, is_root, skip};
+use crate::harness::{World, is_root, skip};
 
 /// Runs `body` on a new thread inside a fresh network namespace whose `lo` carries multicast;
 /// skips (`skip`) where that cannot be had, saying why.
@@ -70,77 +70,10 @@ fn in_fresh_netns(body: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 of the calling thread's namespace (free when this returns).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(cfg: &Path, log: PathBuf) -> Agent {
-        let out = fs::File::create(&log).unwrap();
-        let child = fleetctl()
-            .arg("agent")
-            .arg("--config")
-            .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and waits for the agent to exit.
-    fn stop(&mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}\n{}", self.log());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Host `name`'s agent with `peers: {listen: 127.0.0.1:<free port>, discover: mdns}`,
 /// serving once this returns; and its port.
 fn discoverable_agent(w: &World, name: &str) -> (Agent, u16) {
-    let host = w.host_dir(name);
-    let port = free_port();
-    let cfg = w.config(
-        &host,
-        &format!(
-            "interval: 1h\nlock_timeout: 1s\npeers: {{listen: 127.0.0.1:{port}, discover: mdns}}\n"
-        ),
-    );
-    let agent = Agent::start(&cfg, w.tmp.path().join(format!("agent-{name}.log")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the peer cache of {name} did not answer:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (agent, port)
+    serving_agent(w, name, ", discover: mdns", "")
 }
 
 /// Browses (2 s at a time) as host `asking` until `done` holds for the peers found, for at most
@@ -172,7 +105,7 @@ fn agents_with_discover_mdns_are_found_and_a_host_never_finds_itself() {
             .build();
         let (mut a, port_a) = discoverable_agent(&w, "peer-01");
         let (b, port_b) = discoverable_agent(&w, "peer-02");
-        let (log_a, log_b) = (a.log.clone(), b.log.clone());
+        let (log_a, log_b) = (a.log_path().to_path_buf(), b.log_path().to_path_buf());
         let logs = || {
             let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
             format!(

@@ -10,25 +10,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use pacfleet_support::mirror::Mirror;
 use pacfleet_support::synth::SynthPackage;
 
+use crate::harness::agent::{Agent, free_port};
 use crate::harness::command::TestCommand;
 use crate::harness::world::POOL;
-use crate::harness::{HostDir, World, fleetctl};
-
-/// A free TCP port on 127.0.0.1 (free when this returns).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{HostDir, World};
 
 /// `n` bytes that zstd cannot shrink (xorshift from `seed`), so a package's size is its
 /// payload's.
@@ -50,24 +41,6 @@ fn noise(seed: &str, n: usize) -> Vec<u8> {
 /// Package `name` 1.0-1 carrying `kib` KiB of incompressible data.
 fn big(name: &str, kib: usize) -> SynthPackage {
     SynthPackage::new(name, "1.0-1").file(format!("usr/share/{name}/data"), noise(name, kib << 10))
-}
-
-struct Agent {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A pool that selects no host yet: the agents' first passes (on start) leave the hosts alone.
@@ -126,16 +99,10 @@ fn a_site_that_takes_a_change_at_once_downloads_each_package_from_upstream_once(
                 others.join(", ")
             ),
         );
-        let log = w.tmp.path().join(format!("agent-{}.log", h.hostname));
-        let child = fleetctl()
-            .arg("agent")
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        agents.push(Agent { child, log });
+        agents.push(Agent::start(
+            &cfg,
+            w.tmp.path().join(format!("agent-{}.log", h.hostname)),
+        ));
         cfgs.push(cfg);
     }
     // Each agent serves, and its first pass (the host is in no pool yet) is over.
