@@ -99,8 +99,20 @@ pub(super) fn print_report(r: &PassReport) {
             c.why.join(", ")
         );
     }
+    let adds_files = cs.changes.iter().any(|c| {
+        matches!(
+            c.action,
+            Action::Install | Action::Upgrade | Action::Downgrade | Action::Reinstall
+        )
+    });
+    // After a prefetch (or any earlier download) libalpm finds every file in the cache.
+    let cached = if adds_files && cs.download_size() == 0 {
+        " (every package file is in the cache)"
+    } else {
+        ""
+    };
     println!(
-        "{} · download {} · installed size {}",
+        "{} · download {}{cached} · installed size {}",
         cs.summary(),
         bytes(cs.download_size()),
         delta(cs.size_delta())

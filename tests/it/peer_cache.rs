@@ -571,10 +571,17 @@ fn prefetch_downloads_a_pending_change_outside_the_window_and_the_apply_download
     assert_eq!(d["upstream_files"], 1, "{status}");
     assert_eq!(d["upstream_bytes"], bytes.len() as u64, "{status}");
     assert_eq!(d["left"], 0, "{status}");
-    // `plan` says the same and downloads nothing (it never writes the cache).
+    // `plan` downloads nothing (it never writes the cache) and says there is nothing to.
     let plan = crate::harness::TestCommand::plan(&cfg).arg("--json").run();
     let plan_json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert!(plan_json["downloads"].is_null(), "{}", plan.stdout);
+    let plan = crate::harness::TestCommand::plan(&cfg).run();
+    assert!(
+        plan.stdout
+            .contains("download 0 B (every package file is in the cache)"),
+        "{}",
+        plan.stdout
+    );
     // Prefetching again finds everything cached.
     let out = w.reconcile(&b);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
