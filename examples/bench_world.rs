@@ -159,29 +159,13 @@ pub fn package_names(w: &HostWorld) -> (Vec<String>, Vec<String>, Vec<String>, V
     )
 }
 
-/// `n` bytes zstd cannot shrink (xorshift seeded by `seed`).
-fn noise(seed: &str, n: usize) -> Vec<u8> {
-    let mut x: u64 = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 fn payload(w: &HostWorld, name: &str, version: &str) -> SynthPackage {
     let (files, size) = (w.files, w.file_size);
     let mut pkg = SynthPackage::new(name, version).description(format!("bench package {name}"));
     if w.random_bytes > 0 {
         pkg = pkg.file(
             format!("usr/share/{name}/random"),
-            noise(name, w.random_bytes),
+            pacfleet_support::synth::incompressible(name, w.random_bytes),
         );
     }
     if files == 0 {

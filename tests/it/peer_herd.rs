@@ -21,26 +21,12 @@ use crate::harness::command::TestCommand;
 use crate::harness::world::POOL;
 use crate::harness::{HostDir, World};
 
-/// `n` bytes that zstd cannot shrink (xorshift from `seed`), so a package's size is its
-/// payload's.
-fn noise(seed: &str, n: usize) -> Vec<u8> {
-    let mut x: u64 = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 /// Package `name` 1.0-1 carrying `kib` KiB of incompressible data.
 fn big(name: &str, kib: usize) -> SynthPackage {
-    SynthPackage::new(name, "1.0-1").file(format!("usr/share/{name}/data"), noise(name, kib << 10))
+    SynthPackage::new(name, "1.0-1").file(
+        format!("usr/share/{name}/data"),
+        pacfleet_support::synth::incompressible(name, kib << 10),
+    )
 }
 
 /// A pool that selects no host yet: the agents' first passes (on start) leave the hosts alone.

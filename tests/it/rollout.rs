@@ -384,3 +384,36 @@ fn a_wave_waits_for_its_soak_after_the_previous_one_is_done() {
     );
     assert_eq!(w.app(1), "");
 }
+
+#[test]
+fn a_host_whose_wave_waits_prefetches_the_change() {
+    let w = world(0, "0s");
+    w.w.fleet()
+        .commit("generation 2", &[("pools/ws.yaml", &pool(2, 0, "0s"))]);
+    // ws-04 (wave rest) with `prefetch: true`: the canary has not reported, so it waits, with
+    // app 2's file and signature in its cache, checked, and nothing installed.
+    let cfg = &w.hosts[3].cfg;
+    let text = fs::read_to_string(cfg).expect("agent.yaml");
+    fs::write(cfg, format!("{text}prefetch: true\n")).expect("agent.yaml");
+    let (code, out, err) = w.reconcile(3);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("pending (wave rest waits for wave canary"),
+        "{out}"
+    );
+    assert_eq!(w.app(3), "");
+    let pkg = w.w.repo().package_file("app").expect("app 2").to_path_buf();
+    let name = pkg.file_name().unwrap().to_str().unwrap().to_owned();
+    let cache = &w.hosts[3].dir.cache_dir;
+    assert!(fs::read(cache.join(&name)).unwrap() == fs::read(&pkg).unwrap());
+    assert!(cache.join(format!("{name}.sig")).is_file());
+    let status = w.status(3);
+    assert_eq!(status["downloads"]["prefetch"], true, "{status}");
+    assert_eq!(status["downloads"]["upstream_files"], 1, "{status}");
+    assert_eq!(status["downloads"]["left"], 0, "{status}");
+    // ws-05, the same wave without `prefetch`, downloads nothing while it waits.
+    let (code, out, err) = w.reconcile(4);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!w.hosts[4].dir.cache_dir.join(&name).exists());
+    assert!(w.status(4)["downloads"].is_null(), "{}", w.status(4));
+}

@@ -573,6 +573,23 @@ fn package_name_of_file(file_name: &str) -> &str {
     rest
 }
 
+/// `n` bytes zstd cannot shrink (xorshift seeded by `seed`, the same bytes for the same seed),
+/// so that a package's size is its payload's: for the peer-cache tests and benchmark.
+pub fn incompressible(seed: &str, n: usize) -> Vec<u8> {
+    let mut x: u64 = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
 /// The SHA-256 of the file at `path`, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, SynthError> {
     let file = File::open(path).map_err(io_err("open", path))?;
