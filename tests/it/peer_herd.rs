@@ -185,6 +185,13 @@ fn a_site_that_takes_a_change_at_once_downloads_each_package_from_upstream_once(
 /// sends the head with the file's real length and half of `bytes`, then nothing, keeping the
 /// connection open until the test ends. Everything else is 404.
 fn stalling_peer(bytes: Vec<u8>) -> String {
+    fake_peer(r#"{"host":"stall-01"}"#.to_owned(), Some(bytes))
+}
+
+/// A fake peer on a free port of 127.0.0.1: its status answers `status`; a package file is
+/// half of `bytes`, then the connection is held open with nothing more sent, or (`None`) not
+/// found. Returns its base URL.
+fn fake_peer(status: String, bytes: Option<Vec<u8>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -204,14 +211,14 @@ fn stalling_peer(bytes: Vec<u8>) -> String {
             }
             let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
             if path == "/_pacfleet/peer" {
-                let body = br#"{"host":"stall-01"}"#;
+                let body = status.as_bytes();
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(body);
-            } else if path.ends_with(".pkg.tar.zst") {
+            } else if let (true, Some(bytes)) = (path.ends_with(".pkg.tar.zst"), &bytes) {
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
@@ -294,4 +301,51 @@ fn a_peer_that_stalls_mid_file_is_dropped_and_avoided_by_the_next_pass() {
         host.installed().get("app").map(String::as_str),
         Some("1.0-1")
     );
+}
+
+#[test]
+fn a_peer_that_says_it_is_fetching_a_file_it_never_serves_is_waited_for_once() {
+    let (w, _mirror) = mirrored_world(&[big("app", 64)], &["app"], POOL);
+    let pkg = w.repo().package_file("app").unwrap().to_path_buf();
+    let name = pkg.file_name().unwrap().to_str().unwrap().to_owned();
+    // It says it is fetching the file, and never has it.
+    let peer = fake_peer(
+        format!(r#"{{"host":"liar-01","fetching":["{name}"]}}"#),
+        None,
+    );
+    let host = w.host_dir("ws-01");
+    w.config(
+        &host,
+        &format!("lock_timeout: 5s\npeers: {{static: [{peer}]}}\n"),
+    );
+    let started = Instant::now();
+    let out = w.reconcile(&host);
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        host.installed().get("app").map(String::as_str),
+        Some("1.0-1")
+    );
+    // Waited for once (60 s), then dropped and avoided, the file from upstream.
+    assert!(took < Duration::from_secs(100), "{took:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "peer {peer} was too slow or stalled: said it was fetching {name} and did not have it after 60s"
+        )),
+        "{}",
+        out.stderr
+    );
+    // The next pass does not wait for it.
+    fs::remove_file(host.cache_dir.join(&name)).unwrap();
+    host.pacman_ok(&["-R", "app"]);
+    let started = Instant::now();
+    let out = w.reconcile(&host);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("peer {peer} is avoided until")),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
 }

@@ -523,11 +523,17 @@ fn from_peer(
             }
             Ok(None) => {
                 if wait && Instant::now() >= deadline {
-                    tracing::info!(
-                        "waited {}s for peer {} to fetch {}: downloading it elsewhere",
-                        f.limits.wait.as_secs(),
-                        peer.url,
-                        w.file
+                    // It said it would have the file and did not: a peer that says so of
+                    // every file would hold each of them for the whole wait.
+                    drop_peer(
+                        shared,
+                        &peer.url,
+                        AvoidReason::Slow,
+                        format!(
+                            "said it was fetching {} and did not have it after {}s",
+                            w.file,
+                            f.limits.wait.as_secs()
+                        ),
                     );
                 }
                 return false;
