@@ -399,10 +399,13 @@ fn worker(f: &Fetch<'_>, shared: &Mutex<Shared>) {
             .collect();
         let statuses: Vec<PeerStatus> = live.iter().map(|p| p.status.clone()).collect();
         let plan = crate::peers::plan_file(&w.file, f.me, &statuses);
+        // One wait a file, whoever it is spent on: peers that all claim the file cannot add
+        // their waits up.
+        let deadline = Instant::now() + f.limits.wait;
         let mut done = false;
         for step in plan {
             let got = match step {
-                Try::Peer { index, wait } => from_peer(f, shared, &live[index], &w, wait),
+                Try::Peer { index, wait } => from_peer(f, shared, &live[index], &w, wait, deadline),
                 Try::Upstream => from_upstream(f, shared, &w),
             };
             if got {
@@ -454,19 +457,19 @@ fn drop_peer(shared: &Mutex<Shared>, peer: &str, reason: AvoidReason, detail: St
     s.outcome.avoid.push((peer.to_owned(), reason, detail));
 }
 
-/// Asks `peer` for `w` (waiting for it, bounded, when `wait`); true when the file is in the
-/// cache, checked.
+/// Asks `peer` for `w` (waiting for it until `deadline`, the file's, when `wait`); true when
+/// the file is in the cache, checked.
 fn from_peer(
     f: &Fetch<'_>,
     shared: &Mutex<Shared>,
     peer: &Peer,
     w: &Wanted,
     mut wait: bool,
+    deadline: Instant,
 ) -> bool {
     if lock(shared).dropped.contains(&peer.url) {
         return false;
     }
-    let deadline = Instant::now() + f.limits.wait;
     loop {
         let url = format!("{}/{}", peer.url, w.file);
         match get(&f.clients.peer, &url) {
