@@ -1,7 +1,8 @@
 //! A pass's package downloads ahead of libalpm's transaction (docs/contract.md §8): which peers
-//! it asks (agent.yaml `peers.static` and those `peers.discover: mdns` finds, less the ones avoided for a while in `peers.json`),
-//! whether it downloads at all (peers answered, or `prefetch:` for a pending change), and what
-//! it reports of it. The downloading itself is `download`'s, the order `peers`'.
+//! it asks (agent.yaml `peers.static` and those `peers.discover: mdns` finds, less the ones
+//! avoided for a while in `peers.json`), whether it downloads at all (peers answered, or
+//! `prefetch:` for a pending change), archive pins through the same downloads, and what it
+//! reports of it. The downloading itself is `download`'s, the order `peers`'.
 
 use crate::config::AgentConfig;
 use crate::download;
