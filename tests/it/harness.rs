@@ -8,8 +8,8 @@
 //! `root/etc/pacman.d/gnupg/` made by the real `pacman-key` (`--init`, then `--add` and
 //! `--lsign-key` of the packager), and a pacman.conf with Arch's defaults, `SigLevel = Required
 //! DatabaseOptional` and `LocalFileSigLevel = Optional` (no `RemoteFileSigLevel`, so it is
-//! `Required` too). A test that needs less says so: [`PkgRepo::add_unsigned`],
-//! [`HostDir::set_siglevel_never`] (with the reason, written into pacman.conf). Another key
+//! `Required` too), and no test host checks less. A test of what hosts refuse has
+//! [`PkgRepo::add_unsigned`]. Another key
 //! is [`Packager::new`], trusted by a host with [`HostDir::trust_packager`]. A root has no
 //! shell unless [`HostDir::with_shell`] gives it busybox.
 //!
@@ -191,8 +191,7 @@ impl PkgRepo {
     }
 
     /// Like [`add`](Self::add), but the packages are not signed: no `.sig`, no `%PGPSIG%`.
-    /// Hosts with the default `SigLevel = Required` refuse them; for tests of exactly that, or
-    /// of hosts that opted out with [`HostDir::set_siglevel_never`].
+    /// Hosts (`SigLevel = Required`) refuse them: for tests of exactly that.
     pub fn add_unsigned(&mut self, pkgs: &[SynthPackage]) -> Vec<PathBuf> {
         self.add_with(None, pkgs)
     }
@@ -404,9 +403,6 @@ pub struct HostDir {
     pub state_dir: PathBuf,
     /// `root/etc/pacman.d/gnupg` (`GPGDir`), the host's keyring.
     pub gpgdir: PathBuf,
-    /// Why this host checks no signatures, once [`set_siglevel_never`](Self::set_siglevel_never)
-    /// was called.
-    siglevel_never: RefCell<Option<String>>,
     /// The repositories pacman.conf lists, as `(name, url)`.
     repos: RefCell<Vec<(String, String)>>,
     /// The layout the paths above come from (`pacfleet_support::host`).
@@ -428,7 +424,6 @@ impl HostDir {
             dbpath: layout.dbpath.clone(),
             cache_dir: layout.cache_dir.clone(),
             layout,
-            siglevel_never: RefCell::new(None),
             repos: RefCell::new(Vec::new()),
         };
         // The keyring pacman-key made (once per cache; see `packager`), trusting the packager.
@@ -443,18 +438,6 @@ impl HostDir {
             .iter()
             .map(|r| (r.name.clone(), r.url.clone()))
             .collect();
-        self.write_conf();
-    }
-
-    /// Turns signature checking off on this host (`SigLevel = Never`, `LocalFileSigLevel =
-    /// Never`), for a test that cannot have signatures; `why` goes into pacman.conf as a
-    /// comment, and the test should say it too. Kept across [`set_repos`](Self::set_repos).
-    pub fn set_siglevel_never(&self, why: &str) {
-        assert!(
-            !why.trim().is_empty(),
-            "say why this host checks no signatures"
-        );
-        *self.siglevel_never.borrow_mut() = Some(why.to_owned());
         self.write_conf();
     }
 
@@ -503,10 +486,7 @@ impl HostDir {
     fn write_conf(&self) {
         let conf = PacmanConf {
             title: format!("Test host {}", self.hostname),
-            siglevel: match &*self.siglevel_never.borrow() {
-                None => SigLevel::Arch,
-                Some(why) => SigLevel::Never { why: why.clone() },
-            },
+            siglevel: SigLevel::Arch,
             disable_download_timeout: true,
             repos: self.repos.borrow().clone(),
         };

@@ -560,26 +560,6 @@ fn unsigned_and_untrusted_packages_are_refused_by_default() {
 }
 
 #[test]
-fn a_host_can_opt_out_of_signatures_and_says_why() {
-    let tmp = tempdir();
-    let mut repo = PkgRepo::new(tmp.path(), "main");
-    repo.add_unsigned(&[SynthPackage::new("loose", "1.0-1")]);
-    let host = HostDir::new(tmp.path(), "h", &[&repo]);
-    host.set_siglevel_never("this test installs an unsigned package on purpose");
-    host.set_repos(&[&repo]);
-    let conf = read(&host.conf);
-    assert!(
-        conf.contains(
-            "# Signatures are not checked on this host: this test installs an unsigned package \
-             on purpose\nSigLevel = Never\nLocalFileSigLevel = Never\n"
-        ),
-        "{conf}"
-    );
-    host.pacman_ok(&["-Sy"]);
-    host.pacman_ok(&["-S", "loose"]);
-}
-
-#[test]
 fn write_repo_reads_gzip_and_plain_packages_and_refuses_armored_signatures() {
     let tmp = tempdir();
     let built = synth::build_package(&app("1.0-1"), &tmp.path().join("b")).unwrap();
