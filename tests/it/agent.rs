@@ -3,75 +3,14 @@
 //! running pass.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pacfleet_support::synth::SynthPackage;
 
+use crate::harness::agent::Agent;
 use crate::harness::world::POOL;
-use crate::harness::{HostDir, World, fleetctl};
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(cfg: &Path, log: PathBuf) -> Agent {
-        Agent::start_with(fleetctl(), cfg, log)
-    }
-
-    /// `start` with another `fleetctl` command (e.g. a copy of the binary).
-    fn start_with(mut fleetctl: std::process::Command, cfg: &Path, log: PathBuf) -> Agent {
-        let out = fs::File::create(&log).expect("log file");
-        let child = fleetctl
-            .arg("agent")
-            .arg("--config")
-            .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("start agent");
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    fn stop(mut self) -> i32 {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::harness::{HostDir, World};
 
 /// Polls `cond` every 100ms for up to `secs` seconds.
 fn eventually(secs: u64, what: &str, agent: &Agent, mut cond: impl FnMut() -> bool) {

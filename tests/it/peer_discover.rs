@@ -103,7 +103,7 @@ fn agents_with_discover_mdns_are_found_and_a_host_never_finds_itself() {
             .desired(&["app"])
             .pool(POOL)
             .build();
-        let (mut a, port_a) = discoverable_agent(&w, "peer-01");
+        let (a, port_a) = discoverable_agent(&w, "peer-01");
         let (b, port_b) = discoverable_agent(&w, "peer-02");
         let (log_a, log_b) = (a.log_path().to_path_buf(), b.log_path().to_path_buf());
         let logs = || {
@@ -153,7 +153,7 @@ fn agents_with_discover_mdns_are_found_and_a_host_never_finds_itself() {
 
         // An agent stopped by SIGTERM (withdrawing its announcement on the way out, and
         // exiting cleanly) is no longer found.
-        a.stop();
+        assert_eq!(a.stop(), 0, "{}", logs());
         let found = discover_until("ws-01", |p| p.len() == 1);
         assert_eq!(found, vec![peer("peer-02", port_b)], "{}", logs());
         drop(b);

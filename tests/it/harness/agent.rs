@@ -28,8 +28,13 @@ pub struct Agent {
 impl Agent {
     /// `fleetctl agent --config cfg`, its stderr into `log`.
     pub fn start(cfg: &Path, log: PathBuf) -> Agent {
+        Agent::start_with(fleetctl(), cfg, log)
+    }
+
+    /// [`start`](Self::start) with another `fleetctl` command (e.g. a copy of the binary).
+    pub fn start_with(mut fleetctl: std::process::Command, cfg: &Path, log: PathBuf) -> Agent {
         let out = fs::File::create(&log).unwrap();
-        let child = fleetctl()
+        let child = fleetctl
             .arg("agent")
             .arg("--config")
             .arg(cfg)
@@ -40,6 +45,32 @@ impl Agent {
         Agent { child, log }
     }
 
+    /// Sends `sig` (`kill`'s spelling: `-TERM`, `-HUP`).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, and waits (at most 30 s) for the agent to exit; its exit code.
+    pub fn stop(mut self) -> i32 {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Where it logs.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -48,15 +79,6 @@ impl Agent {
     /// What it logged so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and waits for the agent to exit (successfully).
-    pub fn stop(&mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}\n{}", self.log());
     }
 
     /// Waits (at most 30 s) until something accepts connections on 127.0.0.1:`port`.
