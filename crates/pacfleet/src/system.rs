@@ -413,50 +413,66 @@ impl Drop for System {
     }
 }
 
+/// The HTTP clients and the live peers of a pass's downloads.
+pub type Connected = (crate::download::Clients, Vec<crate::download::Peer>);
+
 /// How a pass has archive files (generation pins no sync database has) downloaded: by
 /// `download::fetch`, peers first, into the real cache; and what those downloads did.
 pub struct ArchiveFetch {
     me: String,
     cache_dir: PathBuf,
     status_file: Option<PathBuf>,
-    clients: crate::download::Clients,
-    /// Finds the live peers, on the first archive file (then kept in `peers`).
-    find_peers: Option<Box<dyn FnOnce() -> Vec<crate::download::Peer>>>,
-    peers: Option<Vec<crate::download::Peer>>,
+    /// Makes the clients and finds the live peers, on the first archive file only (a pass
+    /// that needs none pays nothing); then kept in `connected`.
+    connect: Option<Box<dyn FnOnce() -> Option<Connected>>>,
+    connected: Option<Connected>,
     outcome: crate::download::Outcome,
 }
 
 impl ArchiveFetch {
-    /// Downloads as host `me` into `cache_dir`, publishing to `status_file`, asking the peers
-    /// `find_peers` gives when the first archive file is needed.
+    /// Downloads as host `me` into `cache_dir`, publishing to `status_file`, with the clients
+    /// and peers `connect` gives when the first archive file is needed (`None`: libalpm
+    /// downloads it, as without peers).
     pub fn new(
         me: String,
         cache_dir: PathBuf,
         status_file: Option<PathBuf>,
-        clients: crate::download::Clients,
-        find_peers: Box<dyn FnOnce() -> Vec<crate::download::Peer>>,
+        connect: Box<dyn FnOnce() -> Option<Connected>>,
     ) -> ArchiveFetch {
         ArchiveFetch {
             me,
             cache_dir,
             status_file,
-            clients,
-            find_peers: Some(find_peers),
-            peers: None,
+            connect: Some(connect),
+            connected: None,
             outcome: crate::download::Outcome::default(),
         }
     }
 
-    /// The live peers if they were asked for, and what the downloads did.
-    pub fn into_parts(self) -> (Option<Vec<crate::download::Peer>>, crate::download::Outcome) {
-        (self.peers, self.outcome)
+    /// The clients and live peers if an archive file needed them, and what the downloads did.
+    pub fn into_parts(self) -> (Option<Connected>, crate::download::Outcome) {
+        (self.connected, self.outcome)
     }
 
-    fn peers(&mut self) -> Vec<crate::download::Peer> {
-        if let Some(find) = self.find_peers.take() {
-            self.peers = Some(find());
+    /// Downloads `wanted` (peers first, then the archive); whether it is in the cache now.
+    fn fetch(&mut self, wanted: crate::download::Wanted) -> bool {
+        if let Some(connect) = self.connect.take() {
+            self.connected = connect();
         }
-        self.peers.clone().unwrap_or_default()
+        let Some((clients, peers)) = &self.connected else {
+            return false;
+        };
+        let f = crate::download::Fetch {
+            me: &self.me,
+            cache_dir: &self.cache_dir,
+            status_file: self.status_file.clone(),
+            limits: crate::download::Limits::default(),
+            clients,
+        };
+        let outcome = crate::download::fetch(&f, vec![wanted], peers.clone());
+        let got = !outcome.fetched.is_empty();
+        self.outcome.merge(outcome);
+        got
     }
 }
 
@@ -1585,17 +1601,7 @@ impl System {
                         sha256: sha256.to_owned(),
                         sig: sig.clone(),
                     };
-                    let peers = fetch.peers();
-                    let f = crate::download::Fetch {
-                        me: &fetch.me,
-                        cache_dir: &fetch.cache_dir,
-                        status_file: fetch.status_file.clone(),
-                        limits: crate::download::Limits::default(),
-                        clients: &fetch.clients,
-                    };
-                    let outcome = crate::download::fetch(&f, vec![wanted], peers);
-                    let got = !outcome.fetched.is_empty();
-                    fetch.outcome.merge(outcome);
+                    let got = fetch.fetch(wanted);
                     if got {
                         return Ok(cached);
                     }

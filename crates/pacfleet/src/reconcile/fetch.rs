@@ -108,15 +108,16 @@ pub(super) fn archive_fetch(
         .iter()
         .map(std::path::PathBuf::from)
         .find(|c| c.is_dir())?;
-    let clients = download::Clients::new(&download::Limits::default())?;
-    let avoided = state.load_avoided();
-    let (cfg2, clients2) = (cfg.clone(), clients.clone());
+    let (cfg, state) = (cfg.clone(), state.clone());
     Some(ArchiveFetch::new(
         cfg.hostname.clone(),
         cache_dir,
         Some(cfg.state_dir.join(download::STATUS_FILE)),
-        clients,
-        Box::new(move || live_peers(&cfg2, &avoided, &clients2, chrono::Utc::now())),
+        Box::new(move || {
+            let clients = download::Clients::new(&download::Limits::default())?;
+            let peers = live_peers(&cfg, &state.load_avoided(), &clients, chrono::Utc::now());
+            Some((clients, peers))
+        }),
     ))
 }
 
@@ -142,7 +143,7 @@ pub(super) fn ahead(
         tracing::warn!("no cache dir of pacman.conf exists: nothing is downloaded ahead");
         return None;
     };
-    let (known_peers, mut outcome) = match archive {
+    let (connected, mut outcome) = match archive {
         Some(a) => a.into_parts(),
         None => (None, download::Outcome::default()),
     };
@@ -152,9 +153,13 @@ pub(super) fn ahead(
     let total = wanted.len() + outcome.fetched.len() + outcome.failed.len();
     let mut peer_names = Vec::new();
     if !wanted.is_empty() {
-        let clients = download::Clients::new(&limits)?;
         let status_file = cfg.state_dir.join(download::STATUS_FILE);
-        let peers = match known_peers {
+        // The archive downloads of the prepare may have asked the peers already.
+        let (clients, known) = match connected {
+            Some((clients, peers)) => (clients, Some(peers)),
+            None => (download::Clients::new(&limits)?, None),
+        };
+        let peers = match known {
             Some(peers) => peers,
             None if asks_peers(cfg) => {
                 // Pending first, then a moment for the peers that started with this host to
