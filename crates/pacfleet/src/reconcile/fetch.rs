@@ -214,7 +214,7 @@ pub(super) fn ahead(
     outcome.add_to(&mut d);
     if total > 0 {
         tracing::info!(
-            "{} of {total} package file{} downloaded{}: {} from peers ({} files), {} from upstream ({} files)",
+            "{} of {total} package file{} downloaded{}: {} bytes from peers ({} files), {} bytes from upstream ({} files)",
             d.peer_files + d.upstream_files,
             if total == 1 { "" } else { "s" },
             if d.prefetch {
@@ -222,9 +222,9 @@ pub(super) fn ahead(
             } else {
                 ""
             },
-            human_bytes(d.peer_bytes),
+            d.peer_bytes,
             d.peer_files,
-            human_bytes(d.upstream_bytes),
+            d.upstream_bytes,
             d.upstream_files
         );
     }
@@ -260,22 +260,4 @@ pub(super) fn add_libalpm(downloads: &mut Option<Downloads>, before: (u64, u32))
     let d = downloads.get_or_insert_with(Downloads::default);
     d.upstream_bytes += bytes;
     d.upstream_files += files;
-}
-
-/// `n` bytes as `12.3 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
