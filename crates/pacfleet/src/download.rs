@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::peers::{AvoidReason, Downloads, PeerStatus, STATUS_PATH, Try};
@@ -109,8 +108,7 @@ pub struct Peer {
 }
 
 /// Where a file came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "url")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A peer (its base URL).
     Peer(String),
@@ -119,7 +117,7 @@ pub enum Source {
 }
 
 /// A file a peer served that was not what the database says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadFile {
     /// The peer's base URL.
     pub peer: String,
@@ -140,26 +138,6 @@ pub struct Outcome {
     pub bad: Vec<BadFile>,
     /// Peers to avoid for a while: URL, why, what happened.
     pub avoid: Vec<(String, AvoidReason, String)>,
-}
-
-impl Outcome {
-    /// Bytes from peers.
-    pub fn peer_bytes(&self) -> u64 {
-        self.bytes(|s| matches!(s, Source::Peer(_)))
-    }
-
-    /// Bytes from upstream.
-    pub fn upstream_bytes(&self) -> u64 {
-        self.bytes(|s| matches!(s, Source::Upstream(_)))
-    }
-
-    fn bytes(&self, which: impl Fn(&Source) -> bool) -> u64 {
-        self.fetched
-            .iter()
-            .filter(|(_, s, _)| which(s))
-            .map(|(_, _, n)| n)
-            .sum()
-    }
 }
 
 /// The HTTP clients of a fetch: peers (no proxy, no redirect: a peer never sends this host
