@@ -601,21 +601,39 @@ fn prefetch_downloads_a_pending_change_outside_the_window_and_the_apply_download
 }
 
 #[test]
-fn a_peer_answers_its_status_and_never_serves_the_status_file_as_a_package() {
+fn a_peer_publishes_its_pass_status_under_its_own_name_until_it_expires() {
     let w = app_world();
-    let (_pkg, _name, bytes) = app_file(&w);
+    let (_pkg, name, bytes) = app_file(&w);
     let (agent, peer) = serving_peer(&w, &bytes);
-    let (code, body, _) = curl(&[], &format!("{peer}/_pacfleet/peer"));
-    assert_eq!(code, 200);
-    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(status["host"], "peer-01", "{status}");
-    // The status file in the state dir is no package: not served under its own name, nor by
-    // any path that reaches it.
-    for path in [
-        "/peer-status.json",
-        "/_pacfleet/../peer-status.json",
-        "/_pacfleet/peer/x",
-    ] {
+    let status = || {
+        let (code, body, _) = curl(&[], &format!("{peer}/_pacfleet/peer"));
+        assert_eq!(code, 200);
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    // No pass has written a status: the host's name, nothing pending.
+    let s = status();
+    assert_eq!(s["host"], "peer-01", "{s}");
+    assert_eq!(s["pending"], serde_json::json!([]), "{s}");
+    // What the pass wrote (another name in it is not taken: the server says who it is).
+    let file = w.tmp.path().join("hosts/peer-01/state/peer-status.json");
+    assert!(file.parent().unwrap().is_dir());
+    let write = |expires: chrono::DateTime<chrono::Utc>| {
+        let text = serde_json::json!({
+            "host": "someone-else",
+            "pending": [name],
+            "expires_at": expires.to_rfc3339(),
+        });
+        fs::write(&file, text.to_string()).unwrap();
+    };
+    write(chrono::Utc::now() + chrono::Duration::minutes(2));
+    let s = status();
+    assert_eq!(s["host"], "peer-01", "{s}");
+    assert_eq!(s["pending"], serde_json::json!([name]), "{s}");
+    // A pass that died leaves its status: once expired, it says nothing.
+    write(chrono::Utc::now() - chrono::Duration::seconds(1));
+    assert_eq!(status()["pending"], serde_json::json!([]));
+    // Only that exact path; the status file is no package file.
+    for path in ["/_pacfleet/peer/x", "/peer-status.json"] {
         let (code, _, _) = curl(&[], &format!("{peer}{path}"));
         assert_eq!(code, 404, "{path}");
     }
