@@ -103,6 +103,19 @@ fn committing_does_not_abort_the_process() {
     require_commit();
 }
 
+/// Held while this test process runs libalpm in-process. libalpm changes process-wide state
+/// and puts it back: the working directory (to the root while it extracts) and the umask
+/// (`umask(0)` around creating directories and downloads). Two threads doing that at once
+/// restore each other's saved values. That left the process in a deleted host root, and
+/// once with umask 0, after which every later test wrote world-writable files (state dirs
+/// refused, units warned about). One in-process libalpm at a time.
+fn one_libalpm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LIBALPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LIBALPM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// One reconcile pass as the agent will run it: open (Apply) → refresh → intent → prepare →
 /// commit. Returns what was planned and what the commit reported.
 fn reconcile(
@@ -111,21 +124,12 @@ fn reconcile(
     inventory: &BTreeSet<String>,
 ) -> Result<(Changeset, Notices), ApplyError> {
     require_commit();
+    let _one_at_a_time = one_libalpm_at_a_time();
     let mut sys = System::open(&host_paths(host), Mode::Apply)?;
     sys.refresh()?;
     let intent = plan::intent(resolved, &sys.installed(), inventory);
     let changes = sys.prepare(&intent, resolved)?;
-    let notices = {
-        // libalpm changes the process's working directory to the root while it extracts
-        // (saving and restoring it around each package): two commits at once in one process
-        // restore each other's, and left the test process in a deleted host root (every later
-        // test resolving a relative path then failed). One in-process commit at a time.
-        static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = COMMIT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        apply::commit(&mut sys, &changes)?
-    };
+    let notices = apply::commit(&mut sys, &changes)?;
     Ok((changes, notices))
 }
 
@@ -144,6 +148,7 @@ fn plan_only(
     resolved: &Resolved,
     inventory: &BTreeSet<String>,
 ) -> Result<Changeset, SystemError> {
+    let _one_at_a_time = one_libalpm_at_a_time();
     let mut sys = System::open(&host_paths(host), Mode::Plan)?;
     sys.refresh()?;
     let intent = plan::intent(resolved, &sys.installed(), inventory);
@@ -1076,6 +1081,7 @@ fn held_lock_is_reported_as_locked_by_prepare_and_refresh() {
     let want = floating(&["app"]);
 
     // prepare: trans_init fails with libalpm's HandleLock, reported as Locked.
+    let _one_at_a_time = one_libalpm_at_a_time();
     let mut sys = System::open(&host_paths(host), Mode::Apply).unwrap();
     let intent = plan::intent(&want, &sys.installed(), &inv(&[]));
     let err = sys.prepare(&intent, &want).expect_err("locked");
@@ -1187,6 +1193,7 @@ fn installed_dependency_graph_agrees_with_libalpm() {
     w.hosts[0].pacman_ok(&args);
     w.hosts[0].pacman_ok(&["-Rdd", "gone"]);
 
+    let _one_at_a_time = one_libalpm_at_a_time();
     let sys = System::open(&host_paths(&w.hosts[0]), Mode::Plan).expect("open");
     let ours = sys.installed();
     let alpm = sys.alpm();
@@ -1244,6 +1251,7 @@ fn dropping_a_prepared_handle_releases_pacmans_lock() {
     let w = world(&[libfoo("1.1-1"), app("1.1-1")]);
     let lock = w.hosts[0].dbpath.join("db.lck");
     {
+        let _one_at_a_time = one_libalpm_at_a_time();
         let mut sys = System::open(&host_paths(&w.hosts[0]), Mode::Apply).expect("open");
         sys.refresh().expect("refresh");
         let resolved = floating(&["app"]);
